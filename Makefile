@@ -1,0 +1,60 @@
+# BioStream: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+
+# Offline and quiet by default (see ../shared/STACK.md); a value already set in the environment wins.
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= true
+export BENTOML_DO_NOT_TRACK ?= true
+export DVC_NO_ANALYTICS ?= 1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_ENABLE_ONEDNN_OPTS ?= 0
+
+.PHONY: setup run test test-fast lint bench small lock clean
+
+## setup: create .venv and install the locked dependencies and the project
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version.split()[0] + "; set PYTHON=/path/to/python3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+## run: the whole pipeline (dvc repro) on the embedded defaults: no server, no network needed
+run: setup
+	dvc repro
+
+## test: the test suite (code, data, pipeline and notebook tests)
+test: setup
+	pytest
+
+## test-fast: the tests that take under a second each
+test-fast: setup
+	pytest -m "not slow"
+
+## lint: ruff
+lint: setup
+	ruff check src pipelines tests benchmarks
+
+## bench: benchmarks that print their figures
+bench: setup
+	python -m benchmarks.bench_generate
+
+## lock: re-resolve requirements.lock from pyproject.toml's pins (in a throw-away venv)
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e .[dev]
+	{ echo "# Exact set of packages BioStream installs (Python 3.11, Linux x86_64). Made by \`make lock\` from"; \
+	  echo "# pyproject.toml's pins; \`make setup\` installs from this file, then the project itself with --no-deps."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^biostream'; } > requirements.lock
+	rm -rf .lock-venv
+
+clean:
+	rm -rf .pytest_cache .ruff_cache
