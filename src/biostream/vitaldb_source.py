@@ -419,7 +419,7 @@ def _api_cases(
     if removed:
         log.warning("removed %d partial files an interrupted run left in %s", removed, p.cache_dir)
     if p.case_ids:
-        ids = list(p.case_ids)
+        ids = list(dict.fromkeys(p.case_ids))
     else:
         tables = p.cache_dir / "tables" / hashlib.sha1(p.api_url.encode()).hexdigest()[:10]
         try:

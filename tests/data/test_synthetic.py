@@ -135,7 +135,7 @@ def rich_dataset(small_params, configs, physiology):
 
 def test_hypotension_is_coupled_and_alarms(rich_dataset):
     checked = 0
-    for ev, during, before in clinical_windows(rich_dataset, "hypotension"):
+    for _, during, before in clinical_windows(rich_dataset, "hypotension"):
         if before["map"].notna().sum() < 120:
             continue
         checked += 1

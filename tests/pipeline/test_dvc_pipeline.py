@@ -1,0 +1,124 @@
+"""The real pipeline: `dvc repro` in a temporary copy of the repository on the small profile, a no-op
+second run, metrics, param scoping, byte-for-byte reproducibility, and the data-overview notebook."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbclient
+import nbformat
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def env_for(repo: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # `python` = this venv
+    env["PYTHONPATH"] = f"{repo / 'src'}{os.pathsep}{repo}"  # the copy's code, not the checkout's
+    env.update(DVC_NO_ANALYTICS="1", CI="true", BIOSTREAM_ROOT=str(repo))
+    return env
+
+
+def run(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=repo, env=env_for(repo), capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(repo, sys.executable, "-m", "dvc", *args, check=check)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A copy of the working tree (tracked and unignored files, no outputs) with the small profile."""
+    dst = tmp_path_factory.mktemp("biostream")
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    for out in ("dvc.lock", "metrics"):  # start from nothing, as a fresh clone of a new project would
+        shutil.rmtree(dst / out, ignore_errors=True) if (dst / out).is_dir() else (dst / out).unlink(missing_ok=True)
+    run(dst, sys.executable, "-m", "pipelines.apply_profile", "configs/profiles/small.yaml")
+    run(dst, "git", "init", "-q")
+    run(dst, "git", "add", "-A")
+    run(dst, "git", "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "copy")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def reproduced(repo) -> subprocess.CompletedProcess:
+    return dvc(repo, "repro")
+
+
+def test_repro_runs_every_stage_offline(repo, reproduced):
+    out = reproduced.stdout + reproduced.stderr
+    assert "Running stage 'generate'" in out and "Running stage 'ingest_vitaldb'" in out
+    assert "NO VITALDB DATA" in out, "the empty VitalDB dataset must be announced loudly"
+    for f in ("vitals", "events", "alarm_events", "patients"):
+        assert (repo / f"data/synthetic/{f}.parquet").is_file()
+        assert (repo / f"data/vitaldb/{f}.parquet").is_file()
+    synthetic = json.loads((repo / "metrics/synthetic.json").read_text())
+    assert synthetic["patients"] == yaml.safe_load((repo / "params.yaml").read_text())["generate"]["n_patients"]
+    vitaldb = json.loads((repo / "metrics/vitaldb.json").read_text())
+    assert vitaldb["status"] == "empty" and vitaldb["reasons"]
+
+
+def test_second_repro_is_a_noop(repo, reproduced):
+    again = dvc(repo, "repro")
+    assert "Running stage" not in again.stdout
+    assert "didn't change" in again.stdout or "up to date" in again.stdout
+    assert "up to date" in dvc(repo, "status").stdout
+
+
+def test_metrics_show_lists_both_manifests(repo, reproduced):
+    shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
+    files = next(iter(shown.values()))["data"]
+    assert files["metrics/synthetic.json"]["data"]["patients"] > 0
+    assert files["metrics/vitaldb.json"]["data"]["status"] == "empty"
+
+
+def test_params_are_scoped_to_their_stage(repo, reproduced):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["generate"]["seed"] += 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = dvc(repo, "status", "--json").stdout
+        changed = set(json.loads(status))
+        assert changed == {"generate"}, f"only generate reads generate.seed, got {changed}"
+    finally:
+        run(repo, "git", "checkout", "--", "params.yaml")
+
+
+def test_same_params_same_bytes(repo, reproduced):
+    before = (repo / "dvc.lock").read_text()
+    dvc(repo, "repro", "--force", "generate")
+    assert (repo / "dvc.lock").read_text() == before
+
+
+def test_data_overview_notebook_runs(repo, reproduced):
+    nb = nbformat.read(repo / "notebooks/01_data_overview.ipynb", as_version=4)
+    os.environ["BIOSTREAM_ROOT"] = str(repo)
+    try:
+        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": str(repo / "notebooks")}}).execute()
+    finally:
+        del os.environ["BIOSTREAM_ROOT"]
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3, "the plots were drawn"
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "patients" in text and "status: empty" in text
