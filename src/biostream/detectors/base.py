@@ -1,0 +1,146 @@
+"""The detector contract every model follows (after PyOD's BaseDetector), and the name -> class registry.
+
+* hyperparameters only in `__init__` (so `get_params` / `set_params` from scikit-learn work);
+* `fit(X)` learns from training inputs; fitted state ends in `_`;
+* `decision_function(X)`: one finite score per row, higher = more anomalous;
+* `threshold_`: provisional after `fit` (the 99th percentile of training scores), then set by a separate
+  calibration step (`biostream.detectors.thresholds`) without retraining;
+* `predict(X)`: 1 where the score exceeds `threshold_`, else 0;
+* `save(folder)` / `load_detector(folder)`: identical scores after a round trip.
+
+`input_view` says what X is: "features" (scaled window features, (n, F)), "sequence" (scaled sequence
+view and its mask, (n, T, 2S)) or "window" (raw windows, (n, S, W)). Stages build the view a detector
+declares; they never branch on a detector's name.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from biostream.io import atomic_dir
+
+REGISTRY: dict[str, type[BaseDetector]] = {}
+VIEWS = ("features", "sequence", "window")
+PROVISIONAL_QUANTILE = 0.99
+
+
+def register(name: str):
+    def wrap(cls: type[BaseDetector]) -> type[BaseDetector]:
+        if name in REGISTRY:
+            raise ValueError(f"detector name '{name}' is registered twice")
+        if cls.input_view not in VIEWS:
+            raise ValueError(f"{cls.__name__}.input_view must be one of {VIEWS}")
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def make_detector(name: str, **params: Any) -> BaseDetector:
+    """A detector by registry name with the given hyperparameters."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown detector '{name}'; registered: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name](**params)
+
+
+class NotFittedError(RuntimeError):
+    pass
+
+
+class BaseDetector(BaseEstimator):
+    name: ClassVar[str] = ""
+    input_view: ClassVar[str] = "features"
+
+    # --- to implement -----------------------------------------------------------------------------
+    @abstractmethod
+    def _fit(self, X: np.ndarray, **kwargs: Any) -> None: ...
+
+    @abstractmethod
+    def _score(self, X: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def _save_state(self, folder: Path) -> None: ...
+
+    @abstractmethod
+    def _load_state(self, folder: Path) -> None: ...
+
+    # --- the contract -----------------------------------------------------------------------------
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None, **kwargs: Any) -> BaseDetector:
+        """Learn from training inputs (labels are not used: detectors are unsupervised)."""
+        X = self._check_input(X)
+        if len(X) == 0:
+            raise ValueError(f"{self.name}: cannot fit on zero rows")
+        self._fit(X, **kwargs)
+        self.train_scores_ = self._finite_scores(X)
+        self.threshold_ = float(np.quantile(self.train_scores_, PROVISIONAL_QUANTILE))
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Anomaly score per row, higher = more anomalous; always finite."""
+        self._check_fitted()
+        X = self._check_input(X)
+        if len(X) == 0:
+            return np.empty(0, dtype=np.float64)
+        return self._finite_scores(X)
+
+    def _finite_scores(self, X: np.ndarray) -> np.ndarray:
+        scores = np.asarray(self._score(X), dtype=np.float64)
+        if not np.isfinite(scores).all():
+            raise FloatingPointError(f"{self.name}: non-finite scores; inputs must be preprocessed (no NaN)")
+        return scores
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return (self.decision_function(X) > self.threshold_).astype(np.int8)
+
+    def set_threshold(self, threshold: float) -> BaseDetector:
+        if not np.isfinite(threshold):
+            raise ValueError(f"threshold must be finite, got {threshold}")
+        self.threshold_ = float(threshold)
+        return self
+
+    def save(self, folder: str | Path) -> None:
+        """Write the detector to `folder` (replaced whole, atomically)."""
+        self._check_fitted()
+        with atomic_dir(folder) as tmp:
+            meta = {"name": self.name, "params": self.get_params(deep=False), "threshold": self.threshold_}
+            (tmp / "detector.json").write_text(json.dumps(meta, indent=2, default=_jsonable), encoding="utf-8")
+            self._save_state(tmp)
+
+    # --- helpers ----------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "threshold_"):
+            raise NotFittedError(f"{self.name} is not fitted; call fit() or load_detector() first")
+
+    def _check_input(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32 if self.input_view != "window" else np.float64)
+        want = {"features": 2, "sequence": 3, "window": 3}[self.input_view]
+        if X.ndim != want:
+            raise ValueError(f"{self.name} reads the '{self.input_view}' view ({want}-D), got shape {X.shape}")
+        return X
+
+
+def load_detector(folder: str | Path) -> BaseDetector:
+    folder = Path(folder)
+    meta_path = folder / "detector.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{folder}: no detector.json; is this a saved detector folder?")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    det = make_detector(meta["name"], **meta["params"])
+    det._load_state(folder)
+    det.threshold_ = float(meta["threshold"])
+    return det
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot store {type(value).__name__} in detector.json")

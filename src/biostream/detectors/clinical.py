@@ -1,0 +1,60 @@
+"""The clinical-threshold baseline: the alarm rules of `configs/alarms.yaml`, scored continuously.
+
+For each rule, the relative exceedance of its limit ((x - limit) / |limit| for ">", the opposite for "<")
+is taken at its weakest over the rule's last `min_duration_s` seconds; the score is the largest over
+rules. So score > 0 exactly when some rule has been violated for its whole minimum duration (a missing
+second counts as not violated), as the monitor's alarm would fire, and the score ranks how far and how
+long the limits are exceeded, which gives ROC and PR curves. Threshold 0 reproduces the rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biostream.detectors.base import BaseDetector, register
+
+FLOOR = -1.0  # score when no rule can be evaluated (all missing)
+
+
+@register("clinical")
+class ClinicalThresholdDetector(BaseDetector):
+    input_view = "window"
+
+    def __init__(self, rules: Sequence[dict[str, Any]] = (), signals: Sequence[str] = ()):
+        self.rules = rules
+        self.signals = signals
+
+    def _fit(self, X: np.ndarray, **kwargs: Any) -> None:
+        if not self.rules or not self.signals:
+            raise ValueError("clinical baseline needs `rules` (configs/alarms.yaml) and `signals`")
+        longest = max(int(r["min_duration_s"]) for r in self.rules)
+        if X.shape[2] < longest:
+            raise ValueError(f"windows of {X.shape[2]} s are shorter than the longest rule duration ({longest} s)")
+
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None, **kwargs: Any) -> ClinicalThresholdDetector:
+        super().fit(X, y, **kwargs)
+        self.threshold_ = 0.0  # the rules themselves; calibration may move it
+        return self
+
+    def _score(self, X: np.ndarray) -> np.ndarray:
+        index = {s: i for i, s in enumerate(self.signals)}
+        best = np.full(len(X), FLOOR)
+        for rule in self.rules:
+            d = int(rule["min_duration_s"])
+            x = X[:, index[rule["signal"]], -d:]
+            limit = float(rule["threshold"])
+            exceed = (x - limit) if rule["op"] in (">", ">=") else (limit - x)
+            exceed = exceed / max(abs(limit), 1e-9)
+            sustained = np.where(np.isnan(exceed), -np.inf, exceed).min(axis=1)
+            best = np.maximum(best, sustained)
+        return np.maximum(best, FLOOR)
+
+    def _save_state(self, folder: Path) -> None:  # the rules are the whole state (in detector.json)
+        pass
+
+    def _load_state(self, folder: Path) -> None:
+        pass
