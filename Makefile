@@ -42,9 +42,12 @@ test-fast: setup
 lint: setup
 	ruff check src pipelines tests benchmarks
 
-## bench: benchmarks that print their figures
+## bench: benchmarks that print their figures (after `make run`)
 bench: setup
 	python -m benchmarks.bench_generate
+	python -m benchmarks.bench_features
+	python -m benchmarks.bench_ocsvm
+	python -m benchmarks.bench_detectors
 
 ## lock: re-resolve requirements.lock from pyproject.toml's pins (in a throw-away venv)
 lock:

@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alarms", default="configs/alarms.yaml")
     p.add_argument("--synthetic", required=True, help="the generate stage's output folder")
     p.add_argument("--vitaldb", required=True, help="the ingest_vitaldb stage's output folder")
-    p.add_argument("--out", required=True, help="output folder: synthetic.parquet, vitaldb.parquet, input_pipeline.json")
+    p.add_argument("--out", required=True, help="folder for synthetic.parquet, vitaldb.parquet, input_pipeline.json")
     p.add_argument("--metrics", required=True)
     return p.parse_args(argv)
 
@@ -47,12 +47,12 @@ def main(argv: list[str] | None = None) -> None:
     signals = configs.signals.keys
     names = feature_names(signals)
 
+    datasets = {"synthetic": read_dataset(args.synthetic), "vitaldb": read_dataset(args.vitaldb)}
     tables, summary = {}, {}
-    for name, path in (("synthetic", args.synthetic), ("vitaldb", args.vitaldb)):
-        ds = read_dataset(path)
+    for name, ds in datasets.items():
         with timed(log, f"featurizing {name}") as took:
-            bar = (lambda it, name=name: tqdm(it, desc=f"{name} windows", unit="chunk", disable=not progress_enabled()))
-            table = featurize(ds.vitals, signals, params, bar)
+            table = featurize(ds.vitals, signals, params,
+                              lambda it, name=name: tqdm(it, desc=f"{name} windows", disable=not progress_enabled()))
         rate = len(table) / took["seconds"] if took["seconds"] > 0 else float("nan")
         log.info("%s: %d windows of %d s x %d signals -> %d features (%.0f windows/s)",
                  name, len(table), params.window_s, len(signals), len(names), rate)
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     train = synthetic["split"] == "train"
     if not train.any():
         raise SystemExit("featurize: the synthetic dataset has no training patients; raise generate.n_patients")
-    train_vitals = read_dataset(args.synthetic).vitals
-    train_vitals = train_vitals.loc[train_vitals["split"] == "train", list(signals)].to_numpy(np.float64)
+    vitals = datasets["synthetic"].vitals
+    train_vitals = vitals.loc[vitals["split"] == "train", list(signals)].to_numpy(np.float64)
     pre = Preprocessor.fit(synthetic.loc[train, names].to_numpy(np.float64), train_vitals,
                            min_scale=feature_min_scale(signals, params.window_s))
 

@@ -175,7 +175,7 @@ def window_features(windows: np.ndarray, signals: Sequence[str]) -> np.ndarray:
         hf_power = np.where(spectral_ok, spec[..., k_hf:].sum(axis=-1) / np.where(total_power > 0, total_power, 1.0),
                             np.nan)
 
-        peaks = ((b > a) & (b > c)).sum(axis=-1).astype(np.float64)
+        peaks = ((b > a) & (b >= c)).sum(axis=-1).astype(np.float64)  # a plateau top counts once
 
         # seconds since the (forward-filled) value last changed or first appeared; W if not in this window
         prev, cur = ff[..., :-1], ff[..., 1:]

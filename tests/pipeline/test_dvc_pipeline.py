@@ -12,6 +12,8 @@ from pathlib import Path
 
 import nbclient
 import nbformat
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -66,7 +68,8 @@ def reproduced(repo) -> subprocess.CompletedProcess:
 
 def test_repro_runs_every_stage_offline(repo, reproduced):
     out = reproduced.stdout + reproduced.stderr
-    assert "Running stage 'generate'" in out and "Running stage 'ingest_vitaldb'" in out
+    for stage in ("generate", "ingest_vitaldb", "featurize"):
+        assert f"Running stage '{stage}'" in out
     assert "NO VITALDB DATA" in out, "the empty VitalDB dataset must be announced loudly"
     for f in ("vitals", "events", "alarm_events", "patients"):
         assert (repo / f"data/synthetic/{f}.parquet").is_file()
@@ -122,3 +125,28 @@ def test_data_overview_notebook_runs(repo, reproduced):
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3, "the plots were drawn"
     text = "".join(o.get("text", "") for o in outputs)
     assert "patients" in text and "status: empty" in text
+
+
+def test_featurize_outputs_and_train_only_scaler(repo, reproduced):
+    from biostream.dataset import read_dataset
+    from biostream.features import InputPipeline, Preprocessor, feature_min_scale, feature_names
+
+    table = pd.read_parquet(repo / "data/features/synthetic.parquet")
+    pipeline = InputPipeline.from_dict(json.loads((repo / "data/features/input_pipeline.json").read_text()))
+    params = yaml.safe_load((repo / "params.yaml").read_text())["featurize"]
+    names = feature_names(pipeline.signals)
+    vitals = read_dataset(repo / "data/synthetic").vitals
+    # every second of validation and test patients, every train_stride_s-th second of training patients
+    per_split = table.groupby("split").size()
+    seconds = vitals.groupby("split").size()
+    assert per_split["test"] == seconds["test"] and per_split["val"] == seconds["val"]
+    assert per_split["train"] < seconds["train"] / (params["train_stride_s"] - 0.5)
+    # the scaler is fitted on training patients only
+    train = table["split"] == "train"
+    expected = Preprocessor.fit(table.loc[train, names].to_numpy(np.float64),
+                                vitals.loc[vitals["split"] == "train", list(pipeline.signals)].to_numpy(np.float64),
+                                feature_min_scale(pipeline.signals, pipeline.window_s))
+    np.testing.assert_allclose(pipeline.preprocessor.feature_median, expected.feature_median)
+    np.testing.assert_allclose(pipeline.preprocessor.feature_scale, expected.feature_scale)
+    shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
+    assert next(iter(shown.values()))["data"]["metrics/featurize.json"]["data"]["synthetic"]["windows"] == len(table)

@@ -15,6 +15,7 @@ declares; they never branch on a detector's name.
 
 from __future__ import annotations
 
+import inspect
 import json
 from abc import abstractmethod
 from pathlib import Path
@@ -132,7 +133,13 @@ def load_detector(folder: str | Path) -> BaseDetector:
     if not meta_path.is_file():
         raise FileNotFoundError(f"{folder}: no detector.json; is this a saved detector folder?")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    det = make_detector(meta["name"], **meta["params"])
+    if meta.get("name") not in REGISTRY:
+        raise KeyError(f"{meta_path}: unknown detector '{meta.get('name')}'; registered: {', '.join(sorted(REGISTRY))}")
+    # JSON has no tuples: restore them where the constructor's default is one
+    defaults = {k: p.default for k, p in inspect.signature(REGISTRY[meta["name"]].__init__).parameters.items()}
+    params = {k: tuple(v) if isinstance(v, list) and isinstance(defaults.get(k), tuple) else v
+              for k, v in meta["params"].items()}
+    det = make_detector(meta["name"], **params)
     det._load_state(folder)
     det.threshold_ = float(meta["threshold"])
     return det

@@ -1,0 +1,185 @@
+"""The feature function on hand-made windows: values, missing data, no look-ahead, no cross-patient windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biostream.features import (
+    CROSS,
+    PER_SIGNAL,
+    FeaturizeParams,
+    InputPipeline,
+    Preprocessor,
+    feature_min_scale,
+    feature_names,
+    featurize,
+    group_columns,
+    iter_cohort_windows,
+    recording_windows,
+    sequence_view,
+    window_features,
+)
+
+SIGNALS = ("hr", "spo2", "sbp", "dbp", "map", "rr", "temp", "etco2")
+W = 60
+
+
+def feats(window: np.ndarray) -> dict[str, float]:
+    """Features of one (S, W) window as a name -> value dict."""
+    return dict(zip(feature_names(SIGNALS), window_features(window[None], SIGNALS)[0], strict=True))
+
+
+def base_window() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    level = np.array([70, 97, 120, 70, 87, 14, 36.8, 38])
+    return level[:, None] + rng.normal(0, 1, (len(SIGNALS), W))
+
+
+def test_known_values_on_a_ramp():
+    w = base_window()
+    w[0] = 60 + np.arange(W) * 0.5  # HR rising 0.5/s = 30/min
+    f = feats(w)
+    assert f["hr__last"] == pytest.approx(60 + 59 * 0.5)
+    assert f["hr__mean"] == pytest.approx(60 + 29.5 * 0.5)
+    assert f["hr__min"] == 60 and f["hr__max"] == pytest.approx(89.5)
+    assert f["hr__slope"] == pytest.approx(30.0)
+    assert f["hr__delta"] == pytest.approx(29.5)
+    assert f["hr__mad"] == pytest.approx(7.5)
+    assert f["hr__missing"] == 0
+    assert f["hr__entropy"] == pytest.approx(0.0), "a monotonic series has one ordinal pattern"
+    assert f["hr__peaks"] == 0
+    assert f["hr__age"] == 0
+    assert f["hr__std"] == pytest.approx(np.std(w[0]))
+    assert f["shock_index"] == pytest.approx(w[0, -1] / w[2, -1])
+    assert f["pulse_pressure"] == pytest.approx(w[2].mean() - w[3].mean())
+
+
+def test_spectrum_peaks_and_age():
+    w = base_window()
+    t = np.arange(W)
+    w[1] = 95 + 2 * np.sin(2 * np.pi * t * 6 / W)  # 6 cycles per window
+    w[2, :] = 120.0
+    w[2, 45:] = 118.0  # a fresh cuff reading 15 s before the end, then held
+    f = feats(w)
+    assert f["spo2__dom_freq"] == pytest.approx(6 / W)
+    assert f["spo2__peaks"] == 6
+    assert f["sbp__age"] == 14
+    assert f["hr__hf_power"] > f["spo2__hf_power"], "white noise has more high-frequency power than a slow sine"
+    assert 0.8 < f["hr__entropy"] <= 1.0
+
+
+def test_missing_values_are_explicit():
+    w = base_window()
+    w[6, :] = np.nan  # temperature not monitored
+    w[0, 10:30] = np.nan
+    f = feats(w)
+    assert f["temp__missing"] == 1.0
+    for name in ("last", "mean", "std", "min", "max", "slope", "delta", "mad", "entropy", "dom_freq", "hf_power"):
+        assert np.isnan(f[f"temp__{name}"]), name
+    assert f["temp__age"] == W and f["temp__peaks"] == 0
+    assert f["hr__missing"] == pytest.approx(20 / W)
+    assert f["hr__mean"] == pytest.approx(np.nanmean(w[0]))
+    assert f["hr__last"] == w[0, -1]
+    w[0, -5:] = np.nan
+    assert feats(w)["hr__last"] == w[0, -6], "the last observed value"
+
+
+def test_all_missing_window_gives_finite_model_inputs():
+    w = np.full((1, len(SIGNALS), W), np.nan)
+    raw = window_features(w, SIGNALS)
+    assert raw.shape == (1, len(SIGNALS) * len(PER_SIGNAL) + len(CROSS))
+    pre = Preprocessor.fit(window_features(base_window()[None].repeat(3, 0), SIGNALS), base_window().T,
+                           min_scale=feature_min_scale(SIGNALS, W))
+    pipe = InputPipeline(SIGNALS, W, 5, pre)
+    for kind in ("features", "sequence", "window"):
+        x = pipe.view(kind, w)
+        assert x.shape[0] == 1
+        if kind != "window":
+            assert np.isfinite(x).all(), kind
+
+
+def test_no_look_ahead():
+    rng = np.random.default_rng(1)
+    rec = rng.normal(80, 5, (600, len(SIGNALS)))
+    ends = np.arange(0, 600, 7)
+    before = window_features(recording_windows(rec, W, ends), SIGNALS)
+    changed = rec.copy()
+    changed[300:] = 999.0  # a different future
+    after = window_features(recording_windows(changed, W, ends), SIGNALS)
+    past = ends < 300
+    np.testing.assert_array_equal(before[past], after[past])
+    assert not np.allclose(before[~past], after[~past])
+
+
+def test_windows_never_span_two_patients():
+    n = 200
+    df = pd.DataFrame({
+        "patient_id": ["a"] * n + ["b"] * n,
+        "time_s": np.r_[np.arange(n), np.arange(n)],
+        "split": "test",
+        **{s: np.r_[np.full(n, 1.0), np.full(n, 2.0)] for s in SIGNALS},
+    })
+    for rows, win in iter_cohort_windows(df, SIGNALS, W, {"test": 1}):
+        for r, w in zip(rows, win, strict=True):
+            own = 1.0 if r < n else 2.0
+            observed = w[~np.isnan(w)]
+            assert (observed == own).all()
+            t = r % n
+            assert np.isnan(w[:, : max(0, W - 1 - t)]).all(), "seconds before the recording are missing"
+
+
+def test_stored_features_equal_a_hand_built_window(small_dataset, small_params, configs):
+    """Training/serving parity: the featurize table's row equals window_features of the raw window an
+    integrator would send (the W seconds ending at that second, missing as NaN)."""
+    params = FeaturizeParams.from_params(small_params)
+    table = featurize(small_dataset.vitals, configs.signals.keys, params)
+    names = feature_names(configs.signals.keys)
+    v = small_dataset.vitals
+    picks = table.sample(25, random_state=3)
+    picks = pd.concat([picks, table[table["time_s"] < 5].head(3)])  # windows at the start of a recording
+    for row in picks.itertuples():
+        rec = v[(v["patient_id"] == row.patient_id) & (v["time_s"] <= row.time_s)].tail(params.window_s)
+        window = np.full((len(configs.signals.keys), params.window_s), np.nan)
+        window[:, params.window_s - len(rec):] = rec[list(configs.signals.keys)].to_numpy().T
+        served = window_features(window[None], configs.signals.keys)[0].astype(np.float32)
+        stored = table.loc[row.Index, names].to_numpy(np.float32)
+        np.testing.assert_array_equal(served, stored)
+
+
+def test_sequence_view_pools_and_masks():
+    w = np.full((1, 2, 10), np.nan)
+    w[0, 0] = np.arange(10.0)
+    w[0, 1, :5] = 1.0
+    seq, mask = sequence_view(w, 5)
+    assert seq.shape == (1, 2, 2)  # (n, steps, signals)
+    assert seq[0, :, 0].tolist() == [2.0, 7.0]
+    assert mask[0, :, 1].tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError, match="multiple"):
+        sequence_view(w, 3)
+
+
+def test_group_columns_and_wrong_shapes():
+    names = feature_names(SIGNALS)
+    cols = group_columns(len(names), ["quality"])
+    assert [names[c] for c in cols] == [f"{s}__{f}" for s in SIGNALS for f in ("missing", "age")]
+    with pytest.raises(ValueError, match="choose one or more"):
+        group_columns(len(names), ["colour"])
+    pipe = InputPipeline(SIGNALS, W, 5, Preprocessor.fit(np.zeros((2, len(names))), np.zeros((2, 8))))
+    with pytest.raises(ValueError, match=r"shape \(n, 8 signals, 60 seconds\)"):
+        pipe.view("features", np.zeros((1, 8, 30)))
+
+
+def test_preprocessor_round_trip_and_train_only_statistics():
+    rng = np.random.default_rng(2)
+    names = feature_names(SIGNALS)
+    train = rng.normal(0, 1, (500, len(names)))
+    pre = Preprocessor.fit(train, rng.normal(80, 5, (500, len(SIGNALS))), feature_min_scale(SIGNALS, W))
+    again = Preprocessor.from_dict(pre.to_dict())
+    test = rng.normal(3, 1, (10, len(names)))
+    np.testing.assert_array_equal(pre.transform(test), again.transform(test))
+    np.testing.assert_allclose(pre.feature_median, np.median(train, axis=0))
+    z = pre.transform(np.full((1, len(names)), np.nan))
+    assert (z == 0).all(), "missing features are imputed at the training median"
+    assert np.abs(pre.transform(test * 100)).max() <= pre.clip
