@@ -12,7 +12,8 @@ import pandas as pd
 from biostream.config import Configs
 from biostream.dataset import Dataset, read_dataset
 from biostream.detectors import BaseDetector
-from biostream.features import InputPipeline, feature_names, windows_at
+from biostream.detectors.clinical import clinical_params
+from biostream.features import InputPipeline, windows_at
 
 CLINICAL = ("hypotension", "tachycardia", "bradycardia", "desaturation", "hypercapnia", "fever")
 
@@ -41,11 +42,7 @@ class BenchData:
                           rows["patient_id"].to_numpy(), rows["time_s"].to_numpy())
 
     def view(self, det: BaseDetector, rows: pd.DataFrame) -> np.ndarray:
-        if det.input_view == "features":
-            return self.pipeline.features(rows[feature_names(self.pipeline.signals)].to_numpy())
-        return self.pipeline.view(det.input_view, self.windows(rows))
+        return self.pipeline.view_of_rows(det.input_view, rows, self.dataset.vitals)
 
     def clinical_params(self) -> dict:
-        rules = tuple({"kind": r.kind, "signal": r.signal, "op": r.op, "threshold": r.threshold,
-                       "min_duration_s": r.min_duration_s} for r in self.configs.rules)
-        return {"rules": rules, "signals": self.configs.signals.keys}
+        return clinical_params(self.configs)

@@ -469,6 +469,15 @@ class InputPipeline:
             return np.concatenate([z, m], axis=-1)
         raise ValueError(f"unknown input view '{kind}'; expected features, sequence or window")
 
+    def view_of_rows(self, kind: str, rows: pd.DataFrame, vitals: pd.DataFrame) -> np.ndarray:
+        """The input view of rows of a feature table (as `featurize` writes it): scaled from the stored
+        features, or rebuilt from the raw `vitals` windows for the sequence and window views."""
+        if kind == "features":
+            return self.features(rows[feature_names(self.signals)].to_numpy())
+        windows = windows_at(vitals, self.signals, self.window_s, rows["patient_id"].to_numpy(),
+                             rows["time_s"].to_numpy())
+        return self.view(kind, windows)
+
     def to_dict(self) -> dict[str, Any]:
         return {"signals": list(self.signals), "window_s": self.window_s, "sequence_step_s": self.sequence_step_s,
                 "features": feature_names(self.signals), "preprocessor": self.preprocessor.to_dict()}

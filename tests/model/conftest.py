@@ -11,6 +11,7 @@ import pytest
 from biostream.config import Configs, merge_profile
 from biostream.dataset import Dataset
 from biostream.detectors import REGISTRY, BaseDetector, make_detector
+from biostream.detectors.clinical import clinical_params
 from biostream.features import (
     FeaturizeParams,
     InputPipeline,
@@ -18,7 +19,6 @@ from biostream.features import (
     feature_min_scale,
     feature_names,
     featurize,
-    windows_at,
 )
 from tests.conftest import make_dataset
 
@@ -30,9 +30,7 @@ TEST_PARAMS = {"lstm_ae": {"epochs": 5, "max_windows": 4000}}
 
 def detector_params(name: str, configs: Configs) -> dict:
     if name == "clinical":
-        rules = tuple({"kind": r.kind, "signal": r.signal, "op": r.op, "threshold": r.threshold,
-                       "min_duration_s": r.min_duration_s} for r in configs.rules)
-        return {"rules": rules, "signals": configs.signals.keys}
+        return clinical_params(configs)
     return dict(TEST_PARAMS.get(name, {}))
 
 
@@ -45,11 +43,7 @@ class ModelData:
     evaluation: pd.DataFrame  # validation and test rows
 
     def view(self, det: BaseDetector, rows: pd.DataFrame) -> np.ndarray:
-        if det.input_view == "features":
-            return self.pipeline.features(rows[feature_names(self.pipeline.signals)].to_numpy())
-        w = windows_at(self.dataset.vitals, self.pipeline.signals, self.pipeline.window_s,
-                       rows["patient_id"].to_numpy(), rows["time_s"].to_numpy())
-        return self.pipeline.view(det.input_view, w)
+        return self.pipeline.view_of_rows(det.input_view, rows, self.dataset.vitals)
 
 
 @pytest.fixture(scope="session")

@@ -150,3 +150,16 @@ def test_featurize_outputs_and_train_only_scaler(repo, reproduced):
     np.testing.assert_allclose(pipeline.preprocessor.feature_scale, expected.feature_scale)
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     assert next(iter(shown.values()))["data"]["metrics/featurize.json"]["data"]["synthetic"]["windows"] == len(table)
+
+
+def test_mlproject_entry_point_calls_the_stage_cli(repo, reproduced, tmp_path):
+    env = env_for(repo)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", ".", "-e", "ingest_vitaldb", "--env-manager", "local",
+         "-P", f"out={tmp_path / 'vitaldb'}", "-P", f"metrics={tmp_path / 'vitaldb.json'}"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "vitaldb.json").read_text())["dataset"] == "vitaldb"
+    assert (tmp_path / "vitaldb" / "vitals.parquet").is_file()

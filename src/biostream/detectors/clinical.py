@@ -15,9 +15,19 @@ from typing import Any
 
 import numpy as np
 
+from biostream.config import Configs
 from biostream.detectors.base import BaseDetector, register
 
 FLOOR = -1.0  # score when no rule can be evaluated (all missing)
+
+
+def clinical_params(configs: Configs) -> dict[str, Any]:
+    """The baseline's hyperparameters: the alarm rules and signal order of the configs."""
+    rules = tuple(
+        {"kind": r.kind, "signal": r.signal, "op": r.op, "threshold": r.threshold, "min_duration_s": r.min_duration_s}
+        for r in configs.rules
+    )
+    return {"rules": rules, "signals": configs.signals.keys}
 
 
 @register("clinical")

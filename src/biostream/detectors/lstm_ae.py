@@ -110,19 +110,20 @@ class LSTMAutoencoderDetector(BaseDetector):
         out = [self._infer(X[i : i + _BATCH]).numpy() for i in range(0, len(X), _BATCH)]
         return np.concatenate(out).astype(np.float64)
 
+    def _masked_errors(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Squared reconstruction errors (0 where missing) and the observed-mask, both (n, T, S)."""
+        s = X.shape[2] // 2
+        values, mask = X[..., :s].astype(np.float64), X[..., s:].astype(np.float64)
+        return (values - self._reconstruct(X)) ** 2 * mask, mask
+
     def signal_errors(self, X: np.ndarray) -> np.ndarray:
         """(n, S) mean squared reconstruction error per signal over observed steps (0 if none)."""
         self._check_fitted()
-        X = self._check_input(X)
-        s = X.shape[2] // 2
-        values, mask = X[..., :s].astype(np.float64), X[..., s:].astype(np.float64)
-        err = (values - self._reconstruct(X)) ** 2 * mask
+        err, mask = self._masked_errors(self._check_input(X))
         return err.sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
-        s = X.shape[2] // 2
-        values, mask = X[..., :s].astype(np.float64), X[..., s:].astype(np.float64)
-        err = (values - self._reconstruct(X)) ** 2 * mask
+        err, mask = self._masked_errors(X)
         return err.sum(axis=(1, 2)) / np.maximum(mask.sum(axis=(1, 2)), 1.0)
 
     # --- persistence ------------------------------------------------------------------------------
