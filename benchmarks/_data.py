@@ -38,7 +38,7 @@ class BenchData:
         )
 
     def windows(self, rows: pd.DataFrame) -> np.ndarray:
-        return windows_at(self.dataset.vitals, self.pipeline.signals, self.pipeline.window_s,
+        return windows_at(self.dataset.vitals, self.pipeline.signals, self.pipeline.geometry.window_s,
                           rows["patient_id"].to_numpy(), rows["time_s"].to_numpy())
 
     def view(self, det: BaseDetector, rows: pd.DataFrame) -> np.ndarray:

@@ -40,13 +40,13 @@ def main(argv: list[str] | None = None) -> None:
     table = featurize(data.dataset.vitals, signals, params)
     took = time.perf_counter() - t
     print(f"cohort: {len(data.dataset.patients)} patients, {len(data.dataset.vitals):,} seconds; window "
-          f"{params.window_s} s x {len(signals)} signals; strides train {params.train_stride_s} s, "
+          f"{params.geometry.window_s} s x {len(signals)} signals; strides train {params.train_stride_s} s, "
           f"val/test {params.eval_stride_s} s")
     print(f"featurize: {len(table):,} windows in {took:.1f} s -> {len(table) / took:,.0f} windows/s "
           f"(target: default cohort <= 60 s)")
 
     one = data.windows(table.sample(1, random_state=0))
-    med, p99 = per_call_ms(lambda: window_features(one, signals))
+    med, p99 = per_call_ms(lambda: window_features(one, signals, params.geometry))
     print(f"one window, raw features      : median {med:.3f} ms, p99 {p99:.3f} ms (target <= 1 ms)")
     med, p99 = per_call_ms(lambda: data.pipeline.view("features", one))
     print(f"one window, scaled model input: median {med:.3f} ms, p99 {p99:.3f} ms")

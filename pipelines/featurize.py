@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
                               lambda it, name=name: tqdm(it, desc=f"{name} windows", disable=not progress_enabled()))
         rate = len(table) / took["seconds"] if took["seconds"] > 0 else float("nan")
         log.info("%s: %d windows of %d s x %d signals -> %d features (%.0f windows/s)",
-                 name, len(table), params.window_s, len(signals), len(names), rate)
+                 name, len(table), params.geometry.window_s, len(signals), len(names), rate)
         tables[name] = table
         summary[name] = {
             "windows": int(len(table)),
@@ -70,14 +70,14 @@ def main(argv: list[str] | None = None) -> None:
     vitals = datasets["synthetic"].vitals
     train_vitals = vitals.loc[vitals["split"] == "train", list(signals)].to_numpy(np.float64)
     pre = Preprocessor.fit(synthetic.loc[train, names].to_numpy(np.float64), train_vitals,
-                           min_scale=feature_min_scale(signals, params.window_s))
+                           min_scale=feature_min_scale(signals, params.geometry))
 
     with atomic_dir(args.out) as tmp:
         for name, table in tables.items():
             write_parquet(pa.Table.from_pandas(table, preserve_index=False), tmp / f"{name}.parquet")
-        pipeline = InputPipeline(tuple(signals), params.window_s, params.sequence_step_s, pre)
+        pipeline = InputPipeline(tuple(signals), params.geometry, pre)
         write_json(pipeline.to_dict(), tmp / "input_pipeline.json")
-    write_json({"features": len(names), "window_s": params.window_s, **summary}, args.metrics)
+    write_json({"features": len(names), "window_s": params.geometry.window_s, **summary}, args.metrics)
     log.info("wrote %s and %s", args.out, args.metrics)
 
 

@@ -1,29 +1,31 @@
 """One feature pipeline for training, evaluation and serving.
 
-Every model scores a window of W seconds of raw vital signs that ends at the scored second. This module
-turns windows into what models read, with one code path whatever the number of windows:
+Every model scores the window of history that ends at the scored second (`WindowGeometry`: `window_s`
+seconds in all, the last `recent_s` described in detail, the whole summarised in blocks of `block_s`).
+This module turns windows into what models read, with one code path whatever the number of windows:
 
-* `window_features(windows)`: (N, S, W) raw windows -> (N, F) features: per signal the last value, mean,
-  standard deviation, min, max, slope, change over the window, median absolute deviation, fraction
-  missing, permutation entropy, dominant frequency and high-frequency power share, peak count, and
-  seconds since the value last changed (for cuff pressure: since the last fresh reading; for any signal:
-  how long it has been frozen); across signals: shock index (HR/SBP), pulse pressure and the HR-MAP
-  correlation. Missing values (NaN) are handled explicitly: a feature that cannot be computed is NaN
-  and `Preprocessor` imputes it; the fraction-missing features tell models it happened.
-* `sequence_view(windows, step)`: the window as a sequence for the LSTM autoencoder, average-pooled to
-  `step`-second steps, with a mask of observed steps.
-* `recording_windows(...)`: the (N, S, W) windows of whole recordings ending at every `stride`-th second,
-  never spanning two patients, never using data after the scored second (seconds before the start of a
-  recording are missing).
+* `window_features(windows, signals, geometry)`: (N, S, window_s) raw windows -> (N, F) features: per
+  signal over the recent part the last value, mean, standard deviation, min, max, slope, change, median
+  absolute deviation, fraction missing, permutation entropy, dominant frequency and high-frequency power
+  share, peak count, and seconds since the value last changed (for cuff pressure: since the last fresh
+  reading; for any signal: how long it has been frozen); per signal over the whole window how the recent
+  mean compares with the patient's own earlier block means, their trend and spread, and the fraction
+  missing; across signals: shock index (HR/SBP), pulse pressure and the HR-MAP correlation. Missing values
+  (NaN) are handled explicitly: a feature that cannot be computed is NaN and `Preprocessor` imputes it;
+  the fraction-missing features tell models it happened.
+* `sequence_view(windows, geometry)`: the last `sequence_s` seconds as a sequence for the LSTM
+  autoencoder, average-pooled to `sequence_step_s` steps, with a mask of observed steps.
+* `recording_windows(...)` / `iter_cohort_windows(...)`: the windows of whole recordings, never spanning
+  two patients, never using data after the scored second (seconds before a recording are missing).
 
-`Preprocessor` (median imputation, robust scaling, fitted on training patients only) makes the model
-inputs; it is a small JSON-serialisable object that travels with every model.
+`Preprocessor` (median imputation, robust scaling, fitted on training patients only) and the geometry
+form the `InputPipeline`, a small JSON-serialisable object that travels with every model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,10 @@ PER_SIGNAL = (
     "hf_power",
     "peaks",
     "age",
+    "ctx_shift",
+    "ctx_trend",
+    "ctx_std",
+    "ctx_missing",
 )
 CROSS = ("shock_index", "pulse_pressure", "hr_map_corr")
 # Groups of features a tabular detector can choose from (a hyperparameter: `feature_groups`).
@@ -54,7 +60,9 @@ FEATURE_GROUPS = {
     "level": ("last", "mean", "min", "max"),
     "spread": ("std", "mad"),
     "trend": ("slope", "delta"),
-    "quality": ("missing", "age"),
+    "freshness": ("age",),
+    "context": ("ctx_shift", "ctx_trend", "ctx_std"),
+    "quality": ("missing", "ctx_missing"),
     "complexity": ("entropy", "dom_freq", "hf_power", "peaks"),
     "cross": CROSS,
 }
@@ -80,20 +88,31 @@ def group_columns(n_features: int, groups: Sequence[str]) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class WindowSpec:
-    """Which windows a model scores: `length_s` seconds of `signals`, ending at the scored second."""
+class WindowGeometry:
+    """What a model sees of the history behind a scored second.
 
-    signals: tuple[str, ...]
-    length_s: int
+    `window_s` seconds in all (what a request carries); the last `recent_s` described in detail; the
+    whole window summarised in blocks of `block_s` seconds (context: how the recent part compares with
+    the patient's own earlier values); the last `sequence_s` seconds, in steps of `sequence_step_s`, as the
+    LSTM autoencoder's sequence."""
 
-    def validate(self, windows: np.ndarray) -> np.ndarray:
-        windows = np.asarray(windows, dtype=np.float64)
-        if windows.ndim != 3 or windows.shape[1:] != (len(self.signals), self.length_s):
-            raise ValueError(
-                f"windows must have shape (n, {len(self.signals)} signals, {self.length_s} seconds), "
-                f"got {windows.shape}"
-            )
-        return windows
+    window_s: int
+    recent_s: int
+    block_s: int
+    sequence_s: int
+    sequence_step_s: int
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 8 <= self.recent_s <= self.window_s:
+            problems.append(f"recent_s ({self.recent_s}) must be within [8, window_s ({self.window_s})]")
+        if self.block_s < 1 or self.window_s % self.block_s:
+            problems.append(f"window_s ({self.window_s}) must be a multiple of block_s ({self.block_s})")
+        if not 1 <= self.sequence_s <= self.window_s or self.sequence_s % max(self.sequence_step_s, 1):
+            problems.append(f"sequence_s ({self.sequence_s}) must be <= window_s and a multiple of "
+                            f"sequence_step_s ({self.sequence_step_s})")
+        if problems:
+            raise ConfigError("window geometry: " + "; ".join(problems))
 
 
 def _ffill_last_axis(x: np.ndarray) -> np.ndarray:
@@ -115,9 +134,10 @@ def _nan_median_sorted(sorted_x: np.ndarray, count: np.ndarray) -> np.ndarray:
     return np.where(count > 0, med, np.nan)
 
 
-def window_features(windows: np.ndarray, signals: Sequence[str]) -> np.ndarray:
-    """(N, S, W) raw windows (NaN = missing) -> (N, F) float64 features named by `feature_names`."""
-    x = np.ascontiguousarray(windows, dtype=np.float64)
+def window_features(windows: np.ndarray, signals: Sequence[str], geometry: WindowGeometry) -> np.ndarray:
+    """(N, S, window_s) raw windows (NaN = missing) -> (N, F) float64 features named by `feature_names`."""
+    full = np.ascontiguousarray(windows, dtype=np.float64)
+    x = np.ascontiguousarray(full[..., -geometry.recent_s :])
     n, s, w = x.shape
     observed = ~np.isnan(x)
     count = observed.sum(axis=-1)
@@ -185,10 +205,12 @@ def window_features(windows: np.ndarray, signals: Sequence[str]) -> np.ndarray:
         last_fresh = w - 1 - np.argmax(fresh[..., ::-1], axis=-1)
         age = np.where(any_fresh, (w - 1 - last_fresh).astype(np.float64), float(w))
 
+    ctx_shift, ctx_trend, ctx_std, ctx_missing = _context_features(full, mean, geometry.block_s)
     per_signal = np.stack(
-        [last, mean, std, xmin, xmax, slope, delta, mad, missing, entropy, dom_freq, hf_power, peaks, age],
+        [last, mean, std, xmin, xmax, slope, delta, mad, missing, entropy, dom_freq, hf_power, peaks, age,
+         ctx_shift, ctx_trend, ctx_std, ctx_missing],
         axis=-1,
-    )  # (N, S, 14)
+    )  # (N, S, len(PER_SIGNAL))
     out = per_signal.reshape(n, s * len(PER_SIGNAL))
 
     idx = {sig: i for i, sig in enumerate(signals)}
@@ -211,12 +233,50 @@ def window_features(windows: np.ndarray, signals: Sequence[str]) -> np.ndarray:
     return np.concatenate([out, np.stack([shock, pp, corr], axis=-1)], axis=1)
 
 
-def sequence_view(windows: np.ndarray, step_s: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, S, W) -> ((N, W // step, S) step means, (N, W // step, S) 1.0 where the step had data)."""
-    x = np.asarray(windows, dtype=np.float64)
+def _context_features(
+    x: np.ndarray, recent_mean: np.ndarray, block_s: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Compare the recent part with the whole window's history, summarised as block means.
+
+    ctx_shift: recent mean minus the median block mean of the older half of the window (the patient's own
+    baseline: a level shift or drift shows here long after its onset left the recent part);
+    ctx_trend: least-squares slope of the block means, per hour; ctx_std: spread of the block means;
+    ctx_missing: fraction of the whole window missing."""
     n, s, w = x.shape
-    if w % step_s:
-        raise ValueError(f"window length {w} s is not a multiple of the sequence step {step_s} s")
+    nb = w // block_s
+    blocks = x.reshape(n, s, nb, block_s)
+    observed = ~np.isnan(blocks)
+    cnt = observed.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bmean = np.where(cnt > 0, np.where(observed, blocks, 0.0).sum(axis=-1) / np.maximum(cnt, 1), np.nan)
+        bobs = cnt > 0
+        half = nb // 2
+        old_count = bobs[..., :half].sum(axis=-1)
+        old = np.sort(bmean[..., :half], axis=-1)
+        baseline = _nan_median_sorted(old, old_count) if half else np.full((n, s), np.nan)
+        shift = recent_mean - baseline
+
+        nbo = bobs.sum(axis=-1)
+        safe = np.maximum(nbo, 1)
+        b0 = np.where(bobs, bmean, 0.0)
+        m = b0.sum(axis=-1) / safe
+        k = np.arange(nb, dtype=np.float64)
+        k_mean = np.where(bobs, k, 0.0).sum(axis=-1) / safe
+        kc = np.where(bobs, k - k_mean[..., None], 0.0)
+        bc = np.where(bobs, bmean - m[..., None], 0.0)
+        kxx = (kc * kc).sum(axis=-1)
+        trend = np.where(nbo >= 3, (kc * bc).sum(axis=-1) / np.where(kxx > 0, kxx, 1.0) * (3600.0 / block_s), np.nan)
+        spread = np.where(nbo >= 2, np.sqrt((bc * bc).sum(axis=-1) / safe), np.nan)
+    missing = 1.0 - observed.sum(axis=(-1, -2)) / w
+    return shift, trend, spread, missing
+
+
+def sequence_view(windows: np.ndarray, geometry: WindowGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """(N, S, window_s) -> the last `sequence_s` seconds as ((N, T, S) step means, (N, T, S) 1.0 where the
+    step had data), T = sequence_s / sequence_step_s."""
+    step_s = geometry.sequence_step_s
+    x = np.asarray(windows, dtype=np.float64)[..., -geometry.sequence_s :]
+    n, s, w = x.shape
     blocks = x.reshape(n, s, w // step_s, step_s)
     observed = ~np.isnan(blocks)
     cnt = observed.sum(axis=-1)
@@ -246,7 +306,7 @@ def iter_cohort_windows(
     signals: Sequence[str],
     length_s: int,
     stride_by_split: Mapping[str, int],
-    chunk: int = 1024,
+    chunk: int = 256,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (row indices into `vitals`, (n, S, W) windows) for every stride-th second of every patient
     (the stride depends on the patient's split), in table order, at most `chunk` windows at a time.
@@ -293,20 +353,20 @@ def windows_at(
 class FeaturizeParams:
     """`params.yaml: featurize`."""
 
-    window_s: int
+    geometry: WindowGeometry
     train_stride_s: int
     eval_stride_s: int
-    sequence_step_s: int
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> FeaturizeParams:
         w = "params.yaml: featurize"
         sec = require(params, "featurize", "params.yaml")
-        out = cls(*(int(require(sec, k, w)) for k in ("window_s", "train_stride_s", "eval_stride_s",
-                                                       "sequence_step_s")))
-        if out.window_s < 8 or out.window_s % out.sequence_step_s:
-            raise ConfigError(f"{w}: window_s must be >= 8 and a multiple of sequence_step_s, got "
-                              f"{out.window_s} and {out.sequence_step_s}")
+        try:
+            geometry = WindowGeometry(*(int(require(sec, k, w)) for k in (
+                "window_s", "recent_s", "block_s", "sequence_s", "sequence_step_s")))
+        except ConfigError as exc:
+            raise ConfigError(f"{w}: {exc}") from exc
+        out = cls(geometry, int(require(sec, "train_stride_s", w)), int(require(sec, "eval_stride_s", w)))
         if min(out.train_stride_s, out.eval_stride_s) < 1:
             raise ConfigError(f"{w}: strides must be >= 1 second")
         return out
@@ -327,10 +387,10 @@ def featurize(
     """The feature table of a dataset: the meta columns of each scored second and its raw features."""
     names = feature_names(signals)
     rows, feats = [], []
-    windows = iter_cohort_windows(vitals, signals, params.window_s, params.stride_by_split())
+    windows = iter_cohort_windows(vitals, signals, params.geometry.window_s, params.stride_by_split())
     for idx, win in progress(windows):
         rows.append(idx)
-        feats.append(window_features(win, signals).astype(np.float32))
+        feats.append(window_features(win, signals, params.geometry).astype(np.float32))
     index = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
     matrix = np.concatenate(feats) if feats else np.empty((0, len(names)), dtype=np.float32)
     meta = vitals.iloc[index][list(META_COLUMNS)].reset_index(drop=True)
@@ -395,12 +455,12 @@ class Preprocessor:
         )
 
 
-def feature_min_scale(signals: Sequence[str], window_s: int) -> np.ndarray:
-    """The smallest scale each feature gets. Missing fraction and seconds-since-change are almost always 0
+def feature_min_scale(signals: Sequence[str], geometry: WindowGeometry) -> np.ndarray:
+    """The smallest scale each feature gets. Missing fractions and seconds-since-change are almost always 0
     on continuous signals, so a robust scale fitted on them is ~0 and one missing second would look like
     an extreme outlier: they are scaled in their natural units instead (fraction of the window; a quarter
-    of the window in seconds)."""
-    floor = {"missing": 1.0, "age": window_s / 4.0}
+    of the recent part in seconds)."""
+    floor = {"missing": 1.0, "ctx_missing": 1.0, "age": geometry.recent_s / 4.0}
     per_signal = [floor.get(f, 0.0) for f in PER_SIGNAL]
     return np.array(per_signal * len(signals) + [0.0] * len(CROSS))
 
@@ -441,13 +501,12 @@ class InputPipeline:
     """Raw windows -> a detector's input view. The same object serves training, evaluation and serving."""
 
     signals: tuple[str, ...]
-    window_s: int
-    sequence_step_s: int
+    geometry: WindowGeometry
     preprocessor: Preprocessor
 
     def check(self, windows: np.ndarray) -> np.ndarray:
         windows = np.asarray(windows, dtype=np.float64)
-        want = (len(self.signals), self.window_s)
+        want = (len(self.signals), self.geometry.window_s)
         if windows.ndim != 3 or windows.shape[1:] != want:
             raise ValueError(f"windows must have shape (n, {want[0]} signals, {want[1]} seconds), got {windows.shape}")
         return windows
@@ -457,14 +516,14 @@ class InputPipeline:
         return self.preprocessor.transform(raw_features)
 
     def view(self, kind: str, windows: np.ndarray) -> np.ndarray:
-        """The input view `kind` ("features", "sequence" or "window") of raw windows (n, S, W)."""
+        """The input view `kind` ("features", "sequence" or "window") of raw windows (n, S, window_s)."""
         windows = self.check(windows)
         if kind == "window":
             return windows
         if kind == "features":
-            return self.preprocessor.transform(window_features(windows, self.signals))
+            return self.preprocessor.transform(window_features(windows, self.signals, self.geometry))
         if kind == "sequence":
-            seq, mask = sequence_view(windows, self.sequence_step_s)
+            seq, mask = sequence_view(windows, self.geometry)
             z, m = self.preprocessor.transform_sequence(seq, mask)
             return np.concatenate([z, m], axis=-1)
         raise ValueError(f"unknown input view '{kind}'; expected features, sequence or window")
@@ -474,15 +533,14 @@ class InputPipeline:
         features, or rebuilt from the raw `vitals` windows for the sequence and window views."""
         if kind == "features":
             return self.features(rows[feature_names(self.signals)].to_numpy())
-        windows = windows_at(vitals, self.signals, self.window_s, rows["patient_id"].to_numpy(),
+        windows = windows_at(vitals, self.signals, self.geometry.window_s, rows["patient_id"].to_numpy(),
                              rows["time_s"].to_numpy())
         return self.view(kind, windows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"signals": list(self.signals), "window_s": self.window_s, "sequence_step_s": self.sequence_step_s,
+        return {"signals": list(self.signals), "geometry": asdict(self.geometry),
                 "features": feature_names(self.signals), "preprocessor": self.preprocessor.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InputPipeline:
-        return cls(tuple(d["signals"]), int(d["window_s"]), int(d["sequence_step_s"]),
-                   Preprocessor.from_dict(d["preprocessor"]))
+        return cls(tuple(d["signals"]), WindowGeometry(**d["geometry"]), Preprocessor.from_dict(d["preprocessor"]))

@@ -6,12 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from biostream.config import ConfigError
 from biostream.features import (
     CROSS,
     PER_SIGNAL,
     FeaturizeParams,
     InputPipeline,
     Preprocessor,
+    WindowGeometry,
     feature_min_scale,
     feature_names,
     featurize,
@@ -24,11 +26,13 @@ from biostream.features import (
 
 SIGNALS = ("hr", "spo2", "sbp", "dbp", "map", "rr", "temp", "etco2")
 W = 60
+# the hand-made windows below are all "recent"; context tests use their own geometry
+GEO = WindowGeometry(window_s=W, recent_s=W, block_s=10, sequence_s=W, sequence_step_s=5)
 
 
-def feats(window: np.ndarray) -> dict[str, float]:
+def feats(window: np.ndarray, geometry: WindowGeometry = GEO) -> dict[str, float]:
     """Features of one (S, W) window as a name -> value dict."""
-    return dict(zip(feature_names(SIGNALS), window_features(window[None], SIGNALS)[0], strict=True))
+    return dict(zip(feature_names(SIGNALS), window_features(window[None], SIGNALS, geometry)[0], strict=True))
 
 
 def base_window() -> np.ndarray:
@@ -88,11 +92,11 @@ def test_missing_values_are_explicit():
 
 def test_all_missing_window_gives_finite_model_inputs():
     w = np.full((1, len(SIGNALS), W), np.nan)
-    raw = window_features(w, SIGNALS)
+    raw = window_features(w, SIGNALS, GEO)
     assert raw.shape == (1, len(SIGNALS) * len(PER_SIGNAL) + len(CROSS))
-    pre = Preprocessor.fit(window_features(base_window()[None].repeat(3, 0), SIGNALS), base_window().T,
-                           min_scale=feature_min_scale(SIGNALS, W))
-    pipe = InputPipeline(SIGNALS, W, 5, pre)
+    pre = Preprocessor.fit(window_features(base_window()[None].repeat(3, 0), SIGNALS, GEO), base_window().T,
+                           min_scale=feature_min_scale(SIGNALS, GEO))
+    pipe = InputPipeline(SIGNALS, GEO, pre)
     for kind in ("features", "sequence", "window"):
         x = pipe.view(kind, w)
         assert x.shape[0] == 1
@@ -104,10 +108,10 @@ def test_no_look_ahead():
     rng = np.random.default_rng(1)
     rec = rng.normal(80, 5, (600, len(SIGNALS)))
     ends = np.arange(0, 600, 7)
-    before = window_features(recording_windows(rec, W, ends), SIGNALS)
+    before = window_features(recording_windows(rec, W, ends), SIGNALS, GEO)
     changed = rec.copy()
     changed[300:] = 999.0  # a different future
-    after = window_features(recording_windows(changed, W, ends), SIGNALS)
+    after = window_features(recording_windows(changed, W, ends), SIGNALS, GEO)
     past = ends < 300
     np.testing.assert_array_equal(before[past], after[past])
     assert not np.allclose(before[~past], after[~past])
@@ -139,34 +143,60 @@ def test_stored_features_equal_a_hand_built_window(small_dataset, small_params, 
     v = small_dataset.vitals
     picks = table.sample(25, random_state=3)
     picks = pd.concat([picks, table[table["time_s"] < 5].head(3)])  # windows at the start of a recording
+    w = params.geometry.window_s
     for row in picks.itertuples():
-        rec = v[(v["patient_id"] == row.patient_id) & (v["time_s"] <= row.time_s)].tail(params.window_s)
-        window = np.full((len(configs.signals.keys), params.window_s), np.nan)
-        window[:, params.window_s - len(rec):] = rec[list(configs.signals.keys)].to_numpy().T
-        served = window_features(window[None], configs.signals.keys)[0].astype(np.float32)
+        rec = v[(v["patient_id"] == row.patient_id) & (v["time_s"] <= row.time_s)].tail(w)
+        window = np.full((len(configs.signals.keys), w), np.nan)
+        window[:, w - len(rec):] = rec[list(configs.signals.keys)].to_numpy().T
+        served = window_features(window[None], configs.signals.keys, params.geometry)[0].astype(np.float32)
         stored = table.loc[row.Index, names].to_numpy(np.float32)
         np.testing.assert_array_equal(served, stored)
 
 
-def test_sequence_view_pools_and_masks():
-    w = np.full((1, 2, 10), np.nan)
-    w[0, 0] = np.arange(10.0)
-    w[0, 1, :5] = 1.0
-    seq, mask = sequence_view(w, 5)
+def test_context_features_see_a_shift_long_after_its_onset():
+    geo = WindowGeometry(window_s=1800, recent_s=120, block_s=60, sequence_s=120, sequence_step_s=5)
+    rng = np.random.default_rng(4)
+    w = 80 + rng.normal(0, 1, (len(SIGNALS), 1800))
+    w[0, 1200:] += 20  # HR stepped up 10 minutes ago: the recent part alone looks like a steady HR
+    w[5, :] = 14 + np.arange(1800) / 1800 * 6  # RR drifting up 6/min over 30 min = 12/h
+    w[7, :600] = np.nan
+    f = feats(w, geo)
+    assert f["hr__ctx_shift"] == pytest.approx(20, abs=1)
+    assert abs(f["spo2__ctx_shift"]) < 1
+    assert f["rr__ctx_trend"] == pytest.approx(12, rel=0.05)
+    assert f["etco2__ctx_missing"] == pytest.approx(1 / 3)
+    assert f["hr__ctx_std"] > 5 > f["spo2__ctx_std"]
+    w[0, :900] = np.nan  # no baseline: the older half is missing
+    assert np.isnan(feats(w, geo)["hr__ctx_shift"])
+
+
+def test_window_geometry_is_checked():
+    with pytest.raises(ConfigError, match="multiple of block_s"):
+        WindowGeometry(window_s=100, recent_s=60, block_s=30, sequence_s=60, sequence_step_s=5)
+    with pytest.raises(ConfigError, match="recent_s"):
+        WindowGeometry(window_s=100, recent_s=200, block_s=10, sequence_s=60, sequence_step_s=5)
+    with pytest.raises(ConfigError, match="sequence_s"):
+        WindowGeometry(window_s=100, recent_s=60, block_s=10, sequence_s=62, sequence_step_s=5)
+
+
+def test_sequence_view_pools_the_last_seconds_and_masks():
+    geo = WindowGeometry(window_s=20, recent_s=10, block_s=10, sequence_s=10, sequence_step_s=5)
+    w = np.full((1, 2, 20), np.nan)
+    w[0, 0] = np.arange(20.0) - 10
+    w[0, 1, 10:15] = 1.0
+    seq, mask = sequence_view(w, geo)
     assert seq.shape == (1, 2, 2)  # (n, steps, signals)
     assert seq[0, :, 0].tolist() == [2.0, 7.0]
     assert mask[0, :, 1].tolist() == [1.0, 0.0]
-    with pytest.raises(ValueError, match="multiple"):
-        sequence_view(w, 3)
 
 
 def test_group_columns_and_wrong_shapes():
     names = feature_names(SIGNALS)
     cols = group_columns(len(names), ["quality"])
-    assert [names[c] for c in cols] == [f"{s}__{f}" for s in SIGNALS for f in ("missing", "age")]
+    assert [names[c] for c in cols] == [f"{s}__{f}" for s in SIGNALS for f in ("missing", "ctx_missing")]
     with pytest.raises(ValueError, match="choose one or more"):
         group_columns(len(names), ["colour"])
-    pipe = InputPipeline(SIGNALS, W, 5, Preprocessor.fit(np.zeros((2, len(names))), np.zeros((2, 8))))
+    pipe = InputPipeline(SIGNALS, GEO, Preprocessor.fit(np.zeros((2, len(names))), np.zeros((2, 8))))
     with pytest.raises(ValueError, match=r"shape \(n, 8 signals, 60 seconds\)"):
         pipe.view("features", np.zeros((1, 8, 30)))
 
@@ -175,7 +205,7 @@ def test_preprocessor_round_trip_and_train_only_statistics():
     rng = np.random.default_rng(2)
     names = feature_names(SIGNALS)
     train = rng.normal(0, 1, (500, len(names)))
-    pre = Preprocessor.fit(train, rng.normal(80, 5, (500, len(SIGNALS))), feature_min_scale(SIGNALS, W))
+    pre = Preprocessor.fit(train, rng.normal(80, 5, (500, len(SIGNALS))), feature_min_scale(SIGNALS, GEO))
     again = Preprocessor.from_dict(pre.to_dict())
     test = rng.normal(3, 1, (10, len(names)))
     np.testing.assert_array_equal(pre.transform(test), again.transform(test))

@@ -6,6 +6,7 @@ import pytest
 from biostream.config import ConfigError
 from biostream.detectors import make_detector
 from biostream.detectors.thresholds import ThresholdParams, calibrate
+from biostream.features import feature_names
 
 
 def test_alarm_rate_threshold():
@@ -32,7 +33,7 @@ def test_best_f1_needs_both_classes_and_params_are_checked():
 
 def test_calibrated_threshold_drives_predict():
     rng = np.random.default_rng(0)
-    X = rng.normal(0, 1, (300, 115)).astype(np.float32)
+    X = rng.normal(0, 1, (300, len(feature_names(("hr", "spo2"))))).astype(np.float32)
     det = make_detector("iforest", n_estimators=20).fit(X)
     provisional = det.threshold_
     assert np.mean(det.decision_function(X) > provisional) == pytest.approx(0.01, abs=0.005)

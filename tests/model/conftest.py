@@ -55,8 +55,8 @@ def model_data(small_params, configs, physiology) -> ModelData:
     names = feature_names(configs.signals.keys)
     train = table[table["split"] == "train"]
     raw_train = ds.vitals.loc[ds.vitals["split"] == "train", list(configs.signals.keys)].to_numpy()
-    pre = Preprocessor.fit(train[names].to_numpy(), raw_train, feature_min_scale(configs.signals.keys, fp.window_s))
-    pipeline = InputPipeline(configs.signals.keys, fp.window_s, fp.sequence_step_s, pre)
+    pre = Preprocessor.fit(train[names].to_numpy(), raw_train, feature_min_scale(configs.signals.keys, fp.geometry))
+    pipeline = InputPipeline(configs.signals.keys, fp.geometry, pre)
     normal = train[(train["label"] == 0) & (train["artefact"] == 0)]
     return ModelData(ds, table, pipeline, normal, table[table["split"] != "train"])
 

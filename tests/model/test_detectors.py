@@ -55,7 +55,7 @@ def test_injected_spike_scores_above_its_neighbours(name, fitted, model_data):
     row = quiet.iloc[len(quiet) // 2]
     times = np.arange(row.time_s - 60, row.time_s + 1)
     pid = np.full(len(times), row.patient_id)
-    windows = windows_at(vitals, model_data.pipeline.signals, model_data.pipeline.window_s, pid, times)
+    windows = windows_at(vitals, model_data.pipeline.signals, model_data.pipeline.geometry.window_s, pid, times)
     spiked = windows.copy()
     hr = model_data.pipeline.signals.index("hr")
     spiked[-1, hr, -20:] = 175.0  # HR jumps to 175/min for the last 20 s of the scored window
@@ -104,7 +104,7 @@ def test_clinical_baseline_reproduces_the_alarm_rules(fitted, model_data):
 def test_lstm_signal_errors_point_at_the_signal(fitted, model_data):
     det = fitted["lstm_ae"]
     rows = model_data.evaluation[(model_data.evaluation["label"] == 0)].head(5)
-    windows = windows_at(model_data.dataset.vitals, model_data.pipeline.signals, model_data.pipeline.window_s,
+    windows = windows_at(model_data.dataset.vitals, model_data.pipeline.signals, model_data.pipeline.geometry.window_s,
                          rows["patient_id"].to_numpy(), rows["time_s"].to_numpy())
     spo2 = model_data.pipeline.signals.index("spo2")
     windows[:, spo2, -60:] = 75.0

@@ -145,7 +145,7 @@ def test_featurize_outputs_and_train_only_scaler(repo, reproduced):
     train = table["split"] == "train"
     expected = Preprocessor.fit(table.loc[train, names].to_numpy(np.float64),
                                 vitals.loc[vitals["split"] == "train", list(pipeline.signals)].to_numpy(np.float64),
-                                feature_min_scale(pipeline.signals, pipeline.window_s))
+                                feature_min_scale(pipeline.signals, pipeline.geometry))
     np.testing.assert_allclose(pipeline.preprocessor.feature_median, expected.feature_median)
     np.testing.assert_allclose(pipeline.preprocessor.feature_scale, expected.feature_scale)
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)

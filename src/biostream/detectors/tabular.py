@@ -13,7 +13,7 @@ from biostream.detectors import _skops
 from biostream.detectors.base import BaseDetector
 from biostream.features import group_columns
 
-DEFAULT_GROUPS = ("level", "spread", "trend", "cross")
+DEFAULT_GROUPS = ("level", "spread", "trend", "freshness", "context", "cross")
 
 
 class TabularDetector(BaseDetector):

@@ -1,0 +1,165 @@
+"""What clinicians read: alarm post-processing and event-level metrics, as pure functions.
+
+Scores arrive per scored second of whole recordings (`patient_id`, `time_s`, sorted, 1-s grid). An
+`AlarmPolicy` turns scores into alarms the way a monitor would (Merlion's `AggregateAlarms` idea): a
+second is "above" when its score exceeds the threshold; an alarm is on once k of the last n seconds were
+above; alarms starting less than `refractory_s` after the previous one ended are merged into it (the
+monitor does not re-alarm). The policy is separate from the model and re-tunable without retraining.
+
+`event_metrics` then scores alarm episodes against ground-truth events:
+* an event is caught when an alarm episode overlaps it, or starts at most `tolerance_s` before it;
+* an alarm episode is true when it overlaps an event (extended the same way), false otherwise;
+* false alarms per patient-hour, event recall and precision, event F1, median detection delay
+  (first overlapping alarm start minus event start; negative = early), and recall per event kind.
+With `include_artefacts=False`, artefact events are neither to be caught nor count as true alarms, and
+alarm episodes that touch only artefacts are left out of both counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from biostream.config import ConfigError, require
+from biostream.labels import Runs, find_runs, segment_starts
+
+
+@dataclass(frozen=True)
+class AlarmPolicy:
+    """`params.yaml: alarms`: k of n seconds above threshold, refractory period, event tolerance."""
+
+    k: int
+    n: int
+    refractory_s: int
+    tolerance_s: int
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> AlarmPolicy:
+        w = "params.yaml: alarms"
+        sec = require(params, "alarms", "params.yaml")
+        out = cls(*(int(require(sec, key, w)) for key in ("k", "n", "refractory_s", "tolerance_s")))
+        if not 1 <= out.k <= out.n:
+            raise ConfigError(f"{w}: need 1 <= k <= n, got k={out.k}, n={out.n}")
+        if out.refractory_s < 0 or out.tolerance_s < 0:
+            raise ConfigError(f"{w}: refractory_s and tolerance_s must be >= 0")
+        return out
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _rolling_count(flags: np.ndarray, breaks: np.ndarray, n: int) -> np.ndarray:
+    """Number of True among the last n rows (this one included), not crossing a segment start."""
+    c = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
+    idx = np.arange(len(flags))
+    seg_start = np.maximum.accumulate(np.where(breaks, idx, 0))
+    lo = np.maximum(idx - n + 1, seg_start)
+    return c[idx + 1] - c[lo]
+
+
+def apply_policy(
+    patient_id: np.ndarray, time_s: np.ndarray, scores: np.ndarray, threshold: float, policy: AlarmPolicy
+) -> np.ndarray:
+    """Per-second alarm state (int8) after the k-of-n rule and refractory merging."""
+    breaks = segment_starts(np.asarray(patient_id), np.asarray(time_s))
+    above = np.asarray(scores) > threshold
+    on = _rolling_count(above, breaks, policy.n) >= policy.k
+    runs = find_runs(on, breaks)
+    if len(runs.start) > 1 and policy.refractory_s > 0:
+        t = np.asarray(time_s)
+        seg = np.cumsum(breaks)
+        gap = t[runs.start[1:]] - t[runs.stop[:-1] - 1]
+        merge = (gap <= policy.refractory_s) & (seg[runs.start[1:]] == seg[runs.stop[:-1] - 1])
+        keep_start = np.concatenate([[True], ~merge])
+        keep_stop = np.concatenate([~merge, [True]])
+        runs = Runs(runs.start[keep_start], runs.stop[keep_stop])
+    out = np.zeros(len(on) + 1, dtype=np.int32)
+    np.add.at(out, runs.start, 1)
+    np.add.at(out, runs.stop, -1)
+    return (np.cumsum(out[:-1]) > 0).astype(np.int8)
+
+
+def alarm_episodes(patient_id: np.ndarray, time_s: np.ndarray, alarm: np.ndarray) -> pd.DataFrame:
+    """Alarm episodes: patient_id, start_s, end_s (exclusive)."""
+    breaks = segment_starts(np.asarray(patient_id), np.asarray(time_s))
+    runs = find_runs(np.asarray(alarm, dtype=bool), breaks)
+    t = np.asarray(time_s)
+    return pd.DataFrame({
+        "patient_id": np.asarray(patient_id)[runs.start],
+        "start_s": t[runs.start],
+        "end_s": t[runs.stop - 1] + 1,
+    })
+
+
+def event_metrics(
+    episodes: pd.DataFrame,
+    events: pd.DataFrame,
+    hours: float,
+    tolerance_s: int,
+    include_artefacts: bool = True,
+) -> dict[str, Any]:
+    """Event-level scores of alarm episodes against ground-truth events of the same patients."""
+    ev = events if include_artefacts else events[events["category"] != "artefact"]
+    artefacts = events[events["category"] == "artefact"] if not include_artefacts else events.iloc[:0]
+    caught = np.zeros(len(ev), dtype=bool)
+    delay = np.full(len(ev), np.nan)
+    true_alarm = np.zeros(len(episodes), dtype=bool)
+    ignored = np.zeros(len(episodes), dtype=bool)
+    ev_by_patient = {p: g for p, g in ev.reset_index(drop=True).groupby("patient_id")}
+    art_by_patient = {p: g for p, g in artefacts.groupby("patient_id")}
+    for i, ep in enumerate(episodes.itertuples(index=False)):
+        g = ev_by_patient.get(ep.patient_id)
+        if g is not None:
+            hit = (ep.start_s < g["end_s"].to_numpy()) & (ep.end_s > g["start_s"].to_numpy() - tolerance_s)
+            if hit.any():
+                true_alarm[i] = True
+                idx = g.index.to_numpy()[hit]
+                first = np.isnan(delay[idx]) | (ep.start_s - g["start_s"].to_numpy()[hit] < delay[idx])
+                caught[idx] = True
+                delay[idx[first]] = ep.start_s - g["start_s"].to_numpy()[hit][first]
+                continue
+        a = art_by_patient.get(ep.patient_id)
+        if a is not None and ((ep.start_s < a["end_s"].to_numpy()) & (ep.end_s > a["start_s"].to_numpy())).any():
+            ignored[i] = True
+    counted = ~ignored
+    n_alarms = int(counted.sum())
+    false_alarms = int((counted & ~true_alarm).sum())
+    recall = float(caught.mean()) if len(ev) else float("nan")
+    precision = float(true_alarm[counted].mean()) if n_alarms else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if n_alarms and len(ev) and precision + recall > 0 else 0.0
+    kinds = ev.assign(caught=caught).groupby("kind")["caught"].mean() if len(ev) else pd.Series(dtype=float)
+    return {
+        "events": int(len(ev)),
+        "alarms": n_alarms,
+        "event_recall": recall,
+        "event_precision": precision,
+        "event_f1": float(f1),
+        "false_alarms": false_alarms,
+        "false_alarms_per_hour": false_alarms / hours if hours > 0 else float("nan"),
+        "alarms_per_hour": n_alarms / hours if hours > 0 else float("nan"),
+        "median_delay_s": float(np.nanmedian(delay)) if caught.any() else float("nan"),
+        "recall_by_kind": {str(k): float(v) for k, v in kinds.items()},
+    }
+
+
+def point_metrics(labels: np.ndarray, scores: np.ndarray, alarms: np.ndarray) -> dict[str, float]:
+    """Per-second AUROC, AUPRC, and precision, recall and F1 of the alarm state."""
+    labels = np.asarray(labels).astype(bool)
+    alarms = np.asarray(alarms).astype(bool)
+    both = labels.any() and (~labels).any()
+    tp = int((labels & alarms).sum())
+    precision = tp / alarms.sum() if alarms.any() else float("nan")
+    recall = tp / labels.sum() if labels.any() else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if alarms.any() and labels.any() and tp else 0.0
+    return {
+        "auroc": float(roc_auc_score(labels, scores)) if both else float("nan"),
+        "auprc": float(average_precision_score(labels, scores)) if both else float("nan"),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+    }

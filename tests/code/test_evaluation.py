@@ -1,0 +1,84 @@
+"""Alarm post-processing and event-level metrics on hand-made recordings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biostream.config import ConfigError
+from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy, event_metrics, point_metrics
+
+
+def grid(n, patient="p"):
+    return np.full(n, patient, dtype=object), np.arange(n)
+
+
+def test_k_of_n_needs_k_seconds_and_stays_within_a_patient():
+    pid, t = grid(20)
+    scores = np.zeros(20)
+    scores[[3, 5]] = 1  # 2 of 3 seconds at t=5
+    scores[10] = 1  # an isolated second
+    alarm = apply_policy(pid, t, scores, 0.5, AlarmPolicy(k=2, n=3, refractory_s=0, tolerance_s=0))
+    assert np.flatnonzero(alarm).tolist() == [5]
+    pid2 = np.r_[np.full(3, "a", dtype=object), np.full(3, "b", dtype=object)]
+    t2 = np.r_[np.arange(3), np.arange(3)]
+    s2 = np.array([0, 0, 1, 1, 0, 0])  # one above at the end of a, one at the start of b
+    assert apply_policy(pid2, t2, s2, 0.5, AlarmPolicy(2, 3, 0, 0)).sum() == 0
+
+
+def test_refractory_merges_flapping_alarms():
+    pid, t = grid(100)
+    scores = np.zeros(100)
+    scores[10:15] = scores[20:25] = scores[80:85] = 1
+    no_merge = apply_policy(pid, t, scores, 0.5, AlarmPolicy(1, 1, 0, 0))
+    merged = apply_policy(pid, t, scores, 0.5, AlarmPolicy(1, 1, 30, 0))
+    assert len(alarm_episodes(pid, t, no_merge)) == 3
+    eps = alarm_episodes(pid, t, merged)
+    assert eps[["start_s", "end_s"]].values.tolist() == [[10, 25], [80, 85]]
+
+
+def events_table(rows):
+    return pd.DataFrame(rows, columns=["patient_id", "start_s", "end_s", "kind", "category"])
+
+
+def test_event_metrics_counts_catches_false_alarms_and_delay():
+    events = events_table([
+        ["p", 100, 200, "hypotension", "clinical"],
+        ["p", 400, 500, "spike", "statistical"],
+        ["p", 700, 710, "probe_off", "artefact"],
+    ])
+    episodes = pd.DataFrame({"patient_id": ["p"] * 4, "start_s": [95, 150, 600, 702], "end_s": [98, 160, 610, 705]})
+    m = event_metrics(episodes, events, hours=2.0, tolerance_s=10)
+    assert m["events"] == 3 and m["alarms"] == 4
+    assert m["event_recall"] == pytest.approx(2 / 3)
+    assert m["event_precision"] == pytest.approx(3 / 4)
+    assert m["false_alarms"] == 1 and m["false_alarms_per_hour"] == 0.5
+    assert m["median_delay_s"] == pytest.approx(np.median([-5, 2]))
+    assert m["recall_by_kind"] == {"hypotension": 1.0, "probe_off": 1.0, "spike": 0.0}
+    assert m["event_f1"] == pytest.approx(2 * (3 / 4) * (2 / 3) / (3 / 4 + 2 / 3))
+
+    without = event_metrics(episodes, events, hours=2.0, tolerance_s=10, include_artefacts=False)
+    assert without["events"] == 2 and without["alarms"] == 3, "the alarm on the artefact is left out"
+    assert without["false_alarms"] == 1 and without["event_recall"] == 0.5
+
+
+def test_no_alarms_and_other_patients():
+    events = events_table([["p", 100, 200, "hypotension", "clinical"]])
+    none = pd.DataFrame({"patient_id": [], "start_s": [], "end_s": []})
+    m = event_metrics(none, events, hours=1.0, tolerance_s=0)
+    assert m["event_recall"] == 0 and np.isnan(m["event_precision"]) and m["event_f1"] == 0.0
+    other = pd.DataFrame({"patient_id": ["q"], "start_s": [150], "end_s": [160]})
+    assert event_metrics(other, events, 1.0, 0)["false_alarms"] == 1
+
+
+def test_point_metrics():
+    labels = np.array([0, 0, 1, 1])
+    m = point_metrics(labels, np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 1, 1, 1]))
+    assert m["auroc"] == 1.0 and m["auprc"] == 1.0
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == 1.0
+
+
+def test_policy_params_are_checked():
+    with pytest.raises(ConfigError, match="1 <= k <= n"):
+        AlarmPolicy.from_params({"alarms": {"k": 4, "n": 3, "refractory_s": 0, "tolerance_s": 0}})
