@@ -520,22 +520,34 @@ class InputPipeline:
         windows = self.check(windows)
         if kind == "window":
             return windows
-        if kind == "features":
-            return self.preprocessor.transform(window_features(windows, self.signals, self.geometry))
+        if kind == "features":  # float32 first, exactly as the featurize stage stores them
+            raw = window_features(windows, self.signals, self.geometry).astype(np.float32)
+            return self.preprocessor.transform(raw)
         if kind == "sequence":
             seq, mask = sequence_view(windows, self.geometry)
             z, m = self.preprocessor.transform_sequence(seq, mask)
             return np.concatenate([z, m], axis=-1)
         raise ValueError(f"unknown input view '{kind}'; expected features, sequence or window")
 
+    def iter_views(
+        self, kind: str, rows: pd.DataFrame, vitals: pd.DataFrame, chunk: int = 512
+    ) -> Iterator[np.ndarray]:
+        """The input view of rows of a feature table (as `featurize` writes it), `chunk` rows at a time:
+        scaled from the stored features, or rebuilt from the raw `vitals` windows for the sequence and
+        window views (whole windows of many rows would not fit in memory)."""
+        for i in range(0, len(rows), chunk):
+            part = rows.iloc[i : i + chunk]
+            if kind == "features":
+                yield self.features(part[feature_names(self.signals)].to_numpy())
+            else:
+                windows = windows_at(vitals, self.signals, self.geometry.window_s, part["patient_id"].to_numpy(),
+                                     part["time_s"].to_numpy())
+                yield self.view(kind, windows)
+
     def view_of_rows(self, kind: str, rows: pd.DataFrame, vitals: pd.DataFrame) -> np.ndarray:
-        """The input view of rows of a feature table (as `featurize` writes it): scaled from the stored
-        features, or rebuilt from the raw `vitals` windows for the sequence and window views."""
-        if kind == "features":
-            return self.features(rows[feature_names(self.signals)].to_numpy())
-        windows = windows_at(vitals, self.signals, self.geometry.window_s, rows["patient_id"].to_numpy(),
-                             rows["time_s"].to_numpy())
-        return self.view(kind, windows)
+        """All of `iter_views` at once (for fitting; the window view of many rows is large)."""
+        parts = list(self.iter_views(kind, rows, vitals, chunk=max(len(rows), 1) if kind == "features" else 512))
+        return np.concatenate(parts) if parts else np.empty((0,))
 
     def to_dict(self) -> dict[str, Any]:
         return {"signals": list(self.signals), "geometry": asdict(self.geometry),

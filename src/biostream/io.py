@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -67,6 +68,20 @@ def write_parquet(table: pa.Table, path: str | Path) -> None:
         pq.write_table(table, tmp, compression="zstd", write_statistics=True)
 
 
+def json_safe(data: Any) -> Any:
+    """`data` with NaN and infinities as None (JSON has no NaN; `dvc metrics` shows None as '-')."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [json_safe(v) for v in data]
+    if hasattr(data, "item") and callable(data.item):  # numpy scalars
+        return json_safe(data.item())
+    return data
+
+
 def write_json(data: Any, path: str | Path) -> None:
+    data = json_safe(data)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")

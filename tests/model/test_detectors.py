@@ -137,3 +137,23 @@ def test_same_params_same_scores(name, model_data, configs):
         det.fit(model_data.view(det, model_data.train))
         scores.append(det.decision_function(model_data.view(det, rows)))
     np.testing.assert_array_equal(scores[0], scores[1])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bundle_scores_raw_windows_like_the_stage_views(name, fitted, model_data, tmp_path):
+    from biostream.bundle import ModelBundle
+    from biostream.evaluation import AlarmPolicy
+
+    det = fitted[name]
+    bundle = ModelBundle(model_data.pipeline, det, AlarmPolicy(3, 5, 120, 30))
+    bundle.save(tmp_path / "bundle")
+    back = ModelBundle.load(tmp_path / "bundle")
+    rows = model_data.evaluation.sample(20, random_state=4)
+    windows = windows_at(model_data.dataset.vitals, model_data.pipeline.signals, model_data.pipeline.geometry.window_s,
+                         rows["patient_id"].to_numpy(), rows["time_s"].to_numpy())
+    from_views = det.decision_function(model_data.view(det, rows))
+    np.testing.assert_array_equal(back.score(windows), from_views)
+    frame = back.predict_frame(windows)
+    assert list(frame.columns) == ["score", "alarm", "threshold"] and (frame["threshold"] == det.threshold_).all()
+    with pytest.raises(FileNotFoundError, match="missing detector"):
+        ModelBundle.load(tmp_path)

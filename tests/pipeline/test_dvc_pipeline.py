@@ -68,7 +68,8 @@ def reproduced(repo) -> subprocess.CompletedProcess:
 
 def test_repro_runs_every_stage_offline(repo, reproduced):
     out = reproduced.stdout + reproduced.stderr
-    for stage in ("generate", "ingest_vitaldb", "featurize"):
+    for stage in ("generate", "ingest_vitaldb", "featurize", "tune@iforest", "tune@ocsvm", "tune@lstm_ae", "train",
+                  "evaluate"):
         assert f"Running stage '{stage}'" in out
     assert "NO VITALDB DATA" in out, "the empty VitalDB dataset must be announced loudly"
     for f in ("vitals", "events", "alarm_events", "patients"):
@@ -163,3 +164,116 @@ def test_mlproject_entry_point_calls_the_stage_cli(repo, reproduced, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / "vitaldb.json").read_text())["dataset"] == "vitaldb"
     assert (tmp_path / "vitaldb" / "vitals.parquet").is_file()
+
+
+def mlflow_runs(repo: Path) -> pd.DataFrame:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'stores/mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["biostream"])
+
+
+def test_tune_writes_best_params_and_mlflow_runs(repo, reproduced):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    runs = mlflow_runs(repo)
+    for det, n in params["tune"]["n_trials"].items():
+        best = json.loads((repo / f"results/tune/{det}.json").read_text())
+        assert best["detector"] == det and 0 <= best["value"] <= 1
+        assert set(params["detectors"][det]) <= set(best["params"])
+        parent = runs[runs["tags.mlflow.runName"] == f"tune-{det}"]
+        assert len(parent) == 1
+        children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]
+        assert len(children) == n
+        assert set(children["tags.state"]) <= {"complete", "pruned"}
+        assert parent[f"metrics.best_val_{best['objective']}"].iloc[0] == pytest.approx(best["value"])
+        done = children[children["tags.state"] == "complete"]
+        assert done["metrics.val_event_f1"].notna().all() and done["metrics.duration_s"].gt(0).all()
+    import mlflow
+
+    parent_id = runs.loc[runs["tags.mlflow.runName"] == "tune-iforest", "run_id"].iloc[0]
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(parent_id, "plots")}
+    assert "plots/optimization_history.png" in plots
+
+
+def test_tune_resumes_a_study_without_losing_trials(repo, reproduced, tmp_path):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    cmd = [sys.executable, "-m", "pipelines.tune", "--detector", "iforest", "--features", "data/features",
+           "--synthetic", "data/synthetic", "--search-space", "configs/search_spaces/iforest.yaml"]
+    n = params["tune"]["n_trials"]["iforest"]
+    again = run(repo, *cmd, "--out", str(tmp_path / "again.json"))
+    assert f"{n} trials done, running 0 more" in again.stderr
+    params["tune"]["n_trials"]["iforest"] = n + 1
+    more = tmp_path / "params.yaml"
+    more.write_text(yaml.safe_dump(params))
+    resumed = run(repo, *cmd, "--params", str(more), "--out", str(tmp_path / "more.json"))
+    assert f"{n} trials done, running 1 more" in resumed.stderr
+    assert json.loads((tmp_path / "more.json").read_text())["trials"] == n + 1
+
+
+def test_train_bundles_and_self_contained_mlflow_models(repo, reproduced):
+    import mlflow
+
+    from biostream.bundle import ModelBundle
+    from biostream.dataset import read_dataset
+    from biostream.features import windows_at
+
+    index = json.loads((repo / "models/index.json").read_text())
+    assert set(index) == {"clinical", "iforest", "ocsvm", "lstm_ae"}
+    vitals = read_dataset(repo / "data/synthetic").vitals
+    patient = vitals["patient_id"].iloc[-1]
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'stores/mlflow.db'}")
+    for name, entry in index.items():
+        bundle = ModelBundle.load(repo / "models" / name)
+        assert bundle.threshold == entry["threshold"]
+        windows = windows_at(vitals, bundle.pipeline.signals, bundle.pipeline.geometry.window_s,
+                             np.array([patient] * 3), np.array([100, 2000, 2500]))
+        expected = bundle.score(windows)
+        model = mlflow.pyfunc.load_model(entry["model_uri"])
+        got = model.predict(windows)
+        np.testing.assert_allclose(got["score"].to_numpy(), expected, rtol=1e-6)
+        assert (got["alarm"].to_numpy() == (expected > bundle.threshold)).all()
+        assert model.metadata.signature is not None
+    assert json.loads((repo / "models/index.json").read_text())["clinical"]["threshold"] == 0.0
+
+
+def test_evaluate_metrics_and_plots(repo, reproduced):
+    metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert set(metrics) == {"clinical", "iforest", "ocsvm", "lstm_ae"}
+    for name, per in metrics.items():
+        m = per["synthetic"]
+        for key in ("event_recall", "event_precision", "event_f1", "false_alarms_per_hour", "median_delay_s",
+                    "recall_by_kind"):
+            assert key in m["events"] and key in m["events_without_artefacts"], key
+        assert 0 <= m["point"]["auprc"] <= 1 and 0 <= m["point"]["auroc"] <= 1
+        assert (repo / f"plots/roc/{name}.csv").is_file() and (repo / f"plots/figures/{name}_timeline.png").is_file()
+    assert (repo / "plots/figures/comparison.png").is_file()
+    timing = json.loads((repo / "plots/timing.json").read_text())
+    assert all(v["score_ms_per_window"] > 0 for v in timing.values())
+    runs = mlflow_runs(repo)
+    assert {"evaluate-iforest", "evaluate-comparison"} <= set(runs["tags.mlflow.runName"])
+
+
+def test_vitaldb_cases_are_featurized_and_evaluated(repo, reproduced, tmp_path):
+    """Real .vital files through ingest -> featurize -> evaluate with the trained bundles (stage CLIs on
+    scratch outputs, so the DVC workspace above is untouched)."""
+    local = tmp_path / "vital"
+    local.mkdir()
+    for f in (ROOT / "tests/fixtures/vital").glob("*.vital"):
+        shutil.copy(f, local)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["ingest_vitaldb"].update(sources=["local"], local_dir=str(local), cache_dir=str(tmp_path / "cache"))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    p = ["--params", str(tmp_path / "params.yaml")]
+    run(repo, sys.executable, "-m", "pipelines.ingest_vitaldb", *p, "--out", str(tmp_path / "vitaldb"),
+        "--metrics", str(tmp_path / "vitaldb.json"))
+    run(repo, sys.executable, "-m", "pipelines.featurize", *p, "--synthetic", "data/synthetic",
+        "--vitaldb", str(tmp_path / "vitaldb"), "--out", str(tmp_path / "features"),
+        "--metrics", str(tmp_path / "featurize.json"))
+    run(repo, sys.executable, "-m", "pipelines.evaluate", *p, "--models", "models", "--features",
+        str(tmp_path / "features"), "--synthetic", "data/synthetic", "--vitaldb", str(tmp_path / "vitaldb"),
+        "--metrics", str(tmp_path / "evaluate.json"), "--plots", str(tmp_path / "plots"))
+    metrics = json.loads((tmp_path / "evaluate.json").read_text())
+    for name, per in metrics.items():
+        assert "vitaldb" in per, name
+        assert per["vitaldb"]["events"]["events"] == 0  # the IntelliVue demo recordings raise no alarm
+        assert per["vitaldb"]["events"]["false_alarms_per_hour"] is not None

@@ -58,6 +58,8 @@ class NotFittedError(RuntimeError):
 class BaseDetector(BaseEstimator):
     name: ClassVar[str] = ""
     input_view: ClassVar[str] = "features"
+    # False for detectors whose threshold is part of their definition (the clinical rules)
+    calibrated: ClassVar[bool] = True
 
     # --- to implement -----------------------------------------------------------------------------
     @abstractmethod
@@ -74,7 +76,8 @@ class BaseDetector(BaseEstimator):
 
     # --- the contract -----------------------------------------------------------------------------
     def fit(self, X: np.ndarray, y: np.ndarray | None = None, **kwargs: Any) -> BaseDetector:
-        """Learn from training inputs (labels are not used: detectors are unsupervised)."""
+        """Learn from training inputs (labels are not used: detectors are unsupervised). Detectors that
+        train in epochs accept `epoch_callback(epoch, logs)`; others ignore it."""
         X = self._check_input(X)
         if len(X) == 0:
             raise ValueError(f"{self.name}: cannot fit on zero rows")
@@ -125,6 +128,13 @@ class BaseDetector(BaseEstimator):
         if X.ndim != want:
             raise ValueError(f"{self.name} reads the '{self.input_view}' view ({want}-D), got shape {X.shape}")
         return X
+
+
+def score_rows(det: BaseDetector, pipeline: Any, rows: Any, vitals: Any, chunk: int = 2048) -> np.ndarray:
+    """Scores of rows of a feature table, building the detector's input view chunk by chunk
+    (`pipeline` is a `biostream.features.InputPipeline`)."""
+    parts = [det.decision_function(v) for v in pipeline.iter_views(det.input_view, rows, vitals, chunk)]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
 
 
 def load_detector(folder: str | Path) -> BaseDetector:

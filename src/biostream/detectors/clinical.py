@@ -33,6 +33,7 @@ def clinical_params(configs: Configs) -> dict[str, Any]:
 @register("clinical")
 class ClinicalThresholdDetector(BaseDetector):
     input_view = "window"
+    calibrated = False  # threshold 0 is the rules themselves
 
     def __init__(self, rules: Sequence[dict[str, Any]] = (), signals: Sequence[str] = ()):
         self.rules = rules

@@ -64,7 +64,9 @@ class LSTMAutoencoderDetector(BaseDetector):
         model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=_masked_mse)
         return model
 
-    def _fit(self, X: np.ndarray, callbacks: Any = (), **kwargs: Any) -> None:
+    def _fit(self, X: np.ndarray, callbacks: Any = (), epoch_callback: Any = None, **kwargs: Any) -> None:
+        """`callbacks`: extra Keras callbacks; `epoch_callback(epoch, logs)`: a plain function called after
+        every epoch (how an Optuna pruner follows training without importing Keras)."""
         import keras
         import tensorflow as tf
 
@@ -86,6 +88,8 @@ class LSTMAutoencoderDetector(BaseDetector):
                 keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=max(1, self.patience // 2)),
                 *callbacks,
             ]
+            if epoch_callback is not None:
+                cbs.append(keras.callbacks.LambdaCallback(on_epoch_end=epoch_callback))
             history = model.fit(
                 train, train, validation_data=(val, val) if n_val else None, epochs=self.epochs,
                 batch_size=self.batch_size, shuffle=True, verbose=0, callbacks=cbs,

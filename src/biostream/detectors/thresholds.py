@@ -1,7 +1,9 @@
 """Threshold calibration: a separate step, re-runnable without retraining (as Merlion separates it).
 
 * "alarm_rate": the score above which a target fraction of validation seconds would alarm;
-* "best_f1": the threshold with the best per-second F1 against validation labels.
+* "best_f1": the threshold with the best per-second F1 against validation labels;
+* "best_event_f1": the threshold with the best event-level F1 after alarm post-processing (needs the
+  validation events: `biostream.tuning.calibrate_on_validation`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from sklearn.metrics import precision_recall_curve
 
 from biostream.config import ConfigError, require
 
-METHODS = ("alarm_rate", "best_f1")
+METHODS = ("alarm_rate", "best_f1", "best_event_f1")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ def calibrate(scores: np.ndarray, labels: np.ndarray | None, params: ThresholdPa
     scores = np.asarray(scores, dtype=np.float64)
     if scores.size == 0:
         raise ValueError("cannot calibrate a threshold on zero validation scores")
+    if params.method == "best_event_f1":
+        raise ValueError("best_event_f1 needs validation events: use biostream.tuning.calibrate_on_validation")
     if params.method == "alarm_rate":
         return float(np.quantile(scores, 1.0 - params.target_alarm_rate))
     if labels is None or not np.any(labels) or np.all(labels):

@@ -1,0 +1,59 @@
+"""A self-contained model: raw windows in, scores and alarms out.
+
+`ModelBundle` = the input pipeline (window geometry + preprocessor) + a fitted detector with its calibrated
+threshold + the alarm policy. It is what `train` logs to MLflow (as a pyfunc: `biostream.pyfunc`), what
+`evaluate` scores with, and what the BentoML service will load: one object, so training, evaluation and
+serving cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from biostream.detectors import BaseDetector, load_detector
+from biostream.evaluation import AlarmPolicy
+from biostream.features import InputPipeline
+from biostream.io import atomic_dir
+
+
+@dataclass
+class ModelBundle:
+    pipeline: InputPipeline
+    detector: BaseDetector
+    policy: AlarmPolicy
+
+    @property
+    def threshold(self) -> float:
+        return float(self.detector.threshold_)
+
+    def score(self, windows: np.ndarray) -> np.ndarray:
+        """Anomaly scores of raw windows (n, signals, window_s), missing as NaN."""
+        return self.detector.decision_function(self.pipeline.view(self.detector.input_view, windows))
+
+    def predict_frame(self, windows: np.ndarray) -> pd.DataFrame:
+        scores = self.score(windows)
+        return pd.DataFrame({"score": scores, "alarm": (scores > self.threshold).astype(np.int64),
+                             "threshold": np.full(len(scores), self.threshold)})
+
+    def save(self, folder: str | Path) -> None:
+        with atomic_dir(folder) as tmp:
+            self.detector.save(tmp / "detector")
+            (tmp / "input_pipeline.json").write_text(json.dumps(self.pipeline.to_dict()), encoding="utf-8")
+            (tmp / "alarm_policy.json").write_text(json.dumps(self.policy.to_dict()), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ModelBundle:
+        folder = Path(folder)
+        for name in ("detector", "input_pipeline.json", "alarm_policy.json"):
+            if not (folder / name).exists():
+                raise FileNotFoundError(f"{folder}: missing {name}; is this a model bundle written by `train`?")
+        return cls(
+            InputPipeline.from_dict(json.loads((folder / "input_pipeline.json").read_text(encoding="utf-8"))),
+            load_detector(folder / "detector"),
+            AlarmPolicy(**json.loads((folder / "alarm_policy.json").read_text(encoding="utf-8"))),
+        )

@@ -1,0 +1,152 @@
+"""Hyperparameter search: search spaces from `configs/search_spaces/`, the validation objective, and the
+threshold the objective is measured at.
+
+Pure pieces for the `tune` stage (`pipelines/tune.py` wires them to Optuna storage and MLflow runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from biostream.config import ConfigError, load_yaml, require
+from biostream.detectors.thresholds import ThresholdParams, calibrate
+from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy, event_metrics, point_metrics
+
+OBJECTIVES = ("event_f1", "auprc", "auroc")
+_TYPES = ("int", "float", "categorical")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """{hyperparameter: spec}; categorical `feature_groups` choices are groups joined by '+'."""
+
+    specs: Mapping[str, Mapping[str, Any]]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SearchSpace:
+        raw = load_yaml(path)
+        for name, spec in raw.items():
+            where = f"{path}: {name}"
+            kind = require(spec, "type", where)
+            if kind not in _TYPES:
+                raise ConfigError(f"{where}.type: '{kind}' is not one of {_TYPES}")
+            if kind == "categorical":
+                choices = require(spec, "choices", where)
+                if not choices or not all(isinstance(c, str | int | float | bool) for c in choices):
+                    raise ConfigError(f"{where}.choices: a non-empty list of strings or numbers")
+            elif float(require(spec, "low", where)) > float(require(spec, "high", where)):
+                raise ConfigError(f"{where}: low is above high")
+        return cls(raw)
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """Hyperparameters for an Optuna trial, decoded for the detector's constructor."""
+        out: dict[str, Any] = {}
+        for name, spec in self.specs.items():
+            if spec["type"] == "int":
+                out[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]), step=int(spec.get("step", 1)),
+                                              log=bool(spec.get("log", False)))
+            elif spec["type"] == "float":
+                out[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]),
+                                                log=bool(spec.get("log", False)))
+            else:
+                out[name] = trial.suggest_categorical(name, list(spec["choices"]))
+        return decode(out)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha1(json.dumps(self.specs, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def decode(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Search-space values -> constructor values ('a+b' feature groups -> ('a', 'b'))."""
+    out = dict(params)
+    if isinstance(out.get("feature_groups"), str):
+        out["feature_groups"] = tuple(out["feature_groups"].split("+"))
+    return out
+
+
+@dataclass(frozen=True)
+class TuneParams:
+    """`params.yaml: tune`."""
+
+    objective: str
+    n_trials: Mapping[str, int]
+    timeout_s: float
+    seed: int
+    storage: str
+    include_artefacts: bool
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> TuneParams:
+        w = "params.yaml: tune"
+        sec = require(params, "tune", "params.yaml")
+        out = cls(
+            objective=str(require(sec, "objective", w)),
+            n_trials={str(k): int(v) for k, v in require(sec, "n_trials", w).items()},
+            timeout_s=float(require(sec, "timeout_s", w)),
+            seed=int(require(sec, "seed", w)),
+            storage=str(require(sec, "storage", w)),
+            include_artefacts=bool(require(sec, "include_artefacts", w)),
+        )
+        if out.objective not in OBJECTIVES:
+            raise ConfigError(f"{w}.objective: '{out.objective}' is not one of {OBJECTIVES}")
+        return out
+
+
+@dataclass
+class Validation:
+    """Validation patients' feature rows (every second) and ground-truth events."""
+
+    rows: pd.DataFrame
+    events: pd.DataFrame
+
+    @property
+    def hours(self) -> float:
+        return len(self.rows) / 3600.0
+
+    def alarms(self, scores: np.ndarray, threshold: float, policy: AlarmPolicy) -> np.ndarray:
+        return apply_policy(self.rows["patient_id"].to_numpy(), self.rows["time_s"].to_numpy(), scores, threshold,
+                            policy)
+
+    def event_scores(self, scores: np.ndarray, threshold: float, policy: AlarmPolicy,
+                     include_artefacts: bool) -> dict[str, Any]:
+        alarm = self.alarms(scores, threshold, policy)
+        episodes = alarm_episodes(self.rows["patient_id"].to_numpy(), self.rows["time_s"].to_numpy(), alarm)
+        return event_metrics(episodes, self.events, self.hours, policy.tolerance_s, include_artefacts)
+
+
+def best_event_threshold(scores: np.ndarray, score_events: Callable[[float], dict[str, Any]],
+                         candidates: int = 40) -> float:
+    """The candidate threshold (upper quantiles of the scores) with the best event F1; among equals the
+    highest (fewest alarms)."""
+    qs = 1.0 - np.geomspace(0.5, 0.0005, candidates)
+    best_thr, best_f1 = float(np.quantile(scores, qs[-1])), -1.0
+    for thr in np.unique(np.quantile(scores, qs)):
+        f1 = score_events(float(thr))["event_f1"]
+        if f1 >= best_f1:
+            best_thr, best_f1 = float(thr), f1
+    return best_thr
+
+
+def calibrate_on_validation(scores: np.ndarray, val: Validation, policy: AlarmPolicy, tp: ThresholdParams,
+                            include_artefacts: bool) -> float:
+    """The threshold by `params.yaml: threshold.method`, on validation scores."""
+    if tp.method == "best_event_f1":
+        return best_event_threshold(scores, lambda t: val.event_scores(scores, t, policy, include_artefacts))
+    return calibrate(scores, val.rows["label"].to_numpy(), tp)
+
+
+def validation_metrics(scores: np.ndarray, val: Validation, threshold: float, policy: AlarmPolicy,
+                       include_artefacts: bool) -> dict[str, float]:
+    """Flat metrics of validation scores at a threshold (what a trial logs)."""
+    ev = val.event_scores(scores, threshold, policy, include_artefacts)
+    pt = point_metrics(val.rows["label"].to_numpy(), scores, val.alarms(scores, threshold, policy))
+    flat = {k: v for k, v in ev.items() if not isinstance(v, dict)}
+    return {**flat, **pt, "threshold": threshold}
