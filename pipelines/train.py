@@ -17,22 +17,20 @@ import time
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 
 from biostream.bundle import ModelBundle
 from biostream.config import Configs, load_yaml
-from biostream.dataset import read_dataset
 from biostream.detectors import REGISTRY, make_detector
 from biostream.detectors.base import score_rows
 from biostream.detectors.clinical import clinical_params
 from biostream.detectors.thresholds import ThresholdParams
 from biostream.evaluation import AlarmPolicy
-from biostream.features import InputPipeline, windows_at
+from biostream.features import windows_at
 from biostream.io import write_json
 from biostream.pyfunc import log_bundle
 from biostream.runtime import configure
 from biostream.tracking import TrackingParams, setup_tracking
-from biostream.tuning import TuneParams, Validation, calibrate_on_validation, decode, validation_metrics
+from biostream.tuning import StudyData, TuneParams, calibrate_on_validation, decode, validation_metrics
 
 # the window view is large and the detectors reading it learn nothing from data: fit on a few rows
 WINDOW_VIEW_FIT_ROWS = 256
@@ -71,15 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     include_artefacts = TuneParams.from_params(params).include_artefacts
     setup_tracking(TrackingParams.from_params(params))
 
-    features = Path(args.features)
-    pipeline = InputPipeline.from_dict(json.loads((features / "input_pipeline.json").read_text()))
-    table = pd.read_parquet(features / "synthetic.parquet")
-    ds = read_dataset(args.synthetic)
-    train = table[(table["split"] == "train") & (table["label"] == 0) & (table["artefact"] == 0)]
-    val_rows = table[table["split"] == "val"].reset_index(drop=True)
-    val = Validation(val_rows, ds.events[ds.events["patient_id"].isin(val_rows["patient_id"].unique())])
+    data = StudyData.load(args.features, args.synthetic)
+    pipeline, vitals, train, val, val_rows = data.pipeline, data.vitals, data.train, data.val, data.val.rows
     example_row = val_rows.iloc[[len(val_rows) // 2]]
-    example = windows_at(ds.vitals, pipeline.signals, pipeline.geometry.window_s,
+    example = windows_at(vitals, pipeline.signals, pipeline.geometry.window_s,
                          example_row["patient_id"].to_numpy(), example_row["time_s"].to_numpy())
 
     out, summary = Path(args.out), {}
@@ -88,9 +81,9 @@ def main(argv: list[str] | None = None) -> None:
         det = make_detector(name, **hp)
         fit_rows = train.head(WINDOW_VIEW_FIT_ROWS) if det.input_view == "window" else train
         start = time.perf_counter()
-        det.fit(pipeline.view_of_rows(det.input_view, fit_rows, ds.vitals))
+        det.fit(pipeline.view_of_rows(det.input_view, fit_rows, vitals))
         fit_s = time.perf_counter() - start
-        scores = score_rows(det, pipeline, val_rows, ds.vitals)
+        scores = score_rows(det, pipeline, val_rows, vitals)
         if det.calibrated:
             det.set_threshold(calibrate_on_validation(scores, val, policy, tparams, include_artefacts))
         metrics = validation_metrics(scores, val, det.threshold_, policy, include_artefacts)

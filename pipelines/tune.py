@@ -16,7 +16,6 @@ import hashlib
 import json
 import time
 import warnings
-from pathlib import Path
 
 import matplotlib
 
@@ -25,22 +24,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import optuna  # noqa: E402
-import pandas as pd  # noqa: E402
 
-from biostream.config import load_yaml  # noqa: E402
-from biostream.dataset import read_dataset  # noqa: E402
+from biostream.config import load_yaml, require  # noqa: E402
 from biostream.detectors import make_detector  # noqa: E402
 from biostream.detectors.base import REGISTRY, score_rows  # noqa: E402
 from biostream.detectors.thresholds import ThresholdParams  # noqa: E402
 from biostream.evaluation import AlarmPolicy  # noqa: E402
-from biostream.features import InputPipeline  # noqa: E402
 from biostream.io import write_json  # noqa: E402
 from biostream.runtime import configure  # noqa: E402
 from biostream.tracking import TrackingParams, setup_tracking  # noqa: E402
 from biostream.tuning import (  # noqa: E402
     SearchSpace,
+    StudyData,
     TuneParams,
-    Validation,
     calibrate_on_validation,
     decode,
     validation_metrics,
@@ -67,29 +63,24 @@ def main(argv: list[str] | None = None) -> None:
     tune = TuneParams.from_params(params)
     policy = AlarmPolicy.from_params(params)
     tparams = ThresholdParams.from_params(params)
-    fixed = dict(params.get("detectors", {}).get(args.detector) or {})
+    fixed = dict(require(require(params, "detectors", "params.yaml"), args.detector, "params.yaml: detectors") or {})
     space = SearchSpace.from_yaml(args.search_space)
     n_trials = tune.n_trials.get(args.detector)
     if n_trials is None:
         raise SystemExit(f"params.yaml: tune.n_trials has no entry for '{args.detector}'")
     setup_tracking(TrackingParams.from_params(params))
 
-    features = Path(args.features)
-    pipeline = InputPipeline.from_dict(json.loads((features / "input_pipeline.json").read_text()))
-    table = pd.read_parquet(features / "synthetic.parquet")
-    ds = read_dataset(args.synthetic)
-    train = table[(table["split"] == "train") & (table["label"] == 0) & (table["artefact"] == 0)]
-    val_rows = table[table["split"] == "val"].reset_index(drop=True)
-    val = Validation(val_rows, ds.events[ds.events["patient_id"].isin(val_rows["patient_id"].unique())])
-    view = REGISTRY[args.detector].input_view
-    X_train = pipeline.view_of_rows(view, train, ds.vitals)
+    data = StudyData.load(args.features, args.synthetic)
+    pipeline, vitals, val, val_rows = data.pipeline, data.vitals, data.val, data.val.rows
+    X_train = pipeline.view_of_rows(REGISTRY[args.detector].input_view, data.train, vitals)
     log.info("%s: %d training windows, %d validation seconds (%d events)", args.detector, len(X_train),
              len(val_rows), len(val.events))
 
     # one study per detector and set-up: the same inputs resume it, different ones start afresh
-    setup = json.dumps({"space": space.specs, "fixed": fixed, "objective": tune.objective, "policy": policy.to_dict(),
-                        "threshold": tparams.__dict__, "features": (features / "input_pipeline.json").read_text(),
-                        "rows": [len(train), len(val_rows)]}, sort_keys=True, default=str)
+    setup = json.dumps({"space": space.specs, "fixed": fixed, "objective": tune.objective, "seed": tune.seed,
+                        "include_artefacts": tune.include_artefacts, "policy": policy.to_dict(),
+                        "threshold": tparams.__dict__, "features": json.dumps(pipeline.to_dict(), sort_keys=True),
+                        "rows": [len(data.train), len(val_rows)]}, sort_keys=True, default=str)
     study_name = f"{args.detector}-{hashlib.sha1(setup.encode()).hexdigest()[:10]}"
     study = optuna.create_study(
         study_name=study_name, storage=tune.storage, direction="maximize", load_if_exists=True,
@@ -118,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
                 mlflow.set_tag("state", "pruned")
                 mlflow.log_metric("duration_s", time.perf_counter() - start)
                 raise
-            scores = score_rows(det, pipeline, val_rows, ds.vitals)
+            scores = score_rows(det, pipeline, val_rows, vitals)
             threshold = calibrate_on_validation(scores, val, policy, tparams, tune.include_artefacts)
             metrics = validation_metrics(scores, val, threshold, policy, tune.include_artefacts)
             metrics["duration_s"] = time.perf_counter() - start

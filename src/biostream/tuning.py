@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 from biostream.config import ConfigError, load_yaml, require
+from biostream.dataset import read_dataset
 from biostream.detectors.thresholds import ThresholdParams, calibrate
 from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy, event_metrics, point_metrics
+from biostream.features import InputPipeline
 
 OBJECTIVES = ("event_f1", "auprc", "auroc")
 _TYPES = ("int", "float", "categorical")
@@ -120,6 +122,28 @@ class Validation:
         alarm = self.alarms(scores, threshold, policy)
         episodes = alarm_episodes(self.rows["patient_id"].to_numpy(), self.rows["time_s"].to_numpy(), alarm)
         return event_metrics(episodes, self.events, self.hours, policy.tolerance_s, include_artefacts)
+
+
+@dataclass
+class StudyData:
+    """What `tune` and `train` read: the input pipeline, the raw vitals (for sequence and window views), the
+    normal training rows (no anomaly, no artefact) and the validation patients."""
+
+    pipeline: InputPipeline
+    vitals: pd.DataFrame
+    train: pd.DataFrame
+    val: Validation
+
+    @classmethod
+    def load(cls, features: str | Path, synthetic: str | Path) -> StudyData:
+        features = Path(features)
+        pipeline = InputPipeline.from_dict(json.loads((features / "input_pipeline.json").read_text()))
+        table = pd.read_parquet(features / "synthetic.parquet")
+        ds = read_dataset(synthetic)
+        train = table[(table["split"] == "train") & (table["label"] == 0) & (table["artefact"] == 0)]
+        val_rows = table[table["split"] == "val"].reset_index(drop=True)
+        events = ds.events[ds.events["patient_id"].isin(val_rows["patient_id"].unique())]
+        return cls(pipeline, ds.vitals, train, Validation(val_rows, events))
 
 
 def best_event_threshold(scores: np.ndarray, score_events: Callable[[float], dict[str, Any]],

@@ -277,3 +277,14 @@ def test_vitaldb_cases_are_featurized_and_evaluated(repo, reproduced, tmp_path):
         assert "vitaldb" in per, name
         assert per["vitaldb"]["events"]["events"] == 0  # the IntelliVue demo recordings raise no alarm
         assert per["vitaldb"]["events"]["false_alarms_per_hour"] is not None
+
+
+def test_dvc_experiment_with_a_changed_param(repo, reproduced):
+    """`dvc exp run -S` re-runs what the param feeds and `dvc exp show` lists the metrics."""
+    ran = dvc(repo, "exp", "run", "-S", "alarms.refractory_s=60", "--name", "short-refractory")
+    out = ran.stdout + ran.stderr
+    assert "Running stage 'evaluate'" in out and "Running stage 'generate'" not in out
+    shown = dvc(repo, "exp", "show", "--json").stdout
+    assert "short-refractory" in shown and "metrics/evaluate.json" in shown
+    diff = dvc(repo, "params", "diff", "HEAD", "short-refractory").stdout
+    assert "alarms.refractory_s" in diff
