@@ -13,7 +13,7 @@ export DVC_NO_ANALYTICS ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: setup run test test-fast lint bench small lock clean
+.PHONY: setup run test test-fast lint bench peers lock clean
 
 ## setup: create .venv and install the locked dependencies and the project
 setup: $(VENV)/.installed
@@ -48,6 +48,10 @@ bench: setup
 	python -m benchmarks.bench_features
 	python -m benchmarks.bench_ocsvm
 	python -m benchmarks.bench_detectors
+
+## peers: PyOD and a CPU PyTorch for the peer benchmark (optional; `python -m benchmarks.bench_peers`)
+peers: setup
+	$(BIN)/python -m pip install --quiet -r requirements-peers.lock
 
 ## lock: re-resolve requirements.lock from pyproject.toml's pins (in a throw-away venv)
 lock:
