@@ -53,8 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def evaluate_scores(rows: pd.DataFrame, events: pd.DataFrame, scores: np.ndarray, bundle: ModelBundle) -> dict:
-    """All metrics of one detector's scores on one dataset's evaluation rows."""
+def evaluate_scores(
+    rows: pd.DataFrame, events: pd.DataFrame, scores: np.ndarray, bundle: ModelBundle
+) -> tuple[dict, np.ndarray]:
+    """All metrics of one detector's scores on one dataset's evaluation rows, and the per-second alarms."""
     pid, t = rows["patient_id"].to_numpy(), rows["time_s"].to_numpy()
     alarm = apply_policy(pid, t, scores, bundle.threshold, bundle.policy)
     episodes = alarm_episodes(pid, t, alarm)
@@ -70,7 +72,7 @@ def evaluate_scores(rows: pd.DataFrame, events: pd.DataFrame, scores: np.ndarray
     quiet = rows["alarm"].to_numpy() == 0
     ew = rows["ew_any"].to_numpy()[quiet]
     out["early_warning_auroc"] = float(roc_auc_score(ew, scores[quiet])) if 0 < ew.sum() < len(ew) else None
-    return out
+    return out, alarm
 
 
 def curves(labels: np.ndarray, scores: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
             start = time.perf_counter()
             scores = score_rows(bundle.detector, bundle.pipeline, rows, ds.vitals)
             log.info("%s on %s: scored %d seconds in %.1f s", name, dname, len(rows), time.perf_counter() - start)
-            m = evaluate_scores(rows, events, scores, bundle)
+            m, alarm = evaluate_scores(rows, events, scores, bundle)
             if dname == "synthetic":
                 one = windows_at(ds.vitals, bundle.pipeline.signals, bundle.pipeline.geometry.window_s,
                                  rows["patient_id"].to_numpy()[:1], rows["time_s"].to_numpy()[:1])
@@ -166,8 +168,6 @@ def main(argv: list[str] | None = None) -> None:
                 ax.set_title(f"{name}: score distributions (test)")
                 ax.legend()
                 figs["scores"] = fig
-                alarm = apply_policy(rows["patient_id"].to_numpy(), rows["time_s"].to_numpy(), scores,
-                                     bundle.threshold, bundle.policy)
                 y = rows["label"].to_numpy()
                 cm = np.array([[((y == a) & (alarm == b)).sum() for b in (0, 1)] for a in (0, 1)])
                 fig, ax = plt.subplots(figsize=(4, 4))

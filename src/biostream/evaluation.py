@@ -26,7 +26,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from biostream.config import ConfigError, require
-from biostream.labels import Runs, find_runs, segment_starts
+from biostream.labels import Runs, fill_runs, find_runs, segment_starts
 
 
 @dataclass(frozen=True)
@@ -78,10 +78,7 @@ def apply_policy(
         keep_start = np.concatenate([[True], ~merge])
         keep_stop = np.concatenate([~merge, [True]])
         runs = Runs(runs.start[keep_start], runs.stop[keep_stop])
-    out = np.zeros(len(on) + 1, dtype=np.int32)
-    np.add.at(out, runs.start, 1)
-    np.add.at(out, runs.stop, -1)
-    return (np.cumsum(out[:-1]) > 0).astype(np.int8)
+    return fill_runs(len(on), runs)
 
 
 def alarm_episodes(patient_id: np.ndarray, time_s: np.ndarray, alarm: np.ndarray) -> pd.DataFrame:
