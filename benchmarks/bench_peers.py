@@ -3,7 +3,7 @@
     pip install -e .[peers]        # PyOD and the CPU build of PyTorch (its AutoEncoder needs it)
     python -m benchmarks.bench_peers [--out results/peers.md]
 
-Each PyOD detector is fitted on the same normal training windows (all 147 scaled features), its threshold
+Each PyOD detector is fitted on the same normal training windows (all 172 scaled features), its threshold
 calibrated on the validation patients by the same method as ours (`params.yaml: threshold`), and
 evaluated on the test patients with the same alarm post-processing and event metrics. Exact `OCSVM`
 is quadratic in rows, so it is fitted on a seeded subsample (`--ocsvm-rows`). Our tuned detectors'
@@ -23,6 +23,7 @@ from benchmarks._data import BenchData
 from biostream.config import load_yaml
 from biostream.detectors.thresholds import ThresholdParams
 from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy, event_metrics, point_metrics
+from biostream.features import feature_names
 from biostream.runtime import configure
 from biostream.tuning import TuneParams, Validation, calibrate_on_validation
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     include_artefacts = TuneParams.from_params(params).include_artefacts
     data = BenchData.load()
     t = data.table
-    names = [c for c in t.columns if "__" in c or c in ("shock_index", "pulse_pressure", "hr_map_corr")]
+    names = feature_names(data.pipeline.signals)
     train = t[(t["split"] == "train") & (t["label"] == 0) & (t["artefact"] == 0)]
     val_rows = t[t["split"] == "val"].reset_index(drop=True)
     test_rows = t[t["split"] == "test"].reset_index(drop=True)

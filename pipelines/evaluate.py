@@ -8,7 +8,9 @@ precision, recall and F1 of the alarms; event-level recall, precision and F1, fa
 patient-hour, median detection delay, recall per anomaly kind, each with and without artefacts;
 early-warning AUROC (an alarm event starts within the horizon; seconds already in alarm left out); score
 time per window. Plots (DVC plots and MLflow artifacts): ROC and PR curves, confusion matrices, score
-distributions, a timeline of test patients, and a chart comparing the detectors.
+distributions, a timeline of test patients, what drives the scores (per-signal contributions for every
+detector, and a SHAP summary for the feature-reading models, on a seeded sample of test seconds), and a
+chart comparing the detectors.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from biostream.detectors.base import score_rows  # noqa: E402
 from biostream.evaluation import alarm_episodes, apply_policy, event_metrics, point_metrics  # noqa: E402
 from biostream.features import windows_at  # noqa: E402
 from biostream.io import write_json  # noqa: E402
+from biostream.plots import plot_shap_summary, plot_signal_contributions  # noqa: E402
 from biostream.runtime import configure  # noqa: E402
 from biostream.tracking import TrackingParams, setup_tracking  # noqa: E402
 
 CURVE_POINTS = 200
+EXPLAIN_ROWS = 60  # anomalous and as many normal test seconds explained for the importance plots
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -110,6 +114,20 @@ def timeline(ds: Dataset, rows: pd.DataFrame, scores: np.ndarray, bundle: ModelB
     return fig
 
 
+def importance_figures(ds: Dataset, rows: pd.DataFrame, bundle: ModelBundle, name: str) -> dict[str, plt.Figure]:
+    """What drives the scores, on a seeded sample of anomalous and normal test seconds."""
+    label = rows["label"].to_numpy() == 1
+    picks = [rows[mask].sample(min(EXPLAIN_ROWS, int(mask.sum())), random_state=0) for mask in (label, ~label)]
+    sample = pd.concat(picks)
+    view = bundle.pipeline.view_of_rows(bundle.detector.input_view, sample, ds.vitals)
+    expl = bundle.explain_view(view)
+    anomalous = sample["label"].to_numpy() == 1
+    figs = {"signals": plot_signal_contributions(expl.signals, anomalous, f"{name}: what drives the score (test)")}
+    if expl.features is not None:
+        figs["shap"] = plot_shap_summary(expl.features, view, f"{name}: SHAP values of {len(sample)} test seconds")
+    return figs
+
+
 def per_window_ms(bundle: ModelBundle, window: np.ndarray, repeats: int = 100) -> float:
     bundle.score(window)
     times = []
@@ -178,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
                 ax.set_yticks([0, 1], ["normal", "anomaly"])
                 ax.set_title(f"{name}: seconds (test)")
                 figs["confusion"] = fig
+                figs.update(importance_figures(ds, rows, bundle, name))
                 for kind, f in figs.items():
                     f.savefig(plots / "figures" / f"{name}_{kind}.png", dpi=90, bbox_inches="tight")
                 with mlflow.start_run(run_name=f"evaluate-{name}", tags={"stage": "evaluate", "detector": name}):

@@ -17,8 +17,24 @@ import pandas as pd
 
 from biostream.detectors import BaseDetector, load_detector
 from biostream.evaluation import AlarmPolicy
-from biostream.features import InputPipeline
+from biostream.features import InputPipeline, feature_names, feature_signal_weights
 from biostream.io import atomic_dir
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why rows scored as they did: contributions per signal, and per feature for feature-reading models
+    (SHAP values; they sum into the signal columns). Higher = towards anomalous."""
+
+    signals: pd.DataFrame
+    features: pd.DataFrame | None
+
+    def top_signals(self, k: int = 3) -> list[list[str]]:
+        """Per row, the k signals contributing most (positive contributions only), strongest first."""
+        values = self.signals.to_numpy()
+        names = np.asarray(self.signals.columns)
+        order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+        return [[str(names[j]) for j in row if values[i, j] > 0] for i, row in enumerate(order)]
 
 
 @dataclass
@@ -34,6 +50,19 @@ class ModelBundle:
     def score(self, windows: np.ndarray) -> np.ndarray:
         """Anomaly scores of raw windows (n, signals, window_s), missing as NaN."""
         return self.detector.decision_function(self.pipeline.view(self.detector.input_view, windows))
+
+    def explain(self, windows: np.ndarray) -> Explanation:
+        """Contributions per signal (and per feature) of raw windows' scores."""
+        return self.explain_view(self.pipeline.view(self.detector.input_view, windows))
+
+    def explain_view(self, view: np.ndarray) -> Explanation:
+        """`explain` of an input view already built (as stages build it from stored features)."""
+        contrib = self.detector.explain(view)
+        signals = list(self.pipeline.signals)
+        if self.detector.explains == "features":
+            features = pd.DataFrame(contrib, columns=feature_names(signals))
+            return Explanation(pd.DataFrame(contrib @ feature_signal_weights(signals), columns=signals), features)
+        return Explanation(pd.DataFrame(contrib, columns=signals), None)
 
     def predict_frame(self, windows: np.ndarray) -> pd.DataFrame:
         scores = self.score(windows)

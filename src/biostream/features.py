@@ -8,9 +8,12 @@ This module turns windows into what models read, with one code path whatever the
   signal over the recent part the last value, mean, standard deviation, min, max, slope, change, median
   absolute deviation, fraction missing, permutation entropy, dominant frequency and high-frequency power
   share, peak count, and seconds since the value last changed (for cuff pressure: since the last fresh
-  reading; for any signal: how long it has been frozen); per signal over the whole window how the recent
-  mean compares with the patient's own earlier block means, their trend and spread, and the fraction
-  missing; across signals: shock index (HR/SBP), pulse pressure and the HR-MAP correlation. Missing values
+  reading; for any signal: how long it has been frozen); per signal against the patient's own usual
+  behaviour (the older half of the window) how long it has been frozen in units of its usual time between
+  changes, the newest value against the recent median, and the recent step size against the usual one;
+  per signal over the whole window how the recent mean compares with the patient's own earlier block
+  means, their trend and spread, and the fraction missing; across signals: shock index (HR/SBP), pulse
+  pressure, the HR-MAP correlation and MAP's departure from DBP + PP/3 (patient offset removed). Missing values
   (NaN) are handled explicitly: a feature that cannot be computed is NaN and `Preprocessor` imputes it;
   the fraction-missing features tell models it happened.
 * `sequence_view(windows, geometry)`: the last `sequence_s` seconds as a sequence for the LSTM
@@ -49,18 +52,28 @@ PER_SIGNAL = (
     "hf_power",
     "peaks",
     "age",
+    "stale",
+    "jump",
+    "step_ratio",
     "ctx_shift",
     "ctx_trend",
     "ctx_std",
     "ctx_missing",
 )
-CROSS = ("shock_index", "pulse_pressure", "hr_map_corr")
+CROSS = ("shock_index", "pulse_pressure", "hr_map_corr", "map_residual")
+CROSS_SIGNALS = {  # the signals each cross-signal feature is computed from
+    "shock_index": ("hr", "sbp"),
+    "pulse_pressure": ("sbp", "dbp"),
+    "hr_map_corr": ("hr", "map"),
+    "map_residual": ("map", "sbp", "dbp"),
+}
 # Groups of features a tabular detector can choose from (a hyperparameter: `feature_groups`).
 FEATURE_GROUPS = {
     "level": ("last", "mean", "min", "max"),
     "spread": ("std", "mad"),
     "trend": ("slope", "delta"),
-    "freshness": ("age",),
+    "freshness": ("age", "stale"),
+    "relative": ("jump", "step_ratio"),
     "context": ("ctx_shift", "ctx_trend", "ctx_std"),
     "quality": ("missing", "ctx_missing"),
     "complexity": ("entropy", "dom_freq", "hf_power", "peaks"),
@@ -71,6 +84,18 @@ _HF_FRACTION = 0.25  # "high frequency": spectrum bins above the lowest quarter 
 
 def feature_names(signals: Sequence[str]) -> list[str]:
     return [f"{s}__{f}" for s in signals for f in PER_SIGNAL] + list(CROSS)
+
+
+def feature_signal_weights(signals: Sequence[str]) -> np.ndarray:
+    """(F, S) matrix that sums per-feature contributions into per-signal ones: a signal's own features
+    count whole, a cross-signal feature is shared equally by the signals it is computed from."""
+    out = np.zeros((len(signals) * len(PER_SIGNAL) + len(CROSS), len(signals)))
+    for i in range(len(signals)):
+        out[i * len(PER_SIGNAL) : (i + 1) * len(PER_SIGNAL), i] = 1.0
+    for j, name in enumerate(CROSS):
+        used = [signals.index(s) for s in CROSS_SIGNALS[name] if s in signals]
+        out[len(signals) * len(PER_SIGNAL) + j, used] = 1.0 / max(len(used), 1)
+    return out
 
 
 def group_columns(n_features: int, groups: Sequence[str]) -> np.ndarray:
@@ -204,11 +229,22 @@ def window_features(windows: np.ndarray, signals: Sequence[str], geometry: Windo
         any_fresh = fresh.any(axis=-1)
         last_fresh = w - 1 - np.argmax(fresh[..., ::-1], axis=-1)
         age = np.where(any_fresh, (w - 1 - last_fresh).astype(np.float64), float(w))
+        # stale: observed seconds since the last change, in units of this signal's usual time between
+        # changes over the whole window (a frozen arterial line stands out; a cuff's hold does not)
+        observed_after = count - np.take_along_axis(np.cumsum(observed, axis=-1), last_fresh[..., None], axis=-1)[..., 0]
+        frozen = np.where(any_fresh, observed_after, count).astype(np.float64)
+        # (the patient's own usual values come from the older half of the window, as in _context_features)
+        old_obs, old_moves, old_step = _step_stats(full[..., : full.shape[-1] // 2])
+        interval = np.where(old_obs > 0, old_obs / (old_moves + 1.0), np.nan)
+        stale = np.log1p(frozen / interval)  # log: runs of equal values are geometric, heavy-tailed
+
+        jump = last - median  # the newest value against the recent median: onsets and spikes, at once
+        step_ratio = np.log(_step_stats(x)[2] / old_step)
 
     ctx_shift, ctx_trend, ctx_std, ctx_missing = _context_features(full, mean, geometry.block_s)
     per_signal = np.stack(
         [last, mean, std, xmin, xmax, slope, delta, mad, missing, entropy, dom_freq, hf_power, peaks, age,
-         ctx_shift, ctx_trend, ctx_std, ctx_missing],
+         stale, jump, step_ratio, ctx_shift, ctx_trend, ctx_std, ctx_missing],
         axis=-1,
     )  # (N, S, len(PER_SIGNAL))
     out = per_signal.reshape(n, s * len(PER_SIGNAL))
@@ -230,7 +266,32 @@ def window_features(windows: np.ndarray, signals: Sequence[str], geometry: Windo
             corr = np.where((nb >= 3) & (den > 1e-12), (hc * mc).sum(axis=-1) / np.where(den > 0, den, 1.0), np.nan)
         else:
             corr = np.full(n, np.nan)
-    return np.concatenate([out, np.stack([shock, pp, corr], axis=-1)], axis=1)
+        if {"sbp", "dbp", "map"} <= idx.keys():
+            # MAP against DBP + PP/3: a pressure that moves alone (transducer, calibration) breaks the
+            # relation; the patient's own offset (older half of the window) is subtracted
+            def residual(sbp: np.ndarray, dbp: np.ndarray, map_: np.ndarray) -> np.ndarray:
+                return map_ - dbp - (sbp - dbp) / 3.0
+
+            r = residual(full[:, idx["sbp"]], full[:, idx["dbp"]], full[:, idx["map"]])[:, : full.shape[-1] // 2]
+            rn = ~np.isnan(r)
+            base = np.where(rn.any(axis=-1), np.where(rn, r, 0.0).sum(axis=-1) / np.maximum(rn.sum(axis=-1), 1), 0.0)
+            map_res = residual(last[:, idx["sbp"]], last[:, idx["dbp"]], last[:, idx["map"]]) - base
+        else:
+            map_res = np.full(n, np.nan)
+    return np.concatenate([out, np.stack([shock, pp, corr, map_res], axis=-1)], axis=1)
+
+
+def _step_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Over the last axis: observed seconds, number of changes of value between consecutive observed
+    seconds, and the mean absolute size of those changes (NaN when fewer than 3). The mean step is
+    measurement noise, which a held cuff value lacks and a noisy sensor has in excess."""
+    x = x.astype(np.float32)  # displayed values: float32 is exact enough and halves the memory traffic
+    d = np.abs(np.diff(x, axis=-1))
+    moved = d > 0  # NaN compares False
+    k = moved.sum(axis=-1)
+    d[~moved] = 0.0
+    mean = np.where(k >= 3, d.sum(axis=-1, dtype=np.float64) / np.maximum(k, 1), np.nan)
+    return (~np.isnan(x)).sum(axis=-1), k, mean
 
 
 def _context_features(

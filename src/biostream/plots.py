@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -49,4 +50,32 @@ def plot_patient(
     axes[-1].set_xlabel("minutes since start of recording")
     fig.suptitle(f"patient {patient_id}", y=1.0)
     fig.tight_layout()
+    return fig
+
+
+def plot_signal_contributions(signals: pd.DataFrame, anomalous: np.ndarray, title: str) -> Figure:
+    """Mean contribution per signal on anomalous and on normal seconds (an `Explanation.signals` frame)."""
+    anomalous = np.asarray(anomalous, dtype=bool)
+    table = pd.DataFrame({"anomaly seconds": signals[anomalous].mean(), "normal seconds": signals[~anomalous].mean()})
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    table.plot.bar(ax=ax, color=["tab:red", "tab:blue"], width=0.8)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_ylabel("mean contribution to the score")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_shap_summary(contributions: pd.DataFrame, values: np.ndarray, title: str, max_display: int = 15) -> Figure:
+    """SHAP beeswarm of the features a model reads (contributions: an `Explanation.features` frame; values:
+    the scaled feature values of the same rows)."""
+    import shap
+
+    used = (contributions != 0).any(axis=0).to_numpy()
+    fig = plt.figure()
+    shap.summary_plot(contributions.to_numpy()[:, used], np.asarray(values)[:, used],
+                      feature_names=list(contributions.columns[used]), max_display=max_display, show=False,
+                      plot_size=(8, 0.35 * max_display + 1.5))
+    fig = plt.gcf()
+    fig.suptitle(title)
     return fig

@@ -170,6 +170,38 @@ def test_context_features_see_a_shift_long_after_its_onset():
     assert np.isnan(feats(w, geo)["hr__ctx_shift"])
 
 
+def test_relative_features_against_the_patients_usual_behaviour():
+    """Frozen sensor vs cuff hold, sudden jump, noisy sensor and a MAP that moves alone, each against the
+    same window without the fault."""
+    geo = WindowGeometry(window_s=1800, recent_s=120, block_s=60, sequence_s=120, sequence_step_s=5)
+    rng = np.random.default_rng(5)
+    level = np.array([70, 97, 120, 70, 0, 14, 36.8, 38])
+    clean = np.round(level[:, None] + rng.normal(0, 1.2, (len(SIGNALS), 1800)))
+    clean[4] = clean[3] + (clean[2] - clean[3]) / 3.0  # MAP as the monitor derives it
+    cuff_times = np.arange(0, 1800, 180)  # SBP held between cuff readings every 3 min
+    clean[2] = np.repeat(clean[2, cuff_times], 180)
+    clean[4] = clean[3] + (clean[2] - clean[3]) / 3.0
+    ok = feats(clean, geo)
+
+    frozen = clean.copy()
+    frozen[0, -60:] = frozen[0, -61]  # HR frozen for a minute
+    f = feats(frozen, geo)
+    assert f["hr__stale"] > np.log1p(30) and ok["hr__stale"] < np.log1p(8)
+    assert ok["sbp__stale"] < np.log1p(2), "a cuff's hold is its usual behaviour, not a frozen sensor"
+
+    jumped = clean.copy()
+    jumped[5, -3:] += 15  # RR spike in the last 3 s
+    assert feats(jumped, geo)["rr__jump"] == pytest.approx(ok["rr__jump"] + 15, abs=1.5)
+
+    noisy = clean.copy()
+    noisy[1, -120:] += rng.normal(0, 8, 120)  # SpO2 probe noise x8
+    assert feats(noisy, geo)["spo2__step_ratio"] > np.log(4) > abs(ok["spo2__step_ratio"]) * 4
+
+    shifted = clean.copy()
+    shifted[4, -300:] += 20  # MAP alone 20 mmHg up: transducer, not physiology
+    assert feats(shifted, geo)["map_residual"] == pytest.approx(20, abs=0.5) and abs(ok["map_residual"]) < 1
+
+
 def test_window_geometry_is_checked():
     with pytest.raises(ConfigError, match="multiple of block_s"):
         WindowGeometry(window_s=100, recent_s=60, block_s=30, sequence_s=60, sequence_step_s=5)

@@ -245,12 +245,18 @@ def test_evaluate_metrics_and_plots(repo, reproduced):
                     "recall_by_kind"):
             assert key in m["events"] and key in m["events_without_artefacts"], key
         assert 0 <= m["point"]["auprc"] <= 1 and 0 <= m["point"]["auroc"] <= 1
-        assert (repo / f"plots/roc/{name}.csv").is_file() and (repo / f"plots/figures/{name}_timeline.png").is_file()
+        for fig in ("timeline", "scores", "confusion", "signals"):
+            assert (repo / f"plots/figures/{name}_{fig}.png").stat().st_size > 5000, (name, fig)
+        assert (repo / f"plots/roc/{name}.csv").is_file()
+        assert (repo / f"plots/figures/{name}_shap.png").is_file() == (name in ("iforest", "ocsvm")), name
     assert (repo / "plots/figures/comparison.png").is_file()
     timing = json.loads((repo / "plots/timing.json").read_text())
     assert all(v["score_ms_per_window"] > 0 for v in timing.values())
     runs = mlflow_runs(repo)
     assert {"evaluate-iforest", "evaluate-comparison"} <= set(runs["tags.mlflow.runName"])
+    run_id = runs.loc[runs["tags.mlflow.runName"] == "evaluate-ocsvm", "run_id"].iloc[0]
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "plots")}
+    assert {"plots/ocsvm_shap.png", "plots/ocsvm_signals.png", "plots/ocsvm_timeline.png"} <= logged
 
 
 def test_vitaldb_cases_are_featurized_and_evaluated(repo, reproduced, tmp_path):

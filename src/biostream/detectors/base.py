@@ -11,6 +11,11 @@
 `input_view` says what X is: "features" (scaled window features, (n, F)), "sequence" (scaled sequence
 view and its mask, (n, T, 2S)) or "window" (raw windows, (n, S, W)). Stages build the view a detector
 declares; they never branch on a detector's name.
+
+`explain(X)` says why: one contribution per feature column (`explains = "features"`: SHAP values for
+the tabular models) or per signal (`explains = "signals"`: per-signal reconstruction error, rule
+exceedance), higher = pushes the score towards anomalous. `biostream.bundle.ModelBundle.explain` names
+them and sums feature contributions per signal, for the evaluation plots and the serving `explain`.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ class BaseDetector(BaseEstimator):
     input_view: ClassVar[str] = "features"
     # False for detectors whose threshold is part of their definition (the clinical rules)
     calibrated: ClassVar[bool] = True
+    # what `explain` attributes a score to: "features" (columns of the features view) or "signals"
+    explains: ClassVar[str] = "features"
 
     # --- to implement -----------------------------------------------------------------------------
     @abstractmethod
@@ -67,6 +74,9 @@ class BaseDetector(BaseEstimator):
 
     @abstractmethod
     def _score(self, X: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def _explain(self, X: np.ndarray) -> np.ndarray: ...
 
     @abstractmethod
     def _save_state(self, folder: Path) -> None: ...
@@ -99,6 +109,16 @@ class BaseDetector(BaseEstimator):
         if not np.isfinite(scores).all():
             raise FloatingPointError(f"{self.name}: non-finite scores; inputs must be preprocessed (no NaN)")
         return scores
+
+    def explain(self, X: np.ndarray) -> np.ndarray:
+        """Contributions to each row's score, (n, F) per feature column or (n, S) per signal (`explains`);
+        higher = towards anomalous; always finite."""
+        self._check_fitted()
+        X = self._check_input(X)
+        out = np.asarray(self._explain(X), dtype=np.float64) if len(X) else np.empty((0, 0))
+        if not np.isfinite(out).all():
+            raise FloatingPointError(f"{self.name}: non-finite explanation; inputs must be preprocessed (no NaN)")
+        return out
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return (self.decision_function(X) > self.threshold_).astype(np.int8)

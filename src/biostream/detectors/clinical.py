@@ -34,6 +34,7 @@ def clinical_params(configs: Configs) -> dict[str, Any]:
 class ClinicalThresholdDetector(BaseDetector):
     input_view = "window"
     calibrated = False  # threshold 0 is the rules themselves
+    explains = "signals"  # per signal, its rules' sustained exceedance (the score is the largest)
 
     def __init__(self, rules: Sequence[dict[str, Any]] = (), signals: Sequence[str] = ()):
         self.rules = rules
@@ -51,18 +52,22 @@ class ClinicalThresholdDetector(BaseDetector):
         self.threshold_ = 0.0  # the rules themselves; calibration may move it
         return self
 
-    def _score(self, X: np.ndarray) -> np.ndarray:
+    def _explain(self, X: np.ndarray) -> np.ndarray:
+        """(n, S): per signal, the largest sustained relative exceedance of its rules (FLOOR if none)."""
         index = {s: i for i, s in enumerate(self.signals)}
-        best = np.full(len(X), FLOOR)
+        out = np.full((len(X), len(self.signals)), FLOOR)
         for rule in self.rules:
+            i = index[rule["signal"]]
             d = int(rule["min_duration_s"])
-            x = X[:, index[rule["signal"]], -d:]
             limit = float(rule["threshold"])
+            x = X[:, i, -d:]
             exceed = (x - limit) if rule["op"] in (">", ">=") else (limit - x)
             exceed = exceed / max(abs(limit), 1e-9)
-            sustained = np.where(np.isnan(exceed), -np.inf, exceed).min(axis=1)
-            best = np.maximum(best, sustained)
-        return np.maximum(best, FLOOR)
+            out[:, i] = np.maximum(out[:, i], np.where(np.isnan(exceed), -np.inf, exceed).min(axis=1))
+        return np.maximum(out, FLOOR)
+
+    def _score(self, X: np.ndarray) -> np.ndarray:
+        return self._explain(X).max(axis=1)
 
     def _save_state(self, folder: Path) -> None:  # the rules are the whole state (in detector.json)
         pass

@@ -35,6 +35,7 @@ def _masked_mse(y_true, y_pred):
 @register("lstm_ae")
 class LSTMAutoencoderDetector(BaseDetector):
     input_view = "sequence"
+    explains = "signals"  # per-signal reconstruction error
 
     def __init__(self, units: int = 32, latent: int = 8, epochs: int = 20, batch_size: int = 256,
                  learning_rate: float = 3e-3, patience: int = 3, validation_fraction: float = 0.1,
@@ -125,6 +126,11 @@ class LSTMAutoencoderDetector(BaseDetector):
         self._check_fitted()
         err, mask = self._masked_errors(self._check_input(X))
         return err.sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)
+
+    def _explain(self, X: np.ndarray) -> np.ndarray:
+        """Each signal's share of the score: its squared errors over all observed steps (they sum to it)."""
+        err, mask = self._masked_errors(X)
+        return err.sum(axis=1) / np.maximum(mask.sum(axis=(1, 2)), 1.0)[:, None]
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         err, mask = self._masked_errors(X)

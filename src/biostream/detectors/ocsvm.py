@@ -1,8 +1,14 @@
 """A scalable One-Class SVM: a Nystroem approximation of the RBF kernel and a linear one-class SVM
 trained by SGD (scikit-learn's recommended route for large data). Exact `OneClassSVM` is quadratic in
-rows; `benchmarks/bench_ocsvm.py` compares the two on a subsample."""
+rows; `benchmarks/bench_ocsvm.py` compares the two on a subsample.
+
+Explanations: SHAP's KernelExplainer against a k-means summary of the training rows (kept with the model),
+the practical choice for a kernel model (../shared/STACK.md)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.kernel_approximation import Nystroem
@@ -11,6 +17,9 @@ from sklearn.pipeline import Pipeline, make_pipeline
 
 from biostream.detectors.base import register
 from biostream.detectors.tabular import DEFAULT_GROUPS, TabularDetector
+
+BACKGROUND_CENTRES = 10  # k-means summary of the training rows that SHAP integrates features out against
+SHAP_SAMPLES = 400  # coalitions evaluated per explained row
 
 
 @register("ocsvm")
@@ -33,3 +42,39 @@ class OneClassSVMDetector(TabularDetector):
 
     def _model_scores(self, X: np.ndarray) -> np.ndarray:
         return -self.model_.decision_function(X)
+
+    def _fit(self, X: np.ndarray, **kwargs: Any) -> None:
+        super()._fit(X, **kwargs)
+        import shap
+
+        rows = X[:, self.columns_]
+        rng = np.random.default_rng(self.random_state)
+        sample = rows[rng.choice(len(rows), size=min(len(rows), 20000), replace=False)]
+        summary = shap.kmeans(sample, min(BACKGROUND_CENTRES, len(sample)))  # seeded inside shap
+        self.background_ = np.asarray(summary.data, dtype=np.float64)
+        self.background_weights_ = np.asarray(summary.weights, dtype=np.float64)
+
+    def _shap_values(self, X: np.ndarray) -> np.ndarray:
+        if getattr(self, "_explainer", None) is None:
+            import shap
+            from shap.utils._legacy import DenseData
+
+            background = DenseData(self.background_, [str(i) for i in range(self.background_.shape[1])],
+                                   None, self.background_weights_)
+            self._explainer = shap.KernelExplainer(self._model_scores, background)
+        state = np.random.get_state()  # KernelExplainer samples coalitions from numpy's global generator
+        np.random.seed(self.random_state)
+        try:
+            values = self._explainer.shap_values(X, nsamples=SHAP_SAMPLES, silent=True, l1_reg=False)
+        finally:
+            np.random.set_state(state)
+        return np.asarray(values)
+
+    def _save_state(self, folder: Path) -> None:
+        super()._save_state(folder)
+        np.savez(folder / "shap_background.npz", data=self.background_, weights=self.background_weights_)
+
+    def _load_state(self, folder: Path) -> None:
+        super()._load_state(folder)
+        with np.load(folder / "shap_background.npz") as z:
+            self.background_, self.background_weights_ = z["data"], z["weights"]

@@ -13,14 +13,16 @@ from biostream.detectors import _skops
 from biostream.detectors.base import BaseDetector
 from biostream.features import group_columns
 
-DEFAULT_GROUPS = ("level", "spread", "trend", "freshness", "context", "cross")
+DEFAULT_GROUPS = ("level", "spread", "trend", "relative", "freshness", "context", "cross")
 
 
 class TabularDetector(BaseDetector):
     """Selects its `feature_groups` (a hyperparameter each subclass takes), fits `_make_model(n_rows)`,
-    scores with `_model_scores`, and saves the model with skops (no pickle)."""
+    scores with `_model_scores`, explains with `_shap_values` (SHAP, in score units: positive = towards
+    anomalous; columns it does not read get 0), and saves the model with skops (no pickle)."""
 
     input_view = "features"
+    explains = "features"
     feature_groups: tuple[str, ...]
 
     @abstractmethod
@@ -29,12 +31,20 @@ class TabularDetector(BaseDetector):
     @abstractmethod
     def _model_scores(self, X: np.ndarray) -> np.ndarray: ...
 
+    @abstractmethod
+    def _shap_values(self, X: np.ndarray) -> np.ndarray: ...
+
     def _fit(self, X: np.ndarray, **kwargs: Any) -> None:
         self.columns_ = group_columns(X.shape[1], tuple(self.feature_groups))
         self.model_ = self._make_model(len(X)).fit(X[:, self.columns_])
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self._model_scores(X[:, self.columns_])
+
+    def _explain(self, X: np.ndarray) -> np.ndarray:
+        out = np.zeros(X.shape, dtype=np.float64)
+        out[:, self.columns_] = self._shap_values(X[:, self.columns_])
+        return out
 
     def _save_state(self, folder: Path) -> None:
         _skops.dump(self.model_, folder / "model.skops")
