@@ -13,7 +13,7 @@ export DVC_NO_ANALYTICS ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: setup run test test-fast lint bench peers lock clean
+.PHONY: setup browser run test test-fast lint bench peers lock clean
 
 ## setup: create .venv and install the locked dependencies and the project
 setup: $(VENV)/.installed
@@ -30,8 +30,17 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 run: setup
 	dvc repro
 
-## test: the test suite (code, data, pipeline and notebook tests)
-test: setup
+## browser: Debian's Chromium for the MLflow UI test (apt-get, as root or through sudo), unless present
+CHROMIUM ?= $(shell command -v chromium 2>/dev/null || echo /usr/bin/chromium)
+export CHROMIUM
+browser:
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium (for tests/pipeline/test_mlflow_ui.py)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q chromium >/dev/null || { $$SUDO apt-get update -q >/dev/null && \
+	  $$SUDO apt-get install -y -q chromium >/dev/null; }; }
+
+## test: the test suite (code, data, pipeline, registry, browser and notebook tests)
+test: setup browser
 	pytest
 
 ## test-fast: the tests that take under a second each

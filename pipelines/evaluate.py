@@ -28,13 +28,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from biostream.bundle import ModelBundle  # noqa: E402
 from biostream.config import load_yaml  # noqa: E402
 from biostream.dataset import Dataset, read_dataset  # noqa: E402
 from biostream.detectors.base import score_rows  # noqa: E402
-from biostream.evaluation import alarm_episodes, apply_policy, event_metrics, point_metrics  # noqa: E402
+from biostream.evaluation import evaluate_scores  # noqa: E402
 from biostream.features import windows_at  # noqa: E402
 from biostream.io import write_json  # noqa: E402
 from biostream.plots import plot_shap_summary, plot_signal_contributions  # noqa: E402
@@ -55,28 +55,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metrics", required=True)
     p.add_argument("--plots", required=True)
     return p.parse_args(argv)
-
-
-def evaluate_scores(
-    rows: pd.DataFrame, events: pd.DataFrame, scores: np.ndarray, bundle: ModelBundle
-) -> tuple[dict, np.ndarray]:
-    """All metrics of one detector's scores on one dataset's evaluation rows, and the per-second alarms."""
-    pid, t = rows["patient_id"].to_numpy(), rows["time_s"].to_numpy()
-    alarm = apply_policy(pid, t, scores, bundle.threshold, bundle.policy)
-    episodes = alarm_episodes(pid, t, alarm)
-    hours = len(rows) / 3600.0
-    clean = rows["artefact"].to_numpy() == 0
-    out = {
-        "point": point_metrics(rows["label"].to_numpy(), scores, alarm),
-        "point_without_artefacts": point_metrics(rows["label"].to_numpy()[clean], scores[clean], alarm[clean]),
-        "events": event_metrics(episodes, events, hours, bundle.policy.tolerance_s, include_artefacts=True),
-        "events_without_artefacts": event_metrics(episodes, events, hours, bundle.policy.tolerance_s,
-                                                  include_artefacts=False),
-    }
-    quiet = rows["alarm"].to_numpy() == 0
-    ew = rows["ew_any"].to_numpy()[quiet]
-    out["early_warning_auroc"] = float(roc_auc_score(ew, scores[quiet])) if 0 < ew.sum() < len(ew) else None
-    return out, alarm
 
 
 def curves(labels: np.ndarray, scores: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -168,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
             start = time.perf_counter()
             scores = score_rows(bundle.detector, bundle.pipeline, rows, ds.vitals)
             log.info("%s on %s: scored %d seconds in %.1f s", name, dname, len(rows), time.perf_counter() - start)
-            m, alarm = evaluate_scores(rows, events, scores, bundle)
+            m, alarm = evaluate_scores(rows, events, scores, bundle.threshold, bundle.policy)
             if dname == "synthetic":
                 one = windows_at(ds.vitals, bundle.pipeline.signals, bundle.pipeline.geometry.window_s,
                                  rows["patient_id"].to_numpy()[:1], rows["time_s"].to_numpy()[:1])

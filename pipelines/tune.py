@@ -129,6 +129,12 @@ def main(argv: list[str] | None = None) -> None:
                  tune.timeout_s)
         if remaining:
             study.optimize(objective, n_trials=remaining, timeout=tune.timeout_s, catch=())
+        finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE,
+                                                             optuna.trial.TrialState.PRUNED)]
+        if len(finished) < n_trials:
+            log.warning("study %s stopped at tune.timeout_s (%.0f s) after %d of %d trials: its result now depends "
+                        "on this machine's speed; rerun to resume it, or raise the timeout", study_name,
+                        tune.timeout_s, len(finished), n_trials)
         complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
         if not complete:
             raise SystemExit(f"{args.detector}: no trial completed; raise tune.timeout_s or lower the search space")

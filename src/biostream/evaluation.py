@@ -160,3 +160,29 @@ def point_metrics(labels: np.ndarray, scores: np.ndarray, alarms: np.ndarray) ->
         "recall": float(recall),
         "f1": float(f1),
     }
+
+
+def evaluate_scores(
+    rows: pd.DataFrame, events: pd.DataFrame, scores: np.ndarray, threshold: float, policy: AlarmPolicy
+) -> tuple[dict[str, Any], np.ndarray]:
+    """All metrics of one detector's scores on a dataset's evaluation rows (a feature table's meta columns,
+    every second of whole recordings), and the per-second alarms: point metrics, event metrics (with and
+    without artefacts) after the alarm policy, and the early-warning AUROC (an alarm event starts within the
+    horizon; seconds already in alarm left out)."""
+    pid, t = rows["patient_id"].to_numpy(), rows["time_s"].to_numpy()
+    alarm = apply_policy(pid, t, scores, threshold, policy)
+    episodes = alarm_episodes(pid, t, alarm)
+    hours = len(rows) / 3600.0
+    labels = rows["label"].to_numpy()
+    clean = rows["artefact"].to_numpy() == 0
+    out: dict[str, Any] = {
+        "point": point_metrics(labels, scores, alarm),
+        "point_without_artefacts": point_metrics(labels[clean], scores[clean], alarm[clean]),
+        "events": event_metrics(episodes, events, hours, policy.tolerance_s, include_artefacts=True),
+        "events_without_artefacts": event_metrics(episodes, events, hours, policy.tolerance_s,
+                                                  include_artefacts=False),
+    }
+    quiet = rows["alarm"].to_numpy() == 0
+    ew = rows["ew_any"].to_numpy()[quiet]
+    out["early_warning_auroc"] = float(roc_auc_score(ew, scores[quiet])) if 0 < ew.sum() < len(ew) else None
+    return out, alarm

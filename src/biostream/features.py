@@ -161,8 +161,10 @@ def _nan_median_sorted(sorted_x: np.ndarray, count: np.ndarray) -> np.ndarray:
 
 def window_features(windows: np.ndarray, signals: Sequence[str], geometry: WindowGeometry) -> np.ndarray:
     """(N, S, window_s) raw windows (NaN = missing) -> (N, F) float64 features named by `feature_names`."""
-    full = np.ascontiguousarray(windows, dtype=np.float64)
-    x = np.ascontiguousarray(full[..., -geometry.recent_s :])
+    windows = np.asarray(windows)
+    x = np.ascontiguousarray(windows[..., -geometry.recent_s :], dtype=np.float64)
+    # the whole window is summarised in float32: displayed values lose nothing, memory traffic halves
+    full = np.ascontiguousarray(windows, dtype=np.float32)
     n, s, w = x.shape
     observed = ~np.isnan(x)
     count = observed.sum(axis=-1)
@@ -229,17 +231,19 @@ def window_features(windows: np.ndarray, signals: Sequence[str], geometry: Windo
         any_fresh = fresh.any(axis=-1)
         last_fresh = w - 1 - np.argmax(fresh[..., ::-1], axis=-1)
         age = np.where(any_fresh, (w - 1 - last_fresh).astype(np.float64), float(w))
-        # stale: observed seconds since the last change, in units of this signal's usual time between
-        # changes over the whole window (a frozen arterial line stands out; a cuff's hold does not)
-        observed_after = count - np.take_along_axis(np.cumsum(observed, axis=-1), last_fresh[..., None], axis=-1)[..., 0]
-        frozen = np.where(any_fresh, observed_after, count).astype(np.float64)
-        # (the patient's own usual values come from the older half of the window, as in _context_features)
-        old_obs, old_moves, old_step = _step_stats(full[..., : full.shape[-1] // 2])
+        # stale: observed seconds since the last change, in units of this signal's usual time between changes
+        # (a frozen arterial line stands out; a cuff's hold does not). The patient's usual behaviour comes
+        # from the older half of the window, as in _context_features.
+        seen = np.take_along_axis(np.cumsum(observed, axis=-1), last_fresh[..., None], axis=-1)[..., 0]
+        frozen = np.where(any_fresh, count - seen, count).astype(np.float64)
+        half = full.shape[-1] // 2
+        old_moves, old_step = _step_stats(full[..., :half])
+        old_obs = half - np.count_nonzero(np.isnan(full[..., :half]), axis=-1)
         interval = np.where(old_obs > 0, old_obs / (old_moves + 1.0), np.nan)
         stale = np.log1p(frozen / interval)  # log: runs of equal values are geometric, heavy-tailed
 
         jump = last - median  # the newest value against the recent median: onsets and spikes, at once
-        step_ratio = np.log(_step_stats(x)[2] / old_step)
+        step_ratio = np.log(_step_stats(x)[1] / old_step)
 
     ctx_shift, ctx_trend, ctx_std, ctx_missing = _context_features(full, mean, geometry.block_s)
     per_signal = np.stack(
@@ -272,7 +276,8 @@ def window_features(windows: np.ndarray, signals: Sequence[str], geometry: Windo
             def residual(sbp: np.ndarray, dbp: np.ndarray, map_: np.ndarray) -> np.ndarray:
                 return map_ - dbp - (sbp - dbp) / 3.0
 
-            r = residual(full[:, idx["sbp"]], full[:, idx["dbp"]], full[:, idx["map"]])[:, : full.shape[-1] // 2]
+            older = full[..., : full.shape[-1] // 2]
+            r = residual(older[:, idx["sbp"]], older[:, idx["dbp"]], older[:, idx["map"]])
             rn = ~np.isnan(r)
             base = np.where(rn.any(axis=-1), np.where(rn, r, 0.0).sum(axis=-1) / np.maximum(rn.sum(axis=-1), 1), 0.0)
             map_res = residual(last[:, idx["sbp"]], last[:, idx["dbp"]], last[:, idx["map"]]) - base
@@ -281,17 +286,17 @@ def window_features(windows: np.ndarray, signals: Sequence[str], geometry: Windo
     return np.concatenate([out, np.stack([shock, pp, corr, map_res], axis=-1)], axis=1)
 
 
-def _step_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Over the last axis: observed seconds, number of changes of value between consecutive observed
-    seconds, and the mean absolute size of those changes (NaN when fewer than 3). The mean step is
-    measurement noise, which a held cuff value lacks and a noisy sensor has in excess."""
-    x = x.astype(np.float32)  # displayed values: float32 is exact enough and halves the memory traffic
-    d = np.abs(np.diff(x, axis=-1))
-    moved = d > 0  # NaN compares False
-    k = moved.sum(axis=-1)
-    d[~moved] = 0.0
-    mean = np.where(k >= 3, d.sum(axis=-1, dtype=np.float64) / np.maximum(k, 1), np.nan)
-    return (~np.isnan(x)).sum(axis=-1), k, mean
+def _step_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Over the last axis: the number of changes of value between consecutive observed seconds and the mean
+    absolute size of those changes (NaN when fewer than 3). The mean step is measurement noise, which a
+    held cuff value lacks and a noisy sensor has in excess."""
+    d = np.diff(x.astype(np.float32, copy=False), axis=-1)  # displayed values: float32 is exact enough
+    np.abs(d, out=d)
+    k = np.count_nonzero(d > 0, axis=-1)  # NaN compares False
+    np.nan_to_num(d, copy=False, nan=0.0)
+    total = (d.reshape(-1, d.shape[-1]) @ np.ones(d.shape[-1], dtype=d.dtype)).reshape(k.shape)
+    mean = np.where(k >= 3, total / np.maximum(k, 1), np.nan)
+    return k, mean
 
 
 def _context_features(
@@ -305,11 +310,13 @@ def _context_features(
     ctx_missing: fraction of the whole window missing."""
     n, s, w = x.shape
     nb = w // block_s
-    blocks = x.reshape(n, s, nb, block_s)
-    observed = ~np.isnan(blocks)
-    cnt = observed.sum(axis=-1)
+    flat = x.reshape(n * s * nb, block_s)
+    missing_flat = np.isnan(flat)
+    ones = np.ones(block_s, dtype=x.dtype)  # block sums as matrix-vector products: far faster than .sum()
+    cnt = (block_s - missing_flat.astype(x.dtype) @ ones).reshape(n, s, nb)
     with np.errstate(invalid="ignore", divide="ignore"):
-        bmean = np.where(cnt > 0, np.where(observed, blocks, 0.0).sum(axis=-1) / np.maximum(cnt, 1), np.nan)
+        sums = (np.where(missing_flat, 0, flat) @ ones).reshape(n, s, nb)
+        bmean = np.where(cnt > 0, sums / np.maximum(cnt, 1), np.nan)
         bobs = cnt > 0
         half = nb // 2
         old_count = bobs[..., :half].sum(axis=-1)
@@ -328,7 +335,7 @@ def _context_features(
         kxx = (kc * kc).sum(axis=-1)
         trend = np.where(nbo >= 3, (kc * bc).sum(axis=-1) / np.where(kxx > 0, kxx, 1.0) * (3600.0 / block_s), np.nan)
         spread = np.where(nbo >= 2, np.sqrt((bc * bc).sum(axis=-1) / safe), np.nan)
-    missing = 1.0 - observed.sum(axis=(-1, -2)) / w
+    missing = 1.0 - cnt.sum(axis=-1) / w
     return shift, trend, spread, missing
 
 
@@ -585,10 +592,14 @@ class InputPipeline:
             raw = window_features(windows, self.signals, self.geometry).astype(np.float32)
             return self.preprocessor.transform(raw)
         if kind == "sequence":
-            seq, mask = sequence_view(windows, self.geometry)
-            z, m = self.preprocessor.transform_sequence(seq, mask)
-            return np.concatenate([z, m], axis=-1)
+            return self._sequence(windows)
         raise ValueError(f"unknown input view '{kind}'; expected features, sequence or window")
+
+    def _sequence(self, windows: np.ndarray) -> np.ndarray:
+        """The sequence view of windows that end with at least the last `sequence_s` seconds."""
+        seq, mask = sequence_view(windows, self.geometry)
+        z, m = self.preprocessor.transform_sequence(seq, mask)
+        return np.concatenate([z, m], axis=-1)
 
     def iter_views(
         self, kind: str, rows: pd.DataFrame, vitals: pd.DataFrame, chunk: int = 512
@@ -600,6 +611,10 @@ class InputPipeline:
             part = rows.iloc[i : i + chunk]
             if kind == "features":
                 yield self.features(part[feature_names(self.signals)].to_numpy())
+            elif kind == "sequence":  # only the tail of each window is read: do not build whole windows
+                tails = windows_at(vitals, self.signals, self.geometry.sequence_s, part["patient_id"].to_numpy(),
+                                   part["time_s"].to_numpy())
+                yield self._sequence(tails)
             else:
                 windows = windows_at(vitals, self.signals, self.geometry.window_s, part["patient_id"].to_numpy(),
                                      part["time_s"].to_numpy())

@@ -18,58 +18,15 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.pipeline.conftest import dvc, env_for, run
 
 pytestmark = pytest.mark.slow
-
-
-def env_for(repo: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # `python` = this venv
-    env["PYTHONPATH"] = f"{repo / 'src'}{os.pathsep}{repo}"  # the copy's code, not the checkout's
-    env.update(DVC_NO_ANALYTICS="1", CI="true", BIOSTREAM_ROOT=str(repo))
-    return env
-
-
-def run(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=repo, env=env_for(repo), capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run(repo, sys.executable, "-m", "dvc", *args, check=check)
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A copy of the working tree (tracked and unignored files, no outputs) with the small profile."""
-    dst = tmp_path_factory.mktemp("biostream")
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-    for out in ("dvc.lock", "metrics"):  # start from nothing, as a fresh clone of a new project would
-        shutil.rmtree(dst / out, ignore_errors=True) if (dst / out).is_dir() else (dst / out).unlink(missing_ok=True)
-    run(dst, sys.executable, "-m", "pipelines.apply_profile", "configs/profiles/small.yaml")
-    run(dst, "git", "init", "-q")
-    run(dst, "git", "add", "-A")
-    run(dst, "git", "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "copy")
-    return dst
-
-
-@pytest.fixture(scope="module")
-def reproduced(repo) -> subprocess.CompletedProcess:
-    return dvc(repo, "repro")
 
 
 def test_repro_runs_every_stage_offline(repo, reproduced):
     out = reproduced.stdout + reproduced.stderr
     for stage in ("generate", "ingest_vitaldb", "featurize", "tune@iforest", "tune@ocsvm", "tune@lstm_ae", "train",
-                  "evaluate"):
+                  "evaluate", "register"):
         assert f"Running stage '{stage}'" in out
     assert "NO VITALDB DATA" in out, "the empty VitalDB dataset must be announced loudly"
     for f in ("vitals", "events", "alarm_events", "patients"):
@@ -255,7 +212,7 @@ def test_evaluate_metrics_and_plots(repo, reproduced):
     runs = mlflow_runs(repo)
     assert {"evaluate-iforest", "evaluate-comparison"} <= set(runs["tags.mlflow.runName"])
     run_id = runs.loc[runs["tags.mlflow.runName"] == "evaluate-ocsvm", "run_id"].iloc[0]
-    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "plots")}
+    logged = {a.path for a in registry(repo).list_artifacts(run_id, "plots")}
     assert {"plots/ocsvm_shap.png", "plots/ocsvm_signals.png", "plots/ocsvm_timeline.png"} <= logged
 
 
@@ -294,3 +251,127 @@ def test_dvc_experiment_with_a_changed_param(repo, reproduced):
     assert "short-refractory" in shown and "metrics/evaluate.json" in shown
     diff = dvc(repo, "params", "diff", "HEAD", "short-refractory").stdout
     assert "alarms.refractory_s" in diff
+
+
+# --- the model registry (register stage) -----------------------------------------------------------------
+
+MODEL = "vitals-anomaly-detector"
+
+
+def registry(repo: Path):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'stores/mlflow.db'}")
+    return mlflow.MlflowClient()
+
+
+def register(repo: Path, out: Path, params: Path | None = None, wait: bool = True):
+    cmd = [sys.executable, "-m", "pipelines.register", "--models", "models", "--features", "data/features",
+           "--synthetic", "data/synthetic", "--evaluation", "metrics/evaluate.json", "--out", str(out)]
+    if params is not None:
+        cmd += ["--params", str(params)]
+    if wait:
+        return run(repo, *cmd)
+    return subprocess.Popen(cmd, cwd=repo, env=env_for(repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def ranked(repo: Path) -> list[tuple[float, str]]:
+    """Candidates by test event F1, best first."""
+    evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
+    return sorted(((m["synthetic"]["events"]["event_f1"], name) for name, m in evaluation.items()), reverse=True)
+
+
+def params_with(repo: Path, tmp_path: Path, **register_keys) -> Path:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["register"].update(register_keys)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def test_register_makes_the_best_detector_champion_with_a_model_card(repo, reproduced, tmp_path):
+    decision = json.loads((repo / "results/register.json").read_text())
+    best_f1, best = ranked(repo)[0]
+    assert decision["detector"] == best and decision["challenger_value"] == pytest.approx(best_f1, abs=1e-12)
+    assert decision["promoted"] and decision["reason"] == "no champion yet" and decision["created"]
+    client = registry(repo)
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert champion.version == decision["champion_after"] == decision["challenger_version"]
+    assert client.get_model_version_by_alias(MODEL, "challenger").version == champion.version
+    tags = champion.tags
+    assert tags["detector"] == best and tags["decision"] == "promoted"
+    assert len(tags["git_commit"].removesuffix("-dirty")) == 40
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    features_md5 = next(o["md5"] for o in lock["featurize"]["outs"] if o["path"] == "data/features")
+    assert tags["dvc.data/features"] == features_md5
+    assert float(tags["metric.events.event_f1"]) == pytest.approx(best_f1, rel=1e-5)
+    assert json.loads(tags["params.alarms"]) == yaml.safe_load((repo / "params.yaml").read_text())["alarms"]
+    for text in (f"# {best}", "## Test metrics", "## Known limits", "Threshold"):
+        assert text in champion.description, text
+
+    # idempotent: the same inputs again register nothing and keep the champion
+    versions = client.search_model_versions(f"name='{MODEL}'")
+    register(repo, tmp_path / "again.json")
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert not again["created"] and not again["promoted"] and "already the champion" in again["reason"]
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == len(versions)
+
+
+def test_a_worse_model_does_not_replace_the_champion(repo, reproduced, tmp_path):
+    (best_f1, _), (worst_f1, worst) = ranked(repo)[0], ranked(repo)[-1]
+    assert worst_f1 < best_f1, "the small profile's detectors must differ for this test to mean something"
+    client = registry(repo)
+    champion = client.get_model_version_by_alias(MODEL, "champion").version
+    register(repo, tmp_path / "worse.json", params_with(repo, tmp_path, candidates=[worst]))
+    decision = json.loads((tmp_path / "worse.json").read_text())
+    assert decision["detector"] == worst and decision["created"] and not decision["promoted"]
+    assert decision["champion_value"] == pytest.approx(best_f1, abs=1e-12), "the champion was re-scored"
+    assert "does not beat" in decision["reason"]
+    assert client.get_model_version_by_alias(MODEL, "champion").version == champion
+    challenger = client.get_model_version_by_alias(MODEL, "challenger")
+    assert challenger.version == decision["challenger_version"] != champion
+    assert challenger.tags["decision"] == "kept champion" and "does not beat" in challenger.tags["decision_reason"]
+
+
+def test_concurrent_registrations_leave_one_champion_the_better_one(repo, reproduced, tmp_path):
+    """Two register runs at once on a new registered model, the worse and the better candidate: whatever the
+    order, one champion, the better one."""
+    (_, best), (_, worst) = ranked(repo)[0], ranked(repo)[-1]
+    name = "concurrency-check"
+    procs = []
+    for det in (worst, best):
+        folder = tmp_path / det
+        folder.mkdir()
+        procs.append(register(repo, folder / "decision.json", params_with(repo, folder, model_name=name,
+                                                                          candidates=[det]), wait=False))
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    decisions = {d: json.loads((tmp_path / d / "decision.json").read_text()) for d in (worst, best)}
+    client = registry(repo)
+    versions = client.search_model_versions(f"name='{name}'")
+    assert len(versions) == 2
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.version == decisions[best]["challenger_version"], decisions
+    assert sum(d["promoted"] for d in decisions.values()) in (1, 2)
+    aliases = [client.get_model_version(name, v.version).aliases for v in versions]
+    assert sum("champion" in a for a in aliases) == 1 and sum("challenger" in a for a in aliases) == 1
+
+
+def test_compare_runs_notebook_runs(repo, reproduced):
+    nb = nbformat.read(repo / "notebooks/02_compare_runs.ipynb", as_version=4)
+    os.environ["BIOSTREAM_ROOT"] = str(repo)
+    try:
+        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": str(repo / "notebooks")}}).execute()
+    finally:
+        del os.environ["BIOSTREAM_ROOT"]
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2, "the charts were drawn"
+    text = "".join(o.get("text", "") for o in outputs)
+    champion = registry(repo).get_model_version_by_alias(MODEL, "champion")
+    assert f"champion: version {champion.version} ({champion.tags['detector']})" in text
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    for det in ("clinical", "iforest", "ocsvm", "lstm_ae"):
+        assert det in html, det

@@ -1,0 +1,58 @@
+"""A real `dvc repro` of the small profile in a temporary copy of the working tree, shared by the pipeline,
+registry and MLflow UI tests (one reproduction per test session)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def env_for(repo: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # `python` = this venv
+    env["PYTHONPATH"] = f"{repo / 'src'}{os.pathsep}{repo}"  # the copy's code, not the checkout's
+    env.update(DVC_NO_ANALYTICS="1", CI="true", BIOSTREAM_ROOT=str(repo))
+    return env
+
+
+def run(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=repo, env=env_for(repo), capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(repo, sys.executable, "-m", "dvc", *args, check=check)
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory) -> Path:
+    """A copy of the working tree (tracked and unignored files, no outputs) with the small profile."""
+    dst = tmp_path_factory.mktemp("biostream")
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    for out in ("dvc.lock", "metrics"):  # start from nothing, as a fresh clone of a new project would
+        shutil.rmtree(dst / out, ignore_errors=True) if (dst / out).is_dir() else (dst / out).unlink(missing_ok=True)
+    run(dst, sys.executable, "-m", "pipelines.apply_profile", "configs/profiles/small.yaml")
+    run(dst, "git", "init", "-q")
+    run(dst, "git", "add", "-A")
+    run(dst, "git", "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "copy")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def reproduced(repo) -> subprocess.CompletedProcess:
+    return dvc(repo, "repro")

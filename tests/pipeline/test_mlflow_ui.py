@@ -1,0 +1,128 @@
+"""The reviewer's view: a real `mlflow server` on the store the small profile's `dvc repro` wrote, driven by
+headless Chromium (Debian's package, through Playwright). Screenshots go to `test-artifacts/mlflow-ui/`
+(or `$BIOSTREAM_TEST_ARTIFACTS/mlflow-ui/`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.pipeline.conftest import env_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+MODEL = "vitals-anomaly-detector"
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(os.environ.get("BIOSTREAM_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "mlflow-ui"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(repo, reproduced):
+    port = free_port()
+    env = env_for(repo)
+    env.update(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{repo / 'stores/mlflow.db'}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"mlflow server did not start: {proc.stderr.read()[-3000:]}")
+        time.sleep(0.5)
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    if not Path(CHROMIUM).is_file():
+        raise AssertionError(f"no Chromium at {CHROMIUM}: `make browser` installs Debian's chromium "
+                             "(or set CHROMIUM=/path/to/chromium)")
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        pg = browser.new_page(viewport={"width": 1600, "height": 1000})
+        pg.set_default_timeout(60_000)
+        yield pg
+        browser.close()
+
+
+def api(server: str, path: str, body: dict | None = None) -> dict:
+    """MLflow's REST API (GET, or POST with a JSON body)."""
+    req = urllib.request.Request(f"{server}/api/2.0/mlflow/{path}", headers={"Content-Type": "application/json"},
+                                 data=None if body is None else json.dumps(body).encode())
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_experiment_page_lists_the_pipeline_runs(server, page):
+    exp = api(server, "experiments/get-by-name?experiment_name=biostream")["experiment"]
+    page.goto(f"{server}/#/experiments/{exp['experiment_id']}/runs?workflowType=machine_learning")
+    page.get_by_text("evaluate-ocsvm").first.wait_for()
+    for name in ("train-iforest", "evaluate-comparison"):
+        page.get_by_text(name).first.wait_for()
+    page.screenshot(path=str(SHOTS / "experiment.png"), full_page=True)
+
+
+def test_run_comparison_shows_the_same_metrics_for_every_detector(server, page):
+    exp = api(server, "experiments/get-by-name?experiment_name=biostream")["experiment"]
+    runs = api(server, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 500,
+                                       "filter": "tags.stage = 'evaluate'"})["runs"]
+    by_name = {r["info"]["run_name"]: r for r in sorted(runs, key=lambda r: r["info"]["start_time"])}  # newest
+    ids = [by_name[f"evaluate-{d}"]["info"]["run_id"] for d in ("clinical", "iforest", "ocsvm", "lstm_ae")]
+    page.goto(f"{server}/#/compare-runs?runs={json.dumps(ids)}&experiments={json.dumps([exp['experiment_id']])}")
+    page.get_by_text("events.event_f1").first.wait_for()
+    for d in ("evaluate-clinical", "evaluate-lstm_ae"):
+        page.get_by_text(d).first.wait_for()
+    f1 = next(m["value"] for m in by_name["evaluate-ocsvm"]["data"]["metrics"] if m["key"] == "events.event_f1")
+    assert f"{f1:.3f}" in page.inner_text("body"), f"ocsvm's event F1 {f1:.3f} is not on the comparison page"
+    page.screenshot(path=str(SHOTS / "compare-runs.png"), full_page=True)
+
+
+def test_registered_model_page_shows_the_champion_and_its_metrics(server, page):
+    champion = api(server, f"registered-models/alias?name={MODEL}&alias=champion")["model_version"]
+    version = champion["version"]
+    page.goto(f"{server}/#/models/{MODEL}")
+    page.get_by_text("champion").first.wait_for()
+    page.get_by_text(f"Version {version}").first.wait_for()
+    page.screenshot(path=str(SHOTS / "registered-model.png"), full_page=True)
+
+    page.goto(f"{server}/#/models/{MODEL}/versions/{version}")
+    page.get_by_text("champion").first.wait_for()
+    tags = {t["key"]: t["value"] for t in champion["tags"]}
+    page.get_by_text(tags["detector"]).first.wait_for()
+    page.get_by_text("Test metrics").first.wait_for()  # the model card (the version's description)
+    f1 = float(tags["metric.events.event_f1"])
+    assert f"{f1:.3f}" in page.inner_text("body"), f"the champion's event F1 {f1:.3f} is not on its page"
+    page.screenshot(path=str(SHOTS / "champion-version.png"), full_page=True)
