@@ -73,9 +73,23 @@ def choose(evaluation: Mapping[str, Any], candidates: Sequence[str], metric: str
     if missing:
         raise KeyError(f"register.candidates {missing} have no metrics in the evaluation; evaluated: "
                        f"{sorted(evaluation)}")
-    scored = [(metric_at(evaluation[c][dataset], metric), -i, c) for i, c in enumerate(candidates)]
+    scored = []
+    for i, c in enumerate(candidates):
+        try:
+            scored.append((metric_at(evaluation[c][dataset], metric), -i, c))
+        except ValueError:  # e.g. precision of a detector that never alarmed: it cannot be chosen
+            continue
+    if not scored:
+        raise ValueError(f"no candidate among {list(candidates)} has a numeric '{metric}'")
     value, _, name = max(scored)
     return name, value
+
+
+def fmt(value: Any, spec: str = ".3f", unit: str = "") -> str:
+    """A metric for the model card and tags: 'n/a' when it is undefined (None or NaN)."""
+    if value is None or not isinstance(value, int | float) or value != value:
+        return "n/a"
+    return f"{value:{spec}}{unit}"
 
 
 def decide(challenger: float, champion: float | None, min_improvement: float) -> tuple[bool, str]:
@@ -118,8 +132,9 @@ def model_card(detector: str, metrics: Mapping[str, Any], threshold: float, poli
         "## Test metrics (synthetic test patients)",
         "| event F1 | event recall | event precision | false alarms / patient-hour | median delay | AUROC | AUPRC |",
         "|---|---|---|---|---|---|---|",
-        f"| {ev['event_f1']:.3f} | {ev['event_recall']:.3f} | {ev['event_precision']:.3f} | "
-        f"{ev['false_alarms_per_hour']:.2f} | {ev['median_delay_s']:.0f} s | {pt['auroc']:.3f} | {pt['auprc']:.3f} |",
+        f"| {fmt(ev['event_f1'])} | {fmt(ev['event_recall'])} | {fmt(ev['event_precision'])} | "
+        f"{fmt(ev['false_alarms_per_hour'], '.2f')} | {fmt(ev['median_delay_s'], '.0f', ' s')} | "
+        f"{fmt(pt['auroc'])} | {fmt(pt['auprc'])} |",
         "",
         f"Threshold {threshold:.6g}; alarm after {policy['k']} of {policy['n']} s above it, refractory "
         f"{policy['refractory_s']} s, event tolerance {policy['tolerance_s']} s.",

@@ -28,6 +28,13 @@ def test_choose_by_the_primary_metric_ties_go_to_the_first_candidate():
         choose(EVALUATION, ["iforest", "lstm_ae"], "events.event_f1")
 
 
+def test_a_candidate_without_the_metric_cannot_be_chosen():
+    evaluation = {**EVALUATION, "lstm_ae": {"synthetic": {"events": {"event_precision": None}}}}
+    assert choose(evaluation, ["lstm_ae", "iforest"], "events.event_precision") == ("iforest", 0.9)
+    with pytest.raises(ValueError, match="no candidate"):
+        choose(evaluation, ["lstm_ae"], "events.event_precision")
+
+
 def test_metric_paths_must_name_a_number():
     assert metric_at(_metrics(0.5), "events.event_f1") == 0.5
     with pytest.raises(KeyError, match="no 'f2'"):
@@ -64,6 +71,10 @@ def test_model_card_states_data_metrics_threshold_and_limits():
     for text in ("# ocsvm", "48 patients", "153.0 patient-hours", "| 0.750 |", "Threshold 0.0123",
                  "3 of 5 s", "less than half the time on the test patients: drift", "synthetic data only"):
         assert text in card, text
+    silent = _metrics(0.0)  # a detector that never alarmed: precision and delay are undefined
+    silent["events"].update(event_precision=None, median_delay_s=float("nan"))
+    card = model_card("lstm_ae", silent, 1.0, {"k": 3, "n": 5, "refractory_s": 120, "tolerance_s": 30}, {}, [])
+    assert "| 0.000 | 0.600 | n/a | 0.10 | n/a | 0.800 | 0.500 |" in card
 
 
 def test_register_params_are_checked():

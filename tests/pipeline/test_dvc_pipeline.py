@@ -289,15 +289,30 @@ def params_with(repo: Path, tmp_path: Path, **register_keys) -> Path:
     return path
 
 
-def test_register_makes_the_best_detector_champion_with_a_model_card(repo, reproduced, tmp_path):
+def test_register_stage_leaves_one_champion_and_its_decision(repo, reproduced):
+    """The pipeline's own register stage (it may have run more than once: `dvc exp run` re-runs it)."""
     decision = json.loads((repo / "results/register.json").read_text())
+    client = registry(repo)
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert str(champion.version) == decision["champion_after"]
+    challenger = client.get_model_version_by_alias(MODEL, "challenger")
+    assert str(challenger.version) == decision["challenger_version"]
+    assert challenger.tags["decision_reason"] == decision["reason"]
+    assert decision["detector"] == ranked(repo)[0][1]
+
+
+def test_register_makes_the_best_detector_champion_with_a_model_card(repo, reproduced, tmp_path):
+    name = "card-check"  # a registered model of its own: other tests and `dvc exp run` use the default one
+    params = params_with(repo, tmp_path, model_name=name)
+    register(repo, tmp_path / "first.json", params)
+    decision = json.loads((tmp_path / "first.json").read_text())
     best_f1, best = ranked(repo)[0]
     assert decision["detector"] == best and decision["challenger_value"] == pytest.approx(best_f1, abs=1e-12)
     assert decision["promoted"] and decision["reason"] == "no champion yet" and decision["created"]
     client = registry(repo)
-    champion = client.get_model_version_by_alias(MODEL, "champion")
-    assert champion.version == decision["champion_after"] == decision["challenger_version"]
-    assert client.get_model_version_by_alias(MODEL, "challenger").version == champion.version
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert str(champion.version) == decision["champion_after"] == decision["challenger_version"]
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == str(champion.version)
     tags = champion.tags
     assert tags["detector"] == best and tags["decision"] == "promoted"
     assert len(tags["git_commit"].removesuffix("-dirty")) == 40
@@ -310,26 +325,29 @@ def test_register_makes_the_best_detector_champion_with_a_model_card(repo, repro
         assert text in champion.description, text
 
     # idempotent: the same inputs again register nothing and keep the champion
-    versions = client.search_model_versions(f"name='{MODEL}'")
-    register(repo, tmp_path / "again.json")
+    versions = client.search_model_versions(f"name='{name}'")
+    register(repo, tmp_path / "again.json", params)
     again = json.loads((tmp_path / "again.json").read_text())
     assert not again["created"] and not again["promoted"] and "already the champion" in again["reason"]
-    assert len(client.search_model_versions(f"name='{MODEL}'")) == len(versions)
+    assert len(client.search_model_versions(f"name='{name}'")) == len(versions)
 
 
 def test_a_worse_model_does_not_replace_the_champion(repo, reproduced, tmp_path):
-    (best_f1, _), (worst_f1, worst) = ranked(repo)[0], ranked(repo)[-1]
+    (best_f1, best), (worst_f1, worst) = ranked(repo)[0], ranked(repo)[-1]
     assert worst_f1 < best_f1, "the small profile's detectors must differ for this test to mean something"
+    name = "worse-check"
+    register(repo, tmp_path / "best.json", params_with(repo, tmp_path, model_name=name, candidates=[best]))
     client = registry(repo)
-    champion = client.get_model_version_by_alias(MODEL, "champion").version
-    register(repo, tmp_path / "worse.json", params_with(repo, tmp_path, candidates=[worst]))
+    champion = str(client.get_model_version_by_alias(name, "champion").version)
+    register(repo, tmp_path / "worse.json", params_with(repo, tmp_path, model_name=name, candidates=[worst]))
     decision = json.loads((tmp_path / "worse.json").read_text())
     assert decision["detector"] == worst and decision["created"] and not decision["promoted"]
+    assert decision["challenger_value"] == pytest.approx(worst_f1, abs=1e-12)
     assert decision["champion_value"] == pytest.approx(best_f1, abs=1e-12), "the champion was re-scored"
     assert "does not beat" in decision["reason"]
-    assert client.get_model_version_by_alias(MODEL, "champion").version == champion
-    challenger = client.get_model_version_by_alias(MODEL, "challenger")
-    assert challenger.version == decision["challenger_version"] != champion
+    assert str(client.get_model_version_by_alias(name, "champion").version) == champion
+    challenger = client.get_model_version_by_alias(name, "challenger")
+    assert str(challenger.version) == decision["challenger_version"] != champion
     assert challenger.tags["decision"] == "kept champion" and "does not beat" in challenger.tags["decision_reason"]
 
 
@@ -352,7 +370,7 @@ def test_concurrent_registrations_leave_one_champion_the_better_one(repo, reprod
     versions = client.search_model_versions(f"name='{name}'")
     assert len(versions) == 2
     champion = client.get_model_version_by_alias(name, "champion")
-    assert champion.version == decisions[best]["challenger_version"], decisions
+    assert str(champion.version) == decisions[best]["challenger_version"], decisions
     assert sum(d["promoted"] for d in decisions.values()) in (1, 2)
     aliases = [client.get_model_version(name, v.version).aliases for v in versions]
     assert sum("champion" in a for a in aliases) == 1 and sum("challenger" in a for a in aliases) == 1
