@@ -70,8 +70,9 @@ def test_same_params_same_bytes(repo, reproduced):
     assert (repo / "dvc.lock").read_text() == before
 
 
-def test_data_overview_notebook_runs(repo, reproduced):
-    nb = nbformat.read(repo / "notebooks/01_data_overview.ipynb", as_version=4)
+def execute_notebook(repo: Path, name: str) -> list:
+    """Run a notebook of the copy headless against the copy's outputs; its code cells' outputs, none an error."""
+    nb = nbformat.read(repo / "notebooks" / name, as_version=4)
     os.environ["BIOSTREAM_ROOT"] = str(repo)
     try:
         nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
@@ -80,6 +81,11 @@ def test_data_overview_notebook_runs(repo, reproduced):
         del os.environ["BIOSTREAM_ROOT"]
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    return outputs
+
+
+def test_data_overview_notebook_runs(repo, reproduced):
+    outputs = execute_notebook(repo, "01_data_overview.ipynb")
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3, "the plots were drawn"
     text = "".join(o.get("text", "") for o in outputs)
     assert "patients" in text and "status: empty" in text
@@ -377,15 +383,7 @@ def test_concurrent_registrations_leave_one_champion_the_better_one(repo, reprod
 
 
 def test_compare_runs_notebook_runs(repo, reproduced):
-    nb = nbformat.read(repo / "notebooks/02_compare_runs.ipynb", as_version=4)
-    os.environ["BIOSTREAM_ROOT"] = str(repo)
-    try:
-        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                resources={"metadata": {"path": str(repo / "notebooks")}}).execute()
-    finally:
-        del os.environ["BIOSTREAM_ROOT"]
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
+    outputs = execute_notebook(repo, "02_compare_runs.ipynb")
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2, "the charts were drawn"
     text = "".join(o.get("text", "") for o in outputs)
     champion = registry(repo).get_model_version_by_alias(MODEL, "champion")
