@@ -37,6 +37,7 @@ from biostream.registry import (
     decide,
     fingerprint,
     fmt,
+    lookup,
     metric_at,
     model_card,
 )
@@ -96,12 +97,6 @@ class TestSet:
             raise ValueError(f"{model_uri} was trained on {have} features; today's feature pipeline makes {want}")
         scores = score_rows(bundle.detector, bundle.pipeline, self.rows, self.vitals)
         return evaluate_scores(self.rows, self.events, scores, bundle.threshold, bundle.policy)[0]
-
-
-def _lookup(metrics: dict[str, Any], path: str) -> Any:
-    for key in path.split("."):
-        metrics = metrics.get(key) if isinstance(metrics, dict) else None
-    return metrics
 
 
 def git_commit() -> str:
@@ -174,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
                     "params.alarms": json.dumps(params["alarms"], sort_keys=True),
                     "params.threshold": json.dumps(params["threshold"], sort_keys=True),
                     "threshold": f"{entry['threshold']:.10g}", "train_run_id": entry["run_id"],
-                    **{f"metric.{k}": fmt(_lookup(metrics, k), ".6g") for k in (
+                    **{f"metric.{k}": fmt(lookup(metrics, k), ".6g") for k in (
                         "events.event_f1", "events.event_recall", "events.event_precision",
                         "events.false_alarms_per_hour", "point.auroc", "point.auprc")}}
             mv = mlflow.register_model(entry["model_uri"], rp.model_name, tags=tags)

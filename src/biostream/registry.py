@@ -54,13 +54,19 @@ class RegisterParams:
         return out
 
 
-def metric_at(metrics: Mapping[str, Any], path: str) -> float:
-    """A metric by dotted path ("events.event_f1") in one detector's metrics; NaN/None -> error."""
+def lookup(metrics: Mapping[str, Any], path: str) -> Any:
+    """A value by dotted path ("events.event_f1") in one detector's metrics, as stored (None, NaN kept)."""
     value: Any = metrics
     for key in path.split("."):
         if not isinstance(value, Mapping) or key not in value:
             raise KeyError(f"metric '{path}' not found (no '{key}'); see metrics/evaluate.json for the names")
         value = value[key]
+    return value
+
+
+def metric_at(metrics: Mapping[str, Any], path: str) -> float:
+    """A metric by dotted path that must be a number; NaN/None -> error."""
+    value = lookup(metrics, path)
     if value is None or not isinstance(value, int | float) or value != value:
         raise ValueError(f"metric '{path}' is {value!r}, not a number")
     return float(value)

@@ -45,17 +45,26 @@ class OneClassSVMDetector(TabularDetector):
 
     def _fit(self, X: np.ndarray, **kwargs: Any) -> None:
         super()._fit(X, **kwargs)
-        import shap
-
+        # keep a seeded sample of training rows; its k-means summary (seconds of work) is made only when the
+        # model is explained or saved, not in every tuning trial
         rows = X[:, self.columns_]
         rng = np.random.default_rng(self.random_state)
-        sample = rows[rng.choice(len(rows), size=min(len(rows), 20000), replace=False)]
-        summary = shap.kmeans(sample, min(BACKGROUND_CENTRES, len(sample)))  # seeded inside shap
-        self.background_ = np.asarray(summary.data, dtype=np.float64)
-        self.background_weights_ = np.asarray(summary.weights, dtype=np.float64)
+        self._background_rows = rows[rng.choice(len(rows), size=min(len(rows), 20000), replace=False)]
+        for stale in ("background_", "background_weights_", "_explainer"):
+            self.__dict__.pop(stale, None)
+
+    def _summarise_background(self) -> None:
+        if not hasattr(self, "background_"):
+            import shap
+
+            sample = self._background_rows
+            summary = shap.kmeans(sample, min(BACKGROUND_CENTRES, len(sample)))  # seeded inside shap
+            self.background_ = np.asarray(summary.data, dtype=np.float64)
+            self.background_weights_ = np.asarray(summary.weights, dtype=np.float64)
 
     def _shap_values(self, X: np.ndarray) -> np.ndarray:
         if getattr(self, "_explainer", None) is None:
+            self._summarise_background()
             import shap
             from shap.utils._legacy import DenseData
 
@@ -72,6 +81,7 @@ class OneClassSVMDetector(TabularDetector):
 
     def _save_state(self, folder: Path) -> None:
         super()._save_state(folder)
+        self._summarise_background()
         np.savez(folder / "shap_background.npz", data=self.background_, weights=self.background_weights_)
 
     def _load_state(self, folder: Path) -> None:
