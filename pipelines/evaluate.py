@@ -1,7 +1,7 @@
 """DVC stage `evaluate`: every trained bundle on the test patients (and on VitalDB cases when there are any).
 
     python -m pipelines.evaluate --models models --features data/features --synthetic data/synthetic \\
-        --vitaldb data/vitaldb --metrics metrics/evaluate.json --plots plots
+        --vitaldb data/vitaldb --metrics metrics/evaluate.json --plots plots --scores results/scores
 
 Metrics per detector (DVC metrics, and an MLflow run `evaluate-<detector>`): AUROC, AUPRC; per-second
 precision, recall and F1 of the alarms; event-level recall, precision and F1, false alarms per
@@ -10,7 +10,8 @@ early-warning AUROC (an alarm event starts within the horizon; seconds already i
 time per window. Plots (DVC plots and MLflow artifacts): ROC and PR curves, confusion matrices, score
 distributions, a timeline of test patients, what drives the scores (per-signal contributions for every
 detector, and a SHAP summary for the feature-reading models, on a seeded sample of test seconds), and a
-chart comparing the detectors.
+chart comparing the detectors. Per-second scores and alarms of the synthetic test patients, one parquet file
+per detector in `--scores` (what the serving parity test compares the BentoML service with).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from biostream.dataset import Dataset, read_dataset  # noqa: E402
 from biostream.detectors.base import score_rows  # noqa: E402
 from biostream.evaluation import evaluate_scores  # noqa: E402
 from biostream.features import windows_at  # noqa: E402
-from biostream.io import write_json  # noqa: E402
+from biostream.io import atomic_dir, write_json  # noqa: E402
 from biostream.plots import plot_shap_summary, plot_signal_contributions  # noqa: E402
 from biostream.runtime import configure  # noqa: E402
 from biostream.tracking import TrackingParams, setup_tracking  # noqa: E402
@@ -54,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vitaldb", required=True)
     p.add_argument("--metrics", required=True)
     p.add_argument("--plots", required=True)
+    p.add_argument("--scores", required=True, help="folder for per-second test scores, one parquet per detector")
     return p.parse_args(argv)
 
 
@@ -134,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
 
     results: dict[str, dict] = {}
     comparison = []
+    test_scores: dict[str, pd.DataFrame] = {}
     bundles = sorted(p for p in Path(args.models).iterdir() if (p / "detector").is_dir())
     for bdir in bundles:
         name = bdir.name
@@ -151,6 +154,8 @@ def main(argv: list[str] | None = None) -> None:
                 one = windows_at(ds.vitals, bundle.pipeline.signals, bundle.pipeline.geometry.window_s,
                                  rows["patient_id"].to_numpy()[:1], rows["time_s"].to_numpy()[:1])
                 m["score_ms_per_window"] = per_window_ms(bundle, one)
+                test_scores[name] = pd.DataFrame({"patient_id": rows["patient_id"], "time_s": rows["time_s"],
+                                                  "score": scores, "alarm": alarm.astype(np.int8)})
                 roc, pr = curves(rows["label"].to_numpy(), scores)
                 roc.assign(detector=name).to_csv(plots / "roc" / f"{name}.csv", index=False)
                 pr.assign(detector=name).to_csv(plots / "pr" / f"{name}.csv", index=False)
@@ -206,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
             mlflow.log_figure(fig, "plots/comparison.png")
             mlflow.log_table(cmp.reset_index(), "comparison.json")
         plt.close(fig)
+    with atomic_dir(args.scores) as tmp:
+        for name, frame in test_scores.items():
+            frame.to_parquet(tmp / f"{name}.parquet", index=False)
     write_json(_without_timing(results), args.metrics)
     write_json({k: {"score_ms_per_window": v["synthetic"].get("score_ms_per_window")} for k, v in results.items()},
                plots / "timing.json")

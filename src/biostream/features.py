@@ -572,12 +572,18 @@ class InputPipeline:
     geometry: WindowGeometry
     preprocessor: Preprocessor
 
-    def check(self, windows: np.ndarray) -> np.ndarray:
+    def input_length(self, kind: str) -> int:
+        """Seconds of history the input view `kind` reads: the sequence view only its last `sequence_s`."""
+        return self.geometry.sequence_s if kind == "sequence" else self.geometry.window_s
+
+    def check(self, windows: np.ndarray, kind: str = "window") -> np.ndarray:
+        """Raw windows (n, S, >= input_length(kind)) as float64, cut to their last `input_length(kind)` seconds."""
         windows = np.asarray(windows, dtype=np.float64)
-        want = (len(self.signals), self.geometry.window_s)
-        if windows.ndim != 3 or windows.shape[1:] != want:
-            raise ValueError(f"windows must have shape (n, {want[0]} signals, {want[1]} seconds), got {windows.shape}")
-        return windows
+        need = self.input_length(kind)
+        if windows.ndim != 3 or windows.shape[1] != len(self.signals) or windows.shape[2] < need:
+            raise ValueError(f"windows must have shape (n, {len(self.signals)} signals, >= {need} seconds), "
+                             f"got {windows.shape}")
+        return windows[..., windows.shape[2] - need :]
 
     def features(self, raw_features: np.ndarray) -> np.ndarray:
         """Scaled features from raw features (as the featurize stage stored them)."""
@@ -585,7 +591,7 @@ class InputPipeline:
 
     def view(self, kind: str, windows: np.ndarray) -> np.ndarray:
         """The input view `kind` ("features", "sequence" or "window") of raw windows (n, S, window_s)."""
-        windows = self.check(windows)
+        windows = self.check(windows, kind)
         if kind == "window":
             return windows
         if kind == "features":  # float32 first, exactly as the featurize stage stores them

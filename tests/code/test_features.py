@@ -229,8 +229,25 @@ def test_group_columns_and_wrong_shapes():
     with pytest.raises(ValueError, match="choose one or more"):
         group_columns(len(names), ["colour"])
     pipe = InputPipeline(SIGNALS, GEO, Preprocessor.fit(np.zeros((2, len(names))), np.zeros((2, 8))))
-    with pytest.raises(ValueError, match=r"shape \(n, 8 signals, 60 seconds\)"):
+    with pytest.raises(ValueError, match=r"shape \(n, 8 signals, >= 60 seconds\)"):
         pipe.view("features", np.zeros((1, 8, 30)))
+    with pytest.raises(ValueError, match=r"shape \(n, 8 signals"):
+        pipe.view("features", np.zeros((1, 7, 60)))
+
+
+def test_views_read_only_the_tail_they_need():
+    """A longer window gives the same view as its last `input_length` seconds: the sequence view reads only
+    `sequence_s`, so a served LSTM needs just that much history."""
+    names = feature_names(SIGNALS)
+    rng = np.random.default_rng(5)
+    geo = WindowGeometry(window_s=W, recent_s=20, block_s=10, sequence_s=20, sequence_step_s=5)
+    pipe = InputPipeline(SIGNALS, geo, Preprocessor.fit(rng.normal(size=(20, len(names))),
+                                                          rng.normal(80, 5, (20, len(SIGNALS)))))
+    assert pipe.input_length("sequence") == 20 < pipe.input_length("features") == pipe.input_length("window") == W
+    long = rng.normal(80, 5, (2, len(SIGNALS), W + 40))
+    for kind in ("features", "sequence", "window"):
+        tail = long[..., -pipe.input_length(kind):]
+        np.testing.assert_array_equal(pipe.view(kind, long), pipe.view(kind, tail))
 
 
 def test_preprocessor_round_trip_and_train_only_statistics():

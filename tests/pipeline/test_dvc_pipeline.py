@@ -240,7 +240,8 @@ def test_vitaldb_cases_are_featurized_and_evaluated(repo, reproduced, tmp_path):
         "--metrics", str(tmp_path / "featurize.json"))
     run(repo, sys.executable, "-m", "pipelines.evaluate", *p, "--models", "models", "--features",
         str(tmp_path / "features"), "--synthetic", "data/synthetic", "--vitaldb", str(tmp_path / "vitaldb"),
-        "--metrics", str(tmp_path / "evaluate.json"), "--plots", str(tmp_path / "plots"))
+        "--metrics", str(tmp_path / "evaluate.json"), "--plots", str(tmp_path / "plots"),
+        "--scores", str(tmp_path / "scores"))
     metrics = json.loads((tmp_path / "evaluate.json").read_text())
     for name, per in metrics.items():
         assert "vitaldb" in per, name

@@ -1,0 +1,69 @@
+"""The BentoML service: raw vital-sign windows in, calibrated alarms and explanations out.
+
+    bentoml serve <bento tag>               # the bento the `package` stage built (results/bento.json)
+    bentoml serve biostream.service:VitalsService   # from the source tree, for development
+
+The model is the registry's champion as the `package` stage imported it into the BentoML model store
+(`biostream.serving.BENTO_MODEL`), with its serving spec (registered version, signal ranges, limits) in the
+model's metadata. Everything the endpoints do is in `biostream.serving` (tested without a server); this
+module only declares the endpoints. Importing it reads the model store, as any BentoML service module does.
+"""
+
+from __future__ import annotations
+
+import json
+
+import bentoml
+import numpy as np
+
+from biostream.bundle import ModelBundle
+from biostream.serving import (
+    BENTO_MODEL,
+    BUNDLE_PATH,
+    SPEC_KEY,
+    ExplainResult,
+    Metadata,
+    Prediction,
+    Schemas,
+    Scorer,
+    SeriesResult,
+    ServingSpec,
+)
+
+MODEL = bentoml.models.BentoModel(f"{BENTO_MODEL}:latest")
+SPEC = ServingSpec.from_dict(json.loads(MODEL.stored.info.metadata[SPEC_KEY]))
+SCHEMAS = Schemas(SPEC)
+Window, Series, WindowBatch = SCHEMAS.Window, SCHEMAS.Series, SCHEMAS.WindowBatch
+
+
+@bentoml.service(name="biostream", workers=1, traffic={"timeout": 60, "max_concurrency": 256})
+class VitalsService:
+    model = MODEL
+
+    def __init__(self) -> None:
+        self.scorer = Scorer(ModelBundle.load(self.model.stored.path_of(BUNDLE_PATH)), SPEC)
+        # warm up every path once (compiled functions, lazily built fast-inference models)
+        warm = np.tile(np.asarray([np.mean(SPEC.valid[s]) for s in SPEC.signals])[:, None], (1, SPEC.window_s))
+        self.scorer.bundle.score(warm[None])
+        self.scorer.bundle.explain(warm[None])
+
+    @bentoml.api(batchable=True, max_batch_size=SPEC.max_batch_windows, max_latency_ms=SPEC.max_latency_ms)
+    def predict(self, windows: WindowBatch) -> list[Prediction]:
+        """Score a batch of windows: anomaly score, alarm at the calibrated threshold, the signals
+        contributing most (for alarms), and the model that answered."""
+        return self.scorer.predict(windows)
+
+    @bentoml.api
+    def score_series(self, series: Series) -> SeriesResult:
+        """Score every second of a recording; alarm flags and episodes after the alarm policy."""
+        return self.scorer.score_series(series)
+
+    @bentoml.api
+    def explain(self, window: Window) -> ExplainResult:
+        """Contributions per signal (and per feature for feature-reading models) to one window's score."""
+        return self.scorer.explain(window)
+
+    @bentoml.api
+    def metadata(self) -> Metadata:
+        """The model version, detector, threshold, window length, signals, limits and metrics."""
+        return self.scorer.metadata()

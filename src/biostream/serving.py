@@ -1,0 +1,403 @@
+"""What the BentoML service does, without BentoML: request schemas, input checks and answers.
+
+`biostream.service` is the thin BentoML layer over this module; everything here is plain Python, tested
+without a server, and imports nothing heavy.
+
+* `ServeParams` is `params.yaml: serve`; `ServingSpec` is everything the service knows besides the model
+  bundle (registered model name/version/alias, signal units and physiological ranges from
+  `configs/signals.yaml`, limits, metrics). The `package` stage stores the spec as the BentoML model's
+  metadata, so a bento carries it and needs neither `params.yaml` nor `configs/` to run.
+* `Schemas(spec)` builds the pydantic request models for one model: one optional array per signal the
+  model reads, strict numbers or `null`, and an "after" validator (`vitals_array`) that checks what a
+  type cannot say (same lengths, finiteness, physiological range, missing values) with messages that name
+  the field, the value and the limit, and hands the service a float64 array so nothing is parsed twice.
+* `Scorer` answers `predict`, `score_series`, `explain` and `metadata` from a `ModelBundle`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, model_validator
+
+from biostream.bundle import ModelBundle
+from biostream.config import ConfigError, SignalCatalog, require
+from biostream.evaluation import alarm_episodes, apply_policy
+from biostream.features import recording_windows
+
+BENTO_MODEL = "vitals-anomaly-detector"  # the champion's name in the BentoML model store (`package` imports it)
+BUNDLE_PATH = "mlflow_model/artifacts/bundle"  # the ModelBundle inside the imported MLflow model
+SPEC_KEY = "serving_spec"  # the BentoML model's metadata key holding the ServingSpec (JSON)
+
+EXPLAIN_METHODS = {  # what `explain` returns, by detector (see each detector's `_explain`)
+    "iforest": "exact tree SHAP of the isolation forest's path length (feature contributions, summed per signal)",
+    "ocsvm": "kernel SHAP against a k-means background of training windows (feature contributions, summed per "
+             "signal)",
+    "lstm_ae": "each signal's share of the masked reconstruction error (they sum to the score)",
+    "clinical": "per signal, its alarm rules' sustained relative exceedance (the score is the largest)",
+}
+
+
+@dataclass(frozen=True)
+class ServeParams:
+    """`params.yaml: serve`."""
+
+    bentoml_home: str
+    max_batch_windows: int
+    max_window_s: int
+    max_series_s: int
+    max_missing_fraction: float
+    max_latency_ms: int
+    top_signals: int
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> ServeParams:
+        w = "params.yaml: serve"
+        sec = require(params, "serve", "params.yaml")
+        out = cls(
+            bentoml_home=str(require(sec, "bentoml_home", w)),
+            max_batch_windows=int(require(sec, "max_batch_windows", w)),
+            max_window_s=int(require(sec, "max_window_s", w)),
+            max_series_s=int(require(sec, "max_series_s", w)),
+            max_missing_fraction=float(require(sec, "max_missing_fraction", w)),
+            max_latency_ms=int(require(sec, "max_latency_ms", w)),
+            top_signals=int(require(sec, "top_signals", w)),
+        )
+        if min(out.max_batch_windows, out.max_window_s, out.max_series_s, out.max_latency_ms, out.top_signals) < 1:
+            raise ConfigError(f"{w}: max_batch_windows, max_window_s, max_series_s, max_latency_ms and top_signals "
+                              "must be >= 1")
+        if not 0.0 <= out.max_missing_fraction < 1.0:
+            raise ConfigError(f"{w}.max_missing_fraction: must be in [0, 1), got {out.max_missing_fraction}")
+        return out
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """What the service knows besides the bundle; JSON-able (the BentoML model's metadata)."""
+
+    model_name: str
+    model_version: str
+    model_alias: str
+    model_uri: str
+    detector: str
+    signals: tuple[str, ...]
+    units: dict[str, str]
+    valid: dict[str, tuple[float, float]]
+    window_s: int  # seconds of history the model reads (what a window must carry at least)
+    max_window_s: int
+    max_batch_windows: int
+    max_series_s: int
+    max_missing_fraction: float
+    max_latency_ms: int
+    top_signals: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, bundle: ModelBundle, catalog: SignalCatalog, serve: ServeParams, *, model_name: str,
+              model_version: str, model_alias: str, model_uri: str, metrics: Mapping[str, float]) -> ServingSpec:
+        signals = tuple(bundle.pipeline.signals)
+        window_s = bundle.pipeline.input_length(bundle.detector.input_view)
+        if serve.max_window_s < window_s:
+            raise ConfigError(f"params.yaml: serve.max_window_s ({serve.max_window_s}) is shorter than the "
+                              f"{window_s} s the {bundle.detector.name} model reads; raise it to at least {window_s}")
+        return cls(model_name, str(model_version), model_alias, model_uri, bundle.detector.name, signals,
+                   {s: catalog[s].unit for s in signals}, {s: tuple(catalog[s].valid) for s in signals}, window_s,
+                   serve.max_window_s, serve.max_batch_windows, serve.max_series_s, serve.max_missing_fraction,
+                   serve.max_latency_ms, serve.top_signals, dict(metrics))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["signals"] = list(self.signals)
+        d["valid"] = {k: list(v) for k, v in self.valid.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ServingSpec:
+        d = dict(d)
+        d["signals"] = tuple(d["signals"])
+        d["valid"] = {k: (float(v[0]), float(v[1])) for k, v in d["valid"].items()}
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------------------------------
+# Input checks (pure functions on what pydantic parsed)
+# --------------------------------------------------------------------------------------------------
+
+
+def vitals_array(vitals: Mapping[str, Sequence[float | None] | None], spec: ServingSpec, *, max_len: int,
+                 what: str) -> np.ndarray:
+    """(S, T) float64 array, NaN for missing, of per-signal arrays; signals not sent are missing throughout.
+    A "window" shorter than the model's `window_s` is the start of a recording: it is padded with missing
+    values before its first second (as the evaluate stage scores the first seconds of a patient), and the
+    missing-value limit applies to the seconds sent. Raises ValueError naming the field, the value and the
+    limit."""
+    sent = {k: v for k, v in vitals.items() if v is not None}
+    if not sent:
+        raise ValueError(f"vitals: no signal sent; send per-signal arrays for some of {', '.join(spec.signals)}")
+    lengths = {k: len(v) for k, v in sent.items()}
+    first = next(iter(lengths))
+    for k, n in lengths.items():
+        if n != lengths[first]:
+            raise ValueError(f"vitals.{k} has {n} values but vitals.{first} has {lengths[first]}: every signal "
+                             f"must cover the same seconds (1 Hz, oldest first; null where missing)")
+    n = lengths[first]
+    if n < 1:
+        raise ValueError(f"vitals.{first} is empty: send at least one value per signal (1 Hz, oldest first)")
+    if n > max_len:
+        raise ValueError(f"vitals.{first} has {n} values; at most {max_len} are accepted per {what} "
+                         f"(serve.max_{'series' if what == 'series' else 'window'}_s)")
+    out = np.full((len(spec.signals), n), np.nan)
+    for i, s in enumerate(spec.signals):
+        if s in sent:
+            out[i] = np.asarray(sent[s], dtype=np.float64)  # None -> NaN
+    for i, s in enumerate(spec.signals):
+        if s not in sent:
+            continue
+        values = out[i]
+        nan_sent = np.isnan(values).sum() > sent[s].count(None)  # a JSON NaN, not a null (rare: check cheaply)
+        bad_number = np.flatnonzero(np.isinf(values) | (np.isnan(values) & _nan_sent(sent[s]) if nan_sent else
+                                                         np.isinf(values)))
+        if len(bad_number):
+            j = int(bad_number[0])
+            raise ValueError(f"vitals.{s}[{j}] is {sent[s][j]}, not a finite number; send null for a missing value")
+        lo, hi = spec.valid[s]
+        outside = np.flatnonzero((values < lo) | (values > hi))
+        if len(outside):
+            j = int(outside[0])
+            raise ValueError(f"vitals.{s}[{j}] = {values[j]:g} {spec.units[s]} is outside the physiological range "
+                             f"[{lo:g}, {hi:g}] (configs/signals.yaml); send null for a missing or implausible value"
+                             + (f" ({len(outside)} values are outside)" if len(outside) > 1 else ""))
+    tail = out[:, -spec.window_s:] if what == "window" else out
+    missing = float(np.isnan(tail).mean())
+    if missing > spec.max_missing_fraction:
+        raise ValueError(f"{missing:.0%} of the values of the {len(spec.signals)} signals over the {tail.shape[1]} s "
+                         f"read are missing (limit {spec.max_missing_fraction:.0%}, serve.max_missing_fraction): too "
+                         f"little data to score; send more of {', '.join(spec.signals)}")
+    if what == "window" and n < spec.window_s:  # a recording younger than the window: nothing before it
+        out = np.concatenate([np.full((len(spec.signals), spec.window_s - n), np.nan), out], axis=1)
+    return out
+
+
+def _nan_sent(values: Sequence[float | None]) -> np.ndarray:
+    """True where a value was sent as a number that is NaN (a JSON `NaN`), not as null."""
+    return np.fromiter((v is not None and v != v for v in values), dtype=bool, count=len(values))
+
+
+# --------------------------------------------------------------------------------------------------
+# Schemas
+# --------------------------------------------------------------------------------------------------
+
+Number = Annotated[float, Field(strict=True)]  # a JSON number: no strings, no booleans
+PatientId = Annotated[str, Field(min_length=1, max_length=128, description="the monitor's patient or bed id")]
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    alias: str
+
+
+class Prediction(BaseModel):
+    patient_id: str
+    time: datetime = Field(description="the time of the window's last sample, as sent")
+    score: float = Field(description="anomaly score, higher = more anomalous")
+    alarm: bool = Field(description="score above the calibrated threshold (this second; the k-of-n alarm policy "
+                                    "applies over consecutive seconds: see score_series)")
+    threshold: float
+    top_signals: list[str] = Field(description="for an alarm, the signals contributing most, strongest first "
+                                               "(empty when the window does not alarm: ask `explain` for any window)")
+    model: ModelRef
+
+
+class Episode(BaseModel):
+    start: datetime
+    end: datetime = Field(description="exclusive")
+    peak_time: datetime
+    peak_score: float
+    signals: list[str] = Field(description="the signals contributing most at the peak")
+
+
+class SeriesResult(BaseModel):
+    patient_id: str
+    start: datetime
+    seconds: int
+    threshold: float
+    scores: list[float] = Field(description="one per second: the window ending at that second")
+    above_threshold: list[bool]
+    alarm: list[bool] = Field(description="after the alarm policy (k of n seconds above threshold, refractory merge)")
+    episodes: list[Episode]
+    alarm_policy: dict[str, int]
+    model: ModelRef
+
+
+class ExplainResult(BaseModel):
+    patient_id: str
+    time: datetime
+    score: float
+    threshold: float
+    alarm: bool
+    method: str
+    signals: dict[str, float] = Field(description="contribution per signal, higher = towards anomalous")
+    features: dict[str, float] | None = Field(description="contribution per feature (feature-reading models)")
+    top_signals: list[str]
+    model: ModelRef
+
+
+class Metadata(BaseModel):
+    model: ModelRef
+    model_uri: str
+    detector: str
+    threshold: float
+    window_s: int = Field(description="seconds of history the model reads: each window carries at least this many")
+    signals: list[dict[str, Any]]
+    alarm_policy: dict[str, int]
+    limits: dict[str, float]
+    metrics: dict[str, float] = Field(description="the registered version's metrics on the synthetic test patients")
+    explain_method: str
+
+
+class Schemas:
+    """The request models for one model (its signals, window length, ranges and limits)."""
+
+    def __init__(self, spec: ServingSpec) -> None:
+        self.spec = spec
+        fields: dict[str, Any] = {}
+        for s in spec.signals:
+            lo, hi = spec.valid[s]
+            fields[s] = (list[Number | None] | None, Field(
+                None, description=f"{s} ({spec.units[s]}), 1 Hz, oldest first, null where missing; physiological "
+                                  f"range [{lo:g}, {hi:g}]",
+                json_schema_extra={"items": {"anyOf": [{"type": "number", "minimum": lo, "maximum": hi},
+                                                       {"type": "null"}]}}))
+        self.Vitals = create_model("Vitals", __config__=ConfigDict(extra="forbid"), **fields)
+        vitals_type = self.Vitals
+
+        class Window(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+            patient_id: PatientId
+            time: datetime = Field(description="the time of the last sample (ISO 8601, or seconds since the epoch)")
+            vitals: vitals_type = Field(description=f"per-signal arrays of equal length, up to {spec.max_window_s} "
+                                                    f"values; the model reads the last {spec.window_s} (fewer: the "
+                                                    f"recording started less than {spec.window_s} s ago)")
+            _array: np.ndarray = PrivateAttr()
+
+            @model_validator(mode="after")
+            def _check(self) -> Window:
+                self._array = vitals_array(dict(self.vitals), spec, max_len=spec.max_window_s,
+                                           what="window")[:, -spec.window_s:]
+                return self
+
+            @property
+            def array(self) -> np.ndarray:
+                return self._array
+
+        class Series(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+            patient_id: PatientId
+            start: datetime = Field(description="the time of the first sample")
+            vitals: vitals_type = Field(description=f"per-signal arrays of 1 to {spec.max_series_s} values")
+            _array: np.ndarray = PrivateAttr()
+
+            @model_validator(mode="after")
+            def _check(self) -> Series:
+                self._array = vitals_array(dict(self.vitals), spec, max_len=spec.max_series_s, what="series")
+                return self
+
+            @property
+            def array(self) -> np.ndarray:
+                return self._array
+
+        self.Window = Window
+        self.Series = Series
+        self.WindowBatch = Annotated[list[Window], Field(min_length=1, max_length=spec.max_batch_windows)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Answers
+# --------------------------------------------------------------------------------------------------
+
+
+class Scorer:
+    """A loaded bundle with its spec: the service's whole behaviour."""
+
+    def __init__(self, bundle: ModelBundle, spec: ServingSpec) -> None:
+        if tuple(bundle.pipeline.signals) != spec.signals:
+            raise ValueError(f"the serving spec's signals {spec.signals} differ from the model's "
+                             f"{tuple(bundle.pipeline.signals)}: re-run the package stage")
+        self.bundle = bundle
+        self.spec = spec
+        self.model = ModelRef(name=spec.model_name, version=spec.model_version, alias=spec.model_alias)
+
+    @property
+    def threshold(self) -> float:
+        return self.bundle.threshold
+
+    def predict(self, windows: Sequence[Any]) -> list[Prediction]:
+        """Windows as validated by `Schemas.Window` (they carry `.array`)."""
+        if not windows:
+            return []
+        x = np.stack([w.array for w in windows])
+        scores = self.bundle.score(x)
+        alarm = scores > self.threshold
+        top: list[list[str]] = [[] for _ in windows]
+        if alarm.any():
+            idx = np.flatnonzero(alarm)
+            for i, names in zip(idx, self.bundle.explain(x[idx]).top_signals(self.spec.top_signals), strict=True):
+                top[i] = names
+        return [Prediction(patient_id=w.patient_id, time=w.time, score=float(s), alarm=bool(a),
+                           threshold=self.threshold, top_signals=t, model=self.model)
+                for w, s, a, t in zip(windows, scores, alarm, top, strict=True)]
+
+    def series_scores(self, values: np.ndarray, chunk: int = 512) -> np.ndarray:
+        """Scores of the windows ending at every second of a recording (S, T), NaN before it starts (as the
+        evaluate stage scores test patients)."""
+        t = values.shape[1]
+        parts = [self.bundle.score(recording_windows(values.T, self.spec.window_s, np.arange(a, min(a + chunk, t))))
+                 for a in range(0, t, chunk)]
+        return np.concatenate(parts)
+
+    def score_series(self, series: Any) -> SeriesResult:
+        values = series.array
+        scores = self.series_scores(values)
+        t = np.arange(len(scores))
+        pid = np.zeros(len(scores), dtype=np.int64)
+        alarm = apply_policy(pid, t, scores, self.threshold, self.bundle.policy).astype(bool)
+        episodes = []
+        for ep in alarm_episodes(pid, t, alarm).itertuples():
+            a, b = int(ep.start_s), int(ep.end_s)
+            peak = a + int(np.argmax(scores[a:b]))
+            window = recording_windows(values.T, self.spec.window_s, np.array([peak]))
+            names = self.bundle.explain(window).top_signals(self.spec.top_signals)[0]
+            episodes.append(Episode(start=series.start + timedelta(seconds=a), end=series.start + timedelta(seconds=b),
+                                    peak_time=series.start + timedelta(seconds=peak), peak_score=float(scores[peak]),
+                                    signals=names))
+        return SeriesResult(patient_id=series.patient_id, start=series.start, seconds=len(scores),
+                            threshold=self.threshold, scores=scores.tolist(),
+                            above_threshold=(scores > self.threshold).tolist(), alarm=alarm.tolist(),
+                            episodes=episodes, alarm_policy=self.bundle.policy.to_dict(), model=self.model)
+
+    def explain(self, window: Any) -> ExplainResult:
+        x = window.array[None]
+        score = float(self.bundle.score(x)[0])
+        exp = self.bundle.explain(x)
+        features = None if exp.features is None else {k: float(v) for k, v in exp.features.iloc[0].items()}
+        return ExplainResult(patient_id=window.patient_id, time=window.time, score=score, threshold=self.threshold,
+                             alarm=score > self.threshold, method=EXPLAIN_METHODS.get(self.spec.detector, ""),
+                             signals={k: float(v) for k, v in exp.signals.iloc[0].items()}, features=features,
+                             top_signals=exp.top_signals(self.spec.top_signals)[0], model=self.model)
+
+    def metadata(self) -> Metadata:
+        spec = self.spec
+        return Metadata(
+            model=self.model, model_uri=spec.model_uri, detector=spec.detector, threshold=self.threshold,
+            window_s=spec.window_s,
+            signals=[{"name": s, "unit": spec.units[s], "valid": list(spec.valid[s])} for s in spec.signals],
+            alarm_policy=self.bundle.policy.to_dict(),
+            limits={"max_batch_windows": spec.max_batch_windows, "max_window_s": spec.max_window_s,
+                    "max_series_s": spec.max_series_s, "max_missing_fraction": spec.max_missing_fraction},
+            metrics=spec.metrics, explain_method=EXPLAIN_METHODS.get(spec.detector, ""),
+        )

@@ -1,0 +1,182 @@
+"""The service's behaviour without a server (`biostream.serving`): schemas, input checks and answers.
+
+The same code runs inside `bentoml serve` (tests/pipeline/test_service.py checks it over HTTP)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from biostream.bundle import ModelBundle
+from biostream.detectors import REGISTRY
+from biostream.detectors.iforest import GTIL_MAX_ROWS
+from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy
+from biostream.features import recording_windows, windows_at
+from biostream.serving import Schemas, Scorer, ServeParams, ServingSpec
+
+NAMES = sorted(REGISTRY)
+SERVE = {"serve": {"bentoml_home": "bentoml_home", "max_batch_windows": 8, "max_window_s": 2400,
+                   "max_series_s": 5000, "max_missing_fraction": 0.9, "max_latency_ms": 5, "top_signals": 3}}
+POLICY = AlarmPolicy(k=3, n=5, refractory_s=120, tolerance_s=30)
+
+
+def _scorer(det, model_data, configs) -> Scorer:
+    bundle = ModelBundle(model_data.pipeline, det, POLICY)
+    spec = ServingSpec.build(bundle, configs.signals, ServeParams.from_params(SERVE), model_name="m",
+                             model_version="3", model_alias="champion", model_uri="models:/m/3",
+                             metrics={"events.event_f1": 0.5})
+    assert ServingSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec  # what the bento model stores
+    return Scorer(bundle, spec)
+
+
+def _payload(window: np.ndarray, signals, pid="bed-1", time="2026-11-21T10:00:00Z") -> dict:
+    """A request body for one (S, W) window; seconds before the recording began (missing in every signal, at
+    the start) are not sent, as a gateway has no history before the patient was connected."""
+    recorded = ~np.isnan(window).all(axis=0)
+    first = int(np.argmax(recorded)) if recorded.any() else 0
+    return {"patient_id": pid, "time": time,
+            "vitals": {s: [None if math.isnan(v) else float(v) for v in window[i, first:]]
+                       for i, s in enumerate(signals)}}
+
+
+@pytest.fixture(scope="module")
+def rows(model_data):
+    ev = model_data.evaluation
+    return pd.concat([ev[ev["label"] == 1].sample(6, random_state=1), ev[ev["label"] == 0].sample(6, random_state=2)])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_predict_equals_the_bundle_scores_of_the_same_windows(name, fitted, model_data, configs, rows):
+    """Parity: JSON in, validated, scored = the bundle's scores of the stored windows (what `evaluate` scores)."""
+    scorer = _scorer(fitted[name], model_data, configs)
+    schemas = Schemas(scorer.spec)
+    sig = model_data.pipeline.signals
+    full = windows_at(model_data.dataset.vitals, sig, model_data.pipeline.geometry.window_s,
+                      rows["patient_id"].to_numpy(), rows["time_s"].to_numpy())
+    want = scorer.bundle.score(full)
+    # a window carries at least the model's window_s; a longer one is cut to it
+    tails = full[..., -scorer.spec.window_s:]
+    requests = [schemas.Window.model_validate_json(json.dumps(_payload(w, sig))) for w in tails]
+    out = scorer.predict(requests)
+    np.testing.assert_allclose([p.score for p in out], want, rtol=0, atol=1e-9)
+    assert [p.alarm for p in out] == list(want > scorer.threshold)
+    for p in out:
+        assert p.model.version == "3" and p.threshold == scorer.threshold
+        assert (len(p.top_signals) > 0) == p.alarm or not p.alarm  # alarms name their signals when any is positive
+        assert set(p.top_signals) <= set(sig)
+    if scorer.spec.window_s < model_data.pipeline.geometry.window_s:  # the LSTM reads only its last sequence_s
+        assert name == "lstm_ae" and scorer.spec.window_s == model_data.pipeline.geometry.sequence_s
+
+
+def test_iforest_gtil_path_matches_scikit_learn(fitted, model_data):
+    det = fitted["iforest"]
+    X = model_data.view(det, model_data.evaluation.sample(GTIL_MAX_ROWS + 50, random_state=4))
+    fast = np.concatenate([det.decision_function(X[i : i + 1]) for i in range(40)])  # one row at a time: GTIL
+    slow = -det.model_.score_samples(X[:, det.columns_])
+    np.testing.assert_allclose(fast, slow[:40], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(det.decision_function(X), slow, rtol=0, atol=1e-6)  # large batch: scikit-learn
+    np.testing.assert_allclose(det.decision_function(X[:GTIL_MAX_ROWS]), slow[:GTIL_MAX_ROWS], rtol=0, atol=1e-6)
+
+
+def test_score_series_scores_every_second_as_evaluate_does(fitted, model_data, configs):
+    scorer = _scorer(fitted["iforest"], model_data, configs)
+    schemas = Schemas(scorer.spec)
+    vitals = model_data.dataset.vitals
+    pid = model_data.evaluation["patient_id"].iloc[0]
+    rec = vitals[vitals["patient_id"] == pid]
+    values = rec[list(scorer.spec.signals)].to_numpy()[:1500]
+    body = {"patient_id": pid, "start": "2026-11-21T08:00:00+00:00",
+            "vitals": {s: [None if math.isnan(v) else float(v) for v in values[:, i]]
+                       for i, s in enumerate(scorer.spec.signals)}}
+    series = schemas.Series.model_validate_json(json.dumps(body))
+    out = scorer.score_series(series)
+    want = scorer.bundle.score(recording_windows(values, scorer.spec.window_s, np.arange(len(values))))
+    np.testing.assert_allclose(out.scores, want, rtol=0, atol=1e-9)
+    t = np.arange(len(values))
+    alarm = apply_policy(np.zeros(len(t)), t, want, scorer.threshold, POLICY)
+    assert out.alarm == alarm.astype(bool).tolist()
+    eps = alarm_episodes(np.zeros(len(t)), t, alarm)
+    assert len(out.episodes) == len(eps)
+    for e, (_, row) in zip(out.episodes, eps.iterrows(), strict=True):
+        assert (e.start - series.start).total_seconds() == row.start_s
+        assert (e.end - series.start).total_seconds() == row.end_s
+        assert e.peak_score == pytest.approx(want[int(row.start_s) : int(row.end_s)].max())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_explain_names_signals_and_features(name, fitted, model_data, configs, rows):
+    scorer = _scorer(fitted[name], model_data, configs)
+    schemas = Schemas(scorer.spec)
+    sig = model_data.pipeline.signals
+    w = windows_at(model_data.dataset.vitals, sig, scorer.spec.window_s, rows["patient_id"].to_numpy()[:1],
+                   rows["time_s"].to_numpy()[:1])[0]
+    out = scorer.explain(schemas.Window.model_validate_json(json.dumps(_payload(w, sig))))
+    assert list(out.signals) == list(sig) and all(math.isfinite(v) for v in out.signals.values())
+    assert (out.features is not None) == (fitted[name].explains == "features")
+    if out.features is not None:
+        assert sum(out.features.values()) == pytest.approx(sum(out.signals.values()), abs=1e-6)
+    assert out.method and out.score == pytest.approx(scorer.bundle.score(w[None])[0])
+    meta = scorer.metadata()
+    assert meta.window_s == scorer.spec.window_s and meta.detector == name and meta.metrics == {"events.event_f1": 0.5}
+
+
+def _error(schema, body) -> str:
+    with pytest.raises(ValidationError) as info:
+        schema.model_validate_json(body if isinstance(body, (str, bytes)) else json.dumps(body))
+    return json.dumps(info.value.errors(include_context=False, include_input=False))
+
+
+def test_bad_windows_get_messages_naming_field_value_and_limit(fitted, model_data, configs):
+    scorer = _scorer(fitted["iforest"], model_data, configs)
+    W, win = scorer.spec.window_s, Schemas(scorer.spec).Window
+    good = {"patient_id": "bed-1", "time": "2026-11-21T10:00:00Z",
+            "vitals": {"hr": [70.0] * W, "spo2": [98] * W, "map": [80.0] * W}}
+    win.model_validate(good)
+
+    def with_hr(values):
+        return {**good, "vitals": {**good["vitals"], "hr": values}}
+
+    cases = {
+        "hr[5] = 400 /min is outside the physiological range [20, 250]":
+            with_hr([70.0] * 5 + [400.0] + [70.0] * (W - 6)),
+        "hr[0] = -3": with_hr([-3.0] + [70.0] * (W - 1)),
+        "vitals.hr is empty": {**good, "vitals": {"hr": []}},
+        f"at most {scorer.spec.max_window_s} are accepted": {**good, "vitals": {"hr": [70.0] * 2401}},
+        "vitals.spo2 has": with_hr([70.0] * (W - 1)),  # lengths differ
+        "no signal sent": {**good, "vitals": {}},
+        "read are missing (limit 90%": {**good, "vitals": {"hr": [None] * W}},
+        "Extra inputs are not permitted": {**good, "vitals": {**good["vitals"], "lactate": [1.0] * W}},
+        "valid number": with_hr(["72"] + [70.0] * (W - 1)),
+        "patient_id": {k: v for k, v in good.items() if k != "patient_id"},
+    }
+    for needle, body in cases.items():
+        msg = _error(win, body)
+        assert needle in msg, (needle, msg)
+    # NaN and Infinity are not JSON, but parsers accept them: refused by name, with the fix
+    text = json.dumps(good).replace("[70.0, 70.0", "[NaN, 70.0", 1)
+    assert "hr[0] is nan, not a finite number; send null" in _error(win, text)
+    assert "not a finite number" in _error(win, json.dumps(good).replace("[70.0, 70.0", "[Infinity, 70.0", 1))
+    assert "json_invalid" in _error(win, json.dumps(good)[:-5])
+    # a batch is 1..max_batch_windows windows
+    from pydantic import TypeAdapter
+
+    batch = TypeAdapter(Schemas(scorer.spec).WindowBatch)
+    with pytest.raises(ValidationError, match="at least 1"):
+        batch.validate_python([])
+    with pytest.raises(ValidationError, match=f"at most {scorer.spec.max_batch_windows}"):
+        batch.validate_python([good] * (scorer.spec.max_batch_windows + 1))
+
+
+def test_a_null_is_missing_and_an_absent_signal_is_missing_throughout(fitted, model_data, configs):
+    scorer = _scorer(fitted["ocsvm"], model_data, configs)
+    W, win = scorer.spec.window_s, Schemas(scorer.spec).Window
+    w = win.model_validate({"patient_id": "p", "time": 0, "vitals": {"hr": [None] * 10 + [70.0] * (W - 10),
+                                                                      "spo2": [97] * W, "map": [75] * W}})
+    assert np.isnan(w.array[0, :10]).all() and (w.array[0, 10:] == 70).all()
+    assert np.isnan(w.array[list(scorer.spec.signals).index("temp")]).all()
+    assert np.isfinite(scorer.predict([w])[0].score)
