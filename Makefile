@@ -12,8 +12,10 @@ export BENTOML_DO_NOT_TRACK ?= true
 export DVC_NO_ANALYTICS ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
+# BentoML's model and bento store, inside the project (params.yaml: serve.bentoml_home)
+export BENTOML_HOME ?= $(CURDIR)/bentoml_home
 
-.PHONY: setup browser run test test-fast lint bench peers lock clean
+.PHONY: setup browser run serve test test-fast lint bench peers lock clean
 
 ## setup: create .venv and install the locked dependencies and the project
 setup: $(VENV)/.installed
@@ -29,6 +31,12 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 ## run: the whole pipeline (dvc repro) on the embedded defaults: no server, no network needed
 run: setup
 	dvc repro
+
+## serve: the champion's BentoML service (the bento `make run` built) on http://127.0.0.1:3000
+PORT ?= 3000
+serve: setup
+	@test -f results/bento.json || { echo "results/bento.json is missing: run \`make run\` first"; exit 1; }
+	bentoml serve $$($(BIN)/python -c "import json; print(json.load(open('results/bento.json'))['bento'])") --port $(PORT)
 
 ## browser: Debian's Chromium for the MLflow UI test (apt-get, as root or through sudo), unless present
 CHROMIUM ?= $(shell command -v chromium 2>/dev/null || echo /usr/bin/chromium)
@@ -57,6 +65,7 @@ bench: setup
 	python -m benchmarks.bench_features
 	python -m benchmarks.bench_ocsvm
 	python -m benchmarks.bench_detectors
+	python -m benchmarks.bench_service
 
 ## peers: PyOD and a CPU PyTorch for the peer benchmark (optional; `python -m benchmarks.bench_peers`)
 peers: setup

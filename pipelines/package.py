@@ -26,7 +26,7 @@ from biostream.config import load_signals, load_yaml
 from biostream.io import write_json
 from biostream.registry import CHAMPION, RegisterParams
 from biostream.runtime import configure
-from biostream.serving import BENTO_MODEL, BUNDLE_PATH, SPEC_KEY, ServeParams, ServingSpec
+from biostream.serving import BENTO_MODEL, MLFLOW_MODEL_DIR, SPEC_KEY, ServeParams, ServingSpec, bundle_dir
 from biostream.tracking import TrackingParams, setup_tracking
 
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
                if k.startswith("metric.") and v not in ("", "n/a")}
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(download_artifacts(artifact_uri=uri, dst_path=tmp))
-        bundle = ModelBundle.load(local / BUNDLE_PATH.removeprefix("mlflow_model/"))
+        bundle = ModelBundle.load(bundle_dir(local))
         spec = ServingSpec.build(bundle, load_signals(args.signals), serve, model_name=rp.model_name,
                                  model_version=str(mv.version), model_alias=CHAMPION, model_uri=uri, metrics=metrics)
     spec_json = json.dumps(spec.to_dict(), sort_keys=True)
@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     labels = {"registered_model": rp.model_name, "registered_version": str(mv.version), "detector": spec.detector,
               "spec": digest}
 
-    existing = [m for m in bentoml.models.list(BENTO_MODEL) if m.info.labels == labels]
+    try:
+        existing = [m for m in bentoml.models.list(BENTO_MODEL) if m.info.labels == labels]
+    except bentoml.exceptions.NotFound:  # an empty store
+        existing = []
     if existing:
         model = max(existing, key=lambda m: m.info.creation_time)
         log.info("BentoML model %s already holds %s with this spec: reused", model.tag, uri)
@@ -84,8 +87,7 @@ def main(argv: list[str] | None = None) -> None:
                                             metadata={SPEC_KEY: spec_json})
         log.info("imported %s (%s, threshold %.6g) as BentoML model %s", uri, spec.detector, bundle.threshold,
                  model.tag)
-    if not Path(model.path_of(BUNDLE_PATH)).is_dir():
-        raise SystemExit(f"BentoML model {model.tag} has no {BUNDLE_PATH}: not a BioStream MLflow model")
+    ModelBundle.load(bundle_dir(model.path_of(MLFLOW_MODEL_DIR)))  # the stored copy loads
     # the service resolves `<BENTO_MODEL>:latest`: make sure that is this model
     latest = bentoml.models.get(f"{BENTO_MODEL}:latest")
     if latest.tag != model.tag:

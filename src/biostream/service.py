@@ -19,7 +19,7 @@ import numpy as np
 from biostream.bundle import ModelBundle
 from biostream.serving import (
     BENTO_MODEL,
-    BUNDLE_PATH,
+    MLFLOW_MODEL_DIR,
     SPEC_KEY,
     ExplainResult,
     Metadata,
@@ -28,6 +28,7 @@ from biostream.serving import (
     Scorer,
     SeriesResult,
     ServingSpec,
+    bundle_dir,
 )
 
 MODEL = bentoml.models.BentoModel(f"{BENTO_MODEL}:latest")
@@ -41,7 +42,7 @@ class VitalsService:
     model = MODEL
 
     def __init__(self) -> None:
-        self.scorer = Scorer(ModelBundle.load(self.model.stored.path_of(BUNDLE_PATH)), SPEC)
+        self.scorer = Scorer(ModelBundle.load(bundle_dir(self.model.path_of(MLFLOW_MODEL_DIR))), SPEC)
         # warm up every path once (compiled functions, lazily built fast-inference models)
         warm = np.tile(np.asarray([np.mean(SPEC.valid[s]) for s in SPEC.signals])[:, None], (1, SPEC.window_s))
         self.scorer.bundle.score(warm[None])

@@ -19,9 +19,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, model_validator
 
 from biostream.bundle import ModelBundle
@@ -30,7 +32,7 @@ from biostream.evaluation import alarm_episodes, apply_policy
 from biostream.features import recording_windows
 
 BENTO_MODEL = "vitals-anomaly-detector"  # the champion's name in the BentoML model store (`package` imports it)
-BUNDLE_PATH = "mlflow_model/artifacts/bundle"  # the ModelBundle inside the imported MLflow model
+MLFLOW_MODEL_DIR = "mlflow_model"  # where bentoml.mlflow.import_model puts the MLflow model
 SPEC_KEY = "serving_spec"  # the BentoML model's metadata key holding the ServingSpec (JSON)
 
 EXPLAIN_METHODS = {  # what `explain` returns, by detector (see each detector's `_explain`)
@@ -121,6 +123,19 @@ class ServingSpec:
         d["signals"] = tuple(d["signals"])
         d["valid"] = {k: (float(v[0]), float(v[1])) for k, v in d["valid"].items()}
         return cls(**d)
+
+
+def bundle_dir(mlflow_model: str | Path) -> Path:
+    """The `ModelBundle` folder inside a logged BioStream pyfunc model (its `bundle` artifact, per MLmodel)."""
+    mlflow_model = Path(mlflow_model)
+    mlmodel = mlflow_model / "MLmodel"
+    if not mlmodel.is_file():
+        raise FileNotFoundError(f"{mlflow_model}: no MLmodel file; is this an MLflow model?")
+    flavor = (yaml.safe_load(mlmodel.read_text(encoding="utf-8")).get("flavors") or {}).get("python_function", {})
+    rel = ((flavor.get("artifacts") or {}).get("bundle") or {}).get("path")
+    if not rel:
+        raise FileNotFoundError(f"{mlmodel}: no `bundle` artifact; not a BioStream model (biostream.pyfunc)")
+    return mlflow_model / rel
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,212 @@
+"""Benchmark of the BentoML service of the champion, over HTTP on loopback, against `mlflow models serve` and
+a plain BentoML wrapper of the same registered model.
+
+    python -m benchmarks.bench_service [--requests 2000] [--seconds 10] [--out results/bench_service.json]
+
+Needs `dvc repro` first (the `package` stage's bento, the evaluate stage's test scores). For each server:
+single-window requests with one keep-alive client (p50, p99, mean latency, features included), and
+throughput with batches of 64 windows (one client, and 4 concurrent clients so that adaptive batching can
+merge them). Windows are real test-patient windows; requests are serialised before timing starts.
+Prints a table and the ratios; targets: p99 <= 5 ms single-window, >= 10,000 windows/s batched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from biostream.config import load_yaml
+from biostream.dataset import read_dataset
+from biostream.features import windows_at
+from biostream.io import write_json
+from biostream.runtime import configure
+from biostream.serving import ServeParams
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server process on a free port, stopped on exit."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], ready: str, log: Path) -> None:
+        self.port = free_port()
+        self.cmd = [c.replace("{port}", str(self.port)) for c in cmd]
+        self.env, self.ready, self.log = env, ready, log
+
+    def __enter__(self) -> Server:
+        self.out = self.log.open("w")
+        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=self.out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{' '.join(self.cmd)} exited ({self.proc.returncode}); see {self.log}")
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                c.request("GET", self.ready)
+                if c.getresponse().status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise SystemExit(f"{' '.join(self.cmd)} not ready after 240 s; see {self.log}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.out.close()
+
+
+def post(conn: http.client.HTTPConnection, path: str, body: bytes) -> bytes:
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    if resp.status != 200:
+        raise SystemExit(f"POST {path}: {resp.status} {data[:500]!r}")
+    return data
+
+
+def latency(port: int, path: str, bodies: list[bytes], n: int) -> dict[str, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for b in bodies[:50]:  # warm
+        post(conn, path, b)
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        post(conn, path, bodies[i % len(bodies)])
+        times.append((time.perf_counter() - t) * 1e3)
+    return {"p50_ms": statistics.median(times), "p99_ms": float(np.percentile(times, 99)),
+            "mean_ms": statistics.fmean(times)}
+
+
+def throughput(port: int, path: str, bodies: list[bytes], per_body: int, seconds: float, clients: int) -> float:
+    counts = [0] * clients
+
+    def run(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        post(conn, path, bodies[i % len(bodies)])  # warm
+        end, k = time.monotonic() + seconds, i
+        while time.monotonic() < end:
+            post(conn, path, bodies[k % len(bodies)])
+            counts[i] += per_body
+            k += clients
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def _nulls(a: np.ndarray) -> list:
+    return [[None if math.isnan(v) else v for v in row] for row in a.tolist()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--requests", type=int, default=2000, help="single-window requests per server")
+    p.add_argument("--seconds", type=float, default=10.0, help="per throughput measurement")
+    p.add_argument("--out", default=None, help="also write the figures to this JSON file")
+    args = p.parse_args(argv)
+    log = configure()
+    params = load_yaml(args.params)
+    serve = ServeParams.from_params(params)
+    bento_path = Path("results/bento.json")
+    if not bento_path.is_file():
+        raise SystemExit("results/bento.json is missing: run `dvc repro` (the package stage) first")
+    bento = json.loads(bento_path.read_text())
+    detector, window_s = bento["detector"], int(bento["window_s"])
+    full_s = int(params["featurize"]["window_s"])
+
+    scores = pd.read_parquet(f"results/scores/{detector}.parquet")
+    vitals = read_dataset("data/synthetic").vitals
+    rows = scores[scores.groupby("patient_id").cumcount() >= full_s].sample(640, random_state=0)
+    signals = json.loads(Path("data/features/input_pipeline.json").read_text())["signals"]
+    full = windows_at(vitals, signals, full_s, rows["patient_id"].to_numpy(), rows["time_s"].to_numpy())
+    ours = [{"patient_id": str(pid), "time": int(t), "vitals": dict(zip(signals, _nulls(w[:, -window_s:]),
+                                                                        strict=True))}
+            for w, pid, t in zip(full, rows["patient_id"], rows["time_s"], strict=True)]
+    single = {"ours": [json.dumps({"windows": [w]}).encode() for w in ours[:500]],
+              # the pyfunc's tensor input: NaN for missing (JSON's NaN token, which both servers parse)
+              "tensor": [json.dumps({"inputs": full[i : i + 1].tolist()}).encode() for i in range(200)],
+              "plain": [json.dumps({"windows": full[i : i + 1].tolist()}).encode() for i in range(200)]}
+    batch = {"ours": [json.dumps({"windows": ours[i : i + 64]}).encode() for i in range(0, 640, 64)],
+             "tensor": [json.dumps({"inputs": full[i : i + 64].tolist()}).encode() for i in range(0, 640, 64)],
+             "plain": [json.dumps({"windows": full[i : i + 64].tolist()}).encode() for i in range(0, 640, 64)]}
+    log.info("payloads: one window %.1f kB (ours, %d s) / %.1f kB (tensor, %d s); a batch of 64 %.0f kB / %.0f kB",
+             len(single["ours"][0]) / 1e3, window_s, len(single["tensor"][0]) / 1e3, full_s,
+             len(batch["ours"][0]) / 1e3, len(batch["tensor"][0]) / 1e3)
+
+    env = dict(os.environ, BENTOML_HOME=str(Path(serve.bentoml_home).resolve()))
+    tracking = params["tracking"]["uri"]
+    model_uri = f"models:/{bento['registered_model']}@champion"
+    servers = {
+        "biostream (BentoML, this service)": (
+            [str(BIN / "bentoml"), "serve", bento["bento"], "--host", "127.0.0.1", "--port", "{port}"],
+            "/readyz", "/predict", "ours"),
+        "mlflow models serve": (
+            [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local", "--host",
+             "127.0.0.1", "--port", "{port}", "--workers", "1"], "/ping", "/invocations", "tensor"),
+        "plain BentoML wrapper (pyfunc predict)": (
+            [str(BIN / "bentoml"), "serve", "benchmarks.plain_service:PlainService", "--host", "127.0.0.1",
+             "--port", "{port}"], "/readyz", "/predict", "plain"),
+    }
+    env["MLFLOW_TRACKING_URI"] = tracking
+    results: dict[str, dict[str, float]] = {}
+    logs = Path("results/bench_service")
+    logs.mkdir(parents=True, exist_ok=True)
+    for name, (cmd, ready, path, kind) in servers.items():
+        log.info("%s: starting", name)
+        with Server(cmd, env, ready, logs / f"{kind}.log") as srv:
+            r = latency(srv.port, path, single[kind], args.requests)
+            r["batch64_windows_per_s"] = throughput(srv.port, path, batch[kind], 64, args.seconds, 1)
+            r["batch64_4clients_windows_per_s"] = throughput(srv.port, path, batch[kind], 64, args.seconds, 4)
+        results[name] = r
+        log.info("%s: %s", name, {k: round(v, 2) for k, v in r.items()})
+
+    ours_r = results["biostream (BentoML, this service)"]
+    print(f"\nchampion: {bento['registered_model']} version {bento['registered_version']} ({detector}), "
+          f"window {window_s} s; {args.requests} single-window requests, {args.seconds:g} s per throughput run")
+    print(f"{'server':42s} {'p50 ms':>8s} {'p99 ms':>8s} {'mean ms':>8s} {'batch64 w/s':>12s} {'4 clients':>10s}")
+    for name, r in results.items():
+        print(f"{name:42s} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['mean_ms']:8.2f} "
+              f"{r['batch64_windows_per_s']:12,.0f} {r['batch64_4clients_windows_per_s']:10,.0f}")
+    for name, r in results.items():
+        if r is ours_r:
+            continue
+        print(f"vs {name}: p99 {r['p99_ms'] / ours_r['p99_ms']:.1f}x lower, batched throughput "
+              f"{ours_r['batch64_windows_per_s'] / r['batch64_windows_per_s']:.1f}x higher")
+    best = max(ours_r["batch64_windows_per_s"], ours_r["batch64_4clients_windows_per_s"])
+    print(f"targets: p99 <= 5 ms: {'met' if ours_r['p99_ms'] <= 5 else 'NOT met'} ({ours_r['p99_ms']:.2f} ms); "
+          f">= 10,000 windows/s batched: {'met' if best >= 10000 else 'NOT met'} ({best:,.0f})")
+    if args.out:
+        write_json({"champion": bento, "requests": args.requests, "seconds": args.seconds, "results": results},
+                   args.out)
+
+
+if __name__ == "__main__":
+    main()

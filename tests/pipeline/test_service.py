@@ -1,0 +1,276 @@
+"""The BentoML service over HTTP: a real `bentoml serve` of the bento that the small-profile `dvc repro` built
+(`package` stage), on a free port, against the pipeline's own data."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biostream.dataset import read_dataset
+from biostream.features import recording_windows, windows_at
+from tests.pipeline.conftest import env_for
+
+pytestmark = pytest.mark.slow
+BENTOML = str(Path(sys.executable).parent / "bentoml")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Client:
+    """A keep-alive JSON client (one connection, as a monitor gateway would hold)."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def post(self, path: str, body: bytes | str | dict, content_type: str = "application/json"):
+        data = body if isinstance(body, bytes) else (body if isinstance(body, str) else json.dumps(body)).encode()
+        self.conn.request("POST", path, body=data, headers={"Content-Type": content_type})
+        resp = self.conn.getresponse()
+        raw = resp.read()
+        try:
+            return resp.status, json.loads(raw)
+        except ValueError:
+            return resp.status, raw.decode(errors="replace")
+
+    def get(self, path: str) -> int:
+        self.conn.request("GET", path)
+        resp = self.conn.getresponse()
+        resp.read()
+        return resp.status
+
+
+@pytest.fixture(scope="module")
+def served(repo, reproduced, tmp_path_factory):
+    """`bentoml serve <bento>` as the README says, on a free port; yields (port, results/bento.json)."""
+    bento = json.loads((repo / "results" / "bento.json").read_text())
+    port = free_port()
+    env = env_for(repo)
+    env["BENTOML_HOME"] = str(repo / bento["bentoml_home"])
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([BENTOML, "serve", bento["bento"], "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"bentoml serve exited ({proc.returncode}):\n{log.read_text()}")
+            try:
+                if Client(port).get("/readyz") == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"bentoml serve not ready after 180 s:\n{log.read_text()}")
+            time.sleep(0.5)
+        yield port, bento
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert "Traceback" not in log.read_text(), log.read_text()[-5000:]  # no request ever crashed the service
+
+
+@pytest.fixture(scope="module")
+def meta(served):
+    status, body = Client(served[0]).post("/metadata", {})
+    assert status == 200, body
+    return body
+
+
+@pytest.fixture(scope="module")
+def test_data(repo, meta):
+    """The evaluate stage's per-second test scores of the served detector, and the raw vitals."""
+    scores = pd.read_parquet(repo / "results" / "scores" / f"{meta['detector']}.parquet")
+    return scores, read_dataset(repo / "data" / "synthetic").vitals
+
+
+def _body(window: np.ndarray, signals, pid: str, t: int) -> dict:
+    recorded = ~np.isnan(window).all(axis=0)  # seconds before the recording began are not sent
+    first = int(np.argmax(recorded))
+    return {"patient_id": pid, "time": t,
+            "vitals": {s: [None if math.isnan(v) else v for v in window[i, first:].tolist()]
+                       for i, s in enumerate(signals)}}
+
+
+def test_the_bento_serves_the_registry_champion(repo, served, meta):
+    register = json.loads((repo / "results" / "register.json").read_text())
+    _, bento = served
+    assert meta["model"] == {"name": register["model_name"], "version": register["champion_after"],
+                             "alias": "champion"}
+    assert meta["detector"] == bento["detector"] and meta["threshold"] == pytest.approx(bento["threshold"])
+    assert meta["window_s"] == bento["window_s"] > 0
+    assert [s["name"] for s in meta["signals"]][:3] == ["hr", "spo2", "sbp"] and meta["metrics"]
+    client = Client(served[0])
+    for path in ("/healthz", "/livez", "/readyz", "/metrics", "/docs.json"):
+        assert client.get(path) == 200, path
+
+
+def test_predict_matches_the_evaluate_stage_to_1e6(served, meta, test_data):
+    scores, vitals = test_data
+    signals = [s["name"] for s in meta["signals"]]
+    # alarming and quiet seconds, early (a short history) and late in recordings
+    pick = pd.concat([scores[scores["alarm"] == 1].sample(8, random_state=0, replace=True),
+                      scores[scores["alarm"] == 0].sample(12, random_state=1),
+                      scores.groupby("patient_id").head(40).sample(4, random_state=2)]).drop_duplicates()
+    windows = windows_at(vitals, signals, meta["window_s"], pick["patient_id"].to_numpy(), pick["time_s"].to_numpy())
+    body = {"windows": [_body(w, signals, p, int(t)) for w, p, t in zip(windows, pick["patient_id"], pick["time_s"],
+                                                                      strict=True)]}
+    status, out = Client(served[0]).post("/predict", body)
+    assert status == 200, out
+    got = np.array([o["score"] for o in out])
+    np.testing.assert_allclose(got, pick["score"].to_numpy(), rtol=0, atol=1e-6)
+    assert [o["alarm"] for o in out] == list(got > meta["threshold"])
+    for o in out:
+        assert o["model"]["alias"] == "champion" and o["threshold"] == meta["threshold"]
+        assert not o["top_signals"] or set(o["top_signals"]) <= set(signals)
+    assert any(o["top_signals"] for o in out if o["alarm"]) or not any(o["alarm"] for o in out)
+
+
+def test_score_series_matches_the_evaluate_stage(served, meta, test_data):
+    scores, vitals = test_data
+    signals = [s["name"] for s in meta["signals"]]
+    pid = scores.loc[scores["alarm"] == 1, "patient_id"].iloc[0] if scores["alarm"].any() else scores["patient_id"][0]
+    rec = vitals[vitals["patient_id"] == pid]
+    values = rec[signals].to_numpy()
+    body = {"series": {"patient_id": pid, "start": "2026-11-21T08:00:00Z",
+                       "vitals": {s: [None if math.isnan(v) else v for v in values[:, i].tolist()]
+                                  for i, s in enumerate(signals)}}}
+    status, out = Client(served[0]).post("/score_series", body)
+    assert status == 200, out
+    want = scores[scores["patient_id"] == pid].sort_values("time_s")
+    assert out["seconds"] == len(values) == len(want)
+    np.testing.assert_allclose(out["scores"], want["score"].to_numpy(), rtol=0, atol=1e-6)
+    assert out["alarm"] == want["alarm"].astype(bool).tolist()  # the same alarm policy as evaluate
+    assert len(out["episodes"]) == len(np.flatnonzero(np.diff(np.r_[0, want["alarm"].to_numpy()]) == 1))
+    for ep in out["episodes"]:
+        assert ep["start"] < ep["peak_time"] < ep["end"] or ep["start"] == ep["peak_time"]
+
+
+def test_explain_names_signal_contributions(served, meta, test_data):
+    scores, vitals = test_data
+    signals = [s["name"] for s in meta["signals"]]
+    row = scores.sort_values("score").iloc[-1]
+    w = windows_at(vitals, signals, meta["window_s"], np.array([row["patient_id"]]), np.array([row["time_s"]]))[0]
+    status, out = Client(served[0]).post("/explain", {"window": _body(w, signals, row["patient_id"], 0)})
+    assert status == 200, out
+    assert out["score"] == pytest.approx(row["score"], abs=1e-6) and list(out["signals"]) == signals
+    assert out["top_signals"] and out["method"]
+
+
+def _good(meta) -> dict:
+    w = meta["window_s"]
+    return {"patient_id": "bed-7", "time": "2026-11-21T10:00:00Z",
+            "vitals": {"hr": [72.0] * w, "spo2": [98.0] * w, "map": [80.0] * w, "sbp": [120.0] * w,
+                       "dbp": [65.0] * w}}
+
+
+def test_bad_input_gets_a_4xx_that_says_what_is_wrong_and_the_service_stays_healthy(served, meta):
+    client = Client(served[0])
+    w, good = meta["window_s"], _good(meta)
+    win = json.dumps({"windows": [good]})
+
+    def hr(values):
+        return {"windows": [{**good, "vitals": {**good["vitals"], "hr": values}}]}
+
+    corpus = {
+        "NaN": (win.replace("[72.0, 72.0", "[NaN, 72.0", 1), "not a finite number"),
+        "Infinity": (win.replace("[72.0, 72.0", "[Infinity, 72.0", 1), "not a finite number"),
+        "-Infinity": (win.replace("[72.0, 72.0", "[-Infinity, 72.0", 1), "not a finite number"),
+        "string value": (hr(["72"] + [72.0] * (w - 1)), "valid number"),
+        "boolean value": (hr([True] + [72.0] * (w - 1)), "valid number"),
+        "impossible vital": (hr([72.0] * (w - 1) + [900.0]), "outside the physiological range [20, 250]"),
+        "negative vital": (hr([-5.0] + [72.0] * (w - 1)), "= -5 /min is outside"),
+        "wrong length": (hr([72.0] * (w - 3)), "every signal must cover the same seconds"),
+        "too long": ({"windows": [{**good, "vitals": {"hr": [72.0] * (meta["limits"]["max_window_s"] + 1)}}]},
+                     "at most"),
+        "empty array": ({"windows": [{**good, "vitals": {"hr": []}}]}, "is empty"),
+        "no signals": ({"windows": [{**good, "vitals": {}}]}, "no signal sent"),
+        "all missing": (hr([None] * w), "read are missing"),
+        "empty batch": ({"windows": []}, "at least 1"),
+        "oversized batch": ({"windows": [good] * (int(meta["limits"]["max_batch_windows"]) + 1)}, "at most"),
+        "unknown field": ({"windows": [{**good, "ward": "ICU"}]}, "Extra inputs are not permitted"),
+        "unknown signal": ({"windows": [{**good, "vitals": {**good["vitals"], "lactate": [1.0] * w}}]},
+                           "Extra inputs are not permitted"),
+        "missing patient": ({"windows": [{k: v for k, v in good.items() if k != "patient_id"}]}, "patient_id"),
+        "bad time": ({"windows": [{**good, "time": "yesterday"}]}, "time"),
+        "malformed JSON": (win[:-7], "Invalid JSON"),
+        "not an object": ("[1, 2, 3]", "windows"),
+        "empty body": ("", "windows"),
+    }
+    for name, (body, needle) in corpus.items():
+        status, out = client.post("/predict", body)
+        assert 400 <= status < 500, (name, status, out)
+        assert needle in json.dumps(out), (name, needle, out)
+    status, out = client.post("/score_series", {"series": {"patient_id": "p", "start": 0,
+                                                           "vitals": {"hr": [72.0] * 10 + [1e9]}}})
+    assert 400 <= status < 500 and "physiological range" in json.dumps(out), out
+    status, out = client.post("/explain", {"window": {**good, "vitals": {"spo2": [None] * w}}})
+    assert 400 <= status < 500 and "missing" in json.dumps(out), out
+    assert client.get("/healthz") == 200 and client.get("/readyz") == 200
+    status, out = client.post("/predict", {"windows": [good]})
+    assert status == 200 and math.isfinite(out[0]["score"]), out
+
+
+def test_schemathesis_finds_no_server_error(served, tmp_path):
+    port = served[0]
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "schemathesis"), "run", f"http://127.0.0.1:{port}/docs.json",
+         "--url", f"http://127.0.0.1:{port}", "--checks", "not_a_server_error", "--max-examples", "15",
+         "--seed", "1", "--workers", "1", "--suppress-health-check", "all", "--request-timeout", "60",
+         "--phases", "examples,coverage,fuzzing", "--no-shrink", "--report", "junit", "--report-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert "/predict" in proc.stdout and "/score_series" in proc.stdout
+
+
+def test_eight_clients_for_ten_seconds_see_no_error(served, meta):
+    port, body = served[0], json.dumps({"windows": [_good(meta)]})
+    counts, errors = [0] * 8, []
+
+    def client(i: int) -> None:
+        c, end = Client(port), time.monotonic() + 10
+        while time.monotonic() < end:
+            status, out = c.post("/predict", body)
+            if status != 200 or not math.isfinite(out[0]["score"]):
+                errors.append((status, out))
+                return
+            counts[i] += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert min(counts) > 0, counts  # every client was served
+    assert Client(port).get("/healthz") == 200
+
+
+def test_recording_windows_match_windows_at(test_data, meta):
+    """The series endpoint's windows (recording_windows from the first second) are evaluate's windows."""
+    scores, vitals = test_data
+    signals = [s["name"] for s in meta["signals"]]
+    pid = scores["patient_id"].iloc[0]
+    rec = vitals[vitals["patient_id"] == pid]
+    ends = np.array([0, 5, len(rec) - 1])
+    a = recording_windows(rec[signals].to_numpy(), meta["window_s"], ends)
+    b = windows_at(vitals, signals, meta["window_s"], np.array([pid] * 3), rec["time_s"].to_numpy()[ends])
+    np.testing.assert_array_equal(a, b)
