@@ -12,12 +12,21 @@ module only declares the endpoints. Importing it reads the model store, as any B
 from __future__ import annotations
 
 import json
+import os
 
-import bentoml
-import numpy as np
+# One TensorFlow thread per op: the worker's other core parses and answers HTTP (measured: a batch of 64
+# LSTM windows 30 ms instead of 49 ms end to end). Set before TensorFlow loads; a user's setting wins.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
-from biostream.bundle import ModelBundle
-from biostream.serving import (
+from typing import Annotated  # noqa: E402
+
+import bentoml  # noqa: E402
+import numpy as np  # noqa: E402
+from bentoml.validators import ContentType  # noqa: E402
+
+from biostream.bundle import ModelBundle  # noqa: E402
+from biostream.serving import (  # noqa: E402
     BENTO_MODEL,
     MLFLOW_MODEL_DIR,
     SPEC_KEY,
@@ -48,8 +57,9 @@ class VitalsService:
         self.scorer.bundle.score(warm[None])
         self.scorer.bundle.explain(warm[None])
 
+    # the content type is declared: BentoML otherwise derives it from the list's JSON schema on every response
     @bentoml.api(batchable=True, max_batch_size=SPEC.max_batch_windows, max_latency_ms=SPEC.max_latency_ms)
-    def predict(self, windows: WindowBatch) -> list[Prediction]:
+    def predict(self, windows: WindowBatch) -> Annotated[list[Prediction], ContentType("application/json")]:
         """Score a batch of windows: anomaly score, alarm at the calibrated threshold, the signals
         contributing most (for alarms), and the model that answered."""
         return self.scorer.predict(windows)

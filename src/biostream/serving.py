@@ -111,6 +111,12 @@ class ServingSpec:
                    serve.max_window_s, serve.max_batch_windows, serve.max_series_s, serve.max_missing_fraction,
                    serve.max_latency_ms, serve.top_signals, dict(metrics))
 
+    @property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(S, 1) lower and upper physiological limits, in signal order."""
+        limits = np.array([self.valid[s] for s in self.signals])
+        return limits[:, :1], limits[:, 1:]
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["signals"] = list(self.signals)
@@ -168,24 +174,20 @@ def vitals_array(vitals: Mapping[str, Sequence[float | None] | None], spec: Serv
     out = np.full((len(spec.signals), n), np.nan)
     for i, s in enumerate(spec.signals):
         if s in sent:
-            out[i] = np.asarray(sent[s], dtype=np.float64)  # None -> NaN
-    for i, s in enumerate(spec.signals):
-        if s not in sent:
-            continue
-        values = out[i]
-        nan_sent = np.isnan(values).sum() > sent[s].count(None)  # a JSON NaN, not a null (rare: check cheaply)
-        bad_number = np.flatnonzero(np.isinf(values) | (np.isnan(values) & _nan_sent(sent[s]) if nan_sent else
-                                                         np.isinf(values)))
-        if len(bad_number):
-            j = int(bad_number[0])
+            out[i] = sent[s]  # None -> NaN
+    lo, hi = spec.bounds
+    bad = np.isinf(out) | (out < lo) | (out > hi)  # NaN compares False: a null is never out of range
+    if np.isnan(out).sum() > sum(v.count(None) for v in sent.values()):  # a JSON NaN was sent, not a null (rare)
+        bad |= np.isnan(out) & np.array([_nan_sent(sent[s]) if s in sent else np.zeros(n, bool) for s in spec.signals])
+    if bad.any():
+        i, j = (int(k[0]) for k in np.nonzero(bad))
+        s, v = spec.signals[i], out[i, j]
+        if not np.isfinite(v):
             raise ValueError(f"vitals.{s}[{j}] is {sent[s][j]}, not a finite number; send null for a missing value")
-        lo, hi = spec.valid[s]
-        outside = np.flatnonzero((values < lo) | (values > hi))
-        if len(outside):
-            j = int(outside[0])
-            raise ValueError(f"vitals.{s}[{j}] = {values[j]:g} {spec.units[s]} is outside the physiological range "
-                             f"[{lo:g}, {hi:g}] (configs/signals.yaml); send null for a missing or implausible value"
-                             + (f" ({len(outside)} values are outside)" if len(outside) > 1 else ""))
+        count = int(bad.sum())
+        raise ValueError(f"vitals.{s}[{j}] = {v:g} {spec.units[s]} is outside the physiological range "
+                         f"[{spec.valid[s][0]:g}, {spec.valid[s][1]:g}] (configs/signals.yaml); send null for a "
+                         f"missing or implausible value" + (f" ({count} values are outside)" if count > 1 else ""))
     tail = out[:, -spec.window_s:] if what == "window" else out
     missing = float(np.isnan(tail).mean())
     if missing > spec.max_missing_fraction:
