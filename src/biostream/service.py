@@ -31,6 +31,7 @@ from biostream.serving import (  # noqa: E402
     MLFLOW_MODEL_DIR,
     SPEC_KEY,
     ExplainResult,
+    JsonOnly,
     Metadata,
     Prediction,
     Schemas,
@@ -78,3 +79,6 @@ class VitalsService:
     def metadata(self) -> Metadata:
         """The model version, detector, threshold, window length, signals, limits and metrics."""
         return self.scorer.metadata()
+
+
+VitalsService.add_asgi_middleware(JsonOnly)

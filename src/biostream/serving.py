@@ -16,6 +16,7 @@ without a server, and imports nothing heavy.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -264,6 +265,28 @@ class ExplainResult(BaseModel):
     model: ModelRef
 
 
+class JsonOnly:
+    """ASGI middleware: a POST whose Content-Type is not JSON gets 415 with the fix, before BentoML parses it
+    (its multipart parser answers 500 to a multipart type without a boundary). No Content-Type reads as JSON."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and scope.get("method") == "POST":
+            raw = dict(scope.get("headers") or []).get(b"content-type", b"application/json")
+            media = raw.decode("latin-1").split(";")[0].strip().lower()
+            if media not in ("application/json", ""):
+                body = json.dumps({"error": f"Content-Type '{media}' is not supported: send the request body as "
+                                            f"JSON with Content-Type: application/json"}).encode()
+                await send({"type": "http.response.start", "status": 415,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 class Metadata(BaseModel):
     model: ModelRef
     model_uri: str
@@ -272,7 +295,7 @@ class Metadata(BaseModel):
     window_s: int = Field(description="seconds of history the model reads: each window carries at least this many")
     signals: list[dict[str, Any]]
     alarm_policy: dict[str, int]
-    limits: dict[str, float]
+    limits: dict[str, int | float]
     metrics: dict[str, float] = Field(description="the registered version's metrics on the synthetic test patients")
     explain_method: str
 
