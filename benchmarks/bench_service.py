@@ -18,7 +18,6 @@ import http.client
 import json
 import math
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,17 +32,12 @@ from biostream.config import load_yaml
 from biostream.dataset import read_dataset
 from biostream.features import windows_at
 from biostream.io import write_json
-from biostream.runtime import configure
+from biostream.runtime import configure, free_port
 from biostream.serving import ServeParams
 
 BIN = Path(sys.executable).parent
 WARMUP = 500  # requests before timing starts
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

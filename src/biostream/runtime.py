@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -48,3 +49,10 @@ def timed(log: logging.Logger, what: str) -> Iterator[dict[str, float]]:
     finally:
         out["seconds"] = time.perf_counter() - start
         log.info("%s took %.2f s", what, out["seconds"])
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free now (for servers that tests and benchmarks start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

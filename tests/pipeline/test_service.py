@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import socket
 import subprocess
 import sys
 import threading
@@ -20,16 +19,12 @@ import pytest
 from biostream.dataset import read_dataset
 from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy
 from biostream.features import recording_windows, windows_at
+from biostream.runtime import free_port
 from tests.pipeline.conftest import env_for
 
 pytestmark = pytest.mark.slow
 BENTOML = str(Path(sys.executable).parent / "bentoml")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Client:
