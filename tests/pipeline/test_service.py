@@ -243,7 +243,7 @@ def test_schemathesis_finds_no_server_error(served, tmp_path):
          "--url", f"http://127.0.0.1:{port}", "--checks", "not_a_server_error", "--max-examples", "15",
          "--seed", "1", "--workers", "1", "--suppress-health-check", "all", "--request-timeout", "60",
          "--phases", "examples,coverage,fuzzing", "--no-shrink", "--report", "junit", "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=900)
+        capture_output=True, text=True, timeout=900, cwd=tmp_path)  # its cache folder goes there
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     assert "/predict" in proc.stdout and "/score_series" in proc.stdout
 
