@@ -8,7 +8,7 @@ model store under `biostream.serving.BENTO_MODEL` (the store lives in `serve.ben
 project, git-ignored) with the serving spec as metadata (registered name/version/alias, the signals'
 units and physiological ranges from `configs/signals.yaml`, `serve` limits, the version's metrics), then
 builds the bento from `bentofile.yaml` (offline: requirements are listed, not locked). An import with the
-same version and spec is reused. Writes the bento and model tags to `--out`; serve with
+same version and spec (the store's latest) is reused. Writes the bento and model tags to `--out`; serve with
 `BENTOML_HOME=<serve.bentoml_home> bentoml serve <bento tag>`.
 """
 
@@ -75,12 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     labels = {"registered_model": rp.model_name, "registered_version": str(mv.version), "detector": spec.detector,
               "spec": digest}
 
+    # the service resolves `<BENTO_MODEL>:latest`: reuse it when it already holds this version and spec
     try:
-        existing = [m for m in bentoml.models.list(BENTO_MODEL) if m.info.labels == labels]
+        model = bentoml.models.get(f"{BENTO_MODEL}:latest")
     except bentoml.exceptions.NotFound:  # an empty store
-        existing = []
-    if existing:
-        model = max(existing, key=lambda m: m.info.creation_time)
+        model = None
+    if model is not None and model.info.labels == labels:
         log.info("BentoML model %s already holds %s with this spec: reused", model.tag, uri)
     else:
         model = bentoml.mlflow.import_model(BENTO_MODEL, model_uri=uri, labels=labels,
@@ -88,11 +88,6 @@ def main(argv: list[str] | None = None) -> None:
         log.info("imported %s (%s, threshold %.6g) as BentoML model %s", uri, spec.detector, bundle.threshold,
                  model.tag)
     ModelBundle.load(bundle_dir(model.path_of(MLFLOW_MODEL_DIR)))  # the stored copy loads
-    # the service resolves `<BENTO_MODEL>:latest`: make sure that is this model
-    latest = bentoml.models.get(f"{BENTO_MODEL}:latest")
-    if latest.tag != model.tag:
-        model = bentoml.mlflow.import_model(BENTO_MODEL, model_uri=uri, labels=labels, metadata={SPEC_KEY: spec_json})
-        log.info("re-imported as %s so that it is the latest", model.tag)
 
     bento = bentoml.bentos.build_bentofile(
         str(Path(args.bentofile).resolve()), build_ctx=str(Path(args.build_ctx).resolve()),
