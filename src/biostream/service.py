@@ -44,7 +44,7 @@ from biostream.serving import (  # noqa: E402
 MODEL = bentoml.models.BentoModel(f"{BENTO_MODEL}:latest")
 SPEC = ServingSpec.from_dict(json.loads(MODEL.stored.info.metadata[SPEC_KEY]))
 SCHEMAS = Schemas(SPEC)
-Window, Series, WindowBatch = SCHEMAS.Window, SCHEMAS.Series, SCHEMAS.WindowBatch
+WindowInput, Series, WindowBatch = SCHEMAS.WindowInput, SCHEMAS.Series, SCHEMAS.WindowBatch
 
 
 @bentoml.service(name="biostream", workers=1, traffic={"timeout": 60, "max_concurrency": 256})
@@ -52,7 +52,9 @@ class VitalsService:
     model = MODEL
 
     def __init__(self) -> None:
-        self.scorer = Scorer(ModelBundle.load(bundle_dir(self.model.path_of(MLFLOW_MODEL_DIR))), SPEC)
+        bundle = ModelBundle.load(bundle_dir(self.model.path_of(MLFLOW_MODEL_DIR)))
+        bundle.detector.prepare_for_serving()  # e.g. the LSTM's ONNX Runtime session for small batches
+        self.scorer = Scorer(bundle, SPEC)
         # warm up every path once (compiled functions, lazily built fast-inference models)
         warm = np.tile(np.asarray([np.mean(SPEC.valid[s]) for s in SPEC.signals])[:, None], (1, SPEC.window_s))
         self.scorer.bundle.score(warm[None])
@@ -71,7 +73,7 @@ class VitalsService:
         return self.scorer.score_series(series)
 
     @bentoml.api
-    def explain(self, window: Window) -> ExplainResult:
+    def explain(self, window: WindowInput) -> ExplainResult:
         """Contributions per signal (and per feature for feature-reading models) to one window's score."""
         return self.scorer.explain(window)
 

@@ -10,14 +10,16 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from biostream.bundle import ModelBundle
 from biostream.detectors import REGISTRY
+from biostream.detectors.base import load_detector
 from biostream.detectors.iforest import GTIL_MAX_ROWS
+from biostream.detectors.lstm_ae import ORT_MAX_ROWS
 from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy
-from biostream.features import recording_windows, windows_at
-from biostream.serving import Schemas, Scorer, ServeParams, ServingSpec
+from biostream.features import feature_signal_weights, recording_windows, windows_at
+from biostream.serving import Schemas, Scorer, ServeParams, ServingSpec, occlusion_contributions
 
 NAMES = sorted(REGISTRY)
 SERVE = {"serve": {"bentoml_home": "bentoml_home", "max_batch_windows": 8, "max_window_s": 2400,
@@ -83,6 +85,49 @@ def test_iforest_gtil_path_matches_scikit_learn(fitted, model_data):
     np.testing.assert_allclose(det.decision_function(X[:GTIL_MAX_ROWS]), slow[:GTIL_MAX_ROWS], rtol=0, atol=1e-6)
 
 
+def test_lstm_onnx_runtime_path_matches_keras(fitted, model_data, tmp_path):
+    """The served LSTM (ONNX Runtime on small batches) scores and explains as the Keras model evaluate runs."""
+    fitted["lstm_ae"].save(tmp_path / "lstm")
+    det = load_detector(tmp_path / "lstm")  # a fresh copy: the session's fitted model stays on TensorFlow
+    X = model_data.view(det, model_data.evaluation.sample(ORT_MAX_ROWS + 50, random_state=4))
+    keras_scores, keras_signals = det.decision_function(X), det.explain(X)
+    det.prepare_for_serving()
+    assert det._ort[0] is det.model_
+    one = np.concatenate([det.decision_function(X[i : i + 1]) for i in range(40)])  # one window at a time: ORT
+    np.testing.assert_allclose(one, keras_scores[:40], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(det.decision_function(X[:ORT_MAX_ROWS]), keras_scores[:ORT_MAX_ROWS], rtol=1e-6,
+                               atol=1e-6)
+    np.testing.assert_allclose(det.explain(X[:8]), keras_signals[:8], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(det.decision_function(X), keras_scores)  # a large batch stays on TensorFlow
+    assert (one > det.threshold_).tolist() == (keras_scores[:40] > det.threshold_).tolist()
+
+
+def test_ocsvm_alarms_name_signals_by_occlusion(fitted, model_data, configs, rows):
+    """predict ranks an OCSVM alarm's signals by occlusion (its kernel SHAP is ~60 ms a window): the score's
+    drop when one signal's features are set to the training median; a window made abnormal in one signal
+    names that signal first."""
+    scorer = _scorer(fitted["ocsvm"], model_data, configs)
+    sig = list(scorer.spec.signals)
+    full = windows_at(model_data.dataset.vitals, sig, scorer.spec.window_s, rows["patient_id"].to_numpy(),
+                      rows["time_s"].to_numpy())
+    view = scorer.bundle.pipeline.view("features", full)
+    scores = scorer.bundle.detector.decision_function(view)
+    contrib = occlusion_contributions(scorer.bundle, view, scores)
+    uses = feature_signal_weights(sig) > 0
+    j = sig.index("spo2")
+    by_hand = view.copy()
+    by_hand[:, uses[:, j]] = 0.0
+    np.testing.assert_allclose(contrib[:, j], scores - scorer.bundle.detector.decision_function(by_hand),
+                               rtol=0, atol=1e-6)  # float32 inside the model: batch size moves the last bits
+    # a normal window whose SpO2 falls to 80 % over its last 10 minutes
+    normal = full[np.argmin(scores)].copy()
+    normal[j, -600:] = np.linspace(normal[j, -601], 80.0, 600)
+    schemas = Schemas(scorer.spec)
+    out = scorer.predict([schemas.Window.model_validate_json(json.dumps(_payload(normal, sig)))])[0]
+    assert out.alarm and out.top_signals[0] == "spo2", out
+    assert scorer.metadata().top_signals_method.startswith("occlusion")
+
+
 def test_score_series_scores_every_second_as_evaluate_does(fitted, model_data, configs):
     scorer = _scorer(fitted["iforest"], model_data, configs)
     schemas = Schemas(scorer.spec)
@@ -126,17 +171,19 @@ def test_explain_names_signals_and_features(name, fitted, model_data, configs, r
 
 
 def _error(schema, body) -> str:
+    schema = schema if hasattr(schema, "validate_json") else TypeAdapter(schema)
     with pytest.raises(ValidationError) as info:
-        schema.model_validate_json(body if isinstance(body, (str, bytes)) else json.dumps(body))
+        schema.validate_json(body if isinstance(body, (str, bytes)) else json.dumps(body))
     return json.dumps(info.value.errors(include_context=False, include_input=False))
 
 
 def test_bad_windows_get_messages_naming_field_value_and_limit(fitted, model_data, configs):
     scorer = _scorer(fitted["iforest"], model_data, configs)
-    W, win = scorer.spec.window_s, Schemas(scorer.spec).Window
+    schemas = Schemas(scorer.spec)
+    W, win = scorer.spec.window_s, schemas.WindowInput  # one window as `explain` takes it
     good = {"patient_id": "bed-1", "time": "2026-11-21T10:00:00Z",
             "vitals": {"hr": [70.0] * W, "spo2": [98] * W, "map": [80.0] * W}}
-    win.model_validate(good)
+    TypeAdapter(win).validate_python(good)
 
     def with_hr(values):
         return {**good, "vitals": {**good["vitals"], "hr": values}}
@@ -159,13 +206,15 @@ def test_bad_windows_get_messages_naming_field_value_and_limit(fitted, model_dat
         assert needle in msg, (needle, msg)
     # NaN and Infinity are not JSON, but parsers accept them: refused by name, with the fix
     text = json.dumps(good).replace("[70.0, 70.0", "[NaN, 70.0", 1)
-    assert "hr[0] is nan, not a finite number; send null" in _error(win, text)
+    assert "vitals.hr[0] is nan, not a finite number; send null" in _error(win, text)
     assert "not a finite number" in _error(win, json.dumps(good).replace("[70.0, 70.0", "[Infinity, 70.0", 1))
     assert "json_invalid" in _error(win, json.dumps(good)[:-5])
+    batch = TypeAdapter(schemas.WindowBatch)
+    two = json.dumps([good, good]).replace("[70.0, 70.0", "[-Infinity, 70.0", 2).replace("[-Infinity", "[70.0", 1)
+    assert "[1].vitals.hr[0] is -inf, not a finite number; send null" in _error(batch, two)  # the window's index
+    series = json.dumps({"patient_id": "p", "start": 0, "vitals": {"hr": [70.0, float("nan")]}})
+    assert "vitals.hr[1] is nan, not a finite number" in _error(schemas.Series, series)
     # a batch is 1..max_batch_windows windows
-    from pydantic import TypeAdapter
-
-    batch = TypeAdapter(Schemas(scorer.spec).WindowBatch)
     with pytest.raises(ValidationError, match="at least 1"):
         batch.validate_python([])
     with pytest.raises(ValidationError, match=f"at most {scorer.spec.max_batch_windows}"):

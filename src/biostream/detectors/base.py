@@ -123,6 +123,11 @@ class BaseDetector(BaseEstimator):
     def predict(self, X: np.ndarray) -> np.ndarray:
         return (self.decision_function(X) > self.threshold_).astype(np.int8)
 
+    def prepare_for_serving(self) -> None:
+        """Build what makes small batches (served windows) fast, once, before the first request; scores stay
+        those of the fitted model to float rounding (each override's test holds them within 1e-6). Training
+        and the pipeline's stages never call it. Default: nothing to build."""
+
     def set_threshold(self, threshold: float) -> BaseDetector:
         if not np.isfinite(threshold):
             raise ValueError(f"threshold must be finite, got {threshold}")
