@@ -364,6 +364,8 @@ class Schemas:
             vitals: vitals_type = Field(description=f"per-signal arrays of 1 to {spec.max_series_s} values")
             _array: np.ndarray = PrivateAttr()
 
+            # a Series is only ever a whole request, so its NaN/Infinity message sits on the class (a Window is
+            # also a batch item: there the message is wrapped once per request, see WindowInput/WindowBatch)
             @model_validator(mode="wrap")
             @classmethod
             def _finite(cls, data: Any, handler: Any) -> Any:
