@@ -127,6 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--requests", type=int, default=2000, help="single-window requests per server")
     p.add_argument("--seconds", type=float, default=10.0, help="per throughput measurement")
     p.add_argument("--out", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--target", default=None,
+                   help="what `bentoml serve` runs for this service: the built bento (default, results/bento.json) "
+                        "or biostream.service:VitalsService (the working tree, same model store)")
+    p.add_argument("--only-ours", action="store_true", help="measure this service only (no comparison servers)")
     args = p.parse_args(argv)
     log = configure()
     params = load_yaml(args.params)
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     model_uri = f"models:/{bento['registered_model']}@champion"
     servers = {
         "biostream (BentoML, this service)": (
-            [str(BIN / "bentoml"), "serve", bento["bento"], "--host", "127.0.0.1", "--port", "{port}"],
+            [str(BIN / "bentoml"), "serve", args.target or bento["bento"], "--host", "127.0.0.1", "--port", "{port}"],
             "/readyz", "/predict", "ours"),
         "mlflow models serve": (
             [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local", "--host",
@@ -175,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, dict[str, float]] = {}
     logs = Path("results/bench_service")
     logs.mkdir(parents=True, exist_ok=True)
+    if args.only_ours:
+        servers = {k: v for k, v in servers.items() if v[3] == "ours"}
     for name, (cmd, ready, path, kind) in servers.items():
         log.info("%s: starting", name)
         with Server(cmd, env, ready, logs / f"{kind}.log") as srv:
