@@ -33,9 +33,10 @@ from biostream.dataset import read_dataset
 from biostream.features import windows_at
 from biostream.io import write_json
 from biostream.runtime import configure, free_port
-from biostream.serving import ServeParams
+from biostream.serving import ServeParams, pack_f32
 
 BIN = Path(sys.executable).parent
+PACKED = "biostream, signals as vitals_f32"
 WARMUP = 500  # requests before timing starts
 
 
@@ -150,16 +151,22 @@ def main(argv: list[str] | None = None) -> None:
     ours = [{"patient_id": str(pid), "time": int(t), "vitals": dict(zip(signals, _nulls(w[:, -window_s:]),
                                                                         strict=True))}
             for w, pid, t in zip(full, rows["patient_id"], rows["time_s"], strict=True)]
+    packed = [{**{k: v for k, v in w.items() if k != "vitals"},
+               "vitals_f32": dict(zip(signals, (pack_f32(r) for r in x[:, -window_s:]), strict=True))}
+              for w, x in zip(ours, full, strict=True)]  # the same windows, signals as base64 float32
     single = {"ours": [json.dumps({"windows": [w]}).encode() for w in ours[:500]],
+              "ours_f32": [json.dumps({"windows": [w]}).encode() for w in packed[:500]],
               # the pyfunc's tensor input: NaN for missing (JSON's NaN token, which both servers parse)
               "tensor": [json.dumps({"inputs": full[i : i + 1].tolist()}).encode() for i in range(200)],
               "plain": [json.dumps({"windows": full[i : i + 1].tolist()}).encode() for i in range(200)]}
     batch = {"ours": [json.dumps({"windows": ours[i : i + 64]}).encode() for i in range(0, 640, 64)],
+             "ours_f32": [json.dumps({"windows": packed[i : i + 64]}).encode() for i in range(0, 640, 64)],
              "tensor": [json.dumps({"inputs": full[i : i + 64].tolist()}).encode() for i in range(0, 640, 64)],
              "plain": [json.dumps({"windows": full[i : i + 64].tolist()}).encode() for i in range(0, 640, 64)]}
-    log.info("payloads: one window %.1f kB (ours, %d s) / %.1f kB (tensor, %d s); a batch of 64 %.0f kB / %.0f kB",
-             len(single["ours"][0]) / 1e3, window_s, len(single["tensor"][0]) / 1e3, full_s,
-             len(batch["ours"][0]) / 1e3, len(batch["tensor"][0]) / 1e3)
+    log.info("payloads: one window %.1f kB (ours, %d s; %.1f kB as vitals_f32) / %.1f kB (tensor, %d s); a batch "
+             "of 64 %.0f kB (%.0f kB) / %.0f kB", len(single["ours"][0]) / 1e3, window_s,
+             len(single["ours_f32"][0]) / 1e3, len(single["tensor"][0]) / 1e3, full_s, len(batch["ours"][0]) / 1e3,
+             len(batch["ours_f32"][0]) / 1e3, len(batch["tensor"][0]) / 1e3)
 
     env = dict(os.environ, BENTOML_HOME=str(Path(serve.bentoml_home).resolve()))
     tracking = params["tracking"]["uri"]
@@ -187,11 +194,13 @@ def main(argv: list[str] | None = None) -> None:
             if kind == "ours":  # BentoML's own floor: an endpoint that does no model work
                 floor = latency(srv.port, "/metadata", [b"{}"], args.requests)
                 log.info("POST /metadata (no model work): %s", {k: round(v, 2) for k, v in floor.items()})
-            r = latency(srv.port, path, single[kind], args.requests)
-            r["batch64_windows_per_s"] = throughput(srv.port, path, batch[kind], 64, args.seconds, 1)
-            r["batch64_4clients_windows_per_s"] = throughput(srv.port, path, batch[kind], 64, args.seconds, 4)
-        results[name] = r
-        log.info("%s: %s", name, {k: round(v, 2) for k, v in r.items()})
+            # this service takes each window's signals as JSON numbers and, packed, as base64 float32
+            for label, body in ((name, kind), (PACKED, "ours_f32")) if kind == "ours" else ((name, kind),):
+                r = latency(srv.port, path, single[body], args.requests)
+                r["batch64_windows_per_s"] = throughput(srv.port, path, batch[body], 64, args.seconds, 1)
+                r["batch64_4clients_windows_per_s"] = throughput(srv.port, path, batch[body], 64, args.seconds, 4)
+                results[label] = r
+                log.info("%s: %s", label, {k: round(v, 2) for k, v in r.items()})
 
     ours_r = results["biostream (BentoML, this service)"]
     results["BentoML floor: POST /metadata (no model work)"] = {**floor, "batch64_windows_per_s": float("nan"),
@@ -203,13 +212,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:42s} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['mean_ms']:8.2f} "
               f"{r['batch64_windows_per_s']:12,.0f} {r['batch64_4clients_windows_per_s']:10,.0f}")
     for name, r in results.items():
-        if r is ours_r or name.startswith("BentoML floor"):
+        if r is ours_r or name.startswith("BentoML floor") or name == PACKED:
             continue
         print(f"vs {name}: p99 {r['p99_ms'] / ours_r['p99_ms']:.1f}x lower, batched throughput "
-              f"{ours_r['batch64_windows_per_s'] / r['batch64_windows_per_s']:.1f}x higher")
-    best = max(ours_r["batch64_windows_per_s"], ours_r["batch64_4clients_windows_per_s"])
-    print(f"targets: p99 <= 5 ms: {'met' if ours_r['p99_ms'] <= 5 else 'NOT met'} ({ours_r['p99_ms']:.2f} ms); "
-          f">= 10,000 windows/s batched: {'met' if best >= 10000 else 'NOT met'} ({best:,.0f})")
+              f"{ours_r['batch64_windows_per_s'] / r['batch64_windows_per_s']:.1f}x higher (JSON numbers)")
+    for label, r in (("JSON numbers", ours_r), ("vitals_f32", results[PACKED])):
+        best = max(r["batch64_windows_per_s"], r["batch64_4clients_windows_per_s"])
+        print(f"targets, {label}: p99 <= 5 ms: {'met' if r['p99_ms'] <= 5 else 'NOT met'} ({r['p99_ms']:.2f} ms); "
+              f">= 10,000 windows/s batched: {'met' if best >= 10000 else 'NOT met'} ({best:,.0f})")
     if args.out:
         write_json({"champion": bento, "requests": args.requests, "seconds": args.seconds, "results": results},
                    args.out)

@@ -20,7 +20,7 @@ from biostream.detectors.lstm_ae import ORT_MAX_ROWS
 from biostream.detectors.ocsvm import FAST_MAX_ROWS
 from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy
 from biostream.features import feature_signal_weights, recording_windows, windows_at
-from biostream.serving import Schemas, Scorer, ServeParams, ServingSpec, occlusion_contributions
+from biostream.serving import Schemas, Scorer, ServeParams, ServingSpec, occlusion_contributions, pack_f32
 
 NAMES = sorted(REGISTRY)
 SERVE = {"serve": {"bentoml_home": "bentoml_home", "max_batch_windows": 8, "max_window_s": 2400,
@@ -233,6 +233,59 @@ def test_bad_windows_get_messages_naming_field_value_and_limit(fitted, model_dat
         batch.validate_python([])
     with pytest.raises(ValidationError, match=f"at most {scorer.spec.max_batch_windows}"):
         batch.validate_python([good] * (scorer.spec.max_batch_windows + 1))
+
+
+def test_vitals_f32_carries_the_same_windows_as_json_numbers(fitted, model_data, configs, rows):
+    """A window's signals packed as base64 float32 (NaN = missing) validate to the same array, hence the same
+    score, as the same values sent as JSON numbers (the cohort's vitals are float32: nothing is rounded)."""
+    scorer = _scorer(fitted["ocsvm"], model_data, configs)
+    sig, W = list(scorer.spec.signals), scorer.spec.window_s
+    full = windows_at(model_data.dataset.vitals, sig, W, rows["patient_id"].to_numpy(), rows["time_s"].to_numpy())
+    assert np.isnan(full).any()  # missing values travel as NaN
+    window = TypeAdapter(Schemas(scorer.spec).WindowInput)
+    bodies = [_payload(w, sig) for w in full]
+    as_numbers = [window.validate_json(json.dumps(b)) for b in bodies]
+    as_packed = [window.validate_json(json.dumps({**b, "vitals": None, "vitals_f32": {
+        s: pack_f32(np.array(v, dtype=float)) for s, v in b["vitals"].items()}})) for b in bodies]
+    for a, b in zip(as_numbers, as_packed, strict=True):
+        np.testing.assert_array_equal(a.array, b.array)
+    assert [p.score for p in scorer.predict(as_packed)] == [p.score for p in scorer.predict(as_numbers)]
+
+
+def test_bad_vitals_f32_gets_messages_naming_field_value_and_fix(fitted, model_data, configs):
+    scorer = _scorer(fitted["iforest"], model_data, configs)
+    W, win = scorer.spec.window_s, TypeAdapter(Schemas(scorer.spec).WindowInput)
+    ok = np.full(W, 70.0)
+    good = {"patient_id": "bed-1", "time": 0, "vitals_f32": {"hr": pack_f32(ok), "spo2": pack_f32(ok + 27)}}
+    win.validate_python(good)
+
+    def with_hr(text):
+        return {**good, "vitals_f32": {**good["vitals_f32"], "hr": text}}
+
+    bad_value = ok.copy()
+    bad_value[7] = 400.0
+    cases = {
+        "vitals_f32.hr[7] = 400 /min is outside the physiological range [20, 250] (configs/signals.yaml); send NaN":
+            with_hr(pack_f32(bad_value)),
+        "value [3] is inf, not a finite number; pack NaN for a missing value":
+            with_hr(pack_f32(np.r_[ok[:3], np.inf, ok[4:]])),
+        "not valid base64": with_hr("72, 73, 74"),
+        "decodes to 6 bytes, not a whole number of float32 values": with_hr("AAAAAAAA"),
+        "vitals_f32.spo2 has": with_hr(pack_f32(ok[1:])),  # lengths differ
+        "vitals_f32.hr is empty": {**good, "vitals_f32": {"hr": ""}},
+        "either `vitals`": {"patient_id": "bed-1", "time": 0},
+        ", not both": {**good, "vitals": {"hr": ok.tolist()}},
+        "Extra inputs are not permitted": {**good, "vitals_f32": {**good["vitals_f32"], "lactate": pack_f32(ok)}},
+        "at most": with_hr("A" * (8 * scorer.spec.max_series_s)),  # longer than any request may be
+    }
+    for needle, body in cases.items():
+        msg = _error(win, body)
+        assert needle in msg, (needle, msg)
+    assert "vitals_f32.hr[7]" in _error(win, with_hr(pack_f32(bad_value)))
+    series = TypeAdapter(Schemas(scorer.spec).Series)
+    packed = {s: pack_f32([70.0, np.nan, 71.0] if s == "hr" else [40.0] * 3) for s in scorer.spec.signals}
+    got = series.validate_python({"patient_id": "p", "start": 0, "vitals_f32": packed}).array
+    assert np.isnan(got[0, 1]) and np.isfinite(np.delete(got, 1, axis=1)).all()
 
 
 def test_a_null_is_missing_and_an_absent_signal_is_missing_throughout(fitted, model_data, configs):

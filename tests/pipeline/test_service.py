@@ -20,6 +20,7 @@ from biostream.dataset import read_dataset
 from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy
 from biostream.features import recording_windows, windows_at
 from biostream.runtime import free_port
+from biostream.serving import pack_f32
 from tests.pipeline.conftest import env_for
 
 pytestmark = pytest.mark.slow
@@ -139,6 +140,13 @@ def test_predict_matches_the_evaluate_stage_to_1e6(served, meta, test_data):
         assert o["model"]["alias"] == "champion" and o["threshold"] == meta["threshold"]
         assert not o["top_signals"] or set(o["top_signals"]) <= set(signals)
     assert any(o["top_signals"] for o in out if o["alarm"]) or not any(o["alarm"] for o in out)
+    # the same windows with their signals packed as base64 float32 (NaN = missing): the same answers
+    packed = {"windows": [{**w, "vitals": None, "vitals_f32": {k: pack_f32(np.array(v, dtype=float))
+                                                              for k, v in w["vitals"].items()}}
+                          for w in body["windows"]]}
+    status, out_f32 = Client(served[0]).post("/predict", packed)
+    assert status == 200, out_f32
+    assert out_f32 == out
 
 
 def test_score_series_matches_the_evaluate_stage(served, meta, test_data):
@@ -218,6 +226,11 @@ def test_bad_input_gets_a_4xx_that_says_what_is_wrong_and_the_service_stays_heal
         "malformed JSON": (win[:-7], "Invalid JSON"),
         "not an object": ("[1, 2, 3]", "should be an object"),
         "empty body": ("", "windows"),
+        "vitals_f32 not base64": ({"windows": [{**good, "vitals": None, "vitals_f32": {"hr": "72,73"}}]},
+                                  "not valid base64"),
+        "vitals_f32 Infinity": ({"windows": [{**good, "vitals": None, "vitals_f32": {
+            "hr": pack_f32([72.0] * (w - 1) + [math.inf])}}]}, "not a finite number; pack NaN"),
+        "vitals and vitals_f32": ({"windows": [{**good, "vitals_f32": {"hr": pack_f32([72.0] * w)}}]}, "not both"),
     }
     for content_type in ("multipart/form-data", "text/plain", "application/x-www-form-urlencoded"):
         status, out = client.post("/predict", win, content_type=content_type)
