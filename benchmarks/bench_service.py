@@ -6,8 +6,10 @@ a plain BentoML wrapper of the same registered model.
 Needs `dvc repro` first (the `package` stage's bento, the evaluate stage's test scores). For each server:
 single-window requests with one keep-alive client (p50, p99, mean latency, features included), and
 throughput with batches of 64 windows (one client, and 4 concurrent clients so that adaptive batching can
-merge them). Windows are real test-patient windows; requests are serialised before timing starts, and each
-server first answers 500 requests (steady state).
+merge them), then single windows again right after that burst. This service is measured twice: signals as
+JSON numbers and packed (`vitals_f32`). Windows are real test-patient windows; requests are serialised
+before timing starts, each server first answers 500 requests (steady state), and the client turns Nagle's
+algorithm off, as HTTP client libraries do.
 Prints a table and the ratios; targets: p99 <= 5 ms single-window, >= 10,000 windows/s batched.
 """
 
@@ -18,6 +20,7 @@ import http.client
 import json
 import math
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -75,6 +78,15 @@ class Server:
         self.out.close()
 
 
+class Connection(http.client.HTTPConnection):
+    """A keep-alive connection with Nagle's algorithm off, as gateways' HTTP clients (urllib3, httpx, Go's
+    net/http) set it: otherwise a body's last partial segment can wait ~40 ms for a delayed ACK."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def post(conn: http.client.HTTPConnection, path: str, body: bytes) -> bytes:
     conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
     resp = conn.getresponse()
@@ -84,9 +96,9 @@ def post(conn: http.client.HTTPConnection, path: str, body: bytes) -> bytes:
     return data
 
 
-def latency(port: int, path: str, bodies: list[bytes], n: int) -> dict[str, float]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    for i in range(WARMUP):  # steady state: compiled paths, BentoML's batching optimiser trained
+def latency(port: int, path: str, bodies: list[bytes], n: int, warmup: int = WARMUP) -> dict[str, float]:
+    conn = Connection("127.0.0.1", port, timeout=60)
+    for i in range(warmup):  # steady state: compiled paths, warm caches
         post(conn, path, bodies[i % len(bodies)])
     times = []
     for i in range(n):
@@ -101,7 +113,7 @@ def throughput(port: int, path: str, bodies: list[bytes], per_body: int, seconds
     counts = [0] * clients
 
     def run(i: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn = Connection("127.0.0.1", port, timeout=60)
         post(conn, path, bodies[i % len(bodies)])  # warm
         end, k = time.monotonic() + seconds, i
         while time.monotonic() < end:
@@ -199,6 +211,10 @@ def main(argv: list[str] | None = None) -> None:
                 r = latency(srv.port, path, single[body], args.requests)
                 r["batch64_windows_per_s"] = throughput(srv.port, path, batch[body], 64, args.seconds, 1)
                 r["batch64_4clients_windows_per_s"] = throughput(srv.port, path, batch[body], 64, args.seconds, 4)
+                # single windows again, right after the batched burst (an adaptive batcher that learned to
+                # wait for company during the burst shows it here)
+                after = latency(srv.port, path, single[body], args.requests, warmup=0)
+                r["after_burst_p50_ms"], r["after_burst_p99_ms"] = after["p50_ms"], after["p99_ms"]
                 results[label] = r
                 log.info("%s: %s", label, {k: round(v, 2) for k, v in r.items()})
 
@@ -207,10 +223,12 @@ def main(argv: list[str] | None = None) -> None:
                                                                 "batch64_4clients_windows_per_s": float("nan")}
     print(f"\nchampion: {bento['registered_model']} version {bento['registered_version']} ({detector}), "
           f"window {window_s} s; {args.requests} single-window requests, {args.seconds:g} s per throughput run")
-    print(f"{'server':42s} {'p50 ms':>8s} {'p99 ms':>8s} {'mean ms':>8s} {'batch64 w/s':>12s} {'4 clients':>10s}")
+    print(f"{'server':42s} {'p50 ms':>8s} {'p99 ms':>8s} {'mean ms':>8s} {'batch64 w/s':>12s} {'4 clients':>10s} "
+          f"{'after burst p50/p99 ms':>23s}")
     for name, r in results.items():
+        after = f"{r['after_burst_p50_ms']:.2f} / {r['after_burst_p99_ms']:.2f}" if "after_burst_p50_ms" in r else ""
         print(f"{name:42s} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['mean_ms']:8.2f} "
-              f"{r['batch64_windows_per_s']:12,.0f} {r['batch64_4clients_windows_per_s']:10,.0f}")
+              f"{r['batch64_windows_per_s']:12,.0f} {r['batch64_4clients_windows_per_s']:10,.0f} {after:>23s}")
     for name, r in results.items():
         if r is ours_r or name.startswith("BentoML floor") or name == PACKED:
             continue
@@ -218,7 +236,9 @@ def main(argv: list[str] | None = None) -> None:
               f"{ours_r['batch64_windows_per_s'] / r['batch64_windows_per_s']:.1f}x higher (JSON numbers)")
     for label, r in (("JSON numbers", ours_r), ("vitals_f32", results[PACKED])):
         best = max(r["batch64_windows_per_s"], r["batch64_4clients_windows_per_s"])
-        print(f"targets, {label}: p99 <= 5 ms: {'met' if r['p99_ms'] <= 5 else 'NOT met'} ({r['p99_ms']:.2f} ms); "
+        p99 = max(r["p99_ms"], r["after_burst_p99_ms"])
+        print(f"targets, {label}: p99 <= 5 ms (before and after the burst): {'met' if p99 <= 5 else 'NOT met'} "
+              f"({p99:.2f} ms); "
               f">= 10,000 windows/s batched: {'met' if best >= 10000 else 'NOT met'} ({best:,.0f})")
     if args.out:
         write_json({"champion": bento, "requests": args.requests, "seconds": args.seconds, "results": results},

@@ -23,9 +23,11 @@ from typing import Annotated  # noqa: E402
 
 import bentoml  # noqa: E402
 import numpy as np  # noqa: E402
+from bentoml.exceptions import ServiceUnavailable  # noqa: E402
 from bentoml.validators import ContentType  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from biostream.batching import Batcher  # noqa: E402
 from biostream.bundle import ModelBundle  # noqa: E402
 from biostream.serving import (  # noqa: E402
     BENTO_MODEL,
@@ -48,6 +50,11 @@ SCHEMAS = Schemas(SPEC)
 WindowInput, Series, WindowBatch = SCHEMAS.WindowInput, SCHEMAS.Series, SCHEMAS.WindowBatch
 
 
+def _overloaded(waited_s: float) -> Exception:
+    return ServiceUnavailable(f"overloaded: this request queued {waited_s * 1000:.0f} ms for the model, longer than "
+                              f"serve.max_latency_ms ({SPEC.max_latency_ms} ms); retry later or send fewer windows")
+
+
 @bentoml.service(name="biostream", workers=1, traffic={"timeout": 60, "max_concurrency": 256})
 class VitalsService:
     model = MODEL
@@ -59,17 +66,22 @@ class VitalsService:
         bundle = ModelBundle.load(bundle_dir(self.model.path_of(MLFLOW_MODEL_DIR)))
         bundle.detector.prepare_for_serving()  # e.g. the LSTM's ONNX Runtime session for small batches
         self.scorer = Scorer(bundle, SPEC)
+        # adaptive batching without BentoML's wait estimator, which held single windows back ~35 ms for
+        # minutes after a burst (biostream.batching)
+        self.batcher = Batcher(self.scorer.predict, max_items=SPEC.max_batch_windows,
+                               max_wait_s=SPEC.max_latency_ms / 1000, overloaded=_overloaded)
         # warm up every path once (compiled functions, lazily built fast-inference models)
         warm = np.tile(np.asarray([np.mean(SPEC.valid[s]) for s in SPEC.signals])[:, None], (1, SPEC.window_s))
         self.scorer.bundle.score(warm[None])
         self.scorer.bundle.explain(warm[None])
 
     # the content type is declared: BentoML otherwise derives it from the list's JSON schema on every response
-    @bentoml.api(batchable=True, max_batch_size=SPEC.max_batch_windows, max_latency_ms=SPEC.max_latency_ms)
-    def predict(self, windows: WindowBatch) -> Annotated[list[Prediction], ContentType("application/json")]:
+    @bentoml.api
+    async def predict(self, windows: WindowBatch) -> Annotated[list[Prediction], ContentType("application/json")]:
         """Score a batch of windows: anomaly score, alarm at the calibrated threshold, the signals
-        contributing most (for alarms), and the model that answered."""
-        return self.scorer.predict(windows)
+        contributing most (for alarms), and the model that answered. Concurrent requests are scored together
+        (adaptive batching: those that arrive while the model is busy share its next call)."""
+        return await self.batcher.submit(windows)
 
     @bentoml.api
     def score_series(self, series: Series) -> SeriesResult:
