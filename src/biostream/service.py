@@ -67,7 +67,9 @@ class VitalsService:
         bundle.detector.prepare_for_serving()  # e.g. the LSTM's ONNX Runtime session for small batches
         self.scorer = Scorer(bundle, SPEC)
         # adaptive batching without BentoML's wait estimator, which held single windows back ~35 ms for
-        # minutes after a burst (biostream.batching)
+        # minutes after a burst (biostream.batching). Its calls run in their own thread, so a long score_series
+        # or explain (BentoML's thread) no longer holds predict back. Both only read the fitted model; the lazy
+        # parts predict uses (small-batch fast paths, explainers) are built by the warm-up below, before any request.
         self.batcher = Batcher(self.scorer.predict, max_items=SPEC.max_batch_windows,
                                max_wait_s=SPEC.max_latency_ms / 1000, overloaded=_overloaded)
         # warm up every path once (compiled functions, lazily built fast-inference models)

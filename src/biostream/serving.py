@@ -8,7 +8,8 @@ without a server, and imports nothing heavy.
   `configs/signals.yaml`, limits, metrics). The `package` stage stores the spec as the BentoML model's
   metadata, so a bento carries it and needs neither `params.yaml` nor `configs/` to run.
 * `Schemas(spec)` builds the pydantic request models for one model: one optional array per signal the
-  model reads, strict numbers or `null`, and an "after" validator (`vitals_array`) that checks what a
+  model reads, strict numbers or `null` (`vitals`), or the same packed as base64 float32 (`vitals_f32`,
+  `pack_f32`/`unpack_f32`), and an "after" validator (`vitals_array`) that checks what a
   type cannot say (same lengths, finiteness, physiological range, missing values) with messages that name
   the field, the value and the limit, and hands the service a float64 array so nothing is parsed twice.
 * `Scorer` answers `predict`, `score_series`, `explain` and `metadata` from a `ModelBundle`.
@@ -259,8 +260,8 @@ def pack_f32(values: Sequence[float] | np.ndarray) -> str:
 def sent_vitals(vitals: BaseModel | None, vitals_f32: BaseModel | None) -> tuple[str, dict[str, Any]]:
     """The field and per-signal arrays of a request that carries exactly one of `vitals` and `vitals_f32`."""
     if (vitals is None) == (vitals_f32 is None):
-        raise ValueError("send the signals once: either `vitals` (arrays of numbers, null where missing) or "
-                         "`vitals_f32` (per signal, base64 of little-endian float32, NaN where missing)"
+        raise ValueError("send the signals in `vitals` (arrays of numbers, null where missing) or in `vitals_f32` "
+                         "(per signal, base64 of little-endian float32, NaN where missing)"
                          + (", not both" if vitals is not None else ""))
     return ("vitals", vitals.__dict__) if vitals is not None else ("vitals_f32", vitals_f32.__dict__)
 
@@ -378,10 +379,9 @@ class Schemas:
         self.Vitals = create_model("Vitals", __config__=ConfigDict(extra="forbid"), **fields)
         longest = 4 * ((4 * max(spec.max_window_s, spec.max_series_s) + 2) // 3)  # base64 characters
         signal_type = Annotated[str, Field(max_length=longest), AfterValidator(unpack_f32)]
-        packed = {s: (signal_type | None, Field(
-            None, description=f"{s} ({spec.units[s]}), 1 Hz, oldest first: base64 of "
-                                                  f"little-endian float32 values, NaN where missing"))
-            for s in spec.signals}
+        packed = {s: (signal_type | None, Field(None, description=f"{s} ({spec.units[s]}), 1 Hz, oldest first: base64 "
+                                                                  f"of little-endian float32, NaN where missing"))
+                  for s in spec.signals}
         self.PackedVitals = create_model("PackedVitals", __config__=ConfigDict(extra="forbid"), **packed)
         vitals_type, packed_type = self.Vitals, self.PackedVitals
         packed_note = ("the same arrays as `vitals`, packed: parsed several times faster (for gateways that batch); "

@@ -273,7 +273,7 @@ def test_bad_vitals_f32_gets_messages_naming_field_value_and_fix(fitted, model_d
         "decodes to 6 bytes, not a whole number of float32 values": with_hr("AAAAAAAA"),
         "vitals_f32.spo2 has": with_hr(pack_f32(ok[1:])),  # lengths differ
         "vitals_f32.hr is empty": {**good, "vitals_f32": {"hr": ""}},
-        "either `vitals`": {"patient_id": "bed-1", "time": 0},
+        "send the signals in `vitals`": {"patient_id": "bed-1", "time": 0},
         ", not both": {**good, "vitals": {"hr": ok.tolist()}},
         "Extra inputs are not permitted": {**good, "vitals_f32": {**good["vitals_f32"], "lactate": pack_f32(ok)}},
         "at most": with_hr("A" * (8 * scorer.spec.max_series_s)),  # longer than any request may be
