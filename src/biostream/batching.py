@@ -39,7 +39,6 @@ class Batcher(Generic[In, Out]):
         self.overloaded = overloaded
         self._queue: deque[tuple[Sequence[In], asyncio.Future[list[Out]], float]] = deque()
         self._running = False
-        self.calls = 0  # model calls made, for tests and metrics
 
     async def submit(self, items: Sequence[In]) -> list[Out]:
         if not items:
@@ -75,7 +74,6 @@ class Batcher(Generic[In, Out]):
                 if not taken:
                     continue
                 flat = [x for items, _ in taken for x in items]
-                self.calls += 1
                 try:
                     results: Any = await anyio.to_thread.run_sync(self.fn, flat)
                     if len(results) != len(flat):
