@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("featurize: the synthetic dataset has no training patients; raise generate.n_patients")
     vitals = datasets["synthetic"].vitals
     train_vitals = vitals.loc[vitals["split"] == "train", list(signals)].to_numpy(np.float64)
+    normal = (synthetic.loc[train, "label"] == 0) & (synthetic.loc[train, "artefact"] == 0)
     pre = Preprocessor.fit(synthetic.loc[train, names].to_numpy(np.float64), train_vitals,
-                           min_scale=feature_min_scale(signals, params.geometry))
+                           min_scale=feature_min_scale(signals, params.geometry), normal=normal.to_numpy())
 
     with atomic_dir(args.out) as tmp:
         for name, table in tables.items():

@@ -469,11 +469,23 @@ def featurize(
 # Imputation and scaling, fitted on training patients only
 # --------------------------------------------------------------------------------------------------
 
+TAIL_QUANTILE = 0.9999  # of |z| over normal training rows ...
+TAIL_Z = 2.0  # ... is scaled to this; values are clipped at 3x it
+SEQUENCE_CLIP = 5.0  # raw values for sequence models, in IQRs of the signal
+MIN_TAIL = 0.5  # a feature's scale is at least half its IQR-based one (near-constant features are not blown up)
+
 
 @dataclass
 class Preprocessor:
-    """Median imputation and robust scaling ((x - median) / IQR) of features, and per-signal scaling of
-    raw values for sequence models. Fit on training rows only; JSON-serialisable."""
+    """Median imputation and robust scaling of features, and per-signal scaling of raw values for sequence
+    models. Fit on training rows only; JSON-serialisable.
+
+    A feature's scale is its IQR, widened or narrowed so that the 99.99th percentile of |z| over normal
+    training rows lands at `TAIL_Z` (never more than `1 / MIN_TAIL` times narrower than the IQR): then a
+    normal row lies within about +-2 in every feature, and values are clipped at `clip` = 3x that. A fixed
+    clip in IQR units destroyed what matters: heavy-tailed features (seconds frozen, step ratios, jumps) reach
+    +-5 IQR in normal rows, so a frozen heart rate at 14 IQR was clipped to the same 5 as normal noise
+    (README: Results)."""
 
     feature_median: np.ndarray
     feature_scale: np.ndarray
@@ -483,13 +495,21 @@ class Preprocessor:
 
     @classmethod
     def fit(
-        cls, features: np.ndarray, raw_values: np.ndarray, min_scale: np.ndarray | None = None, clip: float = 5.0
+        cls, features: np.ndarray, raw_values: np.ndarray, min_scale: np.ndarray | None = None,
+        normal: np.ndarray | None = None, clip: float = 3.0 * TAIL_Z,
     ) -> Preprocessor:
         """`features`: (N, F) training features; `raw_values`: (M, S) training per-second signals;
-        `min_scale`: (F,) the smallest scale per feature (`feature_min_scale`)."""
+        `min_scale`: (F,) the smallest scale per feature (`feature_min_scale`); `normal`: (N,) True for the
+        rows without anomaly or artefact, whose tail sets the scale (default: all rows)."""
+        features = np.asarray(features, dtype=np.float64)
         fm, fs = _robust_location_scale(features)
         if min_scale is not None:
             fs = np.maximum(fs, min_scale)
+        rows = features if normal is None else features[np.asarray(normal, dtype=bool)]
+        if len(rows):
+            with np.errstate(invalid="ignore"), _quiet_all_nan():
+                tail = np.nanquantile(np.abs(rows - fm) / fs, TAIL_QUANTILE, axis=0)
+            fs = fs * np.maximum(np.where(np.isfinite(tail), tail, TAIL_Z), MIN_TAIL) / TAIL_Z
         sm, ss = _robust_location_scale(raw_values)
         return cls(fm, fs, sm, ss, clip)
 
@@ -501,7 +521,7 @@ class Preprocessor:
     def transform_sequence(self, seq: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         z = (seq - self.signal_median) / self.signal_scale
         z = np.where(mask > 0, z, 0.0)
-        return np.clip(z, -self.clip, self.clip).astype(np.float32), mask.astype(np.float32)
+        return np.clip(z, -SEQUENCE_CLIP, SEQUENCE_CLIP).astype(np.float32), mask.astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -10,6 +10,8 @@ from biostream.config import ConfigError
 from biostream.features import (
     CROSS,
     PER_SIGNAL,
+    TAIL_QUANTILE,
+    TAIL_Z,
     FeaturizeParams,
     InputPipeline,
     Preprocessor,
@@ -262,3 +264,27 @@ def test_preprocessor_round_trip_and_train_only_statistics():
     z = pre.transform(np.full((1, len(names)), np.nan))
     assert (z == 0).all(), "missing features are imputed at the training median"
     assert np.abs(pre.transform(test * 100)).max() <= pre.clip
+
+
+def test_preprocessor_scales_each_feature_by_its_normal_tail():
+    """A heavy-tailed feature keeps what lies beyond its normal range: the normal rows' 99.99th percentile of
+    |z| lands at TAIL_Z in every feature, values up to 3x beyond it stay apart, and anomalous rows (outside
+    `normal`) do not set the tail."""
+    rng = np.random.default_rng(3)
+    names = feature_names(SIGNALS)
+    train = rng.normal(0, 1, (20000, len(names)))
+    heavy = names.index("hr__stale")
+    train[:, heavy] = rng.standard_t(2, 20000)  # normal rows reach tens of IQRs
+    normal = np.ones(len(train), dtype=bool)
+    normal[:200] = False
+    train[:200, heavy] = 1e4  # anomalies in the training patients: not the normal tail
+    pre = Preprocessor.fit(train, rng.normal(80, 5, (500, len(SIGNALS))), normal=normal)
+    z = pre.transform(train[normal]).astype(np.float64)
+    tails = np.quantile(np.abs(z), TAIL_QUANTILE, axis=0)
+    np.testing.assert_allclose(tails, TAIL_Z, rtol=0.05)
+    normal_max = np.abs(z[:, heavy]).max()
+    beyond = np.quantile(np.abs(train[normal, heavy]), TAIL_QUANTILE) * 2.5
+    row = np.zeros((1, len(names)))
+    row[0, heavy] = beyond
+    assert pre.transform(row)[0, heavy] > 1.5 * min(normal_max, TAIL_Z * 1.2), "beyond the normal tail stays visible"
+    assert pre.clip == 3 * TAIL_Z

@@ -55,7 +55,8 @@ def model_data(small_params, configs, physiology) -> ModelData:
     names = feature_names(configs.signals.keys)
     train = table[table["split"] == "train"]
     raw_train = ds.vitals.loc[ds.vitals["split"] == "train", list(configs.signals.keys)].to_numpy()
-    pre = Preprocessor.fit(train[names].to_numpy(), raw_train, feature_min_scale(configs.signals.keys, fp.geometry))
+    pre = Preprocessor.fit(train[names].to_numpy(), raw_train, feature_min_scale(configs.signals.keys, fp.geometry),
+                           normal=((train["label"] == 0) & (train["artefact"] == 0)).to_numpy())
     pipeline = InputPipeline(configs.signals.keys, fp.geometry, pre)
     normal = train[(train["label"] == 0) & (train["artefact"] == 0)]
     return ModelData(ds, table, pipeline, normal, table[table["split"] != "train"])

@@ -17,7 +17,7 @@ from biostream.detectors import REGISTRY
 from biostream.detectors.base import load_detector
 from biostream.detectors.iforest import GTIL_MAX_ROWS
 from biostream.detectors.lstm_ae import ORT_MAX_ROWS
-from biostream.detectors.ocsvm import FAST_MAX_ROWS
+from biostream.detectors.ocsvm import CHUNK_ROWS
 from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy
 from biostream.features import feature_signal_weights, recording_windows, windows_at
 from biostream.serving import Schemas, Scorer, ServeParams, ServingSpec, occlusion_contributions, pack_f32
@@ -80,7 +80,7 @@ def test_iforest_gtil_path_matches_scikit_learn(fitted, model_data):
     det = fitted["iforest"]
     X = model_data.view(det, model_data.evaluation.sample(GTIL_MAX_ROWS + 50, random_state=4))
     fast = np.concatenate([det.decision_function(X[i : i + 1]) for i in range(40)])  # one row at a time: GTIL
-    slow = -det.model_.score_samples(X[:, det.columns_])
+    slow = -det.models_[0].score_samples(X[:, det.parts_[0]])
     np.testing.assert_allclose(fast, slow[:40], rtol=0, atol=1e-6)
     np.testing.assert_allclose(det.decision_function(X), slow, rtol=0, atol=1e-6)  # large batch: scikit-learn
     np.testing.assert_allclose(det.decision_function(X[:GTIL_MAX_ROWS]), slow[:GTIL_MAX_ROWS], rtol=0, atol=1e-6)
@@ -88,15 +88,16 @@ def test_iforest_gtil_path_matches_scikit_learn(fitted, model_data):
 
 def test_ocsvm_numpy_path_matches_scikit_learn(fitted, model_data):
     det = fitted["ocsvm"]
-    X = model_data.view(det, model_data.evaluation.sample(FAST_MAX_ROWS + 50, random_state=4))
-    slow = -det.model_.decision_function(X[:, det.columns_])
+    X = model_data.view(det, model_data.evaluation.sample(CHUNK_ROWS + 50, random_state=4))
+    slow = -det.models_[0].decision_function(X[:, det.parts_[0]])
     assert np.ptp(slow) > 1e-3  # the scores differ between windows, so the comparison below can fail
-    fast = np.concatenate([det.decision_function(X[i : i + 1]) for i in range(40)])  # one row at a time: numpy
+    one = np.concatenate([det.decision_function(X[i : i + 1]) for i in range(40)])  # one row at a time
     # scikit-learn keeps the kernel in float32 (the features' dtype); numpy works in float64: ~1e-8 apart
-    np.testing.assert_allclose(fast, slow[:40], rtol=0, atol=1e-7)
-    np.testing.assert_allclose(det.decision_function(X[:FAST_MAX_ROWS]), slow[:FAST_MAX_ROWS], rtol=0, atol=1e-7)
-    np.testing.assert_array_equal(det.decision_function(X), slow)  # a large batch stays on scikit-learn
-    assert (fast > det.threshold_).tolist() == (slow[:40] > det.threshold_).tolist()
+    np.testing.assert_allclose(one, slow[:40], rtol=0, atol=1e-7)
+    whole = det.decision_function(X)  # more than one chunk
+    np.testing.assert_allclose(whole, slow, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(one, whole[:40], rtol=0, atol=1e-12)  # the same numbers whatever the batch size
+    assert (one > det.threshold_).tolist() == (slow[:40] > det.threshold_).tolist()
 
 
 def test_lstm_onnx_runtime_path_matches_keras(fitted, model_data, tmp_path):

@@ -19,29 +19,31 @@ GTIL_MAX_ROWS = 256  # batches up to this many rows go through treelite's GTIL
 @register("iforest")
 class IsolationForestDetector(TabularDetector):
     def __init__(self, n_estimators: int = 200, max_samples: int = 1024, max_features: float = 1.0,
-                 feature_groups: tuple[str, ...] = DEFAULT_GROUPS, random_state: int = 0):
+                 feature_groups: tuple[str, ...] = DEFAULT_GROUPS, per_signal: bool = False, random_state: int = 0):
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.max_features = max_features
         self.feature_groups = feature_groups
+        self.per_signal = per_signal
         self.random_state = random_state
 
     def _make_model(self, n_rows: int) -> IsolationForest:
         return IsolationForest(n_estimators=self.n_estimators, max_samples=min(self.max_samples, n_rows),
                                max_features=self.max_features, random_state=self.random_state, n_jobs=1)
 
-    def _model_scores(self, X: np.ndarray) -> np.ndarray:
+    def _model_scores(self, k: int, X: np.ndarray) -> np.ndarray:
         if len(X) <= GTIL_MAX_ROWS:
-            return self._gtil_scores(X)
-        return -self.model_.score_samples(X)
+            return self._gtil_scores(k, X)
+        return -self.models_[k].score_samples(X)
 
-    def _gtil_scores(self, X: np.ndarray) -> np.ndarray:
-        """The forest's anomaly score (= -score_samples) through treelite's GTIL."""
+    def _gtil_scores(self, k: int, X: np.ndarray) -> np.ndarray:
+        """Forest k's anomaly score (= -score_samples) through treelite's GTIL."""
         import treelite
 
-        if getattr(self, "_gtil", None) is None or self._gtil[0] is not self.model_:
-            self._gtil = (self.model_, treelite.sklearn.import_model(self.model_))
-        out = treelite.gtil.predict(self._gtil[1], np.ascontiguousarray(X, dtype=np.float32), nthread=1)
+        cache = self.__dict__.setdefault("_gtil", {})
+        if k not in cache or cache[k][0] is not self.models_[k]:
+            cache[k] = (self.models_[k], treelite.sklearn.import_model(self.models_[k]))
+        out = treelite.gtil.predict(cache[k][1], np.ascontiguousarray(X, dtype=np.float32), nthread=1)
         return np.asarray(out, dtype=np.float64).reshape(len(X))
 
     def __getstate__(self) -> dict:  # the treelite model is rebuilt from the forest, never pickled
@@ -50,11 +52,12 @@ class IsolationForestDetector(TabularDetector):
         state.pop("_explainer", None)
         return state
 
-    def _shap_values(self, X: np.ndarray) -> np.ndarray:
-        """Exact tree SHAP of the forest's mean path length (shorter = more anomalous), negated so that
+    def _shap_values(self, k: int, X: np.ndarray) -> np.ndarray:
+        """Exact tree SHAP of forest k's mean path length (shorter = more anomalous), negated so that
         positive contributions raise the anomaly score."""
-        if getattr(self, "_explainer", None) is None:
+        cache = self.__dict__.setdefault("_explainer", {})
+        if k not in cache or cache[k][0] is not self.models_[k]:
             import shap
 
-            self._explainer = shap.TreeExplainer(self.model_)
-        return -np.asarray(self._explainer.shap_values(X, check_additivity=False))
+            cache[k] = (self.models_[k], shap.TreeExplainer(self.models_[k]))
+        return -np.asarray(cache[k][1].shap_values(X, check_additivity=False))
