@@ -239,7 +239,9 @@ def window_features(windows: np.ndarray, signals: Sequence[str], geometry: Windo
         half = full.shape[-1] // 2
         old_moves, old_step = _step_stats(full[..., :half])
         old_obs = half - np.count_nonzero(np.isnan(full[..., :half]), axis=-1)
-        interval = np.where(old_obs > 0, old_obs / (old_moves + 1.0), np.nan)
+        # fewer than 3 changes (the start of a cuff recording: a minute of one held reading) say nothing of
+        # the usual interval; such a window's staleness is unknown (imputed), not extreme
+        interval = np.where(old_moves >= 3, old_obs / (old_moves + 1.0), np.nan)
         stale = np.log1p(frozen / interval)  # log: runs of equal values are geometric, heavy-tailed
 
         jump = last - median  # the newest value against the recent median: onsets and spikes, at once

@@ -190,6 +190,11 @@ def test_relative_features_against_the_patients_usual_behaviour():
     f = feats(frozen, geo)
     assert f["hr__stale"] > np.log1p(30) and ok["hr__stale"] < np.log1p(8)
     assert ok["sbp__stale"] < np.log1p(2), "a cuff's hold is its usual behaviour, not a frozen sensor"
+    starting = clean.copy()
+    starting[:, :800] = np.nan  # 1,000 s into a recording: 100 s of one held cuff reading in the older half
+    f = feats(starting, geo)
+    assert np.isnan(f["sbp__stale"]), "no usual interval yet: unknown, not extreme"
+    assert np.isfinite(f["hr__stale"]), "a continuous signal changes often enough in 100 s"
 
     jumped = clean.copy()
     jumped[5, -3:] += 15  # RR spike in the last 3 s

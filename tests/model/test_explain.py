@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from biostream.bundle import ModelBundle
-from biostream.detectors import REGISTRY
+from biostream.detectors import REGISTRY, make_detector
 from biostream.evaluation import AlarmPolicy
 from biostream.features import feature_names, windows_at
 
@@ -32,9 +32,10 @@ def test_explanations_have_one_finite_value_per_feature_or_signal(name, fitted, 
         model_data.pipeline.signals)
     assert out.shape == (40, width) and np.isfinite(out).all()
     if det.explains == "features":  # columns the model does not read contribute nothing
-        unused = np.setdiff1d(np.arange(width), det.columns_)
+        read = np.concatenate(det.parts_)
+        unused = np.setdiff1d(np.arange(width), read)
         assert len(unused) and (out[:, unused] == 0).all()
-        assert (out[:, det.columns_] != 0).any()
+        assert (out[:, read] != 0).any()
 
 
 def test_iforest_shap_orders_rows_as_the_scores_do(fitted, model_data):
@@ -48,9 +49,23 @@ def test_ocsvm_kernel_shap_adds_up_to_the_score(fitted, model_data):
     det = fitted["ocsvm"]
     X = model_data.view(det, _rows(model_data, 20))
     contrib = det.explain(X)
-    base = np.average(det._model_scores(det.background_), weights=det.background_weights_)
+    base = np.average(det._model_scores(0, det.background_[:, det.parts_[0]]), weights=det.background_weights_)
     np.testing.assert_allclose(contrib.sum(axis=1) + base, det.decision_function(X), atol=1e-6)
     np.testing.assert_array_equal(det.explain(X), contrib)  # seeded: the same rows, the same values
+
+
+def test_per_signal_ocsvm_shap_adds_up_to_the_part_that_scored(model_data):
+    """Per signal, a row is explained by its highest part: the contributions (on the common scale) plus that
+    part's expected score add up to the row's score."""
+    det = make_detector("ocsvm", per_signal=True, n_components=50, random_state=0)
+    det.fit(model_data.view(det, model_data.train))
+    X = model_data.view(det, _rows(model_data, 12))
+    contrib, scores = det.explain(X), det.decision_function(X)
+    best = det._part_scores(X).argmax(axis=1)
+    for i, k in enumerate(best):
+        cols, (a, b) = det.parts_[k], det.norms_[k]
+        base = np.average(det._model_scores(k, det.background_[:, cols]), weights=det.background_weights_)
+        assert contrib[i, cols].sum() + (base - a) / b == pytest.approx(scores[i], abs=1e-6 * max(1.0, abs(scores[i])))
 
 
 def test_signal_explanations_add_up_to_the_score(fitted, model_data):

@@ -284,9 +284,11 @@ def register(repo: Path, out: Path, params: Path | None = None, wait: bool = Tru
 
 
 def ranked(repo: Path) -> list[tuple[float, str]]:
-    """Candidates by test event F1, best first."""
+    """Candidates by test event F1, best first; ties in `register.candidates` order (as register breaks them)."""
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
-    return sorted(((m["synthetic"]["events"]["event_f1"], name) for name, m in evaluation.items()), reverse=True)
+    order = yaml.safe_load((repo / "params.yaml").read_text())["register"]["candidates"]
+    f1 = {name: m["synthetic"]["events"]["event_f1"] for name, m in evaluation.items()}
+    return [(f1[name], name) for name in sorted(f1, key=lambda n: (-f1[n], order.index(n)))]
 
 
 def params_with(repo: Path, tmp_path: Path, **register_keys) -> Path:
