@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import keras
 import numpy as np
 import pytest
@@ -186,6 +188,10 @@ def test_per_signal_parts(name, model_data, tmp_path):
     np.testing.assert_allclose(np.median(common, axis=0), 0.0, atol=1e-6)
     det.save(tmp_path / name)
     np.testing.assert_array_equal(load_detector(tmp_path / name).decision_function(X), scores)
+    assert "_derived_cache" in det.__dict__  # the fast paths' derived models ... are rebuilt, never pickled
+    copy = pickle.loads(pickle.dumps(det))
+    assert "_derived_cache" not in copy.__dict__
+    np.testing.assert_array_equal(copy.decision_function(X[:10]), det.decision_function(X[:10]))
     contributions = det.explain(X[:3])
     for i, k in enumerate(per_part[:3].argmax(axis=1)):
         outside = np.setdiff1d(np.arange(X.shape[1]), det.parts_[k])

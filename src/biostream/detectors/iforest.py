@@ -40,24 +40,14 @@ class IsolationForestDetector(TabularDetector):
         """Forest k's anomaly score (= -score_samples) through treelite's GTIL."""
         import treelite
 
-        cache = self.__dict__.setdefault("_gtil", {})
-        if k not in cache or cache[k][0] is not self.models_[k]:
-            cache[k] = (self.models_[k], treelite.sklearn.import_model(self.models_[k]))
-        out = treelite.gtil.predict(cache[k][1], np.ascontiguousarray(X, dtype=np.float32), nthread=1)
+        forest = self._derived("gtil", k, treelite.sklearn.import_model)
+        out = treelite.gtil.predict(forest, np.ascontiguousarray(X, dtype=np.float32), nthread=1)
         return np.asarray(out, dtype=np.float64).reshape(len(X))
-
-    def __getstate__(self) -> dict:  # the treelite model is rebuilt from the forest, never pickled
-        state = dict(self.__dict__)
-        state.pop("_gtil", None)
-        state.pop("_explainer", None)
-        return state
 
     def _shap_values(self, k: int, X: np.ndarray) -> np.ndarray:
         """Exact tree SHAP of forest k's mean path length (shorter = more anomalous), negated so that
         positive contributions raise the anomaly score."""
-        cache = self.__dict__.setdefault("_explainer", {})
-        if k not in cache or cache[k][0] is not self.models_[k]:
-            import shap
+        import shap
 
-            cache[k] = (self.models_[k], shap.TreeExplainer(self.models_[k]))
-        return -np.asarray(cache[k][1].shap_values(X, check_additivity=False))
+        explainer = self._derived("explainer", k, shap.TreeExplainer)
+        return -np.asarray(explainer.shap_values(X, check_additivity=False))

@@ -56,26 +56,11 @@ class OneClassSVMDetector(TabularDetector):
     def _fast_scores(self, k: int, X: np.ndarray) -> np.ndarray:
         """-decision_function of pipeline k (Nystroem + SGDOneClassSVM), in float64 numpy:
         offset - exp(-gamma |x - c|^2) @ (normalization^T @ coef)."""
-        cache = self.__dict__.setdefault("_fast", {})
-        model = self.models_[k]
-        if k not in cache or cache[k][0] is not model:
-            nystroem, svm = model.steps[0][1], model.steps[1][1]
-            centres = np.asarray(nystroem.components_, dtype=np.float64)
-            normalization = np.asarray(nystroem.normalization_, dtype=np.float64)
-            weights = normalization.T @ np.asarray(svm.coef_, dtype=np.float64).ravel()
-            cache[k] = (model, centres, (centres * centres).sum(axis=1), weights, float(nystroem.gamma),
-                        float(svm.offset_[0]))
-        _, centres, centre_sq, weights, gamma, offset = cache[k]
+        centres, centre_sq, weights, gamma, offset = self._derived("kernel", k, _folded)
         x = np.asarray(X, dtype=np.float64)
         sq_dist = (x * x).sum(axis=1)[:, None] - 2.0 * (x @ centres.T) + centre_sq[None, :]
         np.maximum(sq_dist, 0.0, out=sq_dist)  # rounding can take a zero distance below 0
         return offset - np.exp(-gamma * sq_dist) @ weights
-
-    def __getstate__(self) -> dict:  # derived arrays are rebuilt from the model, never pickled
-        state = dict(self.__dict__)
-        state.pop("_fast", None)
-        state.pop("_explainer", None)
-        return state
 
     def _fit(self, X: np.ndarray, **kwargs: Any) -> None:
         super()._fit(X, **kwargs)
@@ -83,7 +68,7 @@ class OneClassSVMDetector(TabularDetector):
         # summary (seconds of work) is made only when the model is explained or saved, not in every trial
         rng = np.random.default_rng(self.random_state)
         self._background_rows = X[rng.choice(len(X), size=min(len(X), 20000), replace=False)]
-        for stale in ("background_", "background_weights_", "_explainer"):
+        for stale in ("background_", "background_weights_"):
             self.__dict__.pop(stale, None)
 
     def _summarise_background(self) -> None:
@@ -96,20 +81,20 @@ class OneClassSVMDetector(TabularDetector):
             self.background_weights_ = np.asarray(summary.weights, dtype=np.float64)
 
     def _shap_values(self, k: int, X: np.ndarray) -> np.ndarray:
-        cache = self.__dict__.setdefault("_explainer", {})
-        if k not in cache or cache[k][0] is not self.models_[k]:
+        def explainer(model: Any) -> Any:
             self._summarise_background()
             import shap
             from shap.utils._legacy import DenseData
 
             cols = self.parts_[k]
-            background = DenseData(self.background_[:, cols], [str(i) for i in cols], None,
-                                   self.background_weights_)
-            cache[k] = (self.models_[k], shap.KernelExplainer(lambda x: self._model_scores(k, x), background))
+            background = DenseData(self.background_[:, cols], [str(i) for i in cols], None, self.background_weights_)
+            return shap.KernelExplainer(lambda x: self._model_scores(k, x), background)
+
+        kernel_shap = self._derived("explainer", k, explainer)
         state = np.random.get_state()  # KernelExplainer samples coalitions from numpy's global generator
         np.random.seed(self.random_state)
         try:
-            values = cache[k][1].shap_values(X, nsamples=SHAP_SAMPLES, silent=True, l1_reg=False)
+            values = kernel_shap.shap_values(X, nsamples=SHAP_SAMPLES, silent=True, l1_reg=False)
         finally:
             np.random.set_state(state)
         return np.asarray(values)
@@ -128,3 +113,13 @@ class OneClassSVMDetector(TabularDetector):
             full = np.zeros((len(self.background_), int(cols.max()) + 1))
             full[:, cols] = self.background_
             self.background_ = full
+
+
+def _folded(model: Pipeline) -> tuple:
+    """A fitted Nystroem + SGDOneClassSVM pipeline as (components, their squared norms, the SVM's weights folded
+    through the normalisation, gamma, offset), float64."""
+    nystroem, svm = model.steps[0][1], model.steps[1][1]
+    centres = np.asarray(nystroem.components_, dtype=np.float64)
+    normalization = np.asarray(nystroem.normalization_, dtype=np.float64)
+    weights = normalization.T @ np.asarray(svm.coef_, dtype=np.float64).ravel()
+    return centres, (centres * centres).sum(axis=1), weights, float(nystroem.gamma), float(svm.offset_[0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,20 @@ class TabularDetector(BaseDetector):
 
     @abstractmethod
     def _shap_values(self, k: int, X: np.ndarray) -> np.ndarray: ...
+
+    def _derived(self, kind: str, k: int, build: Callable[[Any], Any]) -> Any:
+        """What `build` derives from part k's model (a fast scorer, an explainer): built on first use, rebuilt
+        when the model is refitted, never pickled (`__getstate__`)."""
+        cache = self.__dict__.setdefault("_derived_cache", {})
+        model = self.models_[k]
+        if (kind, k) not in cache or cache[kind, k][0] is not model:
+            cache[kind, k] = (model, build(model))
+        return cache[kind, k][1]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_derived_cache", None)
+        return state
 
     def _parts(self, n_features: int) -> list[np.ndarray]:
         cols = group_columns(n_features, tuple(self.feature_groups))
