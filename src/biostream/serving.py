@@ -65,6 +65,13 @@ EXPLAIN_METHODS = {  # what `explain` returns, by detector (see each detector's 
     "lstm_ae": "each signal's share of the masked reconstruction error (they sum to the score)",
     "clinical": "per signal, its alarm rules' sustained relative exceedance (the score is the largest)",
 }
+PER_SIGNAL_EXPLAIN = "; one model per signal: the contributions of the signal's model that gave the score"
+
+
+def explain_method(detector: Any) -> str:
+    """What `explain` returns for this fitted detector."""
+    per_signal = PER_SIGNAL_EXPLAIN if getattr(detector, "per_signal", False) else ""
+    return EXPLAIN_METHODS.get(detector.name, "") + per_signal
 
 
 @dataclass(frozen=True)
@@ -537,7 +544,7 @@ class Scorer:
         exp = self.bundle.explain(x)
         features = None if exp.features is None else {k: float(v) for k, v in exp.features.iloc[0].items()}
         return ExplainResult(patient_id=window.patient_id, time=window.time, score=score, threshold=self.threshold,
-                             alarm=score > self.threshold, method=EXPLAIN_METHODS.get(self.spec.detector, ""),
+                             alarm=score > self.threshold, method=explain_method(self.bundle.detector),
                              signals={k: float(v) for k, v in exp.signals.iloc[0].items()}, features=features,
                              top_signals=exp.top_signals(self.spec.top_signals)[0], model=self.model)
 
@@ -550,6 +557,6 @@ class Scorer:
             alarm_policy=self.bundle.policy.to_dict(),
             limits={"max_batch_windows": spec.max_batch_windows, "max_window_s": spec.max_window_s,
                     "max_series_s": spec.max_series_s, "max_missing_fraction": spec.max_missing_fraction},
-            metrics=spec.metrics, explain_method=EXPLAIN_METHODS.get(spec.detector, ""),
+            metrics=spec.metrics, explain_method=explain_method(self.bundle.detector),
             top_signals_method=TOP_SIGNALS_METHODS.get(spec.detector, "the detector's explanation (explain_method)"),
         )

@@ -13,14 +13,22 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from biostream.bundle import ModelBundle
-from biostream.detectors import REGISTRY
+from biostream.detectors import REGISTRY, make_detector
 from biostream.detectors.base import load_detector
 from biostream.detectors.iforest import GTIL_MAX_ROWS
 from biostream.detectors.lstm_ae import ORT_MAX_ROWS
 from biostream.detectors.ocsvm import CHUNK_ROWS
 from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy
 from biostream.features import feature_signal_weights, recording_windows, windows_at
-from biostream.serving import Schemas, Scorer, ServeParams, ServingSpec, occlusion_contributions, pack_f32
+from biostream.serving import (
+    Schemas,
+    Scorer,
+    ServeParams,
+    ServingSpec,
+    explain_method,
+    occlusion_contributions,
+    pack_f32,
+)
 
 NAMES = sorted(REGISTRY)
 SERVE = {"serve": {"bentoml_home": "bentoml_home", "max_batch_windows": 8, "max_window_s": 2400,
@@ -297,3 +305,9 @@ def test_a_null_is_missing_and_an_absent_signal_is_missing_throughout(fitted, mo
     assert np.isnan(w.array[0, :10]).all() and (w.array[0, 10:] == 70).all()
     assert np.isnan(w.array[list(scorer.spec.signals).index("temp")]).all()
     assert np.isfinite(scorer.predict([w])[0].score)
+
+
+def test_explain_method_says_when_one_model_per_signal_explains():
+    assert "one model per signal" in explain_method(make_detector("ocsvm", per_signal=True))
+    assert "one model per signal" not in explain_method(make_detector("ocsvm"))
+    assert explain_method(make_detector("lstm_ae")).startswith("each signal's share")
