@@ -474,7 +474,7 @@ def featurize(
 TAIL_QUANTILE = 0.9999  # of |z| over normal training rows ...
 TAIL_Z = 2.0  # ... is scaled to this; values are clipped at 3x it
 SEQUENCE_CLIP = 5.0  # raw values for sequence models, in IQRs of the signal
-MIN_TAIL = 0.5  # a feature's scale is at least half its IQR-based one (near-constant features are not blown up)
+MIN_TAIL = 0.5  # a tail under half an IQR counts as half: a near-constant feature's scale shrinks at most 4x
 
 
 @dataclass
@@ -483,7 +483,7 @@ class Preprocessor:
     models. Fit on training rows only; JSON-serialisable.
 
     A feature's scale is its IQR, widened or narrowed so that the 99.99th percentile of |z| over normal
-    training rows lands at `TAIL_Z` (never more than `1 / MIN_TAIL` times narrower than the IQR): then a
+    training rows lands at `TAIL_Z` (never more than `TAIL_Z / MIN_TAIL` times narrower than the IQR): then a
     normal row lies within about +-2 in every feature, and values are clipped at `clip` = 3x that. A fixed
     clip in IQR units destroyed what matters: heavy-tailed features (seconds frozen, step ratios, jumps) reach
     +-5 IQR in normal rows, so a frozen heart rate at 14 IQR was clipped to the same 5 as normal noise
