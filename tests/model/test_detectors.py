@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import keras
@@ -196,3 +197,22 @@ def test_per_signal_parts(name, model_data, tmp_path):
     for i, k in enumerate(per_part[:3].argmax(axis=1)):
         outside = np.setdiff1d(np.arange(X.shape[1]), det.parts_[k])
         assert (contributions[i, outside] == 0).all() and np.abs(contributions[i, det.parts_[k]]).sum() > 0
+
+
+@pytest.mark.parametrize("name", ["iforest", "ocsvm"])
+def test_loads_a_detector_saved_before_per_signal_parts(name, fitted, model_data, tmp_path):
+    """A registered champion saved by the previous code (one `model.skops`, `columns.json`, the SHAP background
+    of the model's columns only) loads, scores and explains as before."""
+    det = fitted[name]
+    folder = tmp_path / name
+    det.save(folder)
+    (folder / "model_0.skops").rename(folder / "model.skops")
+    (folder / "columns.json").write_text(json.dumps(det.parts_[0].tolist()))
+    (folder / "parts.json").unlink()
+    if name == "ocsvm":
+        np.savez(folder / "shap_background.npz", data=det.background_[:, det.parts_[0]],
+                 weights=det.background_weights_)
+    old = load_detector(folder)
+    X = model_data.view(det, model_data.evaluation.sample(20, random_state=6))
+    np.testing.assert_array_equal(old.decision_function(X), det.decision_function(X))
+    np.testing.assert_allclose(old.explain(X[:2]), det.explain(X[:2]), rtol=0, atol=1e-9)
