@@ -22,7 +22,14 @@ import numpy as np
 from benchmarks._data import BenchData
 from biostream.config import load_yaml
 from biostream.detectors.thresholds import ThresholdParams
-from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy, event_metrics, point_metrics
+from biostream.evaluation import (
+    AlarmPolicy,
+    alarm_episodes,
+    apply_policy,
+    event_metrics,
+    point_metrics,
+    second_labels,
+)
 from biostream.features import feature_names
 from biostream.runtime import configure
 from biostream.tuning import TuneParams, Validation, calibrate_on_validation
@@ -77,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
         alarm = apply_policy(pid, ts, s_test, thr, policy)
         m = event_metrics(alarm_episodes(pid, ts, alarm), test_events, len(test_rows) / 3600, policy.tolerance_s,
                           include_artefacts)
-        pt = point_metrics(test_rows["label"].to_numpy(), s_test, alarm)
+        labels, counted = second_labels(test_rows, include_artefacts)
+        pt = point_metrics(labels[counted], s_test[counted], alarm[counted])
         rows_out.append((f"PyOD {name} (defaults)", m, pt, fit_s))
         print(f"{name}: fit {fit_s:.1f} s, test event F1 {m['event_f1']:.3f}, AUPRC {pt['auprc']:.3f}", flush=True)
 

@@ -12,7 +12,9 @@ monitor does not re-alarm). The policy is separate from the model and re-tunable
 * false alarms per patient-hour, event recall and precision, event F1, median detection delay
   (first overlapping alarm start minus event start; negative = early), and recall per event kind.
 With `include_artefacts=False`, artefact events are neither to be caught nor count as true alarms, and
-alarm episodes that touch only artefacts are left out of both counts.
+alarm episodes that touch only artefacts are left out of both counts. Per-second metrics (`point_metrics`)
+follow the same rule through `second_labels`: with artefacts, a second inside an artefact is a positive (an
+event to catch); without, artefact seconds are left out.
 """
 
 from __future__ import annotations
@@ -144,6 +146,18 @@ def event_metrics(
     }
 
 
+def second_labels(rows: pd.DataFrame, include_artefacts: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-second ground truth that agrees with `event_metrics`: (positive, counted) boolean arrays over the
+    rows (`label`, `artefact` columns). With artefacts, a second inside an artefact is positive, as the
+    artefact is an event to catch; without, artefact seconds are not counted (neither positive nor negative).
+    Counting them as negatives would reward a detector per event and punish it per second for the same alarm."""
+    label = rows["label"].to_numpy() > 0
+    artefact = rows["artefact"].to_numpy() > 0
+    if include_artefacts:
+        return label | artefact, np.ones(len(rows), dtype=bool)
+    return label, ~artefact
+
+
 def point_metrics(labels: np.ndarray, scores: np.ndarray, alarms: np.ndarray) -> dict[str, float]:
     """Per-second AUROC, AUPRC, and precision, recall and F1 of the alarm state."""
     labels = np.asarray(labels).astype(bool)
@@ -173,11 +187,11 @@ def evaluate_scores(
     alarm = apply_policy(pid, t, scores, threshold, policy)
     episodes = alarm_episodes(pid, t, alarm)
     hours = len(rows) / 3600.0
-    labels = rows["label"].to_numpy()
-    clean = rows["artefact"].to_numpy() == 0
+    labels, _ = second_labels(rows, include_artefacts=True)
+    clean_labels, clean = second_labels(rows, include_artefacts=False)
     out: dict[str, Any] = {
         "point": point_metrics(labels, scores, alarm),
-        "point_without_artefacts": point_metrics(labels[clean], scores[clean], alarm[clean]),
+        "point_without_artefacts": point_metrics(clean_labels[clean], scores[clean], alarm[clean]),
         "events": event_metrics(episodes, events, hours, policy.tolerance_s, include_artefacts=True),
         "events_without_artefacts": event_metrics(episodes, events, hours, policy.tolerance_s,
                                                   include_artefacts=False),

@@ -19,7 +19,14 @@ import pandas as pd
 from biostream.config import ConfigError, load_yaml, require
 from biostream.dataset import read_dataset
 from biostream.detectors.thresholds import ThresholdParams, calibrate
-from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy, event_metrics, point_metrics
+from biostream.evaluation import (
+    AlarmPolicy,
+    alarm_episodes,
+    apply_policy,
+    event_metrics,
+    point_metrics,
+    second_labels,
+)
 from biostream.features import InputPipeline
 
 OBJECTIVES = ("event_f1", "auprc", "auroc")
@@ -164,13 +171,15 @@ def calibrate_on_validation(scores: np.ndarray, val: Validation, policy: AlarmPo
     """The threshold by `params.yaml: threshold.method`, on validation scores."""
     if tp.method == "best_event_f1":
         return best_event_threshold(scores, lambda t: val.event_scores(scores, t, policy, include_artefacts))
-    return calibrate(scores, val.rows["label"].to_numpy(), tp)
+    labels, counted = second_labels(val.rows, include_artefacts)
+    return calibrate(scores[counted], labels[counted], tp)
 
 
 def validation_metrics(scores: np.ndarray, val: Validation, threshold: float, policy: AlarmPolicy,
                        include_artefacts: bool) -> dict[str, float]:
     """Flat metrics of validation scores at a threshold (what a trial logs)."""
     ev = val.event_scores(scores, threshold, policy, include_artefacts)
-    pt = point_metrics(val.rows["label"].to_numpy(), scores, val.alarms(scores, threshold, policy))
+    labels, counted = second_labels(val.rows, include_artefacts)
+    pt = point_metrics(labels[counted], scores[counted], val.alarms(scores, threshold, policy)[counted])
     flat = {k: v for k, v in ev.items() if not isinstance(v, dict)}
     return {**flat, **pt, "threshold": threshold}

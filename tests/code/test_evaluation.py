@@ -7,7 +7,15 @@ import pandas as pd
 import pytest
 
 from biostream.config import ConfigError
-from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy, event_metrics, point_metrics
+from biostream.evaluation import (
+    AlarmPolicy,
+    alarm_episodes,
+    apply_policy,
+    evaluate_scores,
+    event_metrics,
+    point_metrics,
+    second_labels,
+)
 
 
 def grid(n, patient="p"):
@@ -77,6 +85,38 @@ def test_point_metrics():
     m = point_metrics(labels, np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 1, 1, 1]))
     assert m["auroc"] == 1.0 and m["auprc"] == 1.0
     assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == 1.0
+
+
+def test_artefact_seconds_count_per_second_as_they_count_per_event():
+    """With artefacts, a probe-off the detector flags is a caught event and its seconds are true positives;
+    without, it neither counts as an event nor as seconds (it used to count as negative seconds: the same alarm
+    rewarded per event and punished per second)."""
+    n = 600
+    pid, t = grid(n)
+    label, artefact = np.zeros(n, dtype=int), np.zeros(n, dtype=int)
+    label[100:160] = 1  # an anomaly
+    artefact[400:430] = 1  # a probe-off
+    rows = pd.DataFrame({"patient_id": pid, "time_s": t, "label": label, "artefact": artefact,
+                         "alarm": 0, "ew_any": 0})
+    events = pd.DataFrame({"patient_id": ["p", "p"], "start_s": [100, 400], "end_s": [160, 430],
+                           "kind": ["drift", "probe_off"], "category": ["statistical", "artefact"]})
+    scores = np.where((label + artefact) > 0, 5.0, 0.0) + np.linspace(0, 0.1, n)
+    policy = AlarmPolicy(k=3, n=5, refractory_s=0, tolerance_s=0)
+    m, _ = evaluate_scores(rows, events, scores, 1.0, policy)
+    assert m["events"]["event_recall"] == 1.0 and m["events"]["false_alarms"] == 0
+    # the alarm needs k = 3 seconds above: each event's first 2 seconds are missed
+    assert m["point"]["auprc"] == pytest.approx(1.0) and m["point"]["recall"] == pytest.approx(86 / 90)
+    assert m["events_without_artefacts"]["events"] == 1 and m["events_without_artefacts"]["false_alarms"] == 0
+    assert m["point_without_artefacts"]["auprc"] == pytest.approx(1.0)
+    positive, counted = second_labels(rows, include_artefacts=False)
+    assert positive.sum() == 60 and counted.sum() == n - 30 and not positive[400:430].any()
+    positive, counted = second_labels(rows, include_artefacts=True)
+    assert positive.sum() == 90 and counted.all()
+    # a detector blind to the artefact: a missed event, and 30 missed positive seconds
+    blind = np.where(label > 0, 5.0, 0.0)
+    m, _ = evaluate_scores(rows, events, blind, 1.0, policy)
+    assert m["events"]["event_recall"] == 0.5 and m["point"]["recall"] == pytest.approx(58 / 90)
+    assert m["point_without_artefacts"]["recall"] == pytest.approx(58 / 60)
 
 
 def test_policy_params_are_checked():
