@@ -67,8 +67,12 @@ class TestSet:
     """Today's synthetic test patients: feature rows, events and raw vitals."""
 
     def __init__(self, features: Path, synthetic: Path) -> None:
+        from biostream.features import InputPipeline
+
         ds = read_dataset(synthetic)
         table = pd.read_parquet(features / "synthetic.parquet")
+        # what the table's feature columns describe: windows of this geometry, of these signals
+        self.pipeline = InputPipeline.from_dict(json.loads((features / "input_pipeline.json").read_text()))
         self.rows = table[table["split"] == "test"].reset_index(drop=True)
         self.events = ds.events[ds.events["patient_id"].isin(self.rows["patient_id"].unique())]
         self.vitals = ds.vitals
@@ -95,7 +99,15 @@ class TestSet:
         have = len(bundle.pipeline.preprocessor.feature_median)
         if have != want:
             raise ValueError(f"{model_uri} was trained on {have} features; today's feature pipeline makes {want}")
-        scores = score_rows(bundle.detector, bundle.pipeline, self.rows, self.vitals)
+        det, pipe = bundle.detector, bundle.pipeline
+        if det.input_view == "features" and (pipe.geometry, pipe.signals) != (self.pipeline.geometry,
+                                                                             self.pipeline.signals):
+            # a champion trained on other windows (featurize.window_s changed since): the table's features
+            # describe today's windows, not its own, so rebuild its view from the raw vitals
+            views = pipe.iter_views("window", self.rows, self.vitals)
+            scores = np.concatenate([det.decision_function(pipe.view("features", w)) for w in views])
+        else:
+            scores = score_rows(det, pipe, self.rows, self.vitals)
         return evaluate_scores(self.rows, self.events, scores, bundle.threshold, bundle.policy)[0]
 
 

@@ -361,6 +361,33 @@ def test_a_worse_model_does_not_replace_the_champion(repo, reproduced, tmp_path)
     assert challenger.tags["decision"] == "kept champion" and "does not beat" in challenger.tags["decision_reason"]
 
 
+def test_a_champion_trained_on_other_windows_is_re_scored_on_its_own(repo, reproduced, tmp_path, monkeypatch):
+    """After `featurize.window_s` changes, today's feature table describes other windows than the champion's:
+    register must rebuild the champion's own features from the raw vitals, not scale the table's columns
+    through its preprocessor (that mis-scored a 1,800-s champion as event F1 0.857 instead of 0.925)."""
+    from dataclasses import replace
+
+    from biostream.registry import metric_at
+    from pipelines.register import TestSet
+
+    evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
+    f1, det = max((evaluation[d]["synthetic"]["events"]["event_f1"], d) for d in ("iforest", "ocsvm"))
+    name = "geometry-check"
+    register(repo, tmp_path / "d.json", params_with(repo, tmp_path, model_name=name, candidates=[det]))
+    registry(repo)  # the tracking URI of the copy's store
+    monkeypatch.chdir(repo)  # artifact paths are relative to the project
+    test = TestSet(repo / "data/features", repo / "data/synthetic")
+    uri = f"models:/{name}@champion"
+    assert metric_at(test.metrics(uri), "events.event_f1") == pytest.approx(f1, abs=1e-12)
+    # the same test seconds, as a table featurized with half the window would hold them (columns of no use to a
+    # model trained on the full window: NaN here, imputed to the median if they were read)
+    geometry = test.pipeline.geometry
+    test.pipeline = replace(test.pipeline, geometry=replace(geometry, window_s=geometry.window_s // 2))
+    feature_columns = [c for c in test.rows.columns if "__" in c]
+    test.rows[feature_columns] = np.nan
+    assert metric_at(test.metrics(uri), "events.event_f1") == pytest.approx(f1, abs=1e-12)
+
+
 def test_concurrent_registrations_leave_one_champion_the_better_one(repo, reproduced, tmp_path):
     """Two register runs at once on a new registered model, the worse and the better candidate: whatever the
     order, one champion, the better one."""
