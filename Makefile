@@ -57,7 +57,7 @@ test-fast: setup
 
 ## lint: ruff
 lint: setup
-	ruff check src pipelines tests benchmarks
+	ruff check src pipelines tests benchmarks notebooks
 
 ## bench: benchmarks that print their figures (after `make run`)
 bench: setup

@@ -35,7 +35,7 @@ from biostream.bundle import ModelBundle  # noqa: E402
 from biostream.config import load_yaml  # noqa: E402
 from biostream.dataset import Dataset, read_dataset  # noqa: E402
 from biostream.detectors.base import score_rows  # noqa: E402
-from biostream.evaluation import evaluate_scores  # noqa: E402
+from biostream.evaluation import evaluate_scores, second_labels  # noqa: E402
 from biostream.features import windows_at  # noqa: E402
 from biostream.io import atomic_dir, write_json  # noqa: E402
 from biostream.plots import plot_shap_summary, plot_signal_contributions  # noqa: E402
@@ -156,27 +156,28 @@ def main(argv: list[str] | None = None) -> None:
                 m["score_ms_per_window"] = per_window_ms(bundle, one)
                 test_scores[name] = pd.DataFrame({"patient_id": rows["patient_id"], "time_s": rows["time_s"],
                                                   "score": scores, "alarm": alarm.astype(np.int8)})
-                roc, pr = curves(rows["label"].to_numpy(), scores)
+                # the positives of the per-second metrics: anomalies and artefacts (events to catch)
+                positive = second_labels(rows, include_artefacts=True)[0]
+                roc, pr = curves(positive, scores)
                 roc.assign(detector=name).to_csv(plots / "roc" / f"{name}.csv", index=False)
                 pr.assign(detector=name).to_csv(plots / "pr" / f"{name}.csv", index=False)
                 figs = {"timeline": timeline(ds, rows, scores, bundle, sorted(rows["patient_id"].unique())[0], name)}
                 fig, ax = plt.subplots(figsize=(6, 4))
-                for lab, colour in ((0, "tab:blue"), (1, "tab:red")):
-                    sel = rows["label"].to_numpy() == lab
+                for lab, colour in ((False, "tab:blue"), (True, "tab:red")):
+                    sel = positive == lab
                     ax.hist(scores[sel], bins=80, alpha=0.5, density=True, color=colour,
-                            label="anomaly" if lab else "normal")
+                            label="anomaly or artefact" if lab else "normal")
                 ax.axvline(bundle.threshold, color="black", ls="--", lw=0.8, label="threshold")
                 ax.set_title(f"{name}: score distributions (test)")
                 ax.legend()
                 figs["scores"] = fig
-                y = rows["label"].to_numpy()
-                cm = np.array([[((y == a) & (alarm == b)).sum() for b in (0, 1)] for a in (0, 1)])
+                cm = np.array([[((positive == a) & (alarm == b)).sum() for b in (0, 1)] for a in (0, 1)])
                 fig, ax = plt.subplots(figsize=(4, 4))
                 ax.imshow(cm, cmap="Blues")
                 for (i, j), v in np.ndenumerate(cm):
                     ax.text(j, i, f"{v:,}", ha="center", va="center")
                 ax.set_xticks([0, 1], ["no alarm", "alarm"])
-                ax.set_yticks([0, 1], ["normal", "anomaly"])
+                ax.set_yticks([0, 1], ["normal", "anomaly or\nartefact"])
                 ax.set_title(f"{name}: seconds (test)")
                 figs["confusion"] = fig
                 figs.update(importance_figures(ds, rows, bundle, name))
