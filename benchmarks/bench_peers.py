@@ -27,8 +27,7 @@ from biostream.evaluation import (
     alarm_episodes,
     apply_policy,
     event_metrics,
-    point_metrics,
-    second_labels,
+    second_metrics,
 )
 from biostream.features import feature_names
 from biostream.runtime import configure
@@ -84,8 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         alarm = apply_policy(pid, ts, s_test, thr, policy)
         m = event_metrics(alarm_episodes(pid, ts, alarm), test_events, len(test_rows) / 3600, policy.tolerance_s,
                           include_artefacts)
-        labels, counted = second_labels(test_rows, include_artefacts)
-        pt = point_metrics(labels[counted], s_test[counted], alarm[counted])
+        pt = second_metrics(test_rows, s_test, alarm, include_artefacts)
         rows_out.append((f"PyOD {name} (defaults)", m, pt, fit_s))
         print(f"{name}: fit {fit_s:.1f} s, test event F1 {m['event_f1']:.3f}, AUPRC {pt['auprc']:.3f}", flush=True)
 

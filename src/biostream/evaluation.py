@@ -13,7 +13,7 @@ monitor does not re-alarm). The policy is separate from the model and re-tunable
   (first overlapping alarm start minus event start; negative = early), and recall per event kind.
 With `include_artefacts=False`, artefact events are neither to be caught nor count as true alarms, and
 alarm episodes that touch only artefacts are left out of both counts. Per-second metrics (`point_metrics`)
-follow the same rule through `second_labels`: with artefacts, a second inside an artefact is a positive (an
+follow the same rule (`second_labels`, `second_metrics`): with artefacts, a second inside an artefact is a positive (an
 event to catch); without, artefact seconds are left out.
 """
 
@@ -158,6 +158,13 @@ def second_labels(rows: pd.DataFrame, include_artefacts: bool) -> tuple[np.ndarr
     return label, ~artefact
 
 
+def second_metrics(rows: pd.DataFrame, scores: np.ndarray, alarms: np.ndarray,
+                   include_artefacts: bool) -> dict[str, float]:
+    """`point_metrics` of per-second scores and alarms over rows, with the ground truth of `second_labels`."""
+    positive, counted = second_labels(rows, include_artefacts)
+    return point_metrics(positive[counted], np.asarray(scores)[counted], np.asarray(alarms)[counted])
+
+
 def point_metrics(labels: np.ndarray, scores: np.ndarray, alarms: np.ndarray) -> dict[str, float]:
     """Per-second AUROC, AUPRC, and precision, recall and F1 of the alarm state."""
     labels = np.asarray(labels).astype(bool)
@@ -187,11 +194,9 @@ def evaluate_scores(
     alarm = apply_policy(pid, t, scores, threshold, policy)
     episodes = alarm_episodes(pid, t, alarm)
     hours = len(rows) / 3600.0
-    labels, _ = second_labels(rows, include_artefacts=True)
-    clean_labels, clean = second_labels(rows, include_artefacts=False)
     out: dict[str, Any] = {
-        "point": point_metrics(labels, scores, alarm),
-        "point_without_artefacts": point_metrics(clean_labels[clean], scores[clean], alarm[clean]),
+        "point": second_metrics(rows, scores, alarm, include_artefacts=True),
+        "point_without_artefacts": second_metrics(rows, scores, alarm, include_artefacts=False),
         "events": event_metrics(episodes, events, hours, policy.tolerance_s, include_artefacts=True),
         "events_without_artefacts": event_metrics(episodes, events, hours, policy.tolerance_s,
                                                   include_artefacts=False),

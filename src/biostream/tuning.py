@@ -24,8 +24,8 @@ from biostream.evaluation import (
     alarm_episodes,
     apply_policy,
     event_metrics,
-    point_metrics,
     second_labels,
+    second_metrics,
 )
 from biostream.features import InputPipeline
 
@@ -179,7 +179,6 @@ def validation_metrics(scores: np.ndarray, val: Validation, threshold: float, po
                        include_artefacts: bool) -> dict[str, float]:
     """Flat metrics of validation scores at a threshold (what a trial logs)."""
     ev = val.event_scores(scores, threshold, policy, include_artefacts)
-    labels, counted = second_labels(val.rows, include_artefacts)
-    pt = point_metrics(labels[counted], scores[counted], val.alarms(scores, threshold, policy)[counted])
+    pt = second_metrics(val.rows, scores, val.alarms(scores, threshold, policy), include_artefacts)
     flat = {k: v for k, v in ev.items() if not isinstance(v, dict)}
     return {**flat, **pt, "threshold": threshold}
