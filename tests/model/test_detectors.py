@@ -187,6 +187,8 @@ def test_per_signal_parts(name, model_data, tmp_path):
     common = det._part_scores(train)  # each part's 1 % most unusual training rows score above 1
     np.testing.assert_allclose(np.quantile(common, 0.99, axis=0), 1.0, atol=1e-6)
     np.testing.assert_allclose(np.median(common, axis=0), 0.0, atol=1e-6)
+    # the training rows' scores come from fitting (not scored twice) and are what scoring them gives
+    np.testing.assert_array_equal(det.train_scores_, det.decision_function(train))
     det.save(tmp_path / name)
     np.testing.assert_array_equal(load_detector(tmp_path / name).decision_function(X), scores)
     assert "_derived_cache" in det.__dict__  # the fast paths' derived models ... are rebuilt, never pickled

@@ -70,7 +70,9 @@ class BaseDetector(BaseEstimator):
 
     # --- to implement -----------------------------------------------------------------------------
     @abstractmethod
-    def _fit(self, X: np.ndarray, **kwargs: Any) -> None: ...
+    def _fit(self, X: np.ndarray, **kwargs: Any) -> np.ndarray | None:
+        """Fit; may return the training rows' scores when fitting computed them anyway (`fit` then does not
+        score the rows again)."""
 
     @abstractmethod
     def _score(self, X: np.ndarray) -> np.ndarray: ...
@@ -91,8 +93,8 @@ class BaseDetector(BaseEstimator):
         X = self._check_input(X)
         if len(X) == 0:
             raise ValueError(f"{self.name}: cannot fit on zero rows")
-        self._fit(X, **kwargs)
-        self.train_scores_ = self._finite_scores(X)
+        scores = self._fit(X, **kwargs)
+        self.train_scores_ = self._finite_scores(X) if scores is None else self._checked(scores)
         self.threshold_ = float(np.quantile(self.train_scores_, PROVISIONAL_QUANTILE))
         return self
 
@@ -105,7 +107,10 @@ class BaseDetector(BaseEstimator):
         return self._finite_scores(X)
 
     def _finite_scores(self, X: np.ndarray) -> np.ndarray:
-        scores = np.asarray(self._score(X), dtype=np.float64)
+        return self._checked(self._score(X))
+
+    def _checked(self, scores: np.ndarray) -> np.ndarray:
+        scores = np.asarray(scores, dtype=np.float64)
         if not np.isfinite(scores).all():
             raise FloatingPointError(f"{self.name}: non-finite scores; inputs must be preprocessed (no NaN)")
         return scores

@@ -62,14 +62,15 @@ class OneClassSVMDetector(TabularDetector):
         np.maximum(sq_dist, 0.0, out=sq_dist)  # rounding can take a zero distance below 0
         return offset - np.exp(-gamma * sq_dist) @ weights
 
-    def _fit(self, X: np.ndarray, **kwargs: Any) -> None:
-        super()._fit(X, **kwargs)
+    def _fit(self, X: np.ndarray, **kwargs: Any) -> np.ndarray | None:
+        scores = super()._fit(X, **kwargs)
         # keep a seeded sample of training rows (every column: each part explains with its own); its k-means
         # summary (seconds of work) is made only when the model is explained or saved, not in every trial
         rng = np.random.default_rng(self.random_state)
         self._background_rows = X[rng.choice(len(X), size=min(len(X), 20000), replace=False)]
         for stale in ("background_", "background_weights_"):
             self.__dict__.pop(stale, None)
+        return scores
 
     def _summarise_background(self) -> None:
         if not hasattr(self, "background_"):

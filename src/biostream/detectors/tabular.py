@@ -68,18 +68,17 @@ class TabularDetector(BaseDetector):
         owner = np.minimum(cols // len(PER_SIGNAL), n_signals)  # the cross-signal features are one more part
         return [cols[owner == k] for k in np.unique(owner)]
 
-    def _fit(self, X: np.ndarray, **kwargs: Any) -> None:
+    def _fit(self, X: np.ndarray, **kwargs: Any) -> np.ndarray | None:
         self.parts_ = self._parts(X.shape[1])
         X64 = np.asarray(X, dtype=np.float64)  # kernel approximations are ill-conditioned in float32
         self.models_ = [self._make_model(len(X)).fit(X64[:, cols]) for cols in self.parts_]
         self.norms_ = np.array([[0.0, 1.0]])  # one model: its own scores
-        if len(self.parts_) > 1:
-            norms = []
-            for k, cols in enumerate(self.parts_):
-                train = self._model_scores(k, X[:, cols])
-                median = float(np.median(train))
-                norms.append([median, max(float(np.quantile(train, PART_QUANTILE)) - median, 1e-12)])
-            self.norms_ = np.array(norms)
+        if len(self.parts_) == 1:
+            return None
+        raw = np.stack([self._model_scores(k, X[:, cols]) for k, cols in enumerate(self.parts_)], axis=1)
+        median = np.median(raw, axis=0)
+        self.norms_ = np.stack([median, np.maximum(np.quantile(raw, PART_QUANTILE, axis=0) - median, 1e-12)], axis=1)
+        return ((raw - self.norms_[:, 0]) / self.norms_[:, 1]).max(axis=1)  # as _score, without scoring again
 
     def _part_scores(self, X: np.ndarray) -> np.ndarray:
         """(n, parts) scores, each on the common scale."""
