@@ -75,15 +75,21 @@ class TabularDetector(BaseDetector):
         self.norms_ = np.array([[0.0, 1.0]])  # one model: its own scores
         if len(self.parts_) == 1:
             return None
-        raw = np.stack([self._model_scores(k, X[:, cols]) for k, cols in enumerate(self.parts_)], axis=1)
+        raw = self._raw_part_scores(X)
         median = np.median(raw, axis=0)
         self.norms_ = np.stack([median, np.maximum(np.quantile(raw, PART_QUANTILE, axis=0) - median, 1e-12)], axis=1)
-        return ((raw - self.norms_[:, 0]) / self.norms_[:, 1]).max(axis=1)  # as _score, without scoring again
+        return self._common_scale(raw).max(axis=1)  # as _score, without scoring the rows again
+
+    def _raw_part_scores(self, X: np.ndarray) -> np.ndarray:
+        """(n, parts) scores of each part's model, as it gives them."""
+        return np.stack([self._model_scores(k, X[:, cols]) for k, cols in enumerate(self.parts_)], axis=1)
+
+    def _common_scale(self, raw: np.ndarray) -> np.ndarray:
+        return (raw - self.norms_[:, 0]) / self.norms_[:, 1]
 
     def _part_scores(self, X: np.ndarray) -> np.ndarray:
         """(n, parts) scores, each on the common scale."""
-        return np.stack([(self._model_scores(k, X[:, cols]) - self.norms_[k, 0]) / self.norms_[k, 1]
-                         for k, cols in enumerate(self.parts_)], axis=1)
+        return self._common_scale(self._raw_part_scores(X))
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self._part_scores(X).max(axis=1)
