@@ -40,7 +40,7 @@ def feats(window: np.ndarray, geometry: WindowGeometry = GEO) -> dict[str, float
 def base_window() -> np.ndarray:
     rng = np.random.default_rng(0)
     level = np.array([70, 97, 120, 70, 87, 14, 36.8, 38])
-    return level[:, None] + rng.normal(0, 1, (len(SIGNALS), W))
+    return (level[:, None] + rng.normal(0, 1, (len(SIGNALS), W))).astype(np.float32)  # as the dataset stores them
 
 
 def test_known_values_on_a_ramp():

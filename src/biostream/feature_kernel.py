@@ -1,0 +1,300 @@
+"""The compiled core of `biostream.features.window_features` (numba): one pass over each signal of each window.
+
+Serving scores raw windows of 30 minutes (8 signals x 1,800 values); as ~150 numpy calls over (n, S, W)
+arrays the features cost ~0.1 ms a window in a batch and ~0.6 ms for one window, most of it numpy's
+per-call overhead and repeated passes. Here each signal of each window is read once for its block means,
+once for its older half's changes, and its recent part a few times, in compiled loops (`nogil`: the
+service's HTTP thread runs meanwhile). The definitions are `biostream.features`' (its module docstring);
+tests/code/test_feature_kernel.py checks this code against a plain numpy statement of them.
+
+Arithmetic is float64 over float32 values (what the dataset stores and monitors display). Sums of float32
+values in float64 are exact for these magnitudes, so the loops that only add such values may be vectorised
+in any order (`fastmath` reassociation) without changing a bit; everything else keeps IEEE order, so the
+same window gives the same features on any CPU. Compiled on first use and cached beside this file
+(`__pycache__`, or NUMBA_CACHE_DIR).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+N_PER_SIGNAL = 21  # features per signal, in biostream.features.PER_SIGNAL order
+DOM_FREQ, HF_POWER = 10, 11  # left to the caller (numpy's FFT of `centred`)
+N_CROSS = 4  # shock index, pulse pressure, HR-MAP correlation, MAP residual
+
+_JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # numpy semantics: x/0 is inf or nan, not an error
+_EXACT_SUMS = {**_JIT, "fastmath": {"reassoc", "nsz"}}  # only for loops that add float32 values in float64
+
+_NAN = np.nan
+
+
+@numba.njit(**_EXACT_SUMS)
+def _block_means(row: np.ndarray, block_s: int, bmean: np.ndarray) -> int:
+    """Per block of `block_s` seconds the mean of its observed values (float32: their exact sum, rounded, over
+    their count), NaN for a block without any. Returns the number of observed seconds in all blocks."""
+    seen = 0
+    for b in range(bmean.shape[0]):
+        c = 0
+        s = 0.0
+        for t in range(b * block_s, (b + 1) * block_s):
+            v = row[t]
+            ok = v == v
+            c += ok
+            s += np.float64(v) if ok else 0.0
+        seen += c
+        bmean[b] = np.float32(s) / np.float32(c) if c > 0 else np.float32(_NAN)
+    return seen
+
+
+@numba.njit(**_EXACT_SUMS)
+def _change_stats(row: np.ndarray, a: int, b: int) -> tuple[int, float, int]:
+    """Over row[a:b]: the number of changes of value between consecutive observed seconds, their summed
+    absolute size (float32 differences), and the number of observed seconds."""
+    moves = 0
+    step = 0.0
+    obs = 0
+    for t in range(a, b):
+        v = row[t]
+        obs += v == v
+        if t + 1 < b:
+            d = abs(row[t + 1] - v)
+            up = d > 0  # False when either value is missing
+            moves += up
+            step += np.float64(d) if up else 0.0
+    return moves, step, obs
+
+
+@numba.njit(**_JIT)
+def _select(v: np.ndarray, n: int, k: int) -> float:
+    """The k-th smallest (0-based) of v[:n], which it reorders so that v[:k] <= v[k] <= v[k + 1:n]
+    (quickselect, median-of-three pivot, three-way partition: runs of equal readings cost nothing)."""
+    lo, hi = 0, n - 1
+    while lo < hi:
+        a, b, c = v[lo], v[(lo + hi) // 2], v[hi]
+        p = max(min(a, b), min(max(a, b), c))
+        lt, i, gt = lo, lo, hi
+        while i <= gt:
+            x = v[i]
+            if x < p:
+                v[i] = v[lt]
+                v[lt] = x
+                lt += 1
+                i += 1
+            elif x > p:
+                v[i] = v[gt]
+                v[gt] = x
+                gt -= 1
+            else:
+                i += 1
+        if k < lt:
+            hi = lt - 1
+        elif k > gt:
+            lo = gt + 1
+        else:
+            return p
+    return v[lo]
+
+
+@numba.njit(**_JIT)
+def _median(v: np.ndarray, n: int) -> float:
+    """The median of v[:n] (n >= 1; reorders v)."""
+    hi = _select(v, n, n // 2)
+    return hi if n % 2 else 0.5 * (v[: n // 2].max() + hi)
+
+
+@numba.njit(**_JIT)
+def _signal_features(row: np.ndarray, recent_s: int, block_s: int, f: np.ndarray, centred: np.ndarray,
+                     x: np.ndarray, buf: np.ndarray, bmean: np.ndarray, oldb: np.ndarray) -> int:
+    """One signal of one window, `row` (W,) float32, NaN = missing -> `f` (N_PER_SIGNAL,) in PER_SIGNAL order
+    (DOM_FREQ and HF_POWER untouched) and `centred` (recent_s,), the recent values minus their mean, 0 where
+    missing. `x`, `buf`, `bmean` (one per block) and `oldb` are scratch. Returns the number of observed recent
+    seconds."""
+    w = row.shape[0]
+    r = recent_s
+    cnt = 0
+    tot = tsum = 0.0
+    xmin, xmax = np.inf, -np.inf
+    for t in range(r):
+        v = np.float64(row[w - r + t])
+        x[t] = v
+        if v == v:
+            buf[cnt] = v
+            cnt += 1
+            tot += v
+            tsum += t
+            xmin = min(xmin, v)
+            xmax = max(xmax, v)
+    f[8] = 1.0 - cnt / r  # missing
+    frozen = 0  # observed seconds since the value last changed
+    mean = _NAN
+    if cnt == 0:
+        for q in (0, 1, 2, 3, 4, 5, 6, 7, 9, 15):
+            f[q] = _NAN
+        f[12] = 0.0  # peaks
+        f[13] = r  # age: no value in the recent part
+        centred[:] = 0.0
+    else:
+        mean = tot / cnt
+        tmean = tsum / cnt
+        ss = sxx = sxy = 0.0
+        first = last = _NAN
+        last_fresh = seen = seen_at_fresh = 0
+        for t in range(r):
+            v = x[t]
+            if v == v:
+                c = v - mean
+                centred[t] = c
+                ss += c * c
+                tc = t - tmean
+                sxx += tc * tc
+                sxy += tc * c
+                seen += 1
+                if first != first:
+                    first = v
+                if v != last:  # fresh: changed, or the first value seen (last is NaN)
+                    last_fresh = t
+                    seen_at_fresh = seen
+                last = v
+            else:
+                centred[t] = 0.0
+        med = _median(buf, cnt)
+        for q in range(cnt):
+            buf[q] = abs(buf[q] - med)
+        f[0] = last
+        f[1] = mean
+        f[2] = math.sqrt(ss / cnt)
+        f[3] = xmin
+        f[4] = xmax
+        f[5] = sxy / (sxx if sxx > 0 else 1.0) * 60.0 if cnt >= 2 else _NAN  # least-squares slope, per minute
+        f[6] = last - first
+        f[7] = _median(buf, cnt)  # median absolute deviation
+        f[13] = r - 1 - last_fresh  # age
+        frozen = cnt - seen_at_fresh
+        f[15] = last - med  # jump
+        # permutation entropy (order 3, ties by comparison) over triplets of observed values; peaks
+        pc = np.zeros(8)
+        total = 0.0
+        peaks = 0
+        for t in range(r - 2):
+            a, b, c = x[t], x[t + 1], x[t + 2]
+            if a == a and b == b and c == c:
+                pc[4 * (a < b) + 2 * (b < c) + (a < c)] += 1.0
+                total += 1.0
+            peaks += b > a and b >= c  # a plateau top counts once; False where missing
+        f[12] = peaks
+        if total >= 2:
+            e = 0.0
+            for q in range(8):
+                if pc[q] > 0:
+                    p = pc[q] / total
+                    e += p * math.log(p)
+            f[9] = -e / math.log(6.0)
+        else:
+            f[9] = _NAN
+    # the patient's usual behaviour: the older half of the window
+    old_moves, old_step_sum, old_obs = _change_stats(row, 0, w // 2)
+    old_step = old_step_sum / old_moves if old_moves >= 3 else _NAN
+    # fewer than 3 changes (the start of a cuff recording) say nothing of the usual interval: unknown
+    interval = old_obs / (old_moves + 1.0) if old_moves >= 3 else _NAN
+    f[14] = math.log1p(frozen / interval)  # stale
+    moves, step_sum, _ = _change_stats(row, w - r, w)
+    f[16] = math.log((step_sum / moves if moves >= 3 else _NAN) / old_step)  # step_ratio
+    # context: the whole window as block means
+    nb = bmean.shape[0]
+    seen_all = _block_means(row, block_s, bmean)
+    k = 0  # the older half's block means, sorted (insertion: a dozen or so)
+    for b in range(nb // 2):
+        v = bmean[b]
+        if v == v:
+            i = k
+            while i > 0 and oldb[i - 1] > v:
+                oldb[i] = oldb[i - 1]
+                i -= 1
+            oldb[i] = v
+            k += 1
+    f[17] = mean - np.float64(np.float32(0.5) * (oldb[(k - 1) // 2] + oldb[k // 2])) if k > 0 else _NAN  # ctx_shift
+    nbo = 0
+    bm_sum = k_sum = 0.0
+    for b in range(nb):
+        if bmean[b] == bmean[b]:
+            nbo += 1
+            bm_sum += bmean[b]
+            k_sum += b
+    m = bm_sum / max(nbo, 1)
+    km = k_sum / max(nbo, 1)
+    kxx = kxy = byy = 0.0
+    for b in range(nb):
+        if bmean[b] == bmean[b]:
+            kc = b - km
+            bc = np.float64(bmean[b]) - m
+            kxx += kc * kc
+            kxy += kc * bc
+            byy += bc * bc
+    f[18] = kxy / (kxx if kxx > 0 else 1.0) * (3600.0 / block_s) if nbo >= 3 else _NAN  # ctx_trend, per hour
+    f[19] = math.sqrt(byy / max(nbo, 1)) if nbo >= 2 else _NAN  # ctx_std
+    f[20] = 1.0 - seen_all / w  # ctx_missing
+    return cnt
+
+
+@numba.njit(**_JIT)
+def _cross_features(win: np.ndarray, f: np.ndarray, recent_s: int, idx: np.ndarray, out: np.ndarray) -> None:
+    """Across signals of one window `win` (S, W) float32 with its per-signal features `f` (S, N_PER_SIGNAL):
+    shock index, pulse pressure, HR-MAP correlation over the recent part, MAP's residual against DBP + PP/3
+    minus the patient's own (older half's mean). `idx`: the rows of hr, sbp, dbp, map (-1 when absent)."""
+    hr, sbp, dbp, mp = idx[0], idx[1], idx[2], idx[3]
+    w = win.shape[1]
+    out[0] = f[hr, 0] / f[sbp, 0] if hr >= 0 and sbp >= 0 else _NAN
+    out[1] = f[sbp, 1] - f[dbp, 1] if sbp >= 0 and dbp >= 0 else _NAN
+    out[2] = _NAN
+    if hr >= 0 and mp >= 0:
+        n = 0
+        hs = ms = 0.0
+        for t in range(w - recent_s, w):
+            h, m = np.float64(win[hr, t]), np.float64(win[mp, t])
+            if h == h and m == m:
+                n += 1
+                hs += h
+                ms += m
+        hm, mm = hs / max(n, 1), ms / max(n, 1)
+        hh = mm2 = hmx = 0.0
+        for t in range(w - recent_s, w):
+            h, m = np.float64(win[hr, t]), np.float64(win[mp, t])
+            if h == h and m == m:
+                hh += (h - hm) * (h - hm)
+                mm2 += (m - mm) * (m - mm)
+                hmx += (h - hm) * (m - mm)
+        den = math.sqrt(hh * mm2)
+        if n >= 3 and den > 1e-12:
+            out[2] = hmx / den
+    out[3] = _NAN
+    if sbp >= 0 and dbp >= 0 and mp >= 0:
+        n = 0
+        rs = 0.0
+        for t in range(w // 2):
+            res = win[mp, t] - win[dbp, t] - (win[sbp, t] - win[dbp, t]) / np.float32(3.0)  # float32, as displayed
+            if res == res:
+                n += 1
+                rs += res
+        base = rs / n if n > 0 else 0.0
+        out[3] = f[mp, 0] - f[dbp, 0] - (f[sbp, 0] - f[dbp, 0]) / 3.0 - base
+
+
+@numba.njit(**_JIT)
+def window_kernel(windows: np.ndarray, recent_s: int, block_s: int, cross_idx: np.ndarray, feats: np.ndarray,
+                  cross: np.ndarray, centred: np.ndarray, counts: np.ndarray) -> None:
+    """windows (N, S, W) float32 -> feats (N, S, N_PER_SIGNAL), cross (N, N_CROSS), centred (N, S, recent_s)
+    and counts (N, S), the observed recent seconds (all preallocated by the caller)."""
+    n, s, w = windows.shape
+    x = np.empty(recent_s)
+    buf = np.empty(recent_s)
+    nb = w // block_s
+    bmean = np.empty(nb, np.float32)
+    oldb = np.empty(max(nb // 2, 1), np.float32)
+    for i in range(n):
+        for j in range(s):
+            counts[i, j] = _signal_features(windows[i, j], recent_s, block_s, feats[i, j], centred[i, j], x, buf,
+                                            bmean, oldb)
+        _cross_features(windows[i], feats[i], recent_s, cross_idx, cross[i])
