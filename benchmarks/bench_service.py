@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from biostream.arrow_windows import ARROW_STREAM, windows_to_arrow
 from biostream.config import load_yaml
 from biostream.dataset import read_dataset
 from biostream.features import windows_at
@@ -41,8 +42,12 @@ from biostream.serving import ServeParams, pack_f32
 
 BIN = Path(sys.executable).parent
 PACKED = "biostream, signals as vitals_f32"
+ARROW = "biostream, Arrow IPC stream"
+ARROW_LZ4 = "biostream, Arrow IPC stream, lz4"
 FLOOR = "payload floor (parse only)"  # benchmarks.floor_service: the same bodies, no checks, no model
 FLOOR_F32 = "payload floor (parse only), vitals_f32"
+FLOOR_ARROW = "payload floor (read only), Arrow"
+FLOOR_ARROW_LZ4 = "payload floor (read only), Arrow lz4"
 WARMUP = 500  # requests before timing starts
 
 
@@ -91,7 +96,9 @@ class Connection(http.client.HTTPConnection):
 
 
 def post(conn: http.client.HTTPConnection, path: str, body: bytes) -> bytes:
-    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+    """POST a JSON body, or an Arrow IPC stream (what starts with Arrow's continuation marker)."""
+    kind = ARROW_STREAM if body[:4] == b"\xff\xff\xff\xff" else "application/json"
+    conn.request("POST", path, body=body, headers={"Content-Type": kind})
     resp = conn.getresponse()
     data = resp.read()
     if resp.status != 200:
@@ -169,21 +176,34 @@ def main(argv: list[str] | None = None) -> None:
     packed = [{**{k: v for k, v in w.items() if k != "vitals"},
                "vitals_f32": dict(zip(signals, (pack_f32(r) for r in x[:, -window_s:]), strict=True))}
               for w, x in zip(ours, full, strict=True)]  # the same windows, signals as base64 float32
+    pids, times = [str(p) for p in rows["patient_id"]], rows["time_s"].astype(float).tolist()
+
+    def arrow(a: int, b: int, compression: str | None = None) -> bytes:
+        return windows_to_arrow(pids[a:b], times[a:b], {s: full[a:b, j, -window_s:] for j, s in enumerate(signals)},
+                                compression)
+
     single = {"ours": [json.dumps({"windows": [w]}).encode() for w in ours[:500]],
+              "arrow": [arrow(i, i + 1) for i in range(500)],
+              "arrow_lz4": [arrow(i, i + 1, "lz4") for i in range(500)],
               "ours_f32": [json.dumps({"windows": [w]}).encode() for w in packed[:500]],
               # the pyfunc's tensor input: NaN for missing (JSON's NaN token, which both servers parse)
               "tensor": [json.dumps({"inputs": full[i : i + 1].tolist()}).encode() for i in range(200)],
               "plain": [json.dumps({"windows": full[i : i + 1].tolist()}).encode() for i in range(200)]}
     batch = {"ours": [json.dumps({"windows": ours[i : i + 64]}).encode() for i in range(0, 640, 64)],
+             "arrow": [arrow(i, i + 64) for i in range(0, 640, 64)],
+             "arrow_lz4": [arrow(i, i + 64, "lz4") for i in range(0, 640, 64)],
              "ours_f32": [json.dumps({"windows": packed[i : i + 64]}).encode() for i in range(0, 640, 64)],
              "tensor": [json.dumps({"inputs": full[i : i + 64].tolist()}).encode() for i in range(0, 640, 64)],
              "plain": [json.dumps({"windows": full[i : i + 64].tolist()}).encode() for i in range(0, 640, 64)]}
     log.info("payloads: one window %.1f kB (ours, %d s; %.1f kB as vitals_f32) / %.1f kB (tensor, %d s); a batch "
-             "of 64 %.0f kB (%.0f kB) / %.0f kB", len(single["ours"][0]) / 1e3, window_s,
+             "of 64 %.0f kB (%.0f kB; Arrow %.0f kB, lz4 %.0f kB) / %.0f kB", len(single["ours"][0]) / 1e3, window_s,
              len(single["ours_f32"][0]) / 1e3, len(single["tensor"][0]) / 1e3, full_s, len(batch["ours"][0]) / 1e3,
-             len(batch["ours_f32"][0]) / 1e3, len(batch["tensor"][0]) / 1e3)
+             len(batch["ours_f32"][0]) / 1e3, len(batch["arrow"][0]) / 1e3, len(batch["arrow_lz4"][0]) / 1e3,
+             len(batch["tensor"][0]) / 1e3)
 
-    env = dict(os.environ, BENTOML_HOME=str(Path(serve.bentoml_home).resolve()))
+    # the venv's commands first: `mlflow models serve` with several workers runs `uvicorn` from PATH
+    env = dict(os.environ, BENTOML_HOME=str(Path(serve.bentoml_home).resolve()),
+               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     tracking = params["tracking"]["uri"]
     model_uri = f"models:/{bento['registered_model']}@champion"
     servers = {
@@ -192,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
             "/readyz", "/predict", "ours"),
         "mlflow models serve": (
             [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local", "--host",
-             "127.0.0.1", "--port", "{port}", "--workers", "1"], "/ping", "/invocations", "tensor"),
+             "127.0.0.1", "--port", "{port}", "--workers", str(serve.workers)], "/ping", "/invocations", "tensor"),
         "plain BentoML wrapper (pyfunc predict)": (
             [str(BIN / "bentoml"), "serve", "benchmarks.plain_service:PlainService", "--host", "127.0.0.1",
              "--port", "{port}"], "/readyz", "/predict", "plain"),
@@ -214,8 +234,9 @@ def main(argv: list[str] | None = None) -> None:
                 log.info("POST /metadata (no model work): %s", {k: round(v, 2) for k, v in floor.items()})
             # this service takes each window's signals as JSON numbers and, packed, as base64 float32; the floor
             # parses exactly the same bodies
-            bodies = {"ours": ((name, "ours"), (PACKED, "ours_f32")),
-                      "floor": ((FLOOR, "ours"), (FLOOR_F32, "ours_f32"))}
+            bodies = {"ours": ((name, "ours"), (PACKED, "ours_f32"), (ARROW, "arrow"), (ARROW_LZ4, "arrow_lz4")),
+                      "floor": ((FLOOR, "ours"), (FLOOR_F32, "ours_f32"), (FLOOR_ARROW, "arrow"),
+                                (FLOOR_ARROW_LZ4, "arrow_lz4"))}
             for label, body in bodies.get(kind, ((name, kind),)):
                 r = latency(srv.port, path, single[body], args.requests)
                 r["batch64_windows_per_s"] = throughput(srv.port, path, batch[body], 64, args.seconds, 1)
@@ -231,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     results["BentoML floor: POST /metadata (no model work)"] = {**floor, "batch64_windows_per_s": float("nan"),
                                                                 "batch64_4clients_windows_per_s": float("nan")}
     print(f"\nchampion: {bento['registered_model']} version {bento['registered_version']} ({detector}), "
-          f"window {window_s} s; {args.requests} single-window requests, {args.seconds:g} s per throughput run")
+          f"window {window_s} s; {serve.workers} worker(s) per server; {args.requests} single-window requests, "
+          f"{args.seconds:g} s per throughput run")
     print(f"{'server':42s} {'p50 ms':>8s} {'p99 ms':>8s} {'mean ms':>8s} {'batch64 w/s':>12s} {'4 clients':>10s} "
           f"{'after burst p50/p99 ms':>23s}")
     for name, r in results.items():
@@ -239,7 +261,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:42s} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['mean_ms']:8.2f} "
               f"{r['batch64_windows_per_s']:12,.0f} {r['batch64_4clients_windows_per_s']:10,.0f} {after:>23s}")
     for name, r in results.items():
-        if r is ours_r or name.startswith("BentoML floor") or name in (PACKED, FLOOR, FLOOR_F32):
+        if r is ours_r or name.startswith("BentoML floor") or name in (PACKED, ARROW, ARROW_LZ4, FLOOR, FLOOR_F32,
+                                                                       FLOOR_ARROW, FLOOR_ARROW_LZ4):
             continue
         print(f"vs {name}: p99 {r['p99_ms'] / ours_r['p99_ms']:.1f}x lower, batched throughput "
               f"{ours_r['batch64_windows_per_s'] / r['batch64_windows_per_s']:.1f}x higher (JSON numbers)")
@@ -247,7 +270,9 @@ def main(argv: list[str] | None = None) -> None:
         return max(r["batch64_windows_per_s"], r["batch64_4clients_windows_per_s"])
 
     for label, r, floor_r, body in (("JSON numbers", ours_r, results[FLOOR], "ours"),
-                                    ("vitals_f32", results[PACKED], results[FLOOR_F32], "ours_f32")):
+                                    ("vitals_f32", results[PACKED], results[FLOOR_F32], "ours_f32"),
+                                    ("Arrow", results[ARROW], results[FLOOR_ARROW], "arrow"),
+                                    ("Arrow lz4", results[ARROW_LZ4], results[FLOOR_ARROW_LZ4], "arrow_lz4")):
         p99 = max(r["p99_ms"], r["after_burst_p99_ms"])
         print(f"targets, {label}: p99 <= 5 ms (before and after the burst): {'met' if p99 <= 5 else 'NOT met'} "
               f"({p99:.2f} ms); "

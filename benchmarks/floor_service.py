@@ -1,7 +1,8 @@
 """The payload floor for `bench_service`: a BentoML endpoint that receives the same request bodies as the
 service's `predict` and parses them into Python objects, then answers with the number of windows. No input
 checks, no arrays, no features, no model: what any BentoML JSON endpoint pays to take in these windows, so
-the throughput this service could reach at best on this machine.
+the throughput this service could reach at best on this machine. Arrow bodies take the service's own route
+(`biostream.serving.BodyTypes`) and are only read into an Arrow table.
 
     bentoml serve benchmarks.floor_service:PayloadFloor
 """
@@ -11,10 +12,24 @@ from __future__ import annotations
 from typing import Any
 
 import bentoml
+import pyarrow as pa
+
+from biostream.arrow_windows import ARROW_STREAM
+from biostream.serving import BENTO_MODEL, BodyTypes, ServingSpec
+
+# as many workers as the service (serve.workers, in the champion's serving spec)
+WORKERS = ServingSpec.of_model(bentoml.models.get(f"{BENTO_MODEL}:latest").info.metadata).workers
 
 
-@bentoml.service(name="biostream-payload-floor", workers=1)
+@bentoml.service(name="biostream-payload-floor", workers=WORKERS)
 class PayloadFloor:
     @bentoml.api
     def predict(self, windows: list[dict[str, Any]]) -> int:
         return len(windows)
+
+
+async def _read_arrow(body: bytes) -> tuple[int, bytes]:
+    return 200, str(pa.ipc.open_stream(pa.py_buffer(body)).read_all().num_rows).encode()
+
+
+PayloadFloor.add_asgi_middleware(BodyTypes, handlers={("/predict", ARROW_STREAM): lambda: _read_arrow})

@@ -10,12 +10,14 @@ from __future__ import annotations
 import bentoml
 import numpy as np
 
-from biostream.serving import BENTO_MODEL
+from biostream.serving import BENTO_MODEL, ServingSpec
+
+MODEL = bentoml.models.BentoModel(f"{BENTO_MODEL}:latest")
 
 
-@bentoml.service(name="biostream-plain", workers=1)
-class PlainService:
-    model = bentoml.models.BentoModel(f"{BENTO_MODEL}:latest")
+@bentoml.service(name="biostream-plain", workers=ServingSpec.of_model(MODEL.stored.info.metadata).workers)
+class PlainService:  # as many workers as the service (serve.workers)
+    model = MODEL
 
     def __init__(self) -> None:
         self.pyfunc = bentoml.mlflow.load_model(self.model)

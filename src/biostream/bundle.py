@@ -9,6 +9,7 @@ serving cannot drift apart.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +32,13 @@ class Explanation:
 
     def top_signals(self, k: int = 3) -> list[list[str]]:
         """Per row, the k signals contributing most (positive contributions only), strongest first."""
-        values = self.signals.to_numpy()
-        names = np.asarray(self.signals.columns)
-        order = np.argsort(-values, axis=1, kind="stable")[:, :k]
-        return [[str(names[j]) for j in row if values[i, j] > 0] for i, row in enumerate(order)]
+        return top_signals(self.signals.to_numpy(), list(self.signals.columns), k)
+
+
+def top_signals(contributions: np.ndarray, names: Sequence[str], k: int = 3) -> list[list[str]]:
+    """Per row of (n, S) contributions, the names of the k largest positive ones, strongest first."""
+    order = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
+    return [[str(names[j]) for j in row if contributions[i, j] > 0] for i, row in enumerate(order)]
 
 
 @dataclass

@@ -11,7 +11,6 @@ module only declares the endpoints. Importing it reads the model store, as any B
 
 from __future__ import annotations
 
-import json
 import os
 
 # One TensorFlow thread per op: the worker's other core parses and answers HTTP (measured: a batch of 64
@@ -25,16 +24,17 @@ import bentoml  # noqa: E402
 import numpy as np  # noqa: E402
 from bentoml.exceptions import ServiceUnavailable  # noqa: E402
 from bentoml.validators import ContentType  # noqa: E402
+from pydantic import TypeAdapter  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from biostream.arrow_windows import ARROW_STREAM, windows_from_arrow  # noqa: E402
 from biostream.batching import Batcher  # noqa: E402
 from biostream.bundle import ModelBundle  # noqa: E402
 from biostream.serving import (  # noqa: E402
     BENTO_MODEL,
     MLFLOW_MODEL_DIR,
-    SPEC_KEY,
+    BodyTypes,
     ExplainResult,
-    JsonOnly,
     Metadata,
     Prediction,
     Schemas,
@@ -45,9 +45,10 @@ from biostream.serving import (  # noqa: E402
 )
 
 MODEL = bentoml.models.BentoModel(f"{BENTO_MODEL}:latest")
-SPEC = ServingSpec.from_dict(json.loads(MODEL.stored.info.metadata[SPEC_KEY]))
+SPEC = ServingSpec.of_model(MODEL.stored.info.metadata)
 SCHEMAS = Schemas(SPEC)
 WindowInput, Series, WindowBatch = SCHEMAS.WindowInput, SCHEMAS.Series, SCHEMAS.WindowBatch
+PREDICTIONS = TypeAdapter(list[Prediction])
 
 
 def _overloaded(waited_s: float) -> Exception:
@@ -55,7 +56,8 @@ def _overloaded(waited_s: float) -> Exception:
                               f"serve.max_latency_ms ({SPEC.max_latency_ms} ms); retry later or send fewer windows")
 
 
-@bentoml.service(name="biostream", workers=1, traffic={"timeout": 60, "max_concurrency": 256})
+# one worker process per `serve.workers` (params.yaml): each parses, checks and scores its own requests
+@bentoml.service(name="biostream", workers=SPEC.workers, traffic={"timeout": 60, "max_concurrency": 256})
 class VitalsService:
     model = MODEL
 
@@ -85,6 +87,18 @@ class VitalsService:
         (adaptive batching: those that arrive while the model is busy share its next call)."""
         return await self.batcher.submit(windows)
 
+    async def predict_arrow(self, body: bytes) -> tuple[int, bytes | dict[str, str]]:
+        """`predict` for a batch sent as an Arrow IPC stream (`biostream.arrow_windows`; routed here by
+        `BodyTypes` on its Content-Type): the same checks, batching and answer."""
+        try:
+            windows = windows_from_arrow(body, SPEC)
+        except ValueError as error:
+            return 400, {"error": str(error)}
+        try:
+            return 200, PREDICTIONS.dump_json(await self.batcher.submit(windows))
+        except ServiceUnavailable as error:
+            return 503, {"error": str(error)}
+
     @bentoml.api
     def score_series(self, series: Series) -> SeriesResult:
         """Score every second of a recording; alarm flags and episodes after the alarm policy."""
@@ -101,4 +115,8 @@ class VitalsService:
         return self.scorer.metadata()
 
 
-VitalsService.add_asgi_middleware(JsonOnly)
+# POST /predict also takes an Arrow IPC stream; the largest body: a full batch of float64 values, plus room for
+# ids, times and offsets
+VitalsService.add_asgi_middleware(
+    BodyTypes, handlers={("/predict", ARROW_STREAM): lambda: bentoml.get_current_service().predict_arrow},
+    max_body_bytes=SPEC.max_batch_windows * len(SPEC.signals) * SPEC.max_window_s * 8 + (4 << 20))

@@ -20,7 +20,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -28,7 +29,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import pandas as pd
 import yaml
 from pydantic import (
     AfterValidator,
@@ -42,7 +42,7 @@ from pydantic import (
     model_validator,
 )
 
-from biostream.bundle import Explanation, ModelBundle
+from biostream.bundle import ModelBundle, top_signals
 from biostream.config import ConfigError, SignalCatalog, require
 from biostream.evaluation import alarm_episodes, apply_policy
 from biostream.features import feature_signal_weights, recording_windows
@@ -85,6 +85,7 @@ class ServeParams:
     max_missing_fraction: float
     max_latency_ms: int
     top_signals: int
+    workers: int
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ServeParams:
@@ -98,10 +99,12 @@ class ServeParams:
             max_missing_fraction=float(require(sec, "max_missing_fraction", w)),
             max_latency_ms=int(require(sec, "max_latency_ms", w)),
             top_signals=int(require(sec, "top_signals", w)),
+            workers=int(require(sec, "workers", w)),
         )
-        if min(out.max_batch_windows, out.max_window_s, out.max_series_s, out.max_latency_ms, out.top_signals) < 1:
-            raise ConfigError(f"{w}: max_batch_windows, max_window_s, max_series_s, max_latency_ms and top_signals "
-                              "must be >= 1")
+        if min(out.max_batch_windows, out.max_window_s, out.max_series_s, out.max_latency_ms, out.top_signals,
+               out.workers) < 1:
+            raise ConfigError(f"{w}: max_batch_windows, max_window_s, max_series_s, max_latency_ms, top_signals and "
+                              "workers must be >= 1")
         if not 0.0 <= out.max_missing_fraction < 1.0:
             raise ConfigError(f"{w}.max_missing_fraction: must be in [0, 1), got {out.max_missing_fraction}")
         return out
@@ -126,6 +129,7 @@ class ServingSpec:
     max_missing_fraction: float
     max_latency_ms: int
     top_signals: int
+    workers: int
     metrics: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -139,7 +143,7 @@ class ServingSpec:
         return cls(model_name, str(model_version), model_alias, model_uri, bundle.detector.name, signals,
                    {s: catalog[s].unit for s in signals}, {s: tuple(catalog[s].valid) for s in signals}, window_s,
                    serve.max_window_s, serve.max_batch_windows, serve.max_series_s, serve.max_missing_fraction,
-                   serve.max_latency_ms, serve.top_signals, dict(metrics))
+                   serve.max_latency_ms, serve.top_signals, serve.workers, dict(metrics))
 
     @cached_property
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -152,6 +156,11 @@ class ServingSpec:
         d["signals"] = list(self.signals)
         d["valid"] = {k: list(v) for k, v in self.valid.items()}
         return d
+
+    @classmethod
+    def of_model(cls, info_metadata: Mapping[str, Any]) -> ServingSpec:
+        """The spec the `package` stage stored in a BentoML model's metadata (`model.info.metadata`)."""
+        return cls.from_dict(json.loads(info_metadata[SPEC_KEY]))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ServingSpec:
@@ -334,26 +343,77 @@ class ExplainResult(BaseModel):
     model: ModelRef
 
 
-class JsonOnly:
-    """ASGI middleware: a POST whose Content-Type is not JSON gets 415 with the fix, before BentoML parses it
-    (its multipart parser answers 500 to a multipart type without a boundary). No Content-Type reads as JSON."""
+class BodyTypes:
+    """ASGI middleware: a POST body is JSON (BentoML's endpoints), or, on the paths and media types given in
+    `handlers`, a body that its own handler answers (an Arrow batch on /predict: `biostream.arrow_windows`).
+    Any other Content-Type gets 415 with the fix, before BentoML parses it (its multipart parser answers 500 to
+    a multipart type without a boundary). No Content-Type reads as JSON.
 
-    def __init__(self, app: Any) -> None:
+    `handlers` maps (path, media type) to a function that returns the handler, an async callable body ->
+    (status, JSON bytes); it is looked up per request (the service instance exists once the worker has
+    started). A body over `max_body_bytes` gets 413."""
+
+    def __init__(self, app: Any, handlers: Mapping[tuple[str, str], Callable[[], Any]] | None = None,
+                 max_body_bytes: int = 64 << 20) -> None:
         self.app = app
+        self.handlers = dict(handlers or {})
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope.get("type") == "http" and scope.get("method") == "POST":
-            raw = dict(scope.get("headers") or []).get(b"content-type", b"application/json")
-            media = raw.decode("latin-1").split(";")[0].strip().lower()
+            headers = dict(scope.get("headers") or [])
+            media = headers.get(b"content-type", b"application/json").decode("latin-1").split(";")[0].strip().lower()
+            handler = self.handlers.get((scope.get("path", ""), media))
+            if handler is not None:
+                body = await self._body(headers, receive)
+                if body is _GONE:
+                    return
+                if body is None:
+                    await _send_json(send, 413, {"error": f"the body is over {self.max_body_bytes} bytes: send at "
+                                                          f"most serve.max_batch_windows windows per request"})
+                    return
+                try:
+                    status, answer = await handler()(body)
+                except Exception:  # a fault of ours, not of the request: logged, answered as BentoML answers it
+                    _log.exception("%s %s failed", media, scope.get("path"))
+                    status, answer = 500, {"error": "An unexpected error has occurred, please check the server log."}
+                await _send_json(send, status, answer)
+                return
             if media not in ("application/json", ""):
-                body = json.dumps({"error": f"Content-Type '{media}' is not supported: send the request body as "
-                                            f"JSON with Content-Type: application/json"}).encode()
-                await send({"type": "http.response.start", "status": 415,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+                accepted = ["application/json"] + sorted(m for p, m in self.handlers if p == scope.get("path"))
+                await _send_json(send, 415, {"error": f"Content-Type '{media}' is not supported here: send the "
+                                                      f"request body as {' or '.join(accepted)}"})
                 return
         await self.app(scope, receive, send)
+
+    async def _body(self, headers: Mapping[bytes, bytes], receive: Any) -> bytes | object | None:
+        """The whole body; None once it is longer than `max_body_bytes`; `_GONE` if the client went away."""
+        declared = headers.get(b"content-length", b"").decode("latin-1")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return None
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return _GONE
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+
+_GONE = object()  # `BodyTypes._body`: the client went away
+_log = logging.getLogger("biostream")
+
+
+async def _send_json(send: Any, status: int, payload: Any) -> None:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class Metadata(BaseModel):
@@ -497,16 +557,18 @@ class Scorer:
             idx = np.flatnonzero(alarm)
             for i, names in zip(idx, self.top_signals(view[idx], scores[idx]), strict=True):
                 top[i] = names
-        return [Prediction(patient_id=w.patient_id, time=w.time, score=float(s), alarm=bool(a),
-                           threshold=self.threshold, top_signals=t, model=self.model)
+        # validated already (the windows, the model's finite scores): constructed without validating again,
+        # which took ~8 % of a busy service's time holding the GIL
+        threshold = self.threshold
+        return [Prediction.model_construct(patient_id=w.patient_id, time=w.time, score=float(s), alarm=bool(a),
+                                           threshold=threshold, top_signals=t, model=self.model)
                 for w, s, a, t in zip(windows, scores, alarm, top, strict=True)]
 
     def top_signals(self, view: np.ndarray, scores: np.ndarray) -> list[list[str]]:
         """The signals contributing most to each row of an input view (`TOP_SIGNALS_METHODS`)."""
         if self.spec.detector in TOP_SIGNALS_METHODS:
-            contrib = occlusion_contributions(self.bundle, view, scores)
-            return Explanation(pd.DataFrame(contrib, columns=list(self.spec.signals)), None).top_signals(
-                self.spec.top_signals)
+            return top_signals(occlusion_contributions(self.bundle, view, scores), self.spec.signals,
+                               self.spec.top_signals)
         return self.bundle.explain_view(view).top_signals(self.spec.top_signals)
 
     def series_scores(self, values: np.ndarray, chunk: int = 512) -> np.ndarray:
@@ -556,7 +618,8 @@ class Scorer:
             signals=[{"name": s, "unit": spec.units[s], "valid": list(spec.valid[s])} for s in spec.signals],
             alarm_policy=self.bundle.policy.to_dict(),
             limits={"max_batch_windows": spec.max_batch_windows, "max_window_s": spec.max_window_s,
-                    "max_series_s": spec.max_series_s, "max_missing_fraction": spec.max_missing_fraction},
+                    "max_series_s": spec.max_series_s, "max_missing_fraction": spec.max_missing_fraction,
+                    "workers": spec.workers},
             metrics=spec.metrics, explain_method=explain_method(self.bundle.detector),
             top_signals_method=TOP_SIGNALS_METHODS.get(spec.detector, "the detector's explanation (explain_method)"),
         )

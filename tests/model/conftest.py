@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from biostream.bundle import ModelBundle
 from biostream.config import Configs, merge_profile
 from biostream.dataset import Dataset
 from biostream.detectors import REGISTRY, BaseDetector, make_detector
 from biostream.detectors.clinical import clinical_params
+from biostream.evaluation import AlarmPolicy
 from biostream.features import (
     FeaturizeParams,
     InputPipeline,
@@ -20,6 +24,7 @@ from biostream.features import (
     feature_names,
     featurize,
 )
+from biostream.serving import Scorer, ServeParams, ServingSpec
 from tests.conftest import make_dataset
 
 CLINICAL = ("hypotension", "tachycardia", "bradycardia", "desaturation", "hypercapnia", "fever")
@@ -69,3 +74,37 @@ def fitted(model_data, configs) -> dict[str, BaseDetector]:
         det = make_detector(name, **detector_params(name, configs))
         out[name] = det.fit(model_data.view(det, model_data.train))
     return out
+
+
+@pytest.fixture(scope="session")
+def rows(model_data) -> pd.DataFrame:
+    """Six anomalous and six normal validation or test seconds."""
+    ev = model_data.evaluation
+    return pd.concat([ev[ev["label"] == 1].sample(6, random_state=1), ev[ev["label"] == 0].sample(6, random_state=2)])
+
+
+# The serving layer, as a bento carries it: small limits, so that the tests can reach them
+SERVE = {"serve": {"bentoml_home": "bentoml_home", "max_batch_windows": 8, "max_window_s": 2400,
+                   "max_series_s": 5000, "max_missing_fraction": 0.9, "max_latency_ms": 5, "top_signals": 3,
+                   "workers": 1}}
+POLICY = AlarmPolicy(k=3, n=5, refractory_s=120, tolerance_s=30)
+
+
+def scorer_for(det: BaseDetector, model_data: ModelData, configs: Configs) -> Scorer:
+    """What the service answers with for a fitted detector (its bundle and serving spec)."""
+    bundle = ModelBundle(model_data.pipeline, det, POLICY)
+    spec = ServingSpec.build(bundle, configs.signals, ServeParams.from_params(SERVE), model_name="m",
+                             model_version="3", model_alias="champion", model_uri="models:/m/3",
+                             metrics={"events.event_f1": 0.5})
+    assert ServingSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec  # what the bento model stores
+    return Scorer(bundle, spec)
+
+
+def window_payload(window: np.ndarray, signals, pid="bed-1", time="2026-11-21T10:00:00Z") -> dict:
+    """A request body for one (S, W) window; seconds before the recording began (missing in every signal, at
+    the start) are not sent, as a gateway has no history before the patient was connected."""
+    recorded = ~np.isnan(window).all(axis=0)
+    first = int(np.argmax(recorded)) if recorded.any() else 0
+    return {"patient_id": pid, "time": time,
+            "vitals": {s: [None if math.isnan(v) else float(v) for v in window[i, first:]]
+                       for i, s in enumerate(signals)}}

@@ -8,63 +8,24 @@ import json
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from biostream.bundle import ModelBundle
 from biostream.detectors import REGISTRY, make_detector
 from biostream.detectors.base import load_detector
 from biostream.detectors.iforest import GTIL_MAX_ROWS
 from biostream.detectors.lstm_ae import ORT_MAX_ROWS
 from biostream.detectors.ocsvm import CHUNK_ROWS
-from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy
+from biostream.evaluation import alarm_episodes, apply_policy
 from biostream.features import feature_signal_weights, recording_windows, windows_at
-from biostream.serving import (
-    Schemas,
-    Scorer,
-    ServeParams,
-    ServingSpec,
-    explain_method,
-    occlusion_contributions,
-    pack_f32,
-)
+from biostream.serving import Schemas, explain_method, occlusion_contributions, pack_f32
+from tests.model.conftest import POLICY, scorer_for, window_payload
 
 NAMES = sorted(REGISTRY)
-SERVE = {"serve": {"bentoml_home": "bentoml_home", "max_batch_windows": 8, "max_window_s": 2400,
-                   "max_series_s": 5000, "max_missing_fraction": 0.9, "max_latency_ms": 5, "top_signals": 3}}
-POLICY = AlarmPolicy(k=3, n=5, refractory_s=120, tolerance_s=30)
-
-
-def _scorer(det, model_data, configs) -> Scorer:
-    bundle = ModelBundle(model_data.pipeline, det, POLICY)
-    spec = ServingSpec.build(bundle, configs.signals, ServeParams.from_params(SERVE), model_name="m",
-                             model_version="3", model_alias="champion", model_uri="models:/m/3",
-                             metrics={"events.event_f1": 0.5})
-    assert ServingSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec  # what the bento model stores
-    return Scorer(bundle, spec)
-
-
-def _payload(window: np.ndarray, signals, pid="bed-1", time="2026-11-21T10:00:00Z") -> dict:
-    """A request body for one (S, W) window; seconds before the recording began (missing in every signal, at
-    the start) are not sent, as a gateway has no history before the patient was connected."""
-    recorded = ~np.isnan(window).all(axis=0)
-    first = int(np.argmax(recorded)) if recorded.any() else 0
-    return {"patient_id": pid, "time": time,
-            "vitals": {s: [None if math.isnan(v) else float(v) for v in window[i, first:]]
-                       for i, s in enumerate(signals)}}
-
-
-@pytest.fixture(scope="module")
-def rows(model_data):
-    ev = model_data.evaluation
-    return pd.concat([ev[ev["label"] == 1].sample(6, random_state=1), ev[ev["label"] == 0].sample(6, random_state=2)])
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_predict_equals_the_bundle_scores_of_the_same_windows(name, fitted, model_data, configs, rows):
     """Parity: JSON in, validated, scored = the bundle's scores of the stored windows (what `evaluate` scores)."""
-    scorer = _scorer(fitted[name], model_data, configs)
+    scorer = scorer_for(fitted[name], model_data, configs)
     schemas = Schemas(scorer.spec)
     sig = model_data.pipeline.signals
     full = windows_at(model_data.dataset.vitals, sig, model_data.pipeline.geometry.window_s,
@@ -72,7 +33,7 @@ def test_predict_equals_the_bundle_scores_of_the_same_windows(name, fitted, mode
     want = scorer.bundle.score(full)
     # a window carries at least the model's window_s; a longer one is cut to it
     tails = full[..., -scorer.spec.window_s:]
-    requests = [schemas.Window.model_validate_json(json.dumps(_payload(w, sig))) for w in tails]
+    requests = [schemas.Window.model_validate_json(json.dumps(window_payload(w, sig))) for w in tails]
     out = scorer.predict(requests)
     np.testing.assert_allclose([p.score for p in out], want, rtol=0, atol=1e-9)
     assert [p.alarm for p in out] == list(want > scorer.threshold)
@@ -129,7 +90,7 @@ def test_ocsvm_alarms_name_signals_by_occlusion(fitted, model_data, configs, row
     """predict ranks an OCSVM alarm's signals by occlusion (its kernel SHAP is ~60 ms a window): the score's
     drop when one signal's features are set to the training median; a window made abnormal in one signal
     names that signal first."""
-    scorer = _scorer(fitted["ocsvm"], model_data, configs)
+    scorer = scorer_for(fitted["ocsvm"], model_data, configs)
     sig = list(scorer.spec.signals)
     full = windows_at(model_data.dataset.vitals, sig, scorer.spec.window_s, rows["patient_id"].to_numpy(),
                       rows["time_s"].to_numpy())
@@ -146,13 +107,13 @@ def test_ocsvm_alarms_name_signals_by_occlusion(fitted, model_data, configs, row
     normal = full[np.argmin(scores)].copy()
     normal[j, -600:] = np.linspace(normal[j, -601], 80.0, 600)
     schemas = Schemas(scorer.spec)
-    out = scorer.predict([schemas.Window.model_validate_json(json.dumps(_payload(normal, sig)))])[0]
+    out = scorer.predict([schemas.Window.model_validate_json(json.dumps(window_payload(normal, sig)))])[0]
     assert out.alarm and out.top_signals[0] == "spo2", out
     assert scorer.metadata().top_signals_method.startswith("occlusion")
 
 
 def test_score_series_scores_every_second_as_evaluate_does(fitted, model_data, configs):
-    scorer = _scorer(fitted["iforest"], model_data, configs)
+    scorer = scorer_for(fitted["iforest"], model_data, configs)
     schemas = Schemas(scorer.spec)
     vitals = model_data.dataset.vitals
     pid = model_data.evaluation["patient_id"].iloc[0]
@@ -178,12 +139,12 @@ def test_score_series_scores_every_second_as_evaluate_does(fitted, model_data, c
 
 @pytest.mark.parametrize("name", NAMES)
 def test_explain_names_signals_and_features(name, fitted, model_data, configs, rows):
-    scorer = _scorer(fitted[name], model_data, configs)
+    scorer = scorer_for(fitted[name], model_data, configs)
     schemas = Schemas(scorer.spec)
     sig = model_data.pipeline.signals
     w = windows_at(model_data.dataset.vitals, sig, scorer.spec.window_s, rows["patient_id"].to_numpy()[:1],
                    rows["time_s"].to_numpy()[:1])[0]
-    out = scorer.explain(schemas.Window.model_validate_json(json.dumps(_payload(w, sig))))
+    out = scorer.explain(schemas.Window.model_validate_json(json.dumps(window_payload(w, sig))))
     assert list(out.signals) == list(sig) and all(math.isfinite(v) for v in out.signals.values())
     assert (out.features is not None) == (fitted[name].explains == "features")
     if out.features is not None:
@@ -201,7 +162,7 @@ def _error(schema, body) -> str:
 
 
 def test_bad_windows_get_messages_naming_field_value_and_limit(fitted, model_data, configs):
-    scorer = _scorer(fitted["iforest"], model_data, configs)
+    scorer = scorer_for(fitted["iforest"], model_data, configs)
     schemas = Schemas(scorer.spec)
     W, win = scorer.spec.window_s, schemas.WindowInput  # one window as `explain` takes it
     good = {"patient_id": "bed-1", "time": "2026-11-21T10:00:00Z",
@@ -247,12 +208,12 @@ def test_bad_windows_get_messages_naming_field_value_and_limit(fitted, model_dat
 def test_vitals_f32_carries_the_same_windows_as_json_numbers(fitted, model_data, configs, rows):
     """A window's signals packed as base64 float32 (NaN = missing) validate to the same array, hence the same
     score, as the same values sent as JSON numbers (the cohort's vitals are float32: nothing is rounded)."""
-    scorer = _scorer(fitted["ocsvm"], model_data, configs)
+    scorer = scorer_for(fitted["ocsvm"], model_data, configs)
     sig, W = list(scorer.spec.signals), scorer.spec.window_s
     full = windows_at(model_data.dataset.vitals, sig, W, rows["patient_id"].to_numpy(), rows["time_s"].to_numpy())
     assert np.isnan(full).any()  # missing values travel as NaN
     window = TypeAdapter(Schemas(scorer.spec).WindowInput)
-    bodies = [_payload(w, sig) for w in full]
+    bodies = [window_payload(w, sig) for w in full]
     as_numbers = [window.validate_json(json.dumps(b)) for b in bodies]
     as_packed = [window.validate_json(json.dumps({**b, "vitals": None, "vitals_f32": {
         s: pack_f32(np.array(v, dtype=float)) for s, v in b["vitals"].items()}})) for b in bodies]
@@ -262,7 +223,7 @@ def test_vitals_f32_carries_the_same_windows_as_json_numbers(fitted, model_data,
 
 
 def test_bad_vitals_f32_gets_messages_naming_field_value_and_fix(fitted, model_data, configs):
-    scorer = _scorer(fitted["iforest"], model_data, configs)
+    scorer = scorer_for(fitted["iforest"], model_data, configs)
     W, win = scorer.spec.window_s, TypeAdapter(Schemas(scorer.spec).WindowInput)
     ok = np.full(W, 70.0)
     good = {"patient_id": "bed-1", "time": 0, "vitals_f32": {"hr": pack_f32(ok), "spo2": pack_f32(ok + 27)}}
@@ -298,7 +259,7 @@ def test_bad_vitals_f32_gets_messages_naming_field_value_and_fix(fitted, model_d
 
 
 def test_a_null_is_missing_and_an_absent_signal_is_missing_throughout(fitted, model_data, configs):
-    scorer = _scorer(fitted["ocsvm"], model_data, configs)
+    scorer = scorer_for(fitted["ocsvm"], model_data, configs)
     W, win = scorer.spec.window_s, Schemas(scorer.spec).Window
     w = win.model_validate({"patient_id": "p", "time": 0, "vitals": {"hr": [None] * 10 + [70.0] * (W - 10),
                                                                       "spo2": [97] * W, "map": [75] * W}})

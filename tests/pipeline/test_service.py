@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from biostream.arrow_windows import ARROW_STREAM, windows_to_arrow
 from biostream.dataset import read_dataset
 from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy
 from biostream.features import recording_windows, windows_at
@@ -147,6 +148,12 @@ def test_predict_matches_the_evaluate_stage_to_1e6(served, meta, test_data):
     status, out_f32 = Client(served[0]).post("/predict", packed)
     assert status == 200, out_f32
     assert out_f32 == out
+    # and as an Arrow IPC stream (whole windows, NaN = missing; times in seconds): the same answers
+    arrow = windows_to_arrow([str(p) for p in pick["patient_id"]], pick["time_s"].astype(float).tolist(),
+                             {s: windows[:, j] for j, s in enumerate(signals)})
+    status, out_arrow = Client(served[0]).post("/predict", arrow, content_type=ARROW_STREAM)
+    assert status == 200, out_arrow
+    assert out_arrow == out
 
 
 def test_score_series_matches_the_evaluate_stage(served, meta, test_data):
@@ -239,6 +246,23 @@ def test_bad_input_gets_a_4xx_that_says_what_is_wrong_and_the_service_stays_heal
         status, out = client.post("/predict", body)
         assert 400 <= status < 500, (name, status, out)
         assert needle in json.dumps(out), (name, needle, out)
+    # Arrow bodies (tests/model/test_arrow_windows.py has every message; here: over HTTP, 4xx, named)
+    ok = np.full((2, w), 72.0)
+    bad = ok.copy()
+    bad[1, 9] = 900.0
+    arrow = {
+        "impossible vital": (windows_to_arrow(["a", "b"], [0.0, 1.0], {"hr": bad, "spo2": ok + 25}),
+                             "row 1 (patient_id 'b'): hr[9] = 900 is outside the physiological range"),
+        "unknown column": (windows_to_arrow(["a", "b"], [0.0, 1.0], {"hr": ok, "lactate": ok}), "'lactate'"),
+        "not Arrow": (win.encode(), "not a valid Arrow IPC stream"),
+        "cut short": (windows_to_arrow(["a", "b"], [0.0, 1.0], {"hr": ok})[:-64], "not a valid Arrow IPC stream"),
+        "empty": (b"", "empty body"),
+    }
+    for name, (body, needle) in arrow.items():
+        status, out = client.post("/predict", body, content_type=ARROW_STREAM)
+        assert status == 400 and needle in out["error"], (name, status, out)
+    status, out = client.post("/explain", b"x", content_type=ARROW_STREAM)
+    assert status == 415 and "application/json" in out["error"], out
     status, out = client.post("/score_series", {"series": {"patient_id": "p", "start": 0,
                                                            "vitals": {"hr": [72.0] * 10 + [1e9]}}})
     assert 400 <= status < 500 and "physiological range" in json.dumps(out), out
