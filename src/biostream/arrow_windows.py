@@ -42,19 +42,25 @@ class ArrowWindow(NamedTuple):
 
 
 def windows_to_arrow(patient_ids: Sequence[str], times: Sequence[datetime | float],
-                     vitals: Mapping[str, np.ndarray], compression: str | None = None) -> bytes:
-    """An Arrow IPC stream of windows: `vitals` maps a signal to its (n, T) values (NaN = missing), the same T
-    for every signal and window (`ARROW_STREAM` accepts ragged lists too; this writer does not need them).
-    `compression`: None, "lz4" or "zstd" (Arrow's IPC buffer compression, which readers undo by themselves:
-    vital signs shrink ~4x with lz4)."""
+                     vitals: Mapping[str, np.ndarray | Sequence[np.ndarray]], compression: str | None = None) -> bytes:
+    """An Arrow IPC stream of windows: `vitals` maps a signal to its values (NaN = missing), an (n, T) array
+    (every window T seconds) or one array per window (windows of different lengths; each window's signals
+    the same length). `compression`: None, "lz4" or "zstd" (Arrow's IPC buffer compression, which readers
+    undo by themselves: vital signs shrink ~4x with lz4)."""
     if times and isinstance(times[0], datetime):
         time_col = pa.array(times, type=pa.timestamp("ms", tz="UTC"))
     else:
         time_col = pa.array(np.asarray(times, dtype=np.float64))
     cols = {"patient_id": pa.array(list(patient_ids), type=pa.string()), "time": time_col}
     for s, v in vitals.items():
-        v = np.ascontiguousarray(v, dtype=np.float32)
-        cols[s] = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1])
+        if isinstance(v, np.ndarray) and v.ndim == 2:
+            v = np.ascontiguousarray(v, dtype=np.float32)
+            cols[s] = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1])
+        else:
+            rows = [np.asarray(r, dtype=np.float32) for r in v]
+            offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int32)
+            cols[s] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(rows) if rows else
+                                                                           np.empty(0, np.float32)))
     table = pa.table(cols)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression=compression)) as writer:

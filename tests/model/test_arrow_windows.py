@@ -77,6 +77,11 @@ def test_ragged_rows_null_lists_and_null_values(scorer, stored):
     np.testing.assert_array_equal(b.array[0], np.r_[stored[1, 0, 50:], [72.0] * 50].astype(np.float32))  # last W
     assert np.isnan(c.array[0]).all() and (c.array[1, -30:] == 98).all()  # hr's list is null: not sent
     assert all(np.isfinite(p.score) for p in scorer.predict([a, b, c]))
+    # the writer's ragged form (one array per window), compressed: the same windows
+    again = windows_to_arrow(["a", "b"], [0, 1], {"hr": [np.array(hr[0]), np.array(hr[1])],
+                                                  "spo2": [np.array(spo2[0], dtype=float), np.array(spo2[1])]}, "lz4")
+    for x, y in zip(windows_from_arrow(again, scorer.spec), (a, b), strict=True):
+        np.testing.assert_array_equal(x.array, y.array)
     ints = _stream({"patient_id": ["a"], "time": [0.0], "hr": pa.array([[70, 71, 72]], type=pa.list_(pa.int16()))})
     assert windows_from_arrow(ints, scorer.spec)[0].array[0, -3:].tolist() == [70.0, 71.0, 72.0]
 
