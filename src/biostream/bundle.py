@@ -36,9 +36,12 @@ class Explanation:
 
 
 def top_signals(contributions: np.ndarray, names: Sequence[str], k: int = 3) -> list[list[str]]:
-    """Per row of (n, S) contributions, the names of the k largest positive ones, strongest first."""
+    """Per row of (n, S) contributions, the names of the k largest positive ones, strongest first. A
+    contribution within 1e-9 of the row's largest is rounding, not a contribution (occlusion rescores in
+    another batch, whose last bits differ: a signal that changed nothing must not be named)."""
     order = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
-    return [[str(names[j]) for j in row if contributions[i, j] > 0] for i, row in enumerate(order)]
+    floor = 1e-9 * np.abs(contributions).max(axis=1, initial=0.0)
+    return [[str(names[j]) for j in row if contributions[i, j] > floor[i]] for i, row in enumerate(order)]
 
 
 @dataclass

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from biostream.bundle import ModelBundle
+from biostream.bundle import ModelBundle, top_signals
 from biostream.detectors import REGISTRY, make_detector
 from biostream.evaluation import AlarmPolicy
 from biostream.features import feature_names, windows_at
@@ -101,3 +101,11 @@ def test_the_signal_that_jumped_explains_the_score(name, fitted, model_data, tmp
         assert top.startswith("hr__") or top in ("shock_index", "hr_map_corr"), top
     else:
         assert after.features is None
+
+
+def test_top_signals_are_positive_contributions_above_rounding():
+    """A signal whose occlusion changed nothing shows a contribution of ~1e-16 (the rescoring batch's last bits):
+    it is not named; real positive contributions are, strongest first, at most k."""
+    names = ["hr", "spo2", "sbp", "map"]
+    c = np.array([[5.0, 1e-15, 0.5, -2.0], [0.0, 0.0, 0.0, 0.0], [1e-3, 2e-3, 3e-3, 4e-3]])
+    assert top_signals(c, names, 3) == [["hr", "sbp"], [], ["map", "sbp", "spo2"]]
