@@ -6,12 +6,14 @@ a plain BentoML wrapper of the same registered model.
 Needs `dvc repro` first (the `package` stage's bento, the evaluate stage's test scores). For each server:
 single-window requests with one keep-alive client (p50, p99, mean latency, features included), and
 throughput with batches of 64 windows (one client, and 4 concurrent clients so that adaptive batching can
-merge them), then single windows again right after that burst. This service is measured twice: signals as
-JSON numbers and packed (`vitals_f32`). Windows are real test-patient windows; requests are serialised
+merge them), then single windows again right after that burst. This service is measured four ways: signals
+as JSON numbers, packed (`vitals_f32`), and the batch as an Arrow IPC stream, plain and lz4-compressed. Every
+server runs `serve.workers` worker processes. Windows are real test-patient windows; requests are serialised
 before timing starts, each server first answers 500 requests (steady state), and the client turns Nagle's
 algorithm off, as HTTP client libraries do. The payload floor (`benchmarks.floor_service`) receives the same
-bodies and only parses them: the most any BentoML JSON endpoint could serve of these windows on this machine.
-Prints a table and the ratios; targets: p99 <= 5 ms single-window, >= 10,000 windows/s batched.
+bodies and only parses them (Arrow: only reads them into a table): the most any BentoML endpoint could serve
+of these windows on this machine. Prints a table and the ratios; targets: p99 <= 5 ms single-window,
+>= 10,000 windows/s batched.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@
 
 The model is the registry's champion as the `package` stage imported it into the BentoML model store
 (`biostream.serving.BENTO_MODEL`), with its serving spec (registered version, signal ranges, limits) in the
-model's metadata. Everything the endpoints do is in `biostream.serving` (tested without a server); this
-module only declares the endpoints. Importing it reads the model store, as any BentoML service module does.
+model's metadata. Everything the endpoints do is in `biostream.serving` and `biostream.arrow_windows` (tested
+without a server); this module only declares the endpoints. `POST /predict` takes JSON or an Arrow IPC
+stream (routed by `BodyTypes`). Importing it reads the model store, as any BentoML service module does.
 """
 
 from __future__ import annotations

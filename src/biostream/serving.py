@@ -13,6 +13,8 @@ without a server, and imports nothing heavy.
   type cannot say (same lengths, finiteness, physiological range, missing values) with messages that name
   the field, the value and the limit, and hands the service a float64 array so nothing is parsed twice.
 * `Scorer` answers `predict`, `score_series`, `explain` and `metadata` from a `ModelBundle`.
+* `BodyTypes` routes a POST by its Content-Type: JSON to BentoML's endpoints, an Arrow batch on /predict
+  to its own handler (`biostream.arrow_windows`), anything else to a 415.
 """
 
 from __future__ import annotations
