@@ -21,9 +21,13 @@ import math
 import numba
 import numpy as np
 
-N_PER_SIGNAL = 21  # features per signal, in biostream.features.PER_SIGNAL order
-DOM_FREQ, HF_POWER = 10, 11  # left to the caller (numpy's FFT of `centred`)
-N_CROSS = 4  # shock index, pulse pressure, HR-MAP correlation, MAP residual
+# The slots the kernel writes (f[0], f[1], ...): biostream.features.PER_SIGNAL and CROSS, in their order
+# (tests/code/test_feature_kernel.py holds them equal)
+LAYOUT = ("last", "mean", "std", "min", "max", "slope", "delta", "mad", "missing", "entropy", "dom_freq",
+          "hf_power", "peaks", "age", "stale", "jump", "step_ratio", "ctx_shift", "ctx_trend", "ctx_std",
+          "ctx_missing")
+CROSS_LAYOUT = ("shock_index", "pulse_pressure", "hr_map_corr", "map_residual")
+DOM_FREQ, HF_POWER = LAYOUT.index("dom_freq"), LAYOUT.index("hf_power")  # left to the caller (numpy's FFT)
 
 _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # numpy semantics: x/0 is inf or nan, not an error
 _EXACT_SUMS = {**_JIT, "fastmath": {"reassoc", "nsz"}}  # only for loops that add float32 values in float64
@@ -108,7 +112,7 @@ def _median(v: np.ndarray, n: int) -> float:
 @numba.njit(**_JIT)
 def _signal_features(row: np.ndarray, recent_s: int, block_s: int, f: np.ndarray, centred: np.ndarray,
                      x: np.ndarray, buf: np.ndarray, bmean: np.ndarray, oldb: np.ndarray) -> int:
-    """One signal of one window, `row` (W,) float32, NaN = missing -> `f` (N_PER_SIGNAL,) in PER_SIGNAL order
+    """One signal of one window, `row` (W,) float32, NaN = missing -> `f` (len(LAYOUT),) in LAYOUT order
     (DOM_FREQ and HF_POWER untouched) and `centred` (recent_s,), the recent values minus their mean, 0 where
     missing. `x`, `buf`, `bmean` (one per block) and `oldb` are scratch. Returns the number of observed recent
     seconds."""
@@ -241,7 +245,7 @@ def _signal_features(row: np.ndarray, recent_s: int, block_s: int, f: np.ndarray
 
 @numba.njit(**_JIT)
 def _cross_features(win: np.ndarray, f: np.ndarray, recent_s: int, idx: np.ndarray, out: np.ndarray) -> None:
-    """Across signals of one window `win` (S, W) float32 with its per-signal features `f` (S, N_PER_SIGNAL):
+    """Across signals of one window `win` (S, W) float32 with its per-signal features `f` (S, len(LAYOUT)):
     shock index, pulse pressure, HR-MAP correlation over the recent part, MAP's residual against DBP + PP/3
     minus the patient's own (older half's mean). `idx`: the rows of hr, sbp, dbp, map (-1 when absent)."""
     hr, sbp, dbp, mp = idx[0], idx[1], idx[2], idx[3]
@@ -285,7 +289,7 @@ def _cross_features(win: np.ndarray, f: np.ndarray, recent_s: int, idx: np.ndarr
 @numba.njit(**_JIT)
 def window_kernel(windows: np.ndarray, recent_s: int, block_s: int, cross_idx: np.ndarray, feats: np.ndarray,
                   cross: np.ndarray, centred: np.ndarray, counts: np.ndarray) -> None:
-    """windows (N, S, W) float32 -> feats (N, S, N_PER_SIGNAL), cross (N, N_CROSS), centred (N, S, recent_s)
+    """windows (N, S, W) float32 -> feats (N, S, len(LAYOUT)), cross (N, len(CROSS_LAYOUT)), centred (N, S, recent_s)
     and counts (N, S), the observed recent seconds (all preallocated by the caller)."""
     n, s, w = windows.shape
     x = np.empty(recent_s)

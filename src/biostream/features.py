@@ -36,7 +36,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from biostream.config import ConfigError, require
-from biostream.feature_kernel import window_kernel
+from biostream.feature_kernel import DOM_FREQ, HF_POWER, window_kernel
 
 PER_SIGNAL = (
     "last",
@@ -164,8 +164,8 @@ def window_features(windows: np.ndarray, signals: Sequence[str], geometry: Windo
     total_power = spec.sum(axis=-1)
     k_hf = max(1, int(round(spec.shape[-1] * _HF_FRACTION)))
     ok = (counts >= 4) & (total_power > 1e-12)
-    feats[..., PER_SIGNAL.index("dom_freq")] = np.where(ok, (np.argmax(spec, axis=-1) + 1) / r, np.nan)  # Hz
-    feats[..., PER_SIGNAL.index("hf_power")] = np.where(
+    feats[..., DOM_FREQ] = np.where(ok, (np.argmax(spec, axis=-1) + 1) / r, np.nan)  # Hz
+    feats[..., HF_POWER] = np.where(
         ok, spec[..., k_hf:].sum(axis=-1) / np.where(total_power > 0, total_power, 1.0), np.nan)
     return np.concatenate([feats.reshape(n, s * len(PER_SIGNAL)), cross], axis=1)
 

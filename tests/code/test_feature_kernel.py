@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from biostream.features import PER_SIGNAL, WindowGeometry, feature_names, window_features
+from biostream.feature_kernel import CROSS_LAYOUT, LAYOUT
+from biostream.features import CROSS, PER_SIGNAL, WindowGeometry, feature_names, window_features
 from tests.code.reference_features import window_features as reference
 
 SIGNALS = ("hr", "spo2", "sbp", "dbp", "map", "rr", "temp", "etco2")
@@ -70,6 +71,10 @@ def test_kernel_equals_the_numpy_definitions(geometry, seed):
                                    "map_residual")) for n in names])
     np.testing.assert_allclose(got[:, ~summed], want[:, ~summed], rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(got[:, summed], want[:, summed], rtol=1e-3, atol=1e-4)
+
+
+def test_the_kernel_writes_the_features_in_their_named_order():
+    assert LAYOUT == PER_SIGNAL and CROSS_LAYOUT == CROSS
 
 
 def test_kernel_keeps_numpy_semantics_for_impossible_arithmetic():
