@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from biostream.serving import ServingSpec
+from biostream.serving import ServingSpec, too_much_missing
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 META = ("patient_id", "time")
@@ -66,6 +66,12 @@ def windows_to_arrow(patient_ids: Sequence[str], times: Sequence[datetime | floa
     with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression=compression)) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
+
+
+def largest_body(spec: ServingSpec) -> int:
+    """Bytes of the largest batch a client may send: `max_batch_windows` windows of `max_window_s` float64
+    values per signal, and room for ids, times, validity bitmaps and offsets (larger bodies: 413)."""
+    return spec.max_batch_windows * len(spec.signals) * spec.max_window_s * 8 + (4 << 20)
 
 
 def _read(body: bytes) -> pa.Table:
@@ -207,8 +213,5 @@ def windows_from_arrow(body: bytes, spec: ServingSpec) -> list[ArrowWindow]:
     over = missing > spec.max_missing_fraction
     if over.any():
         i = int(np.argmax(over))
-        raise ValueError(f"{_where(i, pids)}: {missing[i]:.0%} of the values of the {s_count} signals over the "
-                         f"{read[i]} s read are missing (limit {spec.max_missing_fraction:.0%}, "
-                         f"serve.max_missing_fraction): too little data to score; send more of "
-                         f"{', '.join(spec.signals)}")
+        raise ValueError(f"{_where(i, pids)}: {too_much_missing(spec, missing[i], int(read[i]))}")
     return [ArrowWindow(p, t, x[i]) for i, (p, t) in enumerate(zip(pids, times, strict=True))]

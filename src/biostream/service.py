@@ -28,7 +28,7 @@ from bentoml.validators import ContentType  # noqa: E402
 from pydantic import TypeAdapter  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from biostream.arrow_windows import ARROW_STREAM, windows_from_arrow  # noqa: E402
+from biostream.arrow_windows import ARROW_STREAM, largest_body, windows_from_arrow  # noqa: E402
 from biostream.batching import Batcher  # noqa: E402
 from biostream.bundle import ModelBundle  # noqa: E402
 from biostream.serving import (  # noqa: E402
@@ -116,8 +116,7 @@ class VitalsService:
         return self.scorer.metadata()
 
 
-# POST /predict also takes an Arrow IPC stream; the largest body: a full batch of float64 values, plus room for
-# ids, times and offsets
+# POST /predict also takes an Arrow IPC stream
 VitalsService.add_asgi_middleware(
     BodyTypes, handlers={("/predict", ARROW_STREAM): lambda: bentoml.get_current_service().predict_arrow},
-    max_body_bytes=SPEC.max_batch_windows * len(SPEC.signals) * SPEC.max_window_s * 8 + (4 << 20))
+    max_body_bytes=largest_body(SPEC))

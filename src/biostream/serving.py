@@ -228,12 +228,17 @@ def vitals_array(vitals: Mapping[str, Sequence[float | None] | np.ndarray | None
     tail = out[:, -spec.window_s:] if what == "window" else out
     missing = float(np.isnan(tail).mean())
     if missing > spec.max_missing_fraction:
-        raise ValueError(f"{missing:.0%} of the values of the {len(spec.signals)} signals over the {tail.shape[1]} s "
-                         f"read are missing (limit {spec.max_missing_fraction:.0%}, serve.max_missing_fraction): too "
-                         f"little data to score; send more of {', '.join(spec.signals)}")
+        raise ValueError(too_much_missing(spec, missing, tail.shape[1]))
     if what == "window" and n < spec.window_s:  # a recording younger than the window: nothing before it
         out = np.concatenate([np.full((len(spec.signals), spec.window_s - n), np.nan), out], axis=1)
     return out
+
+
+def too_much_missing(spec: ServingSpec, fraction: float, read_s: int) -> str:
+    """The message for a window or series with more of its values missing than `serve.max_missing_fraction`."""
+    return (f"{fraction:.0%} of the values of the {len(spec.signals)} signals over the {read_s} s read are missing "
+            f"(limit {spec.max_missing_fraction:.0%}, serve.max_missing_fraction): too little data to score; send "
+            f"more of {', '.join(spec.signals)}")
 
 
 def _refuse_non_finite(data: Any, handler: Any) -> Any:
