@@ -27,7 +27,7 @@ import optuna  # noqa: E402
 
 from biostream.config import load_yaml, require  # noqa: E402
 from biostream.detectors import make_detector  # noqa: E402
-from biostream.detectors.base import REGISTRY, score_rows  # noqa: E402
+from biostream.detectors.base import REGISTRY, score_view  # noqa: E402
 from biostream.detectors.thresholds import ThresholdParams  # noqa: E402
 from biostream.evaluation import AlarmPolicy  # noqa: E402
 from biostream.io import write_json  # noqa: E402
@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> None:
 
     data = StudyData.load(args.features, args.synthetic)
     pipeline, vitals, val, val_rows = data.pipeline, data.vitals, data.val, data.val.rows
-    X_train = pipeline.view_of_rows(REGISTRY[args.detector].input_view, data.train, vitals)
+    view = REGISTRY[args.detector].input_view
+    X_train = pipeline.view_of_rows(view, data.train, vitals)
+    X_val = pipeline.view_of_rows(view, val_rows, vitals)  # built once: every trial scores the same rows
     log.info("%s: %d training windows, %d validation seconds (%d events)", args.detector, len(X_train),
              len(val_rows), len(val.events))
 
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
                 mlflow.set_tag("state", "pruned")
                 mlflow.log_metric("duration_s", time.perf_counter() - start)
                 raise
-            scores = score_rows(det, pipeline, val_rows, vitals)
+            scores = score_view(det, X_val)
             threshold = calibrate_on_validation(scores, val, policy, tparams, tune.include_artefacts)
             metrics = validation_metrics(scores, val, threshold, policy, tune.include_artefacts)
             metrics["duration_s"] = time.perf_counter() - start

@@ -65,10 +65,13 @@ def _rolling_count(flags: np.ndarray, breaks: np.ndarray, n: int) -> np.ndarray:
 
 
 def apply_policy(
-    patient_id: np.ndarray, time_s: np.ndarray, scores: np.ndarray, threshold: float, policy: AlarmPolicy
+    patient_id: np.ndarray, time_s: np.ndarray, scores: np.ndarray, threshold: float, policy: AlarmPolicy,
+    breaks: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Per-second alarm state (int8) after the k-of-n rule and refractory merging."""
-    breaks = segment_starts(np.asarray(patient_id), np.asarray(time_s))
+    """Per-second alarm state (int8) after the k-of-n rule and refractory merging. `breaks`: the rows'
+    `segment_starts`, when the caller has them (a study scores the same rows at many thresholds)."""
+    if breaks is None:
+        breaks = segment_starts(np.asarray(patient_id), np.asarray(time_s))
     above = np.asarray(scores) > threshold
     on = _rolling_count(above, breaks, policy.n) >= policy.k
     runs = find_runs(on, breaks)
@@ -83,9 +86,11 @@ def apply_policy(
     return fill_runs(len(on), runs)
 
 
-def alarm_episodes(patient_id: np.ndarray, time_s: np.ndarray, alarm: np.ndarray) -> pd.DataFrame:
-    """Alarm episodes: patient_id, start_s, end_s (exclusive)."""
-    breaks = segment_starts(np.asarray(patient_id), np.asarray(time_s))
+def alarm_episodes(patient_id: np.ndarray, time_s: np.ndarray, alarm: np.ndarray,
+                   breaks: np.ndarray | None = None) -> pd.DataFrame:
+    """Alarm episodes: patient_id, start_s, end_s (exclusive). `breaks` as for `apply_policy`."""
+    if breaks is None:
+        breaks = segment_starts(np.asarray(patient_id), np.asarray(time_s))
     runs = find_runs(np.asarray(alarm, dtype=bool), breaks)
     t = np.asarray(time_s)
     return pd.DataFrame({
@@ -105,26 +110,23 @@ def event_metrics(
     """Event-level scores of alarm episodes against ground-truth events of the same patients."""
     ev = events if include_artefacts else events[events["category"] != "artefact"]
     artefacts = events[events["category"] == "artefact"] if not include_artefacts else events.iloc[:0]
-    caught = np.zeros(len(ev), dtype=bool)
-    delay = np.full(len(ev), np.nan)
+    # every (episode, event) pair of the same patient at once, not episode by episode: a calibration tries
+    # low thresholds too, with thousands of episodes
+    ep_pid = episodes["patient_id"].to_numpy()
+    ep_start, ep_end = episodes["start_s"].to_numpy(), episodes["end_s"].to_numpy()
+    hit_ep, hit_ev = _overlaps(ep_pid, ep_start, ep_end, ev, lead_s=tolerance_s)
     true_alarm = np.zeros(len(episodes), dtype=bool)
+    true_alarm[hit_ep] = True
+    caught = np.zeros(len(ev), dtype=bool)
+    caught[hit_ev] = True
+    delay = np.full(len(ev), np.nan)  # the earliest overlapping alarm's start minus the event's start
+    if len(hit_ev):
+        lag = (ep_start[hit_ep] - ev["start_s"].to_numpy()[hit_ev]).astype(np.float64)
+        np.fmin.at(delay, hit_ev, lag)
+    art_ep, _ = _overlaps(ep_pid, ep_start, ep_end, artefacts, lead_s=0)
     ignored = np.zeros(len(episodes), dtype=bool)
-    ev_by_patient = {p: g for p, g in ev.reset_index(drop=True).groupby("patient_id")}
-    art_by_patient = {p: g for p, g in artefacts.groupby("patient_id")}
-    for i, ep in enumerate(episodes.itertuples(index=False)):
-        g = ev_by_patient.get(ep.patient_id)
-        if g is not None:
-            hit = (ep.start_s < g["end_s"].to_numpy()) & (ep.end_s > g["start_s"].to_numpy() - tolerance_s)
-            if hit.any():
-                true_alarm[i] = True
-                idx = g.index.to_numpy()[hit]
-                first = np.isnan(delay[idx]) | (ep.start_s - g["start_s"].to_numpy()[hit] < delay[idx])
-                caught[idx] = True
-                delay[idx[first]] = ep.start_s - g["start_s"].to_numpy()[hit][first]
-                continue
-        a = art_by_patient.get(ep.patient_id)
-        if a is not None and ((ep.start_s < a["end_s"].to_numpy()) & (ep.end_s > a["start_s"].to_numpy())).any():
-            ignored[i] = True
+    ignored[art_ep] = True
+    ignored &= ~true_alarm  # an episode that catches an event counts, whatever else it touches
     counted = ~ignored
     n_alarms = int(counted.sum())
     false_alarms = int((counted & ~true_alarm).sum())
@@ -144,6 +146,23 @@ def event_metrics(
         "median_delay_s": float(np.nanmedian(delay)) if caught.any() else float("nan"),
         "recall_by_kind": {str(k): float(v) for k, v in kinds.items()},
     }
+
+
+def _overlaps(ep_pid: np.ndarray, ep_start: np.ndarray, ep_end: np.ndarray, events: pd.DataFrame,
+              lead_s: int) -> tuple[np.ndarray, np.ndarray]:
+    """(episode index, event index) of every pair of the same patient where the episode overlaps the event
+    or its `lead_s` seconds before: episode start < event end and episode end > event start - lead_s."""
+    out_ep, out_ev = [np.empty(0, dtype=np.intp)], [np.empty(0, dtype=np.intp)]
+    if len(ep_pid) and len(events):
+        ev_pid = events["patient_id"].to_numpy()
+        ev_start, ev_end = events["start_s"].to_numpy(), events["end_s"].to_numpy()
+        for p in set(ep_pid.tolist()) & set(ev_pid.tolist()):
+            e_idx, v_idx = np.flatnonzero(ep_pid == p), np.flatnonzero(ev_pid == p)
+            hit = (ep_start[e_idx, None] < ev_end[None, v_idx]) & (ep_end[e_idx, None] > ev_start[None, v_idx] - lead_s)
+            i, j = np.nonzero(hit)
+            out_ep.append(e_idx[i])
+            out_ev.append(v_idx[j])
+    return np.concatenate(out_ep), np.concatenate(out_ev)
 
 
 def second_labels(rows: pd.DataFrame, include_artefacts: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -462,11 +462,18 @@ class InputPipeline:
         return np.concatenate([z, m], axis=-1)
 
     def iter_views(
-        self, kind: str, rows: pd.DataFrame, vitals: pd.DataFrame, chunk: int = 512
+        self, kind: str, rows: pd.DataFrame, vitals: pd.DataFrame, chunk: int = 512, last_s: int | None = None
     ) -> Iterator[np.ndarray]:
         """The input view of rows of a feature table (as `featurize` writes it), `chunk` rows at a time:
         scaled from the stored features, or rebuilt from the raw `vitals` windows for the sequence and
-        window views (whole windows of many rows would not fit in memory)."""
+        window views (whole windows of many rows would not fit in memory). `last_s`: of the window view,
+        only the last seconds (for a detector that reads no more: `BaseDetector.reads_last_s`)."""
+        if kind == "window" and last_s is not None and last_s < self.geometry.window_s:
+            for i in range(0, len(rows), chunk):
+                part = rows.iloc[i : i + chunk]
+                yield windows_at(vitals, self.signals, last_s, part["patient_id"].to_numpy(),
+                                 part["time_s"].to_numpy()).astype(np.float64, copy=False)
+            return
         for i in range(0, len(rows), chunk):
             part = rows.iloc[i : i + chunk]
             if kind == "features":

@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from biostream.evaluation import (
     second_metrics,
 )
 from biostream.features import InputPipeline
+from biostream.labels import segment_starts
 
 OBJECTIVES = ("event_f1", "auprc", "auroc")
 _TYPES = ("int", "float", "categorical")
@@ -120,14 +122,21 @@ class Validation:
     def hours(self) -> float:
         return len(self.rows) / 3600.0
 
+    @cached_property
+    def _grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """patient_id, time_s and their segment starts: read once, as every trial scores the same rows at
+        some forty thresholds."""
+        pid, t = self.rows["patient_id"].to_numpy(), self.rows["time_s"].to_numpy()
+        return pid, t, segment_starts(pid, t)
+
     def alarms(self, scores: np.ndarray, threshold: float, policy: AlarmPolicy) -> np.ndarray:
-        return apply_policy(self.rows["patient_id"].to_numpy(), self.rows["time_s"].to_numpy(), scores, threshold,
-                            policy)
+        pid, t, breaks = self._grid
+        return apply_policy(pid, t, scores, threshold, policy, breaks=breaks)
 
     def event_scores(self, scores: np.ndarray, threshold: float, policy: AlarmPolicy,
                      include_artefacts: bool) -> dict[str, Any]:
-        alarm = self.alarms(scores, threshold, policy)
-        episodes = alarm_episodes(self.rows["patient_id"].to_numpy(), self.rows["time_s"].to_numpy(), alarm)
+        pid, t, breaks = self._grid
+        episodes = alarm_episodes(pid, t, self.alarms(scores, threshold, policy), breaks=breaks)
         return event_metrics(episodes, self.events, self.hours, policy.tolerance_s, include_artefacts)
 
 

@@ -71,6 +71,52 @@ def test_event_metrics_counts_catches_false_alarms_and_delay():
     assert without["false_alarms"] == 1 and without["event_recall"] == 0.5
 
 
+def _event_metrics_one_episode_at_a_time(episodes, events, tolerance_s, include_artefacts):
+    """The definition of `event_metrics`, episode by episode (its implementation before it was vectorised)."""
+    ev = (events if include_artefacts else events[events["category"] != "artefact"]).reset_index(drop=True)
+    artefacts = events[events["category"] == "artefact"] if not include_artefacts else events.iloc[:0]
+    caught, delay = np.zeros(len(ev), dtype=bool), np.full(len(ev), np.nan)
+    true_alarm, ignored = np.zeros(len(episodes), dtype=bool), np.zeros(len(episodes), dtype=bool)
+    for i, ep in enumerate(episodes.itertuples(index=False)):
+        g = ev[ev["patient_id"] == ep.patient_id]
+        hit = (ep.start_s < g["end_s"].to_numpy()) & (ep.end_s > g["start_s"].to_numpy() - tolerance_s)
+        if hit.any():
+            true_alarm[i] = True
+            for j, start in zip(g.index[hit], g["start_s"].to_numpy()[hit], strict=True):
+                caught[j] = True
+                if np.isnan(delay[j]) or ep.start_s - start < delay[j]:
+                    delay[j] = ep.start_s - start
+            continue
+        a = artefacts[artefacts["patient_id"] == ep.patient_id]
+        ignored[i] = ((ep.start_s < a["end_s"].to_numpy()) & (ep.end_s > a["start_s"].to_numpy())).any()
+    return caught, delay, true_alarm, ignored
+
+
+@pytest.mark.parametrize("include_artefacts", [True, False])
+def test_event_metrics_equal_their_definition_on_random_alarms(include_artefacts):
+    """Hundreds of random episodes over random events of several patients, overlapping in every way."""
+    rng = np.random.default_rng(11)
+    kinds = [("hypotension", "clinical"), ("drift", "statistical"), ("probe_off", "artefact")]
+    ev_rows = []
+    for p in ("a", "b", "c"):
+        for start in np.sort(rng.choice(5000, 12, replace=False)):
+            kind, category = kinds[rng.integers(len(kinds))]
+            ev_rows.append([p, int(start), int(start + rng.integers(5, 300)), kind, category])
+    events = events_table(ev_rows)
+    starts = rng.integers(0, 5400, 400)
+    episodes = pd.DataFrame({"patient_id": rng.choice(["a", "b", "c", "d"], 400), "start_s": starts,
+                             "end_s": starts + rng.integers(1, 60, 400)})
+    m = event_metrics(episodes, events, hours=3.0, tolerance_s=30, include_artefacts=include_artefacts)
+    caught, delay, true_alarm, ignored = _event_metrics_one_episode_at_a_time(episodes, events, 30, include_artefacts)
+    assert 0 < caught.mean() < 1 and 0 < true_alarm.mean() < 1 and (ignored.any() or include_artefacts)
+    counted = ~ignored
+    assert m["alarms"] == counted.sum() and m["false_alarms"] == (counted & ~true_alarm).sum()
+    assert m["event_recall"] == caught.mean() and m["event_precision"] == true_alarm[counted].mean()
+    assert m["median_delay_s"] == np.nanmedian(delay)
+    ev = events if include_artefacts else events[events["category"] != "artefact"]
+    assert m["recall_by_kind"] == ev.assign(c=caught).groupby("kind")["c"].mean().to_dict()
+
+
 def test_no_alarms_and_other_patients():
     events = events_table([["p", 100, 200, "hypotension", "clinical"]])
     none = pd.DataFrame({"patient_id": [], "start_s": [], "end_s": []})

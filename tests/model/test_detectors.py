@@ -12,7 +12,7 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
 from biostream.detectors import REGISTRY, load_detector, make_detector
-from biostream.detectors.base import NotFittedError
+from biostream.detectors.base import SCORE_CHUNK, NotFittedError, score_rows, score_view
 from biostream.features import PER_SIGNAL, windows_at
 from tests.model.conftest import CLINICAL, detector_params
 
@@ -140,6 +140,17 @@ def test_same_params_same_scores(name, model_data, configs):
         det.fit(model_data.view(det, model_data.train))
         scores.append(det.decision_function(model_data.view(det, rows)))
     np.testing.assert_array_equal(scores[0], scores[1])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_view_built_once_scores_as_the_rows(name, fitted, model_data):
+    """`tune` builds its validation view once and scores it every trial (score_view): the numbers must be
+    those `train` and `evaluate` get from the rows (score_rows), chunk boundaries included."""
+    det = fitted[name]
+    rows = model_data.evaluation.iloc[: SCORE_CHUNK + 300]
+    by_rows = score_rows(det, model_data.pipeline, rows, model_data.dataset.vitals)
+    assert len(by_rows) == len(rows) and np.ptp(by_rows) > 0
+    np.testing.assert_array_equal(score_view(det, model_data.view(det, rows)), by_rows)
 
 
 @pytest.mark.parametrize("name", NAMES)

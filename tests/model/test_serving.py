@@ -13,7 +13,6 @@ from pydantic import TypeAdapter, ValidationError
 
 from biostream.detectors import REGISTRY, make_detector
 from biostream.detectors.base import load_detector
-from biostream.detectors.iforest import GTIL_MAX_ROWS
 from biostream.detectors.lstm_ae import ORT_MAX_ROWS
 from biostream.detectors.ocsvm import CHUNK_ROWS
 from biostream.evaluation import alarm_episodes, apply_policy
@@ -45,14 +44,15 @@ def test_predict_equals_the_bundle_scores_of_the_same_windows(name, fitted, mode
         assert name == "lstm_ae" and scorer.spec.window_s == model_data.pipeline.geometry.sequence_s
 
 
-def test_iforest_gtil_path_matches_scikit_learn(fitted, model_data):
+def test_iforest_scores_are_scikit_learns(fitted, model_data):
+    """The served forest (the compiled walk of its trees) scores as scikit-learn does, one row or many."""
     det = fitted["iforest"]
-    X = model_data.view(det, model_data.evaluation.sample(GTIL_MAX_ROWS + 50, random_state=4))
-    fast = np.concatenate([det.decision_function(X[i : i + 1]) for i in range(40)])  # one row at a time: GTIL
+    X = model_data.view(det, model_data.evaluation.sample(300, random_state=4))
     slow = -det.models_[0].score_samples(X[:, det.parts_[0]])
-    np.testing.assert_allclose(fast, slow[:40], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(det.decision_function(X), slow, rtol=0, atol=1e-6)  # large batch: scikit-learn
-    np.testing.assert_allclose(det.decision_function(X[:GTIL_MAX_ROWS]), slow[:GTIL_MAX_ROWS], rtol=0, atol=1e-6)
+    assert np.ptp(slow) > 1e-3  # the scores differ between windows, so the comparison below can fail
+    one = np.concatenate([det.decision_function(X[i : i + 1]) for i in range(40)])  # one row at a time
+    np.testing.assert_array_equal(one, slow[:40])
+    np.testing.assert_array_equal(det.decision_function(X), slow)
 
 
 def test_ocsvm_numpy_path_matches_scikit_learn(fitted, model_data):

@@ -68,6 +68,12 @@ class BaseDetector(BaseEstimator):
     # what `explain` attributes a score to: "features" (columns of the features view) or "signals"
     explains: ClassVar[str] = "features"
 
+    @property
+    def reads_last_s(self) -> int | None:
+        """Of the window view, the last seconds the scores depend on (None: all of it). `score_rows` builds
+        only those: the same scores from a fraction of the work."""
+        return None
+
     # --- to implement -----------------------------------------------------------------------------
     @abstractmethod
     def _fit(self, X: np.ndarray, **kwargs: Any) -> np.ndarray | None:
@@ -160,10 +166,21 @@ class BaseDetector(BaseEstimator):
         return X
 
 
-def score_rows(det: BaseDetector, pipeline: Any, rows: Any, vitals: Any, chunk: int = 2048) -> np.ndarray:
+SCORE_CHUNK = 2048  # rows scored per call by score_rows and score_view (the same chunks: the same numbers)
+
+
+def score_rows(det: BaseDetector, pipeline: Any, rows: Any, vitals: Any, chunk: int = SCORE_CHUNK) -> np.ndarray:
     """Scores of rows of a feature table, building the detector's input view chunk by chunk
     (`pipeline` is a `biostream.features.InputPipeline`)."""
-    parts = [det.decision_function(v) for v in pipeline.iter_views(det.input_view, rows, vitals, chunk)]
+    views = pipeline.iter_views(det.input_view, rows, vitals, chunk, last_s=det.reads_last_s)
+    parts = [det.decision_function(v) for v in views]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
+
+
+def score_view(det: BaseDetector, X: np.ndarray, chunk: int = SCORE_CHUNK) -> np.ndarray:
+    """Scores of an input view built once (a study's validation rows, scored by every trial), in the chunks
+    of `score_rows`: the same numbers as scoring the rows, without building their view again."""
+    parts = [det.decision_function(X[i : i + chunk]) for i in range(0, len(X), chunk)]
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
 
 

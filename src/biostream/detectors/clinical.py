@@ -40,6 +40,11 @@ class ClinicalThresholdDetector(BaseDetector):
         self.rules = rules
         self.signals = signals
 
+    @property
+    def reads_last_s(self) -> int | None:
+        """Each rule reads its last `min_duration_s` seconds; the longest is all the score depends on."""
+        return max((int(r["min_duration_s"]) for r in self.rules), default=None)
+
     def _fit(self, X: np.ndarray, **kwargs: Any) -> None:
         if not self.rules or not self.signals:
             raise ValueError("clinical baseline needs `rules` (configs/alarms.yaml) and `signals`")

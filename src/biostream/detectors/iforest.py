@@ -1,9 +1,9 @@
 """Isolation Forest (scikit-learn) on scaled window features.
 
-Small batches (a served window) are scored with treelite's GTIL on the same forest: scikit-learn spends
-~10-40 ms of per-call overhead on one row, GTIL ~0.1 ms, and its output is scikit-learn's
-`-score_samples` to float rounding (a test holds them within 1e-6). Large batches stay with scikit-learn,
-which is faster there."""
+Fitted by scikit-learn; scored by `forest_kernel.FlatForest`, a compiled walk of the same trees that gives
+scikit-learn's `-score_samples` to the bit without its per-call overhead (~10-40 ms for one served row) or
+its per-tree copies of the rows (most of a study trial's time with a forest per signal).
+The trees are built on every core: scikit-learn draws each tree's seed first, so they are the same trees."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from biostream.detectors.base import register
+from biostream.detectors.forest_kernel import FlatForest
 from biostream.detectors.tabular import DEFAULT_GROUPS, TabularDetector
-
-GTIL_MAX_ROWS = 256  # batches up to this many rows go through treelite's GTIL
 
 
 @register("iforest")
@@ -29,20 +28,12 @@ class IsolationForestDetector(TabularDetector):
 
     def _make_model(self, n_rows: int) -> IsolationForest:
         return IsolationForest(n_estimators=self.n_estimators, max_samples=min(self.max_samples, n_rows),
-                               max_features=self.max_features, random_state=self.random_state, n_jobs=1)
+                               max_features=self.max_features, random_state=self.random_state,
+                               n_jobs=-1)  # trees built in threads; the same trees as on one (seeds drawn first)
 
     def _model_scores(self, k: int, X: np.ndarray) -> np.ndarray:
-        if len(X) <= GTIL_MAX_ROWS:
-            return self._gtil_scores(k, X)
-        return -self.models_[k].score_samples(X)
-
-    def _gtil_scores(self, k: int, X: np.ndarray) -> np.ndarray:
-        """Forest k's anomaly score (= -score_samples) through treelite's GTIL."""
-        import treelite
-
-        forest = self._derived("gtil", k, treelite.sklearn.import_model)
-        out = treelite.gtil.predict(forest, np.ascontiguousarray(X, dtype=np.float32), nthread=1)
-        return np.asarray(out, dtype=np.float64).reshape(len(X))
+        """Forest k's anomaly score, -score_samples."""
+        return self._derived("flat", k, FlatForest.of).anomaly_scores(X)
 
     def _shap_values(self, k: int, X: np.ndarray) -> np.ndarray:
         """Exact tree SHAP of forest k's mean path length (shorter = more anomalous), negated so that
