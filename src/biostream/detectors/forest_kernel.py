@@ -12,7 +12,9 @@ test_forest_kernel.py): a float32 row value (scikit-learn's tree input) goes rig
 float64 threshold, a NaN where the node's `missing_go_to_left` says, each tree adds
 `depth + c(samples in the leaf) - 1` to the row's float64 sum in tree order, and the score is
 `2 ** -(sum / (n_trees * c(max_samples)))`. It replaces scikit-learn's scoring for large batches and
-treelite's GTIL for small ones (both used before).
+treelite's GTIL for small ones (both used before). It reads attributes scikit-learn keeps private
+(`_max_features`, `_decision_path_lengths`, `_average_path_length_per_tree`; scikit-learn is pinned), so the
+tests that hold it to `score_samples` are what a scikit-learn upgrade must pass.
 """
 
 from __future__ import annotations
