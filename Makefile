@@ -5,13 +5,10 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-# Offline and quiet by default (see ../shared/STACK.md); a value already set in the environment wins.
-export MLFLOW_DISABLE_TELEMETRY ?= true
-export DO_NOT_TRACK ?= true
-export BENTOML_DO_NOT_TRACK ?= true
-export DVC_NO_ANALYTICS ?= 1
-export TF_CPP_MIN_LOG_LEVEL ?= 2
-export TF_ENABLE_ONEDNN_OPTS ?= 0
+# Offline and quiet by default: src/biostream/core/quiet.env (the one place: telemetry off, quiet TensorFlow);
+# a value already set in the environment wins.
+QUIET_ENV := $(shell grep -v '^\s*\(\#\|$$\)' src/biostream/core/quiet.env)
+$(foreach kv,$(QUIET_ENV),$(eval export $(firstword $(subst =, ,$(kv))) ?= $(lastword $(subst =, ,$(kv)))))
 # BentoML's model and bento store, inside the project (params.yaml: serve.bentoml_home)
 export BENTOML_HOME ?= $(CURDIR)/bentoml_home
 

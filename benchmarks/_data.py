@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from biostream.config import Configs
-from biostream.dataset import Dataset, read_dataset
-from biostream.detectors import BaseDetector
-from biostream.detectors.clinical import clinical_params
+from biostream.core.config import Configs
+from biostream.data.dataset import Dataset
 from biostream.features import InputPipeline, windows_at
+from biostream.features.table import FeatureSet
+from biostream.models.detectors import BaseDetector
 
 CLINICAL = ("hypotension", "tachycardia", "bradycardia", "desaturation", "hypercapnia", "fever")
 
@@ -27,15 +26,13 @@ class BenchData:
 
     @classmethod
     def load(cls, root: Path = Path(".")) -> BenchData:
-        features = root / "data/features"
-        if not (features / "input_pipeline.json").is_file():
-            raise SystemExit("data/features is missing: run `dvc repro featurize` first")
-        return cls(
-            Configs.load(root / "configs/signals.yaml", root / "configs/alarms.yaml"),
-            read_dataset(root / "data/synthetic"),
-            pd.read_parquet(features / "synthetic.parquet"),
-            InputPipeline.from_dict(json.loads((features / "input_pipeline.json").read_text())),
-        )
+        try:
+            features = FeatureSet.open(root / "data/features", {"synthetic": root / "data/synthetic"})
+            table, dataset = features.source("synthetic")
+        except FileNotFoundError as exc:
+            raise SystemExit(f"{exc}: run `dvc repro featurize` first") from None
+        return cls(Configs.load(root / "configs/signals.yaml", root / "configs/alarms.yaml"), dataset, table,
+                   features.pipeline)
 
     def windows(self, rows: pd.DataFrame) -> np.ndarray:
         return windows_at(self.dataset.vitals, self.pipeline.signals, self.pipeline.geometry.window_s,
@@ -43,6 +40,3 @@ class BenchData:
 
     def view(self, det: BaseDetector, rows: pd.DataFrame) -> np.ndarray:
         return self.pipeline.view_of_rows(det.input_view, rows, self.dataset.vitals)
-
-    def clinical_params(self) -> dict:
-        return clinical_params(self.configs)

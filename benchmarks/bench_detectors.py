@@ -18,8 +18,8 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from benchmarks._data import CLINICAL, BenchData
-from biostream.detectors import REGISTRY, make_detector
-from biostream.runtime import configure
+from biostream.core.runtime import configure
+from biostream.models.detectors import NAMES, detector_class, make_detector
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,9 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'detector':10s} {'fit s':>7s} {'1-window ms (p50/p99)':>22s} {'AUROC':>7s} {'AUPRC':>7s} "
           f"{'clinical AUROC':>15s}")
     for name in args.detectors:
-        if name not in REGISTRY:
-            raise SystemExit(f"unknown detector {name}; registered: {', '.join(REGISTRY)}")
-        det = make_detector(name, **(data.clinical_params() if name == "clinical" else {}))
+        if name not in NAMES:
+            raise SystemExit(f"unknown detector {name}; registered: {', '.join(NAMES)}")
+        cls = detector_class(name)  # untuned defaults, or what the configs define
+        det = make_detector(name, **cls.training_params({} if cls.tunable else None, data.configs))
         X_train = data.view(det, train)
         start = time.perf_counter()
         det.fit(X_train)

@@ -12,9 +12,9 @@ import time
 import numpy as np
 
 from benchmarks._data import BenchData
-from biostream.config import load_yaml
+from biostream.core.config import load_yaml
+from biostream.core.runtime import configure
 from biostream.features import FeaturizeParams, featurize, window_features
-from biostream.runtime import configure
 
 
 def per_call_ms(fn, repeats: int = 2000) -> tuple[float, float]:

@@ -13,10 +13,10 @@ import platform
 import statistics
 import time
 
-from biostream.config import Configs, LabelParams, SplitParams, load_yaml
-from biostream.dataset import build_dataset
-from biostream.runtime import configure
-from biostream.synth import CohortParams, Physiology, generate_cohort
+from biostream.core.config import Configs, LabelParams, SplitParams, load_yaml
+from biostream.core.runtime import configure
+from biostream.data.dataset import build_dataset
+from biostream.sources.synthetic import CohortParams, Physiology, generate_cohort
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,9 +18,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.svm import OneClassSVM
 
 from benchmarks._data import BenchData
-from biostream.detectors import make_detector
+from biostream.core.runtime import configure
 from biostream.features import group_columns
-from biostream.runtime import configure
+from biostream.models.detectors import make_detector
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,18 +20,18 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._data import BenchData
-from biostream.config import load_yaml
-from biostream.detectors.thresholds import ThresholdParams
-from biostream.evaluation import (
+from biostream.core.config import load_yaml
+from biostream.core.runtime import configure
+from biostream.features import feature_names
+from biostream.models.calibration import ThresholdParams, Validation, calibrate_on_validation
+from biostream.models.evaluation import (
     AlarmPolicy,
     alarm_episodes,
     apply_policy,
     event_metrics,
     second_metrics,
 )
-from biostream.features import feature_names
-from biostream.runtime import configure
-from biostream.tuning import TuneParams, Validation, calibrate_on_validation
+from biostream.tuning.space import TuneParams
 
 
 def peers(seed: int) -> dict:

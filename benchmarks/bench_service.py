@@ -34,13 +34,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from biostream.arrow_windows import ARROW_STREAM, windows_to_arrow
-from biostream.config import load_yaml
-from biostream.dataset import read_dataset
+from biostream.core.config import load_yaml
+from biostream.core.io import write_json
+from biostream.core.runtime import configure, free_port
+from biostream.data.dataset import read_dataset
 from biostream.features import windows_at
-from biostream.io import write_json
-from biostream.runtime import configure, free_port
+from biostream.features.table import FeatureSet
 from biostream.serving import ServeParams, pack_f32
+from biostream.serving.arrow import ARROW_STREAM, windows_to_arrow
 
 BIN = Path(sys.executable).parent
 PACKED = "biostream, signals as vitals_f32"
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="also write the figures to this JSON file")
     p.add_argument("--target", default=None,
                    help="what `bentoml serve` runs for this service: the built bento (default, results/bento.json) "
-                        "or biostream.service:VitalsService (the working tree, same model store)")
+                        "or biostream.serving.service:VitalsService (the working tree, same model store)")
     p.add_argument("--only-ours", action="store_true", help="measure this service only (no comparison servers)")
     args = p.parse_args(argv)
     log = configure()
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     scores = pd.read_parquet(f"results/scores/{detector}.parquet")
     vitals = read_dataset("data/synthetic").vitals
     rows = scores[scores.groupby("patient_id").cumcount() >= full_s].sample(640, random_state=0)
-    signals = json.loads(Path("data/features/input_pipeline.json").read_text())["signals"]
+    signals = list(FeatureSet.open("data/features", {}).pipeline.signals)
     full = windows_at(vitals, signals, full_s, rows["patient_id"].to_numpy(), rows["time_s"].to_numpy())
     ours = [{"patient_id": str(pid), "time": int(t), "vitals": dict(zip(signals, _nulls(w[:, -window_s:]),
                                                                         strict=True))}

@@ -2,7 +2,7 @@
 service's `predict` and parses them into Python objects, then answers with the number of windows. No input
 checks, no arrays, no features, no model: what any BentoML JSON endpoint pays to take in these windows, so
 the throughput this service could reach at best on this machine. Arrow bodies take the service's own route
-(`biostream.serving.BodyTypes`) and are only read into an Arrow table.
+(`biostream.serving.asgi.BodyTypes`) and are only read into an Arrow table.
 
     bentoml serve benchmarks.floor_service:PayloadFloor
 """
@@ -14,8 +14,9 @@ from typing import Any
 import bentoml
 import pyarrow as pa
 
-from biostream.arrow_windows import ARROW_STREAM
-from biostream.serving import BENTO_MODEL, BodyTypes, ServingSpec
+from biostream.serving import BENTO_MODEL, ServingSpec
+from biostream.serving.arrow import ARROW_STREAM
+from biostream.serving.asgi import BodyTypes
 
 # as many workers as the service (serve.workers, in the champion's serving spec)
 WORKERS = ServingSpec.of_model(bentoml.models.get(f"{BENTO_MODEL}:latest").info.metadata).workers

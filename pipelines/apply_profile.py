@@ -9,8 +9,8 @@ import argparse
 
 import yaml
 
-from biostream.config import load_yaml, merge_profile
-from biostream.io import atomic_path
+from biostream.core.config import load_yaml, merge_profile
+from biostream.core.io import atomic_path
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-import pyarrow as pa
 from tqdm import tqdm
 
-from biostream.config import Configs, load_yaml
-from biostream.dataset import read_dataset
+from biostream.core.config import Configs, load_yaml
+from biostream.core.io import write_json
+from biostream.core.runtime import configure, progress_enabled, timed
+from biostream.data.dataset import read_dataset
 from biostream.features import (
     FeaturizeParams,
     InputPipeline,
-    Preprocessor,
-    feature_min_scale,
     feature_names,
     featurize,
 )
-from biostream.io import atomic_dir, write_json, write_parquet
-from biostream.runtime import configure, progress_enabled, timed
+from biostream.features.preprocess import fit_on_training
+from biostream.features.table import write_feature_set
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,21 +61,11 @@ def main(argv: list[str] | None = None) -> None:
             "feature_missing_fraction": round(float(table[names].isna().to_numpy().mean()), 4) if len(table) else None,
         }
 
-    synthetic = tables["synthetic"]
-    train = synthetic["split"] == "train"
-    if not train.any():
-        raise SystemExit("featurize: the synthetic dataset has no training patients; raise generate.n_patients")
-    vitals = datasets["synthetic"].vitals
-    train_vitals = vitals.loc[vitals["split"] == "train", list(signals)].to_numpy(np.float64)
-    normal = (synthetic.loc[train, "label"] == 0) & (synthetic.loc[train, "artefact"] == 0)
-    pre = Preprocessor.fit(synthetic.loc[train, names].to_numpy(np.float64), train_vitals,
-                           min_scale=feature_min_scale(signals, params.geometry), normal=normal.to_numpy())
-
-    with atomic_dir(args.out) as tmp:
-        for name, table in tables.items():
-            write_parquet(pa.Table.from_pandas(table, preserve_index=False), tmp / f"{name}.parquet")
-        pipeline = InputPipeline(tuple(signals), params.geometry, pre)
-        write_json(pipeline.to_dict(), tmp / "input_pipeline.json")
+    try:
+        pre = fit_on_training(tables["synthetic"], datasets["synthetic"].vitals, signals, params.geometry)
+    except ValueError as exc:
+        raise SystemExit(f"featurize: {exc}") from None
+    write_feature_set(args.out, tables, InputPipeline(tuple(signals), params.geometry, pre))
     write_json({"features": len(names), "window_s": params.geometry.window_s, **summary}, args.metrics)
     log.info("wrote %s and %s", args.out, args.metrics)
 

@@ -9,11 +9,11 @@ import argparse
 
 from tqdm import tqdm
 
-from biostream.config import Configs, LabelParams, SplitParams, load_yaml
-from biostream.dataset import build_dataset, summarize, write_dataset
-from biostream.io import write_json
-from biostream.runtime import configure, progress_enabled, timed
-from biostream.synth import CohortParams, Physiology, generate_cohort
+from biostream.core.config import Configs, LabelParams, SplitParams, load_yaml
+from biostream.core.io import write_json
+from biostream.core.runtime import configure, progress_enabled, timed
+from biostream.data.dataset import build_dataset, summarize, write_dataset
+from biostream.sources.synthetic import CohortParams, Physiology, generate_cohort
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,11 +15,11 @@ import sys
 
 from tqdm import tqdm
 
-from biostream.config import Configs, LabelParams, SplitParams, load_yaml
-from biostream.dataset import build_dataset, summarize, write_dataset
-from biostream.io import write_json
-from biostream.runtime import configure, progress_enabled, timed
-from biostream.vitaldb_source import IngestParams, canonical_frame, ingest
+from biostream.core.config import Configs, LabelParams, SplitParams, load_yaml
+from biostream.core.io import write_json
+from biostream.core.runtime import configure, progress_enabled, timed
+from biostream.data.dataset import build_dataset, summarize, write_dataset
+from biostream.sources.vitaldb import IngestParams, canonical_frame, ingest
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -3,53 +3,22 @@
     python -m pipelines.register --models models --features data/features --synthetic data/synthetic \\
         --evaluation metrics/evaluate.json --out results/register.json
 
-Picks the candidate with the best `register.primary_metric` on the synthetic test patients, registers its
-logged model under `register.model_name` (an existing version made from the same bundle and metrics is
-reused: no new version), sets the alias `challenger` on it, re-scores it and the current `champion` from the
-registry on today's test patients, and moves `champion` only if the challenger is strictly better (by more
-than `register.min_improvement`). The decision and its reasons go to `--out` and to the version's tags;
-the version's description is its model card. Serialised by a lock beside the sqlite store
-(`biostream.registry`).
+What it decides and how: `biostream.tracking.register`. The decision goes to `--out` and the version's tags.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import warnings
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pandas as pd
-import yaml
-
-from biostream.config import load_yaml
-from biostream.dataset import read_dataset
-from biostream.io import write_json
-from biostream.registry import (
-    CHALLENGER,
-    CHAMPION,
-    Decision,
-    RegisterParams,
-    choose,
-    decide,
-    fingerprint,
-    fmt,
-    lookup,
-    metric_at,
-    model_card,
-)
-from biostream.runtime import configure
-from biostream.tracking import TrackingParams, setup_tracking
-
-LIMITS = (
-    "Evaluated on a synthetic cohort; real-monitor false-alarm rates are higher (the synthetic cohort has few "
-    "artefact-driven threshold crossings).",
-    "Statistical anomalies of one signal (slow drift, level shift, frozen value, noise burst, spikes shorter "
-    "than the alarm's k-of-n delay) are caught less reliably than clinical episodes.",
-)
+from biostream.core.config import load_yaml
+from biostream.core.io import write_json
+from biostream.core.runtime import configure
+from biostream.core.tracking import TrackingParams, setup_tracking
+from biostream.features.table import FeatureSet
+from biostream.tracking.register import TestSet, register
+from biostream.tracking.registry import RegisterParams
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,84 +32,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-class TestSet:
-    """Today's synthetic test patients: feature rows, events and raw vitals."""
-
-    def __init__(self, features: Path, synthetic: Path) -> None:
-        from biostream.features import InputPipeline
-
-        ds = read_dataset(synthetic)
-        table = pd.read_parquet(features / "synthetic.parquet")
-        # what the table's feature columns describe: windows of this geometry, of these signals
-        self.pipeline = InputPipeline.from_dict(json.loads((features / "input_pipeline.json").read_text()))
-        self.rows = table[table["split"] == "test"].reset_index(drop=True)
-        self.events = ds.events[ds.events["patient_id"].isin(self.rows["patient_id"].unique())]
-        self.vitals = ds.vitals
-
-    def describe(self, evaluation: dict[str, Any]) -> dict[str, Any]:
-        hours = self.vitals.groupby("patient_id").size() / 3600.0
-        vitaldb = evaluation.get("vitaldb")
-        return {"patients": int(len(hours)), "hours": round(float(hours.sum()), 1),
-                "test_patients": int(self.rows["patient_id"].nunique()),
-                "vitaldb_cases": "yes (see metrics/evaluate.json)" if vitaldb else "none"}
-
-    def metrics(self, model_uri: str) -> dict[str, Any]:
-        """Load a registered model and score it on these patients with today's code, as `evaluate` does."""
-        import mlflow.pyfunc
-
-        from biostream.detectors.base import score_rows
-        from biostream.evaluation import evaluate_scores
-        from biostream.features import feature_names
-
-        with warnings.catch_warnings():  # MLflow asks for type hints, which tensor signatures cannot use
-            warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
-            bundle = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().bundle
-        want = len(feature_names(bundle.pipeline.signals))
-        have = len(bundle.pipeline.preprocessor.feature_median)
-        if have != want:
-            raise ValueError(f"{model_uri} was trained on {have} features; today's feature pipeline makes {want}")
-        det, pipe = bundle.detector, bundle.pipeline
-        if det.input_view == "features" and (pipe.geometry, pipe.signals) != (self.pipeline.geometry,
-                                                                             self.pipeline.signals):
-            # a champion trained on other windows (featurize.window_s changed since): the table's features
-            # describe today's windows, not its own, so rebuild its view from the raw vitals
-            views = pipe.iter_views("window", self.rows, self.vitals)
-            scores = np.concatenate([det.decision_function(pipe.view("features", w)) for w in views])
-        else:
-            scores = score_rows(det, pipe, self.rows, self.vitals)
-        return evaluate_scores(self.rows, self.events, scores, bundle.threshold, bundle.policy)[0]
-
-
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("-dirty" if dirty else "")
-
-
-def dvc_hashes(lock: Path = Path("dvc.lock")) -> dict[str, str]:
-    """md5 of the data and model outputs as dvc.lock records them (what this version was built from)."""
-    if not lock.is_file():
-        return {}
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    out = {}
-    for stage in ("generate", "featurize", "train"):
-        for o in stages.get(stage, {}).get("outs", []):
-            if "md5" in o:
-                out[f"dvc.{o['path']}"] = o["md5"]
-    return out
-
-
-def lock_path(uri: str, out: Path) -> Path:
-    """The register lock: beside the sqlite store (what every run on this store shares), else beside --out."""
-    if uri.startswith("sqlite:///"):
-        return Path(uri.removeprefix("sqlite:///")).with_suffix(".register.lock")
-    return out.with_suffix(".lock")
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     log = configure()
@@ -148,89 +39,15 @@ def main(argv: list[str] | None = None) -> None:
     rp = RegisterParams.from_params(params)
     tracking = TrackingParams.from_params(params)
     setup_tracking(tracking)
-    import mlflow
-    from filelock import FileLock
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
+    test = TestSet(FeatureSet.open(args.features, {"synthetic": args.synthetic}))
     evaluation = json.loads(Path(args.evaluation).read_text())
-    detector, value = choose(evaluation, rp.candidates, rp.primary_metric)
-    models = Path(args.models)
-    entry = json.loads((models / "index.json").read_text())[detector]
-    metrics = evaluation[detector]["synthetic"]
-    fp = fingerprint(models / detector, detector, evaluation[detector])
-    log.info("candidate: %s (%s %.4f on the test patients)", detector, rp.primary_metric, value)
-    test = TestSet(Path(args.features), Path(args.synthetic))
-    card = model_card(detector, metrics, entry["threshold"], params["alarms"], test.describe(evaluation[detector]),
-                      LIMITS)
-    notes: list[str] = []
-
-    with FileLock(str(lock_path(tracking.uri, Path(args.out))), timeout=rp.lock_timeout_s):
-        client = MlflowClient()
-        try:
-            client.create_registered_model(rp.model_name, description="BioStream vital-sign anomaly detector: "
-                                           "`champion` serves, `challenger` is the newest candidate.")
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        same = [v for v in client.search_model_versions(f"name='{rp.model_name}'")
-                if v.tags.get("fingerprint") == fp]
-        created = not same
-        if created:
-            tags = {"detector": detector, "fingerprint": fp, "git_commit": git_commit(), **dvc_hashes(),
-                    "params.alarms": json.dumps(params["alarms"], sort_keys=True),
-                    "params.threshold": json.dumps(params["threshold"], sort_keys=True),
-                    "threshold": f"{entry['threshold']:.10g}", "train_run_id": entry["run_id"],
-                    **{f"metric.{k}": fmt(lookup(metrics, k), ".6g") for k in (
-                        "events.event_f1", "events.event_recall", "events.event_precision",
-                        "events.false_alarms_per_hour", "point.auroc", "point.auprc")}}
-            mv = mlflow.register_model(entry["model_uri"], rp.model_name, tags=tags)
-            client.update_model_version(rp.model_name, mv.version, description=card)
-            version = str(mv.version)
-            log.info("registered %s version %s", rp.model_name, version)
-        else:
-            version = str(max(int(v.version) for v in same))
-            notes.append(f"version {version} was already registered from the same bundle and metrics")
-            log.info("%s version %s already holds this bundle and these metrics: nothing registered",
-                     rp.model_name, version)
-        client.set_registered_model_alias(rp.model_name, CHALLENGER, version)
-
-        challenger_metrics = test.metrics(f"models:/{rp.model_name}/{version}")
-        challenger_value = metric_at(challenger_metrics, rp.primary_metric)
-        if not np.isclose(challenger_value, value, rtol=0, atol=1e-9):
-            raise SystemExit(f"version {version} re-scores {challenger_value} on the test patients but `evaluate` "
-                             f"reported {value}: the registry does not hold the evaluated model")
-        try:
-            champion = client.get_model_version_by_alias(rp.model_name, CHAMPION)
-        except MlflowException:
-            champion = None
-        champion_before = str(champion.version) if champion else None
-        champion_value: float | None = None
-        if champion is not None and champion_before == version:
-            promote, reason = False, f"version {version} is already the champion"
-            champion_value = challenger_value
-        else:
-            try:
-                if champion is not None:
-                    champion_value = metric_at(test.metrics(f"models:/{rp.model_name}/{champion_before}"),
-                                               rp.primary_metric)
-                promote, reason = decide(challenger_value, champion_value, rp.min_improvement)
-            except (ValueError, KeyError, OSError, MlflowException) as exc:
-                promote = False
-                reason = (f"champion version {champion_before} cannot be re-scored on today's test patients "
-                          f"({exc}); kept. Review and move the alias by hand if the challenger should serve.")
-        if promote:
-            client.set_registered_model_alias(rp.model_name, CHAMPION, version)
-        decision = Decision(rp.model_name, detector, version, created, champion_before,
-                            version if promote else str(champion_before), promote, reason, rp.primary_metric,
-                            challenger_value, champion_value, fp, notes)
-        for key, val in {"decision": "promoted" if promote else "kept champion", "decision_reason": reason,
-                         "decision_champion_before": str(champion_before),
-                         "decision_champion_value": str(champion_value)}.items():
-            client.set_model_version_tag(rp.model_name, version, key, val)
+    try:
+        decision = register(rp, tracking, params, Path(args.models), evaluation, test, Path(args.out))
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
     write_json(decision.to_dict(), args.out)
-    log.info("%s: %s (%s); champion is version %s", rp.model_name, "promoted" if promote else "kept", reason,
-             decision.champion_after)
+    log.info("%s: %s (%s); champion is version %s", rp.model_name, "promoted" if decision.promoted else "kept",
+             decision.reason, decision.champion_after)
 
 
 if __name__ == "__main__":

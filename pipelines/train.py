@@ -6,34 +6,32 @@ patients, save it as a self-contained bundle and log it to MLflow.
 
 Each bundle (`models/<detector>/`) holds the input pipeline, the fitted detector with its threshold and the
 alarm policy; MLflow gets a run `train-<detector>` with params, validation metrics and the bundle as a
-pyfunc model that takes raw windows (signature and input example included).
+pyfunc model that takes raw windows (signature and input example included). `models/index.json` lists the
+bundles with their thresholds and the MLflow runs they were logged in (`register` logs a bundle again when
+its run is not in the store it registers to: `models/` restored by DVC alone is enough).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import mlflow
 
-from biostream.bundle import ModelBundle
-from biostream.config import Configs, load_yaml
-from biostream.detectors import REGISTRY, make_detector
-from biostream.detectors.base import score_rows
-from biostream.detectors.clinical import clinical_params
-from biostream.detectors.thresholds import ThresholdParams
-from biostream.evaluation import AlarmPolicy
+from biostream.core.config import Configs, load_yaml
+from biostream.core.io import write_json
+from biostream.core.runtime import configure
+from biostream.core.tracking import TrackingParams, setup_tracking
 from biostream.features import windows_at
-from biostream.io import write_json
-from biostream.pyfunc import log_bundle
-from biostream.runtime import configure
-from biostream.tracking import TrackingParams, setup_tracking
-from biostream.tuning import StudyData, TuneParams, calibrate_on_validation, decode, validation_metrics
+from biostream.features.table import FeatureSet
+from biostream.models.calibration import ThresholdParams, artefacts_are_events
+from biostream.models.detectors import NAMES, detector_class
+from biostream.models.evaluation import AlarmPolicy
+from biostream.models.training import train_detector
+from biostream.tracking.pyfunc import log_bundle
 
-# the window view is large and the detectors reading it learn nothing from data: fit on a few rows
-WINDOW_VIEW_FIT_ROWS = 256
+SUMMARY = ("event_f1", "event_recall", "event_precision", "false_alarms_per_hour", "auprc")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,14 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def detector_params(name: str, tuned: Path, configs: Configs) -> dict:
-    if name == "clinical":  # no hyperparameters to tune: the rules of configs/alarms.yaml
-        return clinical_params(configs)
-    path = tuned / f"{name}.json"
-    if not path.is_file():
-        raise SystemExit(f"{path} is missing: run `dvc repro tune@{name}` first")
-    stored = json.loads(path.read_text())["params"]
-    return decode({k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+def tuned_params(folder: Path, name: str) -> dict | None:
+    path = folder / f"{name}.json"
+    return json.loads(path.read_text())["params"] if path.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,41 +59,37 @@ def main(argv: list[str] | None = None) -> None:
     configs = Configs.load(args.signals, args.alarms)
     policy = AlarmPolicy.from_params(params)
     tparams = ThresholdParams.from_params(params)
-    include_artefacts = TuneParams.from_params(params).include_artefacts
+    include_artefacts = artefacts_are_events(params)
     setup_tracking(TrackingParams.from_params(params))
 
-    data = StudyData.load(args.features, args.synthetic)
-    pipeline, vitals, train, val, val_rows = data.pipeline, data.vitals, data.train, data.val, data.val.rows
-    example_row = val_rows.iloc[[len(val_rows) // 2]]
-    example = windows_at(vitals, pipeline.signals, pipeline.geometry.window_s,
+    features = FeatureSet.open(args.features, {"synthetic": args.synthetic})
+    pipeline = features.pipeline
+    train, val = features.part("synthetic", "train", normal_only=True), features.part("synthetic", "val")
+    example_row = val.rows.iloc[[len(val.rows) // 2]]
+    example = windows_at(val.vitals, pipeline.signals, pipeline.geometry.window_s,
                          example_row["patient_id"].to_numpy(), example_row["time_s"].to_numpy())
 
     out, summary = Path(args.out), {}
-    for name in sorted(REGISTRY):
-        hp = detector_params(name, Path(args.tuned), configs)
-        det = make_detector(name, **hp)
-        fit_rows = train.head(WINDOW_VIEW_FIT_ROWS) if det.input_view == "window" else train
-        start = time.perf_counter()
-        det.fit(pipeline.view_of_rows(det.input_view, fit_rows, vitals))
-        fit_s = time.perf_counter() - start
-        scores = score_rows(det, pipeline, val_rows, vitals)
-        if det.calibrated:
-            det.set_threshold(calibrate_on_validation(scores, val, policy, tparams, include_artefacts))
-        metrics = validation_metrics(scores, val, det.threshold_, policy, include_artefacts)
+    for name in NAMES:
+        cls = detector_class(name)
+        try:
+            hp = cls.training_params(tuned_params(Path(args.tuned), name) if cls.tunable else None, configs)
+        except FileNotFoundError as exc:
+            raise SystemExit(str(exc)) from None
+        trained = train_detector(name, hp, pipeline, train, val, policy, tparams, include_artefacts)
+        det, metrics = trained.bundle.detector, trained.validation
         bundle_dir = out / name
-        ModelBundle(pipeline, det, policy).save(bundle_dir)
+        trained.bundle.save(bundle_dir)
         with mlflow.start_run(run_name=f"train-{name}", tags={"stage": "train", "detector": name}) as run:
             mlflow.log_params({k: str(v) for k, v in hp.items() if k != "rules"})
             mlflow.log_params({"threshold_method": tparams.method if det.calibrated else "rules",
                                **{f"alarm_{k}": v for k, v in policy.to_dict().items()}})
-            mlflow.log_metrics({"fit_s": fit_s, **{f"val_{k}": float(v) for k, v in metrics.items()}})
+            mlflow.log_metrics({"fit_s": trained.fit_s, **{f"val_{k}": float(v) for k, v in metrics.items()}})
             model_uri = log_bundle(bundle_dir, name, example)
-        summary[name] = {"threshold": det.threshold_, "fit_s": round(fit_s, 2), "model_uri": model_uri,
-                         "run_id": run.info.run_id,
-                         **{f"val_{k}": v for k, v in metrics.items() if k in
-                            ("event_f1", "event_recall", "event_precision", "false_alarms_per_hour", "auprc")}}
+        summary[name] = {"threshold": det.threshold_, "fit_s": round(trained.fit_s, 2), "model_uri": model_uri,
+                         "run_id": run.info.run_id, **{f"val_{k}": metrics[k] for k in SUMMARY}}
         log.info("%s: fit %.1f s, threshold %.4g, validation event F1 %.3f, %.2f false alarms/h; %s",
-                 name, fit_s, det.threshold_, metrics["event_f1"], metrics["false_alarms_per_hour"], model_uri)
+                 name, trained.fit_s, det.threshold_, metrics["event_f1"], metrics["false_alarms_per_hour"], model_uri)
     write_json({k: {m: v for m, v in s.items() if m not in ("model_uri", "run_id", "fit_s")}
                 for k, s in summary.items()}, args.metrics)
     write_json(summary, out / "index.json")

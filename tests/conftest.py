@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from biostream.config import Configs, LabelParams, SplitParams, load_yaml, merge_profile
-from biostream.dataset import Dataset, build_dataset
-from biostream.synth import CohortParams, Physiology, generate_cohort
+from biostream.core.config import Configs, LabelParams, SplitParams, load_yaml, merge_profile
+from biostream.data.dataset import Dataset, build_dataset
+from biostream.sources.synthetic import CohortParams, Physiology, generate_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -1,6 +1,6 @@
 """A plain numpy statement of `biostream.features.window_features` (its definitions, vectorised over windows,
 as the featurize stage computed them until the compiled kernel replaced them): the oracle that
-tests/code/test_feature_kernel.py holds `biostream.feature_kernel` to. Slow (~150 numpy calls), readable."""
+tests/code/test_feature_kernel.py holds `biostream.features.kernel` to. Slow (~150 numpy calls), readable."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from biostream.features import _HF_FRACTION, PER_SIGNAL, WindowGeometry
+from biostream.features import PER_SIGNAL, WindowGeometry
+from biostream.features.compute import _HF_FRACTION
 
 
 def _ffill_last_axis(x: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""`biostream.batching.Batcher` on a real event loop and real worker threads."""
+"""`biostream.serving.batching.Batcher` on a real event loop and real worker threads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from biostream.batching import Batcher
+from biostream.serving.batching import Batcher
 
 
 class Overloaded(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from biostream.config import (
+from biostream.core.config import (
     ConfigError,
     Configs,
     SplitParams,

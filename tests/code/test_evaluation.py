@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biostream.config import ConfigError
-from biostream.evaluation import (
+from biostream.core.config import ConfigError
+from biostream.models.evaluation import (
     AlarmPolicy,
     alarm_episodes,
     apply_policy,

@@ -1,4 +1,4 @@
-"""The compiled feature kernel (`biostream.feature_kernel`, behind `window_features`) against the plain numpy
+"""The compiled feature kernel (`biostream.features.kernel`, behind `window_features`) against the plain numpy
 statement of the same definitions (tests/code/reference_features.py), on windows built to reach every branch:
 gaps, all-missing and constant signals, held cuff values, frozen stretches, spikes, one or two observed
 seconds, absent signals, and other window geometries."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from biostream.feature_kernel import CROSS_LAYOUT, LAYOUT
 from biostream.features import CROSS, PER_SIGNAL, WindowGeometry, feature_names, window_features
+from biostream.features.kernel import CROSS_LAYOUT, LAYOUT
 from tests.code.reference_features import window_features as reference
 
 SIGNALS = ("hr", "spo2", "sbp", "dbp", "map", "rr", "temp", "etco2")

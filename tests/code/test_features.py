@@ -6,12 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biostream.config import ConfigError
+from biostream.core.config import ConfigError
 from biostream.features import (
     CROSS,
     PER_SIGNAL,
-    TAIL_QUANTILE,
-    TAIL_Z,
     FeaturizeParams,
     InputPipeline,
     Preprocessor,
@@ -25,6 +23,7 @@ from biostream.features import (
     sequence_view,
     window_features,
 )
+from biostream.features.preprocess import TAIL_QUANTILE, TAIL_Z
 
 SIGNALS = ("hr", "spo2", "sbp", "dbp", "map", "rr", "temp", "etco2")
 W = 60

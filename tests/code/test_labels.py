@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biostream.config import AlarmRule
-from biostream.labels import episodes_from_alarms, find_runs, label_recordings, run_reduce
+from biostream.core.config import AlarmRule
+from biostream.data.labels import episodes_from_alarms, find_runs, label_recordings, run_reduce
 
 HYPO = AlarmRule("hypotension", "map", "<", 65, 60, "test")
 TACHY = AlarmRule("tachycardia", "hr", ">", 140, 10, "test")

@@ -1,4 +1,4 @@
-"""Champion selection rules (the pure part of `biostream.registry`)."""
+"""Champion selection rules (the pure part of `biostream.tracking.registry`)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from biostream.config import ConfigError
-from biostream.registry import RegisterParams, choose, decide, fingerprint, metric_at, model_card
+from biostream.core.config import ConfigError
+from biostream.tracking.registry import RegisterParams, choose, decide, fingerprint, metric_at, model_card
 
 
 def _metrics(f1: float, auprc: float = 0.5) -> dict:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from biostream.config import SplitParams
-from biostream.splits import assign_splits
+from biostream.core.config import SplitParams
+from biostream.data.splits import assign_splits
 
 P = SplitParams(seed=3, train=0.6, val=0.2, test=0.2)
 

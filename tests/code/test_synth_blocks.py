@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from biostream.synth import hold_samples, ou_process, place_events, trapezoid
+from biostream.sources.synthetic import hold_samples, ou_process, place_events, trapezoid
 
 
 def test_ou_process_is_stationary_with_the_given_sd():

@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from biostream.config import ConfigError
-from biostream.detectors import make_detector
-from biostream.detectors.thresholds import ThresholdParams, calibrate
+from biostream.core.config import ConfigError
 from biostream.features import feature_names
+from biostream.models.calibration import ThresholdParams, calibrate
+from biostream.models.detectors import make_detector
 
 
 def test_alarm_rate_threshold():

@@ -8,23 +8,41 @@ import pandas as pd
 import pytest
 import yaml
 
-from biostream.config import ConfigError
-from biostream.evaluation import AlarmPolicy
-from biostream.tuning import SearchSpace, TuneParams, Validation, best_event_threshold, decode
+from biostream.core.config import ConfigError
+from biostream.models.calibration import Validation, best_event_threshold
+from biostream.models.evaluation import AlarmPolicy
+from biostream.tuning.space import SearchSpace, TuneParams, decode
 from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize("name", ["iforest", "ocsvm", "lstm_ae"])
 def test_repository_search_spaces_suggest_valid_constructor_args(name):
-    from biostream.detectors import make_detector
+    """Every suggested value reaches the detector's constructor as the type it takes, over several trials (TPE's
+    first trials are random: they cover the choices); tests/model/test_detectors.py fits them."""
+    from biostream.models.detectors import make_detector
 
     space = SearchSpace.from_yaml(ROOT / f"configs/search_spaces/{name}.yaml")
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
-    params = space.suggest(study.ask())
-    det = make_detector(name, **params)
-    assert det.get_params()[next(iter(params))] == params[next(iter(params))]
-    if "feature_groups" in params:
-        assert isinstance(params["feature_groups"], tuple)
+    seen: dict[str, set] = {k: set() for k in space.specs}
+    for _ in range(12):
+        trial = study.ask()
+        params = space.suggest(trial)
+        assert set(params) == set(space.specs)
+        det = make_detector(name, **params)
+        assert {k: det.get_params()[k] for k in params} == params
+        for key, spec in space.specs.items():
+            value = params[key]
+            if spec["type"] == "int":
+                assert isinstance(value, int) and spec["low"] <= value <= spec["high"]
+            elif spec["type"] == "float":
+                assert isinstance(value, float) and spec["low"] <= value <= spec["high"]
+            elif key == "feature_groups":
+                assert isinstance(value, tuple) and "+".join(value) in spec["choices"]
+            else:
+                assert value in spec["choices"]
+            seen[key].add(str(value))
+        study.tell(trial, 0.5)
+    assert all(len(v) > 1 for k, v in seen.items()), f"12 trials tried one value only: {seen}"
 
 
 def test_bad_search_space_is_named(tmp_path):

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biostream.config import merge_profile
-from biostream.dataset import read_dataset, summarize, write_dataset
-from biostream.schema import EVENTS_SCHEMA, NO_EVENT, NO_KIND, SPLITS, vitals_schema
-from biostream.synth import CohortParams, generate_cohort
+from biostream.core.config import merge_profile
+from biostream.data.dataset import read_dataset, summarize, write_dataset
+from biostream.data.schema import EVENTS_SCHEMA, NO_EVENT, NO_KIND, SPLITS, vitals_schema
+from biostream.sources.synthetic import CohortParams, generate_cohort
 from tests.conftest import make_dataset
 
 

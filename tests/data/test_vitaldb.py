@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from biostream.config import load_yaml, merge_profile
-from biostream.dataset import read_dataset
-from biostream.vitaldb_source import (
+from biostream.core.config import load_yaml, merge_profile
+from biostream.data.dataset import read_dataset
+from biostream.sources.vitaldb import (
     IngestParams,
     VitalFileError,
     read_vital,

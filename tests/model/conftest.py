@@ -10,20 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biostream.bundle import ModelBundle
-from biostream.config import Configs, merge_profile
-from biostream.dataset import Dataset
-from biostream.detectors import REGISTRY, BaseDetector, make_detector
-from biostream.detectors.clinical import clinical_params
-from biostream.evaluation import AlarmPolicy
+from biostream.core.config import Configs, merge_profile
+from biostream.data.dataset import Dataset
 from biostream.features import (
     FeaturizeParams,
     InputPipeline,
-    Preprocessor,
-    feature_min_scale,
-    feature_names,
     featurize,
 )
+from biostream.features.preprocess import fit_on_training
+from biostream.models.bundle import ModelBundle
+from biostream.models.detectors import NAMES, BaseDetector, detector_class, make_detector
+from biostream.models.evaluation import AlarmPolicy
 from biostream.serving import Scorer, ServeParams, ServingSpec
 from tests.conftest import make_dataset
 
@@ -34,9 +31,8 @@ TEST_PARAMS = {"lstm_ae": {"epochs": 5, "max_windows": 4000}}
 
 
 def detector_params(name: str, configs: Configs) -> dict:
-    if name == "clinical":
-        return clinical_params(configs)
-    return dict(TEST_PARAMS.get(name, {}))
+    cls = detector_class(name)
+    return cls.training_params(TEST_PARAMS.get(name, {}) if cls.tunable else None, configs)
 
 
 @dataclass
@@ -57,11 +53,8 @@ def model_data(small_params, configs, physiology) -> ModelData:
     ds = make_dataset(params, configs, physiology)
     fp = FeaturizeParams.from_params(params)
     table = featurize(ds.vitals, configs.signals.keys, fp)
-    names = feature_names(configs.signals.keys)
+    pre = fit_on_training(table, ds.vitals, configs.signals.keys, fp.geometry)
     train = table[table["split"] == "train"]
-    raw_train = ds.vitals.loc[ds.vitals["split"] == "train", list(configs.signals.keys)].to_numpy()
-    pre = Preprocessor.fit(train[names].to_numpy(), raw_train, feature_min_scale(configs.signals.keys, fp.geometry),
-                           normal=((train["label"] == 0) & (train["artefact"] == 0)).to_numpy())
     pipeline = InputPipeline(configs.signals.keys, fp.geometry, pre)
     normal = train[(train["label"] == 0) & (train["artefact"] == 0)]
     return ModelData(ds, table, pipeline, normal, table[table["split"] != "train"])
@@ -70,7 +63,7 @@ def model_data(small_params, configs, physiology) -> ModelData:
 @pytest.fixture(scope="session")
 def fitted(model_data, configs) -> dict[str, BaseDetector]:
     out = {}
-    for name in sorted(REGISTRY):
+    for name in NAMES:
         det = make_detector(name, **detector_params(name, configs))
         out[name] = det.fit(model_data.view(det, model_data.train))
     return out

@@ -1,5 +1,5 @@
-"""Windows sent as an Arrow IPC stream (`biostream.arrow_windows`) and the middleware that routes them
-(`biostream.serving.BodyTypes`), without a server; tests/pipeline/test_service.py sends them over HTTP."""
+"""Windows sent as an Arrow IPC stream (`biostream.serving.arrow`) and the middleware that routes them
+(`biostream.serving.asgi.BodyTypes`), without a server; tests/pipeline/test_service.py sends them over HTTP."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import pyarrow as pa
 import pytest
 from pydantic import TypeAdapter
 
-from biostream.arrow_windows import ARROW_STREAM, windows_from_arrow, windows_to_arrow
 from biostream.features import windows_at
-from biostream.serving import BodyTypes, Schemas
+from biostream.serving import Schemas
+from biostream.serving.arrow import ARROW_STREAM, windows_from_arrow, windows_to_arrow
+from biostream.serving.asgi import BodyTypes
 from tests.model.conftest import scorer_for, window_payload
 
 

@@ -11,12 +11,14 @@ import pytest
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
-from biostream.detectors import REGISTRY, load_detector, make_detector
-from biostream.detectors.base import SCORE_CHUNK, NotFittedError, score_rows, score_view
 from biostream.features import PER_SIGNAL, windows_at
+from biostream.models.detectors import NAMES, load_detector, make_detector
+from biostream.models.detectors.base import SCORE_CHUNK, NotFittedError, score_rows, score_view
 from tests.model.conftest import CLINICAL, detector_params
 
-NAMES = sorted(REGISTRY)
+# a hyperparameter per detector and another value for it (set_params must set it, on the copy only)
+CHANGED_PARAM = {"clinical": ("signals", ("hr",)), "iforest": ("n_estimators", 17), "ocsvm": ("nu", 0.31),
+                 "lstm_ae": ("units", 7)}
 
 
 def test_registry_has_the_four_detectors():
@@ -43,8 +45,9 @@ def test_contract(name, fitted, model_data, configs):
     assert twin.get_params() == params and not hasattr(twin, "threshold_")
     with pytest.raises(NotFittedError, match="not fitted"):
         twin.decision_function(X)
-    first = next(iter(params))
-    assert det.set_params(**{first: params[first]}) is det
+    key, other = CHANGED_PARAM[name]
+    changed = clone(det).set_params(**{key: other})
+    assert changed.get_params()[key] == other != params[key] and det.get_params()[key] == params[key]
     with pytest.raises(ValueError, match=f"reads the '{det.input_view}' view"):
         det.decision_function(np.zeros((2,) * (4 if X.ndim == 3 else 3)))
 
@@ -155,8 +158,8 @@ def test_a_view_built_once_scores_as_the_rows(name, fitted, model_data):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_bundle_scores_raw_windows_like_the_stage_views(name, fitted, model_data, tmp_path):
-    from biostream.bundle import ModelBundle
-    from biostream.evaluation import AlarmPolicy
+    from biostream.models.bundle import ModelBundle
+    from biostream.models.evaluation import AlarmPolicy
 
     det = fitted[name]
     bundle = ModelBundle(model_data.pipeline, det, AlarmPolicy(3, 5, 120, 30))
@@ -229,3 +232,23 @@ def test_loads_a_detector_saved_before_per_signal_parts(name, fitted, model_data
     X = model_data.view(det, model_data.evaluation.sample(20, random_state=6))
     np.testing.assert_array_equal(old.decision_function(X), det.decision_function(X))
     np.testing.assert_allclose(old.explain(X[:2]), det.explain(X[:2]), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["iforest", "ocsvm", "lstm_ae"])
+def test_what_a_study_suggests_fits_and_scores(name, model_data, root):
+    """Hyperparameters as `tune` suggests them (from the repository's search space) fit and give finite scores
+    that differ between normal and anomalous seconds."""
+    import optuna
+
+    from biostream.tuning.space import SearchSpace
+
+    space = SearchSpace.from_yaml(root / f"configs/search_spaces/{name}.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=3))
+    fixed = {"epochs": 1, "max_windows": 500} if name == "lstm_ae" else {}
+    train = model_data.train.sample(min(len(model_data.train), 1500), random_state=0)
+    rows = model_data.evaluation.sample(300, random_state=4)
+    for _ in range(2):
+        det = make_detector(name, **{**space.suggest(study.ask()), **fixed})
+        det.fit(model_data.view(det, train))
+        scores = det.decision_function(model_data.view(det, rows))
+        assert scores.shape == (300,) and np.isfinite(scores).all() and np.ptp(scores) > 0

@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from biostream.bundle import ModelBundle, top_signals
-from biostream.detectors import REGISTRY, make_detector
-from biostream.evaluation import AlarmPolicy
 from biostream.features import feature_names, windows_at
-
-NAMES = sorted(REGISTRY)
+from biostream.models.bundle import ModelBundle, top_signals
+from biostream.models.detectors import NAMES, make_detector
+from biostream.models.evaluation import AlarmPolicy
 
 
 def _rows(model_data, n=40, seed=3):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.ensemble import IsolationForest
 
-from biostream.detectors import forest_kernel
-from biostream.detectors.forest_kernel import BLOCK_ROWS, FlatForest
+from biostream.models.detectors import forest_kernel
+from biostream.models.detectors.forest_kernel import BLOCK_ROWS, FlatForest
 
 
 def _data(n: int, f: int, seed: int, nan_fraction: float = 0.0) -> np.ndarray:

@@ -8,19 +8,20 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from biostream.detectors import REGISTRY, make_detector
-from biostream.detectors.base import load_detector
-from biostream.detectors.lstm_ae import ORT_MAX_ROWS
-from biostream.detectors.ocsvm import CHUNK_ROWS
-from biostream.evaluation import alarm_episodes, apply_policy
-from biostream.features import feature_signal_weights, recording_windows, windows_at
-from biostream.serving import Schemas, explain_method, occlusion_contributions, pack_f32
+from biostream.features import feature_signal_weights, windows_at
+from biostream.models.detectors import NAMES, make_detector, score_rows
+from biostream.models.detectors.base import load_detector
+from biostream.models.detectors.lstm_ae import ORT_MAX_ROWS
+from biostream.models.detectors.ocsvm import CHUNK_ROWS
+from biostream.models.evaluation import apply_policy
+from biostream.serving import Schemas, occlusion_contributions, pack_f32
 from tests.model.conftest import POLICY, scorer_for, window_payload
 
-NAMES = sorted(REGISTRY)
+
 @pytest.mark.parametrize("name", NAMES)
 def test_predict_equals_the_bundle_scores_of_the_same_windows(name, fitted, model_data, configs, rows):
     """Parity: JSON in, validated, scored = the bundle's scores of the stored windows (what `evaluate` scores)."""
@@ -113,28 +114,42 @@ def test_ocsvm_alarms_name_signals_by_occlusion(fitted, model_data, configs, row
 
 
 def test_score_series_scores_every_second_as_evaluate_does(fitted, model_data, configs):
+    """Every second of a recording sent as a series scores as the evaluate stage scores it from the feature table
+    (a separate path: features computed by `featurize`, stored as float32), and the alarms and episodes are the
+    alarm policy's over those scores, on a stretch chosen because it alarms."""
     scorer = scorer_for(fitted["iforest"], model_data, configs)
     schemas = Schemas(scorer.spec)
-    vitals = model_data.dataset.vitals
-    pid = model_data.evaluation["patient_id"].iloc[0]
+    vitals, table = model_data.dataset.vitals, model_data.evaluation
+    length = 1500
+    # the evaluation patient whose first stretch has the most seconds above threshold
+    firsts = table[table["time_s"] < length]
+    stored = score_rows(scorer.bundle.detector, scorer.bundle.pipeline, firsts, vitals)
+    above = pd.Series(stored > scorer.threshold).groupby(firsts["patient_id"].to_numpy()).sum()
+    pid = above.idxmax()
+    rows = firsts[firsts["patient_id"] == pid]
+    want = stored[(firsts["patient_id"] == pid).to_numpy()]
     rec = vitals[vitals["patient_id"] == pid]
-    values = rec[list(scorer.spec.signals)].to_numpy()[:1500]
+    values = rec[list(scorer.spec.signals)].to_numpy()[:length]
+    assert len(rows) == len(values) == length, "every second of the stretch is a row of the feature table"
     body = {"patient_id": pid, "start": "2026-11-21T08:00:00+00:00",
             "vitals": {s: [None if math.isnan(v) else float(v) for v in values[:, i]]
                        for i, s in enumerate(scorer.spec.signals)}}
     series = schemas.Series.model_validate_json(json.dumps(body))
     out = scorer.score_series(series)
-    want = scorer.bundle.score(recording_windows(values, scorer.spec.window_s, np.arange(len(values))))
-    np.testing.assert_allclose(out.scores, want, rtol=0, atol=1e-9)
-    t = np.arange(len(values))
-    alarm = apply_policy(np.zeros(len(t)), t, want, scorer.threshold, POLICY)
-    assert out.alarm == alarm.astype(bool).tolist()
-    eps = alarm_episodes(np.zeros(len(t)), t, alarm)
-    assert len(out.episodes) == len(eps)
-    for e, (_, row) in zip(out.episodes, eps.iterrows(), strict=True):
-        assert (e.start - series.start).total_seconds() == row.start_s
-        assert (e.end - series.start).total_seconds() == row.end_s
-        assert e.peak_score == pytest.approx(want[int(row.start_s) : int(row.end_s)].max())
+    np.testing.assert_allclose(out.scores, want, rtol=0, atol=1e-6)
+    t = np.arange(length)
+    alarm = apply_policy(np.zeros(length), t, np.asarray(out.scores), scorer.threshold, POLICY).astype(bool)
+    assert out.alarm == alarm.tolist()
+    # episodes are the runs of alarm seconds
+    edges = np.flatnonzero(np.diff(np.r_[False, alarm, False].astype(int)))
+    runs = list(zip(edges[::2], edges[1::2], strict=True))
+    assert runs, f"patient {pid}'s first {length} s must alarm for this test to check episodes"
+    assert [((e.start - series.start).total_seconds(), (e.end - series.start).total_seconds())
+            for e in out.episodes] == [(float(a), float(b)) for a, b in runs]
+    for e, (a, b) in zip(out.episodes, runs, strict=True):
+        assert e.peak_score == pytest.approx(max(out.scores[a:b]))
+        assert (e.peak_time - series.start).total_seconds() == a + int(np.argmax(out.scores[a:b]))
+        assert e.signals and set(e.signals) <= set(scorer.spec.signals)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -269,6 +284,6 @@ def test_a_null_is_missing_and_an_absent_signal_is_missing_throughout(fitted, mo
 
 
 def test_explain_method_says_when_one_model_per_signal_explains():
-    assert "one model per signal" in explain_method(make_detector("ocsvm", per_signal=True))
-    assert "one model per signal" not in explain_method(make_detector("ocsvm"))
-    assert explain_method(make_detector("lstm_ae")).startswith("each signal's share")
+    assert "one model per signal" in make_detector("ocsvm", per_signal=True).describe_explanation()
+    assert "one model per signal" not in make_detector("ocsvm").describe_explanation()
+    assert make_detector("lstm_ae").describe_explanation().startswith("each signal's share")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from biostream.core.runtime import quiet_env
 from tests.conftest import ROOT
 
 
@@ -18,7 +19,8 @@ def env_for(repo: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # `python` = this venv
     env["PYTHONPATH"] = f"{repo / 'src'}{os.pathsep}{repo}"  # the copy's code, not the checkout's
-    env.update(DVC_NO_ANALYTICS="1", CI="true", BIOSTREAM_ROOT=str(repo))
+    env.update({k: v for k, v in quiet_env().items() if k not in env})
+    env.update(CI="true", BIOSTREAM_ROOT=str(repo))
     return env
 
 

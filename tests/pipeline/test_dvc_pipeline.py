@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import nbclient
@@ -92,7 +94,7 @@ def test_data_overview_notebook_runs(repo, reproduced):
 
 
 def test_featurize_outputs_and_train_only_scaler(repo, reproduced):
-    from biostream.dataset import read_dataset
+    from biostream.data.dataset import read_dataset
     from biostream.features import InputPipeline, Preprocessor, feature_min_scale, feature_names
 
     table = pd.read_parquet(repo / "data/features/synthetic.parquet")
@@ -165,21 +167,21 @@ def test_tune_resumes_a_study_without_losing_trials(repo, reproduced, tmp_path):
            "--synthetic", "data/synthetic", "--search-space", "configs/search_spaces/iforest.yaml"]
     n = params["tune"]["n_trials"]["iforest"]
     again = run(repo, *cmd, "--out", str(tmp_path / "again.json"))
-    assert f"{n} trials done, running 0 more" in again.stderr
+    assert f"{n} trials finished, 0 to go" in again.stderr
     params["tune"]["n_trials"]["iforest"] = n + 1
     more = tmp_path / "params.yaml"
     more.write_text(yaml.safe_dump(params))
     resumed = run(repo, *cmd, "--params", str(more), "--out", str(tmp_path / "more.json"))
-    assert f"{n} trials done, running 1 more" in resumed.stderr
+    assert f"{n} trials finished, 1 to go" in resumed.stderr
     assert json.loads((tmp_path / "more.json").read_text())["trials"] == n + 1
 
 
 def test_train_bundles_and_self_contained_mlflow_models(repo, reproduced):
     import mlflow
 
-    from biostream.bundle import ModelBundle
-    from biostream.dataset import read_dataset
+    from biostream.data.dataset import read_dataset
     from biostream.features import windows_at
+    from biostream.models.bundle import ModelBundle
 
     index = json.loads((repo / "models/index.json").read_text())
     assert set(index) == {"clinical", "iforest", "ocsvm", "lstm_ae"}
@@ -367,8 +369,9 @@ def test_a_champion_trained_on_other_windows_is_re_scored_on_its_own(repo, repro
     through its preprocessor (that mis-scored a 1,800-s champion as event F1 0.857 instead of 0.925)."""
     from dataclasses import replace
 
-    from biostream.registry import metric_at
-    from pipelines.register import TestSet
+    from biostream.features.table import FeatureSet
+    from biostream.tracking.register import TestSet
+    from biostream.tracking.registry import metric_at
 
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
     f1, det = max((evaluation[d]["synthetic"]["events"]["event_f1"], d) for d in ("iforest", "ocsvm"))
@@ -376,15 +379,15 @@ def test_a_champion_trained_on_other_windows_is_re_scored_on_its_own(repo, repro
     register(repo, tmp_path / "d.json", params_with(repo, tmp_path, model_name=name, candidates=[det]))
     registry(repo)  # the tracking URI of the copy's store
     monkeypatch.chdir(repo)  # artifact paths are relative to the project
-    test = TestSet(repo / "data/features", repo / "data/synthetic")
+    test = TestSet(FeatureSet.open(repo / "data/features", {"synthetic": repo / "data/synthetic"}))
     uri = f"models:/{name}@champion"
     assert metric_at(test.metrics(uri), "events.event_f1") == pytest.approx(f1, abs=1e-12)
     # the same test seconds, as a table featurized with half the window would hold them (columns of no use to a
     # model trained on the full window: NaN here, imputed to the median if they were read)
     geometry = test.pipeline.geometry
     test.pipeline = replace(test.pipeline, geometry=replace(geometry, window_s=geometry.window_s // 2))
-    feature_columns = [c for c in test.rows.columns if "__" in c]
-    test.rows[feature_columns] = np.nan
+    feature_columns = [c for c in test.part.rows.columns if "__" in c]
+    test.part.rows[feature_columns] = np.nan
     assert metric_at(test.metrics(uri), "events.event_f1") == pytest.approx(f1, abs=1e-12)
 
 
@@ -422,3 +425,123 @@ def test_compare_runs_notebook_runs(repo, reproduced):
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     for det in ("clinical", "iforest", "ocsvm", "lstm_ae"):
         assert det in html, det
+
+
+# --- seams that must not go stale ------------------------------------------------------------------------------
+
+
+def test_an_edit_to_the_feature_kernel_invalidates_featurize_and_everything_after(repo, reproduced):
+    kernel = repo / "src/biostream/features/kernel.py"
+    original = kernel.read_text()
+    kernel.write_text(original + "\n# an edit\n")
+    try:
+        changed = set(json.loads(dvc(repo, "status", "--json").stdout))
+    finally:
+        kernel.write_text(original)
+    after = {"featurize", "tune@iforest", "tune@ocsvm", "tune@lstm_ae", "train", "evaluate", "register", "package"}
+    assert changed == after, f"featurize and what follows it, nothing before: {changed}"
+    assert "up to date" in dvc(repo, "status").stdout
+
+
+def test_an_edit_to_a_detector_starts_a_new_study_and_a_rerun_resumes(repo, reproduced, tmp_path):
+    best = json.loads((repo / "results/tune/iforest.json").read_text())
+    cmd = [sys.executable, "-m", "pipelines.tune", "--detector", "iforest", "--features", "data/features",
+           "--synthetic", "data/synthetic", "--search-space", "configs/search_spaces/iforest.yaml"]
+    resumed = run(repo, *cmd, "--out", str(tmp_path / "same.json"))
+    assert json.loads((tmp_path / "same.json").read_text())["study"] == best["study"]
+    assert f"study {best['study']}: {best['trials']} trials finished, 0 to go" in resumed.stderr
+    detector = repo / "src/biostream/models/detectors/iforest.py"
+    original = detector.read_text()
+    detector.write_text(original + '\n\n"""A docstring-like note."""  # and a comment: neither is code\n')
+    try:
+        reworded = run(repo, *cmd, "--out", str(tmp_path / "reworded.json"))
+        assert "0 to go" in reworded.stderr
+        assert json.loads((tmp_path / "reworded.json").read_text())["study"] == best["study"]
+        detector.write_text(original.replace("n_jobs=-1)", "n_jobs=1)"))  # the same trees, but other code
+        edited = run(repo, *cmd, "--out", str(tmp_path / "edited.json"))
+    finally:
+        detector.write_text(original)
+    new = json.loads((tmp_path / "edited.json").read_text())
+    assert new["study"] != best["study"] and new["study"].startswith("iforest-")
+    assert f"study {new['study']}: 0 trials finished, {best['trials']} to go" in edited.stderr
+    assert new["params"] == best["params"] and new["value"] == pytest.approx(best["value"]), "same trees, same best"
+
+
+def test_another_detectors_trial_count_does_not_rerun_a_study(repo, reproduced):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["tune"]["n_trials"]["lstm_ae"] += 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        changed = set(json.loads(dvc(repo, "status", "--json").stdout))
+    finally:
+        run(repo, "git", "checkout", "--", "params.yaml")
+    assert "tune@lstm_ae" in changed and not changed & {"tune@iforest", "tune@ocsvm"}, changed
+
+
+def test_models_restored_without_the_mlflow_store_still_register(repo, reproduced, tmp_path):
+    """`models/` as DVC restores it, on a machine without the store the train stage logged to: register logs the
+    bundle again and the registered model scores as `evaluate` said."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["tracking"]["uri"] = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    params["tracking"]["artifact_root"] = str(tmp_path / "artifacts")
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    register(repo, tmp_path / "decision.json", path)
+    decision = json.loads((tmp_path / "decision.json").read_text())
+    assert decision["created"] and decision["promoted"]
+    assert any("is not in this store" in n for n in decision["notes"]), decision["notes"]
+    best_f1, best = ranked(repo)[0]
+    assert decision["detector"] == best and decision["challenger_value"] == pytest.approx(best_f1, abs=1e-12)
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=params["tracking"]["uri"])
+    version = client.get_model_version_by_alias(MODEL, "champion")
+    run_ = client.get_run(version.run_id)
+    assert run_.info.run_name == f"register-{best}"
+
+
+def test_a_logged_model_needs_only_what_it_requires(repo, reproduced):
+    """Load each logged model in a fresh interpreter and score with it; every module that process imported
+    outside the standard library comes from a distribution the model requires (or one they require in turn)."""
+    import importlib.metadata
+
+    from biostream.tracking.requirements import canonical
+
+    index = json.loads((repo / "models/index.json").read_text())
+    script = textwrap.dedent("""
+        import json, sys, numpy as np, mlflow
+        mlflow.set_tracking_uri(sys.argv[1])
+        model = mlflow.pyfunc.load_model(sys.argv[2])
+        shape = model.metadata.get_input_schema().inputs[0].shape
+        out = model.predict(np.full((2, shape[1], shape[2]), 80.0))
+        assert len(out) == 2 and np.isfinite(out["score"]).all()
+        print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names))))
+        """)
+    provided = importlib.metadata.packages_distributions()
+
+    def needs(dist: str, seen: set[str]) -> set[str]:
+        if dist in seen:
+            return seen
+        seen.add(dist)
+        for r in importlib.metadata.requires(dist) or []:
+            if "extra ==" not in r:
+                needs(canonical(re.split(r"[ ;<>=!~\[(]", r, maxsplit=1)[0]), seen)
+        return seen
+
+    for name in ("iforest", "lstm_ae"):
+        uri = index[name]["model_uri"]
+        import mlflow
+
+        mlflow.set_tracking_uri(f"sqlite:///{repo / 'stores/mlflow.db'}")
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        required = [canonical(line.split("==")[0]) for line in (local / "requirements.txt").read_text().split()
+                    if "==" in line]
+        assert "numba" in required and "pyarrow" in required
+        allowed: set[str] = set()
+        for dist in required:
+            needs(dist, allowed)
+        proc = run(repo, sys.executable, "-c", script, f"sqlite:///{repo / 'stores/mlflow.db'}", uri)
+        loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+        outside = sorted(m for m in loaded if m in provided and m != "biostream"
+                         and not {canonical(d) for d in provided[m]} & allowed)
+        assert not outside, f"{name}: the model imported {outside}, which its requirements do not bring"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from biostream.runtime import free_port
+from biostream.core.runtime import free_port
 from tests.conftest import ROOT
 from tests.pipeline.conftest import env_for
 

@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biostream.arrow_windows import ARROW_STREAM, windows_to_arrow
-from biostream.dataset import read_dataset
-from biostream.evaluation import AlarmPolicy, alarm_episodes, apply_policy
+from biostream.core.runtime import free_port
+from biostream.data.dataset import read_dataset
 from biostream.features import recording_windows, windows_at
-from biostream.runtime import free_port
+from biostream.models.evaluation import AlarmPolicy, alarm_episodes, apply_policy
 from biostream.serving import pack_f32
+from biostream.serving.arrow import ARROW_STREAM, windows_to_arrow
 from tests.pipeline.conftest import env_for
 
 pytestmark = pytest.mark.slow

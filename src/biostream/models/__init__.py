@@ -1,0 +1,3 @@
+"""The models and how they are judged: detectors behind one contract (`detectors`), alarm post-processing and
+metrics (`evaluation`), threshold calibration on validation patients (`calibration`), and the self-contained
+`ModelBundle` that training, evaluation, MLflow and serving share (`bundle`)."""

@@ -1,0 +1,1 @@
+"""Figures and curves of the evaluate stage and the notebooks (`plots`, `figures`)."""

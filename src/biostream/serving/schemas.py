@@ -1,0 +1,174 @@
+"""The request and response models of the service (pydantic): `Schemas(spec)` builds the request models for
+one model (one optional array per signal the model reads, strict numbers or `null` in `vitals`, or the same
+packed as base64 float32 in `vitals_f32`), and an "after" validator (`checks.vitals_array`) checks what a
+type cannot say."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    WrapValidator,
+    create_model,
+    model_validator,
+)
+
+from biostream.serving.checks import refuse_non_finite, sent_vitals, unpack_f32, vitals_array
+from biostream.serving.spec import ServingSpec
+
+# a JSON number: no strings, no booleans, and no NaN/Infinity (not JSON, but parsers accept them)
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+PatientId = Annotated[str, Field(min_length=1, max_length=128, description="the monitor's patient or bed id")]
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    alias: str
+
+
+class Prediction(BaseModel):
+    patient_id: str
+    time: datetime = Field(description="the time of the window's last sample, as sent")
+    score: float = Field(description="anomaly score, higher = more anomalous")
+    alarm: bool = Field(description="score above the calibrated threshold (this second; the k-of-n alarm policy "
+                                    "applies over consecutive seconds: see score_series)")
+    threshold: float
+    top_signals: list[str] = Field(description="for an alarm, the signals contributing most, strongest first "
+                                               "(empty when the window does not alarm: ask `explain` for any window)")
+    model: ModelRef
+
+
+class Episode(BaseModel):
+    start: datetime
+    end: datetime = Field(description="exclusive")
+    peak_time: datetime
+    peak_score: float
+    signals: list[str] = Field(description="the signals contributing most at the peak")
+
+
+class SeriesResult(BaseModel):
+    patient_id: str
+    start: datetime
+    seconds: int
+    threshold: float
+    scores: list[float] = Field(description="one per second: the window ending at that second")
+    above_threshold: list[bool]
+    alarm: list[bool] = Field(description="after the alarm policy (k of n seconds above threshold, refractory merge)")
+    episodes: list[Episode]
+    alarm_policy: dict[str, int]
+    model: ModelRef
+
+
+class ExplainResult(BaseModel):
+    patient_id: str
+    time: datetime
+    score: float
+    threshold: float
+    alarm: bool
+    method: str
+    signals: dict[str, float] = Field(description="contribution per signal, higher = towards anomalous")
+    features: dict[str, float] | None = Field(description="contribution per feature (feature-reading models)")
+    top_signals: list[str]
+    model: ModelRef
+
+
+class Metadata(BaseModel):
+    model: ModelRef
+    model_uri: str
+    detector: str
+    threshold: float
+    window_s: int = Field(description="seconds of history the model reads: each window carries at least this many")
+    signals: list[dict[str, Any]]
+    alarm_policy: dict[str, int]
+    limits: dict[str, int | float]
+    metrics: dict[str, float] = Field(description="the registered version's metrics on the synthetic test patients")
+    explain_method: str = Field(description="what `explain` returns")
+    top_signals_method: str = Field(description="how `predict` and `score_series` rank an alarm's signals")
+
+
+class Schemas:
+    """The request models for one model (its signals, window length, ranges and limits)."""
+
+    def __init__(self, spec: ServingSpec) -> None:
+        self.spec = spec
+        fields: dict[str, Any] = {}
+        for s in spec.signals:
+            lo, hi = spec.valid[s]
+            fields[s] = (list[Number | None] | None, Field(
+                None, description=f"{s} ({spec.units[s]}), 1 Hz, oldest first, null where missing; physiological "
+                                  f"range [{lo:g}, {hi:g}]",
+                json_schema_extra={"items": {"anyOf": [{"type": "number", "minimum": lo, "maximum": hi},
+                                                       {"type": "null"}]}}))
+        self.Vitals = create_model("Vitals", __config__=ConfigDict(extra="forbid"), **fields)
+        longest = 4 * ((4 * max(spec.max_window_s, spec.max_series_s) + 2) // 3)  # base64 characters
+        signal_type = Annotated[str, Field(max_length=longest), AfterValidator(unpack_f32)]
+        packed = {s: (signal_type | None, Field(None, description=f"{s} ({spec.units[s]}), 1 Hz, oldest first: base64 "
+                                                                  f"of little-endian float32, NaN where missing"))
+                  for s in spec.signals}
+        self.PackedVitals = create_model("PackedVitals", __config__=ConfigDict(extra="forbid"), **packed)
+        vitals_type, packed_type = self.Vitals, self.PackedVitals
+        packed_note = ("the same arrays as `vitals`, packed: parsed several times faster (for gateways that batch); "
+                       "send `vitals` or `vitals_f32`, not both")
+
+        class Window(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+            patient_id: PatientId
+            time: datetime = Field(description="the time of the last sample (ISO 8601, or seconds since the epoch)")
+            vitals: vitals_type | None = Field(
+                None, description=f"per-signal arrays of equal length, up to {spec.max_window_s} values; the model "
+                                  f"reads the last {spec.window_s} (fewer: the recording started less than "
+                                  f"{spec.window_s} s ago)")
+            vitals_f32: packed_type | None = Field(None, description=packed_note)
+            _array: np.ndarray = PrivateAttr()
+
+            @model_validator(mode="after")
+            def _check(self) -> Window:
+                sent, rows = sent_vitals(self.vitals, self.vitals_f32)
+                self._array = vitals_array(rows, spec, max_len=spec.max_window_s, what="window",
+                                           field=sent)[:, -spec.window_s:]
+                return self
+
+            @property
+            def array(self) -> np.ndarray:
+                return self._array
+
+        class Series(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+            patient_id: PatientId
+            start: datetime = Field(description="the time of the first sample")
+            vitals: vitals_type | None = Field(None, description=f"per-signal arrays of 1 to {spec.max_series_s} "
+                                                                 f"values")
+            vitals_f32: packed_type | None = Field(None, description=packed_note)
+            _array: np.ndarray = PrivateAttr()
+
+            # a Series is only ever a whole request, so its NaN/Infinity message sits on the class (a Window is
+            # also a batch item: there the message is wrapped once per request, see WindowInput/WindowBatch)
+            @model_validator(mode="wrap")
+            @classmethod
+            def _finite(cls, data: Any, handler: Any) -> Any:
+                return refuse_non_finite(data, handler)
+
+            @model_validator(mode="after")
+            def _check(self) -> Series:
+                sent, rows = sent_vitals(self.vitals, self.vitals_f32)
+                self._array = vitals_array(rows, spec, max_len=spec.max_series_s, what="series", field=sent)
+                return self
+
+            @property
+            def array(self) -> np.ndarray:
+                return self._array
+
+        self.Window = Window  # a batch item; `WindowInput` is one window as a request's argument
+        self.Series = Series
+        # NaN/Infinity messages: one wrap validator per request, not per window (~7 us each)
+        self.WindowInput = Annotated[Window, WrapValidator(refuse_non_finite)]
+        self.WindowBatch = Annotated[list[Window], Field(min_length=1, max_length=spec.max_batch_windows),
+                                     WrapValidator(refuse_non_finite)]

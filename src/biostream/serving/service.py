@@ -1,0 +1,113 @@
+"""The BentoML service: raw vital-sign windows in, calibrated alarms and explanations out.
+
+    bentoml serve <bento tag>               # the bento the `package` stage built (results/bento.json)
+    bentoml serve biostream.serving.service:VitalsService   # from the source tree, for development
+
+The model is the registry's champion as the `package` stage imported it into the BentoML model store
+(`biostream.serving.BENTO_MODEL`), with its serving spec (registered version, signal ranges, limits) in the
+model's metadata. Everything the endpoints do is in `biostream.serving` and `biostream.serving.arrow` (tested
+without a server); this module only declares the endpoints. `POST /predict` takes JSON or an Arrow IPC
+stream (routed by `BodyTypes`). Importing it reads the model store, as any BentoML service module does.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One TensorFlow thread per op: the worker's other core parses and answers HTTP (measured: a batch of 64
+# LSTM windows 30 ms instead of 49 ms end to end). Set before TensorFlow loads; a user's setting wins.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+from typing import Annotated  # noqa: E402
+
+import bentoml  # noqa: E402
+import numpy as np  # noqa: E402
+from bentoml.exceptions import ServiceUnavailable  # noqa: E402
+from bentoml.validators import ContentType  # noqa: E402
+from pydantic import TypeAdapter  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from biostream.models.bundle import ModelBundle  # noqa: E402
+from biostream.serving.arrow import ARROW_STREAM, largest_body, windows_from_arrow  # noqa: E402
+from biostream.serving.asgi import BodyTypes  # noqa: E402
+from biostream.serving.batching import Batcher  # noqa: E402
+from biostream.serving.schemas import ExplainResult, Metadata, Prediction, Schemas, SeriesResult  # noqa: E402
+from biostream.serving.scorer import Scorer  # noqa: E402
+from biostream.serving.spec import BENTO_MODEL, MLFLOW_MODEL_DIR, ServingSpec, bundle_dir  # noqa: E402
+
+MODEL = bentoml.models.BentoModel(f"{BENTO_MODEL}:latest")
+SPEC = ServingSpec.of_model(MODEL.stored.info.metadata)
+SCHEMAS = Schemas(SPEC)
+WindowInput, Series, WindowBatch = SCHEMAS.WindowInput, SCHEMAS.Series, SCHEMAS.WindowBatch
+PREDICTIONS = TypeAdapter(list[Prediction])
+
+
+def _overloaded(waited_s: float) -> Exception:
+    return ServiceUnavailable(f"overloaded: this request queued {waited_s * 1000:.0f} ms for the model, longer than "
+                              f"serve.max_latency_ms ({SPEC.max_latency_ms} ms); retry later or send fewer windows")
+
+
+# one worker process per `serve.workers` (params.yaml): each parses, checks and scores its own requests
+@bentoml.service(name="biostream", workers=SPEC.workers, traffic={"timeout": 60, "max_concurrency": 256})
+class VitalsService:
+    model = MODEL
+
+    def __init__(self) -> None:
+        # One BLAS/OpenMP thread: a served window's matrix products are tiny, and OpenBLAS's second thread
+        # spins between calls, taking the core that answers HTTP (measured: single-window p99 6-9 ms -> 3.5-4.5)
+        threadpool_limits(1)
+        bundle = ModelBundle.load(bundle_dir(self.model.path_of(MLFLOW_MODEL_DIR)))
+        bundle.detector.prepare_for_serving()  # e.g. the LSTM's ONNX Runtime session for small batches
+        self.scorer = Scorer(bundle, SPEC)
+        # adaptive batching without BentoML's wait estimator, which held single windows back ~35 ms for
+        # minutes after a burst (biostream.serving.batching). Its calls run in their own thread, so a long score_series
+        # or explain (BentoML's thread) no longer holds predict back. Both only read the fitted model; the lazy
+        # parts predict uses (small-batch fast paths, explainers) are built by the warm-up below, before any request.
+        self.batcher = Batcher(self.scorer.predict, max_items=SPEC.max_batch_windows,
+                               max_wait_s=SPEC.max_latency_ms / 1000, overloaded=_overloaded)
+        # warm up every path once (compiled functions, lazily built fast-inference models)
+        warm = np.tile(np.asarray([np.mean(SPEC.valid[s]) for s in SPEC.signals])[:, None], (1, SPEC.window_s))
+        self.scorer.bundle.score(warm[None])
+        self.scorer.bundle.explain(warm[None])
+
+    # the content type is declared: BentoML otherwise derives it from the list's JSON schema on every response
+    @bentoml.api
+    async def predict(self, windows: WindowBatch) -> Annotated[list[Prediction], ContentType("application/json")]:
+        """Score a batch of windows: anomaly score, alarm at the calibrated threshold, the signals
+        contributing most (for alarms), and the model that answered. Concurrent requests are scored together
+        (adaptive batching: those that arrive while the model is busy share its next call)."""
+        return await self.batcher.submit(windows)
+
+    async def predict_arrow(self, body: bytes) -> tuple[int, bytes | dict[str, str]]:
+        """`predict` for a batch sent as an Arrow IPC stream (`biostream.serving.arrow`; routed here by
+        `BodyTypes` on its Content-Type): the same checks, batching and answer."""
+        try:
+            windows = windows_from_arrow(body, SPEC)
+        except ValueError as error:
+            return 400, {"error": str(error)}
+        try:
+            return 200, PREDICTIONS.dump_json(await self.batcher.submit(windows))
+        except ServiceUnavailable as error:
+            return 503, {"error": str(error)}
+
+    @bentoml.api
+    def score_series(self, series: Series) -> SeriesResult:
+        """Score every second of a recording; alarm flags and episodes after the alarm policy."""
+        return self.scorer.score_series(series)
+
+    @bentoml.api
+    def explain(self, window: WindowInput) -> ExplainResult:
+        """Contributions per signal (and per feature for feature-reading models) to one window's score."""
+        return self.scorer.explain(window)
+
+    @bentoml.api
+    def metadata(self) -> Metadata:
+        """The model version, detector, threshold, window length, signals, limits and metrics."""
+        return self.scorer.metadata()
+
+
+# POST /predict also takes an Arrow IPC stream
+VitalsService.add_asgi_middleware(
+    BodyTypes, handlers={("/predict", ARROW_STREAM): lambda: bentoml.get_current_service().predict_arrow},
+    max_body_bytes=largest_body(SPEC))

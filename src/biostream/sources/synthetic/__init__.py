@@ -1,0 +1,35 @@
+"""A synthetic cohort of intraoperative vital signs with injected, labelled anomalies.
+
+Each patient is a 1 Hz recording built from a small physiological model (`configs/synthetic.yaml`):
+patient-specific baselines; slow Ornstein-Uhlenbeck fluctuation; a shared latent arterial pressure
+that drives SBP, DBP and MAP; a baroreflex (HR rises, after a lag, as MAP falls); EtCO2 coupled to
+ventilation; anaesthesia induction and slow temperature drift; measurement noise; cuff pressures held
+between cycles for patients without an arterial line; unlabelled missing stretches. Anomalies are then
+injected at non-overlapping times: clinical episodes act on the latent physiology (so coupled signals
+follow), statistical anomalies and artefacts act on the measured signal.
+
+* `params`: `CohortParams` (params.yaml: generate) and `Physiology` (configs/synthetic.yaml);
+* `blocks`: pure building blocks (OU process, lags, trapezoids, event placement, cuff hold);
+* `events`: which events a patient gets, and when;
+* `patient`: one patient, step by step; `cohort`: the whole cohort.
+
+Patient i's recording depends only on the seed and i, not on the cohort size.
+"""
+
+from biostream.sources.synthetic.blocks import hold_samples, low_pass, ou_process, place_events, trapezoid
+from biostream.sources.synthetic.cohort import Cohort, generate_cohort, patient_ids
+from biostream.sources.synthetic.params import (
+    ARTEFACT_KINDS,
+    CLINICAL_KINDS,
+    STATISTICAL_KINDS,
+    AnomalySpec,
+    CohortParams,
+    Physiology,
+)
+from biostream.sources.synthetic.patient import PatientRecording, simulate_patient
+
+__all__ = [
+    "ARTEFACT_KINDS", "CLINICAL_KINDS", "STATISTICAL_KINDS", "AnomalySpec", "Cohort", "CohortParams",
+    "PatientRecording", "Physiology", "generate_cohort", "hold_samples", "low_pass", "ou_process", "patient_ids",
+    "place_events", "simulate_patient", "trapezoid",
+]

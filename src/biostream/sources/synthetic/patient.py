@@ -1,0 +1,319 @@
+"""One synthetic patient: a 1 Hz recording of every signal with its injected events.
+
+The recording is built in the order a monitor would see it happen, one function per step:
+
+1. `_draw_patient`: individual baselines, how blood pressure is measured (arterial line or cuff) and which
+   signals are monitored at all;
+2. `_latent_physiology`: slow Ornstein-Uhlenbeck fluctuation of the physiology and the anaesthesia induction;
+3. clinical episodes act on that latent physiology (`CLINICAL_EFFECTS`, one function per kind), so coupled
+   signals follow: `_physiology` then derives pulse pressure, the baroreflex, HR and EtCO2;
+4. `_measure`: measurement noise, and cuff pressures held between cycles for NIBP patients;
+5. statistical anomalies and artefacts act on what the monitor measures (`FAULTS`, one function per kind);
+6. `_display`: display resolution, the possible range, absent signals and unlabelled missing stretches.
+
+Every step draws from the patient's own generator in a fixed order, so patient i depends only on the seed
+and i; reordering the draws changes every recording (tests/data/test_synthetic.py holds the bytes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from biostream.core.config import SignalCatalog
+from biostream.sources.synthetic.blocks import hold_samples, low_pass, ou_process, trapezoid
+from biostream.sources.synthetic.events import draw_events
+from biostream.sources.synthetic.params import BP_SIGNALS, AnomalySpec, CohortParams, Physiology
+
+BASELINE_KEYS = ("hr", "sbp", "dbp", "spo2", "rr", "temp", "etco2")
+
+
+@dataclass(frozen=True)
+class PatientRecording:
+    signals: dict[str, np.ndarray]
+    events: list[dict[str, Any]]  # kind, category, start_s, end_s, signals
+    bp_mode: str
+
+
+@dataclass(frozen=True)
+class Patient:
+    """Who the patient is: baselines, MAP and pulse pressure at rest, how BP is measured, what is monitored."""
+
+    base: dict[str, float]
+    map0: float
+    pp0: float
+    bp_mode: str
+    present: set[str]
+
+
+@dataclass
+class Latent:
+    """The physiology behind the measurements, per second; clinical episodes add to it."""
+
+    map_dev: np.ndarray
+    pp_dev: np.ndarray
+    hr_dev: np.ndarray
+    spo2: np.ndarray
+    rr: np.ndarray
+    temp: np.ndarray
+    etco2_dev: np.ndarray
+    hr_extra: np.ndarray
+    fever: np.ndarray
+    etco2_extra: np.ndarray
+
+
+def _noise_sd(phys: Physiology, signal: str) -> float:
+    """Measurement noise of a signal; MAP's follows from SBP's and DBP's (MAP = DBP + (SBP - DBP) / 3)."""
+    if signal == "map":
+        return float(np.hypot(phys.noise["sbp"] / 3.0, 2.0 * phys.noise["dbp"] / 3.0))
+    return phys.noise[signal]
+
+
+def _baseline(rng: np.random.Generator, phys: Physiology, key: str) -> float:
+    mean, sd, lo, hi = phys.baseline[key]
+    return float(np.clip(rng.normal(mean, sd), lo, hi))
+
+
+def _draw_patient(rng: np.random.Generator, phys: Physiology, params: CohortParams,
+                  catalog: SignalCatalog) -> Patient:
+    base = {k: _baseline(rng, phys, k) for k in BASELINE_KEYS}
+    if base["sbp"] - base["dbp"] < 25:
+        base["sbp"] = base["dbp"] + 25
+    map0 = base["dbp"] + (base["sbp"] - base["dbp"]) / 3.0
+    bp_mode = "nibp" if rng.random() < params.nibp_fraction else "arterial"
+    present = {s for s in catalog.keys if rng.random() >= float(params.absent_signal_probability.get(s, 0.0))}
+    return Patient(base, map0, base["sbp"] - base["dbp"], bp_mode, present)
+
+
+def _latent_physiology(rng: np.random.Generator, n: int, phys: Physiology, pt: Patient) -> Latent:
+    """Slow fluctuation around the baselines, a temperature trend, and the MAP drop of induction."""
+    t = np.arange(n, dtype=np.float64)
+    fl = phys.fluctuation
+    map_dev = ou_process(rng, n, *fl["map"])
+    pp_dev = ou_process(rng, n, *fl["pulse_pressure"])
+    hr_dev = ou_process(rng, n, *fl["hr"])
+    spo2 = pt.base["spo2"] + ou_process(rng, n, *fl["spo2"])
+    rr = pt.base["rr"] + ou_process(rng, n, *fl["rr"])
+    trend = rng.uniform(*phys.temperature_trend_c_per_h)
+    temp = pt.base["temp"] + trend * t / 3600.0 + ou_process(rng, n, *fl["temp"])
+    etco2_dev = ou_process(rng, n, *fl["etco2"])
+
+    ind = phys.induction
+    i_start, i_onset = rng.uniform(*ind["start_s"]), rng.uniform(*ind["onset_s"])
+    drop = rng.uniform(*ind["map_drop_fraction"]) * pt.map0
+    tau = rng.uniform(*ind["recovery_tau_s"])
+    ramp = np.clip((t - i_start) / i_onset, 0.0, 1.0)
+    recovery = np.exp(-np.clip(t - i_start - i_onset, 0.0, None) / tau)
+    map_dev -= drop * ramp * recovery
+    zeros = np.zeros(n)
+    return Latent(map_dev, pp_dev, hr_dev, spo2, rr, temp, etco2_dev, zeros.copy(), zeros.copy(), zeros.copy())
+
+
+# --------------------------------------------------------------------------------------------------
+# Clinical episodes: what each kind does to the latent physiology over its slice, shaped by its trapezoid
+# (`target` is the level it reaches, drawn from configs/synthetic.yaml; extra draws follow it in this order)
+# --------------------------------------------------------------------------------------------------
+
+ClinicalEffect = Callable[[Latent, slice, np.ndarray, float, Patient, AnomalySpec, np.random.Generator], None]
+
+
+def _hypotension(lt: Latent, sl: slice, shape: np.ndarray, target: float, pt: Patient, spec: AnomalySpec,
+                 rng: np.random.Generator) -> None:
+    lt.map_dev[sl] += shape * (target - pt.map0)
+
+
+def _tachycardia(lt: Latent, sl: slice, shape: np.ndarray, target: float, pt: Patient, spec: AnomalySpec,
+                 rng: np.random.Generator) -> None:
+    lt.hr_extra[sl] += shape * (target - pt.base["hr"])
+
+
+def _bradycardia(lt: Latent, sl: slice, shape: np.ndarray, target: float, pt: Patient, spec: AnomalySpec,
+                 rng: np.random.Generator) -> None:
+    lt.hr_extra[sl] += shape * (target - pt.base["hr"])
+    lt.map_dev[sl] += shape * spec.draw(rng, "map_change")
+
+
+def _desaturation(lt: Latent, sl: slice, shape: np.ndarray, target: float, pt: Patient, spec: AnomalySpec,
+                  rng: np.random.Generator) -> None:
+    lt.spo2[sl] += shape * (target - pt.base["spo2"])
+    lt.hr_extra[sl] += shape * spec.draw(rng, "hr_change")
+
+
+def _hypercapnia(lt: Latent, sl: slice, shape: np.ndarray, target: float, pt: Patient, spec: AnomalySpec,
+                 rng: np.random.Generator) -> None:
+    lt.etco2_extra[sl] += shape * (target - pt.base["etco2"])
+    lt.rr[sl] += shape * spec.draw(rng, "rr_change")
+    lt.hr_extra[sl] += shape * spec.draw(rng, "hr_change")
+
+
+def _fever(lt: Latent, sl: slice, shape: np.ndarray, target: float, pt: Patient, spec: AnomalySpec,
+           rng: np.random.Generator) -> None:
+    lt.fever[sl] += shape * (target - pt.base["temp"])
+
+
+CLINICAL_EFFECTS: dict[str, ClinicalEffect] = {
+    "hypotension": _hypotension, "tachycardia": _tachycardia, "bradycardia": _bradycardia,
+    "desaturation": _desaturation, "hypercapnia": _hypercapnia, "fever": _fever,
+}
+
+
+def _physiology(lt: Latent, pt: Patient, phys: Physiology) -> dict[str, np.ndarray]:
+    """The latent signals after coupling: MAP, pulse pressure, HR (baroreflex, fever), temperature, EtCO2."""
+    cp = phys.coupling
+    map_lat = pt.map0 + lt.map_dev
+    pp = pt.pp0 * np.power(np.clip(map_lat, 20.0, None) / pt.map0, cp["pulse_pressure_exponent"]) + lt.pp_dev
+    pp = np.clip(pp, 10.0, None)
+    baro = cp["baroreflex_bpm_per_mmhg"] * low_pass(pt.map0 - map_lat, cp["baroreflex_tau_s"])
+    hr_lat = pt.base["hr"] + lt.hr_dev + baro + lt.hr_extra + cp["hr_bpm_per_degc"] * lt.fever
+    # bradycardia must win over the baroreflex it provokes
+    hr_lat = np.where(lt.hr_extra < -1.0, np.minimum(hr_lat, pt.base["hr"] + lt.hr_extra + lt.hr_dev), hr_lat)
+    etco2 = pt.base["etco2"] + lt.etco2_dev + cp["etco2_mmhg_per_breath"] * (lt.rr - pt.base["rr"]) + lt.etco2_extra
+    return {"map": map_lat, "pp": pp, "hr": hr_lat, "spo2": lt.spo2, "rr": lt.rr, "temp": lt.temp + lt.fever,
+            "etco2": etco2}
+
+
+def _measure(rng: np.random.Generator, n: int, lat: dict[str, np.ndarray], pt: Patient,
+             phys: Physiology) -> dict[str, np.ndarray]:
+    """What the monitor measures: noise on every signal; for NIBP patients, cuff readings held between cycles."""
+    nz = phys.noise
+    sbp = lat["map"] + 2.0 / 3.0 * lat["pp"] + rng.normal(0, nz["sbp"], n)
+    dbp = lat["map"] - 1.0 / 3.0 * lat["pp"] + rng.normal(0, nz["dbp"], n)
+    sig = {
+        "hr": lat["hr"] + rng.normal(0, nz["hr"], n),
+        "spo2": np.minimum(lat["spo2"] + rng.normal(0, nz["spo2"], n), 100.0),
+        "sbp": sbp,
+        "dbp": dbp,
+        "map": dbp + (sbp - dbp) / 3.0,
+        "rr": lat["rr"] + rng.normal(0, nz["rr"], n),
+        "temp": lat["temp"] + rng.normal(0, nz["temp"], n),
+        "etco2": lat["etco2"] + rng.normal(0, nz["etco2"], n),
+    }
+    if pt.bp_mode == "nibp":
+        cycles = rng.uniform(*phys.nibp_cycle_s, size=int(n / phys.nibp_cycle_s[0]) + 2)
+        times = (rng.uniform(0, phys.nibp_cycle_s[0]) + np.cumsum(cycles) - cycles[0]).astype(np.int64)
+        times = times[times < n]
+        err = rng.normal(0, phys.nibp_error_sd, (2, n))
+        cuff_s, cuff_d = sig["sbp"] + err[0], sig["dbp"] + err[1]
+        sig["sbp"] = hold_samples(cuff_s, times)
+        sig["dbp"] = hold_samples(cuff_d, times)
+        sig["map"] = hold_samples(cuff_d + (cuff_s - cuff_d) / 3.0, times)
+    return sig
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistical anomalies and artefacts: what each kind does to the measured signals over [a, a + dur)
+# --------------------------------------------------------------------------------------------------
+
+Fault = Callable[[dict[str, np.ndarray], dict[str, Any], Physiology, np.random.Generator], None]
+
+
+def _signal_and_sign(ev: dict[str, Any], rng: np.random.Generator) -> tuple[str, float]:
+    """The statistical anomaly's signal and direction (SpO2 only ever falls). The sign is drawn for every
+    statistical kind, whether it uses it or not: the draw order fixes every later value."""
+    s = ev["signals"][0]
+    return s, -1.0 if s == "spo2" else float(rng.choice([-1.0, 1.0]))
+
+
+def _step(sig: dict[str, np.ndarray], ev: dict[str, Any], phys: Physiology, rng: np.random.Generator) -> None:
+    s, sign = _signal_and_sign(ev, rng)
+    sig[s][ev["start"] : ev["start"] + ev["duration"]] += sign * ev["spec"].draw(rng, "magnitude") * phys.scale[s]
+
+
+def _drift(sig: dict[str, np.ndarray], ev: dict[str, Any], phys: Physiology, rng: np.random.Generator) -> None:
+    s, sign = _signal_and_sign(ev, rng)
+    dur = ev["duration"]
+    sig[s][ev["start"] : ev["start"] + dur] += (sign * ev["spec"].draw(rng, "magnitude") * phys.scale[s]
+                                                * np.linspace(0, 1, dur))
+
+
+def _flatline(sig: dict[str, np.ndarray], ev: dict[str, Any], phys: Physiology, rng: np.random.Generator) -> None:
+    s, _ = _signal_and_sign(ev, rng)
+    a = ev["start"]
+    sig[s][a : a + ev["duration"]] = sig[s][a - 1]
+
+
+def _variance_burst(sig: dict[str, np.ndarray], ev: dict[str, Any], phys: Physiology,
+                    rng: np.random.Generator) -> None:
+    s, _ = _signal_and_sign(ev, rng)
+    sd = _noise_sd(phys, s) * ev["spec"].draw(rng, "noise_multiplier")
+    sig[s][ev["start"] : ev["start"] + ev["duration"]] += rng.normal(0, sd, ev["duration"])
+
+
+def _probe_off(sig: dict[str, np.ndarray], ev: dict[str, Any], phys: Physiology, rng: np.random.Generator) -> None:
+    """The probe slips (implausible low readings), then reads nothing."""
+    a, dur = ev["start"], ev["duration"]
+    lo, hi = ev["spec"].ranges["value"]
+    slipping = max(1, dur // 2)
+    sig["spo2"][a : a + slipping] = rng.uniform(lo, hi, slipping)
+    sig["spo2"][a + slipping : a + dur] = np.nan
+
+
+def _line_flush(sig: dict[str, np.ndarray], ev: dict[str, Any], phys: Physiology, rng: np.random.Generator) -> None:
+    """The arterial line is flushed: every pressure reads the flush bag's pressure."""
+    a, dur = ev["start"], ev["duration"]
+    level = ev["spec"].draw(rng, "value")
+    for s in BP_SIGNALS:
+        sig[s][a : a + dur] = level + rng.normal(0, 2.0, dur)
+
+
+FAULTS: dict[str, Fault] = {
+    "spike": _step, "level_shift": _step, "drift": _drift, "flatline": _flatline,
+    "variance_burst": _variance_burst, "probe_off": _probe_off, "line_flush": _line_flush,
+}
+
+
+def _display(rng: np.random.Generator, n: int, sig: dict[str, np.ndarray], events: list[dict[str, Any]],
+             pt: Patient, params: CohortParams, catalog: SignalCatalog) -> dict[str, np.ndarray]:
+    """Display resolution and range, absent signals, and unlabelled missing stretches (never inside an event)."""
+    in_event = np.zeros(n, dtype=bool)
+    for ev in events:
+        in_event[ev["start"] : ev["start"] + ev["duration"]] = True
+    out = {}
+    for s in catalog.keys:
+        spec_s = catalog[s]
+        x = np.round(np.clip(sig[s], *spec_s.valid), spec_s.decimals)
+        if s not in pt.present:
+            x[:] = np.nan
+        else:
+            n_gaps = rng.poisson(params.gaps_per_hour * n / 3600.0)
+            starts = rng.integers(0, n, n_gaps)
+            lengths = rng.uniform(*params.gap_s, n_gaps).astype(np.int64)
+            for a, length in zip(starts, lengths, strict=True):
+                if not in_event[a : a + length].any():
+                    x[a : a + length] = np.nan
+        out[s] = x.astype(np.float32)
+    return out
+
+
+def simulate_patient(
+    rng: np.random.Generator, n: int, phys: Physiology, params: CohortParams, catalog: SignalCatalog
+) -> PatientRecording:
+    """One patient's 1 Hz recording of every signal, with its injected events."""
+    pt = _draw_patient(rng, phys, params, catalog)
+    latent = _latent_physiology(rng, n, phys, pt)
+    events = draw_events(rng, phys, params, n, pt.present, pt.bp_mode)
+    for ev in events:
+        spec: AnomalySpec = ev["spec"]
+        if spec.category == "clinical":
+            sl = slice(ev["start"], ev["start"] + ev["duration"])
+            shape = trapezoid(ev["duration"], *ev["shape"])
+            CLINICAL_EFFECTS[spec.kind](latent, sl, shape, spec.draw(rng, "target"), pt, spec, rng)
+    sig = _measure(rng, n, _physiology(latent, pt, phys), pt, phys)
+    for ev in events:
+        if ev["spec"].category != "clinical":
+            FAULTS[ev["spec"].kind](sig, ev, phys, rng)
+    out_events = [
+        {
+            "kind": ev["spec"].kind,
+            "category": ev["spec"].category,
+            "start_s": ev["start"],
+            "end_s": ev["start"] + ev["duration"],
+            "signals": ",".join(ev["signals"]),
+        }
+        for ev in sorted(events, key=lambda e: e["start"])
+    ]
+    return PatientRecording(signals=_display(rng, n, sig, events, pt, params, catalog), events=out_events,
+                            bp_mode=pt.bp_mode)

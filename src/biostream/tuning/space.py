@@ -1,0 +1,90 @@
+"""What a study searches and how: search spaces from `configs/search_spaces/` (`SearchSpace`) and
+`params.yaml: tune` (`TuneParams`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from biostream.core.config import ConfigError, load_yaml, require
+from biostream.models.calibration import artefacts_are_events
+
+OBJECTIVES = ("event_f1", "auprc", "auroc")
+_TYPES = ("int", "float", "categorical")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """{hyperparameter: spec}; categorical `feature_groups` choices are groups joined by '+'."""
+
+    specs: Mapping[str, Mapping[str, Any]]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SearchSpace:
+        raw = load_yaml(path)
+        for name, spec in raw.items():
+            where = f"{path}: {name}"
+            kind = require(spec, "type", where)
+            if kind not in _TYPES:
+                raise ConfigError(f"{where}.type: '{kind}' is not one of {_TYPES}")
+            if kind == "categorical":
+                choices = require(spec, "choices", where)
+                if not choices or not all(isinstance(c, str | int | float | bool) for c in choices):
+                    raise ConfigError(f"{where}.choices: a non-empty list of strings or numbers")
+            elif float(require(spec, "low", where)) > float(require(spec, "high", where)):
+                raise ConfigError(f"{where}: low is above high")
+        return cls(raw)
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """Hyperparameters for an Optuna trial, decoded for the detector's constructor."""
+        out: dict[str, Any] = {}
+        for name, spec in self.specs.items():
+            if spec["type"] == "int":
+                out[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]), step=int(spec.get("step", 1)),
+                                              log=bool(spec.get("log", False)))
+            elif spec["type"] == "float":
+                out[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]),
+                                                log=bool(spec.get("log", False)))
+            else:
+                out[name] = trial.suggest_categorical(name, list(spec["choices"]))
+        return decode(out)
+
+
+def decode(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Search-space values -> constructor values ('a+b' feature groups -> ('a', 'b'))."""
+    out = dict(params)
+    if isinstance(out.get("feature_groups"), str):
+        out["feature_groups"] = tuple(out["feature_groups"].split("+"))
+    return out
+
+
+@dataclass(frozen=True)
+class TuneParams:
+    """`params.yaml: tune`."""
+
+    objective: str
+    n_trials: Mapping[str, int]
+    timeout_s: float
+    seed: int
+    storage: str
+    include_artefacts: bool
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> TuneParams:
+        w = "params.yaml: tune"
+        sec = require(params, "tune", "params.yaml")
+        out = cls(
+            objective=str(require(sec, "objective", w)),
+            n_trials={str(k): int(v) for k, v in require(sec, "n_trials", w).items()},
+            timeout_s=float(require(sec, "timeout_s", w)),
+            seed=int(require(sec, "seed", w)),
+            storage=str(require(sec, "storage", w)),
+            include_artefacts=artefacts_are_events(params),
+        )
+        if out.objective not in OBJECTIVES:
+            raise ConfigError(f"{w}.objective: '{out.objective}' is not one of {OBJECTIVES}")
+        return out
+
+
