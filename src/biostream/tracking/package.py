@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from biostream.core.config import SignalCatalog, load_yaml
 from biostream.core.runtime import quiet_env
 from biostream.models.bundle import ModelBundle
@@ -27,17 +29,16 @@ log = logging.getLogger("biostream.package")
 
 
 def bento_options(bentofile: Path, labels: dict[str, str]) -> dict[str, Any]:
-    """`bentoml.bentos.build`'s arguments: `bentofile.yaml` with `python.packages` (derived from the code and the
-    lock) and `envs` (quiet.env) filled in, and `labels` added to its own."""
+    """`bentofile.yaml` as the build reads it: with `python.packages` (derived from the code and the lock) and `envs`
+    (quiet.env) filled in, and `labels` added to its own."""
     spec = load_yaml(bentofile)
     for key in ("packages", "requirements_txt"):
         if key in (spec.get("python") or {}):
             raise ValueError(f"{bentofile}: python.{key} is derived by the package stage (requirements.lock); "
                              "remove it from the file")
     return {
-        "service": spec["service"], "name": spec.get("name"), "description": spec.get("description"),
-        "labels": {**(spec.get("labels") or {}), **labels}, "include": spec.get("include"),
-        "exclude": spec.get("exclude"),
+        **spec,
+        "labels": {**(spec.get("labels") or {}), **labels},
         "python": {**(spec.get("python") or {}), "packages": service_requirements()},
         "envs": [*(spec.get("envs") or []), *({"name": k, "value": v} for k, v in quiet_env().items())],
     }
@@ -83,7 +84,10 @@ def package(model_name: str, serve: ServeParams, catalog: SignalCatalog, bentofi
                  model.tag)
     ModelBundle.load(bundle_dir(model.path_of(MLFLOW_MODEL_DIR)))  # the stored copy loads
 
-    bento = bentoml.bentos.build(**bento_options(bentofile, version_labels), build_ctx=str(build_ctx.resolve()))
+    with tempfile.TemporaryDirectory() as tmp:  # the build reads a bentofile: the completed one
+        completed = Path(tmp) / "bentofile.yaml"
+        completed.write_text(yaml.safe_dump(bento_options(bentofile, version_labels), sort_keys=False))
+        bento = bentoml.bentos.build_bentofile(str(completed), build_ctx=str(build_ctx.resolve()))
     models = [str(m.tag) for m in bento.info.all_models]
     if str(model.tag) not in models:
         raise RuntimeError(f"bento {bento.tag} packs {models}, not the champion's {model.tag}")
