@@ -452,7 +452,8 @@ def test_an_edit_to_a_detector_starts_a_new_study_and_a_rerun_resumes(repo, repr
     assert f"study {best['study']}: {best['trials']} trials finished, 0 to go" in resumed.stderr
     detector = repo / "src/biostream/models/detectors/iforest.py"
     original = detector.read_text()
-    detector.write_text(original + '\n\n"""A docstring-like note."""  # and a comment: neither is code\n')
+    assert original.startswith('"""')
+    detector.write_text('"""Reworded: ' + original[3:] + "\n# a comment: neither changes what the code does\n")
     try:
         reworded = run(repo, *cmd, "--out", str(tmp_path / "reworded.json"))
         assert "0 to go" in reworded.stderr
