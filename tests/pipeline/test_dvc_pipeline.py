@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -506,6 +505,8 @@ def test_a_logged_model_needs_only_what_it_requires(repo, reproduced):
     outside the standard library comes from a distribution the model requires (or one they require in turn)."""
     import importlib.metadata
 
+    from packaging.requirements import Requirement
+
     from biostream.tracking.requirements import canonical
 
     index = json.loads((repo / "models/index.json").read_text())
@@ -521,12 +522,13 @@ def test_a_logged_model_needs_only_what_it_requires(repo, reproduced):
     provided = importlib.metadata.packages_distributions()
 
     def needs(dist: str, seen: set[str]) -> set[str]:
+        """`dist` and what it requires in this environment, transitively (markers evaluated, extras left out)."""
         if dist in seen:
             return seen
         seen.add(dist)
-        for r in importlib.metadata.requires(dist) or []:
-            if "extra ==" not in r:
-                needs(canonical(re.split(r"[ ;<>=!~\[(]", r, maxsplit=1)[0]), seen)
+        for r in map(Requirement, importlib.metadata.requires(dist) or []):
+            if r.marker is None or r.marker.evaluate({"extra": ""}):
+                needs(canonical(r.name), seen)
         return seen
 
     for name in ("iforest", "lstm_ae"):
