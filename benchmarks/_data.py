@@ -13,8 +13,7 @@ from biostream.data.dataset import Dataset
 from biostream.features import InputPipeline, windows_at
 from biostream.features.table import FeatureSet
 from biostream.models.detectors import BaseDetector
-
-CLINICAL = ("hypotension", "tachycardia", "bradycardia", "desaturation", "hypercapnia", "fever")
+from biostream.sources.synthetic import CLINICAL_KINDS as CLINICAL  # noqa: F401  (re-exported for benchmarks)
 
 
 @dataclass

@@ -3,11 +3,13 @@
     pip install -e .[peers]        # PyOD and the CPU build of PyTorch (its AutoEncoder needs it)
     python -m benchmarks.bench_peers [--out results/peers.md]
 
-Each PyOD detector is fitted on the same normal training windows (all 172 scaled features), its threshold
-calibrated on the validation patients by the same method as ours (`params.yaml: threshold`), and
-evaluated on the test patients with the same alarm post-processing and event metrics. Exact `OCSVM`
-is quadratic in rows, so it is fitted on a seeded subsample (`--ocsvm-rows`). Our tuned detectors'
-numbers are read from `metrics/evaluate.json` (run `dvc repro` first).
+Each PyOD detector is fitted on the same normal training windows (all scaled features) and then treated exactly
+like one of ours: the bedside rules of configs/alarms.yaml as its floor and the technical checks classing its
+alarms (`params.yaml: safety`), its threshold calibrated on the validation patients by the same method and
+objective (`params.yaml: threshold`, `objective`), the test patients scored with the same alarm policy and
+metrics. So a peer's row says what it adds to the bedside floor, as ours do. Exact `OCSVM` is quadratic in rows,
+so it is fitted on a seeded subsample (`--ocsvm-rows`). Our detectors' numbers are read from
+`metrics/evaluate.json` (run `dvc repro` first).
 """
 
 from __future__ import annotations
@@ -15,23 +17,26 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks._data import BenchData
-from biostream.core.config import load_yaml
+from biostream.core.config import Configs, load_yaml
 from biostream.core.runtime import configure
 from biostream.features import feature_names
-from biostream.models.calibration import ThresholdParams, Validation, calibrate_on_validation
-from biostream.models.evaluation import (
-    AlarmPolicy,
-    alarm_episodes,
-    apply_policy,
-    event_metrics,
-    second_metrics,
-)
-from biostream.tuning.space import TuneParams
+from biostream.features.table import FeatureSet
+from biostream.models.calibration import ThresholdParams, calibrate_on_validation
+from biostream.models.evaluation import AlarmPolicy, Objective, evaluate_scores
+from biostream.models.floor import SafetyParams, combine, floor_view_of_rows, spread_of
+from biostream.models.technical import TechnicalChecks
+from biostream.models.training import floor_template, validation_of
+
+COLUMNS = ("physiological.weighted_f1", "physiological.event_recall", "physiological.event_precision",
+           "physiological.false_alarms_per_hour", "rule_events.recall", "technical.event_f1",
+           "point.auprc")
+HEADER = ("weighted F1", "recall", "precision", "false alarms / h", "rule events caught", "technical F1",
+          "AUPRC (physiological)")
 
 
 def peers(seed: int) -> dict:
@@ -47,6 +52,13 @@ def peers(seed: int) -> dict:
             "AutoEncoder": AutoEncoder(random_state=seed, verbose=0)}
 
 
+def pick(metrics: dict, key: str) -> float:
+    out: object = metrics
+    for k in key.split("."):
+        out = out.get(k) if isinstance(out, dict) else None
+    return float("nan") if out is None else float(out)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", default="params.yaml")
@@ -55,19 +67,23 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     configure("WARNING")
     params = load_yaml(args.params)
+    configs = Configs.load("configs/signals.yaml", "configs/alarms.yaml")
     policy, tparams = AlarmPolicy.from_params(params), ThresholdParams.from_params(params)
-    include_artefacts = TuneParams.from_params(params).include_artefacts
-    data = BenchData.load()
-    t = data.table
-    names = feature_names(data.pipeline.signals)
-    train = t[(t["split"] == "train") & (t["label"] == 0) & (t["artefact"] == 0)]
-    val_rows = t[t["split"] == "val"].reset_index(drop=True)
-    test_rows = t[t["split"] == "test"].reset_index(drop=True)
-    ev = data.dataset.events
-    val = Validation(val_rows, ev[ev["patient_id"].isin(val_rows["patient_id"].unique())])
-    test_events = ev[ev["patient_id"].isin(test_rows["patient_id"].unique())]
-    X = {k: data.pipeline.features(rows[names].to_numpy()) for k, rows in
-         (("train", train), ("val", val_rows), ("test", test_rows))}
+    objective = Objective.from_params(params, configs.rules)
+    try:
+        features = FeatureSet.open("data/features", {"synthetic": "data/synthetic"})
+    except FileNotFoundError as exc:
+        raise SystemExit(f"{exc}: run `dvc repro featurize` first") from None
+    pipeline = features.pipeline
+    template = floor_template(configs, SafetyParams.from_params(params), TechnicalChecks.from_yaml(
+        "configs/technical.yaml"))
+    train = features.part("synthetic", "train", normal_only=True)
+    val_part, test = features.part("synthetic", "val"), features.part("synthetic", "test")
+    val = validation_of(val_part, template, pipeline)
+    test_view = floor_view_of_rows(template, pipeline, test.rows, test.vitals)
+    names = feature_names(pipeline.signals)
+    X = {k: pipeline.features(part.rows[names].to_numpy()) for k, part in
+         (("train", train), ("val", val_part), ("test", test))}
 
     rows_out = []
     for name, det in peers(0).items():
@@ -77,26 +93,22 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         det.fit(X_fit)
         fit_s = time.perf_counter() - start
+        comb = replace(template, spread=spread_of(det.decision_function(X_fit)))
         s_val, s_test = det.decision_function(X["val"]), det.decision_function(X["test"])
-        thr = calibrate_on_validation(s_val, val, policy, tparams, include_artefacts)
-        pid, ts = test_rows["patient_id"].to_numpy(), test_rows["time_s"].to_numpy()
-        alarm = apply_policy(pid, ts, s_test, thr, policy)
-        m = event_metrics(alarm_episodes(pid, ts, alarm), test_events, len(test_rows) / 3600, policy.tolerance_s,
-                          include_artefacts)
-        pt = second_metrics(test_rows, s_test, alarm, include_artefacts)
-        rows_out.append((f"PyOD {name} (defaults)", m, pt, fit_s))
-        print(f"{name}: fit {fit_s:.1f} s, test event F1 {m['event_f1']:.3f}, AUPRC {pt['auprc']:.3f}", flush=True)
+        thr = calibrate_on_validation(s_val, val, comb, pipeline.signals, policy, tparams, objective)
+        outputs = combine(s_test, thr, comb, test_view, pipeline.signals)
+        m, _ = evaluate_scores(test.rows, test.events, outputs, 0.0, policy, objective, test.rule_events)
+        rows_out.append((f"PyOD {name} (defaults) + floor", m, fit_s))
+        print(f"{name}: fit {fit_s:.1f} s, threshold {thr:.4g}, test weighted F1 "
+              f"{pick(m, 'physiological.weighted_f1'):.3f}", flush=True)
 
     ours = json.loads(Path("metrics/evaluate.json").read_text())
     for det, per in ours.items():
-        s = per["synthetic"]
-        rows_out.append((f"BioStream {det}", s["events"], s["point"], None))
-    lines = ["| detector | event F1 | event recall | event precision | false alarms / h | AUROC | AUPRC | fit s |",
-             "|---|---|---|---|---|---|---|---|"]
-    for label, m, pt, fit_s in sorted(rows_out, key=lambda r: -(r[1]["event_f1"] or 0)):
-        lines.append(f"| {label} | {m['event_f1']:.3f} | {m['event_recall']:.3f} | "
-                     f"{(m['event_precision'] or float('nan')):.3f} | {m['false_alarms_per_hour']:.2f} | "
-                     f"{pt['auroc']:.3f} | {pt['auprc']:.3f} | {'' if fit_s is None else f'{fit_s:.1f}'} |")
+        rows_out.append((f"BioStream {det}", per["synthetic"], None))
+    lines = ["| detector | " + " | ".join(HEADER) + " | fit s |", "|---" * (len(HEADER) + 2) + "|"]
+    for label, m, fit_s in sorted(rows_out, key=lambda r: -np.nan_to_num(pick(r[1], COLUMNS[0]), nan=-1)):
+        cells = [f"{pick(m, c):.2f}" if "per_hour" in c else f"{pick(m, c):.3f}" for c in COLUMNS]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {'' if fit_s is None else f'{fit_s:.1f}'} |")
     table = "\n".join(lines)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(table + "\n", encoding="utf-8")

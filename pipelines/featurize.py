@@ -1,5 +1,5 @@
-"""DVC stage `featurize`: windows -> features for every dataset, and the preprocessor fitted on training
-patients.
+"""DVC stage `featurize`: windows -> features for every dataset, and the preprocessor fitted on the training
+patients of the sources the models learn from (`params.yaml: sources.train`).
 
     python -m pipelines.featurize --synthetic data/synthetic --vitaldb data/vitaldb --out data/features \\
         --metrics metrics/featurize.json
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+import pandas as pd
 from tqdm import tqdm
 
 from biostream.core.config import Configs, load_yaml
@@ -22,7 +23,7 @@ from biostream.features import (
     featurize,
 )
 from biostream.features.preprocess import fit_on_training
-from biostream.features.table import write_feature_set
+from biostream.features.table import SourceParams, write_feature_set
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,7 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alarms", default="configs/alarms.yaml")
     p.add_argument("--synthetic", required=True, help="the generate stage's output folder")
     p.add_argument("--vitaldb", required=True, help="the ingest_vitaldb stage's output folder")
-    p.add_argument("--out", required=True, help="folder for synthetic.parquet, vitaldb.parquet, input_pipeline.json")
+    p.add_argument("--recordings", required=True, help="the ingest_recordings stage's output folder")
+    p.add_argument("--out", required=True, help="folder for one <dataset>.parquet each, input_pipeline.json")
     p.add_argument("--metrics", required=True)
     return p.parse_args(argv)
 
@@ -40,12 +42,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     log = configure()
-    params = FeaturizeParams.from_params(load_yaml(args.params))
+    raw_params = load_yaml(args.params)
+    params = FeaturizeParams.from_params(raw_params)
+    train_sources = SourceParams.from_params(raw_params).train
     configs = Configs.load(args.signals, args.alarms)
     signals = configs.signals.keys
     names = feature_names(signals)
 
-    datasets = {"synthetic": read_dataset(args.synthetic), "vitaldb": read_dataset(args.vitaldb)}
+    datasets = {"synthetic": read_dataset(args.synthetic), "vitaldb": read_dataset(args.vitaldb),
+                "recordings": read_dataset(args.recordings)}
     tables, summary = {}, {}
     for name, ds in datasets.items():
         with timed(log, f"featurizing {name}") as took:
@@ -61,10 +66,13 @@ def main(argv: list[str] | None = None) -> None:
             "feature_missing_fraction": round(float(table[names].isna().to_numpy().mean()), 4) if len(table) else None,
         }
 
+    # the scaler is fitted on the training patients of the sources the models learn from (params.yaml: sources.train)
+    table = pd.concat([tables[s] for s in train_sources], ignore_index=True)
+    vitals = pd.concat([datasets[s].vitals for s in train_sources], ignore_index=True)
     try:
-        pre = fit_on_training(tables["synthetic"], datasets["synthetic"].vitals, signals, params.geometry)
+        pre = fit_on_training(table, vitals, signals, params.geometry)
     except ValueError as exc:
-        raise SystemExit(f"featurize: {exc}") from None
+        raise SystemExit(f"featurize: {exc} (sources.train: {', '.join(train_sources)})") from None
     write_feature_set(args.out, tables, InputPipeline(tuple(signals), params.geometry, pre))
     write_json({"features": len(names), "window_s": params.geometry.window_s, **summary}, args.metrics)
     log.info("wrote %s and %s", args.out, args.metrics)

@@ -4,7 +4,8 @@
         --build-ctx src --out results/bento.json
 
 What it builds and how: `biostream.tracking.package`. The store lives in `serve.bentoml_home` (inside the project,
-git-ignored); serve with `BENTOML_HOME=<serve.bentoml_home> bentoml serve <bento tag>`.
+git-ignored); serve with `make serve`, or from the project root with
+`BENTOML_HOME=$PWD/<serve.bentoml_home> bentoml serve <bento tag>` (the home must be absolute).
 """
 
 from __future__ import annotations

@@ -12,11 +12,12 @@ import argparse
 import json
 from pathlib import Path
 
-from biostream.core.config import load_yaml
+from biostream.core.config import Configs, load_yaml
 from biostream.core.io import write_json
 from biostream.core.runtime import configure
 from biostream.core.tracking import TrackingParams, setup_tracking
 from biostream.features.table import FeatureSet
+from biostream.models.evaluation import Objective
 from biostream.tracking.register import TestSet, register
 from biostream.tracking.registry import RegisterParams
 
@@ -24,9 +25,13 @@ from biostream.tracking.registry import RegisterParams
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", default="params.yaml")
+    p.add_argument("--signals", default="configs/signals.yaml")
+    p.add_argument("--alarms", default="configs/alarms.yaml")
     p.add_argument("--models", required=True, help="the train stage's folder (bundles and index.json)")
     p.add_argument("--features", required=True)
     p.add_argument("--synthetic", required=True)
+    p.add_argument("--vitaldb", required=True)
+    p.add_argument("--recordings", required=True)
     p.add_argument("--evaluation", required=True, help="the evaluate stage's metrics JSON")
     p.add_argument("--out", required=True, help="the decision, as JSON")
     return p.parse_args(argv)
@@ -39,11 +44,15 @@ def main(argv: list[str] | None = None) -> None:
     rp = RegisterParams.from_params(params)
     tracking = TrackingParams.from_params(params)
     setup_tracking(tracking)
-    test = TestSet(FeatureSet.open(args.features, {"synthetic": args.synthetic}))
+    configs = Configs.load(args.signals, args.alarms)
+    features = FeatureSet.open(args.features, {"synthetic": args.synthetic, "vitaldb": args.vitaldb,
+                                               "recordings": args.recordings})
+    test = TestSet(features, rp.source, Objective.from_params(params, configs.rules))
     evaluation = json.loads(Path(args.evaluation).read_text())
     try:
-        decision = register(rp, tracking, params, Path(args.models), evaluation, test, Path(args.out))
-    except RuntimeError as exc:
+        decision = register(rp, tracking, params, Path(args.models), evaluation, test, Path(args.out),
+                            [r.kind for r in configs.rules])
+    except (RuntimeError, KeyError) as exc:
         raise SystemExit(str(exc)) from None
     write_json(decision.to_dict(), args.out)
     log.info("%s: %s (%s); champion is version %s", rp.model_name, "promoted" if decision.promoted else "kept",

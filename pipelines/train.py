@@ -18,20 +18,24 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
 
 from biostream.core.config import Configs, load_yaml
 from biostream.core.io import write_json
 from biostream.core.runtime import configure
 from biostream.core.tracking import TrackingParams, setup_tracking
 from biostream.features import windows_at
-from biostream.features.table import FeatureSet
-from biostream.models.calibration import ThresholdParams, artefacts_are_events
+from biostream.features.table import FeatureSet, SourceParams
+from biostream.models.calibration import ThresholdParams
 from biostream.models.detectors import NAMES, detector_class
-from biostream.models.evaluation import AlarmPolicy
-from biostream.models.training import train_detector
+from biostream.models.evaluation import AlarmPolicy, Objective
+from biostream.models.floor import SafetyParams
+from biostream.models.technical import TechnicalChecks
+from biostream.models.training import floor_template, train_detector, validation_of
 from biostream.tracking.pyfunc import log_bundle
 
-SUMMARY = ("event_f1", "event_recall", "event_precision", "false_alarms_per_hour", "auprc")
+SUMMARY = ("objective", "physiological.weighted_f1", "physiological.event_recall",
+           "physiological.false_alarms_per_hour", "technical.event_f1", "point.auprc")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,8 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--signals", default="configs/signals.yaml")
     p.add_argument("--alarms", default="configs/alarms.yaml")
+    p.add_argument("--technical", default="configs/technical.yaml")
     p.add_argument("--features", required=True)
     p.add_argument("--synthetic", required=True)
+    p.add_argument("--vitaldb", required=True)
+    p.add_argument("--recordings", required=True)
     p.add_argument("--tuned", required=True, help="folder of the tune stages' <detector>.json")
     p.add_argument("--out", required=True, help="folder for one bundle per detector")
     p.add_argument("--metrics", required=True)
@@ -59,12 +66,19 @@ def main(argv: list[str] | None = None) -> None:
     configs = Configs.load(args.signals, args.alarms)
     policy = AlarmPolicy.from_params(params)
     tparams = ThresholdParams.from_params(params)
-    include_artefacts = artefacts_are_events(params)
+    objective = Objective.from_params(params, configs.rules)
+    floor = floor_template(configs, SafetyParams.from_params(params), TechnicalChecks.from_yaml(args.technical))
     setup_tracking(TrackingParams.from_params(params))
 
-    features = FeatureSet.open(args.features, {"synthetic": args.synthetic})
+    sources = SourceParams.from_params(params).train
+    features = FeatureSet.open(args.features, {"synthetic": args.synthetic, "vitaldb": args.vitaldb,
+                                               "recordings": args.recordings})
     pipeline = features.pipeline
-    train, val = features.part("synthetic", "train", normal_only=True), features.part("synthetic", "val")
+    train, val = features.parts(sources, "train", normal_only=True), features.parts(sources, "val")
+    if not len(train.rows) or not len(val.rows):
+        raise SystemExit(f"train: the training sources ({', '.join(sources)}) have no training or no validation "
+                         "patients; add recordings or change params.yaml: sources.train")
+    validation = validation_of(val, floor, pipeline)  # the floor's view of the validation seconds, built once
     example_row = val.rows.iloc[[len(val.rows) // 2]]
     example = windows_at(val.vitals, pipeline.signals, pipeline.geometry.window_s,
                          example_row["patient_id"].to_numpy(), example_row["time_s"].to_numpy())
@@ -76,20 +90,23 @@ def main(argv: list[str] | None = None) -> None:
             hp = cls.training_params(tuned_params(Path(args.tuned), name) if cls.tunable else None, configs)
         except FileNotFoundError as exc:
             raise SystemExit(str(exc)) from None
-        trained = train_detector(name, hp, pipeline, train, val, policy, tparams, include_artefacts)
+        trained = train_detector(name, hp, pipeline, train, val, validation, floor, policy, tparams, objective)
         det, metrics = trained.bundle.detector, trained.validation
         bundle_dir = out / name
         trained.bundle.save(bundle_dir)
         with mlflow.start_run(run_name=f"train-{name}", tags={"stage": "train", "detector": name}) as run:
             mlflow.log_params({k: str(v) for k, v in hp.items() if k != "rules"})
             mlflow.log_params({"threshold_method": tparams.method if det.calibrated else "rules",
+                               "floor": trained.bundle.combination.rules is not None,
                                **{f"alarm_{k}": v for k, v in policy.to_dict().items()}})
-            mlflow.log_metrics({"fit_s": trained.fit_s, **{f"val_{k}": float(v) for k, v in metrics.items()}})
+            mlflow.log_metrics({"fit_s": trained.fit_s, **{f"val_{k}": float(v) for k, v in metrics.items()
+                                                            if np.isfinite(v)}})
             model_uri = log_bundle(bundle_dir, name, example)
         summary[name] = {"threshold": det.threshold_, "fit_s": round(trained.fit_s, 2), "model_uri": model_uri,
                          "run_id": run.info.run_id, **{f"val_{k}": metrics[k] for k in SUMMARY}}
-        log.info("%s: fit %.1f s, threshold %.4g, validation event F1 %.3f, %.2f false alarms/h; %s",
-                 name, trained.fit_s, det.threshold_, metrics["event_f1"], metrics["false_alarms_per_hour"], model_uri)
+        log.info("%s: fit %.1f s, threshold %.4g, validation %s %.3f, %.2f physiological false alarms/h; %s", name,
+                 trained.fit_s, det.threshold_, objective.metric, metrics["objective"],
+                 metrics["physiological.false_alarms_per_hour"], model_uri)
     write_json({k: {m: v for m, v in s.items() if m not in ("model_uri", "run_id", "fit_s")}
                 for k, s in summary.items()}, args.metrics)
     write_json(summary, out / "index.json")

@@ -12,14 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from biostream.core.config import load_yaml, require
+from biostream.core.config import Configs, load_yaml, require
 from biostream.core.io import write_json
 from biostream.core.runtime import configure
 from biostream.core.tracking import TrackingParams, setup_tracking
-from biostream.features.table import FeatureSet
-from biostream.models.calibration import ThresholdParams, Validation
+from biostream.features.table import FeatureSet, SourceParams
+from biostream.models.calibration import ThresholdParams
 from biostream.models.detectors import NAMES, detector_class
-from biostream.models.evaluation import AlarmPolicy
+from biostream.models.evaluation import AlarmPolicy, Objective
+from biostream.models.floor import SafetyParams
+from biostream.models.technical import TechnicalChecks
+from biostream.models.training import floor_template, validation_of
 from biostream.tuning.space import SearchSpace, TuneParams
 from biostream.tuning.study import StudyInputs, run_study
 
@@ -27,12 +30,21 @@ from biostream.tuning.study import StudyInputs, run_study
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", default="params.yaml")
+    p.add_argument("--signals", default="configs/signals.yaml")
+    p.add_argument("--alarms", default="configs/alarms.yaml")
+    p.add_argument("--technical", default="configs/technical.yaml")
     p.add_argument("--detector", required=True, choices=NAMES)
     p.add_argument("--features", required=True, help="the featurize stage's output folder")
     p.add_argument("--synthetic", required=True, help="the generate stage's output folder")
+    p.add_argument("--vitaldb", required=True, help="the ingest_vitaldb stage's output folder")
+    p.add_argument("--recordings", required=True, help="the ingest_recordings stage's output folder")
     p.add_argument("--search-space", required=True)
     p.add_argument("--out", required=True, help="best params JSON")
     return p.parse_args(argv)
+
+
+def datasets(args: argparse.Namespace) -> dict[str, str]:
+    return {"synthetic": args.synthetic, "vitaldb": args.vitaldb, "recordings": args.recordings}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,28 +55,35 @@ def main(argv: list[str] | None = None) -> None:
     if args.detector not in tune.n_trials:
         raise SystemExit(f"params.yaml: tune.n_trials has no entry for '{args.detector}'")
     fixed = dict(require(require(params, "detectors", "params.yaml"), args.detector, "params.yaml: detectors") or {})
+    configs = Configs.load(args.signals, args.alarms)
+    floor = floor_template(configs, SafetyParams.from_params(params), TechnicalChecks.from_yaml(args.technical))
     setup_tracking(TrackingParams.from_params(params))
 
-    features = FeatureSet.open(args.features, {"synthetic": args.synthetic})
+    sources = SourceParams.from_params(params).train
+    features = FeatureSet.open(args.features, datasets(args))
     pipeline = features.pipeline
-    train = features.part("synthetic", "train", normal_only=True)
-    val = features.part("synthetic", "val")
+    train = features.parts(sources, "train", normal_only=True)
+    val = features.parts(sources, "val")
+    if not len(train.rows) or not len(val.rows):
+        raise SystemExit(f"tune: the training sources ({', '.join(sources)}) have no training or no validation "
+                         "patients; add recordings or change params.yaml: sources.train")
     view = detector_class(args.detector).input_view
     log.info("%s: %d training windows, %d validation seconds (%d events)", args.detector, len(train.rows),
              len(val.rows), len(val.events))
     inputs = StudyInputs(
         detector=args.detector, fixed=fixed, space=SearchSpace.from_yaml(args.search_space),
         X_train=pipeline.view_of_rows(view, train.rows, train.vitals),
-        X_val=pipeline.view_of_rows(view, val.rows, val.vitals), val=Validation(val.rows, val.events),
-        policy=AlarmPolicy.from_params(params), threshold=ThresholdParams.from_params(params), tune=tune,
-        pipeline_json=json.dumps(pipeline.to_dict(), sort_keys=True),
+        X_val=pipeline.view_of_rows(view, val.rows, val.vitals), val=validation_of(val, floor, pipeline),
+        floor=floor, signals=tuple(pipeline.signals), policy=AlarmPolicy.from_params(params),
+        threshold=ThresholdParams.from_params(params), objective=Objective.from_params(params, configs.rules),
+        tune=tune, pipeline_json=json.dumps(pipeline.to_dict(), sort_keys=True),
     )
     try:
         result = run_study(inputs)
     except RuntimeError as exc:
         raise SystemExit(str(exc)) from None
     write_json(result, args.out)
-    log.info("%s: best %s %.3f with %s; wrote %s", args.detector, tune.objective, result["value"],
+    log.info("%s: best %s %.3f with %s; wrote %s", args.detector, result["objective"], result["value"],
              result["params"], args.out)
 
 

@@ -45,7 +45,7 @@ def test_signal_tracks_cover_vitaldb_and_intellivue_names(configs, root):
 def test_unknown_rule_signal_is_named(tmp_path, root):
     bad = tmp_path / "alarms.yaml"
     bad.write_text(yaml.safe_dump({"rules": [{"kind": "x", "signal": "lactate", "op": ">", "threshold": 1,
-                                              "min_duration_s": 5, "source": "s"}]}))
+                                              "min_duration_s": 5, "source": "s", "unit": 1, "weight": 1}]}))
     with pytest.raises(ConfigError, match=r"rules\[0\]: signal 'lactate' is not one of hr, spo2"):
         load_alarm_rules(bad, load_signals(root / "configs/signals.yaml"))
 

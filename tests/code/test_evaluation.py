@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from biostream.core.config import ConfigError
+from biostream.core.config import AlarmRule, ConfigError
 from biostream.models.evaluation import (
     AlarmPolicy,
+    Objective,
     alarm_episodes,
     apply_policy,
     evaluate_scores,
     event_metrics,
     point_metrics,
+    rule_event_metrics,
     second_labels,
 )
 
@@ -47,78 +51,77 @@ def test_refractory_merges_flapping_alarms():
 
 
 def events_table(rows):
-    return pd.DataFrame(rows, columns=["patient_id", "start_s", "end_s", "kind", "category"])
+    out = pd.DataFrame(rows, columns=["patient_id", "start_s", "end_s", "kind", "event_class"])
+    return out.assign(category=np.where(out["event_class"] == "technical", "artefact", "clinical"))
 
 
 def test_event_metrics_counts_catches_false_alarms_and_delay():
     events = events_table([
-        ["p", 100, 200, "hypotension", "clinical"],
-        ["p", 400, 500, "spike", "statistical"],
-        ["p", 700, 710, "probe_off", "artefact"],
+        ["p", 100, 200, "hypotension", "physiological"],
+        ["p", 400, 500, "level_shift", "physiological"],
     ])
-    episodes = pd.DataFrame({"patient_id": ["p"] * 4, "start_s": [95, 150, 600, 702], "end_s": [98, 160, 610, 705]})
+    episodes = pd.DataFrame({"patient_id": ["p"] * 3, "start_s": [95, 150, 600], "end_s": [98, 160, 610]})
     m = event_metrics(episodes, events, hours=2.0, tolerance_s=10)
-    assert m["events"] == 3 and m["alarms"] == 4
-    assert m["event_recall"] == pytest.approx(2 / 3)
-    assert m["event_precision"] == pytest.approx(3 / 4)
+    assert m["events"] == 2 and m["alarms"] == 3
+    assert m["event_recall"] == 0.5 and m["event_precision"] == pytest.approx(2 / 3)
     assert m["false_alarms"] == 1 and m["false_alarms_per_hour"] == 0.5
-    assert m["median_delay_s"] == pytest.approx(np.median([-5, 2]))
-    assert m["recall_by_kind"] == {"hypotension": 1.0, "probe_off": 1.0, "spike": 0.0}
-    assert m["event_f1"] == pytest.approx(2 * (3 / 4) * (2 / 3) / (3 / 4 + 2 / 3))
-
-    without = event_metrics(episodes, events, hours=2.0, tolerance_s=10, include_artefacts=False)
-    assert without["events"] == 2 and without["alarms"] == 3, "the alarm on the artefact is left out"
-    assert without["false_alarms"] == 1 and without["event_recall"] == 0.5
+    assert m["median_delay_s"] == -5.0  # the alarm at 95 started 5 s early, within the tolerance
+    assert m["recall_by_kind"] == {"hypotension": 1.0, "level_shift": 0.0}
+    assert m["events_by_kind"] == {"hypotension": 1, "level_shift": 1}
 
 
-def _event_metrics_one_episode_at_a_time(episodes, events, tolerance_s, include_artefacts):
+def test_weighted_recall_costs_a_missed_hypotension_more_than_a_missed_drift():
+    objective = Objective("physiological.weighted_f1", {"hypotension": 3.0, "tachycardia": 2.0}, 0.5)
+    events = events_table([["p", 100, 200, "hypotension", "physiological"],
+                           ["p", 400, 500, "drift", "physiological"],
+                           ["p", 700, 800, "hypotension+tachycardia", "physiological"]])
+    drift_only = pd.DataFrame({"patient_id": ["p"], "start_s": [450], "end_s": [460]})
+    hypo_only = pd.DataFrame({"patient_id": ["p"], "start_s": [150], "end_s": [160]})
+    m_drift = event_metrics(drift_only, events, 1.0, 0, objective)
+    m_hypo = event_metrics(hypo_only, events, 1.0, 0, objective)
+    assert m_drift["event_recall"] == m_hypo["event_recall"] == pytest.approx(1 / 3)
+    assert m_drift["weighted_recall"] == pytest.approx(0.5 / 6.5)
+    assert m_hypo["weighted_recall"] == pytest.approx(3 / 6.5)
+    assert m_hypo["weighted_f1"] > m_drift["weighted_f1"]
+    assert objective.weight("hypotension+tachycardia") == 3.0 and objective.weight("level_shift") == 0.5
+    # an event of two rule kinds counts for each in recall by kind
+    both = event_metrics(pd.DataFrame({"patient_id": ["p"], "start_s": [750], "end_s": [760]}), events, 1.0, 0)
+    assert both["recall_by_kind"] == {"drift": 0.0, "hypotension": 0.5, "tachycardia": 1.0}
+
+
+def _event_metrics_one_episode_at_a_time(episodes, events, tolerance_s):
     """The definition of `event_metrics`, episode by episode (its implementation before it was vectorised)."""
-    ev = (events if include_artefacts else events[events["category"] != "artefact"]).reset_index(drop=True)
-    artefacts = events[events["category"] == "artefact"] if not include_artefacts else events.iloc[:0]
-    caught, delay = np.zeros(len(ev), dtype=bool), np.full(len(ev), np.nan)
-    true_alarm, ignored = np.zeros(len(episodes), dtype=bool), np.zeros(len(episodes), dtype=bool)
-    for i, ep in enumerate(episodes.itertuples(index=False)):
-        g = ev[ev["patient_id"] == ep.patient_id]
-        hit = (ep.start_s < g["end_s"].to_numpy()) & (ep.end_s > g["start_s"].to_numpy() - tolerance_s)
-        if hit.any():
-            true_alarm[i] = True
-            for j, start in zip(g.index[hit], g["start_s"].to_numpy()[hit], strict=True):
-                caught[j] = True
-                if np.isnan(delay[j]) or ep.start_s - start < delay[j]:
-                    delay[j] = ep.start_s - start
-            continue
-        a = artefacts[artefacts["patient_id"] == ep.patient_id]
-        ignored[i] = ((ep.start_s < a["end_s"].to_numpy()) & (ep.end_s > a["start_s"].to_numpy())).any()
-    return caught, delay, true_alarm, ignored
+    ev = events.reset_index(drop=True)
+    caught = np.zeros(len(ev), dtype=bool)
+    delay = np.full(len(ev), np.nan)
+    true_alarm = np.zeros(len(episodes), dtype=bool)
+    for i, ep in enumerate(episodes.itertuples()):
+        for j, e in enumerate(ev.itertuples()):
+            if e.patient_id == ep.patient_id and ep.start_s < e.end_s and ep.end_s > e.start_s - tolerance_s:
+                caught[j] = true_alarm[i] = True
+                delay[j] = np.fmin(delay[j], ep.start_s - e.start_s)
+    return caught, delay, true_alarm
 
 
-@pytest.mark.parametrize("include_artefacts", [True, False])
-def test_event_metrics_equal_their_definition_on_random_alarms(include_artefacts):
-    """Hundreds of random episodes over random events of several patients, overlapping in every way."""
-    rng = np.random.default_rng(11)
-    kinds = [("hypotension", "clinical"), ("drift", "statistical"), ("probe_off", "artefact")]
-    ev_rows = []
-    for p in ("a", "b", "c"):
-        for start in np.sort(rng.choice(5000, 12, replace=False)):
-            kind, category = kinds[rng.integers(len(kinds))]
-            ev_rows.append([p, int(start), int(start + rng.integers(5, 300)), kind, category])
-    events = events_table(ev_rows)
-    starts = rng.integers(0, 5400, 400)
-    episodes = pd.DataFrame({"patient_id": rng.choice(["a", "b", "c", "d"], 400), "start_s": starts,
-                             "end_s": starts + rng.integers(1, 60, 400)})
-    m = event_metrics(episodes, events, hours=3.0, tolerance_s=30, include_artefacts=include_artefacts)
-    caught, delay, true_alarm, ignored = _event_metrics_one_episode_at_a_time(episodes, events, 30, include_artefacts)
-    assert 0 < caught.mean() < 1 and 0 < true_alarm.mean() < 1 and (ignored.any() or include_artefacts)
-    counted = ~ignored
-    assert m["alarms"] == counted.sum() and m["false_alarms"] == (counted & ~true_alarm).sum()
-    assert m["event_recall"] == caught.mean() and m["event_precision"] == true_alarm[counted].mean()
+def test_event_metrics_equal_their_definition_on_random_alarms():
+    rng = np.random.default_rng(3)
+    pids = ["a", "b", "c"]
+    events = events_table([[pids[i % 3], s, s + int(rng.integers(10, 200)), ["hypotension", "drift"][i % 2],
+                            "physiological"] for i, s in enumerate(rng.integers(0, 20000, 60))])
+    starts = rng.integers(0, 20000, 400)
+    episodes = pd.DataFrame({"patient_id": rng.choice(pids, 400), "start_s": starts,
+                             "end_s": starts + rng.integers(1, 120, 400)})
+    m = event_metrics(episodes, events, hours=3.0, tolerance_s=30)
+    caught, delay, true_alarm = _event_metrics_one_episode_at_a_time(episodes, events, 30)
+    assert 0 < caught.mean() < 1 and 0 < true_alarm.mean() < 1
+    assert m["alarms"] == len(episodes) and m["false_alarms"] == (~true_alarm).sum()
+    assert m["event_recall"] == caught.mean() and m["event_precision"] == true_alarm.mean()
     assert m["median_delay_s"] == np.nanmedian(delay)
-    ev = events if include_artefacts else events[events["category"] != "artefact"]
-    assert m["recall_by_kind"] == ev.assign(c=caught).groupby("kind")["c"].mean().to_dict()
+    assert m["recall_by_kind"] == events.assign(c=caught).groupby("kind")["c"].mean().to_dict()
 
 
 def test_no_alarms_and_other_patients():
-    events = events_table([["p", 100, 200, "hypotension", "clinical"]])
+    events = events_table([["p", 100, 200, "hypotension", "physiological"]])
     none = pd.DataFrame({"patient_id": [], "start_s": [], "end_s": []})
     m = event_metrics(none, events, hours=1.0, tolerance_s=0)
     assert m["event_recall"] == 0 and np.isnan(m["event_precision"]) and m["event_f1"] == 0.0
@@ -133,36 +136,70 @@ def test_point_metrics():
     assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == 1.0
 
 
-def test_artefact_seconds_count_per_second_as_they_count_per_event():
-    """With artefacts, a probe-off the detector flags is a caught event and its seconds are true positives;
-    without, it neither counts as an event nor as seconds (it used to count as negative seconds: the same alarm
-    rewarded per event and punished per second)."""
+@dataclass
+class Out:
+    score: np.ndarray
+    technical: np.ndarray
+
+
+def test_physiological_and_technical_alarms_are_apart():
+    """An alarm on a probe-off, called technical, is a caught technical event and no physiological false alarm;
+    the same alarm called physiological is a physiological false alarm (the clinician goes to the patient) and the
+    technical event is missed. Per second, technical seconds are left out of the physiological metrics."""
     n = 600
     pid, t = grid(n)
     label, artefact = np.zeros(n, dtype=int), np.zeros(n, dtype=int)
-    label[100:160] = 1  # an anomaly
+    label[100:160] = 1  # a hypotension
     artefact[400:430] = 1  # a probe-off
     rows = pd.DataFrame({"patient_id": pid, "time_s": t, "label": label, "artefact": artefact,
                          "alarm": 0, "ew_any": 0})
-    events = pd.DataFrame({"patient_id": ["p", "p"], "start_s": [100, 400], "end_s": [160, 430],
-                           "kind": ["drift", "probe_off"], "category": ["statistical", "artefact"]})
-    scores = np.where((label + artefact) > 0, 5.0, 0.0) + np.linspace(0, 0.1, n)
+    events = events_table([["p", 100, 160, "hypotension", "physiological"], ["p", 400, 430, "probe_off", "technical"]])
+    scores = np.where((label + artefact) > 0, 5.0, -1.0) + np.linspace(0, 0.1, n)
     policy = AlarmPolicy(k=3, n=5, refractory_s=0, tolerance_s=0)
-    m, _ = evaluate_scores(rows, events, scores, 1.0, policy)
-    assert m["events"]["event_recall"] == 1.0 and m["events"]["false_alarms"] == 0
-    # the alarm needs k = 3 seconds above: each event's first 2 seconds are missed
-    assert m["point"]["auprc"] == pytest.approx(1.0) and m["point"]["recall"] == pytest.approx(86 / 90)
-    assert m["events_without_artefacts"]["events"] == 1 and m["events_without_artefacts"]["false_alarms"] == 0
-    assert m["point_without_artefacts"]["auprc"] == pytest.approx(1.0)
-    positive, counted = second_labels(rows, include_artefacts=False)
+    classed, alarms = evaluate_scores(rows, events, Out(scores, artefact > 0), 0.0, policy)
+    assert classed["physiological"]["event_recall"] == 1.0 and classed["physiological"]["false_alarms"] == 0
+    assert classed["technical"]["event_recall"] == 1.0 and classed["technical"]["false_alarms"] == 0
+    assert alarms["physiological"][100:160].sum() == 58 and not alarms["physiological"][400:430].any()
+    assert alarms["technical"][402:430].all()
+    # the alarm needs k = 3 seconds above: the event's first 2 seconds are missed; the probe-off's seconds are out
+    assert classed["point"]["auprc"] == pytest.approx(1.0) and classed["point"]["recall"] == pytest.approx(58 / 60)
+    positive, counted = second_labels(rows)
     assert positive.sum() == 60 and counted.sum() == n - 30 and not positive[400:430].any()
-    positive, counted = second_labels(rows, include_artefacts=True)
-    assert positive.sum() == 90 and counted.all()
-    # a detector blind to the artefact: a missed event, and 30 missed positive seconds
-    blind = np.where(label > 0, 5.0, 0.0)
-    m, _ = evaluate_scores(rows, events, blind, 1.0, policy)
-    assert m["events"]["event_recall"] == 0.5 and m["point"]["recall"] == pytest.approx(58 / 90)
-    assert m["point_without_artefacts"]["recall"] == pytest.approx(58 / 60)
+    unclassed, _ = evaluate_scores(rows, events, Out(scores, np.zeros(n, dtype=bool)), 0.0, policy)
+    assert unclassed["physiological"]["false_alarms"] == 1 and unclassed["technical"]["event_recall"] == 0.0
+    assert unclassed["physiological"]["event_precision"] == 0.5
+
+
+def test_bedside_view_counts_rule_events_and_every_alarm():
+    n = 900
+    pid, t = grid(n)
+    inside = np.zeros(n, dtype=int)
+    inside[200:300] = inside[600:700] = 1
+    rows = pd.DataFrame({"patient_id": pid, "time_s": t, "label": inside, "artefact": 0, "alarm": inside,
+                         "ew_any": 0})
+    rule_events = pd.DataFrame({"alarm_event_id": [0, 1], "patient_id": ["p", "p"], "start_s": [200, 600],
+                                "end_s": [300, 700], "kind": ["hypotension", "desaturation"], "signal": ["map", "spo2"],
+                                "extreme": [50.0, 85.0]})
+    scores = np.where(inside > 0, 1.0, -1.0)
+    scores[:100] = -5  # far from any limit: ranks lowest
+    m = rule_event_metrics(rows, rule_events, scores, inside.astype(bool), tolerance_s=30)
+    assert m["events"] == 2 and m["recall"] == 1.0 and m["auroc"] == 1.0
+    assert m["alarms_per_hour"] == pytest.approx(2 / (n / 3600))
+    half = inside.astype(bool) & (t < 400)
+    m = rule_event_metrics(rows, rule_events, scores, half, tolerance_s=30)
+    assert m["recall"] == 0.5 and m["recall_by_kind"] == {"desaturation": 0.0, "hypotension": 1.0}
+
+
+def test_objective_is_checked_and_reads_a_path():
+    rules = [AlarmRule("hypotension", "map", "<", 65, 60, "s", 5, 3)]
+    objective = Objective.from_params({"objective": {"metric": "physiological.weighted_f1", "other_weight": 0.5}},
+                                      rules)
+    assert objective.kind_weights == {"hypotension": 3.0}
+    assert objective.value({"physiological": {"weighted_f1": 0.7}}) == 0.7
+    with pytest.raises(KeyError, match="no 'weighted_f1'"):
+        objective.value({"physiological": {}})
+    with pytest.raises(ConfigError, match="is not a path into the metrics"):
+        Objective.from_params({"objective": {"metric": "event_f1", "other_weight": 0.5}}, rules)
 
 
 def test_policy_params_are_checked():

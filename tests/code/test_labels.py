@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from biostream.core.config import AlarmRule
-from biostream.data.labels import episodes_from_alarms, find_runs, label_recordings, run_reduce
+from biostream.data.labels import find_runs, label_recordings, rule_episodes, run_reduce
+from biostream.data.truth import truth_columns, with_rule_episodes
 
 HYPO = AlarmRule("hypotension", "map", "<", 65, 60, "test")
 TACHY = AlarmRule("tachycardia", "hr", ">", 140, 10, "test")
@@ -78,11 +79,47 @@ def test_episodes_merge_overlapping_kinds():
     hr[120:180] = 150
     df = recording(m, hr)
     lab = label_recordings(df, [HYPO, TACHY], horizon_s=30)
-    events, cols = episodes_from_alarms(df, lab, [HYPO, TACHY])
-    assert events[["start_s", "end_s", "kind", "signals"]].values.tolist() == [
-        [50, 180, "hypotension+tachycardia", "map,hr"]]
-    assert cols["label"].sum() == 130
+    events = rule_episodes(df, lab, [HYPO, TACHY])
+    assert events[["start_s", "end_s", "kind", "signals", "event_class"]].values.tolist() == [
+        [50, 180, "hypotension+tachycardia", "map,hr", "physiological"]]
+    cols = truth_columns(df["patient_id"].to_numpy(), df["time_s"].to_numpy(), events)
+    assert cols["label"].sum() == 130 and cols["artefact"].sum() == 0
     assert set(cols["event_id"][50:180]) == {0} and (cols["event_id"][:50] == -1).all()
+
+
+def _event(pid, start, end, kind, cls, event_id=0):
+    return {"event_id": event_id, "patient_id": pid, "start_s": start, "end_s": end, "kind": kind,
+            "category": "clinical" if cls == "physiological" else "artefact", "event_class": cls, "signals": "map"}
+
+
+def test_rule_episodes_complete_the_injected_events():
+    """A rule episode outside injected events is an event; one overlapping a physiological event extends it (an
+    artefact inside it too changes nothing); one overlapping only a technical event is the artefact's doing and is
+    not an event."""
+    injected = pd.DataFrame([_event("p", 100, 200, "hypotension", "physiological", 0),
+                             _event("p", 240, 243, "spike", "technical", 1),
+                             _event("p", 500, 530, "probe_off", "technical", 2)])
+    rules = pd.DataFrame([_event("p", 150, 260, "hypotension", "physiological"),  # extends event 0 to 260
+                          _event("p", 510, 540, "desaturation", "physiological"),  # the probe off's doing
+                          _event("p", 900, 1000, "hypotension", "physiological"),  # a new event
+                          _event("q", 10, 80, "tachycardia", "physiological")])
+    for r in rules.itertuples():
+        rules.loc[r.Index, "category"] = "clinical_alarm"
+    events = with_rule_episodes(injected, rules)
+    assert events[["patient_id", "start_s", "end_s", "kind", "category", "event_class"]].values.tolist() == [
+        ["p", 100, 260, "hypotension", "clinical", "physiological"],
+        ["p", 240, 243, "spike", "artefact", "technical"],
+        ["p", 500, 530, "probe_off", "artefact", "technical"],
+        ["p", 900, 1000, "hypotension", "clinical_alarm", "physiological"],
+        ["q", 10, 80, "tachycardia", "clinical_alarm", "physiological"]]
+    assert events["event_id"].tolist() == [0, 1, 2, 3, 4]
+    pid = np.r_[np.full(1100, "p"), np.full(100, "q")]
+    t = np.r_[np.arange(1100), np.arange(100)]
+    cols = truth_columns(pid, t, events)
+    assert cols["label"][100:240].all() and cols["label"][243:260].all() and cols["label"][900:1000].all()
+    assert not cols["label"][260:500].any() and cols["label"].sum() == 157 + 100 + 70
+    assert cols["artefact"][500:530].all() and cols["artefact"][240:243].all() and cols["artefact"].sum() == 33
+    assert (cols["anomaly_kind"][1110:1180] == "tachycardia").all() and cols["event_id"][1110] == 4
 
 
 def test_missing_signal_column_is_named():

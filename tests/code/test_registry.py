@@ -7,7 +7,15 @@ import math
 import pytest
 
 from biostream.core.config import ConfigError
-from biostream.tracking.registry import RegisterParams, choose, decide, fingerprint, metric_at, model_card
+from biostream.tracking.registry import (
+    RegisterParams,
+    choose,
+    decide,
+    fingerprint,
+    metric_at,
+    model_card,
+    safety_check,
+)
 
 
 def _metrics(f1: float, auprc: float = 0.5) -> dict:
@@ -65,23 +73,75 @@ def test_fingerprint_follows_the_bundle_bytes_and_metrics(tmp_path):
     assert a != fingerprint(tmp_path, "iforest", _metrics(0.7))
 
 
-def test_model_card_states_data_metrics_threshold_and_limits():
-    card = model_card("ocsvm", _metrics(0.75), 0.0123, {"k": 3, "n": 5, "refractory_s": 120, "tolerance_s": 30},
-                      {"patients": 48, "hours": 153.0, "test_patients": 10}, ["synthetic data only"])
-    for text in ("# ocsvm", "48 patients", "153.0 patient-hours", "| 0.750 |", "Threshold 0.0123",
-                 "3 of 5 s", "less than half the time on the test patients: drift", "synthetic data only"):
+def _classed(recall_by_kind: dict, fa: float, wf1: float = 0.8) -> dict:
+    cls = {"event_f1": wf1, "weighted_f1": wf1, "event_recall": 0.6, "event_precision": 0.9,
+           "false_alarms_per_hour": fa, "median_delay_s": 30.0, "recall_by_kind": recall_by_kind}
+    return {"physiological": cls, "technical": {**cls, "recall_by_kind": {}}, "point": {"auroc": 0.8, "auprc": 0.5},
+            "rule_events": {"recall": 1.0, "alarms_per_hour": 1.2, "auroc": 0.95}}
+
+
+KINDS = ("hypotension", "tachycardia", "desaturation", "bradycardia")
+RULES = _classed({"hypotension": 1.0, "tachycardia": 1.0, "desaturation": 0.5, "drift": 0.0}, 0.4, 0.7)
+
+
+def test_safety_floor_per_clinical_kind_and_false_alarms():
+    safe = safety_check(_classed({"hypotension": 1.0, "tachycardia": 1.0, "desaturation": 0.5, "drift": 1.0}, 0.1),
+                        RULES, KINDS, 0.0, "clinical")
+    assert safe.passed and safe.kinds["hypotension"] == {"challenger": 1.0, "baseline": 1.0, "ok": True}
+    assert safe.kinds["bradycardia"]["ok"], "a kind without test events passes"
+    assert "drift" not in safe.kinds, "only the clinical kinds of configs/alarms.yaml are floors"
+    misses = safety_check(_classed({"hypotension": 0.5, "tachycardia": 1.0, "desaturation": 1.0}, 0.1, 0.99),
+                          RULES, KINDS, 0.0, "clinical")
+    assert not misses.passed and misses.failures() == ["hypotension: recall 0.500 < 1.000"]
+    assert safety_check(_classed({"hypotension": 0.5, "tachycardia": 1.0, "desaturation": 1.0}, 0.1), RULES, KINDS,
+                        0.5, "clinical").passed, "within the margin"
+    noisy = safety_check(_classed({"hypotension": 1.0, "tachycardia": 1.0, "desaturation": 1.0}, 0.5), RULES, KINDS,
+                         0.0, "clinical")
+    assert not noisy.passed and noisy.failures() == ["physiological false alarms 0.50/h > 0.40/h"]
+    silent = safety_check(_classed({}, 0.0), RULES, KINDS, 0.0, "clinical")
+    assert not silent.passed and silent.kinds["hypotension"]["challenger"] == 0.0
+    # never promoted, whatever its metric
+    promote, reason = decide(0.99, 0.5, 0.0, misses)
+    assert not promote and "fails the safety floor against clinical (hypotension: recall 0.500 < 1.000)" in reason
+    assert decide(0.99, 0.5, 0.0, safe)[0]
+
+
+def test_choose_prefers_the_best_safe_candidate():
+    evaluation = {"ocsvm": {"synthetic": _classed({}, 0.0, 0.95)}, "iforest": {"synthetic": _classed({}, 0.0, 0.9)},
+                  "clinical": {"synthetic": RULES}}
+    metric = "physiological.weighted_f1"
+    assert choose(evaluation, ["ocsvm", "iforest", "clinical"], metric, safe={"ocsvm": False, "iforest": True,
+                                                                                "clinical": True}) == ("iforest", 0.9)
+    assert choose(evaluation, ["ocsvm", "iforest"], metric, safe={"ocsvm": False, "iforest": False}) == ("ocsvm", 0.95)
+
+
+def test_model_card_states_data_metrics_safety_and_limits():
+    metrics = _classed({"hypotension": 1.0, "drift": 0.25}, 0.1)
+    safety = safety_check(metrics, RULES, KINDS, 0.0, "clinical")
+    card = model_card("ocsvm", metrics, {"k": 3, "n": 5, "refractory_s": 120, "tolerance_s": 30},
+                      {"patients": 48, "hours": 153.0, "test_patients": 10}, ["synthetic data only"], safety)
+    for text in ("# ocsvm", "48 patients", "153.0 patient-hours", "| physiological | 0.800 | 0.800 |", "| technical |",
+                 "3 of 5 s", "caught less than half the time on the test patients: drift", "synthetic data only",
+                 "## Safety floor (against clinical: FAILED)", "| hypotension | 1.000 | 1.000 | yes |",
+                 "| tachycardia | 0.000 | 1.000 | no |", "| physiological false alarms / h | 0.10 | 0.40 | yes |"):
         assert text in card, text
-    silent = _metrics(0.0)  # a detector that never alarmed: precision and delay are undefined
-    silent["events"].update(event_precision=None, median_delay_s=float("nan"))
-    card = model_card("lstm_ae", silent, 1.0, {"k": 3, "n": 5, "refractory_s": 120, "tolerance_s": 30}, {}, [])
-    assert "| 0.000 | 0.600 | n/a | 0.10 | n/a | 0.800 | 0.500 |" in card
+    silent = _classed({}, 0.0, 0.0)  # a detector that never alarmed: precision and delay are undefined
+    silent["physiological"].update(event_precision=None, median_delay_s=float("nan"))
+    card = model_card("lstm_ae", silent, {"k": 3, "n": 5, "refractory_s": 120, "tolerance_s": 30}, {}, [])
+    assert "| physiological | 0.000 | 0.000 | 0.600 | n/a | 0.00 | n/a |" in card
 
 
 def test_register_params_are_checked():
-    good = {"model_name": "m", "primary_metric": "events.event_f1", "candidates": ["iforest"],
-            "min_improvement": 0.0, "lock_timeout_s": 10}
-    assert RegisterParams.from_params({"register": good}).candidates == ("iforest",)
+    good = {"model_name": "m", "source": "synthetic", "candidates": ["iforest"], "min_improvement": 0.0,
+            "lock_timeout_s": 10, "safety": {"baseline": "clinical", "margin": 0.0}}
+    objective = {"metric": "physiological.weighted_f1", "other_weight": 0.5}
+    rp = RegisterParams.from_params({"register": good, "objective": objective})
+    assert rp.candidates == ("iforest",) and rp.primary_metric == "physiological.weighted_f1"
+    assert (rp.baseline, rp.margin, rp.source) == ("clinical", 0.0, "synthetic")
     with pytest.raises(ConfigError, match="candidates"):
-        RegisterParams.from_params({"register": {**good, "candidates": []}})
+        RegisterParams.from_params({"register": {**good, "candidates": []}, "objective": objective})
     with pytest.raises(ConfigError, match="min_improvement"):
-        RegisterParams.from_params({"register": {**good, "min_improvement": -1}})
+        RegisterParams.from_params({"register": {**good, "min_improvement": -1}, "objective": objective})
+    with pytest.raises(ConfigError, match="safety.margin"):
+        RegisterParams.from_params({"register": {**good, "safety": {"baseline": "clinical", "margin": 1.5}},
+                                    "objective": objective})

@@ -50,24 +50,40 @@ def test_regular_grid_per_patient(small_dataset):
 def test_labels_agree_with_events_table(small_dataset):
     v, events = small_dataset.vitals, small_dataset.events
     assert len(events) > 0
-    expected_label = np.zeros(len(v), dtype=np.int8)
-    expected_artefact = np.zeros(len(v), dtype=np.int8)
+    expected_class = np.full(len(v), "", dtype=object)
     expected_id = np.full(len(v), NO_EVENT)
     expected_kind = np.full(len(v), NO_KIND, dtype=object)
     index = {pid: rec.index for pid, rec in v.groupby("patient_id")}
-    for ev in events.itertuples():
+    for ev in events.itertuples():  # in id order: a later event wins an overlap, as in truth_columns
         rows = index[ev.patient_id][ev.start_s : ev.end_s]
         assert len(rows) == ev.end_s - ev.start_s, "event extends past the recording"
-        assert (expected_id[rows] == NO_EVENT).all(), "events overlap"
-        (expected_artefact if ev.category == "artefact" else expected_label)[rows] = 1
+        expected_class[rows] = ev.event_class
         expected_id[rows] = ev.event_id
         expected_kind[rows] = ev.kind
-    assert (v["label"].to_numpy() == expected_label).all()
-    assert (v["artefact"].to_numpy() == expected_artefact).all()
+    assert (v["label"].to_numpy() == (expected_class == "physiological")).all()
+    assert (v["artefact"].to_numpy() == (expected_class == "technical")).all()
     assert (v["event_id"].to_numpy() == expected_id).all()
     assert (v["anomaly_kind"].to_numpy() == expected_kind).all()
-    assert set(events["category"]) <= {"clinical", "statistical", "artefact"}
-    assert events["event_id"].is_unique
+    assert set(events["category"]) <= {"clinical", "statistical", "artefact", "clinical_alarm"}
+    assert set(events["event_class"]) == {"physiological", "technical"}
+    assert events["event_id"].tolist() == list(range(len(events)))
+    # the class follows the kind: the clinical kinds and shifts and drifts are the patient, the rest the measurement
+    technical = {"spike", "flatline", "variance_burst", "probe_off", "line_flush", "ecg_artefact"}
+    assert (events["event_class"] == np.where(events["kind"].isin(technical), "technical", "physiological")).all()
+
+
+def test_rule_episodes_outside_injected_events_are_events(small_dataset, configs):
+    """Every rule event (a limit held for its duration) is inside a physiological event, or overlaps a technical
+    one (the artefact's doing): no hypotension a monitor alarms on is left out of the ground truth."""
+    events, alarms = small_dataset.events, small_dataset.alarm_events
+    assert (events["category"] == "clinical_alarm").any()
+    for a in alarms.itertuples():
+        mine = events[events["patient_id"] == a.patient_id]
+        overlap = mine[(mine["start_s"] < a.end_s) & (mine["end_s"] > a.start_s)]
+        assert len(overlap), f"rule event {a} is in no event"
+        physio = overlap[overlap["event_class"] == "physiological"]
+        covered = ((physio["start_s"] <= a.start_s) & (physio["end_s"] >= a.end_s)).any()
+        assert covered or (overlap["event_class"] == "technical").any(), a
 
 
 def test_alarm_labels_agree_with_alarm_events(small_dataset, configs):
@@ -93,9 +109,10 @@ def test_every_required_anomaly_kind_is_generated(configs, physiology, small_par
     cohort = generate_cohort(CohortParams.from_params(params), physiology, configs.signals)
     kinds = set(cohort.events["kind"])
     assert kinds >= {"spike", "level_shift", "drift", "flatline", "variance_burst", "hypotension",
-                     "tachycardia", "bradycardia", "desaturation", "hypercapnia", "fever",
-                     "probe_off", "line_flush"}
-    assert set(cohort.events.loc[cohort.events["category"] == "artefact", "kind"]) == {"probe_off", "line_flush"}
+                     "tachycardia", "bradycardia", "desaturation", "hypercapnia", "hyperthermia",
+                     "probe_off", "line_flush", "ecg_artefact"}
+    assert set(cohort.events.loc[cohort.events["category"] == "artefact", "kind"]) == {"probe_off", "line_flush",
+                                                                                      "ecg_artefact"}
 
 
 def test_same_seed_same_bytes_other_seed_other_data(tmp_path, small_params, configs, physiology):
@@ -118,9 +135,9 @@ def test_patient_does_not_depend_on_cohort_size(small_params, configs, physiolog
 
 
 def clinical_windows(ds, kind):
-    """(event, its seconds, the patient's quiet seconds: no event, no artefact, no alarm)"""
+    """(injected event, its seconds, the patient's quiet seconds: no event, no artefact, no alarm)"""
     v = ds.vitals.set_index(["patient_id", "time_s"])
-    for ev in ds.events[ds.events["kind"] == kind].itertuples():
+    for ev in ds.events[(ds.events["kind"] == kind) & (ds.events["category"] == "clinical")].itertuples():
         rec = v.loc[ev.patient_id]
         quiet = rec[(rec["label"] == 0) & (rec["artefact"] == 0) & (rec["alarm"] == 0)]
         yield ev, rec.loc[ev.start_s : ev.end_s - 1], quiet
@@ -176,3 +193,28 @@ def test_manifest_numbers(small_dataset, configs):
     assert sum(m["patients_per_split"].values()) == m["patients"]
     assert m["alarms_per_hour"] == pytest.approx(len(small_dataset.alarm_events) / m["hours"], rel=1e-3)
     assert 0 < m["label_fraction"] < 0.5
+    assert m["events_by_class"]["physiological"] + m["events_by_class"]["technical"] == m["events"]
+
+
+def test_bedside_failures_are_in_the_cohort(configs, physiology, small_params):
+    """What makes bedside monitors noisy and what the project missed before (issue #18): NIBP patients with MAP
+    hovering near 65 and recurrent rule-defined hypotension, tachycardia of 120-140 for minutes, short crossings
+    that end before the rules' durations (unlabelled), and artefacts that trip the rules (technical events)."""
+    params = merge_profile(small_params, {"generate": {"n_patients": 24, "nibp_fraction": 1.0,
+                                                       "anomalies_per_hour": 3.0, "artefacts_per_hour": 1.0}})
+    ds = make_dataset(params, configs, physiology)
+    v, events, alarms = ds.vitals, ds.events, ds.alarm_events
+    hypo = alarms[alarms["kind"] == "hypotension"]
+    assert len(hypo) >= 5 and (hypo.groupby("patient_id").size() >= 2).any(), "recurrent hypotension"
+    assert (events["category"] == "clinical_alarm").any(), "rule events nobody injected"
+    tachy = events[events["kind"] == "tachycardia"]
+    typical = [v[(v["patient_id"] == e.patient_id) & v["time_s"].between(e.start_s, e.end_s - 1)]["hr"].median()
+               for e in tachy.itertuples()]
+    assert len(typical) >= 2 and min(typical) < 140, "tachycardia under the old 140 limit is in the cohort"
+    # short crossings: seconds beyond a limit that no rule event covers
+    hr_over = (v["hr"] > 120) & (v["alarm_tachycardia"] == 0) & (v["label"] == 0) & (v["artefact"] == 0)
+    assert hr_over.sum() > 0
+    technical = events[events["event_class"] == "technical"]
+    tripped = [a for a in alarms.itertuples() if ((technical["patient_id"] == a.patient_id) & (technical["start_s"]
+                                                  < a.end_s) & (technical["end_s"] > a.start_s)).any()]
+    assert tripped, "artefacts that trip a rule"

@@ -21,8 +21,11 @@ from biostream.features.preprocess import fit_on_training
 from biostream.models.bundle import ModelBundle
 from biostream.models.detectors import NAMES, BaseDetector, detector_class, make_detector
 from biostream.models.evaluation import AlarmPolicy
+from biostream.models.floor import SafetyParams
+from biostream.models.technical import TechnicalChecks
+from biostream.models.training import combination_for, floor_template
 from biostream.serving import Scorer, ServeParams, ServingSpec
-from tests.conftest import make_dataset
+from tests.conftest import ROOT, make_dataset
 
 CLINICAL = ("hypotension", "tachycardia", "bradycardia", "desaturation", "hypercapnia", "fever")
 
@@ -71,8 +74,9 @@ def fitted(model_data, configs) -> dict[str, BaseDetector]:
 
 @pytest.fixture(scope="session")
 def rows(model_data) -> pd.DataFrame:
-    """Six anomalous and six normal validation or test seconds."""
+    """Six anomalous and six normal validation or test seconds, each with a whole window of history."""
     ev = model_data.evaluation
+    ev = ev[ev["time_s"] >= model_data.pipeline.geometry.window_s]
     return pd.concat([ev[ev["label"] == 1].sample(6, random_state=1), ev[ev["label"] == 0].sample(6, random_state=2)])
 
 
@@ -84,8 +88,11 @@ POLICY = AlarmPolicy(k=3, n=5, refractory_s=120, tolerance_s=30)
 
 
 def scorer_for(det: BaseDetector, model_data: ModelData, configs: Configs) -> Scorer:
-    """What the service answers with for a fitted detector (its bundle and serving spec)."""
-    bundle = ModelBundle(model_data.pipeline, det, POLICY)
+    """What the service answers with for a fitted detector (its bundle with the floor and technical checks, as
+    `train` makes it, and its serving spec)."""
+    checks = TechnicalChecks.from_yaml(ROOT / "configs/technical.yaml")
+    floor = floor_template(configs, SafetyParams(True, True, 1.0), checks)
+    bundle = ModelBundle(model_data.pipeline, det, POLICY, combination_for(det, floor))
     spec = ServingSpec.build(bundle, configs.signals, ServeParams.from_params(SERVE), model_name="m",
                              model_version="3", model_alias="champion", model_uri="models:/m/3",
                              metrics={"events.event_f1": 0.5})

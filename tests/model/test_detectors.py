@@ -157,21 +157,41 @@ def test_a_view_built_once_scores_as_the_rows(name, fitted, model_data):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_bundle_scores_raw_windows_like_the_stage_views(name, fitted, model_data, tmp_path):
+def test_bundle_scores_raw_windows_like_the_stage_views(name, fitted, model_data, configs, root, tmp_path):
+    """A bundle with its floor scores the feature table's rows (what `evaluate` does) as it scores raw windows (what
+    the service does), after a save and load; a learned detector's score is its own on the common scale, never below
+    the rules'."""
     from biostream.models.bundle import ModelBundle
     from biostream.models.evaluation import AlarmPolicy
+    from biostream.models.floor import SafetyParams, learned_scale
+    from biostream.models.technical import TechnicalChecks
+    from biostream.models.training import combination_for, floor_template
 
     det = fitted[name]
-    bundle = ModelBundle(model_data.pipeline, det, AlarmPolicy(3, 5, 120, 30))
+    floor = floor_template(configs, SafetyParams(True, True, 1.0),
+                           TechnicalChecks.from_yaml(root / "configs/technical.yaml"))
+    comb = combination_for(det, floor)
+    bundle = ModelBundle(model_data.pipeline, det, AlarmPolicy(3, 5, 120, 30), comb)
     bundle.save(tmp_path / "bundle")
     back = ModelBundle.load(tmp_path / "bundle")
-    rows = model_data.evaluation.sample(20, random_state=4)
+    rows = model_data.evaluation.sample(40, random_state=4)
     windows = windows_at(model_data.dataset.vitals, model_data.pipeline.signals, model_data.pipeline.geometry.window_s,
                          rows["patient_id"].to_numpy(), rows["time_s"].to_numpy())
-    from_views = det.decision_function(model_data.view(det, rows))
-    np.testing.assert_array_equal(back.score(windows), from_views)
+    by_rows = bundle.outputs_of_rows(rows.reset_index(drop=True), model_data.dataset.vitals)
+    by_windows = back.outputs(windows)
+    np.testing.assert_allclose(by_windows.score, by_rows.score, rtol=0, atol=1e-9)
+    assert (by_windows.technical == by_rows.technical).all() and (by_windows.rule_driven == by_rows.rule_driven).all()
+    learned = learned_scale(det.decision_function(model_data.view(det, rows)), det.threshold_, comb.spread, comb.cap)
+    if det.calibrated:  # a learned detector with the rules as its floor
+        rules = floor.rules.decision_function(windows)
+        np.testing.assert_allclose(by_windows.score, np.maximum(learned, rules), rtol=0, atol=1e-9)
+        assert back.combination.rules is not None and back.window_s >= floor.reads_s
+    else:  # the rules themselves: their own score, every alarm physiological
+        np.testing.assert_allclose(by_windows.score, learned, rtol=0, atol=1e-9)
+        assert back.combination.rules is None and not by_windows.technical.any()
     frame = back.predict_frame(windows)
-    assert list(frame.columns) == ["score", "alarm", "threshold"] and (frame["threshold"] == det.threshold_).all()
+    assert list(frame.columns) == ["score", "alarm", "threshold", "technical"] and (frame["threshold"] == 0).all()
+    assert ((frame["score"] > 0) == frame["alarm"].astype(bool)).all()
     with pytest.raises(FileNotFoundError, match="missing detector"):
         ModelBundle.load(tmp_path)
 

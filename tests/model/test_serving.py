@@ -13,7 +13,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from biostream.features import feature_signal_weights, windows_at
-from biostream.models.detectors import NAMES, make_detector, score_rows
+from biostream.models.detectors import NAMES, make_detector
 from biostream.models.detectors.base import load_detector
 from biostream.models.detectors.lstm_ae import ORT_MAX_ROWS
 from biostream.models.detectors.ocsvm import CHUNK_ROWS
@@ -37,12 +37,14 @@ def test_predict_equals_the_bundle_scores_of_the_same_windows(name, fitted, mode
     out = scorer.predict(requests)
     np.testing.assert_allclose([p.score for p in out], want, rtol=0, atol=1e-9)
     assert [p.alarm for p in out] == list(want > scorer.threshold)
-    for p in out:
-        assert p.model.version == "3" and p.threshold == scorer.threshold
-        assert (len(p.top_signals) > 0) == p.alarm or not p.alarm  # alarms name their signals when any is positive
+    technical = scorer.bundle.outputs(full).technical
+    for p, tech in zip(out, technical, strict=True):
+        assert p.model.version == "3" and p.threshold == scorer.threshold == 0.0
+        assert p.alarm_class == (("technical" if tech else "physiological") if p.alarm else None)
         assert set(p.top_signals) <= set(sig)
-    if scorer.spec.window_s < model_data.pipeline.geometry.window_s:  # the LSTM reads only its last sequence_s
-        assert name == "lstm_ae" and scorer.spec.window_s == model_data.pipeline.geometry.sequence_s
+    if scorer.spec.window_s < model_data.pipeline.geometry.window_s:  # the LSTM reads its last sequence_s, the
+        # floor its technical checks' context
+        assert name == "lstm_ae" and scorer.spec.window_s == scorer.bundle.combination.reads_s
 
 
 def test_iforest_scores_are_scikit_learns(fitted, model_data):
@@ -123,7 +125,7 @@ def test_score_series_scores_every_second_as_evaluate_does(fitted, model_data, c
     length = 1500
     # the evaluation patient whose first stretch has the most seconds above threshold
     firsts = table[table["time_s"] < length]
-    stored = score_rows(scorer.bundle.detector, scorer.bundle.pipeline, firsts, vitals)
+    stored = scorer.bundle.outputs_of_rows(firsts.reset_index(drop=True), vitals).score
     above = pd.Series(stored > scorer.threshold).groupby(firsts["patient_id"].to_numpy()).sum()
     pid = above.idxmax()
     rows = firsts[firsts["patient_id"] == pid]
@@ -167,6 +169,23 @@ def test_explain_names_signals_and_features(name, fitted, model_data, configs, r
     assert out.method and out.score == pytest.approx(scorer.bundle.score(w[None])[0])
     meta = scorer.metadata()
     assert meta.window_s == scorer.spec.window_s and meta.detector == name and meta.metrics == {"events.event_f1": 0.5}
+
+
+def test_a_score_the_rules_set_is_explained_by_the_rules(fitted, model_data, configs, rows):
+    """A window whose MAP has been under 65 for three minutes: the floor's hypotension rule sets the score, and
+    `explain` says so with the rules' score per signal (MAP's is the score), not the model's contributions."""
+    scorer = scorer_for(fitted["iforest"], model_data, configs)
+    sig = list(model_data.pipeline.signals)
+    w = windows_at(model_data.dataset.vitals, sig, scorer.spec.window_s, rows["patient_id"].to_numpy()[:1],
+                   rows["time_s"].to_numpy()[:1])[0].copy()
+    m = sig.index("map")
+    w[m, -180:] = 55.0 + np.random.default_rng(0).normal(0, 1.5, 180).clip(-4, 4)  # a live signal, not frozen
+    out = scorer.explain(Schemas(scorer.spec).Window.model_validate_json(json.dumps(window_payload(w, sig))))
+    assert out.driver == "rules" and out.alarm and out.alarm_class == "physiological", out
+    assert out.signals["map"] == pytest.approx(out.score) == pytest.approx((65 - w[m, -60:].max()) / 5)
+    assert out.top_signals[0] == "map" and out.features is None and out.method.startswith("the bedside rules")
+    safety = scorer.metadata().safety
+    assert safety["model_alarms"] == bool(np.isfinite(fitted["iforest"].threshold_)) and safety["technical_checks"]
 
 
 def _error(schema, body) -> str:

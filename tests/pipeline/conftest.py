@@ -35,10 +35,9 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return run(repo, sys.executable, "-m", "dvc", *args, check=check)
 
 
-@pytest.fixture(scope="session")
-def repo(tmp_path_factory) -> Path:
-    """A copy of the working tree (tracked and unignored files, no outputs) with the small profile."""
-    dst = tmp_path_factory.mktemp("biostream")
+def copy_repo(dst: Path, *profiles: str) -> Path:
+    """A copy of the working tree (tracked and unignored files, no outputs) with the profiles applied, committed to
+    a git repository of its own."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
     for rel in filter(None, files):
@@ -48,11 +47,18 @@ def repo(tmp_path_factory) -> Path:
             shutil.copy2(src, dst / rel)
     for out in ("dvc.lock", "metrics"):  # start from nothing, as a fresh clone of a new project would
         shutil.rmtree(dst / out, ignore_errors=True) if (dst / out).is_dir() else (dst / out).unlink(missing_ok=True)
-    run(dst, sys.executable, "-m", "pipelines.apply_profile", "configs/profiles/small.yaml")
+    for profile in profiles:
+        run(dst, sys.executable, "-m", "pipelines.apply_profile", profile)
     run(dst, "git", "init", "-q")
     run(dst, "git", "add", "-A")
     run(dst, "git", "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "copy")
     return dst
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory) -> Path:
+    """A copy of the working tree with the small profile."""
+    return copy_repo(tmp_path_factory.mktemp("biostream"), "configs/profiles/small.yaml")
 
 
 @pytest.fixture(scope="session")

@@ -26,13 +26,14 @@ pytestmark = pytest.mark.slow
 
 def test_repro_runs_every_stage_offline(repo, reproduced):
     out = reproduced.stdout + reproduced.stderr
-    for stage in ("generate", "ingest_vitaldb", "featurize", "tune@iforest", "tune@ocsvm", "tune@lstm_ae", "train",
-                  "evaluate", "register"):
+    for stage in ("generate", "ingest_vitaldb", "ingest_recordings", "featurize", "tune@iforest", "tune@ocsvm",
+                  "tune@lstm_ae", "train", "evaluate", "register"):
         assert f"Running stage '{stage}'" in out
     assert "NO VITALDB DATA" in out, "the empty VitalDB dataset must be announced loudly"
     for f in ("vitals", "events", "alarm_events", "patients"):
-        assert (repo / f"data/synthetic/{f}.parquet").is_file()
-        assert (repo / f"data/vitaldb/{f}.parquet").is_file()
+        for dataset in ("synthetic", "vitaldb", "recordings"):
+            assert (repo / f"data/{dataset}/{f}.parquet").is_file(), (dataset, f)
+    assert json.loads((repo / "metrics/recordings.json").read_text())["status"] == "empty"
     synthetic = json.loads((repo / "metrics/synthetic.json").read_text())
     assert synthetic["patients"] == yaml.safe_load((repo / "params.yaml").read_text())["generate"]["n_patients"]
     vitaldb = json.loads((repo / "metrics/vitaldb.json").read_text())
@@ -150,9 +151,11 @@ def test_tune_writes_best_params_and_mlflow_runs(repo, reproduced):
         children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]
         assert len(children) == n
         assert set(children["tags.state"]) <= {"complete", "pruned"}
-        assert parent[f"metrics.best_val_{best['objective']}"].iloc[0] == pytest.approx(best["value"])
+        assert best["objective"] == params["objective"]["metric"]
+        assert parent["metrics.best_val_objective"].iloc[0] == pytest.approx(best["value"])
         done = children[children["tags.state"] == "complete"]
-        assert done["metrics.val_event_f1"].notna().all() and done["metrics.duration_s"].gt(0).all()
+        assert done["metrics.val_objective"].notna().all() and done["metrics.duration_s"].gt(0).all()
+        assert done["metrics.val_physiological.false_alarms_per_hour"].notna().all()
     import mlflow
 
     parent_id = runs.loc[runs["tags.mlflow.runName"] == "tune-iforest", "run_id"].iloc[0]
@@ -162,8 +165,7 @@ def test_tune_writes_best_params_and_mlflow_runs(repo, reproduced):
 
 def test_tune_resumes_a_study_without_losing_trials(repo, reproduced, tmp_path):
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    cmd = [sys.executable, "-m", "pipelines.tune", "--detector", "iforest", "--features", "data/features",
-           "--synthetic", "data/synthetic", "--search-space", "configs/search_spaces/iforest.yaml"]
+    cmd = TUNE_IFOREST
     n = params["tune"]["n_trials"]["iforest"]
     again = run(repo, *cmd, "--out", str(tmp_path / "again.json"))
     assert f"{n} trials finished, 0 to go" in again.stderr
@@ -173,6 +175,11 @@ def test_tune_resumes_a_study_without_losing_trials(repo, reproduced, tmp_path):
     resumed = run(repo, *cmd, "--params", str(more), "--out", str(tmp_path / "more.json"))
     assert f"{n} trials finished, 1 to go" in resumed.stderr
     assert json.loads((tmp_path / "more.json").read_text())["trials"] == n + 1
+
+
+TUNE_IFOREST = [sys.executable, "-m", "pipelines.tune", "--detector", "iforest", "--features", "data/features",
+                "--synthetic", "data/synthetic", "--vitaldb", "data/vitaldb", "--recordings", "data/recordings",
+                "--search-space", "configs/search_spaces/iforest.yaml"]
 
 
 def test_train_bundles_and_self_contained_mlflow_models(repo, reproduced):
@@ -189,27 +196,38 @@ def test_train_bundles_and_self_contained_mlflow_models(repo, reproduced):
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'stores/mlflow.db'}")
     for name, entry in index.items():
         bundle = ModelBundle.load(repo / "models" / name)
-        assert bundle.threshold == entry["threshold"]
+        assert bundle.detector.threshold_ == (entry["threshold"] if entry["threshold"] is not None else np.inf)
+        assert (bundle.combination.rules is not None) == (name != "clinical"), "the learned models have the floor"
         windows = windows_at(vitals, bundle.pipeline.signals, bundle.pipeline.geometry.window_s,
                              np.array([patient] * 3), np.array([100, 2000, 2500]))
         expected = bundle.score(windows)
         model = mlflow.pyfunc.load_model(entry["model_uri"])
         got = model.predict(windows)
         np.testing.assert_allclose(got["score"].to_numpy(), expected, rtol=1e-6)
-        assert (got["alarm"].to_numpy() == (expected > bundle.threshold)).all()
+        assert (got["alarm"].to_numpy() == (expected > bundle.threshold)).all() and bundle.threshold == 0
+        assert (got["technical"].to_numpy() == bundle.predict_frame(windows)["technical"].to_numpy()).all()
         assert model.metadata.signature is not None
     assert json.loads((repo / "models/index.json").read_text())["clinical"]["threshold"] == 0.0
 
 
 def test_evaluate_metrics_and_plots(repo, reproduced):
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert set(metrics) == {"clinical", "iforest", "ocsvm", "lstm_ae"}
+    assert set(metrics) == {"clinical", "iforest", "ocsvm", "lstm_ae", "monitor"}
     for name, per in metrics.items():
         m = per["synthetic"]
         for key in ("event_recall", "event_precision", "event_f1", "false_alarms_per_hour", "median_delay_s",
-                    "recall_by_kind"):
-            assert key in m["events"] and key in m["events_without_artefacts"], key
+                    "recall_by_kind", "events_by_kind"):
+            assert key in m["physiological"] and key in m["technical"], key
+        assert 0 <= m["physiological"]["weighted_f1"] <= 1 and "weighted_f1" not in m["technical"]
+        for key in ("events", "recall", "alarms_per_hour", "auroc", "recall_by_kind"):
+            assert key in m["rule_events"], key
         assert 0 <= m["point"]["auprc"] <= 1 and 0 <= m["point"]["auroc"] <= 1
+        # never less safe than the bedside rules: every rule-defined event the rules catch, a floored model catches
+        if name in ("iforest", "ocsvm", "lstm_ae"):
+            rules = metrics["clinical"]["synthetic"]
+            for kind, recall in rules["physiological"]["recall_by_kind"].items():
+                assert m["physiological"]["recall_by_kind"][kind] >= recall, (name, kind)
+            assert m["rule_events"]["recall"] >= rules["rule_events"]["recall"], name
         for fig in ("timeline", "scores", "confusion", "signals"):
             assert (repo / f"plots/figures/{name}_{fig}.png").stat().st_size > 5000, (name, fig)
         assert (repo / f"plots/roc/{name}.csv").is_file()
@@ -238,17 +256,17 @@ def test_vitaldb_cases_are_featurized_and_evaluated(repo, reproduced, tmp_path):
     run(repo, sys.executable, "-m", "pipelines.ingest_vitaldb", *p, "--out", str(tmp_path / "vitaldb"),
         "--metrics", str(tmp_path / "vitaldb.json"))
     run(repo, sys.executable, "-m", "pipelines.featurize", *p, "--synthetic", "data/synthetic",
-        "--vitaldb", str(tmp_path / "vitaldb"), "--out", str(tmp_path / "features"),
+        "--vitaldb", str(tmp_path / "vitaldb"), "--recordings", "data/recordings", "--out", str(tmp_path / "features"),
         "--metrics", str(tmp_path / "featurize.json"))
     run(repo, sys.executable, "-m", "pipelines.evaluate", *p, "--models", "models", "--features",
         str(tmp_path / "features"), "--synthetic", "data/synthetic", "--vitaldb", str(tmp_path / "vitaldb"),
-        "--metrics", str(tmp_path / "evaluate.json"), "--plots", str(tmp_path / "plots"),
-        "--scores", str(tmp_path / "scores"))
+        "--recordings", "data/recordings", "--metrics", str(tmp_path / "evaluate.json"), "--plots",
+        str(tmp_path / "plots"), "--scores", str(tmp_path / "scores"))
     metrics = json.loads((tmp_path / "evaluate.json").read_text())
     for name, per in metrics.items():
         assert "vitaldb" in per, name
-        assert per["vitaldb"]["events"]["events"] == 0  # the IntelliVue demo recordings raise no alarm
-        assert per["vitaldb"]["events"]["false_alarms_per_hour"] is not None
+        for cls in ("physiological", "technical"):  # the IntelliVue demo recordings hold no event
+            assert per["vitaldb"][cls]["events"] == 0 and per["vitaldb"][cls]["false_alarms_per_hour"] is not None
 
 
 def test_dvc_experiment_with_a_changed_param(repo, reproduced):
@@ -276,7 +294,8 @@ def registry(repo: Path):
 
 def register(repo: Path, out: Path, params: Path | None = None, wait: bool = True):
     cmd = [sys.executable, "-m", "pipelines.register", "--models", "models", "--features", "data/features",
-           "--synthetic", "data/synthetic", "--evaluation", "metrics/evaluate.json", "--out", str(out)]
+           "--synthetic", "data/synthetic", "--vitaldb", "data/vitaldb", "--recordings", "data/recordings",
+           "--evaluation", "metrics/evaluate.json", "--out", str(out)]
     if params is not None:
         cmd += ["--params", str(params)]
     if wait:
@@ -284,12 +303,22 @@ def register(repo: Path, out: Path, params: Path | None = None, wait: bool = Tru
     return subprocess.Popen(cmd, cwd=repo, env=env_for(repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+PRIMARY = "physiological.weighted_f1"
+
+
 def ranked(repo: Path) -> list[tuple[float, str]]:
-    """Candidates by test event F1, best first; ties in `register.candidates` order (as register breaks them)."""
+    """Candidates by the primary metric on the test patients, best first, those that pass the safety floor first;
+    ties in `register.candidates` order (as register breaks them)."""
+    from biostream.core.config import Configs
+    from biostream.tracking.registry import safety_check
+
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
     order = yaml.safe_load((repo / "params.yaml").read_text())["register"]["candidates"]
-    f1 = {name: m["synthetic"]["events"]["event_f1"] for name, m in evaluation.items()}
-    return [(f1[name], name) for name in sorted(f1, key=lambda n: (-f1[n], order.index(n)))]
+    kinds = [r.kind for r in Configs.load(repo / "configs/signals.yaml", repo / "configs/alarms.yaml").rules]
+    value = {n: evaluation[n]["synthetic"]["physiological"]["weighted_f1"] for n in order}
+    safe = {n: safety_check(evaluation[n]["synthetic"], evaluation["clinical"]["synthetic"], kinds, 0.0,
+                            "clinical").passed for n in order}
+    return [(value[n], n) for n in sorted(order, key=lambda n: (not safe[n], -value[n], order.index(n)))]
 
 
 def params_with(repo: Path, tmp_path: Path, **register_keys) -> Path:
@@ -330,9 +359,13 @@ def test_register_makes_the_best_detector_champion_with_a_model_card(repo, repro
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     features_md5 = next(o["md5"] for o in lock["featurize"]["outs"] if o["path"] == "data/features")
     assert tags["dvc.data/features"] == features_md5
-    assert float(tags["metric.events.event_f1"]) == pytest.approx(best_f1, rel=1e-5)
+    assert float(tags[f"metric.{PRIMARY}"]) == pytest.approx(best_f1, rel=1e-5)
+    assert tags["safety"] == "passed" and tags["safety.baseline"] == "clinical"
+    assert "(baseline " in tags["safety.recall.hypotension"] and "(baseline " in tags["safety.false_alarms_per_hour"]
+    assert decision["safety"]["passed"] and set(decision["safety"]["kinds"]) >= {"hypotension", "desaturation"}
     assert json.loads(tags["params.alarms"]) == yaml.safe_load((repo / "params.yaml").read_text())["alarms"]
-    for text in (f"# {best}", "## Test metrics", "## Known limits", "Threshold"):
+    for text in (f"# {best}", "## Test metrics", "## Known limits", "## Safety floor (against clinical: passed)",
+                 "| hypotension |", "| physiological |", "| technical |"):
         assert text in champion.description, text
 
     # idempotent: the same inputs again register nothing and keep the champion
@@ -368,26 +401,82 @@ def test_a_champion_trained_on_other_windows_is_re_scored_on_its_own(repo, repro
     through its preprocessor (that mis-scored a 1,800-s champion as event F1 0.857 instead of 0.925)."""
     from dataclasses import replace
 
+    from biostream.core.config import Configs, load_yaml
     from biostream.features.table import FeatureSet
+    from biostream.models.evaluation import Objective
     from biostream.tracking.register import TestSet
     from biostream.tracking.registry import metric_at
 
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
-    f1, det = max((evaluation[d]["synthetic"]["events"]["event_f1"], d) for d in ("iforest", "ocsvm"))
+    f1, det = max((evaluation[d]["synthetic"]["physiological"]["weighted_f1"], d) for d in ("iforest", "ocsvm"))
     name = "geometry-check"
     register(repo, tmp_path / "d.json", params_with(repo, tmp_path, model_name=name, candidates=[det]))
     registry(repo)  # the tracking URI of the copy's store
     monkeypatch.chdir(repo)  # artifact paths are relative to the project
-    test = TestSet(FeatureSet.open(repo / "data/features", {"synthetic": repo / "data/synthetic"}))
+    rules = Configs.load(repo / "configs/signals.yaml", repo / "configs/alarms.yaml").rules
+    objective = Objective.from_params(load_yaml(repo / "params.yaml"), rules)
+    test = TestSet(FeatureSet.open(repo / "data/features", {"synthetic": repo / "data/synthetic"}), "synthetic",
+                   objective)
     uri = f"models:/{name}@champion"
-    assert metric_at(test.metrics(uri), "events.event_f1") == pytest.approx(f1, abs=1e-12)
+    assert metric_at(test.metrics(uri), PRIMARY) == pytest.approx(f1, abs=1e-12)
     # the same test seconds, as a table featurized with half the window would hold them (columns of no use to a
     # model trained on the full window: NaN here, imputed to the median if they were read)
     geometry = test.pipeline.geometry
     test.pipeline = replace(test.pipeline, geometry=replace(geometry, window_s=geometry.window_s // 2))
     feature_columns = [c for c in test.part.rows.columns if "__" in c]
     test.part.rows[feature_columns] = np.nan
-    assert metric_at(test.metrics(uri), "events.event_f1") == pytest.approx(f1, abs=1e-12)
+    assert metric_at(test.metrics(uri), PRIMARY) == pytest.approx(f1, abs=1e-12)
+
+
+def test_an_unsafe_model_is_never_champion_whatever_its_metric(repo, reproduced, tmp_path):
+    """A model without the floor that alarms on nothing of its own misses the rule events the bedside catches: on a
+    registered model without any champion (where any other challenger would be promoted) it is registered as
+    challenger, tagged and described as failing the floor, and never becomes champion."""
+    from biostream.core.config import Configs, load_yaml
+    from biostream.features.table import FeatureSet
+    from biostream.models.bundle import ModelBundle
+    from biostream.models.evaluation import Objective
+    from biostream.models.floor import Combination
+    from biostream.reporting.evaluate import score_part
+
+    bundle = ModelBundle.load(repo / "models/iforest")
+    bundle.combination = Combination.plain()  # no floor: the rules no longer alarm through it
+    bundle.detector.set_threshold(np.inf)  # and no alarm of its own
+    models = tmp_path / "models"
+    shutil.copytree(repo / "models", models)
+    bundle.save(models / "unsafe")
+    index = json.loads((models / "index.json").read_text())
+    index["unsafe"] = {"threshold": None, "run_id": "not-in-this-store", "model_uri": ""}
+    (models / "index.json").write_text(json.dumps(index))
+    params = load_yaml(repo / "params.yaml")
+    rules = Configs.load(repo / "configs/signals.yaml", repo / "configs/alarms.yaml").rules
+    part = FeatureSet.open(repo / "data/features", {"synthetic": repo / "data/synthetic"}).part("synthetic", "test")
+    evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
+    evaluation["unsafe"] = {"synthetic": score_part(bundle, part, Objective.from_params(params, rules)).metrics}
+    assert evaluation["unsafe"]["synthetic"]["physiological"]["alarms"] == 0
+    (tmp_path / "evaluate.json").write_text(json.dumps(evaluation, allow_nan=True))
+    name = "unsafe-check"
+    cmd = [sys.executable, "-m", "pipelines.register", "--models", str(models), "--features", "data/features",
+           "--synthetic", "data/synthetic", "--vitaldb", "data/vitaldb", "--recordings", "data/recordings",
+           "--evaluation", str(tmp_path / "evaluate.json"), "--out", str(tmp_path / "decision.json"),
+           "--params", str(params_with(repo, tmp_path, model_name=name, candidates=["unsafe"]))]
+    run(repo, *cmd)
+    decision = json.loads((tmp_path / "decision.json").read_text())
+    assert decision["detector"] == "unsafe" and decision["created"] and not decision["promoted"]
+    assert "fails the safety floor against clinical" in decision["reason"] and not decision["safety"]["passed"]
+    assert not decision["candidates_safety"]["unsafe"]
+    missed = [k for k, v in decision["safety"]["kinds"].items() if not v["ok"]]
+    assert missed and all(decision["safety"]["kinds"][k]["challenger"] == 0.0 for k in missed)
+    client = registry(repo)
+    version = client.get_model_version_by_alias(name, "challenger")
+    assert version.tags["safety"] == "failed" and "FAILED" in version.description
+    with pytest.raises(Exception, match="champion"):
+        client.get_model_version_by_alias(name, "champion")
+    # with the bedside rules among the candidates, the safe one is chosen instead
+    cmd[-1] = str(params_with(repo, tmp_path, model_name=name + "-2", candidates=["unsafe", "clinical"]))
+    run(repo, *cmd)
+    decision = json.loads((tmp_path / "decision.json").read_text())
+    assert decision["detector"] == "clinical" and decision["promoted"]
 
 
 def test_concurrent_registrations_leave_one_champion_the_better_one(repo, reproduced, tmp_path):
@@ -444,8 +533,7 @@ def test_an_edit_to_the_feature_kernel_invalidates_featurize_and_everything_afte
 
 def test_an_edit_to_a_detector_starts_a_new_study_and_a_rerun_resumes(repo, reproduced, tmp_path):
     best = json.loads((repo / "results/tune/iforest.json").read_text())
-    cmd = [sys.executable, "-m", "pipelines.tune", "--detector", "iforest", "--features", "data/features",
-           "--synthetic", "data/synthetic", "--search-space", "configs/search_spaces/iforest.yaml"]
+    cmd = TUNE_IFOREST
     resumed = run(repo, *cmd, "--out", str(tmp_path / "same.json"))
     assert json.loads((tmp_path / "same.json").read_text())["study"] == best["study"]
     assert f"study {best['study']}: {best['trials']} trials finished, 0 to go" in resumed.stderr
@@ -536,7 +624,7 @@ def test_a_logged_model_needs_only_what_it_requires(repo, reproduced):
         model = mlflow.pyfunc.load_model(sys.argv[2])
         shape = model.metadata.get_input_schema().inputs[0].shape
         out = model.predict(np.full((2, shape[1], shape[2]), 80.0))
-        assert len(out) == 2 and np.isfinite(out["score"]).all()
+        assert len(out) == 2 and np.isfinite(out["score"]).all() and set(out) >= {"score", "alarm", "technical"}
         print(json.dumps(sorted(refused)))
         """)
 
@@ -566,3 +654,49 @@ def test_a_logged_model_needs_only_what_it_requires(repo, reproduced):
                    json.dumps(sorted(allowed)))
         assert isinstance(json.loads(proc.stdout.strip().splitlines()[-1]), list)  # it ran to its last line
         assert "optuna" not in allowed and "bentoml" not in allowed, "only what the model's code needs"
+
+
+def test_a_pipeline_that_learns_from_local_recordings_only(tmp_path_factory):
+    """`dvc repro` of a copy told to learn from local recordings only (configs/profiles/recordings.yaml), on CSV and
+    Parquet recordings written here as a monitor export would hold them (device track names or signal keys, with a
+    time column or one row per second) and one bad file: the bad file is skipped and reported, the detectors learn
+    and calibrate on the recordings' patients, and the registry decides on their test patients."""
+    from biostream.core.config import Configs, load_yaml, merge_profile
+    from biostream.sources.synthetic import Physiology
+    from tests.conftest import make_dataset
+    from tests.pipeline.conftest import copy_repo
+
+    repo = copy_repo(tmp_path_factory.mktemp("recordings"), "configs/profiles/small.yaml",
+                     "configs/profiles/recordings.yaml")
+    configs = Configs.load(repo / "configs/signals.yaml", repo / "configs/alarms.yaml")
+    params = merge_profile(load_yaml(repo / "params.yaml"), {"generate": {"seed": 99, "n_patients": 10,
+                                                                          "nibp_fraction": 0.0}})
+    ds = make_dataset(params, configs, Physiology.from_yaml(repo / "configs/synthetic.yaml"))
+    folder = repo / "data/external/recordings"
+    tracks = {"hr": "Solar8000/HR", "map": "Solar8000/ART_MBP", "sbp": "Solar8000/ART_SBP"}
+    for i, (pid, rec) in enumerate(ds.vitals.groupby("patient_id")):
+        export = rec[list(configs.signals.keys)].rename(columns=tracks if i % 2 else {})
+        if i % 3 == 0:
+            export.to_parquet(folder / f"bed-{pid}.parquet", index=False)
+        else:
+            export.insert(0, "time", pd.Timestamp("2026-11-21T08:00:00Z") + pd.to_timedelta(rec["time_s"], "s"))
+            export.to_csv(folder / f"bed-{pid}.csv", index=False)
+    (folder / "broken.csv").write_text("time,hr\n2026-11-21T08:00:00Z,72\nnot a time,73\n")
+    out = dvc(repo, "repro")
+    assert "Running stage 'ingest_recordings'" in out.stdout
+    manifest = json.loads((repo / "metrics/recordings.json").read_text())
+    assert manifest["cases"] == 10 and manifest["failed_cases"] == 1
+    error = manifest["failures"][0]["error"]
+    assert "broken.csv" in error and "row 3, column 'time'" in error
+    evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
+    for name in ("clinical", "iforest", "ocsvm", "lstm_ae"):
+        assert set(evaluation[name]) == {"recordings", "synthetic"}, name
+        assert evaluation[name]["recordings"]["physiological"]["events"] > 0
+    tuned = json.loads((repo / "results/tune/ocsvm.json").read_text())
+    assert tuned["trials"] == yaml.safe_load((repo / "params.yaml").read_text())["tune"]["n_trials"]["ocsvm"]
+    decision = json.loads((repo / "results/register.json").read_text())
+    assert decision["promoted"] and decision["safety"]["passed"]
+    chosen = evaluation[decision["detector"]]["recordings"]["physiological"]["weighted_f1"]
+    assert decision["challenger_value"] == pytest.approx(chosen, abs=1e-12)
+    train_rows = pd.read_parquet(repo / "data/features/recordings.parquet")
+    assert set(train_rows["patient_id"].str.slice(0, 4)) == {"rec-"}

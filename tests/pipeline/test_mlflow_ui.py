@@ -97,14 +97,14 @@ def test_run_comparison_shows_the_same_metrics_for_every_detector(server, page):
     by_name = {r["info"]["run_name"]: r for r in sorted(runs, key=lambda r: r["info"]["start_time"])}  # newest
     ids = [by_name[f"evaluate-{d}"]["info"]["run_id"] for d in ("clinical", "iforest", "ocsvm", "lstm_ae")]
     page.goto(f"{server}/#/compare-runs?runs={json.dumps(ids)}&experiments={json.dumps([exp['experiment_id']])}")
-    page.get_by_text("events.event_f1").first.wait_for()
+    page.get_by_text("physiological.event_f1").first.wait_for()
     for d in ("evaluate-clinical", "evaluate-lstm_ae"):
         page.get_by_text(d).first.wait_for()
     metrics = {m["key"]: m["value"] for m in by_name["evaluate-ocsvm"]["data"]["metrics"]}
     # a value the page cannot show as anything else (a perfect 1.0 on the tests' small cohort would read "1")
-    # (the page renders the rows in view: the events.* block, which holds the awaited events.event_f1)
-    key = next(k for k in ("events.event_f1", "events.alarms_per_hour", "events.event_recall")
-               if 0 < metrics[k] < 0.999 or metrics[k] > 1.001)
+    # (the page renders the rows in view: the physiological.* block, which holds the awaited physiological.event_f1)
+    key = next(k for k in ("physiological.event_f1", "physiological.alarms_per_hour", "physiological.weighted_f1",
+                           "physiological.event_recall") if 0 < metrics[k] < 0.999 or metrics[k] > 1.001)
     page.get_by_text(key).first.wait_for()
     assert f"{metrics[key]:.3f}" in page.inner_text("body"), f"ocsvm's {key} {metrics[key]:.3f} is not on the page"
     page.screenshot(path=str(SHOTS / "compare-runs.png"), full_page=True)
@@ -123,6 +123,7 @@ def test_registered_model_page_shows_the_champion_and_its_metrics(server, page):
     tags = {t["key"]: t["value"] for t in champion["tags"]}
     page.get_by_text(tags["detector"]).first.wait_for()
     page.get_by_text("Test metrics").first.wait_for()  # the model card (the version's description)
-    f1 = float(tags["metric.events.event_f1"])
+    f1 = float(tags["metric.physiological.event_f1"])
     assert f"{f1:.3f}" in page.inner_text("body"), f"the champion's event F1 {f1:.3f} is not on its page"
+    page.get_by_text("Safety floor").first.wait_for()
     page.screenshot(path=str(SHOTS / "champion-version.png"), full_page=True)

@@ -117,6 +117,9 @@ def test_the_bento_serves_the_registry_champion(repo, served, meta):
     assert meta["detector"] == bento["detector"] and meta["threshold"] == pytest.approx(bento["threshold"])
     assert meta["window_s"] == bento["window_s"] > 0
     assert [s["name"] for s in meta["signals"]][:3] == ["hr", "spo2", "sbp"] and meta["metrics"]
+    assert meta["threshold"] == 0.0
+    if meta["detector"] != "clinical":  # a learned champion carries the bedside rules as its floor
+        assert any(f.startswith("hypotension: map < 65 for 60 s") for f in meta["safety"]["floor"]), meta["safety"]
     client = Client(served[0])
     for path in ("/healthz", "/livez", "/readyz", "/metrics", "/docs.json"):
         assert client.get(path) == 200, path
@@ -140,6 +143,7 @@ def test_predict_matches_the_evaluate_stage_to_1e6(served, meta, test_data):
     for o in out:
         assert o["model"]["alias"] == "champion" and o["threshold"] == meta["threshold"]
         assert not o["top_signals"] or set(o["top_signals"]) <= set(signals)
+        assert (o["alarm_class"] in ("physiological", "technical")) if o["alarm"] else o["alarm_class"] is None
     assert any(o["top_signals"] for o in out if o["alarm"]) or not any(o["alarm"] for o in out)
     # the same windows with their signals packed as base64 float32 (NaN = missing): the same answers
     packed = {"windows": [{**w, "vitals": None, "vitals_f32": {k: pack_f32(np.array(v, dtype=float))
@@ -182,6 +186,12 @@ def test_score_series_matches_the_evaluate_stage(served, meta, test_data):
     assert len(out["episodes"]) == len(alarm_episodes(np.zeros(len(t)), t, alarm))
     for ep in out["episodes"]:
         assert ep["start"] < ep["peak_time"] < ep["end"] or ep["start"] == ep["peak_time"]
+        assert ep["alarm_class"] in ("physiological", "technical")
+    # each alarm second's class is the one `evaluate` gave it
+    technical = want["technical"].to_numpy().astype(bool)
+    expected = [("technical" if tech else "physiological") if a else None for a, tech in zip(alarm, technical,
+                                                                                              strict=True)]
+    assert out["alarm_class"] == expected
 
 
 def test_explain_names_signal_contributions(served, meta, test_data):

@@ -119,12 +119,22 @@ _OPS = (">", "<", ">=", "<=")
 
 @dataclass(frozen=True)
 class AlarmRule:
+    """A bedside alarm rule (`configs/alarms.yaml`): `signal` `op` `threshold` for `min_duration_s` seconds. `unit`
+    is one step of the rules' continuous score in the signal's unit; `weight` what a missed event costs."""
+
     kind: str
     signal: str
     op: str
     threshold: float
     min_duration_s: int
     source: str
+    unit: float = 1.0
+    weight: float = 1.0
+
+    @property
+    def above(self) -> bool:
+        """True for an upper limit (`>`, `>=`)."""
+        return self.op in (">", ">=")
 
 
 def load_alarm_rules(path: str | Path, signals: SignalCatalog) -> tuple[AlarmRule, ...]:
@@ -139,6 +149,8 @@ def load_alarm_rules(path: str | Path, signals: SignalCatalog) -> tuple[AlarmRul
             threshold=float(require(body, "threshold", where)),
             min_duration_s=int(require(body, "min_duration_s", where)),
             source=str(require(body, "source", where)),
+            unit=float(require(body, "unit", where)),
+            weight=float(require(body, "weight", where)),
         )
         if rule.signal not in signals.keys:
             raise ConfigError(f"{where}: signal '{rule.signal}' is not one of {', '.join(signals.keys)}")
@@ -146,6 +158,8 @@ def load_alarm_rules(path: str | Path, signals: SignalCatalog) -> tuple[AlarmRul
             raise ConfigError(f"{where}: op '{rule.op}' must be one of {', '.join(_OPS)}")
         if rule.min_duration_s < 1:
             raise ConfigError(f"{where}: min_duration_s must be >= 1, got {rule.min_duration_s}")
+        if rule.unit <= 0 or rule.weight <= 0:
+            raise ConfigError(f"{where}: unit and weight must be > 0, got unit {rule.unit}, weight {rule.weight}")
         if rule.kind in {r.kind for r in rules}:
             raise ConfigError(f"{where}: kind '{rule.kind}' appears twice; kinds must be unique")
         rules.append(rule)

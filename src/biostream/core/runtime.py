@@ -27,6 +27,9 @@ def quiet_env(path: Path = QUIET_ENV_FILE) -> dict[str, str]:
     return out
 
 
+CHATTY_LOGGERS = ("shap",)
+
+
 def configure(level: str | None = None) -> logging.Logger:
     """Set telemetry-off environment defaults and logging for a command-line entry point."""
     for key, value in quiet_env().items():
@@ -37,6 +40,8 @@ def configure(level: str | None = None) -> logging.Logger:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    for name in CHATTY_LOGGERS:  # their INFO is per-call detail (kernel SHAP logs every row's solution)
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
     return logging.getLogger("biostream")
 
 

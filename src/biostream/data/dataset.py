@@ -18,9 +18,10 @@ import pyarrow.parquet as pq
 
 from biostream.core.config import Configs, LabelParams, SplitParams
 from biostream.core.io import atomic_dir, write_parquet
-from biostream.data.labels import episodes_from_alarms, label_recordings
+from biostream.data.labels import label_recordings, rule_episodes
 from biostream.data.schema import (
     ALARM_EVENTS_SCHEMA,
+    EVENT_CLASSES,
     EVENTS_SCHEMA,
     PATIENTS_SCHEMA,
     SPLITS,
@@ -31,6 +32,7 @@ from biostream.data.schema import (
     vitals_schema,
 )
 from biostream.data.splits import assign_splits
+from biostream.data.truth import truth_columns, with_rule_episodes
 
 FILES = {
     "vitals": "vitals.parquet",
@@ -38,7 +40,6 @@ FILES = {
     "alarm_events": "alarm_events.parquet",
     "patients": "patients.parquet",
 }
-TRUTH_COLUMNS = ("label", "artefact", "anomaly_kind", "event_id")
 
 
 @dataclass(frozen=True)
@@ -60,22 +61,21 @@ def build_dataset(
 ) -> Dataset:
     """Label, split and type a dataset.
 
-    `signals_df`: `patient_id`, `time_s` and every canonical signal, sorted by patient and time; when
-    `events` is given it also holds the ground-truth columns (`label`, `artefact`, `anomaly_kind`,
-    `event_id`). Without `events` the ground truth is the merged clinical-alarm episodes.
-    `patients`: `patient_id`, `source`, `hours`, `bp_mode` (plus `n_events` when `events` is given).
+    `signals_df`: `patient_id`, `time_s` and every canonical signal, sorted by patient and time. `events`: the
+    injected events of a synthetic cohort (EVENTS_SCHEMA), completed with the rule episodes outside them; without
+    `events` the ground truth is the rule episodes alone (`biostream.data.truth`).
+    `patients`: `patient_id`, `source`, `hours`, `bp_mode`.
     """
     keys = configs.signals.keys
     schema = vitals_schema(keys, [r.kind for r in configs.rules])
     if signals_df.empty:
         return empty_dataset(configs)
     alarms = label_recordings(signals_df, configs.rules, labels.early_warning_horizon_s, interval_s)
-    if events is None:
-        events, truth = episodes_from_alarms(signals_df, alarms, configs.rules, interval_s)
-        counts = events.groupby("patient_id").size()
-        patients = patients.assign(n_events=patients["patient_id"].map(counts).fillna(0).astype(np.int32))
-    else:
-        truth = {c: signals_df[c].to_numpy() for c in TRUTH_COLUMNS}
+    episodes = rule_episodes(signals_df, alarms, configs.rules, interval_s)
+    events = episodes if events is None else with_rule_episodes(events, episodes)
+    truth = truth_columns(signals_df["patient_id"].to_numpy(), signals_df["time_s"].to_numpy(), events)
+    counts = events.groupby("patient_id").size()
+    patients = patients.assign(n_events=patients["patient_id"].map(counts).fillna(0).astype(np.int32))
     split_of = assign_splits(patients["patient_id"].tolist(), splits)
     vitals = pd.DataFrame(
         {
@@ -141,6 +141,7 @@ def summarize(ds: Dataset, configs: Configs) -> dict[str, Any]:
         return round(float(v[col].mean()), 4) if len(v) else None
 
     event_counts = ds.events.groupby("kind").size()
+    class_counts = ds.events.groupby("event_class").size()
     return {
         "patients": int(len(ds.patients)),
         "hours": round(hours, 3),
@@ -153,6 +154,7 @@ def summarize(ds: Dataset, configs: Configs) -> dict[str, Any]:
         "artefact_fraction": frac("artefact"),
         "events": int(len(ds.events)),
         "events_by_kind": {str(k): int(c) for k, c in event_counts.items()},
+        "events_by_class": {c: int(class_counts.get(c, 0)) for c in EVENT_CLASSES},
         "alarm_events": int(len(ds.alarm_events)),
         "alarms_per_hour": per_hour(len(ds.alarm_events)),
         "alarms_per_hour_by_kind": {r.kind: per_hour(int(alarm_counts.get(r.kind, 0))) for r in configs.rules},

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from biostream.core.config import AlarmRule
-from biostream.data.schema import ALARM_EVENTS_SCHEMA, NO_EVENT, NO_KIND, alarm_column, empty_frame, ew_column
+from biostream.data.schema import ALARM_EVENTS_SCHEMA, PHYSIOLOGICAL, alarm_column, empty_frame, ew_column
 
 
 @dataclass(frozen=True)
@@ -169,44 +169,33 @@ def label_recordings(
     return AlarmLabels(columns=columns, alarm_events=alarm_events)
 
 
-def episodes_from_alarms(
+def rule_episodes(
     df: pd.DataFrame, labels: AlarmLabels, rules: Sequence[AlarmRule], interval_s: float = 1.0
-) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Ground truth for recordings without annotation: merged clinical-alarm episodes.
+) -> pd.DataFrame:
+    """The rule-defined events of recordings: merged clinical-alarm episodes (EVENTS_SCHEMA, physiological).
 
     Overlapping or touching alarm events of any kind form one episode (kind: the rule kinds joined by
-    '+', in rule order). Returns the events table and the per-second ground-truth columns.
+    '+', in rule order). For recordings without annotation they are the whole ground truth; for the synthetic
+    cohort, those outside its injected events are added to them (`biostream.data.truth`).
     """
-    n = len(df)
     pid = df["patient_id"].to_numpy()
     time_s = df["time_s"].to_numpy()
-    breaks = segment_starts(pid, time_s)
-    runs = find_runs(labels.columns["alarm"].astype(bool), breaks)
-    event_id = fill_runs(n, runs, np.arange(len(runs.start), dtype=np.int32), fill=NO_EVENT)
+    runs = find_runs(labels.columns["alarm"].astype(bool), segment_starts(pid, time_s))
     kinds = []
     signals = []
     for a, b in zip(runs.start, runs.stop, strict=True):
         active = [r for r in rules if labels.columns[alarm_column(r.kind)][a:b].any()]
         kinds.append("+".join(r.kind for r in active))
         signals.append(",".join(dict.fromkeys(r.signal for r in active)))
-    events = pd.DataFrame(
+    return pd.DataFrame(
         {
             "event_id": np.arange(len(runs.start), dtype=np.int32),
             "patient_id": pid[runs.start],
             "start_s": time_s[runs.start].astype(np.int32),
             "end_s": (time_s[runs.stop - 1] + interval_s).astype(np.int32),
-            "kind": kinds,
+            "kind": pd.Series(kinds, dtype=object),
             "category": "clinical_alarm",
-            "signals": signals,
+            "event_class": PHYSIOLOGICAL,
+            "signals": pd.Series(signals, dtype=object),
         }
     )
-    kind_per_second = np.full(n, NO_KIND, dtype=object)
-    inside = event_id >= 0
-    kind_per_second[inside] = np.asarray(kinds, dtype=object)[event_id[inside]] if kinds else NO_KIND
-    columns = {
-        "label": (event_id >= 0).astype(np.int8),
-        "artefact": np.zeros(n, dtype=np.int8),
-        "anomaly_kind": kind_per_second,
-        "event_id": event_id.astype(np.int32),
-    }
-    return events, columns

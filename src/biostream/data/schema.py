@@ -4,12 +4,14 @@ Both the synthetic cohort and VitalDB ingestion write the same four tables:
 
 * ``vitals``: one row per patient-second: ``patient_id``, ``time_s`` (seconds since the start of the
   recording), ``split``, the canonical signals (float32, NaN = missing), the ground truth
-  (``label`` 1 inside an anomaly event, ``artefact`` 1 inside an artefact, ``anomaly_kind``,
+  (``label`` 1 inside a physiological event, ``artefact`` 1 inside a technical one, ``anomaly_kind``,
   ``event_id`` -1 outside events) and the clinical-alarm labels from the alarm rules (``alarm`` any rule,
   ``alarm_<kind>`` per rule, ``ew_any`` / ``ew_<kind>`` early warning: an alarm event starts within
   the horizon).
-* ``events``: the ground-truth events (injected anomalies and artefacts for synthetic data; merged
-  clinical-alarm episodes for VitalDB, which has no annotation).
+* ``events``: the ground-truth events, each physiological or technical (``event_class``): for synthetic data
+  the injected anomalies and artefacts and the rule-defined episodes outside them (a monitor's limit held long
+  enough is an event, injected or not); for real recordings, which have no annotation, the merged rule-defined
+  episodes (``clinical_alarm``).
 * ``alarm_events``: one row per alarm-rule event.
 * ``patients``: one row per patient (split, hours, how the patient was monitored).
 """
@@ -25,6 +27,8 @@ import pyarrow as pa
 NO_EVENT = -1
 NO_KIND = "none"
 SPLITS = ("train", "val", "test")
+PHYSIOLOGICAL, TECHNICAL = "physiological", "technical"  # the two classes of events and alarms
+EVENT_CLASSES = (PHYSIOLOGICAL, TECHNICAL)
 
 
 def alarm_column(kind: str) -> str:
@@ -61,8 +65,9 @@ EVENTS_SCHEMA = pa.schema(
         pa.field("patient_id", pa.string(), nullable=False),
         pa.field("start_s", pa.int32(), nullable=False),  # first second inside the event
         pa.field("end_s", pa.int32(), nullable=False),  # first second after the event
-        pa.field("kind", pa.string(), nullable=False),
-        pa.field("category", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # '+'-joined when rules of several kinds overlap
+        pa.field("category", pa.string(), nullable=False),  # clinical | statistical | artefact | clinical_alarm
+        pa.field("event_class", pa.string(), nullable=False),  # physiological | technical
         pa.field("signals", pa.string(), nullable=False),  # comma-separated signal keys
     ]
 )

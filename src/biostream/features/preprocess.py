@@ -130,7 +130,7 @@ def fit_on_training(table: pd.DataFrame, vitals: pd.DataFrame, signals: Sequence
     per-second signals."""
     train = table["split"] == "train"
     if not train.any():
-        raise ValueError("no training patients to fit the preprocessor on; raise generate.n_patients")
+        raise ValueError("no training patients to fit the preprocessor on: add patients to the training sources")
     normal = (table.loc[train, "label"] == 0) & (table.loc[train, "artefact"] == 0)
     raw = vitals.loc[vitals["split"] == "train", list(signals)].to_numpy(np.float64)
     return Preprocessor.fit(table.loc[train, feature_names(signals)].to_numpy(np.float64), raw,

@@ -8,29 +8,53 @@ its events and its raw vitals are always selected the same way.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
+from biostream.core.config import ConfigError, require
 from biostream.core.io import atomic_dir, write_json, write_parquet
 from biostream.data.dataset import Dataset, read_dataset
 from biostream.features.pipeline import InputPipeline
 
 PIPELINE_FILE = "input_pipeline.json"
+SOURCES = ("synthetic", "vitaldb", "recordings")  # the datasets a feature set may hold, as dvc.yaml names them
+
+
+@dataclass(frozen=True)
+class SourceParams:
+    """`params.yaml: sources`: which datasets the models learn from, and which they are scored on."""
+
+    train: tuple[str, ...]
+    evaluate: tuple[str, ...]
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> SourceParams:
+        w = "params.yaml: sources"
+        sec = require(params, "sources", "params.yaml")
+        out = cls(tuple(str(x) for x in require(sec, "train", w)), tuple(str(x) for x in require(sec, "evaluate", w)))
+        unknown = sorted(set(out.train + out.evaluate) - set(SOURCES))
+        if unknown or not out.train:
+            raise ConfigError(f"{w}: train (at least one) and evaluate name datasets among {', '.join(SOURCES)}; "
+                              f"got {unknown or 'no training source'}")
+        return out
 
 
 @dataclass(frozen=True)
 class Part:
-    """Feature rows of some patients (index reset), their ground-truth events and the raw vitals they were cut
-    from (a source's whole table: `windows_at` finds each row's window in it)."""
+    """Feature rows of some patients (index reset), their ground-truth events, their rule-defined events (each
+    rule's runs, ALARM_EVENTS_SCHEMA) and the raw vitals they were cut from (a source's whole table: `windows_at`
+    finds each row's window in it)."""
 
     rows: pd.DataFrame
     events: pd.DataFrame
     vitals: pd.DataFrame
+    rule_events: pd.DataFrame
 
     @property
     def hours(self) -> float:
@@ -78,8 +102,23 @@ class FeatureSet:
         if normal_only:
             keep &= (table["label"] == 0) & (table["artefact"] == 0)
         rows = table[keep].reset_index(drop=True)
-        events = ds.events[ds.events["patient_id"].isin(rows["patient_id"].unique())]
-        return Part(rows, events.reset_index(drop=True), ds.vitals)
+        patients = rows["patient_id"].unique()
+        events = ds.events[ds.events["patient_id"].isin(patients)].reset_index(drop=True)
+        rule_events = ds.alarm_events[ds.alarm_events["patient_id"].isin(patients)].reset_index(drop=True)
+        return Part(rows, events, ds.vitals, rule_events)
+
+    def parts(self, sources: Sequence[str], split: str | None = None, *, normal_only: bool = False) -> Part:
+        """`part` of several sources as one (patient ids are distinct across sources: `S0001`, `vitaldb-17`,
+        `rec-case-3`), for learning from a mix; one source is its own part, not a copy."""
+        parts = [self.part(s, split, normal_only=normal_only) for s in sources]
+        if len(parts) == 1:
+            return parts[0]
+        return Part(*(pd.concat([getattr(p, f) for p in parts], ignore_index=True)
+                      for f in ("rows", "events", "vitals", "rule_events")))
+
+    def has_rows(self, source: str) -> bool:
+        """Whether a source has any feature row (a dataset stage that found no case writes an empty one)."""
+        return len(self.source(source)[0]) > 0
 
 
 def write_feature_set(folder: str | Path, tables: Mapping[str, pd.DataFrame], pipeline: InputPipeline) -> None:

@@ -1,38 +1,34 @@
 """Threshold calibration on validation patients: a separate step, re-runnable without retraining (as Merlion
-separates it).
+separates it), of the whole alarm system: the detector's threshold is chosen with the safety floor, the technical
+classes and the alarm policy in place (`biostream.models.floor`), so what it maximises is what the bundle does.
 
-* "alarm_rate": the score above which a target fraction of validation seconds would alarm;
-* "best_f1": the threshold with the best per-second F1 against validation labels;
-* "best_event_f1": the threshold with the best event-level F1 after alarm post-processing (needs the
-  validation events: `calibrate_on_validation`).
+* "best_objective": the candidate threshold (an upper quantile of the validation scores, or none at all: the
+  learned model adds no alarm to the floor) with the best `objective.metric` (params.yaml: objective; by
+  default the clinically weighted physiological event F1); among equals the highest (fewest alarms);
+* "alarm_rate": the score above which a target fraction of validation seconds would be (no floor needed).
 
-`Validation` holds the validation patients' rows and events, and scores alarms on them the way `evaluate`
-scores test patients; `validation_metrics` is what a study's trial and `train` log.
+`Validation` holds the validation patients' rows and events and scores alarms on them the way `evaluate` scores
+test patients; `validation_metrics` is what a study's trial and `train` log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import precision_recall_curve
 
 from biostream.core.config import ConfigError, require
 from biostream.data.labels import segment_starts
-from biostream.models.evaluation import (
-    AlarmPolicy,
-    alarm_episodes,
-    apply_policy,
-    event_metrics,
-    second_labels,
-    second_metrics,
-)
+from biostream.data.schema import PHYSIOLOGICAL
+from biostream.models.evaluation import AlarmPolicy, Objective, class_alarms, class_metrics, second_metrics
+from biostream.models.floor import Combination, FloorView, Outputs, combine
 
-METHODS = ("alarm_rate", "best_f1", "best_event_f1")
+METHODS = ("best_objective", "alarm_rate")
+CANDIDATES = 40  # upper quantiles of the validation scores tried by best_objective
 
 
 @dataclass(frozen=True)
@@ -52,30 +48,14 @@ class ThresholdParams:
         return out
 
 
-def calibrate(scores: np.ndarray, labels: np.ndarray | None, params: ThresholdParams) -> float:
-    """The threshold for `scores` (validation seconds) by the configured method."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.size == 0:
-        raise ValueError("cannot calibrate a threshold on zero validation scores")
-    if params.method == "best_event_f1":
-        raise ValueError("best_event_f1 needs validation events: use calibrate_on_validation")
-    if params.method == "alarm_rate":
-        return float(np.quantile(scores, 1.0 - params.target_alarm_rate))
-    if labels is None or not np.any(labels) or np.all(labels):
-        raise ValueError("best_f1 calibration needs validation labels with both classes")
-    precision, recall, thresholds = precision_recall_curve(labels, scores)
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    best = int(np.argmax(f1[:-1]))  # the last point has no threshold
-    # alarm when score > threshold: step just below the chosen score
-    return float(np.nextafter(thresholds[best], -np.inf))
-
-
 @dataclass
 class Validation:
-    """Validation patients' feature rows (every second) and ground-truth events."""
+    """Validation patients' feature rows (every second) and ground-truth events, with the floor's view of them
+    (built once: every trial and every candidate threshold reuses it)."""
 
     rows: pd.DataFrame
     events: pd.DataFrame
+    floor: FloorView
 
     @property
     def hours(self) -> float:
@@ -88,49 +68,47 @@ class Validation:
         pid, t = self.rows["patient_id"].to_numpy(), self.rows["time_s"].to_numpy()
         return pid, t, segment_starts(pid, t)
 
-    def alarms(self, scores: np.ndarray, threshold: float, policy: AlarmPolicy) -> np.ndarray:
+    def outputs(self, learned: np.ndarray | None, threshold: float, comb: Combination,
+                signals: Sequence[str]) -> Outputs:
+        return combine(learned, threshold, comb, self.floor, signals)
+
+    def metrics(self, outputs: Outputs, policy: AlarmPolicy, objective: Objective) -> dict[str, Any]:
+        """Event metrics of each class and the physiological per-second metrics at the bundle's threshold (0)."""
         pid, t, breaks = self._grid
-        return apply_policy(pid, t, scores, threshold, policy, breaks=breaks)
-
-    def event_scores(self, scores: np.ndarray, threshold: float, policy: AlarmPolicy,
-                     include_artefacts: bool) -> dict[str, Any]:
-        pid, t, breaks = self._grid
-        episodes = alarm_episodes(pid, t, self.alarms(scores, threshold, policy), breaks=breaks)
-        return event_metrics(episodes, self.events, self.hours, policy.tolerance_s, include_artefacts)
+        alarms = class_alarms(pid, t, outputs, 0.0, policy, breaks)
+        out = class_metrics(pid, t, alarms, self.events, self.hours, policy.tolerance_s, objective, breaks)
+        out["point"] = second_metrics(self.rows, outputs.score, alarms[PHYSIOLOGICAL])
+        return out
 
 
-def best_event_threshold(scores: np.ndarray, score_events: Callable[[float], dict[str, Any]],
-                         candidates: int = 40) -> float:
-    """The candidate threshold (upper quantiles of the scores) with the best event F1; among equals the
-    highest (fewest alarms)."""
-    qs = 1.0 - np.geomspace(0.5, 0.0005, candidates)
-    best_thr, best_f1 = float(np.quantile(scores, qs[-1])), -1.0
-    for thr in np.unique(np.quantile(scores, qs)):
-        f1 = score_events(float(thr))["event_f1"]
-        if f1 >= best_f1:
-            best_thr, best_f1 = float(thr), f1
+def candidates(scores: np.ndarray, n: int = CANDIDATES) -> np.ndarray:
+    """Candidate thresholds: upper quantiles of the scores, and +inf (the detector alarms on nothing)."""
+    qs = 1.0 - np.geomspace(0.5, 0.0005, n)
+    return np.r_[np.unique(np.quantile(np.asarray(scores, dtype=np.float64), qs)), np.inf]
+
+
+def calibrate_on_validation(learned: np.ndarray, val: Validation, comb: Combination, signals: Sequence[str],
+                            policy: AlarmPolicy, tp: ThresholdParams, objective: Objective) -> float:
+    """The detector's threshold by `params.yaml: threshold.method`, on validation scores (the module docstring)."""
+    learned = np.asarray(learned, dtype=np.float64)
+    if learned.size == 0:
+        raise ValueError("cannot calibrate a threshold on zero validation scores")
+    if tp.method == "alarm_rate":
+        return float(np.quantile(learned, 1.0 - tp.target_alarm_rate))
+    best_thr, best = float("inf"), -np.inf
+    for thr in candidates(learned):
+        value = objective.value(val.metrics(val.outputs(learned, float(thr), comb, signals), policy, objective))
+        value = value if value == value else -1.0  # undefined (no event, no alarm) ranks last
+        if value >= best:
+            best_thr, best = float(thr), value
     return best_thr
 
 
-def calibrate_on_validation(scores: np.ndarray, val: Validation, policy: AlarmPolicy, tp: ThresholdParams,
-                            include_artefacts: bool) -> float:
-    """The threshold by `params.yaml: threshold.method`, on validation scores."""
-    if tp.method == "best_event_f1":
-        return best_event_threshold(scores, lambda t: val.event_scores(scores, t, policy, include_artefacts))
-    labels, counted = second_labels(val.rows, include_artefacts)
-    return calibrate(scores[counted], labels[counted], tp)
-
-
-def validation_metrics(scores: np.ndarray, val: Validation, threshold: float, policy: AlarmPolicy,
-                       include_artefacts: bool) -> dict[str, float]:
-    """Flat metrics of validation scores at a threshold (what a trial logs)."""
-    ev = val.event_scores(scores, threshold, policy, include_artefacts)
-    pt = second_metrics(val.rows, scores, val.alarms(scores, threshold, policy), include_artefacts)
-    flat = {k: v for k, v in ev.items() if not isinstance(v, dict)}
-    return {**flat, **pt, "threshold": threshold}
-
-
-def artefacts_are_events(params: Mapping[str, Any]) -> bool:
-    """`params.yaml: tune.include_artefacts`: whether artefacts are events to catch (for the study's objective and
-    the threshold `train` calibrates alike)."""
-    return bool(require(require(params, "tune", "params.yaml"), "include_artefacts", "params.yaml: tune"))
+def validation_metrics(learned: np.ndarray | None, threshold: float, val: Validation, comb: Combination,
+                       signals: Sequence[str], policy: AlarmPolicy, objective: Objective) -> dict[str, float]:
+    """Flat metrics of validation scores at a threshold (what a trial and `train` log): each class's event numbers
+    (`physiological.event_f1`, ...), the per-second ones (`point.auprc`), the threshold and the objective."""
+    nested = val.metrics(val.outputs(learned, threshold, comb, signals), policy, objective)
+    flat = {f"{cls}.{k}": float(v) for cls, m in nested.items() for k, v in m.items()
+            if isinstance(v, int | float) and v is not None}
+    return {**flat, "threshold": threshold, "objective": objective.value(nested)}

@@ -1,19 +1,26 @@
-"""Fitting a detector for the `train` stage: fit on normal training rows, calibrate the threshold on the
-validation patients, and wrap it with its input pipeline and alarm policy as a `ModelBundle`."""
+"""Fitting a detector for the `train` stage: fit on normal training rows, put it on the bundle's common scale with
+the safety floor and technical checks, calibrate its threshold on the validation patients with that whole alarm
+system in place, and wrap it as a `ModelBundle`."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
+from biostream.core.config import Configs
 from biostream.features.pipeline import InputPipeline
 from biostream.features.table import Part
 from biostream.models.bundle import ModelBundle
 from biostream.models.calibration import ThresholdParams, Validation, calibrate_on_validation, validation_metrics
 from biostream.models.detectors import make_detector, score_rows
-from biostream.models.evaluation import AlarmPolicy
+from biostream.models.detectors.clinical import ClinicalThresholdDetector, clinical_params
+from biostream.models.evaluation import AlarmPolicy, Objective
+from biostream.models.floor import Combination, SafetyParams, floor_view_of_rows, spread_of
+from biostream.models.technical import TechnicalChecks
 
 # the window view is large and the detectors reading it learn nothing from data: fit on a few rows
 WINDOW_VIEW_FIT_ROWS = 256
@@ -26,18 +33,45 @@ class Trained:
     validation: dict[str, float]  # `validation_metrics` at the calibrated threshold
 
 
-def train_detector(name: str, hyperparams: Mapping[str, Any], pipeline: InputPipeline, train: Part, val: Part,
-                   policy: AlarmPolicy, threshold: ThresholdParams, include_artefacts: bool) -> Trained:
+def floor_template(configs: Configs, safety: SafetyParams, technical: TechnicalChecks) -> Combination:
+    """The floor every learned detector gets (its `spread` is set per detector): the rules of the configs, fitted
+    (they learn nothing from data: one empty window), and the technical checks, as `safety` asks."""
+    rules = None
+    if safety.floor:
+        rules = ClinicalThresholdDetector(**clinical_params(configs))
+        longest = max(r.min_duration_s for r in configs.rules)
+        rules.fit(np.full((1, len(configs.signals.keys), longest), np.nan))
+    return Combination(1.0, safety.cap, rules, technical if safety.technical else None,
+                       {s.key: float(s.valid[1]) for s in configs.signals.signals})
+
+
+def validation_of(part: Part, template: Combination, pipeline: InputPipeline) -> Validation:
+    """The validation patients with the floor's view of their seconds, built once for every detector and trial."""
+    return Validation(part.rows, part.events, floor_view_of_rows(template, pipeline, part.rows, part.vitals))
+
+
+def combination_for(detector: Any, template: Combination) -> Combination:
+    """A detector whose threshold is its definition (the rules themselves) keeps its own score; a learned one gets
+    the template with its own spread."""
+    if not detector.calibrated:
+        return Combination.plain()
+    return replace(template, spread=spread_of(detector.train_scores_))
+
+
+def train_detector(name: str, hyperparams: Mapping[str, Any], pipeline: InputPipeline, train: Part, val_part: Part,
+                   val: Validation, template: Combination, policy: AlarmPolicy, threshold: ThresholdParams,
+                   objective: Objective) -> Trained:
     """Fit `name` with `hyperparams` on the normal training rows, calibrate its threshold (if it is calibrated)
-    on the validation rows by `threshold.method`, and measure it there."""
+    on the validation rows by `threshold.method` with its floor in place, and measure it there."""
     det = make_detector(name, **hyperparams)
     fit_rows = train.rows.head(WINDOW_VIEW_FIT_ROWS) if det.input_view == "window" else train.rows
     start = time.perf_counter()
     det.fit(pipeline.view_of_rows(det.input_view, fit_rows, train.vitals))
     fit_s = time.perf_counter() - start
-    scores = score_rows(det, pipeline, val.rows, val.vitals)
-    validation = Validation(val.rows, val.events)
+    learned = score_rows(det, pipeline, val_part.rows, val_part.vitals)
+    comb = combination_for(det, template)
+    signals = pipeline.signals
     if det.calibrated:
-        det.set_threshold(calibrate_on_validation(scores, validation, policy, threshold, include_artefacts))
-    metrics = validation_metrics(scores, validation, det.threshold_, policy, include_artefacts)
-    return Trained(ModelBundle(pipeline, det, policy), fit_s, metrics)
+        det.set_threshold(calibrate_on_validation(learned, val, comb, signals, policy, threshold, objective))
+    metrics = validation_metrics(learned, det.threshold_, val, comb, signals, policy, objective)
+    return Trained(ModelBundle(pipeline, det, policy, comb), fit_s, metrics)

@@ -16,12 +16,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from biostream.core.config import Configs
+from biostream.data.schema import PHYSIOLOGICAL, TECHNICAL
 from biostream.features.table import Part
 from biostream.models.bundle import ModelBundle
-from biostream.models.detectors import score_rows
-from biostream.models.evaluation import evaluate_scores, second_labels
+from biostream.models.detectors.clinical import ClinicalThresholdDetector, clinical_params
+from biostream.models.evaluation import Objective, evaluate_scores, second_labels
+from biostream.models.floor import Outputs
 from biostream.reporting.plots import plot_shap_summary, plot_signal_contributions
 
+MONITOR = "monitor"  # the reference row: the bedside monitor's rules without alarm delay
 CURVE_POINTS = 200
 EXPLAIN_ROWS = 60  # anomalous and as many normal test seconds explained for the importance plots
 TIMELINE_SIGNALS = ("hr", "spo2", "map", "etco2")
@@ -29,22 +33,42 @@ TIMELINE_SIGNALS = ("hr", "spo2", "map", "etco2")
 
 @dataclass(frozen=True)
 class Scored:
-    """A bundle's per-second scores and alarms on a part's rows, and every metric of them."""
+    """A bundle's per-second outputs and alarms of each class on a part's rows, and every metric of them."""
 
     metrics: dict[str, Any]
-    scores: np.ndarray
-    alarm: np.ndarray
+    outputs: Outputs
+    alarms: dict[str, np.ndarray]
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self.outputs.score
+
+    @property
+    def alarm(self) -> np.ndarray:
+        """Alarm of either class, per second."""
+        return self.alarms[PHYSIOLOGICAL] | self.alarms[TECHNICAL]
 
     def frame(self, part: Part) -> pd.DataFrame:
-        """Per-second scores and alarms (what the serving parity test compares the service with)."""
+        """Per-second scores, alarms and their class (what the serving parity test compares the service with)."""
         return pd.DataFrame({"patient_id": part.rows["patient_id"], "time_s": part.rows["time_s"],
-                             "score": self.scores, "alarm": self.alarm.astype(np.int8)})
+                             "score": self.scores, "alarm": self.alarm.astype(np.int8),
+                             "technical": self.alarms[TECHNICAL].astype(np.int8)})
 
 
-def score_part(bundle: ModelBundle, part: Part) -> Scored:
-    scores = score_rows(bundle.detector, bundle.pipeline, part.rows, part.vitals)
-    metrics, alarm = evaluate_scores(part.rows, part.events, scores, bundle.threshold, bundle.policy)
-    return Scored(metrics, scores, alarm)
+def score_part(bundle: ModelBundle, part: Part, objective: Objective) -> Scored:
+    outputs = bundle.outputs_of_rows(part.rows, part.vitals)
+    metrics, alarms = evaluate_scores(part.rows, part.events, outputs, bundle.threshold, bundle.policy, objective,
+                                      part.rule_events)
+    return Scored(metrics, outputs, alarms)
+
+
+def monitor_bundle(like: ModelBundle, configs: Configs) -> ModelBundle:
+    """The bedside monitor without alarm delay, as a bundle: configs/alarms.yaml's rules on each second's value
+    (every `min_duration_s` 1), with `like`'s input pipeline and alarm policy (a reference: nothing is trained)."""
+    params = clinical_params(configs)
+    params["rules"] = tuple({**r, "min_duration_s": 1} for r in params["rules"])
+    detector = ClinicalThresholdDetector(**params).fit(np.full((1, len(configs.signals.keys), 1), np.nan))
+    return ModelBundle(like.pipeline, detector, like.policy)
 
 
 def per_window_ms(bundle: ModelBundle, window: np.ndarray, repeats: int = 100) -> float:
@@ -83,7 +107,7 @@ def timeline(part: Part, scores: np.ndarray, threshold: float, patient: str, nam
     ax.set_ylabel("score")
     ax.legend(loc="upper right", fontsize=7)
     for ev in part.events[part.events["patient_id"] == patient].itertuples():
-        colour = "tab:grey" if ev.category == "artefact" else "tab:red"
+        colour = "tab:grey" if ev.event_class == TECHNICAL else "tab:red"
         for a in axes:
             a.axvspan(ev.start_s / 60, ev.end_s / 60, color=colour, alpha=0.2, lw=0)
         axes[0].annotate(ev.kind, (ev.start_s / 60, 1.02), xycoords=("data", "axes fraction"), fontsize=7)
@@ -97,8 +121,8 @@ def score_distributions(positive: np.ndarray, scores: np.ndarray, threshold: flo
     fig, ax = plt.subplots(figsize=(6, 4))
     for lab, colour in ((False, "tab:blue"), (True, "tab:red")):
         sel = positive == lab
-        ax.hist(scores[sel], bins=80, alpha=0.5, density=True, color=colour,
-                label="anomaly or artefact" if lab else "normal")
+        ax.hist(np.clip(scores[sel], -10, 10), bins=80, alpha=0.5, density=True, color=colour,
+                label="physiological event" if lab else "normal")
     ax.axvline(threshold, color="black", ls="--", lw=0.8, label="threshold")
     ax.set_title(f"{name}: score distributions (test)")
     ax.legend()
@@ -112,7 +136,7 @@ def confusion(positive: np.ndarray, alarm: np.ndarray, name: str) -> Figure:
     for (i, j), v in np.ndenumerate(cm):
         ax.text(j, i, f"{v:,}", ha="center", va="center")
     ax.set_xticks([0, 1], ["no alarm", "alarm"])
-    ax.set_yticks([0, 1], ["normal", "anomaly or\nartefact"])
+    ax.set_yticks([0, 1], ["normal", "physiological\nevent"])
     ax.set_title(f"{name}: seconds (test)")
     return fig
 
@@ -134,11 +158,11 @@ def importance_figures(part: Part, bundle: ModelBundle, name: str) -> dict[str, 
 
 def test_figures(part: Part, scored: Scored, bundle: ModelBundle, name: str) -> dict[str, Figure]:
     """Every figure of one detector on the test patients, by kind (`<detector>_<kind>.png`)."""
-    positive = second_labels(part.rows, include_artefacts=True)[0]  # anomalies and artefacts: events to catch
+    positive, counted = second_labels(part.rows)  # physiological event seconds; technical ones left out
     first = sorted(part.rows["patient_id"].unique())[0]
     return {"timeline": timeline(part, scored.scores, bundle.threshold, first, name),
-            "scores": score_distributions(positive, scored.scores, bundle.threshold, name),
-            "confusion": confusion(positive, scored.alarm, name),
+            "scores": score_distributions(positive[counted], scored.scores[counted], bundle.threshold, name),
+            "confusion": confusion(positive[counted], scored.alarms[PHYSIOLOGICAL][counted], name),
             **importance_figures(part, bundle, name)}
 
 

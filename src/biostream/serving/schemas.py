@@ -6,7 +6,7 @@ type cannot say."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
@@ -34,12 +34,19 @@ class ModelRef(BaseModel):
     alias: str
 
 
+AlarmClass = Literal["physiological", "technical"]
+CLASS_NOTE = ("physiological: the patient (see the patient); technical: the measurement (check the probe, line or "
+              "leads); null when not above the threshold")
+
+
 class Prediction(BaseModel):
     patient_id: str
     time: datetime = Field(description="the time of the window's last sample, as sent")
-    score: float = Field(description="anomaly score, higher = more anomalous")
+    score: float = Field(description="anomaly score, higher = more anomalous; above 0 = above the alarm threshold "
+                                     "(a bedside rule held for its duration, or the model's own threshold)")
     alarm: bool = Field(description="score above the calibrated threshold (this second; the k-of-n alarm policy "
                                     "applies over consecutive seconds: see score_series)")
+    alarm_class: AlarmClass | None = Field(description=CLASS_NOTE)
     threshold: float
     top_signals: list[str] = Field(description="for an alarm, the signals contributing most, strongest first "
                                                "(empty when the window does not alarm: ask `explain` for any window)")
@@ -49,6 +56,7 @@ class Prediction(BaseModel):
 class Episode(BaseModel):
     start: datetime
     end: datetime = Field(description="exclusive")
+    alarm_class: AlarmClass = Field(description=CLASS_NOTE)
     peak_time: datetime
     peak_score: float
     signals: list[str] = Field(description="the signals contributing most at the peak")
@@ -61,8 +69,10 @@ class SeriesResult(BaseModel):
     threshold: float
     scores: list[float] = Field(description="one per second: the window ending at that second")
     above_threshold: list[bool]
-    alarm: list[bool] = Field(description="after the alarm policy (k of n seconds above threshold, refractory merge)")
-    episodes: list[Episode]
+    alarm: list[bool] = Field(description="after the alarm policy (k of n seconds above threshold, refractory merge), "
+                                          "physiological or technical")
+    alarm_class: list[AlarmClass | None] = Field(description="per second, the class of its alarm (" + CLASS_NOTE + ")")
+    episodes: list[Episode] = Field(description="alarm episodes of both classes, by start")
     alarm_policy: dict[str, int]
     model: ModelRef
 
@@ -73,6 +83,9 @@ class ExplainResult(BaseModel):
     score: float
     threshold: float
     alarm: bool
+    alarm_class: AlarmClass | None = Field(description=CLASS_NOTE)
+    driver: Literal["rules", "model"] = Field(description="what sets the score: a bedside rule (its floor) or the "
+                                                          "learned model")
     method: str
     signals: dict[str, float] = Field(description="contribution per signal, higher = towards anomalous")
     features: dict[str, float] | None = Field(description="contribution per feature (feature-reading models)")
@@ -91,6 +104,8 @@ class Metadata(BaseModel):
     limits: dict[str, int | float]
     metrics: dict[str, float] = Field(description="the registered version's metrics on the synthetic test patients")
     explain_method: str = Field(description="what `explain` returns")
+    safety: dict[str, Any] = Field(description="the floor (the bedside rules that alarm through the model) and whether "
+                                               "alarms are classed technical by the technical checks")
     top_signals_method: str = Field(description="how `predict` and `score_series` rank an alarm's signals")
 
 

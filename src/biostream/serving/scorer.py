@@ -1,8 +1,10 @@
 """What the service answers, without BentoML: `Scorer` answers `predict`, `score_series`, `explain` and
 `metadata` from a `ModelBundle` and its `ServingSpec`. Plain Python, tested without a server.
 
-An alarm's top signals come from the detector's own explanation, unless the detector says it is too slow to
-serve (`top_signals_method = "occlusion"`): then from `occlusion_contributions` (~1 ms a window).
+Every answer carries the class of an alarm (physiological or technical) and what drives the score: where a
+bedside rule of the bundle's floor drives it, the alarm names the rule's signals; otherwise the detector's own
+explanation, unless the detector says it is too slow to serve (`top_signals_method = "occlusion"`): then
+`occlusion_contributions` (~1 ms a window).
 """
 
 from __future__ import annotations
@@ -12,13 +14,39 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from biostream.data.schema import PHYSIOLOGICAL, TECHNICAL
 from biostream.features.compute import feature_signal_weights
 from biostream.features.windows import recording_windows
-from biostream.models.bundle import ModelBundle, top_signals
-from biostream.models.evaluation import alarm_episodes, apply_policy
+from biostream.models.bundle import Explanation, ModelBundle, top_signals
+from biostream.models.evaluation import alarm_episodes, class_alarms
+from biostream.models.floor import Outputs
 from biostream.serving.schemas import Episode, ExplainResult, Metadata, ModelRef, Prediction, SeriesResult
 from biostream.serving.spec import ServingSpec
+
+
+def alarm_classes(above: np.ndarray, technical: np.ndarray) -> list[str | None]:
+    """Per row, the class of an above-threshold second, None otherwise."""
+    return [(TECHNICAL if t else PHYSIOLOGICAL) if a else None for a, t in zip(above, technical, strict=True)]
+
+
+def safety_of(bundle: ModelBundle) -> dict[str, Any]:
+    """What `metadata` says of a bundle's floor, its technical checks and whether the model raises alarms of its
+    own (a threshold of +inf: calibrated to add none, the floor's rules alarm alone)."""
+    comb = bundle.combination
+    rules = [] if comb.rules is None else [f"{r['kind']}: {r['signal']} {r['op']} {r['threshold']:g} for "
+                                           f"{r['min_duration_s']} s" for r in comb.rules.rules]
+    own = bool(np.isfinite(bundle.detector.threshold_))
+    if not rules:
+        note = "no floor: the model's own threshold only"
+    elif own:
+        note = "the bedside rules listed alarm through the model: it alarms wherever they do, and where it sees more"
+    else:
+        note = ("the bedside rules listed alarm through the model; the model adds no alarm of its own (its threshold, "
+                "calibrated on the validation patients, is +inf: its own alarms only added false ones there)")
+    return {"floor": rules, "technical_checks": comb.technical is not None, "model_alarms": own, "note": note}
+
 
 TOP_SIGNALS_METHODS = {  # BaseDetector.top_signals_method -> what `metadata` says of it
     None: "the detector's explanation (explain_method)",
@@ -66,66 +94,103 @@ class Scorer:
         if not windows:
             return []
         x = np.stack([w.array for w in windows])
-        view = self.bundle.pipeline.view(self.bundle.detector.input_view, x)  # built once: score and explain
-        scores = self.bundle.detector.decision_function(view)
-        alarm = scores > self.threshold
+        out, view, learned = self.bundle.outputs_and_view(x)  # the view built once: score and name the signals
+        alarm = out.score > self.threshold
         top: list[list[str]] = [[] for _ in windows]
         if alarm.any():
             idx = np.flatnonzero(alarm)
-            for i, names in zip(idx, self.top_signals(view[idx], scores[idx]), strict=True):
+            for i, names in zip(idx, self.top_signals(x[idx], view[idx], learned[idx], out.rule_driven[idx]),
+                                strict=True):
                 top[i] = names
+        classes = alarm_classes(alarm, out.technical)
         # validated already (the windows, the model's finite scores): constructed without validating again,
         # which took ~8 % of a busy service's time holding the GIL
         threshold = self.threshold
         return [Prediction.model_construct(patient_id=w.patient_id, time=w.time, score=float(s), alarm=bool(a),
-                                           threshold=threshold, top_signals=t, model=self.model)
-                for w, s, a, t in zip(windows, scores, alarm, top, strict=True)]
+                                           alarm_class=c, threshold=threshold, top_signals=t, model=self.model)
+                for w, s, a, c, t in zip(windows, out.score, alarm, classes, top, strict=True)]
 
-    def top_signals(self, view: np.ndarray, scores: np.ndarray) -> list[list[str]]:
-        """The signals contributing most to each row of an input view (`TOP_SIGNALS_METHODS`)."""
-        if self.bundle.detector.top_signals_method == "occlusion":
-            return top_signals(occlusion_contributions(self.bundle, view, scores), self.spec.signals,
-                               self.spec.top_signals)
-        return self.bundle.explain_view(view).top_signals(self.spec.top_signals)
+    def top_signals(self, windows: np.ndarray, view: np.ndarray, learned: np.ndarray,
+                    rule_driven: np.ndarray) -> list[list[str]]:
+        """The signals behind each row's score: a bedside rule's signals where the rules drive it, else those the
+        detector says contribute most (`top_signals_method`)."""
+        out: list[list[str]] = [[] for _ in range(len(view))]
+        by_rules = np.flatnonzero(rule_driven)
+        for i, names in zip(by_rules, self.bundle.rule_signals(windows[by_rules]), strict=True):
+            out[i] = names[: self.spec.top_signals]
+        by_model = np.flatnonzero(~rule_driven)
+        if len(by_model):
+            v, s = view[by_model], learned[by_model]
+            if self.bundle.detector.top_signals_method == "occlusion":
+                names = top_signals(occlusion_contributions(self.bundle, v, s), self.spec.signals,
+                                    self.spec.top_signals)
+            else:
+                names = self.bundle.explain_view(v).top_signals(self.spec.top_signals)
+            for i, n in zip(by_model, names, strict=True):
+                out[i] = n
+        return out
 
-    def series_scores(self, values: np.ndarray, chunk: int = 512) -> np.ndarray:
-        """Scores of the windows ending at every second of a recording (S, T), NaN before it starts (as the
+    def series_outputs(self, values: np.ndarray, chunk: int = 512) -> Outputs:
+        """Outputs of the windows ending at every second of a recording (S, T), NaN before it starts (as the
         evaluate stage scores test patients)."""
         t = values.shape[1]
-        parts = [self.bundle.score(recording_windows(values.T, self.spec.window_s, np.arange(a, min(a + chunk, t))))
-                 for a in range(0, t, chunk)]
-        return np.concatenate(parts)
+        return Outputs.concat([self.bundle.outputs(recording_windows(values.T, self.spec.window_s,
+                                                                     np.arange(a, min(a + chunk, t))))
+                               for a in range(0, t, chunk)])
+
+    def series_scores(self, values: np.ndarray, chunk: int = 512) -> np.ndarray:
+        return self.series_outputs(values, chunk).score
 
     def score_series(self, series: Any) -> SeriesResult:
         values = series.array
-        scores = self.series_scores(values)
+        out = self.series_outputs(values)
+        scores = out.score
         t = np.arange(len(scores))
         pid = np.zeros(len(scores), dtype=np.int64)
-        alarm = apply_policy(pid, t, scores, self.threshold, self.bundle.policy).astype(bool)
+        alarms = class_alarms(pid, t, out, self.threshold, self.bundle.policy)
         episodes = []
-        for ep in alarm_episodes(pid, t, alarm).itertuples():
-            a, b = int(ep.start_s), int(ep.end_s)
-            peak = a + int(np.argmax(scores[a:b]))
-            window = recording_windows(values.T, self.spec.window_s, np.array([peak]))
-            names = self.top_signals(self.bundle.pipeline.view(self.bundle.detector.input_view, window),
-                                     scores[peak : peak + 1])[0]
-            episodes.append(Episode(start=series.start + timedelta(seconds=a), end=series.start + timedelta(seconds=b),
-                                    peak_time=series.start + timedelta(seconds=peak), peak_score=float(scores[peak]),
-                                    signals=names))
+        for cls, alarm in alarms.items():
+            for ep in alarm_episodes(pid, t, alarm).itertuples():
+                a, b = int(ep.start_s), int(ep.end_s)
+                peak = a + int(np.argmax(scores[a:b]))
+                window = recording_windows(values.T, self.spec.window_s, np.array([peak]))
+                o, view, learned = self.bundle.outputs_and_view(window)
+                names = self.top_signals(window, view, learned, o.rule_driven)[0]
+                episodes.append(Episode(start=series.start + timedelta(seconds=a),
+                                        end=series.start + timedelta(seconds=b), alarm_class=cls,
+                                        peak_time=series.start + timedelta(seconds=peak),
+                                        peak_score=float(scores[peak]), signals=names))
+        episodes.sort(key=lambda e: e.start)
+        phys, tech = alarms[PHYSIOLOGICAL].astype(bool), alarms[TECHNICAL].astype(bool)
+        alarm_class = np.where(phys, PHYSIOLOGICAL, np.where(tech, TECHNICAL, None))
         return SeriesResult(patient_id=series.patient_id, start=series.start, seconds=len(scores),
                             threshold=self.threshold, scores=scores.tolist(),
-                            above_threshold=(scores > self.threshold).tolist(), alarm=alarm.tolist(),
-                            episodes=episodes, alarm_policy=self.bundle.policy.to_dict(), model=self.model)
+                            above_threshold=(scores > self.threshold).tolist(), alarm=(phys | tech).tolist(),
+                            alarm_class=alarm_class.tolist(), episodes=episodes,
+                            alarm_policy=self.bundle.policy.to_dict(), model=self.model)
 
     def explain(self, window: Any) -> ExplainResult:
+        """What drives a window's score: where a bedside rule of the floor sets it, the rules' score per signal;
+        otherwise the detector's own explanation (`explain_method`)."""
         x = window.array[None]
-        score = float(self.bundle.score(x)[0])
-        exp = self.bundle.explain(x)
+        out, view, _ = self.bundle.outputs_and_view(x)
+        score = float(out.score[0])
+        above = score > self.threshold
+        rules = self.bundle.combination.rules if out.rule_driven[0] else None
+        if rules is not None:
+            exp = Explanation(pd.DataFrame(rules.explain(x[..., -rules.reads_last_s:]), columns=list(rules.signals)),
+                              None)
+            method, top = f"the bedside rules of the floor set this score: {rules.describe_explanation()}", \
+                self.bundle.rule_signals(x)[0][: self.spec.top_signals]
+        else:
+            exp = self.bundle.explain_view(view)
+            method, top = self.bundle.detector.describe_explanation(), exp.top_signals(self.spec.top_signals)[0]
         features = None if exp.features is None else {k: float(v) for k, v in exp.features.iloc[0].items()}
         return ExplainResult(patient_id=window.patient_id, time=window.time, score=score, threshold=self.threshold,
-                             alarm=score > self.threshold, method=self.bundle.detector.describe_explanation(),
+                             alarm=above, alarm_class=alarm_classes(np.array([above]), out.technical)[0],
+                             driver="model" if rules is None else "rules", method=method,
                              signals={k: float(v) for k, v in exp.signals.iloc[0].items()}, features=features,
-                             top_signals=exp.top_signals(self.spec.top_signals)[0], model=self.model)
+                             top_signals=top, model=self.model)
 
     def metadata(self) -> Metadata:
         spec = self.spec
@@ -138,5 +203,6 @@ class Scorer:
                     "max_series_s": spec.max_series_s, "max_missing_fraction": spec.max_missing_fraction,
                     "workers": spec.workers},
             metrics=spec.metrics, explain_method=self.bundle.detector.describe_explanation(),
+            safety=safety_of(self.bundle),
             top_signals_method=TOP_SIGNALS_METHODS[self.bundle.detector.top_signals_method],
         )

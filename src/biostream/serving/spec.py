@@ -88,7 +88,7 @@ class ServingSpec:
     def build(cls, bundle: ModelBundle, catalog: SignalCatalog, serve: ServeParams, *, model_name: str,
               model_version: str, model_alias: str, model_uri: str, metrics: Mapping[str, float]) -> ServingSpec:
         signals = tuple(bundle.pipeline.signals)
-        window_s = bundle.pipeline.input_length(bundle.detector.input_view)
+        window_s = bundle.window_s
         if serve.max_window_s < window_s:
             raise ConfigError(f"params.yaml: serve.max_window_s ({serve.max_window_s}) is shorter than the "
                               f"{window_s} s the {bundle.detector.name} model reads; raise it to at least {window_s}")

@@ -4,13 +4,13 @@ priority order (`configs/signals.yaml`), and the per-second frame and patients t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from biostream.core.config import SignalCatalog
+from biostream.core.config import SignalCatalog, TrackAlias
 
 CLEAN_REASONS = ("below_valid", "above_valid", "dbp_not_below_sbp")
 
@@ -36,14 +36,17 @@ class CleanCounts:
 
 
 def to_canonical(
-    raw: pd.DataFrame, catalog: SignalCatalog, interval_s: int, carry_forward_s: int
+    raw: pd.DataFrame, catalog: SignalCatalog, interval_s: int, carry_forward_s: int,
+    own_hold_s: Mapping[str, int] | None = None,
 ) -> tuple[pd.DataFrame, CleanCounts]:
     """Map device tracks onto canonical signals and clean them.
 
     Per signal: each alias track is cleaned to the signal's valid range, carried forward over short
     gaps (`carry_forward_s`, monitors report numerics every 1-2 s; `hold_s` for intermittent cuff
-    readings), then the aliases are merged in priority order. Finally, rows whose diastolic pressure is
-    not below the systolic lose all three pressures.
+    readings), then the aliases are merged in priority order. A column named by the signal itself (a
+    recording exported with canonical names) comes first, held `own_hold_s[signal]` seconds (default: only
+    `carry_forward_s`). Finally, rows whose diastolic pressure is not below the systolic lose all three
+    pressures.
     """
     counts = CleanCounts()
     n = len(raw)
@@ -51,7 +54,8 @@ def to_canonical(
     for spec in catalog.signals:
         merged = np.full(n, np.nan, dtype=np.float32)
         lo, hi = spec.valid
-        for alias in spec.tracks:
+        own = TrackAlias(spec.key, int((own_hold_s or {}).get(spec.key, 0)))
+        for alias in (own, *spec.tracks):
             if alias.track not in raw.columns:
                 continue
             x = raw[alias.track].to_numpy(dtype=np.float32, copy=True)
@@ -82,13 +86,14 @@ class Case:
 
 
 def canonical_frame(
-    cases: Sequence[Case], catalog: SignalCatalog, interval_s: int, carry_forward_s: int
+    cases: Sequence[Case], catalog: SignalCatalog, interval_s: int, carry_forward_s: int,
+    own_hold_s: Mapping[str, int] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, CleanCounts]:
     """The per-second signals of all cases (sorted by patient and time) and their patients table."""
     frames, patients = [], []
     counts = CleanCounts()
     for case in cases:
-        sig, c = to_canonical(case.raw, catalog, interval_s, carry_forward_s)
+        sig, c = to_canonical(case.raw, catalog, interval_s, carry_forward_s, own_hold_s)
         counts.merge(c)
         n = len(sig)
         if n == 0:
@@ -96,9 +101,10 @@ def canonical_frame(
         sig.insert(0, "time_s", (np.arange(n) * interval_s).astype(np.int32))
         sig.insert(0, "patient_id", case.patient_id)
         frames.append(sig)
+        own = TrackAlias("map", int((own_hold_s or {}).get("map", 0)))
         has_art = any(
             a.track in case.raw.columns and a.hold_s == 0 and case.raw[a.track].notna().any()
-            for a in catalog["map"].tracks
+            for a in (own, *catalog["map"].tracks)
         )
         has_bp = sig["map"].notna().any()
         patients.append(

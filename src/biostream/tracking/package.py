@@ -95,5 +95,11 @@ def package(model_name: str, serve: ServeParams, catalog: SignalCatalog, bentofi
         "bento": str(bento.tag), "bento_model": str(model.tag), "registered_model": model_name,
         "registered_version": str(mv.version), "alias": CHAMPION, "detector": spec.detector,
         "threshold": bundle.threshold, "window_s": spec.window_s, "bentoml_home": serve.bentoml_home,
-        "serve": f"BENTOML_HOME={serve.bentoml_home} bentoml serve {bento.tag}",
+        "serve": f"BENTOML_HOME={home_for_shell(serve.bentoml_home)} bentoml serve {bento.tag}",
     }
+
+
+def home_for_shell(home: str) -> str:
+    """BENTOML_HOME as a command run from the project root must set it: absolute (`bentoml serve` of a bento
+    imports the service from inside the bento, where a relative home finds no model)."""
+    return home if Path(home).is_absolute() else f"$PWD/{home}"

@@ -23,7 +23,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole `biostream` packa
 
 class VitalsPyfunc(mlflow.pyfunc.PythonModel):
     """Raw windows, a float64 tensor (n, signals, window_s) with NaN for missing values -> one row per
-    window: score, alarm (score above the calibrated threshold), threshold."""
+    window: score (0 at the threshold), alarm (score above it: a bedside rule of the floor held, or the model's
+    own threshold), threshold, technical (1: the alarm is the measurement's, not the patient's)."""
 
     def load_context(self, context):  # noqa: ANN001 (MLflow inspects these signatures: no type hints)
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
@@ -36,7 +37,8 @@ def signature(bundle: ModelBundle) -> ModelSignature:
     g = bundle.pipeline.geometry
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float64), (-1, len(bundle.pipeline.signals), g.window_s))]),
-        outputs=Schema([ColSpec("double", "score"), ColSpec("long", "alarm"), ColSpec("double", "threshold")]),
+        outputs=Schema([ColSpec("double", "score"), ColSpec("long", "alarm"), ColSpec("double", "threshold"),
+                        ColSpec("long", "technical")]),
     )
 
 

@@ -1,12 +1,13 @@
 """The `register` stage's work: the best evaluated detector into the MLflow model registry, `champion` only if
 better (the pure decisions are `biostream.tracking.registry`'s).
 
-Picks the candidate with the best `register.primary_metric` on the synthetic test patients, registers its
-logged model under `register.model_name` (an existing version made from the same bundle and metrics is reused:
-no new version), sets the alias `challenger` on it, re-scores it and the current `champion` from the registry
-on today's test patients, and moves `champion` only if the challenger is strictly better (by more than
-`register.min_improvement`). The decision and its reasons go to the version's tags; the version's description
-is its model card. Serialised by a lock beside the sqlite store.
+Picks the candidate with the best primary metric (`objective.metric`) on the test patients of `register.source`
+among those that pass the safety floor against the bedside rules (`register.safety`), registers its logged model
+under `register.model_name` (an existing version made from the same bundle and metrics is reused: no new version),
+sets the alias `challenger` on it, re-scores it and the current `champion` from the registry on today's test
+patients, and moves `champion` only if the challenger passes the floor and is strictly better (by more than
+`register.min_improvement`). The decision, each candidate's safety and its reasons go to the version's tags; the
+version's description is its model card. Serialised by a lock beside the sqlite store.
 
 The model registered is the train stage's logged model when this store holds its run, and otherwise the bundle
 in `models/<detector>/` logged again (in a `register-<detector>` run): `models/` as DVC restores it is enough,
@@ -19,7 +20,7 @@ import json
 import logging
 import subprocess
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,14 @@ import yaml
 from biostream.core.tracking import TrackingParams
 from biostream.features import windows_at
 from biostream.features.table import FeatureSet
-from biostream.models.detectors import score_rows
-from biostream.models.evaluation import evaluate_scores
+from biostream.models.evaluation import Objective, evaluate_scores
+from biostream.models.floor import Outputs
 from biostream.tracking.registry import (
     CHALLENGER,
     CHAMPION,
     Decision,
     RegisterParams,
+    Safety,
     choose,
     decide,
     fingerprint,
@@ -43,6 +45,7 @@ from biostream.tracking.registry import (
     lookup,
     metric_at,
     model_card,
+    safety_check,
 )
 
 log = logging.getLogger("biostream.register")
@@ -53,16 +56,20 @@ LIMITS = (
     "Statistical anomalies of one signal (slow drift, level shift, frozen value, noise burst, spikes shorter "
     "than the alarm's k-of-n delay) are caught less reliably than clinical episodes.",
 )
-TAGGED_METRICS = ("events.event_f1", "events.event_recall", "events.event_precision", "events.false_alarms_per_hour",
-                  "point.auroc", "point.auprc")
+TAGGED_METRICS = ("physiological.weighted_f1", "physiological.event_f1", "physiological.event_recall",
+                  "physiological.event_precision", "physiological.false_alarms_per_hour", "technical.event_f1",
+                  "technical.false_alarms_per_hour", "rule_events.recall", "rule_events.alarms_per_hour",
+                  "rule_events.auroc", "point.auroc", "point.auprc")
+CHUNK = 512  # raw windows scored at once when a champion's own features must be rebuilt
 
 
 class TestSet:
-    """Today's synthetic test patients (`FeatureSet.part`), and how a registered model scores on them."""
+    """Today's test patients of a source (`FeatureSet.part`), and how a registered model scores on them."""
 
-    def __init__(self, features: FeatureSet) -> None:
+    def __init__(self, features: FeatureSet, source: str, objective: Objective) -> None:
         self.pipeline = features.pipeline  # what the table's feature columns describe
-        self.part = features.part("synthetic", "test")
+        self.part = features.part(source, "test")
+        self.objective = objective
 
     def describe(self, evaluation: Mapping[str, Any]) -> dict[str, Any]:
         vitals = self.part.vitals
@@ -90,16 +97,19 @@ class TestSet:
         have = len(bundle.pipeline.preprocessor.feature_median)
         if have != want:
             raise ValueError(f"{model_uri} was trained on {have} features; today's feature pipeline makes {want}")
-        det, pipe, rows, vitals = bundle.detector, bundle.pipeline, self.part.rows, self.part.vitals
-        if det.input_view == "features" and (pipe.geometry, pipe.signals) != (self.pipeline.geometry,
-                                                                             self.pipeline.signals):
+        pipe, part = bundle.pipeline, self.part
+        if bundle.detector.input_view == "features" and (pipe.geometry, pipe.signals) != (self.pipeline.geometry,
+                                                                                        self.pipeline.signals):
             # a champion trained on other windows (featurize.window_s changed since): the table's features
-            # describe today's windows, not its own, so rebuild its view from the raw vitals
-            views = pipe.iter_views("window", rows, vitals)
-            scores = np.concatenate([det.decision_function(pipe.view("features", w)) for w in views])
+            # describe today's windows, not its own, so score its own windows rebuilt from the raw vitals
+            rows = part.rows
+            outputs = Outputs.concat([bundle.outputs(windows_at(
+                part.vitals, pipe.signals, bundle.window_s, rows["patient_id"].to_numpy()[i : i + CHUNK],
+                rows["time_s"].to_numpy()[i : i + CHUNK])) for i in range(0, len(rows), CHUNK)])
         else:
-            scores = score_rows(det, pipe, rows, vitals)
-        return evaluate_scores(rows, self.part.events, scores, bundle.threshold, bundle.policy)[0]
+            outputs = bundle.outputs_of_rows(part.rows, part.vitals)
+        return evaluate_scores(part.rows, part.events, outputs, bundle.threshold, bundle.policy, self.objective,
+                               part.rule_events)[0]
 
 
 def git_commit() -> str:
@@ -153,20 +163,26 @@ def logged_model(client: Any, entry: Mapping[str, Any], bundle_dir: Path, detect
 
 
 def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, Any], models: Path,
-             evaluation: Mapping[str, Any], test: TestSet, out: Path) -> Decision:
+             evaluation: Mapping[str, Any], test: TestSet, out: Path, clinical_kinds: Sequence[str]) -> Decision:
     """Register the best candidate and decide on the champion (the module docstring); returns the decision."""
     import mlflow
     from filelock import FileLock
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    detector, value = choose(evaluation, rp.candidates, rp.primary_metric)
+    if rp.baseline not in evaluation:
+        raise KeyError(f"register.safety.baseline '{rp.baseline}' has no metrics in the evaluation; evaluated: "
+                       f"{sorted(evaluation)}")
+    baseline = evaluation[rp.baseline][rp.source]
+    checks = {c: safety_check(evaluation[c][rp.source], baseline, clinical_kinds, rp.margin, rp.baseline)
+              for c in rp.candidates if c in evaluation}
+    detector, value = choose(evaluation, rp.candidates, rp.primary_metric, rp.source,
+                             safe={c: check.passed for c, check in checks.items()})
     entry = json.loads((models / "index.json").read_text())[detector]
-    metrics = evaluation[detector]["synthetic"]
+    metrics = evaluation[detector][rp.source]
     fp = fingerprint(models / detector, detector, evaluation[detector])
-    log.info("candidate: %s (%s %.4f on the test patients)", detector, rp.primary_metric, value)
-    card = model_card(detector, metrics, entry["threshold"], params["alarms"], test.describe(evaluation[detector]),
-                      LIMITS)
+    log.info("candidate: %s (%s %.4f on the test patients; safety floor %s)", detector, rp.primary_metric, value,
+             "passed" if checks[detector].passed else "FAILED: " + "; ".join(checks[detector].failures()))
     notes: list[str] = []
 
     with FileLock(str(lock_path(tracking.uri, out)), timeout=rp.lock_timeout_s):
@@ -185,11 +201,12 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
             notes += logged_notes
             tags = {"detector": detector, "fingerprint": fp, "git_commit": git_commit(), **dvc_hashes(),
                     "params.alarms": json.dumps(params["alarms"], sort_keys=True),
+                    "params.safety": json.dumps(params["safety"], sort_keys=True),
                     "params.threshold": json.dumps(params["threshold"], sort_keys=True),
-                    "threshold": f"{entry['threshold']:.10g}", "train_run_id": run_id,
+                    "detector_threshold": f"{entry['threshold']:.10g}" if entry["threshold"] is not None else "inf",
+                    "train_run_id": run_id,
                     **{f"metric.{k}": fmt(lookup(metrics, k), ".6g") for k in TAGGED_METRICS}}
             mv = mlflow.register_model(model_uri, rp.model_name, tags=tags)
-            client.update_model_version(rp.model_name, mv.version, description=card)
             version = str(mv.version)
             log.info("registered %s version %s", rp.model_name, version)
         else:
@@ -199,10 +216,14 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
                      rp.model_name, version)
         client.set_registered_model_alias(rp.model_name, CHALLENGER, version)
 
-        challenger_value = metric_at(test.metrics(f"models:/{rp.model_name}/{version}"), rp.primary_metric)
+        rescored = test.metrics(f"models:/{rp.model_name}/{version}")
+        challenger_value = metric_at(rescored, rp.primary_metric)
         if not np.isclose(challenger_value, value, rtol=0, atol=1e-9):
             raise RuntimeError(f"version {version} re-scores {challenger_value} on the test patients but `evaluate` "
                                f"reported {value}: the registry does not hold the evaluated model")
+        safety = safety_check(rescored, baseline, clinical_kinds, rp.margin, rp.baseline)
+        client.update_model_version(rp.model_name, version, description=model_card(
+            detector, rescored, params["alarms"], test.describe(evaluation[detector]), LIMITS, safety))
         try:
             champion = client.get_model_version_by_alias(rp.model_name, CHAMPION)
         except MlflowException:
@@ -212,12 +233,14 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
         if champion is not None and champion_before == version:
             promote, reason = False, f"version {version} is already the champion"
             champion_value = challenger_value
+        elif not safety.passed:
+            promote, reason = decide(challenger_value, None, rp.min_improvement, safety)
         else:
             try:
                 if champion is not None:
                     champion_value = metric_at(test.metrics(f"models:/{rp.model_name}/{champion_before}"),
                                                rp.primary_metric)
-                promote, reason = decide(challenger_value, champion_value, rp.min_improvement)
+                promote, reason = decide(challenger_value, champion_value, rp.min_improvement, safety)
             except (ValueError, KeyError, OSError, MlflowException) as exc:
                 promote = False
                 reason = (f"champion version {champion_before} cannot be re-scored on today's test patients "
@@ -226,9 +249,20 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
             client.set_registered_model_alias(rp.model_name, CHAMPION, version)
         decision = Decision(rp.model_name, detector, version, created, champion_before,
                             version if promote else str(champion_before), promote, reason, rp.primary_metric,
-                            challenger_value, champion_value, fp, notes)
+                            challenger_value, champion_value, fp, safety.to_dict(),
+                            {c: check.passed for c, check in checks.items()}, notes)
         for key, val in {"decision": "promoted" if promote else "kept champion", "decision_reason": reason,
                          "decision_champion_before": str(champion_before),
-                         "decision_champion_value": str(champion_value)}.items():
+                         "decision_champion_value": str(champion_value), **safety_tags(safety)}.items():
             client.set_model_version_tag(rp.model_name, version, key, val)
     return decision
+
+
+def safety_tags(safety: Safety) -> dict[str, str]:
+    """The safety floor as version tags: per clinical kind both recalls, the false alarms, the verdict."""
+    tags = {"safety": "passed" if safety.passed else "failed", "safety.baseline": safety.baseline}
+    for kind, v in safety.kinds.items():
+        tags[f"safety.recall.{kind}"] = f"{fmt(v['challenger'])} (baseline {fmt(v['baseline'])})"
+    fa = safety.false_alarms_per_hour
+    tags["safety.false_alarms_per_hour"] = f"{fmt(fa['challenger'], '.3f')} (baseline {fmt(fa['baseline'], '.3f')})"
+    return tags

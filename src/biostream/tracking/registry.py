@@ -1,15 +1,18 @@
 """Champion selection in the MLflow model registry.
 
-The `register` stage picks the best detector of the `evaluate` stage by the primary metric, registers its
+The `register` stage picks the best detector of the `evaluate` stage by the primary metric among those that
+pass the safety floor (`safety_check`: per clinical kind, physiological event recall at least the bedside rules'
+minus a margin, and no more physiological false alarms per patient-hour than they raise), registers its
 logged model as a new version of one registered model (or finds the version already registered from the
 same bundle and metrics: re-running with identical inputs creates nothing), gives it the alias
-`challenger`, and moves `champion` to it only if it beats the current champion **re-scored on today's
-test patients with today's code** (a tie keeps the champion; a champion that cannot be re-scored is kept
-and the decision says why). The whole read-compare-set runs under a lock, so two runs at once cannot both
-promote, and an alias is one atomic call: never two champions, never a half-set alias.
+`challenger`, and moves `champion` to it only if it passes the floor and beats the current champion
+**re-scored on today's test patients with today's code** (a tie keeps the champion; a champion that cannot be
+re-scored is kept and the decision says why). A model that fails the floor is never champion. The whole
+read-compare-set runs under a lock, so two runs at once cannot both promote, and an alias is one atomic call:
+never two champions, never a half-set alias.
 
-These are the pure pieces (`RegisterParams`, `metric_at`, `choose`, `decide`, `fingerprint`, `model_card`,
-`Decision`); the MLflow calls are `biostream.tracking.register`'s.
+These are the pure pieces (`RegisterParams`, `Safety`, `safety_check`, `metric_at`, `choose`, `decide`,
+`fingerprint`, `model_card`, `Decision`); the MLflow calls are `biostream.tracking.register`'s.
 """
 
 from __future__ import annotations
@@ -28,30 +31,84 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 
 @dataclass(frozen=True)
 class RegisterParams:
-    """`params.yaml: register`."""
+    """`params.yaml: register`, with the primary metric from `params.yaml: objective.metric`."""
 
     model_name: str
     primary_metric: str
+    source: str
     candidates: tuple[str, ...]
     min_improvement: float
     lock_timeout_s: float
+    baseline: str
+    margin: float
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> RegisterParams:
         w = "params.yaml: register"
         sec = require(params, "register", "params.yaml")
+        safety = require(sec, "safety", w)
         out = cls(
             model_name=str(require(sec, "model_name", w)),
-            primary_metric=str(require(sec, "primary_metric", w)),
+            primary_metric=str(require(require(params, "objective", "params.yaml"), "metric",
+                                       "params.yaml: objective")),
+            source=str(require(sec, "source", w)),
             candidates=tuple(str(c) for c in require(sec, "candidates", w)),
             min_improvement=float(require(sec, "min_improvement", w)),
             lock_timeout_s=float(require(sec, "lock_timeout_s", w)),
+            baseline=str(require(safety, "baseline", f"{w}.safety")),
+            margin=float(require(safety, "margin", f"{w}.safety")),
         )
         if not out.candidates:
             raise ConfigError(f"{w}.candidates: name at least one detector")
         if out.min_improvement < 0:
             raise ConfigError(f"{w}.min_improvement: must be >= 0 (a tie always keeps the champion)")
+        if not 0 <= out.margin < 1:
+            raise ConfigError(f"{w}.safety.margin: a recall margin within [0, 1), got {out.margin}")
         return out
+
+
+@dataclass(frozen=True)
+class Safety:
+    """A challenger against the safety floor on the test patients: per clinical kind its physiological event recall
+    and the baseline's (it passes a kind when it is at least the baseline's minus the margin), and its physiological
+    false alarms per patient-hour against the baseline's (at most as many). `passed` only if everything passes."""
+
+    baseline: str
+    margin: float
+    kinds: dict[str, dict[str, float | bool | None]]
+    false_alarms_per_hour: dict[str, float | bool | None]
+
+    @property
+    def passed(self) -> bool:
+        return all(k["ok"] for k in self.kinds.values()) and bool(self.false_alarms_per_hour["ok"])
+
+    def failures(self) -> list[str]:
+        out = [f"{k}: recall {fmt(v['challenger'])} < {fmt(v['baseline'])}" for k, v in self.kinds.items()
+               if not v["ok"]]
+        fa = self.false_alarms_per_hour
+        if not fa["ok"]:
+            out.append(f"physiological false alarms {fmt(fa['challenger'], '.2f')}/h > {fmt(fa['baseline'], '.2f')}/h")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+
+def safety_check(challenger: Mapping[str, Any], baseline: Mapping[str, Any], clinical_kinds: Sequence[str],
+                 margin: float, baseline_name: str) -> Safety:
+    """`Safety` of a challenger's test metrics (one dataset's, as `evaluate_scores` returns them) against the
+    baseline's. A kind without test events is listed and passes; a challenger without an alarm fails every kind the
+    baseline catches."""
+    ch, base = challenger["physiological"], baseline["physiological"]
+    kinds = {}
+    for kind in clinical_kinds:
+        b = base["recall_by_kind"].get(kind)
+        c = ch["recall_by_kind"].get(kind, 0.0 if b is not None else None)
+        ok = b is None or (c is not None and c >= b - margin - 1e-12)
+        kinds[kind] = {"challenger": c, "baseline": b, "ok": ok}
+    c_fa, b_fa = ch["false_alarms_per_hour"], base["false_alarms_per_hour"]
+    fa_ok = c_fa is not None and b_fa is not None and c_fa <= b_fa + 1e-12
+    return Safety(baseline_name, margin, kinds, {"challenger": c_fa, "baseline": b_fa, "ok": fa_ok})
 
 
 def lookup(metrics: Mapping[str, Any], path: str) -> Any:
@@ -72,9 +129,11 @@ def metric_at(metrics: Mapping[str, Any], path: str) -> float:
     return float(value)
 
 
-def choose(evaluation: Mapping[str, Any], candidates: Sequence[str], metric: str,
-           dataset: str = "synthetic") -> tuple[str, float]:
-    """The candidate with the highest primary metric on the dataset (ties: the first in `candidates`)."""
+def choose(evaluation: Mapping[str, Any], candidates: Sequence[str], metric: str, dataset: str = "synthetic",
+           safe: Mapping[str, bool] | None = None) -> tuple[str, float]:
+    """The candidate with the highest primary metric on the dataset among those that pass the safety floor (`safe`:
+    candidate -> passed; all when None), or the best of all when none passes (it is registered as challenger only);
+    ties: the first in `candidates`."""
     missing = [c for c in candidates if c not in evaluation]
     if missing:
         raise KeyError(f"register.candidates {missing} have no metrics in the evaluation; evaluated: "
@@ -82,12 +141,12 @@ def choose(evaluation: Mapping[str, Any], candidates: Sequence[str], metric: str
     scored = []
     for i, c in enumerate(candidates):
         try:
-            scored.append((metric_at(evaluation[c][dataset], metric), -i, c))
+            scored.append((bool(safe is None or safe.get(c, False)), metric_at(evaluation[c][dataset], metric), -i, c))
         except ValueError:  # e.g. precision of a detector that never alarmed: it cannot be chosen
             continue
     if not scored:
         raise ValueError(f"no candidate among {list(candidates)} has a numeric '{metric}'")
-    value, _, name = max(scored)
+    _, value, _, name = max(scored)
     return name, value
 
 
@@ -98,9 +157,13 @@ def fmt(value: Any, spec: str = ".3f", unit: str = "") -> str:
     return f"{value:{spec}}{unit}"
 
 
-def decide(challenger: float, champion: float | None, min_improvement: float) -> tuple[bool, str]:
-    """Promote the challenger? Only when there is no champion or it is strictly better by more than
-    `min_improvement`; a tie keeps the champion."""
+def decide(challenger: float, champion: float | None, min_improvement: float,
+           safety: Safety | None = None) -> tuple[bool, str]:
+    """Promote the challenger? Never when it fails the safety floor; otherwise only when there is no champion or it
+    is strictly better by more than `min_improvement` (a tie keeps the champion)."""
+    if safety is not None and not safety.passed:
+        return False, (f"challenger fails the safety floor against {safety.baseline} ({'; '.join(safety.failures())}): "
+                       f"it stays challenger, whatever its metric")
     if champion is None:
         return True, "no champion yet"
     if challenger > champion + min_improvement:
@@ -118,16 +181,18 @@ def fingerprint(bundle_dir: Path, detector: str, metrics: Mapping[str, Any]) -> 
     return h.hexdigest()[:16]
 
 
-def model_card(detector: str, metrics: Mapping[str, Any], threshold: float, policy: Mapping[str, Any],
-               data: Mapping[str, Any], limits: Sequence[str]) -> str:
-    """The registered version's description: what it is, on what data, how good, and what it misses."""
-    ev, pt = metrics["events"], metrics["point"]
-    missed = sorted(k for k, v in ev["recall_by_kind"].items() if v < 0.5)
+def model_card(detector: str, metrics: Mapping[str, Any], policy: Mapping[str, Any], data: Mapping[str, Any],
+               limits: Sequence[str], safety: Safety | None = None) -> str:
+    """The registered version's description: what it is, on what data, how good per class, how safe, and what it
+    misses."""
+    ph, te, pt, bed = metrics["physiological"], metrics["technical"], metrics["point"], metrics.get("rule_events", {})
+    missed = sorted(k for k, v in ph["recall_by_kind"].items() if v < 0.5)
     lines = [
         f"# {detector}: vital-sign anomaly detector (BioStream)",
         "",
-        "Input: raw 1 Hz vital-sign windows (signals x window_s, NaN = missing); output: anomaly score, alarm, "
-        "threshold. The feature pipeline travels with the model.",
+        "Input: raw 1 Hz vital-sign windows (signals x window_s, NaN = missing); output: a score (> 0: above the "
+        "alarm threshold), the alarm and its class (physiological or technical). The feature pipeline, the safety "
+        "floor (the bedside rules) and the technical checks travel with the model.",
         "",
         "## Data",
         f"- Synthetic cohort: {data.get('patients', '?')} patients, {data.get('hours', '?')} patient-hours, "
@@ -136,17 +201,38 @@ def model_card(detector: str, metrics: Mapping[str, Any], threshold: float, poli
         f"- VitalDB cases evaluated: {data.get('vitaldb_cases', 'none')}.",
         "",
         "## Test metrics (synthetic test patients)",
-        "| event F1 | event recall | event precision | false alarms / patient-hour | median delay | AUROC | AUPRC |",
+        "| class | event F1 | weighted F1 | event recall | event precision | false alarms / patient-hour | median "
+        "delay |",
         "|---|---|---|---|---|---|---|",
-        f"| {fmt(ev['event_f1'])} | {fmt(ev['event_recall'])} | {fmt(ev['event_precision'])} | "
-        f"{fmt(ev['false_alarms_per_hour'], '.2f')} | {fmt(ev['median_delay_s'], '.0f', ' s')} | "
-        f"{fmt(pt['auroc'])} | {fmt(pt['auprc'])} |",
+        f"| physiological | {fmt(ph['event_f1'])} | {fmt(ph.get('weighted_f1'))} | {fmt(ph['event_recall'])} | "
+        f"{fmt(ph['event_precision'])} | {fmt(ph['false_alarms_per_hour'], '.2f')} | "
+        f"{fmt(ph['median_delay_s'], '.0f', ' s')} |",
+        f"| technical | {fmt(te['event_f1'])} | | {fmt(te['event_recall'])} | {fmt(te['event_precision'])} | "
+        f"{fmt(te['false_alarms_per_hour'], '.2f')} | {fmt(te['median_delay_s'], '.0f', ' s')} |",
         "",
-        f"Threshold {threshold:.6g}; alarm after {policy['k']} of {policy['n']} s above it, refractory "
+        f"Physiological seconds: AUROC {fmt(pt['auroc'])}, AUPRC {fmt(pt['auprc'])}. Bedside view (rule-defined "
+        f"events): {fmt(bed.get('recall'))} caught, {fmt(bed.get('alarms_per_hour'), '.2f')} alarms per "
+        f"patient-hour, AUROC {fmt(bed.get('auroc'))}.",
+        "",
+    ]
+    if safety is not None:
+        lines += [
+            f"## Safety floor (against {safety.baseline}: {'passed' if safety.passed else 'FAILED'})",
+            "| clinical kind | recall | baseline recall | ok |",
+            "|---|---|---|---|",
+            *[f"| {k} | {fmt(v['challenger'])} | {fmt(v['baseline'])} | {'yes' if v['ok'] else 'no'} |"
+              for k, v in safety.kinds.items()],
+            f"| physiological false alarms / h | {fmt(safety.false_alarms_per_hour['challenger'], '.2f')} | "
+            f"{fmt(safety.false_alarms_per_hour['baseline'], '.2f')} | "
+            f"{'yes' if safety.false_alarms_per_hour['ok'] else 'no'} |",
+            "",
+        ]
+    lines += [
+        f"Score 0 is the threshold; alarm after {policy['k']} of {policy['n']} s above it, per class, refractory "
         f"{policy['refractory_s']} s, event tolerance {policy['tolerance_s']} s.",
         "",
         "## Known limits",
-        f"- Anomaly kinds caught less than half the time on the test patients: {', '.join(missed) or 'none'}.",
+        f"- Physiological kinds caught less than half the time on the test patients: {', '.join(missed) or 'none'}.",
         *[f"- {x}" for x in limits],
     ]
     return "\n".join(lines)
@@ -168,6 +254,8 @@ class Decision:
     challenger_value: float
     champion_value: float | None
     fingerprint: str
+    safety: dict[str, Any] = field(default_factory=dict)  # `Safety.to_dict()` of the challenger
+    candidates_safety: dict[str, bool] = field(default_factory=dict)  # every candidate: passes the floor?
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from biostream.core.config import ConfigError, load_yaml, require
-from biostream.models.calibration import artefacts_are_events
 
-OBJECTIVES = ("event_f1", "auprc", "auroc")
 _TYPES = ("int", "float", "categorical")
 
 
@@ -62,29 +60,23 @@ def decode(params: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TuneParams:
-    """`params.yaml: tune`."""
+    """`params.yaml: tune` (what a study maximises is `params.yaml: objective`)."""
 
-    objective: str
     n_trials: Mapping[str, int]
     timeout_s: float
     seed: int
     storage: str
-    include_artefacts: bool
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TuneParams:
         w = "params.yaml: tune"
         sec = require(params, "tune", "params.yaml")
         out = cls(
-            objective=str(require(sec, "objective", w)),
             n_trials={str(k): int(v) for k, v in require(sec, "n_trials", w).items()},
             timeout_s=float(require(sec, "timeout_s", w)),
             seed=int(require(sec, "seed", w)),
             storage=str(require(sec, "storage", w)),
-            include_artefacts=artefacts_are_events(params),
         )
-        if out.objective not in OBJECTIVES:
-            raise ConfigError(f"{w}.objective: '{out.objective}' is not one of {OBJECTIVES}")
+        if any(n < 1 for n in out.n_trials.values()):
+            raise ConfigError(f"{w}.n_trials: every detector needs at least 1 trial, got {dict(out.n_trials)}")
         return out
-
-

@@ -23,7 +23,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,13 @@ import numpy as np
 
 from biostream.models.calibration import ThresholdParams, Validation, calibrate_on_validation, validation_metrics
 from biostream.models.detectors import make_detector, score_view
-from biostream.models.evaluation import AlarmPolicy
+from biostream.models.evaluation import AlarmPolicy, Objective
+from biostream.models.floor import Combination, spread_of
 from biostream.tuning.space import SearchSpace, TuneParams, decode
 
 log = logging.getLogger("biostream.tuning")
-LOGGED_METRICS = ("event_f1", "event_recall", "event_precision", "false_alarms_per_hour", "auprc")
+LOGGED_METRICS = ("objective", "physiological.weighted_f1", "physiological.event_recall",
+                  "physiological.false_alarms_per_hour", "technical.event_f1", "point.auprc")
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:
@@ -73,7 +75,8 @@ def study_name(detector: str, setup: Mapping[str, Any]) -> str:
 @dataclass
 class StudyInputs:
     """What a study of one detector reads: training inputs (the detector's view of normal training rows), the
-    validation view (built once: every trial scores the same rows) and the validation patients."""
+    validation view (built once: every trial scores the same rows), the validation patients with the floor's view
+    of them, and the floor every trial is calibrated and measured with (`floor`, its spread set per trial)."""
 
     detector: str
     fixed: Mapping[str, Any]
@@ -81,8 +84,11 @@ class StudyInputs:
     X_train: np.ndarray
     X_val: np.ndarray
     val: Validation
+    floor: Combination
+    signals: tuple[str, ...]
     policy: AlarmPolicy
     threshold: ThresholdParams
+    objective: Objective
     tune: TuneParams
     pipeline_json: str  # the input pipeline the views were built with
 
@@ -94,11 +100,11 @@ class StudyInputs:
 
     def setup(self) -> dict[str, Any]:
         """Everything the study's result depends on (`study_name`); the code last, once it is all imported."""
-        t = self.tune
-        return {"space": self.space.specs, "fixed": dict(self.fixed), "objective": t.objective, "seed": t.seed,
-                "include_artefacts": t.include_artefacts, "policy": self.policy.to_dict(),
-                "threshold": self.threshold.__dict__, "features": self.pipeline_json,
-                "rows": [len(self.X_train), len(self.val.rows)], "code": code_fingerprint()}
+        return {"space": self.space.specs, "fixed": dict(self.fixed), "objective": self.objective.__dict__,
+                "seed": self.tune.seed, "policy": self.policy.to_dict(), "threshold": self.threshold.__dict__,
+                "floor": self.floor.to_dict() | {"rules": self.floor.rules is not None and self.floor.rules.rules},
+                "features": self.pipeline_json, "rows": [len(self.X_train), len(self.val.rows)],
+                "code": code_fingerprint()}
 
 
 def run_study(inputs: StudyInputs) -> dict[str, Any]:
@@ -147,21 +153,23 @@ def run_study(inputs: StudyInputs) -> dict[str, Any]:
                 mlflow.log_metric("duration_s", time.perf_counter() - start)
                 raise
             scores = score_view(det, inputs.X_val)
-            threshold = calibrate_on_validation(scores, inputs.val, inputs.policy, inputs.threshold,
-                                                t.include_artefacts)
-            metrics = validation_metrics(scores, inputs.val, threshold, inputs.policy, t.include_artefacts)
+            comb = replace(inputs.floor, spread=spread_of(det.train_scores_))
+            args = (inputs.val, comb, inputs.signals, inputs.policy)
+            threshold = calibrate_on_validation(scores, *args, inputs.threshold, inputs.objective)
+            metrics = validation_metrics(scores, threshold, *args, inputs.objective)
             metrics["duration_s"] = time.perf_counter() - start
-            mlflow.log_metrics({f"val_{k}" if k != "duration_s" else k: float(v) for k, v in metrics.items()})
+            mlflow.log_metrics({f"val_{k}" if k != "duration_s" else k: float(v) for k, v in metrics.items()
+                                if np.isfinite(v)})
             mlflow.set_tag("state", "complete")
             for k in LOGGED_METRICS:
-                trial.set_user_attr(k, float(metrics[k]))
-            value = float(metrics[t.objective])
-            return value if value == value else 0.0  # NaN (e.g. no alarm at all) counts as 0
+                trial.set_user_attr(k, float(metrics.get(k, float("nan"))))
+            value = float(metrics["objective"])
+            return value if value == value else 0.0  # NaN (e.g. no event at all) counts as 0
 
     with mlflow.start_run(run_name=f"tune-{name}", tags={"stage": "tune", "detector": name,
                                                          "study": study.study_name}):
         done = len(study.get_trials(deepcopy=False, states=finished_states))
-        mlflow.log_params({"n_trials": n_trials, "objective": t.objective, "storage": t.storage,
+        mlflow.log_params({"n_trials": n_trials, "objective": inputs.objective.metric, "storage": t.storage,
                            "resumed_trials": done})
         log.info("study %s: %d trials finished, %d to go (timeout %.0f s)", study.study_name, done,
                  max(0, n_trials - done), t.timeout_s)
@@ -178,8 +186,8 @@ def run_study(inputs: StudyInputs) -> dict[str, Any]:
             raise RuntimeError(f"{name}: no trial completed; raise tune.timeout_s or narrow the search space")
         best = study.best_trial
         mlflow.log_params({f"best_{k}": str(v) for k, v in best.params.items()})
-        mlflow.log_metrics({f"best_val_{t.objective}": best.value,
-                            **{f"best_val_{k}": v for k, v in best.user_attrs.items()},
+        mlflow.log_metrics({"best_val_objective": best.value,
+                            **{f"best_val_{k}": v for k, v in best.user_attrs.items() if v == v},
                             "trials_complete": len(complete),
                             "trials_pruned": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))})
         for plot_name, plot in (("optimization_history", optuna.visualization.matplotlib.plot_optimization_history),
@@ -196,5 +204,5 @@ def run_study(inputs: StudyInputs) -> dict[str, Any]:
 
     best_params = {**inputs.fixed, **decode(best.params)}
     return {"detector": name, "params": {k: list(v) if isinstance(v, tuple) else v for k, v in best_params.items()},
-            "objective": t.objective, "value": best.value, "metrics": best.user_attrs,
+            "objective": inputs.objective.metric, "value": best.value, "metrics": best.user_attrs,
             "trials": len(study.trials), "study": study.study_name}

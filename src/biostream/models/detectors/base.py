@@ -185,8 +185,10 @@ class BaseDetector(BaseEstimator):
         and the pipeline's stages never call it. Default: nothing to build."""
 
     def set_threshold(self, threshold: float) -> BaseDetector:
-        if not np.isfinite(threshold):
-            raise ValueError(f"threshold must be finite, got {threshold}")
+        """Set the calibrated threshold; +inf means the detector alarms on nothing by itself (a floored bundle then
+        alarms by its floor alone, `biostream.models.calibration`)."""
+        if np.isnan(threshold) or threshold == -np.inf:
+            raise ValueError(f"threshold must be a number or +inf, got {threshold}")
         self.threshold_ = float(threshold)
         return self
 

@@ -7,6 +7,8 @@ The trees are built on every core: scikit-learn draws each tree's seed first, so
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
@@ -42,5 +44,17 @@ class IsolationForestDetector(TabularDetector):
         positive contributions raise the anomaly score."""
         import shap
 
-        explainer = self._derived("explainer", k, shap.TreeExplainer)
+        explainer = self._derived("explainer", k, lambda model: shap.TreeExplainer(_shap_readable(model)))
         return -np.asarray(explainer.shap_values(X, check_additivity=False))
+
+
+def _shap_readable(model: IsolationForest) -> IsolationForest:
+    """The forest as SHAP 0.5x can read it: its `IsoTree` maps the tree's feature numbers through the tree's
+    feature subset for leaves too (-2) and fails on a one-feature subset (a part of two features with
+    `max_features` < 1). Repeating the lone feature leaves every split's feature the same (a shallow copy; the
+    model is not changed)."""
+    if all(len(f) > 1 for f in model.estimators_features_):
+        return model
+    out = copy.copy(model)
+    out.estimators_features_ = [np.r_[f, f] if len(f) == 1 else f for f in model.estimators_features_]
+    return out

@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 
 from biostream.core.config import SignalCatalog
-from biostream.data.schema import EVENTS_SCHEMA, NO_EVENT, NO_KIND, empty_frame
+from biostream.data.schema import EVENTS_SCHEMA, empty_frame
 from biostream.sources.synthetic.params import CohortParams, Physiology
 from biostream.sources.synthetic.patient import simulate_patient
 
 
 @dataclass(frozen=True)
 class Cohort:
-    vitals: pd.DataFrame  # patient_id, time_s, signals, label, artefact, anomaly_kind, event_id
-    events: pd.DataFrame  # EVENTS_SCHEMA
+    vitals: pd.DataFrame  # patient_id, time_s, signals
+    events: pd.DataFrame  # EVENTS_SCHEMA: the injected events (`build_dataset` adds the rule-defined ones)
     patients: pd.DataFrame  # patient_id, hours, bp_mode, n_events
 
 
@@ -40,20 +40,11 @@ def generate_cohort(
         rng = np.random.default_rng(children[i])
         n = int(rng.uniform(*params.hours) * 3600)
         rec = simulate_patient(rng, n, phys, params, catalog)
-        label = np.zeros(n, dtype=np.int8)
-        artefact = np.zeros(n, dtype=np.int8)
-        kind = np.full(n, NO_KIND, dtype=object)
-        event_id = np.full(n, NO_EVENT, dtype=np.int32)
         for ev in rec.events:
-            sl = slice(ev["start_s"], ev["end_s"])
-            (artefact if ev["category"] == "artefact" else label)[sl] = 1
-            kind[sl] = ev["kind"]
-            event_id[sl] = next_event
             event_rows.append({"event_id": next_event, "patient_id": ids[i], **ev})
             next_event += 1
         frame = {"patient_id": np.full(n, ids[i], dtype=object), "time_s": np.arange(n, dtype=np.int32)}
         frame.update({s: rec.signals[s] for s in catalog.keys})
-        frame.update(label=label, artefact=artefact, anomaly_kind=kind, event_id=event_id)
         frames.append(pd.DataFrame(frame))
         patient_rows.append(
             {"patient_id": ids[i], "hours": n / 3600.0, "bp_mode": rec.bp_mode, "n_events": len(rec.events)}

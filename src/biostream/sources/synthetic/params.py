@@ -13,10 +13,11 @@ import numpy as np
 from biostream.core.config import ConfigError, as_range, load_yaml, require
 
 CATEGORIES = ("clinical", "statistical", "artefact")
+CLASSES = ("physiological", "technical")  # what an event is to a clinician: the patient, or the measurement
 BP_SIGNALS = ("sbp", "dbp", "map")
-CLINICAL_KINDS = ("hypotension", "tachycardia", "bradycardia", "desaturation", "hypercapnia", "fever")
+CLINICAL_KINDS = ("hypotension", "tachycardia", "bradycardia", "desaturation", "hypercapnia", "hyperthermia")
 STATISTICAL_KINDS = ("spike", "level_shift", "drift", "flatline", "variance_burst")
-ARTEFACT_KINDS = ("probe_off", "line_flush")
+ARTEFACT_KINDS = ("probe_off", "line_flush", "ecg_artefact")
 # the signal a clinical episode is defined on (it must be monitored for the episode to be injected)
 MAIN_SIGNAL = {
     "hypotension": "map",
@@ -24,9 +25,9 @@ MAIN_SIGNAL = {
     "bradycardia": "hr",
     "desaturation": "spo2",
     "hypercapnia": "etco2",
-    "fever": "temp",
+    "hyperthermia": "temp",
 }
-
+TRANSIENT_SIGNALS = ("hr", "map", "spo2")  # where short limit crossings happen (Physiology.transients)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ class CohortParams:
 @dataclass(frozen=True)
 class AnomalySpec:
     kind: str
-    category: str
+    category: str  # how it is made: clinical (latent physiology), statistical or artefact (the measurement)
+    event_class: str  # what it is to a clinician: physiological or technical
     weight: float
     signals: tuple[str, ...]
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
@@ -101,6 +103,8 @@ class Physiology:
     nibp_error_sd: float
     scale: Mapping[str, float]
     anomalies: Mapping[str, AnomalySpec]
+    low_pressure: LowPressure
+    transients: Transients
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Physiology:
@@ -124,14 +128,18 @@ class Physiology:
                     f"{where}: unknown anomaly kind; the generator implements "
                     f"{CLINICAL_KINDS + STATISTICAL_KINDS + ARTEFACT_KINDS}"
                 )
+            event_class = str(require(body, "class", where))
+            if event_class not in CLASSES:
+                raise ConfigError(f"{where}.class: '{event_class}' is not one of {CLASSES}")
             ranges = {
                 k: as_range(v, f"{where}.{k}")
                 for k, v in body.items()
-                if k not in ("category", "weight", "signals")
+                if k not in ("category", "class", "weight", "signals")
             }
             anomalies[kind] = AnomalySpec(
                 kind=kind,
                 category=category,
+                event_class=event_class,
                 weight=float(require(body, "weight", where)),
                 signals=tuple(require(body, "signals", where)),
                 ranges=ranges,
@@ -149,5 +157,50 @@ class Physiology:
             nibp_error_sd=float(require(nibp, "error_sd", f"{w}: nibp")),
             scale={k: float(v) for k, v in require(raw, "scale", w).items()},
             anomalies=anomalies,
+            low_pressure=LowPressure.from_yaml(require(raw, "low_pressure", w), f"{w}: low_pressure"),
+            transients=Transients.from_yaml(require(raw, "transients", w), f"{w}: transients"),
         )
+
+
+@dataclass(frozen=True)
+class LowPressure:
+    """Long stretches of low pressure without an injected event (`configs/synthetic.yaml: low_pressure`): with
+    `probability` a patient has `phases` of `duration_s` where the latent MAP settles near a level drawn from
+    `map`, reached over `ramp_s`. The seconds where its MAP stays under a rule's limit long enough become
+    rule-defined events (`biostream.data.dataset`), as on a real monitor."""
+
+    probability: float
+    phases: tuple[float, float]
+    duration_s: tuple[float, float]
+    map: tuple[float, float]
+    ramp_s: tuple[float, float]
+
+    @classmethod
+    def from_yaml(cls, raw: Mapping[str, Any], where: str) -> LowPressure:
+        ranges = (as_range(require(raw, k, where), f"{where}.{k}") for k in ("phases", "duration_s", "map", "ramp_s"))
+        out = cls(float(require(raw, "probability", where)), *ranges)
+        if not 0 <= out.probability <= 1:
+            raise ConfigError(f"{where}.probability: must be within [0, 1], got {out.probability}")
+        return out
+
+
+@dataclass(frozen=True)
+class Transients:
+    """Short, real crossings of the bedside limits that end before a rule's minimum duration (`configs/synthetic.yaml:
+    transients`): `per_hour` per patient-hour, each on one of `TRANSIENT_SIGNALS`, reaching a level drawn from
+    `<signal>.to` for `<signal>.duration_s`. Unlabelled: they are not events, but a monitor without alarm delay
+    alarms on them."""
+
+    per_hour: float
+    to: Mapping[str, tuple[float, float]]
+    duration_s: Mapping[str, tuple[float, float]]
+
+    @classmethod
+    def from_yaml(cls, raw: Mapping[str, Any], where: str) -> Transients:
+        to, dur = {}, {}
+        for s in TRANSIENT_SIGNALS:
+            body = require(raw, s, where)
+            to[s] = as_range(require(body, "to", f"{where}.{s}"), f"{where}.{s}.to")
+            dur[s] = as_range(require(body, "duration_s", f"{where}.{s}"), f"{where}.{s}.duration_s")
+        return cls(float(require(raw, "per_hour", where)), to, dur)
 

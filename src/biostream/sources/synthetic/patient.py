@@ -4,9 +4,11 @@ The recording is built in the order a monitor would see it happen, one function 
 
 1. `_draw_patient`: individual baselines, how blood pressure is measured (arterial line or cuff) and which
    signals are monitored at all;
-2. `_latent_physiology`: slow Ornstein-Uhlenbeck fluctuation of the physiology and the anaesthesia induction;
-3. clinical episodes act on that latent physiology (`CLINICAL_EFFECTS`, one function per kind), so coupled
-   signals follow: `_physiology` then derives pulse pressure, the baroreflex, HR and EtCO2;
+2. `_latent_physiology`: slow Ornstein-Uhlenbeck fluctuation of the physiology, the anaesthesia induction, and
+   long stretches of low pressure (`_low_pressure`, unlabelled);
+3. clinical episodes act on that latent physiology (`CLINICAL_EFFECTS`, one function per kind), and so do short
+   limit crossings (`_transients`, unlabelled), so coupled signals follow: `_physiology` then derives pulse
+   pressure, the baroreflex, HR and EtCO2;
 4. `_measure`: measurement noise, and cuff pressures held between cycles for NIBP patients;
 5. statistical anomalies and artefacts act on what the monitor measures (`FAULTS`, one function per kind);
 6. `_display`: display resolution, the possible range, absent signals and unlabelled missing stretches.
@@ -26,7 +28,13 @@ import numpy as np
 from biostream.core.config import SignalCatalog
 from biostream.sources.synthetic.blocks import hold_samples, low_pass, ou_process, trapezoid
 from biostream.sources.synthetic.events import draw_events
-from biostream.sources.synthetic.params import BP_SIGNALS, AnomalySpec, CohortParams, Physiology
+from biostream.sources.synthetic.params import (
+    BP_SIGNALS,
+    TRANSIENT_SIGNALS,
+    AnomalySpec,
+    CohortParams,
+    Physiology,
+)
 
 BASELINE_KEYS = ("hr", "sbp", "dbp", "spo2", "rr", "temp", "etco2")
 
@@ -34,7 +42,7 @@ BASELINE_KEYS = ("hr", "sbp", "dbp", "spo2", "rr", "temp", "etco2")
 @dataclass(frozen=True)
 class PatientRecording:
     signals: dict[str, np.ndarray]
-    events: list[dict[str, Any]]  # kind, category, start_s, end_s, signals
+    events: list[dict[str, Any]]  # kind, category, event_class, start_s, end_s, signals
     bp_mode: str
 
 
@@ -108,8 +116,52 @@ def _latent_physiology(rng: np.random.Generator, n: int, phys: Physiology, pt: P
     ramp = np.clip((t - i_start) / i_onset, 0.0, 1.0)
     recovery = np.exp(-np.clip(t - i_start - i_onset, 0.0, None) / tau)
     map_dev -= drop * ramp * recovery
+    map_dev += _low_pressure(rng, n, phys, pt)
     zeros = np.zeros(n)
     return Latent(map_dev, pp_dev, hr_dev, spo2, rr, temp, etco2_dev, zeros.copy(), zeros.copy(), zeros.copy())
+
+
+def _low_pressure(rng: np.random.Generator, n: int, phys: Physiology, pt: Patient) -> np.ndarray:
+    """The latent MAP's offset over the patient's stretches of low pressure (zero for most patients): each
+    stretch moves the MAP towards a level near the limits and holds it there."""
+    lp = phys.low_pressure
+    out = np.zeros(n)
+    if rng.random() >= lp.probability:
+        return out
+    for _ in range(int(rng.integers(int(lp.phases[0]), int(lp.phases[1]) + 1))):
+        length = int(rng.uniform(*lp.duration_s))
+        ramp = int(rng.uniform(*lp.ramp_s))
+        start = int(rng.integers(0, max(1, n - length)))
+        shape = trapezoid(min(length, n - start), ramp, max(0, length - 2 * ramp), ramp)
+        out[start : start + len(shape)] = np.minimum(out[start : start + len(shape)],
+                                                     shape * (rng.uniform(*lp.map) - pt.map0))
+    return out
+
+
+def _transients(rng: np.random.Generator, n: int, lt: Latent, pt: Patient, phys: Physiology,
+                events: list[dict[str, Any]], warmup_s: int) -> None:
+    """Short crossings of the limits, shorter than the rules' durations, outside events: HR up, MAP down, SpO2
+    down, each over a few seconds' ramp (a monitor without alarm delay alarms on them; the rules do not)."""
+    tr = phys.transients
+    busy = np.zeros(n, dtype=bool)
+    for ev in events:
+        busy[max(0, ev["start"] - 120) : ev["start"] + ev["duration"] + 120] = True
+    for _ in range(int(rng.poisson(tr.per_hour * n / 3600.0))):
+        signal = TRANSIENT_SIGNALS[int(rng.integers(len(TRANSIENT_SIGNALS)))]
+        length = max(3, int(rng.uniform(*tr.duration_s[signal])))
+        to = rng.uniform(*tr.to[signal])
+        start = int(rng.integers(warmup_s, max(warmup_s + 1, n - length)))
+        if busy[start : start + length].any():
+            continue
+        ramp = max(1, min(5, length // 4))
+        shape = trapezoid(length, ramp, length - 2 * ramp, ramp)
+        sl = slice(start, start + len(shape))
+        if signal == "hr":
+            lt.hr_extra[sl] += shape * max(0.0, to - (pt.base["hr"] + lt.hr_dev[sl].mean()))
+        elif signal == "map":
+            lt.map_dev[sl] += shape * min(0.0, to - (pt.map0 + lt.map_dev[sl].mean()))
+        else:
+            lt.spo2[sl] += shape * min(0.0, to - lt.spo2[sl].mean())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -149,14 +201,14 @@ def _hypercapnia(lt: Latent, sl: slice, shape: np.ndarray, target: float, pt: Pa
     lt.hr_extra[sl] += shape * spec.draw(rng, "hr_change")
 
 
-def _fever(lt: Latent, sl: slice, shape: np.ndarray, target: float, pt: Patient, spec: AnomalySpec,
-           rng: np.random.Generator) -> None:
+def _hyperthermia(lt: Latent, sl: slice, shape: np.ndarray, target: float, pt: Patient, spec: AnomalySpec,
+                  rng: np.random.Generator) -> None:
     lt.fever[sl] += shape * (target - pt.base["temp"])
 
 
 CLINICAL_EFFECTS: dict[str, ClinicalEffect] = {
     "hypotension": _hypotension, "tachycardia": _tachycardia, "bradycardia": _bradycardia,
-    "desaturation": _desaturation, "hypercapnia": _hypercapnia, "fever": _fever,
+    "desaturation": _desaturation, "hypercapnia": _hypercapnia, "hyperthermia": _hyperthermia,
 }
 
 
@@ -259,9 +311,17 @@ def _line_flush(sig: dict[str, np.ndarray], ev: dict[str, Any], phys: Physiology
         sig[s][a : a + dur] = level + rng.normal(0, 2.0, dur)
 
 
+def _ecg_artefact(sig: dict[str, np.ndarray], ev: dict[str, Any], phys: Physiology,
+                  rng: np.random.Generator) -> None:
+    """The monitor double counts (T waves, pacing spikes, electrocautery): HR reads about twice the real rate."""
+    a, dur = ev["start"], ev["duration"]
+    sig["hr"][a : a + dur] *= ev["spec"].draw(rng, "factor")
+
+
 FAULTS: dict[str, Fault] = {
     "spike": _step, "level_shift": _step, "drift": _drift, "flatline": _flatline,
     "variance_burst": _variance_burst, "probe_off": _probe_off, "line_flush": _line_flush,
+    "ecg_artefact": _ecg_artefact,
 }
 
 
@@ -301,6 +361,7 @@ def simulate_patient(
             sl = slice(ev["start"], ev["start"] + ev["duration"])
             shape = trapezoid(ev["duration"], *ev["shape"])
             CLINICAL_EFFECTS[spec.kind](latent, sl, shape, spec.draw(rng, "target"), pt, spec, rng)
+    _transients(rng, n, latent, pt, phys, events, params.warmup_s)
     sig = _measure(rng, n, _physiology(latent, pt, phys), pt, phys)
     for ev in events:
         if ev["spec"].category != "clinical":
@@ -309,6 +370,7 @@ def simulate_patient(
         {
             "kind": ev["spec"].kind,
             "category": ev["spec"].category,
+            "event_class": ev["spec"].event_class,
             "start_s": ev["start"],
             "end_s": ev["start"] + ev["duration"],
             "signals": ",".join(ev["signals"]),
