@@ -4,13 +4,17 @@
         --search-space configs/search_spaces/iforest.yaml --out results/tune/iforest.json
 
 The study (`biostream.tuning.study`) resumes when nothing it depends on changed, code included, and starts
-afresh otherwise; MLflow gets a parent run per study with a child run per trial.
+afresh otherwise; MLflow gets a parent run per study with a child run per trial. With `tune.workers` > 1 (and a
+database server as `tune.storage`) the stage starts that many processes in all; the same command with `--join`
+adds a worker from another machine to the running study.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 
 from biostream.core.config import Configs, load_yaml, require
 from biostream.core.io import write_json
@@ -24,7 +28,7 @@ from biostream.models.floor import SafetyParams
 from biostream.models.technical import TechnicalChecks
 from biostream.models.training import floor_template, validation_of
 from biostream.tuning.space import SearchSpace, TuneParams
-from biostream.tuning.study import StudyInputs, run_study
+from biostream.tuning.study import StudyInputs, join_study, run_study
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,7 +44,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recordings", required=True, help="the ingest_recordings stage's output folder")
     p.add_argument("--search-space", required=True)
     p.add_argument("--out", required=True, help="best params JSON")
+    p.add_argument("--join", action="store_true",
+                   help="join the study as one more worker (same arguments and params as the running stage, from this "
+                        "or another machine with the same data and code): run trials, write nothing")
     return p.parse_args(argv)
+
+
+def start_workers(argv: list[str], n: int) -> list[subprocess.Popen]:
+    """`n` more processes of this stage, each joining the study (`--join`)."""
+    return [subprocess.Popen([sys.executable, "-m", "pipelines.tune", *argv, "--join"]) for _ in range(n)]
 
 
 def datasets(args: argparse.Namespace) -> dict[str, str]:
@@ -78,8 +90,12 @@ def main(argv: list[str] | None = None) -> None:
         threshold=ThresholdParams.from_params(params), objective=Objective.from_params(params, configs.rules),
         tune=tune, pipeline_json=json.dumps(pipeline.to_dict(), sort_keys=True),
     )
+    if args.join:
+        join_study(inputs)
+        return
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        result = run_study(inputs)
+        result = run_study(inputs, (lambda: start_workers(argv, tune.workers - 1)) if tune.workers > 1 else None)
     except RuntimeError as exc:
         raise SystemExit(str(exc)) from None
     write_json(result, args.out)

@@ -61,3 +61,18 @@ def test_tune_params_are_checked(root):
     params["tune"]["n_trials"]["ocsvm"] = 0
     with pytest.raises(ConfigError, match="every detector needs at least 1 trial"):
         TuneParams.from_params(params)
+
+
+def test_several_workers_need_a_database_server_and_a_heartbeat_below_its_grace(root):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["tune"]["workers"] = 2  # on the default sqlite file
+    with pytest.raises(ConfigError, match=r"several workers need a database server \(tune.storage: postgresql"):
+        TuneParams.from_params(params)
+    params["tune"]["storage"] = "postgresql://postgres@127.0.0.1/optuna"
+    assert TuneParams.from_params(params).workers == 2
+    params["tune"].update(heartbeat_s=60, grace_s=30)
+    with pytest.raises(ConfigError, match=r"heartbeat_s \(60\) must be above 0 and below grace_s \(30\)"):
+        TuneParams.from_params(params)
+    params["tune"].update(heartbeat_s=10, workers=0)
+    with pytest.raises(ConfigError, match="at least 1 worker process"):
+        TuneParams.from_params(params)

@@ -19,10 +19,13 @@ import ast
 import hashlib
 import json
 import logging
+import os
+import socket
+import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -107,36 +110,69 @@ class StudyInputs:
                 "code": code_fingerprint()}
 
 
-def run_study(inputs: StudyInputs) -> dict[str, Any]:
-    """Run (or resume) the study to `n_trials` finished trials, log it to the active MLflow experiment, and return
-    what the `tune` stage writes: the best hyperparameters (constructor values, tuples as lists), the objective's
-    value and the best trial's validation metrics."""
-    import matplotlib
+def open_storage(tune: TuneParams) -> Any:
+    """The study's RDB storage, with a heartbeat per running trial: a trial whose worker died (SIGKILL, a lost
+    machine) is failed once its heartbeat is `grace_s` old, and re-queued with the same parameters (up to
+    `max_retry` times), so nothing is left RUNNING and no sampled point is lost."""
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    engine = {"connect_args": {"timeout": 60}} if tune.storage.startswith("sqlite") else {"pool_pre_ping": True}
+    return RDBStorage(tune.storage, engine_kwargs=engine, heartbeat_interval=int(round(tune.heartbeat_s)) or 1,
+                      grace_period=int(round(tune.grace_s)),
+                      failed_trial_callback=RetryFailedTrialCallback(max_retry=tune.max_retry))
+
+
+def _open_study(inputs: StudyInputs) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    make_detector(inputs.detector, **inputs.fixed)  # its module imported: part of the code fingerprint
+    return optuna.create_study(
+        study_name=study_name(inputs.detector, inputs.setup()), storage=open_storage(inputs.tune),
+        direction="maximize", load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=inputs.tune.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
+    )
+
+
+def _finished(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _settle(study: Any, tune: TuneParams, deadline: float) -> None:
+    """Wait until no trial runs: a live worker's trial ends, a dead worker's trial goes stale and is failed (and
+    re-queued) after `grace_s`."""
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    while time.monotonic() < deadline:
+        fail_stale_trials(study)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running:
+            return
+        log.info("study %s: waiting for %d running trial(s) (%s) to end or go stale", study.study_name,
+                 len(running), ", ".join(str(tr.number) for tr in running))
+        time.sleep(tune.heartbeat_s)
+
+
+def _optimize(study: Any, inputs: StudyInputs, worker: str, deadline: float) -> None:
+    """Run trials of the study in this process until it has `n_trials` finished in total (all workers), or the
+    deadline."""
     import mlflow
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    name, t = inputs.detector, inputs.tune
-    make_detector(name, **inputs.fixed)  # its module imported: part of the code fingerprint
-    study = optuna.create_study(
-        study_name=study_name(name, inputs.setup()), storage=t.storage, direction="maximize",
-        load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=t.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
-    )
-    finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
-    n_trials = inputs.n_trials
+    name = inputs.detector
 
     def objective(trial: optuna.Trial) -> float:
         hp = {**inputs.fixed, **inputs.space.suggest(trial)}
+        trial.set_user_attr("worker", worker)
         with mlflow.start_run(run_name=f"{name}-trial-{trial.number:03d}", nested=True,
                               tags={"stage": "tune", "detector": name, "study": study.study_name,
-                                    "trial": str(trial.number)}):
+                                    "trial": str(trial.number), "worker": worker}):
             mlflow.log_params({k: str(v) for k, v in hp.items()})
             start = time.perf_counter()
             det = make_detector(name, **hp)
@@ -166,17 +202,79 @@ def run_study(inputs: StudyInputs) -> dict[str, Any]:
             value = float(metrics["objective"])
             return value if value == value else 0.0  # NaN (e.g. no event at all) counts as 0
 
+    finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
+    while _finished(study) < inputs.n_trials and time.monotonic() < deadline:
+        study.optimize(objective, timeout=max(1.0, deadline - time.monotonic()), catch=(),
+                       callbacks=[MaxTrialsCallback(inputs.n_trials, states=finished_states)])
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def join_study(inputs: StudyInputs) -> int:
+    """Add this process as a worker to the study the `tune` stage runs (the same inputs give the same study):
+    run its trials until it has `n_trials` finished in total. Returns the number of trials this worker finished;
+    the stage's own process writes the result."""
+    import mlflow
+
+    study = _open_study(inputs)
+    worker = worker_name()
+    before = {tr.number for tr in study.get_trials(deepcopy=False)}
+    with mlflow.start_run(run_name=f"tune-{inputs.detector}-worker", tags={
+            "stage": "tune", "detector": inputs.detector, "study": study.study_name, "worker": worker}):
+        _optimize(study, inputs, worker, time.monotonic() + inputs.tune.timeout_s)
+    mine = [tr for tr in study.get_trials(deepcopy=False)
+            if tr.number not in before and tr.user_attrs.get("worker") == worker and tr.state.is_finished()]
+    log.info("worker %s finished %d trial(s) of study %s (%d finished in all)", worker, len(mine),
+             study.study_name, _finished(study))
+    return len(mine)
+
+
+def run_study(inputs: StudyInputs, start_workers: Callable[[], Sequence[subprocess.Popen]] | None = None,
+              ) -> dict[str, Any]:
+    """Run (or resume) the study to `n_trials` finished trials, log it to the active MLflow experiment, and return
+    what the `tune` stage writes: the best hyperparameters (constructor values, tuples as lists), the objective's
+    value and the best trial's validation metrics. `start_workers` starts the other worker processes
+    (`tune.workers` - 1, each running `join_study`) once the study exists; they are waited for before the result
+    is read."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+    import optuna
+    from optuna.trial import TrialState
+
+    name, t = inputs.detector, inputs.tune
+    study = _open_study(inputs)
+    n_trials = inputs.n_trials
+    deadline = time.monotonic() + t.timeout_s
+
     with mlflow.start_run(run_name=f"tune-{name}", tags={"stage": "tune", "detector": name,
                                                          "study": study.study_name}):
-        done = len(study.get_trials(deepcopy=False, states=finished_states))
+        done = _finished(study)
         mlflow.log_params({"n_trials": n_trials, "objective": inputs.objective.metric, "storage": t.storage,
-                           "resumed_trials": done})
-        log.info("study %s: %d trials finished, %d to go (timeout %.0f s)", study.study_name, done,
-                 max(0, n_trials - done), t.timeout_s)
-        if done < n_trials:
-            study.optimize(objective, timeout=t.timeout_s, catch=(),
-                           callbacks=[MaxTrialsCallback(n_trials, states=finished_states)])
-        finished = len(study.get_trials(deepcopy=False, states=finished_states))
+                           "resumed_trials": done, "workers": t.workers})
+        log.info("study %s: %d trials finished, %d to go (timeout %.0f s, %d worker(s))", study.study_name, done,
+                 max(0, n_trials - done), t.timeout_s, t.workers)
+        workers = list(start_workers()) if start_workers is not None and done < n_trials else []
+        while True:
+            _optimize(study, inputs, worker_name(), deadline)
+            for proc in workers:
+                try:
+                    code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    code = proc.wait()
+                if code:
+                    log.warning("study %s: worker process %d exited with %s; its trials are kept or re-queued",
+                                study.study_name, proc.pid, code)
+            workers = []
+            _settle(study, t, deadline)  # another machine's worker, or a dead one's trial
+            if _finished(study) >= n_trials or time.monotonic() >= deadline:
+                break  # else: a re-queued trial of a dead worker still counts towards n_trials
+        finished = _finished(study)
         if finished < n_trials:
             log.warning("study %s stopped at tune.timeout_s (%.0f s) after %d of %d trials: its result now depends "
                         "on this machine's speed; rerun to resume it, or raise the timeout", study.study_name,
@@ -187,7 +285,8 @@ def run_study(inputs: StudyInputs) -> dict[str, Any]:
         best = study.best_trial
         mlflow.log_params({f"best_{k}": str(v) for k, v in best.params.items()})
         mlflow.log_metrics({"best_val_objective": best.value,
-                            **{f"best_val_{k}": v for k, v in best.user_attrs.items() if v == v},
+                            **{f"best_val_{k}": v for k, v in best.user_attrs.items() if k in LOGGED_METRICS
+                               and v == v},
                             "trials_complete": len(complete),
                             "trials_pruned": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))})
         for plot_name, plot in (("optimization_history", optuna.visualization.matplotlib.plot_optimization_history),
@@ -204,5 +303,6 @@ def run_study(inputs: StudyInputs) -> dict[str, Any]:
 
     best_params = {**inputs.fixed, **decode(best.params)}
     return {"detector": name, "params": {k: list(v) if isinstance(v, tuple) else v for k, v in best_params.items()},
-            "objective": inputs.objective.metric, "value": best.value, "metrics": best.user_attrs,
+            "objective": inputs.objective.metric, "value": best.value,
+            "metrics": {k: v for k, v in best.user_attrs.items() if k in LOGGED_METRICS},
             "trials": len(study.trials), "study": study.study_name}

@@ -1,0 +1,133 @@
+"""Studies on a shared PostgreSQL storage (the real server these machines run): several worker processes share one
+study and stop at `n_trials` in total, and a worker killed with SIGKILL in the middle of a trial leaves nothing
+RUNNING: its trial is failed once its heartbeat is stale and re-run with the same parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.pipeline.conftest import env_for, run
+
+pytestmark = pytest.mark.slow
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture
+def pg_storage():
+    """A scratch PostgreSQL database for one test, dropped after it."""
+    import sqlalchemy
+
+    name = f"biostream_tune_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except sqlalchemy.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG} ({exc.orig}); the scale-path tests need the local server "
+                    "these machines run (start it, e.g. `service postgresql start`)", pytrace=False)
+    yield f"{PG}/{name}"
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
+                     {"name": name})
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+def tune_cmd(detector: str, params: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "pipelines.tune", "--detector", detector, "--params", str(params),
+            "--features", "data/features", "--synthetic", "data/synthetic", "--vitaldb", "data/vitaldb",
+            "--recordings", "data/recordings", "--search-space", f"configs/search_spaces/{detector}.yaml",
+            "--out", str(out)]
+
+
+def params_with(repo: Path, tmp_path: Path, detector: str, **tune) -> Path:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    n_trials = tune.pop("n_trials")
+    params["tune"].update(tune)
+    params["tune"]["n_trials"][detector] = n_trials
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def trials_of(storage: str) -> list:
+    import optuna
+
+    (summary,) = optuna.get_all_study_summaries(storage)  # one study in the scratch database
+    return optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
+
+
+def states(trials) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for tr in trials:
+        out[tr.state.name] = out.get(tr.state.name, 0) + 1
+    return out
+
+
+def test_two_workers_share_one_study_and_stop_at_n_trials(repo, reproduced, tmp_path, pg_storage):
+    params = params_with(repo, tmp_path, "iforest", n_trials=8, workers=2, storage=pg_storage)
+    out = tmp_path / "best.json"
+    proc = run(repo, *tune_cmd("iforest", params, out))
+    assert "2 worker(s)" in proc.stderr
+    trials = trials_of(pg_storage)
+    finished = [tr for tr in trials if tr.state.name in ("COMPLETE", "PRUNED")]
+    # MaxTrialsCallback stops each worker at n in total; a trial already running when the count is reached ends
+    assert 8 <= len(finished) <= 9, states(trials)
+    assert not [tr for tr in trials if tr.state.name in ("RUNNING", "WAITING")], states(trials)
+    workers = {tr.user_attrs["worker"] for tr in finished}
+    assert len(workers) == 2, f"every trial ran in one process: {workers}"
+    best = json.loads(out.read_text())
+    assert best["value"] == max(tr.value for tr in finished if tr.state.name == "COMPLETE")
+    assert "worker" not in best["metrics"]  # the result file holds no process identity
+
+
+def test_a_worker_killed_mid_trial_leaves_no_stuck_trial(repo, reproduced, tmp_path, pg_storage):
+    import optuna
+
+    params = params_with(repo, tmp_path, "lstm_ae", n_trials=3, storage=pg_storage, heartbeat_s=1, grace_s=3)
+    out = tmp_path / "best.json"
+    cmd = tune_cmd("lstm_ae", params, out)
+    first = subprocess.Popen(cmd, cwd=repo, env=env_for(repo), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    victim = None
+    deadline = time.monotonic() + 300
+    while victim is None and time.monotonic() < deadline and first.poll() is None:
+        try:
+            trials = trials_of(pg_storage)
+        except (ValueError, KeyError, optuna.exceptions.StorageInternalError):
+            trials = []  # the study is not created yet
+        running = [tr for tr in trials if tr.state.name == "RUNNING"]
+        done = [tr for tr in trials if tr.state.is_finished()]
+        if running and done:
+            victim = running[0]
+            os.kill(first.pid, signal.SIGKILL)  # in the middle of the second trial
+        time.sleep(0.2)
+    first.wait(30)
+    assert victim is not None, f"no trial was seen running after a finished one: {first.stderr.read()[-3000:]}"
+    left = trials_of(pg_storage)
+    assert states(left).get("RUNNING") == 1, states(left)  # what a kill -9 leaves behind
+    n_done = len([tr for tr in left if tr.state.is_finished()])
+
+    proc = run(repo, *cmd)
+    assert f"{n_done} trials finished, {3 - n_done} to go" in proc.stderr
+    trials = trials_of(pg_storage)
+    assert not [tr for tr in trials if tr.state.name == "RUNNING"], states(trials)
+    finished = [tr for tr in trials if tr.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) >= 3, states(trials)
+    failed = [tr for tr in trials if tr.state.name == "FAIL"]
+    assert [tr.number for tr in failed] == [victim.number], states(trials)
+    retried = [tr for tr in trials if tr.system_attrs.get("failed_trial") == victim.number]
+    assert failed[0].params and [tr.params for tr in retried] == [failed[0].params]  # re-run, not lost
+    assert retried[0].state.name in ("COMPLETE", "PRUNED")
+    assert json.loads(out.read_text())["value"] == max(tr.value for tr in finished if tr.state.name == "COMPLETE")
