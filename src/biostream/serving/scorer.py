@@ -37,7 +37,7 @@ def safety_of(bundle: ModelBundle) -> dict[str, Any]:
     comb = bundle.combination
     rules = [] if comb.rules is None else [f"{r['kind']}: {r['signal']} {r['op']} {r['threshold']:g} for "
                                            f"{r['min_duration_s']} s" for r in comb.rules.rules]
-    own = bool(np.isfinite(bundle.detector.threshold_))
+    own = bundle.adds_alarms
     if not rules:
         note = "no floor: the model's own threshold only"
     elif own:
