@@ -1,5 +1,6 @@
-"""DVC stage `train`: refit every detector with its tuned params, calibrate its threshold on the validation
-patients, save it as a self-contained bundle and log it to MLflow.
+"""DVC stage `train`: every detector with its tuned params (the fitted model of the study's best trial, which the
+tune stage keeps in `results/tune/<detector>.model`, else fitted here), its threshold calibrated on the validation
+patients, saved as a self-contained bundle and logged to MLflow.
 
     python -m pipelines.train --features data/features --synthetic data/synthetic --tuned results/tune \\
         --out models --metrics metrics/train.json
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -27,7 +29,7 @@ from biostream.core.tracking import TrackingParams, setup_tracking
 from biostream.features import windows_at
 from biostream.features.table import FeatureSet, SourceParams
 from biostream.models.calibration import ThresholdParams
-from biostream.models.detectors import NAMES, detector_class
+from biostream.models.detectors import NAMES, detector_class, load_detector
 from biostream.models.evaluation import AlarmPolicy, Objective
 from biostream.models.floor import SafetyParams
 from biostream.models.technical import TechnicalChecks
@@ -57,6 +59,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def tuned_params(folder: Path, name: str) -> dict | None:
     path = folder / f"{name}.json"
     return json.loads(path.read_text())["params"] if path.is_file() else None
+
+
+def tuned_model(folder: Path, name: str, params: dict | None) -> tuple[Any, str | None]:
+    """(the study's best trial's fitted detector, where from) when the tune stage kept it for these very
+    parameters; else (None, why not): `train` fits them itself."""
+    meta_path = folder / f"{name}.model" / "trial.json"
+    if params is None or not meta_path.is_file():
+        return None, None
+    meta = json.loads(meta_path.read_text())
+    if not meta.get("model"):
+        return None, meta.get("note")
+    if json.loads(json.dumps(meta["params"])) != json.loads(json.dumps(params)):
+        return None, f"{meta_path} holds another study's parameters"
+    det = load_detector(folder / f"{name}.model" / "detector")
+    det.train_scores_ = np.load(folder / f"{name}.model" / "train_scores.npy")  # what the floor's spread is made of
+    return det, f"trial {meta['trial']} of study {meta['study']}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,13 +108,19 @@ def main(argv: list[str] | None = None) -> None:
             hp = cls.training_params(tuned_params(Path(args.tuned), name) if cls.tunable else None, configs)
         except FileNotFoundError as exc:
             raise SystemExit(str(exc)) from None
-        trained = train_detector(name, hp, pipeline, train, val, validation, floor, policy, tparams, objective)
+        fitted, origin = tuned_model(Path(args.tuned), name, tuned_params(Path(args.tuned), name)) if cls.tunable \
+            else (None, None)
+        if origin:
+            log.info("%s: %s", name, f"the fitted model of {origin}" if fitted is not None else f"fitting: {origin}")
+        trained = train_detector(name, hp, pipeline, train, val, validation, floor, policy, tparams, objective,
+                                 fitted)
         det, metrics = trained.bundle.detector, trained.validation
         bundle_dir = out / name
         trained.bundle.save(bundle_dir)
         with mlflow.start_run(run_name=f"train-{name}", tags={"stage": "train", "detector": name}) as run:
             mlflow.log_params({k: str(v) for k, v in hp.items() if k != "rules"})
             mlflow.log_params({"threshold_method": tparams.method if det.calibrated else "rules",
+                               "fitted_in": origin if fitted is not None else "train",
                                "floor": trained.bundle.combination.rules is not None,
                                **{f"alarm_{k}": v for k, v in policy.to_dict().items()}})
             mlflow.log_metrics({"fit_s": trained.fit_s, **{f"val_{k}": float(v) for k, v in metrics.items()

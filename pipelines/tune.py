@@ -1,12 +1,14 @@
 """DVC stage `tune@<detector>`: an Optuna study of one detector on the validation patients.
 
     python -m pipelines.tune --detector iforest --features data/features --synthetic data/synthetic \\
-        --search-space configs/search_spaces/iforest.yaml --out results/tune/iforest.json
+        --search-space configs/search_spaces/iforest.yaml --out results/tune/iforest.json \\
+        --model results/tune/iforest.model
 
 The study (`biostream.tuning.study`) resumes when nothing it depends on changed, code included, and starts
 afresh otherwise; MLflow gets a parent run per study with a child run per trial. With `tune.workers` > 1 (and a
 database server as `tune.storage`) the stage starts that many processes in all; the same command with `--join`
-adds a worker from another machine to the running study.
+adds a worker from another machine to the running study. `--model` keeps the best trial's fitted detector, which
+`train` then uses instead of fitting the same parameters again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from biostream.core.config import Configs, load_yaml, require
 from biostream.core.io import write_json
@@ -44,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recordings", required=True, help="the ingest_recordings stage's output folder")
     p.add_argument("--search-space", required=True)
     p.add_argument("--out", required=True, help="best params JSON")
+    p.add_argument("--model", help="folder for the best trial's fitted detector (train reuses it instead of fitting "
+                                   "again)")
     p.add_argument("--join", action="store_true",
                    help="join the study as one more worker (same arguments and params as the running stage, from this "
                         "or another machine with the same data and code): run trials, write nothing")
@@ -95,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        result = run_study(inputs, (lambda: start_workers(argv, tune.workers - 1)) if tune.workers > 1 else None)
+        result = run_study(inputs, (lambda: start_workers(argv, tune.workers - 1)) if tune.workers > 1 else None,
+                           Path(args.model) if args.model else None)
     except RuntimeError as exc:
         raise SystemExit(str(exc)) from None
     write_json(result, args.out)

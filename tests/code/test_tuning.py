@@ -76,3 +76,30 @@ def test_several_workers_need_a_database_server_and_a_heartbeat_below_its_grace(
     params["tune"].update(heartbeat_s=10, workers=0)
     with pytest.raises(ConfigError, match="at least 1 worker process"):
         TuneParams.from_params(params)
+
+
+def test_the_best_fitted_detector_is_kept_ties_to_the_earlier_trial(tmp_path):
+    import json
+
+    import numpy as np
+
+    from biostream.features import feature_names
+    from biostream.models.detectors import load_detector, make_detector
+    from biostream.tuning.study import BestFitted, save_best_model
+
+    X = np.random.default_rng(0).normal(size=(300, len(feature_names(("hr", "spo2"))))).astype(np.float32)
+    kept, fitted = BestFitted(), {}
+    for trial, value in ((0, 0.5), (1, 0.7), (2, 0.7), (3, 0.6)):
+        fitted[trial] = make_detector("iforest", n_estimators=10 + trial, random_state=0).fit(X)
+        kept.offer(trial, value, fitted[trial])
+    assert kept.trial == 1  # Optuna's best_trial is the first of equals too
+    assert save_best_model(tmp_path / "here", "study-x", 1, {"n_estimators": 11}, kept)
+    meta = json.loads((tmp_path / "here/trial.json").read_text())
+    assert meta == {"study": "study-x", "trial": 1, "params": {"n_estimators": 11}, "model": True, "note": None}
+    again = load_detector(tmp_path / "here/detector")
+    np.testing.assert_array_equal(again.decision_function(X[:20]), fitted[1].decision_function(X[:20]))
+    np.testing.assert_array_equal(np.load(tmp_path / "here/train_scores.npy"), fitted[1].train_scores_)
+    # the study's best trial ran in another worker: only the note, and train fits it again
+    assert not save_best_model(tmp_path / "elsewhere", "study-x", 7, {"n_estimators": 11}, kept)
+    assert not (tmp_path / "elsewhere/detector").exists()
+    assert json.loads((tmp_path / "elsewhere/trial.json").read_text())["model"] is False

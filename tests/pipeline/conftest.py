@@ -7,12 +7,41 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from biostream.core.runtime import quiet_env
 from tests.conftest import ROOT
+
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432"  # the server every machine of this project runs (trust auth)
+
+
+@contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """A new PostgreSQL database on the local server, dropped after the block (its sessions ended first). Fails the
+    test, naming the fix, when the server is not reachable: these tests do not skip."""
+    import sqlalchemy
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except sqlalchemy.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG} ({exc.orig}); the scale-path tests need the local server "
+                    "these machines run (start it, e.g. `service postgresql start`)", pytrace=False)
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                         "WHERE datname = :name"), {"name": name})
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
 
 
 def env_for(repo: Path) -> dict[str, str]:

@@ -210,6 +210,38 @@ def test_train_bundles_and_self_contained_mlflow_models(repo, reproduced):
     assert json.loads((repo / "models/index.json").read_text())["clinical"]["threshold"] == 0.0
 
 
+def test_train_takes_the_studies_fitted_models_and_a_refit_gives_the_same_bundles(repo, reproduced, tmp_path):
+    """The tune stage keeps its best trial's fitted detector and `train` uses it instead of fitting the same
+    parameters again; without it (the best trial ran elsewhere) `train` fits them itself, to the same thresholds
+    and validation metrics."""
+    index = json.loads((repo / "models/index.json").read_text())
+    runs = mlflow_runs(repo)
+    for det in ("iforest", "ocsvm", "lstm_ae"):
+        meta = json.loads((repo / f"results/tune/{det}.model/trial.json").read_text())
+        assert meta["model"] and meta["params"] == json.loads((repo / f"results/tune/{det}.json").read_text())["params"]
+        train_run = runs[runs["tags.mlflow.runName"] == f"train-{det}"].iloc[0]
+        assert train_run["params.fitted_in"] == f"trial {meta['trial']} of study {meta['study']}"
+        assert index[det]["fit_s"] == 0.0
+    tuned = tmp_path / "tune"
+    shutil.copytree(repo / "results/tune", tuned)
+    for det in ("iforest", "ocsvm", "lstm_ae"):
+        shutil.rmtree(tuned / f"{det}.model" / "detector")
+        meta = json.loads((tuned / f"{det}.model/trial.json").read_text())
+        (tuned / f"{det}.model/trial.json").write_text(json.dumps({**meta, "model": False, "note": "elsewhere"}))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["tracking"]["uri"] = f"sqlite:///{tmp_path / 'refit.db'}"
+    params["tracking"]["artifact_root"] = str(tmp_path / "artifacts")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = run(repo, sys.executable, "-m", "pipelines.train", "--params", str(tmp_path / "params.yaml"),
+               "--features", "data/features", "--synthetic", "data/synthetic", "--vitaldb", "data/vitaldb",
+               "--recordings", "data/recordings", "--tuned", str(tuned), "--out", str(tmp_path / "models"),
+               "--metrics", str(tmp_path / "train.json"))
+    assert "fitting: elsewhere" in proc.stderr
+    refit = json.loads((tmp_path / "models/index.json").read_text())
+    assert all(refit[det]["fit_s"] > 0 for det in ("iforest", "ocsvm", "lstm_ae"))
+    assert json.loads((tmp_path / "train.json").read_text()) == json.loads((repo / "metrics/train.json").read_text())
+
+
 def test_evaluate_metrics_and_plots(repo, reproduced):
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
     assert set(metrics) == {"clinical", "iforest", "ocsvm", "lstm_ae", "monitor"}

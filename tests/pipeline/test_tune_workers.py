@@ -10,38 +10,20 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.pipeline.conftest import env_for, run
+from tests.pipeline.conftest import env_for, run, scratch_database
 
 pytestmark = pytest.mark.slow
-
-PG = "postgresql://postgres@127.0.0.1:5432"
-
 
 @pytest.fixture
 def pg_storage():
     """A scratch PostgreSQL database for one test, dropped after it."""
-    import sqlalchemy
-
-    name = f"biostream_tune_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    except sqlalchemy.exc.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {PG} ({exc.orig}); the scale-path tests need the local server "
-                    "these machines run (start it, e.g. `service postgresql start`)", pytrace=False)
-    yield f"{PG}/{name}"
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
-                     {"name": name})
-        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    with scratch_database("biostream_tune") as url:
+        yield url
 
 
 def tune_cmd(detector: str, params: Path, out: Path) -> list[str]:

@@ -1,13 +1,18 @@
-"""MLflow set-up for entry points: the embedded sqlite store and one experiment for the pipeline."""
+"""MLflow set-up for entry points: the store (`tracking.uri`: the embedded sqlite file by default, a database server,
+or an MLflow tracking server) and one experiment for the pipeline."""
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from biostream.core.config import require
+
+log = logging.getLogger("biostream")
 
 
 @dataclass(frozen=True)
@@ -16,14 +21,48 @@ class TrackingParams:
 
     uri: str
     experiment: str
-    artifact_root: Path
+    artifact_root: str  # a folder, or a URI (s3://..., mlflow-artifacts:/...)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrackingParams:
         w = "params.yaml: tracking"
         sec = require(params, "tracking", "params.yaml")
         return cls(str(require(sec, "uri", w)), str(require(sec, "experiment", w)),
-                   Path(require(sec, "artifact_root", w)))
+                   str(require(sec, "artifact_root", w)))
+
+    @property
+    def server(self) -> bool:
+        """An MLflow tracking server (REST): it creates runs' artifact locations itself (proxied or its root)."""
+        return self.uri.startswith(("http://", "https://"))
+
+    def artifact_location(self) -> str | None:
+        """Where a new experiment keeps its artifacts: the server's default for a server, else `artifact_root`
+        (a local folder is created and made absolute: every stage, wherever its cwd, writes to the same place)."""
+        if self.server:
+            return None
+        if "://" in self.artifact_root or self.artifact_root.startswith("mlflow-artifacts:"):
+            return self.artifact_root
+        root = Path(self.artifact_root)
+        root.mkdir(parents=True, exist_ok=True)
+        return root.resolve().as_uri()
+
+
+def check_server(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail at once, naming the fix, when an MLflow server does not answer (MLflow's client would retry for
+    minutes)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as resp:
+            if resp.status == 200:
+                return
+            problem = f"/health answered {resp.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        problem = str(getattr(exc, "reason", exc))
+    raise ConnectionError(f"the MLflow server of tracking.uri ({uri}) does not answer ({problem}): start it "
+                          "(README: Scaling out) or set params.yaml: tracking.uri to the embedded "
+                          "sqlite:///stores/mlflow.db")
 
 
 def setup_tracking(p: TrackingParams) -> str:
@@ -31,12 +70,27 @@ def setup_tracking(p: TrackingParams) -> str:
     import mlflow
 
     if p.uri.startswith("sqlite:///"):
-        Path(p.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        store = Path(p.uri.removeprefix("sqlite:///"))
+        store.parent.mkdir(parents=True, exist_ok=True)
+        if not store.is_absolute() and f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}" in str(Path.cwd()):
+            log.warning("tracking.uri %s is inside this queued experiment's temporary workspace (%s), which DVC "
+                        "deletes when the experiment ends: its runs and registry decisions go with it. Queue "
+                        "experiments against a shared store (README: Scaling out)", p.uri, Path.cwd())
+    if p.server:
+        check_server(p.uri)
     mlflow.set_tracking_uri(p.uri)
     exp = mlflow.get_experiment_by_name(p.experiment)
     if exp is None:
-        p.artifact_root.mkdir(parents=True, exist_ok=True)
-        exp_id = mlflow.create_experiment(p.experiment, artifact_location=p.artifact_root.resolve().as_uri())
+        from mlflow.exceptions import MlflowException
+
+        try:
+            exp_id = mlflow.create_experiment(p.experiment, artifact_location=p.artifact_location())
+        except MlflowException as exc:  # another process (a parallel experiment, a worker) created it first
+            exp = mlflow.get_experiment_by_name(p.experiment)
+            if exp is None:
+                raise ConnectionError(f"cannot create the MLflow experiment '{p.experiment}' in {p.uri}: "
+                                      f"{exc}") from exc
+            exp_id = exp.experiment_id
     else:
         exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)

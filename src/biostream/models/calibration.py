@@ -72,12 +72,16 @@ class Validation:
                 signals: Sequence[str]) -> Outputs:
         return combine(learned, threshold, comb, self.floor, signals)
 
-    def metrics(self, outputs: Outputs, policy: AlarmPolicy, objective: Objective) -> dict[str, Any]:
-        """Event metrics of each class and the physiological per-second metrics at the bundle's threshold (0)."""
+    def metrics(self, outputs: Outputs, policy: AlarmPolicy, objective: Objective, *,
+                point: bool = True) -> dict[str, Any]:
+        """Event metrics of each class and (`point`) the physiological per-second metrics at the bundle's threshold
+        (0). The per-second ones sort every score twice (AUROC, AUPRC): a threshold search leaves them out unless
+        the objective is one of them."""
         pid, t, breaks = self._grid
         alarms = class_alarms(pid, t, outputs, 0.0, policy, breaks)
         out = class_metrics(pid, t, alarms, self.events, self.hours, policy.tolerance_s, objective, breaks)
-        out["point"] = second_metrics(self.rows, outputs.score, alarms[PHYSIOLOGICAL])
+        if point:
+            out["point"] = second_metrics(self.rows, outputs.score, alarms[PHYSIOLOGICAL])
         return out
 
 
@@ -96,8 +100,10 @@ def calibrate_on_validation(learned: np.ndarray, val: Validation, comb: Combinat
     if tp.method == "alarm_rate":
         return float(np.quantile(learned, 1.0 - tp.target_alarm_rate))
     best_thr, best = float("inf"), -np.inf
+    point = objective.metric.startswith("point.")
     for thr in candidates(learned):
-        value = objective.value(val.metrics(val.outputs(learned, float(thr), comb, signals), policy, objective))
+        value = objective.value(val.metrics(val.outputs(learned, float(thr), comb, signals), policy, objective,
+                                            point=point))
         value = value if value == value else -1.0  # undefined (no event, no alarm) ranks last
         if value >= best:
             best_thr, best = float(thr), value

@@ -60,14 +60,18 @@ def combination_for(detector: Any, template: Combination) -> Combination:
 
 def train_detector(name: str, hyperparams: Mapping[str, Any], pipeline: InputPipeline, train: Part, val_part: Part,
                    val: Validation, template: Combination, policy: AlarmPolicy, threshold: ThresholdParams,
-                   objective: Objective) -> Trained:
-    """Fit `name` with `hyperparams` on the normal training rows, calibrate its threshold (if it is calibrated)
+                   objective: Objective, fitted: Any = None) -> Trained:
+    """Fit `name` with `hyperparams` on the normal training rows (or take `fitted`: the same detector, fitted by the
+    study's best trial on the same rows), calibrate its threshold (if it is calibrated)
     on the validation rows by `threshold.method` with its floor in place, and measure it there."""
-    det = make_detector(name, **hyperparams)
-    fit_rows = train.rows.head(WINDOW_VIEW_FIT_ROWS) if det.input_view == "window" else train.rows
-    start = time.perf_counter()
-    det.fit(pipeline.view_of_rows(det.input_view, fit_rows, train.vitals))
-    fit_s = time.perf_counter() - start
+    if fitted is not None:
+        det, fit_s = fitted, 0.0
+    else:
+        det = make_detector(name, **hyperparams)
+        fit_rows = train.rows.head(WINDOW_VIEW_FIT_ROWS) if det.input_view == "window" else train.rows
+        start = time.perf_counter()
+        det.fit(pipeline.view_of_rows(det.input_view, fit_rows, train.vitals))
+        fit_s = time.perf_counter() - start
     learned = score_rows(det, pipeline, val_part.rows, val_part.vitals)
     comb = combination_for(det, template)
     signals = pipeline.signals

@@ -7,7 +7,8 @@ under `register.model_name` (an existing version made from the same bundle and m
 sets the alias `challenger` on it, re-scores it and the current `champion` from the registry on today's test
 patients, and moves `champion` only if the challenger passes the floor and is strictly better (by more than
 `register.min_improvement`). The decision, each candidate's safety and its reasons go to the version's tags; the
-version's description is its model card. Serialised by a lock beside the sqlite store.
+version's description is its model card. Serialised by the registry lock (`biostream.tracking.lock`: a file beside
+an embedded sqlite store, a PostgreSQL advisory lock for a shared store or server).
 
 The model registered is the train stage's logged model when this store holds its run, and otherwise the bundle
 in `models/<detector>/` logged again (in a `register-<detector>` run): `models/` as DVC restores it is enough,
@@ -32,6 +33,7 @@ from biostream.features import windows_at
 from biostream.features.table import FeatureSet
 from biostream.models.evaluation import Objective, evaluate_scores
 from biostream.models.floor import Outputs
+from biostream.tracking.lock import registry_lock
 from biostream.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -135,13 +137,6 @@ def dvc_hashes(lock: Path = Path("dvc.lock")) -> dict[str, str]:
     return out
 
 
-def lock_path(uri: str, out: Path) -> Path:
-    """The register lock: beside the sqlite store (what every run on this store shares), else beside --out."""
-    if uri.startswith("sqlite:///"):
-        return Path(uri.removeprefix("sqlite:///")).with_suffix(".register.lock")
-    return out.with_suffix(".lock")
-
-
 def logged_model(client: Any, entry: Mapping[str, Any], bundle_dir: Path, detector: str,
                  test: TestSet) -> tuple[str, str, list[str]]:
     """(model URI, run id, notes) of the bundle to register: the train stage's logged model when this store holds
@@ -166,7 +161,6 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
              evaluation: Mapping[str, Any], test: TestSet, out: Path, clinical_kinds: Sequence[str]) -> Decision:
     """Register the best candidate and decide on the champion (the module docstring); returns the decision."""
     import mlflow
-    from filelock import FileLock
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -185,7 +179,7 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
              "passed" if checks[detector].passed else "FAILED: " + "; ".join(checks[detector].failures()))
     notes: list[str] = []
 
-    with FileLock(str(lock_path(tracking.uri, out)), timeout=rp.lock_timeout_s):
+    with registry_lock(tracking.uri, rp.lock_url, rp.model_name, out, rp.lock_timeout_s):
         client = MlflowClient()
         try:
             client.create_registered_model(rp.model_name, description="BioStream vital-sign anomaly detector: "

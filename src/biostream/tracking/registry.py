@@ -41,6 +41,7 @@ class RegisterParams:
     lock_timeout_s: float
     baseline: str
     margin: float
+    lock_url: str | None = None  # a PostgreSQL URL for the registry lock (a shared server); None: from tracking.uri
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> RegisterParams:
@@ -57,6 +58,7 @@ class RegisterParams:
             lock_timeout_s=float(require(sec, "lock_timeout_s", w)),
             baseline=str(require(safety, "baseline", f"{w}.safety")),
             margin=float(require(safety, "margin", f"{w}.safety")),
+            lock_url=str(sec["lock_url"]) if sec.get("lock_url") else None,
         )
         if not out.candidates:
             raise ConfigError(f"{w}.candidates: name at least one detector")

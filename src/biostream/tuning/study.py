@@ -110,16 +110,50 @@ class StudyInputs:
                 "code": code_fingerprint()}
 
 
+class BestFitted:
+    """The fitted detector of this process's best complete trial so far (ties keep the earlier one, as Optuna's
+    `best_trial` does), so the `tune` stage can hand the study's best model to `train` instead of fitting it again."""
+
+    def __init__(self) -> None:
+        self.trial: int | None = None
+        self.value = float("-inf")
+        self.detector: Any = None
+
+    def offer(self, trial: int, value: float, detector: Any) -> None:
+        if value > self.value:
+            self.trial, self.value, self.detector = trial, value, detector
+
+
+def save_best_model(folder: Path, study_name: str, best_trial: int, params: Mapping[str, Any],
+                    kept: BestFitted) -> bool:
+    """Write the study's best trial's fitted detector to `folder` (with its normal training rows' scores, and
+    `trial.json`: the study, the trial and its hyperparameters) when this process ran that trial; else only
+    `trial.json` saying so (the best trial ran in another worker or an earlier run: `train` fits it again).
+    Returns whether the model was written."""
+    from biostream.core.io import write_json
+
+    have = kept.trial == best_trial and kept.detector is not None
+    if have:
+        kept.detector.save(folder / "detector")
+        np.save(folder / "train_scores.npy", kept.detector.train_scores_)  # the floor's spread is made of them
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+    write_json({"study": study_name, "trial": best_trial, "params": dict(params), "model": have,
+                "note": None if have else "the best trial ran in another worker or an earlier run of the study: "
+                                          "`train` fits its parameters again"}, folder / "trial.json")
+    return have
+
+
 def open_storage(tune: TuneParams) -> Any:
     """The study's RDB storage, with a heartbeat per running trial: a trial whose worker died (SIGKILL, a lost
     machine) is failed once its heartbeat is `grace_s` old, and re-queued with the same parameters (up to
     `max_retry` times), so nothing is left RUNNING and no sampled point is lost."""
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     engine = {"connect_args": {"timeout": 60}} if tune.storage.startswith("sqlite") else {"pool_pre_ping": True}
     return RDBStorage(tune.storage, engine_kwargs=engine, heartbeat_interval=int(round(tune.heartbeat_s)) or 1,
                       grace_period=int(round(tune.grace_s)),
-                      failed_trial_callback=RetryFailedTrialCallback(max_retry=tune.max_retry))
+                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=tune.max_retry))
 
 
 def _open_study(inputs: StudyInputs) -> Any:
@@ -157,9 +191,9 @@ def _settle(study: Any, tune: TuneParams, deadline: float) -> None:
         time.sleep(tune.heartbeat_s)
 
 
-def _optimize(study: Any, inputs: StudyInputs, worker: str, deadline: float) -> None:
+def _optimize(study: Any, inputs: StudyInputs, worker: str, deadline: float, kept: BestFitted | None = None) -> None:
     """Run trials of the study in this process until it has `n_trials` finished in total (all workers), or the
-    deadline."""
+    deadline; `kept` gets each complete trial's fitted detector (and keeps the best)."""
     import mlflow
     import optuna
     from optuna.study import MaxTrialsCallback
@@ -200,7 +234,10 @@ def _optimize(study: Any, inputs: StudyInputs, worker: str, deadline: float) -> 
             for k in LOGGED_METRICS:
                 trial.set_user_attr(k, float(metrics.get(k, float("nan"))))
             value = float(metrics["objective"])
-            return value if value == value else 0.0  # NaN (e.g. no event at all) counts as 0
+            value = value if value == value else 0.0  # NaN (e.g. no event at all) counts as 0
+            if kept is not None:
+                kept.offer(trial.number, value, det)
+            return value
 
     finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
     while _finished(study) < inputs.n_trials and time.monotonic() < deadline:
@@ -232,12 +269,12 @@ def join_study(inputs: StudyInputs) -> int:
 
 
 def run_study(inputs: StudyInputs, start_workers: Callable[[], Sequence[subprocess.Popen]] | None = None,
-              ) -> dict[str, Any]:
+              model_dir: Path | None = None) -> dict[str, Any]:
     """Run (or resume) the study to `n_trials` finished trials, log it to the active MLflow experiment, and return
     what the `tune` stage writes: the best hyperparameters (constructor values, tuples as lists), the objective's
     value and the best trial's validation metrics. `start_workers` starts the other worker processes
     (`tune.workers` - 1, each running `join_study`) once the study exists; they are waited for before the result
-    is read."""
+    is read. `model_dir` gets the best trial's fitted detector (`save_best_model`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -259,8 +296,9 @@ def run_study(inputs: StudyInputs, start_workers: Callable[[], Sequence[subproce
         log.info("study %s: %d trials finished, %d to go (timeout %.0f s, %d worker(s))", study.study_name, done,
                  max(0, n_trials - done), t.timeout_s, t.workers)
         workers = list(start_workers()) if start_workers is not None and done < n_trials else []
+        kept = BestFitted()
         while True:
-            _optimize(study, inputs, worker_name(), deadline)
+            _optimize(study, inputs, worker_name(), deadline, kept)
             for proc in workers:
                 try:
                     code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -302,6 +340,10 @@ def run_study(inputs: StudyInputs, start_workers: Callable[[], Sequence[subproce
             plt.close(ax.figure)
 
     best_params = {**inputs.fixed, **decode(best.params)}
+    if model_dir is not None:
+        saved = save_best_model(model_dir, study.study_name, best.number, best_params, kept)
+        log.info("study %s: best trial %d %s", study.study_name, best.number,
+                 f"ran here: its fitted detector is in {model_dir}" if saved else "ran elsewhere: train fits it again")
     return {"detector": name, "params": {k: list(v) if isinstance(v, tuple) else v for k, v in best_params.items()},
             "objective": inputs.objective.metric, "value": best.value,
             "metrics": {k: v for k, v in best.user_attrs.items() if k in LOGGED_METRICS},
