@@ -61,17 +61,17 @@ def tuned_params(folder: Path, name: str) -> dict | None:
     return json.loads(path.read_text())["params"] if path.is_file() else None
 
 
-def tuned_model(folder: Path, name: str, params: dict | None) -> tuple[Any, str | None]:
-    """(the study's best trial's fitted detector, where from) when the tune stage kept it for these very
-    parameters; else (None, why not): `train` fits them itself."""
-    meta_path = folder / f"{name}.model" / "trial.json"
-    if params is None or not meta_path.is_file():
+def tuned_model(folder: Path, name: str) -> tuple[Any, str | None]:
+    """(the study's best trial's fitted detector, where from) when the tune stage kept it for the study and the
+    parameters of `<name>.json`; else (None, why not): `train` fits them itself."""
+    meta_path, tuned_path = folder / f"{name}.model" / "trial.json", folder / f"{name}.json"
+    if not meta_path.is_file() or not tuned_path.is_file():
         return None, None
-    meta = json.loads(meta_path.read_text())
+    meta, tuned = json.loads(meta_path.read_text()), json.loads(tuned_path.read_text())
     if not meta.get("model"):
         return None, meta.get("note")
-    if json.loads(json.dumps(meta["params"])) != json.loads(json.dumps(params)):
-        return None, f"{meta_path} holds another study's parameters"
+    if meta.get("study") != tuned.get("study") or meta["params"] != tuned["params"]:
+        return None, f"{meta_path} is another study's model than {tuned_path}'s"
     det = load_detector(folder / f"{name}.model" / "detector")
     det.train_scores_ = np.load(folder / f"{name}.model" / "train_scores.npy")  # what the floor's spread is made of
     return det, f"trial {meta['trial']} of study {meta['study']}"
@@ -108,8 +108,7 @@ def main(argv: list[str] | None = None) -> None:
             hp = cls.training_params(tuned_params(Path(args.tuned), name) if cls.tunable else None, configs)
         except FileNotFoundError as exc:
             raise SystemExit(str(exc)) from None
-        fitted, origin = tuned_model(Path(args.tuned), name, tuned_params(Path(args.tuned), name)) if cls.tunable \
-            else (None, None)
+        fitted, origin = tuned_model(Path(args.tuned), name) if cls.tunable else (None, None)
         if origin:
             log.info("%s: %s", name, f"the fitted model of {origin}" if fitted is not None else f"fitting: {origin}")
         trained = train_detector(name, hp, pipeline, train, val, validation, floor, policy, tparams, objective,
