@@ -18,6 +18,7 @@ from biostream.core.runtime import configure
 from biostream.core.tracking import TrackingParams, setup_tracking
 from biostream.features.table import FeatureSet
 from biostream.models.evaluation import Objective
+from biostream.tracking.lock import lock_target
 from biostream.tracking.register import TestSet, register
 from biostream.tracking.registry import RegisterParams
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_yaml(args.params)
     rp = RegisterParams.from_params(params)
     tracking = TrackingParams.from_params(params)
+    lock_target(tracking.uri, rp.lock_url, Path(args.out))  # a lock that cannot hold across machines fails here
     setup_tracking(tracking)
     configs = Configs.load(args.signals, args.alarms)
     features = FeatureSet.open(args.features, {"synthetic": args.synthetic, "vitaldb": args.vitaldb,

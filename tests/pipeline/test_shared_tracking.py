@@ -222,3 +222,18 @@ def test_two_queued_experiments_run_in_parallel_against_the_server(shared, serve
     assert champion.tags["safety"] == "passed"
     value = lambda v: float(v.tags["metric.physiological.weighted_f1"])  # noqa: E731
     assert value(champion) == max(value(v) for v in safe)
+
+
+def test_register_against_a_server_without_a_shared_lock_is_refused_before_it_starts(shared, server, tmp_path):
+    repo, _ = shared
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["register"]["lock_url"] = None
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    before = len(client_of(server).search_model_versions(f"name='{MODEL}'"))
+    proc = run(repo, sys.executable, "-m", "pipelines.register", "--params", str(tmp_path / "params.yaml"),
+               "--models", "models", "--features", "data/features", "--synthetic", "data/synthetic", "--vitaldb",
+               "data/vitaldb", "--recordings", "data/recordings", "--evaluation", "metrics/evaluate.json", "--out",
+               str(tmp_path / "decision.json"), check=False)
+    assert proc.returncode != 0 and "set params.yaml: register.lock_url to a PostgreSQL URL" in proc.stderr
+    assert not (tmp_path / "decision.json").exists()
+    assert len(client_of(server).search_model_versions(f"name='{MODEL}'")) == before
