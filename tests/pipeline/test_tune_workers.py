@@ -19,11 +19,19 @@ from tests.pipeline.conftest import env_for, run, scratch_database
 
 pytestmark = pytest.mark.slow
 
+_STORAGES: dict[str, object] = {}  # one Optuna storage (one connection pool) per scratch database
+
+
 @pytest.fixture
 def pg_storage():
-    """A scratch PostgreSQL database for one test, dropped after it."""
+    """A scratch PostgreSQL database for one test, dropped after it (with the test's connections to it)."""
     with scratch_database("biostream_tune") as url:
-        yield url
+        try:
+            yield url
+        finally:
+            storage = _STORAGES.pop(url, None)
+            if storage is not None:
+                storage.engine.dispose()
 
 
 def tune_cmd(detector: str, params: Path, out: Path) -> list[str]:
@@ -43,10 +51,16 @@ def params_with(repo: Path, tmp_path: Path, detector: str, **tune) -> Path:
     return path
 
 
-def trials_of(storage: str) -> list:
+def trials_of(url: str) -> list:
+    """The trials of the one study in a scratch database, read through one storage per database: a storage per
+    call (a URL handed to Optuna) opens a connection pool each time, and a test that polls would exhaust the
+    server's connections before the garbage collector closed them."""
     import optuna
 
-    (summary,) = optuna.get_all_study_summaries(storage)  # one study in the scratch database
+    storage = _STORAGES.get(url)
+    if storage is None:
+        storage = _STORAGES[url] = optuna.storages.RDBStorage(url)
+    (summary,) = optuna.get_all_study_summaries(storage)
     return optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
 
 
