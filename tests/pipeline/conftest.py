@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,44 @@ def scratch_database(prefix: str) -> Iterator[str]:
                                          "WHERE datname = :name"), {"name": name})
             conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@contextmanager
+def mlflow_server(backend: str, folder: Path, env: dict[str, str], *args: str) -> Iterator[str]:
+    """A real `mlflow server` on `backend` on a free port, with `args` added (one worker, no job runner: 2
+    processes); yields its URL once /health answers, stops it after the block. Its log is `folder/server.log`."""
+    import urllib.request
+
+    from biostream.core.runtime import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--host", "127.0.0.1",
+           "--port", str(port), "--workers", "1", *args]
+    log_path = folder / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=folder, env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                                stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"mlflow server did not start:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def env_for(repo: Path) -> dict[str, str]:

@@ -7,17 +7,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from biostream.core.runtime import free_port
 from tests.conftest import ROOT
-from tests.pipeline.conftest import env_for
+from tests.pipeline.conftest import env_for, mlflow_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -28,33 +24,10 @@ SHOTS = Path(os.environ.get("BIOSTREAM_TEST_ARTIFACTS", ROOT / "test-artifacts")
 
 
 @pytest.fixture(scope="module")
-def server(repo, reproduced):
-    port = free_port()
-    env = env_for(repo)
-    env.update(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{repo / 'stores/mlflow.db'}",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"mlflow server did not start: {proc.stderr.read()[-3000:]}")
-        time.sleep(0.5)
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def server(repo, reproduced, tmp_path_factory):
+    with mlflow_server(f"sqlite:///{repo / 'stores/mlflow.db'}", tmp_path_factory.mktemp("mlflow_ui"),
+                       env_for(repo)) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

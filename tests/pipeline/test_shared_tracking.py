@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from biostream.core.runtime import free_port
-from tests.pipeline.conftest import copy_repo, dvc, env_for, run, scratch_database
+from tests.pipeline.conftest import copy_repo, dvc, env_for, mlflow_server, run, scratch_database
 
 pytestmark = pytest.mark.slow
 
@@ -36,38 +35,11 @@ def databases():
 
 @pytest.fixture(scope="module")
 def server(databases, tmp_path_factory):
-    """`mlflow server` as README "Scaling out" starts it, on a free port; yields its URL."""
+    """`mlflow server` as README "Scaling out" starts it (PostgreSQL backend, proxied artifacts); yields its URL."""
     folder = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", databases[0],
-           "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts", "--host", "127.0.0.1",
-           "--port", str(port), "--workers", "1"]
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        import urllib.request
-
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    with mlflow_server(databases[0], folder, dict(os.environ), "--artifacts-destination", str(folder / "artifacts"),
+                       "--serve-artifacts") as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
