@@ -10,51 +10,82 @@ from typing import Any
 
 class BodyTypes:
     """ASGI middleware: a POST body is JSON (BentoML's endpoints), or, on the paths and media types given in
-    `handlers`, a body that its own handler answers (an Arrow batch on /predict: `biostream.serving.arrow`).
-    Any other Content-Type gets 415 with the fix, before BentoML parses it (its multipart parser answers 500 to
-    a multipart type without a boundary). No Content-Type reads as JSON.
+    `handlers`, a body that its own handler answers (an Arrow batch on /predict: `biostream.serving.arrow`; the
+    stream messages of /ingest). Any other Content-Type gets 415 with the fix, before BentoML parses it (its
+    multipart parser answers 500 to a multipart type without a boundary). No Content-Type reads as JSON.
 
     `handlers` maps (path, media type) to a function that returns the handler, an async callable body ->
-    (status, JSON bytes); it is looked up per request (the service instance exists once the worker has
-    started). A body over `max_body_bytes` gets 413."""
+    (status, JSON bytes or object); it is looked up per request (the service instance exists once the worker has
+    started). `gets` maps a path prefix to a function returning an async callable (path, query string) ->
+    (status, JSON): the GET endpoints BentoML does not declare.
+
+    Every body has a byte limit, checked before anything parses it (413, naming the limit): `max_body_bytes` for
+    the bodies of `handlers`, unless `limits` gives one for that (path, media type); `json_max_bytes` for the JSON
+    bodies BentoML parses (None: not checked). A body declared longer (Content-Length) is refused unread; one sent
+    in chunks is refused once it passes the limit."""
 
     def __init__(self, app: Any, handlers: Mapping[tuple[str, str], Callable[[], Any]] | None = None,
-                 max_body_bytes: int = 64 << 20) -> None:
+                 max_body_bytes: int = 64 << 20, json_max_bytes: int | None = None,
+                 limits: Mapping[tuple[str, str], int] | None = None,
+                 gets: Mapping[str, Callable[[], Any]] | None = None, limit_note: str = "") -> None:
         self.app = app
         self.handlers = dict(handlers or {})
         self.max_body_bytes = max_body_bytes
+        self.json_max_bytes = json_max_bytes
+        self.limits = dict(limits or {})
+        self.gets = dict(gets or {})
+        self.limit_note = limit_note
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and scope.get("method") == "GET" and self.gets:
+            path = scope.get("path", "")
+            for prefix, factory in self.gets.items():
+                if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                    query = scope.get("query_string", b"").decode("latin-1")
+                    await _send_json(send, *await _guarded(factory, path, query))
+                    return
         if scope.get("type") == "http" and scope.get("method") == "POST":
             headers = dict(scope.get("headers") or [])
             media = headers.get(b"content-type", b"application/json").decode("latin-1").split(";")[0].strip().lower()
-            handler = self.handlers.get((scope.get("path", ""), media))
+            path = scope.get("path", "")
+            handler = self.handlers.get((path, media))
             if handler is not None:
-                body = await self._body(headers, receive)
+                limit = self.limits.get((path, media), self.max_body_bytes)
+                body = await self._body(headers, receive, limit)
                 if body is _GONE:
                     return
                 if body is None:
-                    await _send_json(send, 413, {"error": f"the body is over {self.max_body_bytes} bytes: send at "
-                                                          f"most serve.max_batch_windows windows per request"})
+                    await _send_json(send, 413, {"error": self._too_long(path, media, limit)})
                     return
-                try:
-                    status, answer = await handler()(body)
-                except Exception:  # a fault of ours, not of the request: logged, answered as BentoML answers it
-                    _log.exception("%s %s failed", media, scope.get("path"))
-                    status, answer = 500, {"error": "An unexpected error has occurred, please check the server log."}
-                await _send_json(send, status, answer)
+                await _send_json(send, *await _guarded(handler, body))
                 return
             if media not in ("application/json", ""):
-                accepted = ["application/json"] + sorted(m for p, m in self.handlers if p == scope.get("path"))
+                accepted = ["application/json"] + sorted(m for p, m in self.handlers if p == path)
                 await _send_json(send, 415, {"error": f"Content-Type '{media}' is not supported here: send the "
                                                       f"request body as {' or '.join(accepted)}"})
                 return
+            if self.json_max_bytes is not None:
+                body = await self._body(headers, receive, self.json_max_bytes)
+                if body is _GONE:
+                    return
+                if body is None:
+                    await _send_json(send, 413, {"error": self._too_long(path, media, self.json_max_bytes)})
+                    return
+                await self.app(scope, _replay(body, receive), send)
+                return
         await self.app(scope, receive, send)
 
-    async def _body(self, headers: Mapping[bytes, bytes], receive: Any) -> bytes | object | None:
-        """The whole body; None once it is longer than `max_body_bytes`; `_GONE` if the client went away."""
+    def _too_long(self, path: str, media: str, limit: int) -> str:
+        if (path, media) in self.handlers and (path, media) not in self.limits:
+            return f"the body is over {limit} bytes: send at most serve.max_batch_windows windows per request"
+        return (f"the body is over {limit} bytes, the limit for {path} ({self.limit_note or 'the service'}): "
+                f"split it into smaller requests" + (", or send a batch of windows as Arrow"
+                                                     if path == "/predict" else ""))
+
+    async def _body(self, headers: Mapping[bytes, bytes], receive: Any, limit: int) -> bytes | object | None:
+        """The whole body; None once it is longer than `limit`; `_GONE` if the client went away."""
         declared = headers.get(b"content-length", b"").decode("latin-1")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
+        if declared.isdigit() and int(declared) > limit:
             return None
         chunks, size, more = [], 0, True
         while more:
@@ -63,11 +94,34 @@ class BodyTypes:
                 return _GONE
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > limit:
                 return None
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
+
+
+async def _guarded(factory: Callable[[], Any], *args: Any) -> tuple[int, Any]:
+    """A handler's answer; a fault of ours (not of the request) is logged and answered as BentoML answers it."""
+    try:
+        return await factory()(*args)
+    except Exception:
+        _log.exception("handler %s failed", getattr(factory, "__name__", factory))
+        return 500, {"error": "An unexpected error has occurred, please check the server log."}
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """An ASGI receive that hands the app the body already read, then waits on the client (a disconnect)."""
+    done = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal done
+        if not done:
+            done = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 _GONE = object()  # `BodyTypes._body`: the client went away
@@ -75,6 +129,7 @@ _log = logging.getLogger("biostream")
 
 
 async def _send_json(send: Any, status: int, payload: Any) -> None:
+    """Send a whole JSON answer (bytes are sent as they are)."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})

@@ -7,7 +7,8 @@ The model is the registry's champion as the `package` stage imported it into the
 (`biostream.serving.BENTO_MODEL`), with its serving spec (registered version, signal ranges, limits) in the
 model's metadata. Everything the endpoints do is in `biostream.serving` and `biostream.serving.arrow` (tested
 without a server); this module only declares the endpoints. `POST /predict` takes JSON or an Arrow IPC
-stream (routed by `BodyTypes`). Importing it reads the model store, as any BentoML service module does.
+stream (routed by `BodyTypes`); the bedside streams' `POST /ingest` and `GET /beds/...`, `/alarms` are
+`biostream.streaming.http`, routed the same way. Importing it reads the model store, as any BentoML service module does.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
-from typing import Annotated  # noqa: E402
+from typing import Annotated, Any  # noqa: E402
 
 import bentoml  # noqa: E402
 import numpy as np  # noqa: E402
@@ -35,6 +36,10 @@ from biostream.serving.batching import Batcher  # noqa: E402
 from biostream.serving.schemas import ExplainResult, Metadata, Prediction, Schemas, SeriesResult  # noqa: E402
 from biostream.serving.scorer import Scorer  # noqa: E402
 from biostream.serving.spec import BENTO_MODEL, MLFLOW_MODEL_DIR, ServingSpec, bundle_dir  # noqa: E402
+from biostream.streaming.engine import StreamEngine  # noqa: E402
+from biostream.streaming.http import StreamEndpoints  # noqa: E402
+from biostream.streaming.params import StreamParams  # noqa: E402
+from biostream.streaming.store import Store  # noqa: E402
 
 MODEL = bentoml.models.BentoModel(f"{BENTO_MODEL}:latest")
 SPEC = ServingSpec.of_model(MODEL.stored.info.metadata)
@@ -70,6 +75,22 @@ class VitalsService:
         warm = np.tile(np.asarray([np.mean(SPEC.valid[s]) for s in SPEC.signals])[:, None], (1, SPEC.window_s))
         self.scorer.bundle.score(warm[None])
         self.scorer.bundle.explain(warm[None])
+        # bedside streams (POST /ingest, GET /beds/..., /alarms): every worker shares the beds through the store
+        self.streams = None
+        if SPEC.stream:
+            params = StreamParams.from_dict(SPEC.stream).with_environment()
+            self.streams = StreamEndpoints(StreamEngine(self.scorer, Store(params.store), params))
+
+    async def ingest(self, body: bytes, media: str) -> tuple[int, Any]:
+        """POST /ingest (JSON or Arrow; routed by `BodyTypes`): `biostream.streaming.http`."""
+        if self.streams is None:
+            return 503, {"error": "this bento was built without params.yaml: stream; re-run the package stage"}
+        return await self.streams.ingest(body, media)
+
+    async def stream_get(self, path: str, query: str) -> tuple[int, Any]:
+        if self.streams is None:
+            return 503, {"error": "this bento was built without params.yaml: stream; re-run the package stage"}
+        return await self.streams.get(path, query)
 
     # the content type is declared: BentoML otherwise derives it from the list's JSON schema on every response
     @bentoml.api
@@ -107,7 +128,18 @@ class VitalsService:
         return self.scorer.metadata()
 
 
-# POST /predict also takes an Arrow IPC stream
+def _service() -> VitalsService:
+    return bentoml.get_current_service()
+
+
+# POST /predict also takes an Arrow IPC stream; POST /ingest JSON or Arrow; GET /beds/..., /alarms; every body has a
+# byte limit checked before it is parsed (413)
 VitalsService.add_asgi_middleware(
-    BodyTypes, handlers={("/predict", ARROW_STREAM): lambda: bentoml.get_current_service().predict_arrow},
-    max_body_bytes=largest_body(SPEC))
+    BodyTypes, max_body_bytes=largest_body(SPEC), json_max_bytes=SPEC.max_body_bytes,
+    handlers={("/predict", ARROW_STREAM): lambda: _service().predict_arrow,
+              ("/ingest", "application/json"): lambda: lambda body: _service().ingest(body, "application/json"),
+              ("/ingest", ARROW_STREAM): lambda: lambda body: _service().ingest(body, ARROW_STREAM)},
+    limits={("/ingest", "application/json"): SPEC.max_body_bytes or largest_body(SPEC),
+            ("/ingest", ARROW_STREAM): SPEC.max_body_bytes or largest_body(SPEC)},
+    gets={"/beds": lambda: _service().stream_get, "/alarms": lambda: _service().stream_get},
+    limit_note="serve.max_body_mb")

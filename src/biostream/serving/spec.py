@@ -20,6 +20,7 @@ import yaml
 
 from biostream.core.config import ConfigError, SignalCatalog, require
 from biostream.models.bundle import ModelBundle
+from biostream.streaming.params import StreamParams
 
 BENTO_MODEL = "vitals-anomaly-detector"  # the champion's name in the BentoML model store (`package` imports it)
 MLFLOW_MODEL_DIR = "mlflow_model"  # where bentoml.mlflow.import_model puts the MLflow model
@@ -38,6 +39,8 @@ class ServeParams:
     max_latency_ms: int
     top_signals: int
     workers: int
+    max_body_mb: float
+    stream: dict[str, Any] = field(default_factory=dict)  # params.yaml: stream (biostream.streaming.params)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ServeParams:
@@ -52,11 +55,15 @@ class ServeParams:
             max_latency_ms=int(require(sec, "max_latency_ms", w)),
             top_signals=int(require(sec, "top_signals", w)),
             workers=int(require(sec, "workers", w)),
+            max_body_mb=float(require(sec, "max_body_mb", w)),
+            stream=StreamParams.from_params(params).to_dict() if "stream" in params else {},
         )
         if min(out.max_batch_windows, out.max_window_s, out.max_series_s, out.max_latency_ms, out.top_signals,
                out.workers) < 1:
             raise ConfigError(f"{w}: max_batch_windows, max_window_s, max_series_s, max_latency_ms, top_signals and "
                               "workers must be >= 1")
+        if not out.max_body_mb > 0:
+            raise ConfigError(f"{w}.max_body_mb: must be > 0, got {out.max_body_mb}")
         if not 0.0 <= out.max_missing_fraction < 1.0:
             raise ConfigError(f"{w}.max_missing_fraction: must be in [0, 1), got {out.max_missing_fraction}")
         return out
@@ -83,6 +90,8 @@ class ServingSpec:
     top_signals: int
     workers: int
     metrics: dict[str, float] = field(default_factory=dict)
+    stream: dict[str, Any] = field(default_factory=dict)  # params.yaml: stream, for POST /ingest
+    max_body_bytes: int | None = None  # serve.max_body_mb: JSON bodies longer are refused unread (413)
 
     @classmethod
     def build(cls, bundle: ModelBundle, catalog: SignalCatalog, serve: ServeParams, *, model_name: str,
@@ -95,7 +104,8 @@ class ServingSpec:
         return cls(model_name, str(model_version), model_alias, model_uri, bundle.detector.name, signals,
                    {s: catalog[s].unit for s in signals}, {s: tuple(catalog[s].valid) for s in signals}, window_s,
                    serve.max_window_s, serve.max_batch_windows, serve.max_series_s, serve.max_missing_fraction,
-                   serve.max_latency_ms, serve.top_signals, serve.workers, dict(metrics))
+                   serve.max_latency_ms, serve.top_signals, serve.workers, dict(metrics), dict(serve.stream),
+                   int(serve.max_body_mb * (1 << 20)))
 
     @cached_property
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,357 @@
+"""Bedside streams: each bed's newest seconds in, every new second scored as the window ending at it, alarms and
+episodes out, everything written to the stream store (`biostream.streaming.store`).
+
+A bed keeps its last `window_s` seconds of values and its alarm state (`biostream.streaming.policy`). Seconds are
+whole seconds since the epoch (a sample's time rounded to the nearest second). For each bed, in a message:
+
+* a second after the newest one is new: it is scored, with the seconds between (a gap: nothing arrived) scored as
+  missing data, as `score_series` scores a recording with a hole; a gap of `silent_s` or more starts a new
+  recording (nothing before it is read);
+* a second already scored is a repeat (a no-op), unless it carries values that were missing there: those are
+  merged in for the windows still to come (a late sample; its own score stays what was answered), within `late_s`
+  of the newest second; an older one is refused, with the reason;
+* a value outside its signal's physiological range is stored as missing and named (bed, field, value, limit);
+  the rest of the message is kept.
+
+A bed whose last message is `silent_s` old is closed (`sweep`): its open episode ends at its last alarm second,
+and its next message starts a new recording. Streamed second by second, a recording gets the scores, alarms and
+episodes `score_series` gives it whole (tested to 1e-6).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from biostream.serving.scorer import Scorer
+from biostream.streaming.params import StreamParams
+from biostream.streaming.policy import BedAlarms, Episode, Step
+from biostream.streaming.store import Store, Transaction
+
+SCORE_CHUNK = 512  # windows per model call
+
+
+@dataclass
+class Chunk:
+    """One bed's consecutive seconds from a message: (S, m) values (NaN = missing) from second `start`."""
+
+    bed: str
+    start: int
+    values: np.ndarray
+    index: int = 0  # its place in the message (for errors)
+
+
+@dataclass
+class Problem:
+    """What was refused or changed in a message: named so that the sender can fix it."""
+
+    index: int | None
+    bed: str | None
+    field: str
+    value: Any
+    limit: str
+    error: str
+    kept: str  # what happened to the rest: "nothing of this item", "stored as missing", ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class BedState:
+    values: np.ndarray  # (S, W): the last W seconds up to `last_second`, NaN = missing
+    last_second: int | None
+    alarms: BedAlarms
+    version: int = 0
+    first_second: int | None = None  # the recording's first second
+
+
+@dataclass
+class BedAnswer:
+    bed: str
+    seconds: list[dict[str, Any]] = field(default_factory=list)  # time, score, alarm, alarm_class, top_signals
+    opened: list[dict[str, Any]] = field(default_factory=list)
+    closed: list[dict[str, Any]] = field(default_factory=list)
+    repeated: int = 0
+    merged: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def iso(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).isoformat().replace("+00:00", "Z")
+
+
+def episode_record(bed: str, ep: Episode, now: float, signals_of: Any = None) -> dict[str, Any]:
+    """An episode as the store keeps it."""
+    peak = ep.peak
+    return {"bed": bed, "start": ep.start, "end": ep.end, "last_on": ep.last_on, "alarm_class": ep.alarm_class,
+            "peak_second": None if peak is None else peak.second, "peak_score": None if peak is None else peak.score,
+            "signals": json.dumps(None if peak is None else peak.signals), "opened_at": now,
+            "closed_at": now if ep.end is not None else None}
+
+
+def episode_answer(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored episode as the service answers it."""
+    end = rec["end"]
+    return {"bed": rec["bed"], "start": iso(rec["start"]), "end": None if end is None else iso(end),
+            "open": end is None, "alarm_class": rec["alarm_class"],
+            "peak_time": None if rec["peak_second"] is None else iso(rec["peak_second"]),
+            "peak_score": rec["peak_score"], "signals": json.loads(rec["signals"] or "null") or []}
+
+
+class StreamEngine:
+    """The beds of one process, over a shared store: see the module docstring."""
+
+    def __init__(self, scorer: Scorer, store: Store, params: StreamParams) -> None:
+        self.scorer, self.store, self.params = scorer, store, params
+        self.signals = scorer.spec.signals
+        self.window_s = scorer.spec.window_s
+        self.policy = scorer.bundle.policy
+        self.beds: dict[str, BedState] = {}  # cached states; the store's version says whether one is current
+
+    # ------------------------------------------------------------------------------------------ state
+    def _fresh(self) -> BedState:
+        return BedState(np.full((len(self.signals), self.window_s), np.nan), None, BedAlarms(self.policy))
+
+    def _state(self, tx: Transaction, bed: str) -> BedState:
+        row = tx.rows[bed]
+        cached = self.beds.get(bed)
+        if cached is not None and cached.version == row.version:
+            return cached
+        state = self._fresh()
+        state.version = row.version
+        if row.state is not None:  # resume from the store
+            state.alarms = BedAlarms.from_dict(self.policy, row.state["alarms"])
+        if row.last_second is not None and row.state is not None:
+            state.last_second, state.first_second = row.last_second, row.state["first_second"]
+            for second, vals in tx.recent_values(bed, row.last_second, self.window_s):
+                state.values[:, self.window_s - 1 - (row.last_second - second)] = vals
+        self.beds[bed] = state
+        return state
+
+    # ------------------------------------------------------------------------------------------ ingest
+    def ingest(self, chunks: Sequence[Chunk], now: float | None = None) -> tuple[list[BedAnswer], list[Problem]]:
+        """Score the new seconds of `chunks` and store them; per bed, what was answered, and what was refused."""
+        now = time.time() if now is None else now
+        by_bed: dict[str, list[Chunk]] = {}
+        for c in chunks:
+            by_bed.setdefault(c.bed, []).append(c)
+        problems: list[Problem] = []
+        with self.store.transaction(by_bed) as tx:
+            plans = []
+            for bed, parts in by_bed.items():
+                plans.append(self._plan(bed, self._state(tx, bed), sorted(parts, key=lambda c: c.start), problems))
+            answers = self._score_and_write(tx, plans, now)
+        return answers, problems
+
+    def _plan(self, bed: str, state: BedState, parts: list[Chunk], problems: list[Problem]) -> _Plan:
+        """Merge a bed's chunks into its history: segments of new seconds to score (a new recording starts a new
+        segment), repeats, and late values merged into seconds already scored."""
+        p, w = self.params, self.window_s
+        plan = _Plan(bed, state)
+        seg = plan.segments[-1]
+        last, first = state.last_second, state.first_second
+        for c in parts:
+            refused: list[int] = []
+            for j in range(c.values.shape[1]):
+                t, v = c.start + j, c.values[:, j]
+                if last is not None and t <= last:
+                    age = last - t
+                    if age >= w or t < first:  # not in the history kept: cannot be merged, nor told from a repeat
+                        if not np.isnan(v).all():
+                            refused.append(t)
+                        continue
+                    col = plan.column(last, t)
+                    fill = np.isnan(col) & ~np.isnan(v)
+                    if not fill.any():
+                        plan.answer.repeated += 1
+                    elif age <= p.late_s:
+                        col[fill] = v[fill]
+                        plan.merged[t] = col
+                    else:
+                        refused.append(t)
+                    continue
+                if last is None or t - last - 1 >= p.silent_s:  # a new recording: nothing before it is read
+                    seg = plan.new_segment(t, reset=last is not None or state.alarms.episode is not None)
+                    first = t
+                elif t - last > 1:  # a gap: missing data, scored as score_series scores a hole
+                    seg.new.extend(np.full(len(self.signals), np.nan) for _ in range(t - last - 1))
+                seg.new.append(np.asarray(v, dtype=np.float64))
+                last = t
+            if refused:
+                problems.append(self._too_late(c, bed, refused, last, first))
+        plan.last_second, plan.first_second = last, first
+        return plan
+
+    def _too_late(self, c: Chunk, bed: str, refused: list[int], last: int | None, first: int | None) -> Problem:
+        p, n = self.params, len(refused)
+        span = iso(refused[0]) + ("" if n == 1 else f" to {iso(refused[-1])}")
+        return Problem(c.index, bed, "start", span, f"late_s = {p.late_s} s",
+                       f"{n} second(s) of bed {bed!r} ({span}) carry values for seconds already scored, more than "
+                       f"stream.late_s = {p.late_s} s before its newest ({iso(last)})"
+                       + (f" or before its recording started ({iso(first)})" if first is not None else "")
+                       + ": not stored", "the item's other seconds")
+
+    def _score_and_write(self, tx: Transaction, plans: list[_Plan], now: float) -> list[BedAnswer]:
+        w = self.window_s
+        windows = []
+        for plan in plans:
+            for seg in plan.segments:
+                if seg.new:
+                    ext = np.concatenate([seg.hist, np.stack(seg.new, axis=1)], axis=1)
+                    # (m, S, W): the windows ending at each new second
+                    windows.append(sliding_window_view(ext, w, axis=1).transpose(1, 0, 2)[1:])
+        if windows:
+            x = np.concatenate(windows)
+            outs = [self.scorer.bundle.outputs_and_view(x[a:a + SCORE_CHUNK]) for a in range(0, len(x), SCORE_CHUNK)]
+            score = np.concatenate([o[0].score for o in outs])
+            technical = np.concatenate([o[0].technical for o in outs])
+            rule_driven = np.concatenate([o[0].rule_driven for o in outs])
+            view = np.concatenate([o[1] for o in outs])
+            learned = np.concatenate([o[2] for o in outs])
+        threshold = self.scorer.threshold
+        seconds, name_rows, named = [], [], []
+        row = 0
+        for plan in plans:
+            alarms, answer = plan.state.alarms, plan.answer
+            for seg in plan.segments:
+                if seg.reset:
+                    ep = alarms.reset()
+                    if ep is not None:
+                        plan.touched[ep.start] = ep
+                        answer.closed.append(ep)
+                for j, vals in enumerate(seg.new):
+                    t = seg.first + j
+                    s, tech = float(score[row]), bool(technical[row])
+                    step: Step = alarms.step(t, s, s > threshold, tech)
+                    if step.closed is not None:
+                        plan.touched[step.closed.start] = step.closed
+                        answer.closed.append(step.closed)
+                    ep = alarms.episode
+                    if ep is not None:
+                        plan.touched[ep.start] = ep
+                    if step.opened is not None:
+                        answer.opened.append(step.opened)
+                    rec = {"bed": plan.bed, "second": t, "vals": vals.tobytes(), "score": s, "above": s > threshold,
+                           "technical": tech, "alarm": step.on, "top_signals": None, "scored_at": now}
+                    seconds.append(rec)
+                    said = {"time": iso(t), "score": s, "alarm": step.on,
+                            "alarm_class": ep.alarm_class if step.on and ep is not None else None, "top_signals": []}
+                    answer.seconds.append(said)
+                    if step.on or step.peak:
+                        name_rows.append(row)
+                        named.append((rec, said if step.on else None, ep if step.peak else None, t))
+                    row += 1
+        if name_rows:
+            idx = np.asarray(name_rows)
+            names = self.scorer.top_signals(x[idx], view[idx], learned[idx], rule_driven[idx])
+            for (rec, said, ep, t), n in zip(named, names, strict=True):
+                if said is not None:
+                    said["top_signals"] = n
+                    rec["top_signals"] = json.dumps(n)
+                if ep is not None:
+                    for peak in (ep.peak, ep.gap_peak):
+                        if peak is not None and peak.second == t:
+                            peak.signals = n
+        bed_rows, merged, episodes = [], [], []
+        for plan in plans:
+            st = plan.state
+            for t, col in plan.merged.items():
+                merged.append({"bed": plan.bed, "second": t, "vals": np.ascontiguousarray(col).tobytes()})
+                plan.answer.merged += 1
+            episodes.extend(episode_record(plan.bed, ep, now) for ep in plan.touched.values())
+            plan.answer.opened = [episode_answer(episode_record(plan.bed, e, now)) for e in plan.answer.opened]
+            plan.answer.closed = [episode_answer(episode_record(plan.bed, e, now)) for e in plan.answer.closed]
+            seg = plan.segments[-1]
+            st.values = np.ascontiguousarray(np.concatenate([seg.hist] + [v[:, None] for v in seg.new],
+                                                            axis=1)[:, -w:])
+            st.last_second, st.first_second = plan.last_second, plan.first_second
+            bed_rows.append({"bed": plan.bed, "last_second": st.last_second, "last_arrival": now,
+                             "state": self._state_dict(st)})
+        tx.write(bed_rows, seconds, merged, episodes)
+        for plan in plans:
+            plan.state.version += 1
+        return [plan.answer for plan in plans]
+
+    @staticmethod
+    def _state_dict(st: BedState) -> dict[str, Any]:
+        return {"first_second": st.first_second, "alarms": st.alarms.to_dict()}
+
+    # ------------------------------------------------------------------------------------------ silence
+    def sweep(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Close the beds silent for `silent_s` (wall clock): their open episodes end, their next message starts a
+        new recording. Returns the episodes closed."""
+        now = time.time() if now is None else now
+        silent = self.store.silent_beds(now - self.params.silent_s)
+        return self.close(silent, now, only_before=now - self.params.silent_s)
+
+    def close(self, beds: Iterable[str], now: float | None = None,
+              only_before: float | None = None) -> list[dict[str, Any]]:
+        """End the recordings of `beds` (the stream ended): close their open episodes."""
+        now = time.time() if now is None else now
+        closed = []
+        beds = list(beds)
+        if not beds:
+            return closed
+        with self.store.transaction(beds) as tx:
+            bed_rows, episodes = [], []
+            for bed in beds:
+                row = tx.rows[bed]
+                if row.last_second is None or (only_before is not None and (row.last_arrival or 0) >= only_before):
+                    continue  # no recording, or a message came in meanwhile
+                st = self._state(tx, bed)
+                ep = st.alarms.reset()
+                if ep is not None:
+                    rec = episode_record(bed, ep, now)
+                    episodes.append(rec)
+                    closed.append(episode_answer(rec))
+                st.values[:] = np.nan
+                st.last_second = st.first_second = None
+                bed_rows.append({"bed": bed, "last_second": None, "last_arrival": row.last_arrival,
+                                 "state": self._state_dict(st)})
+            tx.write(bed_rows, [], [], episodes)
+            for b in bed_rows:
+                self.beds[b["bed"]].version += 1
+        return closed
+
+
+class _Segment:
+    """New seconds of one recording: from second `first`, after the (S, W) history `hist`."""
+
+    def __init__(self, first: int, hist: np.ndarray, reset: bool) -> None:
+        self.first, self.hist, self.reset = first, hist, reset
+        self.new: list[np.ndarray] = []  # (S,) per second
+
+
+class _Plan:
+    """One bed's part of a batch: its segments of new seconds, late merges, episodes touched."""
+
+    def __init__(self, bed: str, state: BedState) -> None:
+        self.bed, self.state = bed, state
+        self.answer = BedAnswer(bed)
+        self.segments = [_Segment((state.last_second or 0) + 1, state.values.copy(), False)]
+        self.last_second, self.first_second = state.last_second, state.first_second
+        self.merged: dict[int, np.ndarray] = {}
+        self.touched: dict[int, Episode] = {}
+
+    def new_segment(self, first: int, reset: bool) -> _Segment:
+        seg = _Segment(first, np.full_like(self.segments[0].hist, np.nan), reset)
+        self.segments.append(seg)
+        return seg
+
+    def column(self, last: int, t: int) -> np.ndarray:
+        """Second t's values (t <= last, in the current recording), as a view to merge a late value into."""
+        seg = self.segments[-1]
+        back = last - t
+        if back < len(seg.new):
+            return seg.new[len(seg.new) - 1 - back]
+        return seg.hist[:, seg.hist.shape[1] - 1 - (back - len(seg.new))]

@@ -1,0 +1,128 @@
+"""The HTTP face of bedside streams, without BentoML (the service routes to it: `biostream.serving.service`):
+
+* `POST /ingest` (JSON or Arrow, `biostream.streaming.messages`): scores every new second of every bed in the
+  message and answers, per bed, the seconds scored (score, alarm, class, main signals), the episodes opened and
+  closed, repeats and merges; and `problems`, each naming its item, bed, field, value and limit;
+* `GET /beds/<bed>/scores?since=&until=&limit=`: a bed's stored seconds (alarm after the refractory merge, as
+  `score_series` answers it: the seconds of its episodes);
+* `GET /beds/<bed>/episodes?since=`: a bed's alarm episodes;
+* `GET /alarms`: the open episodes of every bed.
+
+Times in answers are ISO 8601 UTC; `since`/`until` take ISO 8601 or seconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import anyio
+import numpy as np
+
+from biostream.serving.arrow import ARROW_STREAM
+from biostream.streaming.engine import StreamEngine, episode_answer, iso
+from biostream.streaming.messages import ItemError, MessageError, parse_arrow, parse_json, to_second
+
+_log = logging.getLogger("biostream")
+
+
+class StreamEndpoints:
+    """One service process's stream endpoints over its engine; ingests run one at a time, off the event loop."""
+
+    def __init__(self, engine: StreamEngine, sweep_every_s: float = 5.0) -> None:
+        self.engine = engine
+        self.lock = threading.Lock()
+        self.sweep_every_s = sweep_every_s
+        self._sweeper: asyncio.Task | None = None
+
+    # ---------------------------------------------------------------------------------------- POST /ingest
+    async def ingest(self, body: bytes, media: str = "application/json") -> tuple[int, Any]:
+        self._start_sweeper()
+        return await anyio.to_thread.run_sync(self.ingest_now, body, media)
+
+    def ingest_now(self, body: bytes, media: str = "application/json") -> tuple[int, Any]:
+        spec, params = self.engine.scorer.spec, self.engine.params
+        try:
+            chunks, problems = (parse_arrow if media == ARROW_STREAM else parse_json)(body, spec, params)
+        except MessageError as error:
+            return 400, {"error": str(error)}
+        with self.lock:
+            answers, late = self.engine.ingest(chunks)
+        problems += late
+        answer = {"beds": [a.to_dict() for a in answers], "problems": [p.to_dict() for p in problems],
+                  "threshold": self.engine.scorer.threshold, "model": self.engine.scorer.model.model_dump()}
+        # a message none of whose items could be read is refused as a whole; otherwise what was read is kept
+        return (400 if problems and not chunks else 200), answer
+
+    # ---------------------------------------------------------------------------------------- GET
+    async def get(self, path: str, query: str) -> tuple[int, Any]:
+        return await anyio.to_thread.run_sync(self.get_now, path, query)
+
+    def get_now(self, path: str, query: str) -> tuple[int, Any]:
+        q = {k: v[-1] for k, v in parse_qs(query).items()}
+        try:
+            since = None if "since" not in q else to_second(_number_or_text(q["since"]), "since")
+            until = None if "until" not in q else to_second(_number_or_text(q["until"]), "until")
+            limit = int(q.get("limit", 600))
+            if not 1 <= limit <= 86400:
+                raise ValueError(f"limit is {limit}: ask for 1 to 86400 seconds")
+        except (ItemError, ValueError) as error:
+            return 400, {"error": str(error)}
+        store = self.engine.store
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        if parts == ["alarms"]:
+            return 200, {"open": [episode_answer(e) for e in store.episodes(open_only=True)]}
+        if len(parts) == 3 and parts[0] == "beds" and parts[2] in ("scores", "episodes"):
+            bed = parts[1]
+            if parts[2] == "episodes":
+                return 200, {"bed": bed, "episodes": [episode_answer(e) for e in store.episodes(bed, since=since)]}
+            return 200, self.scores(bed, since, until, limit)
+        return 404, {"error": f"no GET endpoint {path}: GET /beds/<bed>/scores, /beds/<bed>/episodes or /alarms"}
+
+    def scores(self, bed: str, since: int | None, until: int | None, limit: int) -> dict[str, Any]:
+        rows = self.engine.store.seconds(bed, since, until, limit)
+        out = {"bed": bed, "threshold": self.engine.scorer.threshold, "seconds": []}
+        if not rows:
+            return out
+        episodes = self.engine.store.episodes(bed, since=rows[0]["second"])
+        for r in rows:
+            t = r["second"]
+            cls = next((e["alarm_class"] for e in episodes
+                        if e["start"] <= t < (e["end"] if e["end"] is not None else e["last_on"] + 1)), None)
+            vals = np.frombuffer(r["vals"], dtype=np.float64)
+            out["seconds"].append({
+                "time": iso(t), "score": r["score"], "above_threshold": r["above"], "alarm": cls is not None,
+                "alarm_class": cls, "top_signals": json.loads(r["top_signals"] or "[]"),
+                "vitals": {s: (None if np.isnan(v) else float(v)) for s, v in zip(self.engine.signals, vals,
+                                                                                    strict=True)},
+                "scored_at": iso(int(r["scored_at"]))})
+        return out
+
+    # ---------------------------------------------------------------------------------------- silence
+    def _start_sweeper(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_every_s)
+            try:
+                await anyio.to_thread.run_sync(self.sweep_now)
+            except Exception:  # a busy or unreachable store: logged, tried again at the next sweep
+                _log.exception("closing silent beds failed")
+
+    def sweep_now(self, now: float | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return self.engine.sweep(time.time() if now is None else now)
+
+
+def _number_or_text(v: str) -> float | str:
+    try:
+        return float(v)
+    except ValueError:
+        return v

@@ -1,0 +1,248 @@
+"""What a gateway sends to `POST /ingest` (or publishes on a Redis stream): each bed's newest seconds.
+
+JSON: `{"samples": [item, ...]}`, an item `{"bed": "bed-4", "start": <time of its first second: ISO 8601 or
+seconds since the epoch>, "vitals": {"hr": [72, 73], "map": [80, null]}}` (or `"vitals_f32"`, as `predict` takes
+it): 1 Hz values from `start`, null where missing, a signal left out missing throughout. Many beds and many
+seconds per message; an item is one bed's consecutive seconds.
+
+Arrow (`application/vnd.apache.arrow.stream`): one row per bed and second, columns `bed` (string), `time`
+(timestamp, no zone = UTC, or seconds since the epoch) and one floating-point column per signal sent (null or
+NaN where missing). Rows of one bed at consecutive seconds form one item.
+
+`parse_json` and `parse_arrow` return the items they could read as `Chunk`s and a `Problem` for each thing they
+could not, naming its item, bed, field, value and limit: a bad item loses only itself, a value outside its
+signal's physiological range only itself (stored as missing).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from biostream.serving.checks import unpack_f32
+from biostream.serving.spec import ServingSpec
+from biostream.streaming.engine import Chunk, Problem
+from biostream.streaming.params import StreamParams
+
+ITEM_KEYS = {"bed", "start", "vitals", "vitals_f32"}
+
+
+class MessageError(ValueError):
+    """The message as a whole cannot be read (not JSON, no `samples`, too many items)."""
+
+
+class ItemError(ValueError):
+    """One item cannot be read: its field, the value found and the limit or form expected."""
+
+    def __init__(self, field: str, value: Any, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.value, self.limit = field, _short(value), limit
+
+
+def _short(v: Any) -> Any:
+    """A value as a message echoes it (an array or object is named, not echoed)."""
+    return v if isinstance(v, str | int | float | bool) or v is None else type(v).__name__
+
+
+def to_second(value: Any, field: str = "start") -> int:
+    """A time (ISO 8601 with a zone, or seconds since the epoch) -> whole seconds since the epoch."""
+    form = "ISO 8601 with a zone (2026-11-21T10:15:00Z) or seconds since the epoch"
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return round(value)
+    if isinstance(value, str):
+        try:
+            t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            t = None
+        if t is not None and t.tzinfo is not None:
+            return round(t.timestamp())
+        if t is not None:
+            raise ItemError(field, value, form, f"{field} is {value!r}, a time without a zone: add one (Z for UTC)")
+    raise ItemError(field, value, form, f"{field} is {_short(value)!r}, not a time: send {form}")
+
+
+def check_ranges(chunk: Chunk, spec: ServingSpec, problems: list[Problem]) -> None:
+    """Values outside their signal's physiological range become missing, each named (the rest is kept)."""
+    lo, hi = spec.bounds
+    bad = (chunk.values < lo) | (chunk.values > hi)
+    if bad.any():
+        field = "vitals"
+        for i, j in zip(*np.nonzero(bad), strict=True):
+            s, v = spec.signals[i], float(chunk.values[i, j])
+            problems.append(Problem(chunk.index, chunk.bed, f"{field}.{s}[{j}]", v,
+                                    f"[{spec.valid[s][0]:g}, {spec.valid[s][1]:g}] {spec.units[s]}",
+                                    f"{s} = {v:g} {spec.units[s]} at bed {chunk.bed!r}'s second {j} is outside the "
+                                    f"physiological range (configs/signals.yaml)", "stored as missing"))
+        chunk.values[bad] = np.nan
+
+
+def parse_item(item: Any, index: int, spec: ServingSpec, params: StreamParams) -> Chunk:
+    """One JSON item -> Chunk; ValueError naming the field (its bed is read first, for the message)."""
+    extra = set(item) - ITEM_KEYS
+    if extra:
+        raise ItemError(sorted(extra)[0], None, ", ".join(sorted(ITEM_KEYS)),
+                        f"unknown field(s) {', '.join(sorted(extra))}; an item has {', '.join(sorted(ITEM_KEYS))}")
+    start = to_second(item.get("start"))
+    vitals, packed = item.get("vitals"), item.get("vitals_f32")
+    if (vitals is None) == (packed is None):
+        raise ItemError("vitals", None, "one of vitals, vitals_f32",
+                        "send the signals in `vitals` (arrays of numbers, null where missing) or `vitals_f32` "
+                         "(base64 float32 per signal)" + (", not both" if vitals is not None else ""))
+    field, arrays = ("vitals", vitals) if vitals is not None else ("vitals_f32", packed)
+    if not isinstance(arrays, Mapping) or not arrays:
+        raise ItemError(field, arrays, "an object of per-signal arrays",
+                        f"{field} must be an object of per-signal arrays, one of {', '.join(spec.signals)}")
+    unknown = set(arrays) - set(spec.signals)
+    if unknown:
+        raise ItemError(f"{field}.{sorted(unknown)[0]}", None, ", ".join(spec.signals),
+                        f"{field}: unknown signal(s) {', '.join(sorted(unknown))}; the model reads "
+                         f"{', '.join(spec.signals)}")
+    rows: dict[str, np.ndarray] = {}
+    for s, v in arrays.items():
+        if field == "vitals_f32":
+            if not isinstance(v, str):
+                raise ItemError(f"vitals_f32.{s}", v, "base64 of little-endian float32",
+                                f"vitals_f32.{s} is {type(v).__name__}, not base64 text")
+            try:
+                rows[s] = unpack_f32(v)
+            except ValueError as error:
+                raise ItemError(f"vitals_f32.{s}", None, "base64 of little-endian float32, NaN where missing",
+                                f"vitals_f32.{s}: {error}") from None
+        else:
+            if not isinstance(v, list):
+                raise ItemError(f"vitals.{s}", v, "an array of numbers",
+                                f"vitals.{s} is {type(v).__name__}, not an array of numbers (null where missing)")
+            for j, x in enumerate(v):
+                if x is not None and (isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x)):
+                    raise ItemError(f"vitals.{s}[{j}]", x, "a finite number or null",
+                                    f"vitals.{s}[{j}] is {x!r}, not a finite number; send null for a missing value")
+            rows[s] = np.array([np.nan if x is None else x for x in v], dtype=np.float64)
+    lengths = {len(r) for r in rows.values()}
+    if len(lengths) > 1:
+        raise ItemError(field, {s: len(r) for s, r in rows.items()}, "the same length for every signal",
+                        f"{field}: the signals have different lengths "
+                        f"({', '.join(f'{s}: {len(r)}' for s, r in rows.items())}); "
+                         f"every signal covers the same seconds")
+    m = lengths.pop()
+    if not 1 <= m <= params.max_message_s:
+        raise ItemError(field, m, f"1 to {params.max_message_s} seconds (stream.max_message_s)",
+                        f"{field} carries {m} seconds; an item carries 1 to {params.max_message_s} "
+                         f"(stream.max_message_s)")
+    values = np.full((len(spec.signals), m), np.nan)
+    for i, s in enumerate(spec.signals):
+        if s in rows:
+            values[i] = rows[s]
+    return Chunk(str(item["bed"]), start, values, index)
+
+
+def bed_of(item: Any) -> str:
+    """An item's bed id, checked; ValueError if it has none usable."""
+    if not isinstance(item, Mapping):
+        raise ItemError("item", item, "an object", f"is {type(item).__name__}, not an object with bed, start and "
+                                                   f"vitals")
+    bed = item.get("bed")
+    if not isinstance(bed, str) or not 1 <= len(bed) <= 128:
+        raise ItemError("bed", bed, "a string of 1 to 128 characters",
+                        f"bed is {_short(bed)!r}: send the bed's id, a string of 1 to 128 characters")
+    return bed
+
+
+def parse_json(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[list[Chunk], list[Problem]]:
+    try:
+        message = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise MessageError(f"the body is not JSON ({error}); send {{\"samples\": [{{\"bed\", \"start\", "
+                           f"\"vitals\"}}, ...]}}") from None
+    if not isinstance(message, Mapping) or not isinstance(message.get("samples"), list) or set(message) != {"samples"}:
+        raise MessageError("send {\"samples\": [{\"bed\": ..., \"start\": ..., \"vitals\": {...}}, ...]}")
+    items = message["samples"]
+    if len(items) > params.max_message_beds:
+        raise MessageError(f"{len(items)} items in one message; at most {params.max_message_beds} "
+                           f"(stream.max_message_beds): split it")
+    return _items(items, spec, params)
+
+
+def _items(items: list[Any], spec: ServingSpec, params: StreamParams) -> tuple[list[Chunk], list[Problem]]:
+    chunks, problems = [], []
+    for k, item in enumerate(items):
+        try:
+            bed = bed_of(item)
+        except ItemError as error:
+            problems.append(Problem(k, None, error.field, error.value, error.limit, f"item {k}: {error}",
+                                    "nothing of this item"))
+            continue
+        try:
+            chunk = parse_item(item, k, spec, params)
+        except ItemError as error:
+            problems.append(Problem(k, bed, error.field, error.value, error.limit, f"item {k} (bed {bed!r}): {error}",
+                                    "nothing of this item"))
+            continue
+        check_ranges(chunk, spec, problems)
+        chunks.append(chunk)
+    return chunks, problems
+
+
+def parse_arrow(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[list[Chunk], list[Problem]]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        table = pa.ipc.open_stream(body).read_all()
+    except (pa.ArrowInvalid, OSError) as error:
+        raise MessageError(f"the body is not an Arrow IPC stream ({error}); send one row per bed and second with "
+                           f"columns bed, time and one per signal") from None
+    names = table.column_names
+    missing = [c for c in ("bed", "time") if c not in names]
+    unknown = sorted(set(names) - {"bed", "time", *spec.signals})
+    if missing or unknown or len(set(names)) != len(names):
+        raise MessageError(f"Arrow columns {names}: need bed, time and signals among {', '.join(spec.signals)}"
+                           + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""))
+    if table.num_rows > params.max_message_beds * params.max_message_s:
+        raise MessageError(f"{table.num_rows} rows in one message; at most {params.max_message_beds} beds x "
+                           f"{params.max_message_s} s: split it")
+    beds = table.column("bed").to_pylist()
+    time_col = table.column("time")
+    if pa.types.is_timestamp(time_col.type):
+        secs = pc.cast(time_col, pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False) / 1e3
+    else:
+        secs = time_col.to_numpy(zero_copy_only=False).astype(np.float64)
+    values = np.full((len(spec.signals), table.num_rows), np.nan)
+    problems: list[Problem] = []
+    for i, s in enumerate(spec.signals):
+        if s in names:
+            col = table.column(s)
+            if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+                raise MessageError(f"Arrow column {s} is {col.type}; send float32 or float64 values (null or NaN "
+                                   f"where missing)")
+            values[i] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+    bad_time = ~np.isfinite(secs)
+    chunks: list[Chunk] = []
+    order = {}
+    for r in range(table.num_rows):
+        bed = beds[r]
+        if not isinstance(bed, str) or not 1 <= len(bed) <= 128 or bad_time[r]:
+            field = "time" if isinstance(bed, str) and 1 <= len(bed) <= 128 else "bed"
+            problems.append(Problem(r, bed, field, bed if field == "bed" else None, "a bed id of 1 to 128 "
+                                    "characters and a time", f"row {r}: {field} is missing or not usable",
+                                    "nothing of this row"))
+            continue
+        if np.isinf(values[:, r]).any():
+            problems.append(Problem(r, bed, "values", "inf", "finite numbers", f"row {r} (bed {bed!r}): an "
+                                    "infinite value; send NaN or null for a missing one", "nothing of this row"))
+            continue
+        t = round(float(secs[r]))
+        prev = order.get(bed)
+        if prev is not None and prev.start + prev.values.shape[1] == t:
+            prev.values = np.concatenate([prev.values, values[:, r:r + 1]], axis=1)
+        else:
+            chunk = Chunk(bed, t, values[:, r:r + 1].copy(), r)
+            chunks.append(chunk)
+            order[bed] = chunk
+    for chunk in chunks:
+        check_ranges(chunk, spec, problems)
+    return chunks, problems

@@ -1,0 +1,203 @@
+"""Where a stream's decisions are kept: every scored second, every alarm episode, and each bed's state, in one
+SQL database: sqlite by default (a file, no server), PostgreSQL by URL (`postgresql+psycopg://...`).
+
+Exactly once: the engine writes a batch's seconds, episodes and bed states in one transaction, under a lock on
+the batch's beds (sqlite: the database's write lock, `BEGIN IMMEDIATE`; PostgreSQL: `SELECT ... FOR UPDATE` on
+their rows), and a second is a primary key (bed, second). Each bed row carries a version that every write
+increments: a process whose cached state of a bed is older reloads it from here before it scores (another
+process, or an earlier life of this one, moved on). A batch that dies before its commit leaves nothing; one
+that committed is a no-op when it comes again (its seconds are there: repeats).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+META = sa.MetaData()
+BEDS = sa.Table(
+    "stream_beds", META,
+    sa.Column("bed", sa.String(128), primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),  # +1 per write: a cached state older than this is stale
+    sa.Column("last_second", sa.BigInteger),  # the newest scored second; null: no recording (new, or went silent)
+    sa.Column("last_arrival", sa.Float),  # wall clock of the bed's last message (the silent-bed timeout)
+    sa.Column("state", sa.Text),  # the alarm policy's state (BedAlarms.to_dict), JSON
+)
+SECONDS = sa.Table(
+    "stream_seconds", META,
+    sa.Column("bed", sa.String(128), primary_key=True),
+    sa.Column("second", sa.BigInteger, primary_key=True),  # seconds since the epoch (UTC)
+    sa.Column("vals", sa.LargeBinary, nullable=False),  # the signals' values, float64, NaN = missing
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("above", sa.Boolean, nullable=False),
+    sa.Column("technical", sa.Boolean, nullable=False),
+    sa.Column("alarm", sa.Boolean, nullable=False),  # the k-of-n rule was on (before the refractory merge)
+    sa.Column("top_signals", sa.Text),  # JSON list, for an alarm second
+    sa.Column("scored_at", sa.Float, nullable=False),  # wall clock of the commit's batch
+)
+EPISODES = sa.Table(
+    "stream_episodes", META,
+    sa.Column("bed", sa.String(128), primary_key=True),
+    sa.Column("start", sa.BigInteger, primary_key=True),
+    sa.Column("end", sa.BigInteger),  # exclusive; null while open
+    sa.Column("last_on", sa.BigInteger, nullable=False),
+    sa.Column("alarm_class", sa.String(16), nullable=False),
+    sa.Column("peak_second", sa.BigInteger),
+    sa.Column("peak_score", sa.Float),
+    sa.Column("signals", sa.Text),  # JSON list
+    sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("closed_at", sa.Float),
+)
+sa.Index("stream_episodes_open", EPISODES.c.end)
+
+
+@dataclass
+class BedRow:
+    bed: str
+    version: int
+    last_second: int | None
+    last_arrival: float | None
+    state: dict[str, Any] | None
+
+
+def sqlite_url(path: str | Path) -> str:
+    return f"sqlite:///{Path(path)}"
+
+
+class Store:
+    """The stream store at `url` (tables created if missing)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sqlite = url.startswith("sqlite")
+        if self.sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(url, connect_args={"timeout": 60})
+            sa.event.listen(self.engine, "connect", _sqlite_connect)
+            sa.event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+            self.reader = sa.create_engine(url, connect_args={"timeout": 60})  # reads take no write lock
+            sa.event.listen(self.reader, "connect", _sqlite_connect)
+        else:
+            self.engine = self.reader = sa.create_engine(url, pool_pre_ping=True)
+        META.create_all(self.engine)
+        self._insert = (sqlite if self.sqlite else postgresql).insert
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        self.reader.dispose()
+
+    @contextmanager
+    def transaction(self, beds: Iterable[str]) -> Iterator[Transaction]:
+        """One write transaction holding the given beds (created if new) until it commits."""
+        beds = sorted(set(beds))
+        with self.engine.begin() as conn:
+            if beds:
+                conn.execute(self._insert(BEDS).on_conflict_do_nothing(),
+                             [{"bed": b, "version": 0} for b in beds])
+            yield Transaction(self, conn, beds)
+
+    # ---- reads (GET endpoints, tests)
+    def seconds(self, bed: str, since: int | None = None, until: int | None = None,
+                limit: int = 3600) -> list[dict[str, Any]]:
+        """A bed's scored seconds in [since, until), newest `limit` of them, oldest first."""
+        q = sa.select(SECONDS).where(SECONDS.c.bed == bed)
+        if since is not None:
+            q = q.where(SECONDS.c.second >= since)
+        if until is not None:
+            q = q.where(SECONDS.c.second < until)
+        with self.reader.connect() as conn:
+            rows = conn.execute(q.order_by(SECONDS.c.second.desc()).limit(limit)).mappings().all()
+        return [dict(r) for r in reversed(rows)]
+
+    def episodes(self, bed: str | None = None, since: int | None = None, open_only: bool = False,
+                 limit: int = 1000) -> list[dict[str, Any]]:
+        q = sa.select(EPISODES)
+        if bed is not None:
+            q = q.where(EPISODES.c.bed == bed)
+        if since is not None:
+            q = q.where(sa.or_(EPISODES.c.end.is_(None), EPISODES.c.end > since))
+        if open_only:
+            q = q.where(EPISODES.c.end.is_(None))
+        with self.reader.connect() as conn:
+            rows = conn.execute(q.order_by(EPISODES.c.start.desc()).limit(limit)).mappings().all()
+        return [dict(r) for r in reversed(rows)]
+
+    def beds(self) -> list[BedRow]:
+        with self.reader.connect() as conn:
+            return [_bed_row(r) for r in conn.execute(sa.select(BEDS).order_by(BEDS.c.bed)).mappings()]
+
+    def count_seconds(self) -> int:
+        with self.reader.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(SECONDS)).scalar_one())
+
+    def silent_beds(self, before: float) -> list[str]:
+        """Beds with a recording whose last message came before `before` (wall clock)."""
+        q = sa.select(BEDS.c.bed).where(BEDS.c.last_second.is_not(None), BEDS.c.last_arrival < before)
+        with self.reader.connect() as conn:
+            return [r[0] for r in conn.execute(q)]
+
+
+class Transaction:
+    """The beds of one write transaction (`Store.transaction`)."""
+
+    def __init__(self, store: Store, conn: sa.Connection, beds: Sequence[str]) -> None:
+        self.store, self.conn = store, conn
+        self.rows: dict[str, BedRow] = {}
+        q = sa.select(BEDS)
+        for i in range(0, len(beds), 1000):
+            part = q.where(BEDS.c.bed.in_(beds[i:i + 1000]))
+            if not store.sqlite:
+                part = part.with_for_update()
+            for r in conn.execute(part).mappings():
+                self.rows[r["bed"]] = _bed_row(r)
+
+    def recent_values(self, bed: str, last_second: int, window_s: int) -> list[tuple[int, np.ndarray]]:
+        """The stored values of a bed's last `window_s` seconds up to `last_second`."""
+        q = sa.select(SECONDS.c.second, SECONDS.c.vals).where(
+            SECONDS.c.bed == bed, SECONDS.c.second > last_second - window_s, SECONDS.c.second <= last_second)
+        return [(int(s), np.frombuffer(v, dtype=np.float64)) for s, v in self.conn.execute(q)]
+
+    def write(self, beds: Sequence[dict[str, Any]], seconds: Sequence[dict[str, Any]],
+              merged: Sequence[dict[str, Any]], episodes: Sequence[dict[str, Any]]) -> None:
+        """Bed rows (bed, last_second, last_arrival, state: each row's version is incremented), new seconds,
+        late values merged into stored seconds (bed, second, vals), and episodes (inserted or updated)."""
+        if seconds:
+            self.conn.execute(SECONDS.insert(), list(seconds))
+        if merged:
+            self.conn.execute(SECONDS.update().where(SECONDS.c.bed == sa.bindparam("b"),
+                                                     SECONDS.c.second == sa.bindparam("s"))
+                              .values(vals=sa.bindparam("v")),
+                              [{"b": m["bed"], "s": m["second"], "v": m["vals"]} for m in merged])
+        if episodes:
+            stmt = self.store._insert(EPISODES)
+            keys = [c.name for c in EPISODES.c if c.name not in ("bed", "start", "opened_at")]
+            self.conn.execute(stmt.on_conflict_do_update(index_elements=["bed", "start"],
+                                                         set_={k: stmt.excluded[k] for k in keys}), list(episodes))
+        if beds:
+            self.conn.execute(
+                BEDS.update().where(BEDS.c.bed == sa.bindparam("b"))
+                .values(version=BEDS.c.version + 1, last_second=sa.bindparam("ls"),
+                        last_arrival=sa.bindparam("la"), state=sa.bindparam("st")),
+                [{"b": b["bed"], "ls": b["last_second"], "la": b["last_arrival"],
+                  "st": None if b["state"] is None else json.dumps(b["state"])} for b in beds])
+
+
+def _bed_row(r: Any) -> BedRow:
+    return BedRow(r["bed"], int(r["version"]), None if r["last_second"] is None else int(r["last_second"]),
+                  r["last_arrival"], None if r["state"] is None else json.loads(r["state"]))
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN IMMEDIATE itself
+    dbapi_conn.execute("PRAGMA journal_mode=WAL")  # readers (GET) do not wait for the writer
+    dbapi_conn.execute("PRAGMA synchronous=NORMAL")

@@ -1,0 +1,219 @@
+"""Bedside streams (biostream.streaming) on a fitted detector: a recording streamed second by second gets what
+`score_series` gives it whole; repeats, late and out-of-range values, gaps, silence and restarts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biostream.streaming.engine import Chunk, StreamEngine, StreamParams
+from biostream.streaming.store import Store, sqlite_url
+from tests.model.conftest import scorer_for
+
+START = int(datetime(2026, 11, 21, 8, tzinfo=UTC).timestamp())
+
+
+def params(store: str, **over) -> StreamParams:
+    base = dict(store=store, late_s=60, silent_s=120, max_message_s=3600, max_message_beds=4000, redis_url=None,
+                shards=4)
+    return StreamParams(**{**base, **over})
+
+
+@pytest.fixture(scope="module")
+def alarming(fitted, model_data, configs):
+    """The iforest's scorer and the first 1,500 s of the evaluation patient with the most seconds above threshold
+    (S, T), with what score_series answers for it."""
+    scorer = scorer_for(fitted["iforest"], model_data, configs)
+    vitals, table = model_data.dataset.vitals, model_data.evaluation
+    length = 1500
+    firsts = table[table["time_s"] < length]
+    stored = scorer.bundle.outputs_of_rows(firsts.reset_index(drop=True), vitals).score
+    above = pd.Series(stored > scorer.threshold).groupby(firsts["patient_id"].to_numpy()).sum()
+    pid = above.idxmax()
+    rec = vitals[vitals["patient_id"] == pid]
+    values = rec[list(scorer.spec.signals)].to_numpy()[:length].T.astype(np.float64)
+    return scorer, str(pid), values
+
+
+def series_answer(scorer, pid, values):
+    from biostream.serving import Schemas
+
+    body = {"patient_id": pid, "start": datetime.fromtimestamp(START, UTC).isoformat(),
+            "vitals": {s: [None if np.isnan(v) else float(v) for v in values[i]]
+                       for i, s in enumerate(scorer.spec.signals)}}
+    return scorer.score_series(Schemas(scorer.spec).Series.model_validate_json(json.dumps(body)))
+
+
+def stored_view(store: Store, bed: str, n: int):
+    """Scores, per-second alarm and class as the store has them: an episode's seconds are alarm seconds."""
+    rows = store.seconds(bed, limit=10 ** 6)
+    assert [r["second"] for r in rows] == list(range(START, START + n)), "every second stored once, in order"
+    alarm = [False] * n
+    cls = [None] * n
+    episodes = store.episodes(bed)
+    for e in episodes:
+        assert e["end"] is not None, "closed at the end of the stream"
+        for t in range(e["start"], e["end"]):
+            alarm[t - START], cls[t - START] = True, e["alarm_class"]
+    return np.array([r["score"] for r in rows]), alarm, cls, episodes
+
+
+def assert_same_as_series(store, bed, want, n):
+    scores, alarm, cls, episodes = stored_view(store, bed, n)
+    np.testing.assert_allclose(scores, want.scores, rtol=0, atol=1e-6)
+    assert alarm == want.alarm
+    assert cls == want.alarm_class
+    got = [(e["start"] - START, e["end"] - START, e["alarm_class"], e["peak_second"] - START,
+            json.loads(e["signals"])) for e in episodes]
+    expect = [(int(e.start.timestamp()) - START, int(e.end.timestamp()) - START, e.alarm_class,
+               int(e.peak_time.timestamp()) - START, e.signals) for e in want.episodes]
+    assert got == expect
+    np.testing.assert_allclose([e["peak_score"] for e in episodes], [e.peak_score for e in want.episodes],
+                               rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunking", ["second by second", "stretches of 1 to 90 s"])
+def test_a_streamed_recording_gets_what_score_series_gives(alarming, tmp_path, chunking):
+    scorer, pid, values = alarming
+    want = series_answer(scorer, pid, values)
+    assert want.episodes, "the stretch must alarm for this test to compare episodes"
+    store = Store(sqlite_url(tmp_path / "streams.db"))
+    engine = StreamEngine(scorer, store, params(store.url))
+    n = values.shape[1]
+    rng = np.random.default_rng(0)
+    a = 0
+    while a < n:
+        m = 1 if chunking == "second by second" else int(rng.integers(1, 91))
+        engine.ingest([Chunk(pid, START + a, values[:, a:a + m].copy())], now=float(a))
+        a += m
+    engine.close([pid])
+    assert_same_as_series(store, pid, want, n)
+
+
+def test_a_restarted_process_resumes_every_bed_from_the_store(alarming, tmp_path):
+    """Two processes (engines) over one store take turns on the same beds, and one restarts mid-stream: each
+    picks up the other's state (its version is newer), and the result is the uninterrupted stream's."""
+    scorer, pid, values = alarming
+    want = series_answer(scorer, pid, values)
+    url = sqlite_url(tmp_path / "streams.db")
+    engines = [StreamEngine(scorer, Store(url), params(url)) for _ in range(2)]
+    n = values.shape[1]
+    for a in range(0, n, 50):
+        k = (a // 50) % 2
+        if a == 700:
+            engines[k] = StreamEngine(scorer, Store(url), params(url))  # a restart: nothing in memory
+        engines[k].ingest([Chunk(pid, START + a, values[:, a:a + 50].copy())], now=float(a))
+    engines[0].close([pid])
+    assert_same_as_series(engines[0].store, pid, want, n)
+
+
+def test_repeats_late_values_gaps_and_ranges(alarming, tmp_path):
+    scorer, pid, values = alarming
+    url = sqlite_url(tmp_path / "streams.db")
+    engine = StreamEngine(scorer, Store(url), params(url, late_s=30))
+    v = values[:, :200].copy()
+    hr = scorer.spec.signals.index("hr")
+    held = v[hr, 150]
+    v[hr, 150] = v[hr, 120] = np.nan  # arrive late: within late_s (150), and too late (120)
+    engine.ingest([Chunk("b", START, v[:, :160].copy())], now=0.0)
+    # a repeat of stored seconds is a no-op; the late hr value of second 150 is merged; 120's is too late
+    late = np.full((len(scorer.spec.signals), 1), np.nan)
+    late[hr, 0] = held
+    old = v[:, 100:101].copy()
+    old[hr, 0] = 80.0
+    answers, problems = engine.ingest([Chunk("b", START + 100, v[:, 100:120].copy()),
+                                       Chunk("b", START + 150, late), Chunk("b", START + 120, old)], now=1.0)
+    assert answers[0].repeated == 20 and answers[0].merged == 1 and answers[0].seconds == []
+    assert len(problems) == 1 and problems[0].field == "start" and "late_s" in problems[0].limit
+    assert "1 second(s) of bed 'b'" in problems[0].error and problems[0].kept == "the item's other seconds"
+    stored = {r["second"]: np.frombuffer(r["vals"]) for r in engine.store.seconds("b", limit=1000)}
+    assert stored[START + 150][hr] == held and len(stored) == 160
+    # a gap shorter than silent_s is missing data, scored; a longer one starts a new recording
+    answers, _ = engine.ingest([Chunk("b", START + 170, v[:, 170:171].copy())], now=2.0)
+    assert [s["time"] for s in answers[0].seconds][0] == datetime.fromtimestamp(START + 160, UTC).isoformat() \
+        .replace("+00:00", "Z")
+    assert len(answers[0].seconds) == 11
+    gap = np.frombuffer(engine.store.seconds("b", since=START + 165, until=START + 166)[0]["vals"])
+    assert np.isnan(gap).all()
+    answers, _ = engine.ingest([Chunk("b", START + 171 + 500, v[:, 171:172].copy())], now=3.0)
+    assert len(answers[0].seconds) == 1, "a gap over silent_s: a new recording, the gap is not scored"
+
+
+def test_a_silent_bed_is_closed_and_its_episode_ends(alarming, tmp_path):
+    scorer, pid, values = alarming
+    want = series_answer(scorer, pid, values)
+    first = want.episodes[0]
+    end = int(first.end.timestamp()) - START  # stop while the first episode is open
+    url = sqlite_url(tmp_path / "streams.db")
+    engine = StreamEngine(scorer, Store(url), params(url))
+    engine.ingest([Chunk(pid, START, values[:, :end].copy())], now=1000.0)
+    open_ = engine.store.episodes(open_only=True)
+    assert [e["start"] for e in open_] == [int(first.start.timestamp())]
+    assert engine.sweep(now=1000.0 + 119) == [], "not yet silent for silent_s"
+    closed = engine.sweep(now=1000.0 + 121)
+    assert [c["end"] for c in closed] == [first.end.isoformat().replace("+00:00", "Z")]
+    assert engine.store.episodes(open_only=True) == []
+    # the bed's next message starts a new recording: nothing before it is read
+    answers, _ = engine.ingest([Chunk(pid, START + end + 5, values[:, :1].copy())], now=1200.0)
+    assert len(answers[0].seconds) == 1
+
+
+def test_messages_name_bed_field_value_and_limit_and_keep_the_rest(alarming):
+    from biostream.streaming.messages import MessageError, parse_json
+
+    scorer, _, _ = alarming
+    spec, p = scorer.spec, params("sqlite://")
+    body = {"samples": [
+        {"bed": "ok", "start": "2026-11-21T08:00:00Z", "vitals": {"hr": [70, 71], "map": [80, None]}},
+        {"bed": "range", "start": START, "vitals": {"hr": [70, 400]}},
+        {"bed": "lengths", "start": START, "vitals": {"hr": [70, 71], "map": [80]}},
+        {"bed": "signal", "start": START, "vitals": {"pulse": [70]}},
+        {"bed": "time", "start": "10:15", "vitals": {"hr": [70]}},
+        {"bed": "text", "start": START, "vitals": {"hr": ["70"]}},
+        {"bed": 4, "start": START, "vitals": {"hr": [70]}},
+        {"bed": "long", "start": START, "vitals": {"hr": [70] * 3601}},
+    ]}
+    chunks, problems = parse_json(json.dumps(body).encode(), spec, p)
+    assert [c.bed for c in chunks] == ["ok", "range"]
+    assert np.isnan(chunks[1].values[spec.signals.index("hr"), 1]), "the out-of-range value only is dropped"
+    assert chunks[1].values[spec.signals.index("hr"), 0] == 70
+    got = {(x.bed, x.field): x for x in problems}
+    assert got[("range", "vitals.hr[1]")].value == 400 and got[("range", "vitals.hr[1]")].kept == "stored as missing"
+    assert "[20, 250]" in got[("range", "vitals.hr[1]")].limit
+    assert got[("lengths", "vitals")].kept == "nothing of this item"
+    assert "unknown signal(s) pulse" in got[("signal", "vitals.pulse")].error
+    assert got[("time", "start")].value == "10:15" and "ISO 8601" in got[("time", "start")].limit
+    assert got[("text", "vitals.hr[0]")].value == "70"
+    assert got[(None, "bed")].value == 4
+    assert got[("long", "vitals")].value == 3601 and "stream.max_message_s" in got[("long", "vitals")].limit
+    for bad in (b"not json", b'{"windows": []}', json.dumps({"samples": [{}] * 4001}).encode()):
+        with pytest.raises(MessageError):
+            parse_json(bad, spec, p)
+
+
+def test_arrow_messages_carry_the_same_seconds(alarming):
+    import pyarrow as pa
+
+    from biostream.streaming.messages import parse_arrow, parse_json
+
+    scorer, _, values = alarming
+    spec, p = scorer.spec, params("sqlite://")
+    beds = ["a", "a", "a", "b"]
+    times = [START, START + 1, START + 2, START]
+    cols = {"bed": pa.array(beds), "time": pa.array(times, pa.float64())}
+    for i, s in enumerate(spec.signals):
+        cols[s] = pa.array(values[i, :4], pa.float32())
+    sink = pa.BufferOutputStream()
+    table = pa.table(cols)
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    chunks, problems = parse_arrow(sink.getvalue().to_pybytes(), spec, p)
+    assert problems == [] and [(c.bed, c.start, c.values.shape[1]) for c in chunks] == [("a", START, 3), ("b", START, 1)]
+    body = {"samples": [{"bed": "a", "start": START, "vitals": {
+        s: [None if np.isnan(x) else float(np.float32(x)) for x in values[i, :3]] for i, s in enumerate(spec.signals)}}]}
+    same, _ = parse_json(json.dumps(body).encode(), spec, p)
+    np.testing.assert_array_equal(same[0].values, chunks[0].values)
