@@ -1,0 +1,236 @@
+"""The scale path of bedside streams: gateways publish on Redis streams, consumers on any number of processes or
+machines score them and write to a shared store (PostgreSQL).
+
+* Input: `stream.shards` Redis streams `<prefix>:in:<k>`; a bed's messages always go to the same one
+  (`shard_of`: CRC32 of its id), so its seconds stay in order. Each entry is one JSON message (field `m`), as
+  `POST /ingest` takes it (`publish` writes them).
+* Ownership: a consumer scores a shard only while it holds the shard's lease (`<prefix>:lease:<k>`, SET NX with
+  an expiry it renews), so one consumer at a time scores a bed. A consumer that dies stops renewing; another
+  takes the lease once it expires and claims the dead one's unacknowledged entries (consumer group `score`,
+  XAUTOCLAIM), then reads on.
+* Exactly once: an entry is acknowledged only after the store committed what it scored
+  (`biostream.streaming.store`); one that comes again after a crash between the two finds its seconds stored and
+  is a no-op. The store, not Redis, holds each bed's state (Redis here keeps nothing on disk): a new consumer
+  resumes every bed from it.
+* Output: what each batch answered (per bed: seconds, alarms, episodes opened and closed; problems) is
+  published on `<prefix>:out` after the commit (field `m`, JSON; the store has everything it says).
+
+Run a consumer: `python -m biostream.streaming.redis_path --redis redis://... --store postgresql+psycopg://...`
+(README: Bedside streams).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import time
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from biostream.streaming.engine import StreamEngine
+from biostream.streaming.messages import MessageError, parse_json
+
+GROUP = "score"
+_RENEW = """if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0"""
+
+
+def shard_of(bed: str, shards: int) -> int:
+    return zlib.crc32(bed.encode()) % shards
+
+
+def publish(redis: Any, prefix: str, items: Sequence[Mapping[str, Any]], shards: int) -> list[bytes]:
+    """Publish a gateway's items (as `POST /ingest` takes them), one entry per shard they fall in."""
+    by_shard: dict[int, list[Mapping[str, Any]]] = {}
+    for item in items:
+        by_shard.setdefault(shard_of(str(item["bed"]), shards), []).append(item)
+    pipe = redis.pipeline(transaction=False)
+    for k, part in sorted(by_shard.items()):
+        pipe.xadd(f"{prefix}:in:{k}", {"m": json.dumps({"samples": part})})
+    return pipe.execute()
+
+
+class Consumer:
+    """Scores the shards whose leases it holds (module docstring)."""
+
+    def __init__(self, engine: StreamEngine, redis: Any, prefix: str, name: str | None = None,
+                 lease_ms: int = 5000, batch: int = 64, block_ms: int = 50) -> None:
+        self.engine, self.redis, self.prefix = engine, redis, prefix
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.shards = engine.params.shards
+        self.lease_ms, self.batch, self.block_ms = lease_ms, batch, block_ms
+        self.owned: set[int] = set()
+        self.pending: set[int] = set()  # shards just taken: their unacknowledged entries come first
+        self.renewed = 0.0
+        self._renew = redis.register_script(_RENEW)
+        self.stopping = False
+
+    def key(self, shard: int) -> str:
+        return f"{self.prefix}:in:{shard}"
+
+    def lease(self, shard: int) -> str:
+        return f"{self.prefix}:lease:{shard}"
+
+    # ------------------------------------------------------------------------------------ leases
+    def hold_leases(self) -> None:
+        """Renew the leases held (dropping any lost) and try to take the free ones."""
+        for k in list(self.owned):
+            if not self._renew(keys=[self.lease(k)], args=[self.name, self.lease_ms]):
+                self.owned.discard(k)
+                self.pending.discard(k)
+        for k in range(self.shards):
+            if k not in self.owned and self.redis.set(self.lease(k), self.name, nx=True, px=self.lease_ms):
+                self._take(k)
+        self.renewed = time.monotonic()
+
+    def _take(self, shard: int) -> None:
+        """A shard just leased: its group exists, and what earlier owners left unacknowledged is now ours."""
+        from redis.exceptions import ResponseError
+
+        try:
+            self.redis.xgroup_create(self.key(shard), GROUP, id="0", mkstream=True)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        start: Any = "0-0"
+        while True:
+            start = self.redis.xautoclaim(self.key(shard), GROUP, self.name, 0, start_id=start, count=1000)[0]
+            if start in (b"0-0", "0-0"):
+                break
+        self.owned.add(shard)
+        self.pending.add(shard)
+
+    # ------------------------------------------------------------------------------------ work
+    def step(self) -> int:
+        """One round: leases; then the pending entries of a shard just taken (ours, or claimed from a dead
+        owner), else the new entries of every owned shard (one blocking read), each shard's scored as one batch.
+        Returns the entries processed."""
+        if time.monotonic() - self.renewed > self.lease_ms / 3000:
+            self.hold_leases()
+        if not self.owned:
+            return 0
+        if self.pending:
+            k = min(self.pending)
+            entries = self._entries(self.redis.xreadgroup(GROUP, self.name, {self.key(k): "0"}, count=self.batch))
+            if not entries.get(k):
+                self.pending.discard(k)
+                return 0
+            return self._process(k, entries[k])
+        reply = self.redis.xreadgroup(GROUP, self.name, {self.key(k): ">" for k in sorted(self.owned)},
+                                      count=self.batch, block=self.block_ms)
+        return sum(self._process(k, e) for k, e in sorted(self._entries(reply).items()))
+
+    def _entries(self, reply: Any) -> dict[int, list[tuple[bytes, dict]]]:
+        out: dict[int, list[tuple[bytes, dict]]] = {}
+        for key, entries in reply or []:
+            k = int((key.decode() if isinstance(key, bytes) else key).rsplit(":", 1)[1])
+            got = [(i, f) for i, f in entries if f]
+            if got:
+                out[k] = got
+        return out
+
+    def _process(self, shard: int, entries: Iterable[tuple[bytes, dict]]) -> int:
+        spec, params = self.engine.scorer.spec, self.engine.params
+        chunks, problems, ids = [], [], []
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            try:
+                c, p = parse_json(fields[b"m"], spec, params)
+            except (MessageError, KeyError) as error:
+                problems.append({"entry": entry_id.decode(), "error": f"entry {entry_id.decode()}: {error}"})
+                continue
+            chunks += c
+            problems += [dict(x.to_dict(), entry=entry_id.decode()) for x in p]
+        answers, late = self.engine.ingest(chunks) if chunks else ([], [])
+        problems += [x.to_dict() for x in late]
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xack(self.key(shard), GROUP, *ids)
+        pipe.xdel(self.key(shard), *ids)  # scored and stored: the stream keeps only what is still to do
+        pipe.xadd(f"{self.prefix}:out", {"m": json.dumps({"beds": [a.to_dict() for a in answers],
+                                                           "problems": problems})},
+                  maxlen=100_000, approximate=True)
+        pipe.execute()
+        return len(ids)
+
+    def run(self, idle_exit_s: float | None = None, sweep_every_s: float = 5.0) -> None:
+        """Score until stopped (SIGTERM/SIGINT), or, with `idle_exit_s`, until nothing came for that long."""
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        idle_since, swept = time.monotonic(), time.monotonic()
+        while not self.stopping:
+            if self.step():
+                idle_since = time.monotonic()
+            elif not self.owned:
+                time.sleep(self.lease_ms / 5000)
+            if time.monotonic() - swept > sweep_every_s:
+                self.engine.sweep()
+                swept = time.monotonic()
+            if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                break
+        for k in self.owned:  # hand the shards over at once
+            if self.redis.get(self.lease(k)) == self.name.encode():
+                self.redis.delete(self.lease(k))
+
+    def _stop(self, *_: Any) -> None:
+        self.stopping = True
+
+
+def main(argv: list[str] | None = None) -> None:
+    from biostream.core.runtime import configure
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--redis", help="Redis URL (default: stream.redis_url of the model's spec, or "
+                                   "BIOSTREAM_REDIS_URL)")
+    p.add_argument("--store", help="the stream store's URL (default: stream.store, or BIOSTREAM_STREAM_STORE)")
+    p.add_argument("--prefix", default="biostream", help="Redis key prefix")
+    p.add_argument("--name", help="this consumer's name in the group (default: host-pid)")
+    p.add_argument("--bundle", help="a saved ModelBundle folder (default: the champion in BentoML's model store)")
+    p.add_argument("--spec", help="its serving spec (JSON), with --bundle")
+    p.add_argument("--lease-ms", type=int, default=5000)
+    p.add_argument("--idle-exit-s", type=float, help="stop after this long without entries (tests, batch replays)")
+    args = p.parse_args(argv)
+    log = configure()
+    import redis as redis_lib
+
+    from biostream.streaming.params import StreamParams
+    from biostream.streaming.store import Store
+
+    scorer = load_scorer(args.bundle, args.spec)
+    params = StreamParams.from_dict(scorer.spec.stream).with_environment()
+    url = args.redis or params.redis_url
+    if not url:
+        raise SystemExit("no Redis: pass --redis, set stream.redis_url (params.yaml) or BIOSTREAM_REDIS_URL")
+    store = Store(args.store or params.store)
+    consumer = Consumer(StreamEngine(scorer, store, params), redis_lib.Redis.from_url(url), args.prefix, args.name,
+                        lease_ms=args.lease_ms)
+    log.info("consumer %s: %d shards of %s:in:*, store %s", consumer.name, params.shards, args.prefix,
+             store.engine.url.render_as_string(hide_password=True))
+    consumer.run(idle_exit_s=args.idle_exit_s)
+
+
+def load_scorer(bundle: str | None, spec: str | None) -> Any:
+    """The scorer of a saved bundle and spec, or of the champion the `package` stage put in BentoML's store."""
+    from pathlib import Path
+
+    from threadpoolctl import threadpool_limits
+
+    from biostream.models.bundle import ModelBundle
+    from biostream.serving.scorer import Scorer
+    from biostream.serving.spec import BENTO_MODEL, MLFLOW_MODEL_DIR, ServingSpec, bundle_dir
+
+    threadpool_limits(1)
+    if bundle:
+        return Scorer(ModelBundle.load(bundle), ServingSpec.from_dict(json.loads(Path(spec).read_text())))
+    import bentoml
+
+    model = bentoml.models.get(f"{BENTO_MODEL}:latest")
+    return Scorer(ModelBundle.load(bundle_dir(model.path_of(MLFLOW_MODEL_DIR))),
+                  ServingSpec.of_model(model.info.metadata))
+
+
+if __name__ == "__main__":
+    main()
