@@ -212,8 +212,10 @@ def test_arrow_messages_carry_the_same_seconds(alarming):
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     chunks, problems = parse_arrow(sink.getvalue().to_pybytes(), spec, p)
-    assert problems == [] and [(c.bed, c.start, c.values.shape[1]) for c in chunks] == [("a", START, 3), ("b", START, 1)]
+    assert problems == []
+    assert [(c.bed, c.start, c.values.shape[1]) for c in chunks] == [("a", START, 3), ("b", START, 1)]
     body = {"samples": [{"bed": "a", "start": START, "vitals": {
-        s: [None if np.isnan(x) else float(np.float32(x)) for x in values[i, :3]] for i, s in enumerate(spec.signals)}}]}
+        s: [None if np.isnan(x) else float(np.float32(x)) for x in values[i, :3]]
+        for i, s in enumerate(spec.signals)}}]}
     same, _ = parse_json(json.dumps(body).encode(), spec, p)
     np.testing.assert_array_equal(same[0].values, chunks[0].values)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from biostream.core.runtime import free_port
@@ -46,10 +47,16 @@ class Client:
             return resp.status, raw.decode(errors="replace")
 
     def get(self, path: str) -> int:
+        return self.get_json(path)[0]
+
+    def get_json(self, path: str):
         self.conn.request("GET", path)
         resp = self.conn.getresponse()
-        resp.read()
-        return resp.status
+        raw = resp.read()
+        try:
+            return resp.status, json.loads(raw)
+        except ValueError:
+            return resp.status, raw.decode(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -330,3 +337,96 @@ def test_recording_windows_match_windows_at(test_data, meta):
     a = recording_windows(rec[signals].to_numpy(), meta["window_s"], ends)
     b = windows_at(vitals, signals, meta["window_s"], np.array([pid] * 3), rec["time_s"].to_numpy()[ends])
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_bed_streamed_through_ingest_gets_what_score_series_gives(served, meta, test_data):
+    """A test patient streamed to POST /ingest a few seconds per message (with a second bed beside it in every
+    message) gets the scores, alarms and episodes `score_series` answers for the whole recording; GET answers
+    them back from the store, and the open alarms of all beds."""
+    scores, vitals = test_data
+    signals = [s["name"] for s in meta["signals"]]
+    pid = scores.loc[scores["alarm"] == 1, "patient_id"].iloc[0] if scores["alarm"].any() else scores["patient_id"][0]
+    values = vitals[vitals["patient_id"] == pid][signals].to_numpy()[:900]
+    start = 1795000000  # seconds since the epoch
+    client = Client(served[0])
+    status, whole = client.post("/score_series", {"series": {"patient_id": pid, "start": start, "vitals": {
+        s: [None if math.isnan(v) else v for v in values[:, i].tolist()] for i, s in enumerate(signals)}}})
+    assert status == 200, whole
+    bed = f"stream-{pid}-{time.time_ns()}"  # the store outlives one test run
+    other = bed + "-other"
+    got, opened = [], 0
+    for a in range(0, len(values), 7):
+        part = values[a:a + 7]
+        items = [{"bed": b, "start": start + a,
+                  "vitals": {s: [None if math.isnan(v) else v for v in part[:, i].tolist()]
+                             for i, s in enumerate(signals)}} for b in (bed, other)]
+        status, out = client.post("/ingest", {"samples": items})
+        assert status == 200 and out["problems"] == [], out
+        mine = next(x for x in out["beds"] if x["bed"] == bed)
+        got += [x["score"] for x in mine["seconds"]]
+        opened += len(mine["opened"])
+    np.testing.assert_allclose(got, whole["scores"], rtol=0, atol=1e-6)
+    status, stored = client.get_json(f"/beds/{bed}/scores?limit=900")
+    assert status == 200 and len(stored["seconds"]) == len(values)
+    np.testing.assert_allclose([x["score"] for x in stored["seconds"]], whole["scores"], rtol=0, atol=1e-6)
+    # per second, alarm after the policy; an episode still open at the end of the stream reads as alarm up to its
+    # last alarm second, as score_series ends it there
+    assert [x["alarm"] for x in stored["seconds"]] == whole["alarm"]
+    assert [x["alarm_class"] for x in stored["seconds"]] == whole["alarm_class"]
+    status, eps = client.get_json(f"/beds/{bed}/episodes")
+    assert status == 200 and opened == len(eps["episodes"]) == len(whole["episodes"])
+    for e, w in zip(eps["episodes"], whole["episodes"], strict=True):
+        assert (e["start"], e["alarm_class"], e["peak_time"]) == (w["start"], w["alarm_class"], w["peak_time"])
+        assert e["end"] == w["end"] or (e["open"] and e["end"] is None)
+    status, alarms = client.get_json("/alarms")
+    assert status == 200 and {e["bed"] for e in alarms["open"]} >= {e["bed"] for e in eps["episodes"] if e["open"]}
+    # the same seconds again: repeats, nothing scored twice
+    status, out = client.post("/ingest", {"samples": [{"bed": bed, "start": start, "vitals": {"hr": [70.0]}}]})
+    assert status == 200 and out["beds"][0]["seconds"] == [] and out["beds"][0]["repeated"] == 1
+    # Arrow: one row per bed and second
+    table = pa.table({"bed": [bed, bed], "time": pa.array([start + 900, start + 901], pa.float64()),
+                      "hr": pa.array([72.0, None], pa.float32()), "map": pa.array([80.0, 79.0], pa.float32())})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    status, out = client.post("/ingest", sink.getvalue().to_pybytes(), ARROW_STREAM)
+    assert status == 200 and len(out["beds"][0]["seconds"]) == 2, out
+
+
+def test_ingest_names_what_it_refuses_and_keeps_the_rest(served, meta):
+    client = Client(served[0])
+    bed = f"bad-{time.time_ns()}"
+    status, out = client.post("/ingest", {"samples": [
+        {"bed": bed, "start": "2026-11-21T10:15:00Z", "vitals": {"hr": [72, 400, 74]}},
+        {"bed": bed + "-x", "start": "2026-11-21T10:15:00Z", "vitals": {"hr": [72], "map": [80, 81]}},
+        {"bed": bed + "-y", "start": "yesterday", "vitals": {"hr": [72]}}]})
+    assert status == 200 and [b["bed"] for b in out["beds"]] == [bed], out
+    assert len(out["beds"][0]["seconds"]) == 3, "the out-of-range value is stored as missing, its second kept"
+    problems = {(p["bed"], p["field"]): p for p in out["problems"]}
+    assert problems[(bed, "vitals.hr[1]")]["value"] == 400 and "250" in problems[(bed, "vitals.hr[1]")]["limit"]
+    assert problems[(bed + "-x", "vitals")]["kept"] == "nothing of this item"
+    assert problems[(bed + "-y", "start")]["value"] == "yesterday"
+    status, out = client.post("/ingest", {"samples": [{"bed": 3}]})
+    assert status == 400 and out["problems"][0]["field"] == "bed"
+    status, out = client.post("/ingest", b"{not json")
+    assert status == 400 and "not JSON" in out["error"]
+    status, out = client.get_json("/beds/nobody/scores?since=yesterday")
+    assert status == 400 and "since" in out["error"]
+    assert client.get_json("/beds/x/elsewhere")[0] == 404
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_parsed(served, meta):
+    """Every endpoint refuses a JSON body over serve.max_body_mb with 413, without parsing it: the answer comes
+    in about the time the body takes to send (the 14.7 MB /predict body the issue measured took 2.9 s to parse)."""
+    client = Client(served[0])
+    limit_mb = 8  # params.yaml: serve.max_body_mb
+    body = b'{"windows": [' + b",".join([b'{"patient_id": "p", "time": 0, "vitals": {"hr": [72]}}'] * 300_000) + b"]}"
+    assert len(body) > limit_mb << 20
+    for path in ("/predict", "/score_series", "/explain", "/ingest", "/metadata"):
+        t0 = time.perf_counter()
+        status, out = client.post(path, body)
+        took = time.perf_counter() - t0
+        assert status == 413 and f"over {limit_mb << 20} bytes" in out["error"] and "serve.max_body_mb" in out["error"]
+        assert took < 1.5, f"{path}: {took:.2f} s"
+        client = Client(served[0])  # the server may close a connection whose body it did not read
+    assert client.get("/readyz") == 200
