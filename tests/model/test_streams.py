@@ -219,3 +219,26 @@ def test_arrow_messages_carry_the_same_seconds(alarming):
         for i, s in enumerate(spec.signals)}}]}
     same, _ = parse_json(json.dumps(body).encode(), spec, p)
     np.testing.assert_array_equal(same[0].values, chunks[0].values)
+
+
+def test_a_bed_written_by_another_process_meanwhile_is_scored_again(alarming, tmp_path):
+    """Process a scores a bed's seconds while process b writes some of them: a's commit finds the bed's version
+    moved, reloads it and scores again; every second is stored once, with the uninterrupted stream's score."""
+    scorer, pid, values = alarming
+    url = sqlite_url(tmp_path / "streams.db")
+    a, b = (StreamEngine(scorer, Store(url), params(url)) for _ in range(2))
+    a.ingest([Chunk(pid, START, values[:, :100].copy())], now=0.0)
+    score, raced = a._score, []
+
+    def racing(plans, now):
+        if not raced:
+            raced.append(b.ingest([Chunk(pid, START + 100, values[:, 100:110].copy())], now=now))
+        return score(plans, now)
+
+    a._score = racing
+    answers, _ = a.ingest([Chunk(pid, START + 100, values[:, 100:120].copy())], now=1.0)
+    assert raced and answers[0].repeated == 10 and len(answers[0].seconds) == 10
+    want = series_answer(scorer, pid, values[:, :120])
+    rows = a.store.seconds(pid, limit=1000)
+    assert [r["second"] for r in rows] == list(range(START, START + 120))
+    np.testing.assert_allclose([r["score"] for r in rows], want.scores, rtol=0, atol=1e-6)

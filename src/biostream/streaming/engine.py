@@ -33,7 +33,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from biostream.serving.scorer import Scorer
 from biostream.streaming.params import StreamParams
 from biostream.streaming.policy import BedAlarms, Episode, Step
-from biostream.streaming.store import Store, Transaction
+from biostream.streaming.store import BedRow, Store
 
 SCORE_CHUNK = 512  # windows per model call
 
@@ -122,8 +122,9 @@ class StreamEngine:
     def _fresh(self) -> BedState:
         return BedState(np.full((len(self.signals), self.window_s), np.nan), None, BedAlarms(self.policy))
 
-    def _state(self, tx: Transaction, bed: str) -> BedState:
-        row = tx.rows[bed]
+    def _state(self, row: BedRow) -> BedState:
+        """A bed's state as of its stored `row`: the cached one if it is that version, else loaded from the store."""
+        bed = row.bed
         cached = self.beds.get(bed)
         if cached is not None and cached.version == row.version:
             return cached
@@ -133,24 +134,51 @@ class StreamEngine:
             state.alarms = BedAlarms.from_dict(self.policy, row.state["alarms"])
         if row.last_second is not None and row.state is not None:
             state.last_second, state.first_second = row.last_second, row.state["first_second"]
-            for second, vals in tx.recent_values(bed, row.last_second, self.window_s):
+            for second, vals in self.store.recent_values(bed, row.last_second, self.window_s):
                 state.values[:, self.window_s - 1 - (row.last_second - second)] = vals
         self.beds[bed] = state
         return state
 
     # ------------------------------------------------------------------------------------------ ingest
     def ingest(self, chunks: Sequence[Chunk], now: float | None = None) -> tuple[list[BedAnswer], list[Problem]]:
-        """Score the new seconds of `chunks` and store them; per bed, what was answered, and what was refused."""
+        """Score the new seconds of `chunks` and store them; per bed, what was answered, and what was refused.
+
+        Optimistic: the beds' states are read and the seconds scored without a lock; the write transaction then
+        checks that no other process wrote these beds meanwhile (their versions) and, if one did, the batch is
+        planned and scored again from the newer states. A cached state is dropped whenever its write fails."""
         now = time.time() if now is None else now
         by_bed: dict[str, list[Chunk]] = {}
         for c in chunks:
             by_bed.setdefault(c.bed, []).append(c)
+        if not by_bed:
+            return [], []
+        for _ in range(20):
+            try:
+                return self._ingest_once(by_bed, now)
+            except _Stale:
+                pass
+            except BaseException:
+                for bed in by_bed:
+                    self.beds.pop(bed, None)
+                raise
+        raise RuntimeError(f"beds {sorted(by_bed)[:5]}...: written by another process 20 times while this one scored "
+                           f"them; send each bed's seconds to one process at a time")
+
+    def _ingest_once(self, by_bed: Mapping[str, list[Chunk]], now: float) -> tuple[list[BedAnswer], list[Problem]]:
+        rows = self.store.bed_rows(by_bed)
         problems: list[Problem] = []
+        plans = [self._plan(bed, self._state(rows.get(bed) or BedRow(bed, 0, None, None, None)),
+                            sorted(parts, key=lambda c: c.start), problems) for bed, parts in by_bed.items()]
+        answers, writes = self._score(plans, now)
         with self.store.transaction(by_bed) as tx:
-            plans = []
-            for bed, parts in by_bed.items():
-                plans.append(self._plan(bed, self._state(tx, bed), sorted(parts, key=lambda c: c.start), problems))
-            answers = self._score_and_write(tx, plans, now)
+            stale = [p.bed for p in plans if tx.rows[p.bed].version != p.state.version]
+            if stale:
+                for bed in by_bed:
+                    self.beds.pop(bed, None)
+                raise _Stale(stale)
+            tx.write(*writes)
+        for plan in plans:
+            plan.state.version += 1
         return answers, problems
 
     def _plan(self, bed: str, state: BedState, parts: list[Chunk], problems: list[Problem]) -> _Plan:
@@ -201,7 +229,9 @@ class StreamEngine:
                        + (f" or before its recording started ({iso(first)})" if first is not None else "")
                        + ": not stored", "the item's other seconds")
 
-    def _score_and_write(self, tx: Transaction, plans: list[_Plan], now: float) -> list[BedAnswer]:
+    def _score(self, plans: list[_Plan], now: float) -> tuple[list[BedAnswer], tuple[list, list, list, list]]:
+        """Score the plans' new seconds (one model call per SCORE_CHUNK windows), step their alarm states, and
+        return the answers and what to write (beds, seconds, merged values, episodes)."""
         w = self.window_s
         windows = []
         for plan in plans:
@@ -277,10 +307,7 @@ class StreamEngine:
             st.last_second, st.first_second = plan.last_second, plan.first_second
             bed_rows.append({"bed": plan.bed, "last_second": st.last_second, "last_arrival": now,
                              "state": self._state_dict(st)})
-        tx.write(bed_rows, seconds, merged, episodes)
-        for plan in plans:
-            plan.state.version += 1
-        return [plan.answer for plan in plans]
+        return [plan.answer for plan in plans], (bed_rows, seconds, merged, episodes)
 
     @staticmethod
     def _state_dict(st: BedState) -> dict[str, Any]:
@@ -302,13 +329,22 @@ class StreamEngine:
         beds = list(beds)
         if not beds:
             return closed
+        try:
+            return self._close(beds, now, only_before)
+        except BaseException:
+            for bed in beds:
+                self.beds.pop(bed, None)
+            raise
+
+    def _close(self, beds: list[str], now: float, only_before: float | None) -> list[dict[str, Any]]:
+        closed: list[dict[str, Any]] = []
         with self.store.transaction(beds) as tx:
             bed_rows, episodes = [], []
             for bed in beds:
                 row = tx.rows[bed]
                 if row.last_second is None or (only_before is not None and (row.last_arrival or 0) >= only_before):
                     continue  # no recording, or a message came in meanwhile
-                st = self._state(tx, bed)
+                st = self._state(row)
                 ep = st.alarms.reset()
                 if ep is not None:
                     rec = episode_record(bed, ep, now)
@@ -322,6 +358,10 @@ class StreamEngine:
             for b in bed_rows:
                 self.beds[b["bed"]].version += 1
         return closed
+
+
+class _Stale(Exception):
+    """Another process wrote some of a batch's beds while this one scored them."""
 
 
 class _Segment:

@@ -4,9 +4,10 @@ SQL database: sqlite by default (a file, no server), PostgreSQL by URL (`postgre
 Exactly once: the engine writes a batch's seconds, episodes and bed states in one transaction, under a lock on
 the batch's beds (sqlite: the database's write lock, `BEGIN IMMEDIATE`; PostgreSQL: `SELECT ... FOR UPDATE` on
 their rows), and a second is a primary key (bed, second). Each bed row carries a version that every write
-increments: a process whose cached state of a bed is older reloads it from here before it scores (another
-process, or an earlier life of this one, moved on). A batch that dies before its commit leaves nothing; one
-that committed is a no-op when it comes again (its seconds are there: repeats).
+increments. The engine scores before it takes the lock, from the versions it read; in the transaction it checks
+them, and if another process (or an earlier life of this one) wrote a bed meanwhile, it reloads and scores again.
+A batch that dies before its commit leaves nothing; one that committed is a no-op when it comes again (its
+seconds are there: repeats).
 """
 
 from __future__ import annotations
@@ -132,6 +133,22 @@ class Store:
             rows = conn.execute(q.order_by(EPISODES.c.start.desc()).limit(limit)).mappings().all()
         return [dict(r) for r in reversed(rows)]
 
+    def bed_rows(self, beds: Iterable[str]) -> dict[str, BedRow]:
+        """The stored rows of these beds (those the store has), read without a lock."""
+        beds, out = sorted(set(beds)), {}
+        with self.reader.connect() as conn:
+            for i in range(0, len(beds), 1000):
+                for r in conn.execute(sa.select(BEDS).where(BEDS.c.bed.in_(beds[i:i + 1000]))).mappings():
+                    out[r["bed"]] = _bed_row(r)
+        return out
+
+    def recent_values(self, bed: str, last_second: int, window_s: int) -> list[tuple[int, np.ndarray]]:
+        """The stored values of a bed's last `window_s` seconds up to `last_second`."""
+        q = sa.select(SECONDS.c.second, SECONDS.c.vals).where(
+            SECONDS.c.bed == bed, SECONDS.c.second > last_second - window_s, SECONDS.c.second <= last_second)
+        with self.reader.connect() as conn:
+            return [(int(t), np.frombuffer(v, dtype=np.float64)) for t, v in conn.execute(q)]
+
     def beds(self) -> list[BedRow]:
         with self.reader.connect() as conn:
             return [_bed_row(r) for r in conn.execute(sa.select(BEDS).order_by(BEDS.c.bed)).mappings()]
@@ -160,12 +177,6 @@ class Transaction:
                 part = part.with_for_update()
             for r in conn.execute(part).mappings():
                 self.rows[r["bed"]] = _bed_row(r)
-
-    def recent_values(self, bed: str, last_second: int, window_s: int) -> list[tuple[int, np.ndarray]]:
-        """The stored values of a bed's last `window_s` seconds up to `last_second`."""
-        q = sa.select(SECONDS.c.second, SECONDS.c.vals).where(
-            SECONDS.c.bed == bed, SECONDS.c.second > last_second - window_s, SECONDS.c.second <= last_second)
-        return [(int(s), np.frombuffer(v, dtype=np.float64)) for s, v in self.conn.execute(q)]
 
     def write(self, beds: Sequence[dict[str, Any]], seconds: Sequence[dict[str, Any]],
               merged: Sequence[dict[str, Any]], episodes: Sequence[dict[str, Any]]) -> None:

@@ -1,0 +1,293 @@
+"""Benchmark of bedside streams: test patients replayed as N beds at 1 Hz, each second's newest values only,
+against the real service (`POST /ingest`, sqlite store) and the Redis path (consumers, PostgreSQL store).
+
+    python -m benchmarks.bench_streams [--beds 2000] [--seconds 60] [--paths http,redis] [--out FILE]
+
+Needs `dvc repro` first (the `package` stage's bento, the synthetic test patients). Each tick (one per second of
+wall clock) the gateway sends every bed's newest second: over HTTP as `--connections` messages sent at once
+(one per service worker: each carries its share of the beds), over Redis as one entry per shard. What is timed,
+per bed-second, is from the moment its message leaves the gateway to the moment its score is readable: the HTTP
+answer (sent after the store's commit), or the consumer's result on `<prefix>:out` (published after the commit).
+A tick that starts late (the previous one took more than a second) is backlog: the benchmark reports how late
+ticks started, first half against second half (growing lag = the path does not keep up). The first
+`--warmup` ticks are not counted (beds created, histories filling).
+
+Beside each figure, its floor on the same machine in the same run: the model's own time to score one tick's
+windows in this process (nothing parsed, stored or sent), and the same path with one bed. Bytes per bed-second
+on the wire: this message, JSON and Arrow, against today's re-send of the whole window to `POST /predict`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._data import BenchData
+from benchmarks.bench_service import Connection, Server
+from biostream.core.io import write_json
+from biostream.core.runtime import configure
+from biostream.serving.arrow import ARROW_STREAM
+
+BIN = Path(sys.executable).parent
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
+REDIS = "redis://127.0.0.1:6379/0"
+START = 1795000000
+
+
+def replay(data: BenchData, signals: list[str], beds: int, seconds: int) -> np.ndarray:
+    """(beds, S, seconds) values: bed i replays test patient i mod P from an offset of its own."""
+    v = data.dataset.vitals
+    test = v[v["split"] == "test"]
+    recs = [g[signals].to_numpy(dtype=np.float64) for _, g in test.groupby("patient_id", sort=True)]
+    out = np.empty((beds, len(signals), seconds))
+    for i in range(beds):
+        r = recs[i % len(recs)]
+        a = (i * 37) % max(1, len(r) - seconds)
+        out[i] = r[a:a + seconds].T
+    return out
+
+
+def items(values: np.ndarray, signals: list[str], names: list[str], t: int) -> list[dict]:
+    col = values[:, :, t]
+    return [{"bed": n, "start": START + t, "vitals": {s: [None if np.isnan(x) else float(x)]
+                                                     for s, x in zip(signals, row, strict=True)}}
+            for n, row in zip(names, col, strict=True)]
+
+
+def arrow_body(values: np.ndarray, signals: list[str], names: list[str], t: int) -> bytes:
+    import pyarrow as pa
+
+    cols = {"bed": pa.array(names), "time": pa.array(np.full(len(names), START + t, dtype=np.float64))}
+    for j, s in enumerate(signals):
+        cols[s] = pa.array(values[:, j, t].astype(np.float32))
+    table = pa.table(cols)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def summary(lat_ms: list[float], lags: list[float]) -> dict[str, float]:
+    half = len(lags) // 2
+    return {"p50_ms": float(np.percentile(lat_ms, 50)), "p99_ms": float(np.percentile(lat_ms, 99)),
+            "max_ms": float(np.max(lat_ms)), "late_start_ms_first_half": float(np.mean(lags[:half]) * 1e3),
+            "late_start_ms_second_half": float(np.mean(lags[half:]) * 1e3), "max_late_start_ms": max(lags) * 1e3}
+
+
+def run_http(port: int, values: np.ndarray, signals: list[str], seconds: int, warmup: int, connections: int,
+             tag: str, arrow: bool = False) -> dict[str, float]:
+    beds = values.shape[0]
+    names = [f"{tag}-{i}" for i in range(beds)]
+    shares = np.array_split(np.arange(beds), connections)
+    conns = [Connection("127.0.0.1", port, timeout=60) for _ in shares]
+    lat: list[float] = []
+    lags: list[float] = []
+    t0 = time.monotonic() + 1.0
+    for t in range(seconds):
+        bodies = [arrow_body(values[idx], signals, [names[i] for i in idx], t) if arrow else
+                  json.dumps({"samples": items(values[idx], signals, [names[i] for i in idx], t)}).encode()
+                  for idx in shares]
+        due = t0 + t
+        time.sleep(max(0.0, due - time.monotonic()))
+        sent = time.monotonic()
+        took = [0.0] * len(shares)
+
+        def send(k: int, sent: float = sent, bodies: list[bytes] = bodies, took: list[float] = took) -> None:
+            conns[k].request("POST", "/ingest", body=bodies[k],
+                             headers={"Content-Type": ARROW_STREAM if arrow else "application/json"})
+            resp = conns[k].getresponse()
+            data = resp.read()
+            if resp.status != 200:
+                raise SystemExit(f"POST /ingest: {resp.status} {data[:300]!r}")
+            took[k] = time.monotonic() - sent
+
+        threads = [threading.Thread(target=send, args=(k,)) for k in range(len(shares))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        if t >= warmup:
+            lags.append(sent - due)
+            for k, idx in enumerate(shares):
+                lat += [took[k] * 1e3] * len(idx)
+    return summary(lat, lags)
+
+
+def run_redis(prefix: str, values: np.ndarray, signals: list[str], seconds: int, warmup: int, shards: int,
+              tag: str) -> dict[str, float]:
+    import redis
+
+    from biostream.streaming.redis_path import publish
+
+    r = redis.Redis.from_url(REDIS)
+    beds = values.shape[0]
+    names = [f"{tag}-{i}" for i in range(beds)]
+    sent_at: dict[int, float] = {}
+    lat: list[float] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    got = [0]
+
+    def read() -> None:
+        last = "$"
+        reader = redis.Redis.from_url(REDIS)
+        while not stop.is_set():
+            reply = reader.xread({f"{prefix}:out": last}, block=200, count=100)
+            now = time.monotonic()
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    for bed in json.loads(fields[b"m"])["beds"]:
+                        for s in bed["seconds"]:
+                            second = _second(s["time"])
+                            with lock:
+                                got[0] += 1
+                                if second - START >= warmup and second in sent_at:
+                                    lat.append((now - sent_at[second]) * 1e3)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(0.5)
+    lags = []
+    t0 = time.monotonic() + 1.0
+    for t in range(seconds):
+        batch = items(values, signals, names, t)
+        due = t0 + t
+        time.sleep(max(0.0, due - time.monotonic()))
+        sent = time.monotonic()
+        with lock:
+            sent_at[START + t] = sent
+        publish(r, prefix, batch, shards)
+        if t >= warmup:
+            lags.append(sent - due)
+    deadline = time.monotonic() + 60
+    while got[0] < beds * seconds and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    reader.join()
+    if got[0] < beds * seconds:
+        raise SystemExit(f"the consumers published {got[0]} of {beds * seconds} bed-seconds within 60 s of the last")
+    return summary(lat, lags)
+
+
+def _second(text: str) -> int:
+    from datetime import datetime
+
+    return round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+
+
+def model_floor(scorer, values: np.ndarray) -> float:
+    """ms for the champion alone to score one tick's windows (every bed's window ending now), in process."""
+    w = scorer.spec.window_s
+    x = np.repeat(values[:, :, :1], w, axis=2)
+    scorer.bundle.outputs(x[:64])
+    t = time.perf_counter()
+    for a in range(0, len(x), 512):
+        scorer.bundle.outputs(x[a:a + 512])
+    return (time.perf_counter() - t) * 1e3
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--beds", type=int, default=2000)
+    p.add_argument("--seconds", type=int, default=60)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--paths", default="http,redis")
+    p.add_argument("--connections", type=int, default=2, help="HTTP: messages per tick (one per service worker)")
+    p.add_argument("--consumers", type=int, default=2, help="Redis: consumer processes")
+    p.add_argument("--out", default="results/bench_streams.json")
+    args = p.parse_args(argv)
+    log = configure()
+    bento = json.loads(Path("results/bento.json").read_text())
+    home = str(Path(bento["bentoml_home"]).resolve())
+    os.environ["BENTOML_HOME"] = home
+    from biostream.streaming.redis_path import load_scorer
+
+    scorer = load_scorer(None, None)  # the champion the bento serves
+    meta_signals = list(scorer.spec.signals)
+    data = BenchData.load()
+    values = replay(data, meta_signals, args.beds, args.seconds)
+    results: dict[str, object] = {"beds": args.beds, "seconds": args.seconds, "warmup": args.warmup,
+                                  "cores": os.cpu_count()}
+    results["model_floor_ms_per_tick"] = model_floor(scorer, values)
+    log.info("model alone: %.0f ms to score %d windows (one tick)", results["model_floor_ms_per_tick"], args.beds)
+    one = json.dumps({"samples": items(values[:1], meta_signals, ["b"], 0)}).encode()
+    full = json.dumps({"samples": items(values, meta_signals, [f"bed-{i}" for i in range(args.beds)], 0)}).encode()
+    window = {"windows": [{"patient_id": "bed-1", "time": START, "vitals": {
+        s: [None if np.isnan(x) else float(x) for x in np.repeat(values[0, j, :1], scorer.spec.window_s)]
+        for j, s in enumerate(meta_signals)}}]}
+    results["bytes_per_bed_second"] = {
+        "ingest_json_one_bed": len(one), "ingest_json": len(full) / args.beds,
+        "ingest_arrow": len(arrow_body(values, meta_signals, [f"bed-{i}" for i in range(args.beds)], 0)) / args.beds,
+        f"predict_json_whole_window_{scorer.spec.window_s}s": len(json.dumps(window).encode())}
+    tmp = Path(tempfile.mkdtemp(prefix="bench_streams_"))
+    if "http" in args.paths:
+        env = {**os.environ, "BIOSTREAM_STREAM_STORE": f"sqlite:///{tmp / 'streams.db'}"}
+        with Server([str(BIN / "bentoml"), "serve", bento["bento"], "--host", "127.0.0.1", "--port", "{port}"],
+                    env, "/readyz", tmp / "serve.log") as server:
+            results["http_one_bed"] = run_http(server.port, values[:1], meta_signals, min(args.seconds, 30),
+                                               args.warmup, 1, "one")
+            log.info("http, 1 bed: %s", results["http_one_bed"])
+            results["http_json"] = run_http(server.port, values, meta_signals, args.seconds, args.warmup,
+                                            args.connections, "json")
+            log.info("http, %d beds, JSON: %s", args.beds, results["http_json"])
+            results["http_arrow"] = run_http(server.port, values, meta_signals, args.seconds, args.warmup,
+                                             args.connections, "arrow", arrow=True)
+            log.info("http, %d beds, Arrow: %s", args.beds, results["http_arrow"])
+    if "redis" in args.paths:
+        import sqlalchemy as sa
+
+        name = f"bench_streams_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        prefix = f"bench-{uuid.uuid4().hex[:6]}"
+        shards = 16
+        procs = []
+        try:
+            from biostream.streaming.store import Store
+
+            Store(f"{PG}/{name}").dispose()
+            for k in range(args.consumers):
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "biostream.streaming.redis_path", "--redis", REDIS, "--store",
+                     f"{PG}/{name}", "--prefix", prefix, "--name", f"c{k}"],
+                    env={**os.environ, "BENTOML_HOME": home}, stdout=(tmp / f"c{k}.log").open("w"),
+                    stderr=subprocess.STDOUT))
+            time.sleep(20)  # model loaded, leases shared out
+            results["redis_one_bed"] = run_redis(prefix, values[:1], meta_signals, min(args.seconds, 30),
+                                                 args.warmup, shards, "one")
+            log.info("redis, 1 bed: %s", results["redis_one_bed"])
+            results["redis_json"] = run_redis(prefix, values, meta_signals, args.seconds, args.warmup, shards,
+                                              "json")
+            log.info("redis, %d beds: %s", args.beds, results["redis_json"])
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(30)
+            import redis
+
+            rr = redis.Redis.from_url(REDIS)
+            keys = list(rr.scan_iter(f"{prefix}:*"))
+            if keys:
+                rr.delete(*keys)
+            with admin.connect() as conn:
+                conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                             {"n": name})
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+    write_json(results, args.out)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
