@@ -127,7 +127,7 @@ def run_redis(prefix: str, values: np.ndarray, signals: list[str], seconds: int,
               tag: str) -> dict[str, float]:
     import redis
 
-    from biostream.streaming.redis_path import publish
+    from biostream.serving.streaming.redis_path import publish
 
     r = redis.Redis.from_url(REDIS)
     beds = values.shape[0]
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     bento = json.loads(Path("results/bento.json").read_text())
     home = str(Path(bento["bentoml_home"]).resolve())
     os.environ["BENTOML_HOME"] = home
-    from biostream.streaming.redis_path import load_scorer
+    from biostream.serving.streaming.redis_path import load_scorer
 
     scorer = load_scorer(None, None)  # the champion the bento serves
     meta_signals = list(scorer.spec.signals)
@@ -255,12 +255,12 @@ def main(argv: list[str] | None = None) -> None:
         shards = 16
         procs = []
         try:
-            from biostream.streaming.store import Store
+            from biostream.serving.streaming.store import Store
 
             Store(f"{PG}/{name}").dispose()
             for k in range(args.consumers):
                 procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "biostream.streaming.redis_path", "--redis", REDIS, "--store",
+                    [sys.executable, "-m", "biostream.serving.streaming.redis_path", "--redis", REDIS, "--store",
                      f"{PG}/{name}", "--prefix", prefix, "--name", f"c{k}"],
                     env={**os.environ, "BENTOML_HOME": home}, stdout=(tmp / f"c{k}.log").open("w"),
                     stderr=subprocess.STDOUT))

@@ -15,9 +15,9 @@ import uuid
 import numpy as np
 import pytest
 
-from biostream.streaming.engine import Chunk, StreamEngine
-from biostream.streaming.redis_path import publish
-from biostream.streaming.store import Store, sqlite_url
+from biostream.serving.streaming.engine import Chunk, StreamEngine
+from biostream.serving.streaming.redis_path import publish
+from biostream.serving.streaming.store import Store, sqlite_url
 from tests.conftest import ROOT
 from tests.model.conftest import scorer_for
 from tests.model.test_streams import START, params
@@ -46,7 +46,7 @@ def redis_prefix():
 
 
 def _consumer(tmp_path, store, prefix, name, idle_exit_s=None):
-    cmd = [sys.executable, "-m", "biostream.streaming.redis_path", "--redis", REDIS, "--store", store,
+    cmd = [sys.executable, "-m", "biostream.serving.streaming.redis_path", "--redis", REDIS, "--store", store,
            "--prefix", prefix, "--name", name, "--bundle", str(tmp_path / "bundle"), "--spec",
            str(tmp_path / "spec.json"), "--lease-ms", "1500"]
     if idle_exit_s is not None:

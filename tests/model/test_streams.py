@@ -1,4 +1,4 @@
-"""Bedside streams (biostream.streaming) on a fitted detector: a recording streamed second by second gets what
+"""Bedside streams (biostream.serving.streaming) on a fitted detector: a recording streamed second by second gets what
 `score_series` gives it whole; repeats, late and out-of-range values, gaps, silence and restarts."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biostream.streaming.engine import Chunk, StreamEngine, StreamParams
-from biostream.streaming.store import Store, sqlite_url
+from biostream.serving.streaming.engine import Chunk, StreamEngine, StreamParams
+from biostream.serving.streaming.store import Store, sqlite_url
 from tests.model.conftest import scorer_for
 
 START = int(datetime(2026, 11, 21, 8, tzinfo=UTC).timestamp())
@@ -163,7 +163,7 @@ def test_a_silent_bed_is_closed_and_its_episode_ends(alarming, tmp_path):
 
 
 def test_messages_name_bed_field_value_and_limit_and_keep_the_rest(alarming):
-    from biostream.streaming.messages import MessageError, parse_json
+    from biostream.serving.streaming.messages import MessageError, parse_json
 
     scorer, _, _ = alarming
     spec, p = scorer.spec, params("sqlite://")
@@ -198,7 +198,7 @@ def test_messages_name_bed_field_value_and_limit_and_keep_the_rest(alarming):
 def test_arrow_messages_carry_the_same_seconds(alarming):
     import pyarrow as pa
 
-    from biostream.streaming.messages import parse_arrow, parse_json
+    from biostream.serving.streaming.messages import parse_arrow, parse_json
 
     scorer, _, values = alarming
     spec, p = scorer.spec, params("sqlite://")

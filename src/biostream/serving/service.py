@@ -8,7 +8,7 @@ The model is the registry's champion as the `package` stage imported it into the
 model's metadata. Everything the endpoints do is in `biostream.serving` and `biostream.serving.arrow` (tested
 without a server); this module only declares the endpoints. `POST /predict` takes JSON or an Arrow IPC
 stream (routed by `BodyTypes`); the bedside streams' `POST /ingest` and `GET /beds/...`, `/alarms` are
-`biostream.streaming.http`, routed the same way. Importing it reads the model store, as any BentoML service module does.
+`biostream.serving.streaming.http`, routed the same way. Importing it reads the model store, as any BentoML service module does.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from biostream.serving.batching import Batcher  # noqa: E402
 from biostream.serving.schemas import ExplainResult, Metadata, Prediction, Schemas, SeriesResult  # noqa: E402
 from biostream.serving.scorer import Scorer  # noqa: E402
 from biostream.serving.spec import BENTO_MODEL, MLFLOW_MODEL_DIR, ServingSpec, bundle_dir  # noqa: E402
-from biostream.streaming.engine import StreamEngine  # noqa: E402
-from biostream.streaming.http import StreamEndpoints  # noqa: E402
-from biostream.streaming.params import StreamParams  # noqa: E402
-from biostream.streaming.store import Store  # noqa: E402
+from biostream.serving.streaming.engine import StreamEngine  # noqa: E402
+from biostream.serving.streaming.http import StreamEndpoints  # noqa: E402
+from biostream.serving.streaming.params import StreamParams  # noqa: E402
+from biostream.serving.streaming.store import Store  # noqa: E402
 
 MODEL = bentoml.models.BentoModel(f"{BENTO_MODEL}:latest")
 SPEC = ServingSpec.of_model(MODEL.stored.info.metadata)
@@ -82,7 +82,7 @@ class VitalsService:
             self.streams = StreamEndpoints(StreamEngine(self.scorer, Store(params.store), params))
 
     async def ingest(self, body: bytes, media: str) -> tuple[int, Any]:
-        """POST /ingest (JSON or Arrow; routed by `BodyTypes`): `biostream.streaming.http`."""
+        """POST /ingest (JSON or Arrow; routed by `BodyTypes`): `biostream.serving.streaming.http`."""
         if self.streams is None:
             return 503, {"error": "this bento was built without params.yaml: stream; re-run the package stage"}
         return await self.streams.ingest(body, media)

@@ -20,7 +20,7 @@ import yaml
 
 from biostream.core.config import ConfigError, SignalCatalog, require
 from biostream.models.bundle import ModelBundle
-from biostream.streaming.params import StreamParams
+from biostream.serving.streaming.params import StreamParams
 
 BENTO_MODEL = "vitals-anomaly-detector"  # the champion's name in the BentoML model store (`package` imports it)
 MLFLOW_MODEL_DIR = "mlflow_model"  # where bentoml.mlflow.import_model puts the MLflow model
@@ -40,7 +40,7 @@ class ServeParams:
     top_signals: int
     workers: int
     max_body_mb: float
-    stream: dict[str, Any] = field(default_factory=dict)  # params.yaml: stream (biostream.streaming.params)
+    stream: dict[str, Any] = field(default_factory=dict)  # params.yaml: stream (biostream.serving.streaming.params)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ServeParams:

@@ -1,6 +1,6 @@
 """The HTTP face of bedside streams, without BentoML (the service routes to it: `biostream.serving.service`):
 
-* `POST /ingest` (JSON or Arrow, `biostream.streaming.messages`): scores every new second of every bed in the
+* `POST /ingest` (JSON or Arrow, `biostream.serving.streaming.messages`): scores every new second of every bed in the
   message and answers, per bed, the seconds scored (score, alarm, class, main signals), the episodes opened and
   closed, repeats and merges; and `problems`, each naming its item, bed, field, value and limit;
 * `GET /beds/<bed>/scores?since=&until=&limit=`: a bed's stored seconds (alarm after the refractory merge, as
@@ -25,8 +25,8 @@ import anyio
 import numpy as np
 
 from biostream.serving.arrow import ARROW_STREAM
-from biostream.streaming.engine import StreamEngine, episode_answer, iso
-from biostream.streaming.messages import ItemError, MessageError, parse_arrow, parse_json, to_second
+from biostream.serving.streaming.engine import StreamEngine, episode_answer, iso
+from biostream.serving.streaming.messages import ItemError, MessageError, parse_arrow, parse_json, to_second
 
 _log = logging.getLogger("biostream")
 

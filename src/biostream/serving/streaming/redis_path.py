@@ -9,13 +9,13 @@ machines score them and write to a shared store (PostgreSQL).
   takes the lease once it expires and claims the dead one's unacknowledged entries (consumer group `score`,
   XAUTOCLAIM), then reads on.
 * Exactly once: an entry is acknowledged only after the store committed what it scored
-  (`biostream.streaming.store`); one that comes again after a crash between the two finds its seconds stored and
+  (`biostream.serving.streaming.store`); one that comes again after a crash between the two finds its seconds stored and
   is a no-op. The store, not Redis, holds each bed's state (Redis here keeps nothing on disk): a new consumer
   resumes every bed from it.
 * Output: what each batch answered (per bed: seconds, alarms, episodes opened and closed; problems) is
   published on `<prefix>:out` after the commit (field `m`, JSON; the store has everything it says).
 
-Run a consumer: `python -m biostream.streaming.redis_path --redis redis://... --store postgresql+psycopg://...`
+Run a consumer: `python -m biostream.serving.streaming.redis_path --redis redis://... --store postgresql+psycopg://...`
 (README: Bedside streams).
 """
 
@@ -31,8 +31,8 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from biostream.streaming.engine import StreamEngine
-from biostream.streaming.messages import MessageError, parse_json
+from biostream.serving.streaming.engine import StreamEngine
+from biostream.serving.streaming.messages import MessageError, parse_json
 
 GROUP = "score"
 _RENEW = """if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
@@ -196,8 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     log = configure()
     import redis as redis_lib
 
-    from biostream.streaming.params import StreamParams
-    from biostream.streaming.store import Store
+    from biostream.serving.streaming.params import StreamParams
+    from biostream.serving.streaming.store import Store
 
     scorer = load_scorer(args.bundle, args.spec)
     params = StreamParams.from_dict(scorer.spec.stream).with_environment()

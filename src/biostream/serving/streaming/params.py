@@ -22,7 +22,7 @@ class StreamParams:
     silent_s: int  # a bed without a message for this long is closed; a gap this long starts a new recording
     max_message_s: int  # seconds per bed in one message
     max_message_beds: int  # items (bed x stretch of seconds) in one message
-    redis_url: str | None  # the scale path's Redis (biostream.streaming.redis_path); None: in-process only
+    redis_url: str | None  # the scale path's Redis (biostream.serving.streaming.redis_path); None: in-process only
     shards: int  # Redis input streams (a bed's messages go to one, by its id); one consumer owns a shard at a time
 
     @classmethod

@@ -1,7 +1,7 @@
 """Bedside streams: each bed's newest seconds in, every new second scored as the window ending at it, alarms and
-episodes out, everything written to the stream store (`biostream.streaming.store`).
+episodes out, everything written to the stream store (`biostream.serving.streaming.store`).
 
-A bed keeps its last `window_s` seconds of values and its alarm state (`biostream.streaming.policy`). Seconds are
+A bed keeps its last `window_s` seconds of values and its alarm state (`biostream.serving.streaming.policy`). Seconds are
 whole seconds since the epoch (a sample's time rounded to the nearest second). For each bed, in a message:
 
 * a second after the newest one is new: it is scored, with the seconds between (a gap: nothing arrived) scored as
@@ -31,9 +31,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from biostream.serving.scorer import Scorer
-from biostream.streaming.params import StreamParams
-from biostream.streaming.policy import BedAlarms, Episode, Step
-from biostream.streaming.store import BedRow, Store
+from biostream.serving.streaming.params import StreamParams
+from biostream.serving.streaming.policy import BedAlarms, Episode, Step
+from biostream.serving.streaming.store import BedRow, Store
 
 SCORE_CHUNK = 512  # windows per model call
 
