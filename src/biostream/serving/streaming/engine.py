@@ -1,8 +1,8 @@
 """Bedside streams: each bed's newest seconds in, every new second scored as the window ending at it, alarms and
 episodes out, everything written to the stream store (`biostream.serving.streaming.store`).
 
-A bed keeps its last `window_s` seconds of values and its alarm state (`biostream.serving.streaming.policy`). Seconds are
-whole seconds since the epoch (a sample's time rounded to the nearest second). For each bed, in a message:
+A bed keeps its last `window_s` seconds of values and its alarm state (`biostream.serving.streaming.policy`).
+Seconds are whole seconds since the epoch (a sample's time rounded to the nearest second). For each bed, in a message:
 
 * a second after the newest one is new: it is scored, with the seconds between (a gap: nothing arrived) scored as
   missing data, as `score_series` scores a recording with a hole; a gap of `silent_s` or more starts a new
@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -33,9 +34,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 from biostream.serving.scorer import Scorer
 from biostream.serving.streaming.params import StreamParams
 from biostream.serving.streaming.policy import BedAlarms, Episode, Step
-from biostream.serving.streaming.store import BedRow, Store
+from biostream.serving.streaming.store import SECONDS_COLUMNS, BedRow, Store
 
-SCORE_CHUNK = 512  # windows per model call
+TOP_SIGNALS = SECONDS_COLUMNS.index("top_signals")  # its place in a stored second's row
+SCORE_CHUNK = 256  # windows per model call: the detectors' small-batch fast path (the LSTM's ONNX Runtime session)
 
 
 @dataclass
@@ -86,6 +88,7 @@ class BedAnswer:
         return dict(self.__dict__)
 
 
+@lru_cache(maxsize=8192)  # a batch's beds mostly answer the same few seconds
 def iso(second: int) -> str:
     return datetime.fromtimestamp(second, UTC).isoformat().replace("+00:00", "Z")
 
@@ -130,10 +133,11 @@ class StreamEngine:
             return cached
         state = self._fresh()
         state.version = row.version
-        if row.state is not None:  # resume from the store
-            state.alarms = BedAlarms.from_dict(self.policy, row.state["alarms"])
-        if row.last_second is not None and row.state is not None:
-            state.last_second, state.first_second = row.last_second, row.state["first_second"]
+        stored = row.state
+        if stored is not None:  # resume from the store
+            state.alarms = BedAlarms.from_dict(self.policy, stored["alarms"])
+        if row.last_second is not None and stored is not None:
+            state.last_second, state.first_second = row.last_second, stored["first_second"]
             for second, vals in self.store.recent_values(bed, row.last_second, self.window_s):
                 state.values[:, self.window_s - 1 - (row.last_second - second)] = vals
         self.beds[bed] = state
@@ -165,12 +169,17 @@ class StreamEngine:
                            f"them; send each bed's seconds to one process at a time")
 
     def _ingest_once(self, by_bed: Mapping[str, list[Chunk]], now: float) -> tuple[list[BedAnswer], list[Problem]]:
-        rows = self.store.bed_rows(by_bed)
+        # a cached bed is taken to be current (the transaction checks it); the others are read from the store
+        rows = self.store.bed_rows([bed for bed in by_bed if bed not in self.beds])
+        known = set(rows) | {bed for bed in by_bed if bed in self.beds}  # beds the store has (cached: written)
         problems: list[Problem] = []
-        plans = [self._plan(bed, self._state(rows.get(bed) or BedRow(bed, 0, None, None, None)),
-                            sorted(parts, key=lambda c: c.start), problems) for bed, parts in by_bed.items()]
+        plans = []
+        for bed, parts in by_bed.items():
+            cached = self.beds.get(bed)
+            state = cached if cached is not None else self._state(rows.get(bed) or BedRow(bed, 0, None, None))
+            plans.append(self._plan(bed, state, sorted(parts, key=lambda c: c.start), problems))
         answers, writes = self._score(plans, now)
-        with self.store.transaction(by_bed) as tx:
+        with self.store.transaction(by_bed, known=known, states=False) as tx:
             stale = [p.bed for p in plans if tx.rows[p.bed].version != p.state.version]
             if stale:
                 for bed in by_bed:
@@ -190,31 +199,34 @@ class StreamEngine:
         last, first = state.last_second, state.first_second
         for c in parts:
             refused: list[int] = []
-            for j in range(c.values.shape[1]):
-                t, v = c.start + j, c.values[:, j]
-                if last is not None and t <= last:
-                    age = last - t
-                    if age >= w or t < first:  # not in the history kept: cannot be merged, nor told from a repeat
-                        if not np.isnan(v).all():
-                            refused.append(t)
-                        continue
-                    col = plan.column(last, t)
-                    fill = np.isnan(col) & ~np.isnan(v)
-                    if not fill.any():
-                        plan.answer.repeated += 1
-                    elif age <= p.late_s:
-                        col[fill] = v[fill]
-                        plan.merged[t] = col
-                    else:
+            values = c.values if c.values.dtype == np.float64 else c.values.astype(np.float64)
+            m = values.shape[1]
+            old = 0 if last is None else min(m, max(0, last - c.start + 1))  # its seconds already scored
+            for j in range(old):
+                t, v = c.start + j, values[:, j]
+                age = last - t
+                if age >= w or t < first:  # not in the history kept: cannot be merged, nor told from a repeat
+                    if not np.isnan(v).all():
                         refused.append(t)
                     continue
+                col = plan.column(last, t)
+                fill = np.isnan(col) & ~np.isnan(v)
+                if not fill.any():
+                    plan.answer.repeated += 1
+                elif age <= p.late_s:
+                    col[fill] = v[fill]
+                    plan.merged[t] = col
+                else:
+                    refused.append(t)
+            if old < m:  # new seconds, consecutive from t
+                t = c.start + old
                 if last is None or t - last - 1 >= p.silent_s:  # a new recording: nothing before it is read
                     seg = plan.new_segment(t, reset=last is not None or state.alarms.episode is not None)
                     first = t
                 elif t - last > 1:  # a gap: missing data, scored as score_series scores a hole
                     seg.new.extend(np.full(len(self.signals), np.nan) for _ in range(t - last - 1))
-                seg.new.append(np.asarray(v, dtype=np.float64))
-                last = t
+                seg.new.extend(values.T[old:])  # (S,) views, one per second
+                last = c.start + m - 1
             if refused:
                 problems.append(self._too_late(c, bed, refused, last, first))
         plan.last_second, plan.first_second = last, first
@@ -233,15 +245,20 @@ class StreamEngine:
         """Score the plans' new seconds (one model call per SCORE_CHUNK windows), step their alarm states, and
         return the answers and what to write (beds, seconds, merged values, episodes)."""
         w = self.window_s
-        windows = []
+        x = np.empty((sum(len(seg.new) for plan in plans for seg in plan.segments), len(self.signals), w))
+        row = 0
         for plan in plans:
             for seg in plan.segments:
-                if seg.new:
+                m = len(seg.new)
+                if m == 1:  # the usual case: the history shifted by one second, and the new one
+                    x[row, :, :w - 1] = seg.hist[:, 1:]
+                    x[row, :, w - 1] = seg.new[0]
+                elif m > 1:  # the windows ending at each new second
                     ext = np.concatenate([seg.hist, np.stack(seg.new, axis=1)], axis=1)
-                    # (m, S, W): the windows ending at each new second
-                    windows.append(sliding_window_view(ext, w, axis=1).transpose(1, 0, 2)[1:])
-        if windows:
-            x = np.concatenate(windows)
+                    x[row:row + m] = sliding_window_view(ext, w, axis=1).transpose(1, 0, 2)[1:]
+                seg.last_row = row + m - 1 if m else None
+                row += m
+        if len(x):
             outs = [self.scorer.bundle.outputs_and_view(x[a:a + SCORE_CHUNK]) for a in range(0, len(x), SCORE_CHUNK)]
             score = np.concatenate([o[0].score for o in outs])
             technical = np.concatenate([o[0].technical for o in outs])
@@ -271,8 +288,8 @@ class StreamEngine:
                         plan.touched[ep.start] = ep
                     if step.opened is not None:
                         answer.opened.append(step.opened)
-                    rec = {"bed": plan.bed, "second": t, "vals": vals.tobytes(), "score": s, "above": s > threshold,
-                           "technical": tech, "alarm": step.on, "top_signals": None, "scored_at": now}
+                    # a stored second, in the order of the store's columns (biostream.serving.streaming.store)
+                    rec = [plan.bed, t, vals.tobytes(), s, s > threshold, tech, step.on, None, now]
                     seconds.append(rec)
                     said = {"time": iso(t), "score": s, "alarm": step.on,
                             "alarm_class": ep.alarm_class if step.on and ep is not None else None, "top_signals": []}
@@ -287,7 +304,7 @@ class StreamEngine:
             for (rec, said, ep, t), n in zip(named, names, strict=True):
                 if said is not None:
                     said["top_signals"] = n
-                    rec["top_signals"] = json.dumps(n)
+                    rec[TOP_SIGNALS] = json.dumps(n)
                 if ep is not None:
                     for peak in (ep.peak, ep.gap_peak):
                         if peak is not None and peak.second == t:
@@ -301,17 +318,23 @@ class StreamEngine:
             episodes.extend(episode_record(plan.bed, ep, now) for ep in plan.touched.values())
             plan.answer.opened = [episode_answer(episode_record(plan.bed, e, now)) for e in plan.answer.opened]
             plan.answer.closed = [episode_answer(episode_record(plan.bed, e, now)) for e in plan.answer.closed]
-            seg = plan.segments[-1]
-            st.values = np.ascontiguousarray(np.concatenate([seg.hist] + [v[:, None] for v in seg.new],
-                                                            axis=1)[:, -w:])
+            seg = plan.segments[-1]  # the bed's last W seconds: the window of its newest second, or its history
+            st.values = seg.hist if seg.last_row is None else x[seg.last_row].copy()
             st.last_second, st.first_second = plan.last_second, plan.first_second
             bed_rows.append({"bed": plan.bed, "last_second": st.last_second, "last_arrival": now,
                              "state": self._state_dict(st)})
         return [plan.answer for plan in plans], (bed_rows, seconds, merged, episodes)
 
     @staticmethod
-    def _state_dict(st: BedState) -> dict[str, Any]:
-        return {"first_second": st.first_second, "alarms": st.alarms.to_dict()}
+    def _state_dict(st: BedState) -> str:
+        """The bed's state as the store keeps it (JSON); written for every bed of every batch, so the usual
+        case, no open episode, is formatted by hand (json.dumps: ~6 us a bed)."""
+        alarms = st.alarms
+        if alarms.episode is None:
+            first = "null" if st.first_second is None else str(int(st.first_second))
+            return (f'{{"first_second": {first}, "alarms": {{"recent": [{", ".join(map(str, alarms.recent))}], '
+                    f'"episode": null}}}}')
+        return json.dumps({"first_second": st.first_second, "alarms": alarms.to_dict()})
 
     # ------------------------------------------------------------------------------------------ silence
     def sweep(self, now: float | None = None) -> list[dict[str, Any]]:
@@ -338,7 +361,7 @@ class StreamEngine:
 
     def _close(self, beds: list[str], now: float, only_before: float | None) -> list[dict[str, Any]]:
         closed: list[dict[str, Any]] = []
-        with self.store.transaction(beds) as tx:
+        with self.store.transaction(beds, states=True) as tx:
             bed_rows, episodes = [], []
             for bed in beds:
                 row = tx.rows[bed]
@@ -367,9 +390,11 @@ class _Stale(Exception):
 class _Segment:
     """New seconds of one recording: from second `first`, after the (S, W) history `hist`."""
 
-    def __init__(self, first: int, hist: np.ndarray, reset: bool) -> None:
+    def __init__(self, first: int, hist: np.ndarray, reset: bool, owned: bool = True) -> None:
         self.first, self.hist, self.reset = first, hist, reset
+        self.owned = owned  # False: `hist` is the bed's cached state, copied before a late value is merged in
         self.new: list[np.ndarray] = []  # (S,) per second
+        self.last_row: int | None = None  # the row of its newest second's window in the batch
 
 
 class _Plan:
@@ -378,7 +403,7 @@ class _Plan:
     def __init__(self, bed: str, state: BedState) -> None:
         self.bed, self.state = bed, state
         self.answer = BedAnswer(bed)
-        self.segments = [_Segment((state.last_second or 0) + 1, state.values.copy(), False)]
+        self.segments = [_Segment((state.last_second or 0) + 1, state.values, False, owned=False)]
         self.last_second, self.first_second = state.last_second, state.first_second
         self.merged: dict[int, np.ndarray] = {}
         self.touched: dict[int, Episode] = {}
@@ -394,4 +419,6 @@ class _Plan:
         back = last - t
         if back < len(seg.new):
             return seg.new[len(seg.new) - 1 - back]
+        if not seg.owned:
+            seg.hist, seg.owned = seg.hist.copy(), True
         return seg.hist[:, seg.hist.shape[1] - 1 - (back - len(seg.new))]

@@ -66,22 +66,35 @@ def to_second(value: Any, field: str = "start") -> int:
     raise ItemError(field, value, form, f"{field} is {_short(value)!r}, not a time: send {form}")
 
 
-def check_ranges(chunk: Chunk, spec: ServingSpec, problems: list[Problem]) -> None:
-    """Values outside their signal's physiological range become missing, each named (the rest is kept)."""
+def check_ranges(chunks: list[Chunk], spec: ServingSpec, problems: list[Problem]) -> None:
+    """Values outside their signal's physiological range become missing, each named (the rest is kept). One
+    comparison for the whole message; only the chunks with such a value are looked at one by one."""
+    if not chunks:
+        return
     lo, hi = spec.bounds
-    bad = (chunk.values < lo) | (chunk.values > hi)
-    if bad.any():
-        field = "vitals"
+    every = np.concatenate([c.values for c in chunks], axis=1)
+    if not ((every < lo) | (every > hi)).any():
+        return
+    for chunk in chunks:
+        bad = (chunk.values < lo) | (chunk.values > hi)
+        if not bad.any():
+            continue
         for i, j in zip(*np.nonzero(bad), strict=True):
             s, v = spec.signals[i], float(chunk.values[i, j])
-            problems.append(Problem(chunk.index, chunk.bed, f"{field}.{s}[{j}]", v,
+            problems.append(Problem(chunk.index, chunk.bed, f"vitals.{s}[{j}]", v,
                                     f"[{spec.valid[s][0]:g}, {spec.valid[s][1]:g}] {spec.units[s]}",
                                     f"{s} = {v:g} {spec.units[s]} at bed {chunk.bed!r}'s second {j} is outside the "
                                     f"physiological range (configs/signals.yaml)", "stored as missing"))
         chunk.values[bad] = np.nan
 
 
-def parse_item(item: Any, index: int, spec: ServingSpec, params: StreamParams) -> Chunk:
+def _number(x: Any) -> bool:
+    """A JSON value a vital sign may be: null, or a finite number (not a boolean)."""
+    return x is None or (type(x) is float and math.isfinite(x)) or (type(x) is int and -1e300 < x < 1e300)
+
+
+def parse_item(item: Any, index: int, spec: ServingSpec, params: StreamParams,
+               order: Mapping[str, int] | None = None) -> Chunk:
     """One JSON item -> Chunk; ValueError naming the field (its bed is read first, for the message)."""
     extra = set(item) - ITEM_KEYS
     if extra:
@@ -102,7 +115,7 @@ def parse_item(item: Any, index: int, spec: ServingSpec, params: StreamParams) -
         raise ItemError(f"{field}.{sorted(unknown)[0]}", None, ", ".join(spec.signals),
                         f"{field}: unknown signal(s) {', '.join(sorted(unknown))}; the model reads "
                          f"{', '.join(spec.signals)}")
-    rows: dict[str, np.ndarray] = {}
+    rows: dict[str, Any] = {}
     for s, v in arrays.items():
         if field == "vitals_f32":
             if not isinstance(v, str):
@@ -117,11 +130,11 @@ def parse_item(item: Any, index: int, spec: ServingSpec, params: StreamParams) -
             if not isinstance(v, list):
                 raise ItemError(f"vitals.{s}", v, "an array of numbers",
                                 f"vitals.{s} is {type(v).__name__}, not an array of numbers (null where missing)")
-            for j, x in enumerate(v):
-                if x is not None and (isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x)):
-                    raise ItemError(f"vitals.{s}[{j}]", x, "a finite number or null",
-                                    f"vitals.{s}[{j}] is {x!r}, not a finite number; send null for a missing value")
-            rows[s] = np.array([np.nan if x is None else x for x in v], dtype=np.float64)
+            if not all(map(_number, v)):
+                j, x = next((j, x) for j, x in enumerate(v) if not _number(x))
+                raise ItemError(f"vitals.{s}[{j}]", x, "a finite number or null",
+                                f"vitals.{s}[{j}] is {x!r}, not a finite number; send null for a missing value")
+            rows[s] = v
     lengths = {len(r) for r in rows.values()}
     if len(lengths) > 1:
         raise ItemError(field, {s: len(r) for s, r in rows.items()}, "the same length for every signal",
@@ -133,10 +146,13 @@ def parse_item(item: Any, index: int, spec: ServingSpec, params: StreamParams) -
         raise ItemError(field, m, f"1 to {params.max_message_s} seconds (stream.max_message_s)",
                         f"{field} carries {m} seconds; an item carries 1 to {params.max_message_s} "
                          f"(stream.max_message_s)")
-    values = np.full((len(spec.signals), m), np.nan)
-    for i, s in enumerate(spec.signals):
-        if s in rows:
-            values[i] = rows[s]
+    given = np.array(list(rows.values()), dtype=np.float64)  # (k, m); null -> NaN
+    if list(rows) == list(spec.signals):
+        values = given
+    else:
+        order = order or {s: i for i, s in enumerate(spec.signals)}
+        values = np.full((len(spec.signals), m), np.nan)
+        values[[order[s] for s in rows]] = given
     return Chunk(str(item["bed"]), start, values, index)
 
 
@@ -169,6 +185,7 @@ def parse_json(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[li
 
 def _items(items: list[Any], spec: ServingSpec, params: StreamParams) -> tuple[list[Chunk], list[Problem]]:
     chunks, problems = [], []
+    order = {s: i for i, s in enumerate(spec.signals)}
     for k, item in enumerate(items):
         try:
             bed = bed_of(item)
@@ -177,13 +194,13 @@ def _items(items: list[Any], spec: ServingSpec, params: StreamParams) -> tuple[l
                                     "nothing of this item"))
             continue
         try:
-            chunk = parse_item(item, k, spec, params)
+            chunk = parse_item(item, k, spec, params, order)
         except ItemError as error:
             problems.append(Problem(k, bed, error.field, error.value, error.limit, f"item {k} (bed {bed!r}): {error}",
                                     "nothing of this item"))
             continue
-        check_ranges(chunk, spec, problems)
         chunks.append(chunk)
+    check_ranges(chunks, spec, problems)
     return chunks, problems
 
 
@@ -220,29 +237,33 @@ def parse_arrow(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[l
                 raise MessageError(f"Arrow column {s} is {col.type}; send float32 or float64 values (null or NaN "
                                    f"where missing)")
             values[i] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+    n = table.num_rows
+    bad_bed = ~np.fromiter((isinstance(b, str) and 1 <= len(b) <= 128 for b in beds), dtype=bool, count=n)
     bad_time = ~np.isfinite(secs)
-    chunks: list[Chunk] = []
-    order = {}
-    for r in range(table.num_rows):
+    infinite = np.isinf(values).any(axis=0)
+    for r in np.nonzero(bad_bed | bad_time | infinite)[0]:
         bed = beds[r]
-        if not isinstance(bed, str) or not 1 <= len(bed) <= 128 or bad_time[r]:
-            field = "time" if isinstance(bed, str) and 1 <= len(bed) <= 128 else "bed"
-            problems.append(Problem(r, bed, field, bed if field == "bed" else None, "a bed id of 1 to 128 "
+        if bad_bed[r] or bad_time[r]:
+            field = "bed" if bad_bed[r] else "time"
+            problems.append(Problem(int(r), bed, field, bed if field == "bed" else None, "a bed id of 1 to 128 "
                                     "characters and a time", f"row {r}: {field} is missing or not usable",
                                     "nothing of this row"))
-            continue
-        if np.isinf(values[:, r]).any():
-            problems.append(Problem(r, bed, "values", "inf", "finite numbers", f"row {r} (bed {bed!r}): an "
-                                    "infinite value; send NaN or null for a missing one", "nothing of this row"))
-            continue
-        t = round(float(secs[r]))
-        prev = order.get(bed)
-        if prev is not None and prev.start + prev.values.shape[1] == t:
-            prev.values = np.concatenate([prev.values, values[:, r:r + 1]], axis=1)
         else:
-            chunk = Chunk(bed, t, values[:, r:r + 1].copy(), r)
-            chunks.append(chunk)
-            order[bed] = chunk
-    for chunk in chunks:
-        check_ranges(chunk, spec, problems)
+            problems.append(Problem(int(r), bed, "values", "inf", "finite numbers", f"row {r} (bed {bed!r}): an "
+                                    "infinite value; send NaN or null for a missing one", "nothing of this row"))
+    good = np.nonzero(~(bad_bed | bad_time | infinite))[0]
+    chunks: list[Chunk] = []
+    if good.size:
+        # a bed's rows at consecutive seconds form one chunk, whatever their order in the message
+        names, code = np.unique(np.array([beds[r] for r in good], dtype=object), return_inverse=True)
+        t = np.round(secs[good]).astype(np.int64)
+        order = np.lexsort((good, t, code))
+        code, t, rows = code[order], t[order], good[order]
+        cut = np.ones(len(rows), dtype=bool)
+        cut[1:] = (code[1:] != code[:-1]) | (t[1:] != t[:-1] + 1)
+        starts = np.nonzero(cut)[0]
+        for a, b in zip(starts, [*starts[1:], len(rows)], strict=True):
+            chunks.append(Chunk(str(names[code[a]]), int(t[a]), values[:, rows[a:b]], int(rows[a])))
+        chunks.sort(key=lambda c: c.index)  # the message's order
+    check_ranges(chunks, spec, problems)
     return chunks, problems

@@ -11,7 +11,7 @@ The state is a few numbers per bed (`to_dict`/`from_dict`): it is stored with ev
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from biostream.data.schema import PHYSIOLOGICAL, TECHNICAL
@@ -44,8 +44,12 @@ class Episode:
     def alarm_class(self) -> str:
         return TECHNICAL if self.technical > self.above / 2 else PHYSIOLOGICAL
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:  # by hand: dataclasses.asdict deep-copies (stored every second)
+        d = dict(self.__dict__)
+        for key in ("peak", "gap_peak"):
+            if d[key] is not None:
+                d[key] = dict(d[key].__dict__)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Episode:

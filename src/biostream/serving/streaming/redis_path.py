@@ -200,6 +200,10 @@ def main(argv: list[str] | None = None) -> None:
     from biostream.serving.streaming.store import Store
 
     scorer = load_scorer(args.bundle, args.spec)
+    import gc
+
+    gc.collect()
+    gc.freeze()  # as the service: the model's objects are not walked by every full collection
     params = StreamParams.from_dict(scorer.spec.stream).with_environment()
     url = args.redis or params.redis_url
     if not url:
@@ -222,14 +226,17 @@ def load_scorer(bundle: str | None, spec: str | None) -> Any:
     from biostream.serving.scorer import Scorer
     from biostream.serving.spec import BENTO_MODEL, MLFLOW_MODEL_DIR, ServingSpec, bundle_dir
 
-    threadpool_limits(1)
+    threadpool_limits(1)  # as the service: one BLAS/OpenMP thread per process
     if bundle:
-        return Scorer(ModelBundle.load(bundle), ServingSpec.from_dict(json.loads(Path(spec).read_text())))
-    import bentoml
+        loaded, serving = ModelBundle.load(bundle), ServingSpec.from_dict(json.loads(Path(spec).read_text()))
+    else:
+        import bentoml
 
-    model = bentoml.models.get(f"{BENTO_MODEL}:latest")
-    return Scorer(ModelBundle.load(bundle_dir(model.path_of(MLFLOW_MODEL_DIR))),
-                  ServingSpec.of_model(model.info.metadata))
+        model = bentoml.models.get(f"{BENTO_MODEL}:latest")
+        loaded = ModelBundle.load(bundle_dir(model.path_of(MLFLOW_MODEL_DIR)))
+        serving = ServingSpec.of_model(model.info.metadata)
+    loaded.detector.prepare_for_serving()  # as the service: e.g. the LSTM's ONNX Runtime session
+    return Scorer(loaded, serving)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ EPISODES = sa.Table(
     sa.Column("closed_at", sa.Float),
 )
 sa.Index("stream_episodes_open", EPISODES.c.end)
+SECONDS_COLUMNS = [c.name for c in SECONDS.c]  # the order of a stored second's row
 
 
 @dataclass
@@ -66,7 +67,11 @@ class BedRow:
     version: int
     last_second: int | None
     last_arrival: float | None
-    state: dict[str, Any] | None
+    state_json: str | None = None  # parsed only when the engine has no current copy of the bed (`state`)
+
+    @property
+    def state(self) -> dict[str, Any] | None:
+        return None if self.state_json is None else json.loads(self.state_json)
 
 
 def sqlite_url(path: str | Path) -> str:
@@ -92,20 +97,25 @@ class Store:
             self.engine = self.reader = sa.create_engine(url, pool_pre_ping=True)
         META.create_all(self.engine)
         self._insert = (sqlite if self.sqlite else postgresql).insert
+        self.mark = "?" if self.sqlite else "%s"  # the driver's placeholder (sqlite3: qmark; psycopg: format)
+
 
     def dispose(self) -> None:
         self.engine.dispose()
         self.reader.dispose()
 
     @contextmanager
-    def transaction(self, beds: Iterable[str]) -> Iterator[Transaction]:
-        """One write transaction holding the given beds (created if new) until it commits."""
+    def transaction(self, beds: Iterable[str], known: Iterable[str] = (), states: bool = True
+                    ) -> Iterator[Transaction]:
+        """One write transaction holding the given beds until it commits; those not among `known` (beds the
+        store was seen to have: a bed row is never deleted) are created if new. `states`: read their stored
+        alarm states too (not needed to check versions)."""
         beds = sorted(set(beds))
+        new = sorted(set(beds) - set(known))
         with self.engine.begin() as conn:
-            if beds:
-                conn.execute(self._insert(BEDS).on_conflict_do_nothing(),
-                             [{"bed": b, "version": 0} for b in beds])
-            yield Transaction(self, conn, beds)
+            if new:
+                conn.execute(self._insert(BEDS).on_conflict_do_nothing(), [{"bed": b, "version": 0} for b in new])
+            yield Transaction(self, conn, beds, states)
 
     # ---- reads (GET endpoints, tests)
     def seconds(self, bed: str, since: int | None = None, until: int | None = None,
@@ -167,45 +177,55 @@ class Store:
 class Transaction:
     """The beds of one write transaction (`Store.transaction`)."""
 
-    def __init__(self, store: Store, conn: sa.Connection, beds: Sequence[str]) -> None:
+    def __init__(self, store: Store, conn: sa.Connection, beds: Sequence[str], states: bool = True) -> None:
         self.store, self.conn = store, conn
+        # the driver's own cursor, in this transaction: SQLAlchemy's per-row processing cost more than the
+        # database for a batch of thousands of beds (statements here are plain SQL that sqlite and PostgreSQL share)
+        self.cursor = conn.connection.cursor()
         self.rows: dict[str, BedRow] = {}
-        q = sa.select(BEDS)
+        cols = "bed, version, last_second, last_arrival" + (", state" if states else "")
+        lock = "" if store.sqlite else " FOR UPDATE"  # sqlite: the transaction holds the database's write lock
         for i in range(0, len(beds), 1000):
-            part = q.where(BEDS.c.bed.in_(beds[i:i + 1000]))
-            if not store.sqlite:
-                part = part.with_for_update()
-            for r in conn.execute(part).mappings():
-                self.rows[r["bed"]] = _bed_row(r)
+            part = tuple(beds[i:i + 1000])
+            self.cursor.execute(f"SELECT {cols} FROM stream_beds WHERE bed IN ({self._marks(len(part))}){lock}",
+                                part)
+            for r in self.cursor.fetchall():
+                self.rows[r[0]] = BedRow(r[0], int(r[1]), None if r[2] is None else int(r[2]), r[3],
+                                         r[4] if states else None)
 
-    def write(self, beds: Sequence[dict[str, Any]], seconds: Sequence[dict[str, Any]],
+    def _marks(self, n: int) -> str:
+        return ", ".join([self.store.mark] * n)
+
+    def write(self, beds: Sequence[dict[str, Any]], seconds: Sequence[Sequence[Any]],
               merged: Sequence[dict[str, Any]], episodes: Sequence[dict[str, Any]]) -> None:
-        """Bed rows (bed, last_second, last_arrival, state: each row's version is incremented), new seconds,
-        late values merged into stored seconds (bed, second, vals), and episodes (inserted or updated)."""
+        """Bed rows (bed, last_second, last_arrival, state: JSON text; each row's version is incremented), new
+        seconds (sequences in the order of SECONDS' columns), late values merged into stored seconds (bed, second,
+        vals), and episodes (inserted or updated)."""
+        q, cur = self.store.mark, self.cursor
         if seconds:
-            self.conn.execute(SECONDS.insert(), list(seconds))
+            cur.executemany(f"INSERT INTO stream_seconds ({', '.join(SECONDS_COLUMNS)}) "
+                            f"VALUES ({self._marks(len(SECONDS_COLUMNS))})", seconds)
         if merged:
-            self.conn.execute(SECONDS.update().where(SECONDS.c.bed == sa.bindparam("b"),
-                                                     SECONDS.c.second == sa.bindparam("s"))
-                              .values(vals=sa.bindparam("v")),
-                              [{"b": m["bed"], "s": m["second"], "v": m["vals"]} for m in merged])
+            cur.executemany(f"UPDATE stream_seconds SET vals = {q} WHERE bed = {q} AND second = {q}",
+                            [(m["vals"], m["bed"], m["second"]) for m in merged])
         if episodes:
-            stmt = self.store._insert(EPISODES)
-            keys = [c.name for c in EPISODES.c if c.name not in ("bed", "start", "opened_at")]
-            self.conn.execute(stmt.on_conflict_do_update(index_elements=["bed", "start"],
-                                                         set_={k: stmt.excluded[k] for k in keys}), list(episodes))
+            cols = [c.name for c in EPISODES.c]
+            quoted = ", ".join('"' + c + '"' for c in cols)  # "end" is an SQL keyword
+            kept = ("bed", "start", "opened_at")  # an update keeps when it opened
+            cur.executemany(
+                f"INSERT INTO stream_episodes ({quoted}) VALUES ({self._marks(len(cols))}) "
+                "ON CONFLICT (bed, start) DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in cols
+                                                                      if c not in kept),
+                [tuple(e[c] for c in cols) for e in episodes])
         if beds:
-            self.conn.execute(
-                BEDS.update().where(BEDS.c.bed == sa.bindparam("b"))
-                .values(version=BEDS.c.version + 1, last_second=sa.bindparam("ls"),
-                        last_arrival=sa.bindparam("la"), state=sa.bindparam("st")),
-                [{"b": b["bed"], "ls": b["last_second"], "la": b["last_arrival"],
-                  "st": None if b["state"] is None else json.dumps(b["state"])} for b in beds])
+            cur.executemany(f"UPDATE stream_beds SET version = version + 1, last_second = {q}, last_arrival = {q}, "
+                            f"state = {q} WHERE bed = {q}",
+                            [(b["last_second"], b["last_arrival"], b["state"], b["bed"]) for b in beds])
 
 
 def _bed_row(r: Any) -> BedRow:
     return BedRow(r["bed"], int(r["version"]), None if r["last_second"] is None else int(r["last_second"]),
-                  r["last_arrival"], None if r["state"] is None else json.loads(r["state"]))
+                  r["last_arrival"], r["state"])
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
