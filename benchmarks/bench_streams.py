@@ -85,11 +85,11 @@ def summary(lat_ms: list[float], lags: list[float]) -> dict[str, float]:
 
 
 def run_http(port: int, values: np.ndarray, signals: list[str], seconds: int, warmup: int, connections: int,
-             tag: str, arrow: bool = False) -> dict[str, float]:
+             tag: str, arrow: bool = False, workers: int = 2) -> dict[str, float]:
     beds = values.shape[0]
     names = [f"{tag}-{i}" for i in range(beds)]
     shares = np.array_split(np.arange(beds), connections)
-    conns = [Connection("127.0.0.1", port, timeout=60) for _ in shares]
+    conns = one_per_worker(port, len(shares), workers)
     lat: list[float] = []
     lags: list[float] = []
     t0 = time.monotonic() + 1.0
@@ -121,6 +121,44 @@ def run_http(port: int, values: np.ndarray, signals: list[str], seconds: int, wa
             for k, idx in enumerate(shares):
                 lat += [took[k] * 1e3] * len(idx)
     return summary(lat, lags)
+
+
+def worker_of(port: int) -> dict[int, str]:
+    """The service process holding each client connection to `port`: {client port: pid} (from `ss`)."""
+    out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"], capture_output=True,
+                         text=True, check=True).stdout
+    found = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if "pid=" in line and len(parts) >= 4:
+            found[int(parts[3].rsplit(":", 1)[1])] = line.split("pid=")[1].split(",")[0]
+    return found
+
+
+def one_per_worker(port: int, n: int, workers: int, tries: int = 40) -> list[Connection]:
+    """n keep-alive connections, spread over the service's workers: the kernel hands each new connection to
+    either worker, so two of a gateway's connections land on one worker about one time in two; a connection
+    that shares its worker while another worker has none is opened again (what a gateway that keeps one
+    connection per worker would hold)."""
+    conns: list[Connection] = []
+    for _ in range(tries):
+        while len(conns) < n:
+            c = Connection("127.0.0.1", port, timeout=60)
+            c.request("POST", "/metadata", body=b"{}", headers={"Content-Type": "application/json"})
+            c.getresponse().read()
+            conns.append(c)
+        pids = worker_of(port)
+        held = [pids.get(c.sock.getsockname()[1]) for c in conns]
+        if len(set(held)) >= min(n, workers):
+            return conns
+        seen: set[str | None] = set()
+        for k, pid in enumerate(held):
+            if pid in seen:
+                conns[k].close()
+                conns[k] = None  # type: ignore[call-overload]
+            seen.add(pid)
+        conns = [c for c in conns if c is not None]
+    raise SystemExit(f"could not spread {n} connections over the service's workers in {tries} tries")
 
 
 def run_redis(prefix: str, values: np.ndarray, signals: list[str], seconds: int, warmup: int, shards: int,
@@ -224,6 +262,10 @@ def main(argv: list[str] | None = None) -> None:
     meta_signals = list(scorer.spec.signals)
     data = BenchData.load()
     values = replay(data, meta_signals, args.beds, args.seconds)
+    import gc
+
+    gc.collect()
+    gc.freeze()  # the gateway's own full collections (the cohort, the model) would pause its clocks
     results: dict[str, object] = {"beds": args.beds, "seconds": args.seconds, "warmup": args.warmup,
                                   "cores": os.cpu_count()}
     results["model_floor_ms_per_tick"] = model_floor(scorer, values)
@@ -247,7 +289,8 @@ def main(argv: list[str] | None = None) -> None:
             log.info("http, 1 bed: %s", results["http_one_bed"])
             for form in args.formats.split(","):
                 results[f"http_{form}"] = run_http(server.port, values, meta_signals, args.seconds, args.warmup,
-                                                   args.connections, form, arrow=form == "arrow")
+                                                   args.connections, form, arrow=form == "arrow",
+                                                   workers=scorer.spec.workers)
                 log.info("http, %d beds, %s: %s", args.beds, form, results[f"http_{form}"])
     if "redis" in args.paths:
         import sqlalchemy as sa

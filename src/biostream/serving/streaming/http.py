@@ -113,6 +113,7 @@ class StreamEndpoints:
             await asyncio.sleep(self.sweep_every_s)
             try:
                 await anyio.to_thread.run_sync(self.sweep_now)
+                await anyio.to_thread.run_sync(self.engine.store.checkpoint)  # outside the lock: ingests go on
             except Exception:  # a busy or unreachable store: logged, tried again at the next sweep
                 _log.exception("closing silent beds failed")
 

@@ -119,10 +119,10 @@ class Consumer:
             if not entries.get(k):
                 self.pending.discard(k)
                 return 0
-            return self._process(k, entries[k])
+            return self._process({k: entries[k]})
         reply = self.redis.xreadgroup(GROUP, self.name, {self.key(k): ">" for k in sorted(self.owned)},
                                       count=self.batch, block=self.block_ms)
-        return sum(self._process(k, e) for k, e in sorted(self._entries(reply).items()))
+        return self._process(self._entries(reply))
 
     def _entries(self, reply: Any) -> dict[int, list[tuple[bytes, dict]]]:
         out: dict[int, list[tuple[bytes, dict]]] = {}
@@ -133,28 +133,34 @@ class Consumer:
                 out[k] = got
         return out
 
-    def _process(self, shard: int, entries: Iterable[tuple[bytes, dict]]) -> int:
+    def _process(self, entries: Mapping[int, Iterable[tuple[bytes, dict]]]) -> int:
+        """Score the entries read from every shard as one batch (one model call per SCORE_CHUNK windows, one
+        store transaction), then acknowledge them all and publish what was answered."""
+        if not entries:
+            return 0
         spec, params = self.engine.scorer.spec, self.engine.params
-        chunks, problems, ids = [], [], []
-        for entry_id, fields in entries:
-            ids.append(entry_id)
-            try:
-                c, p = parse_json(fields[b"m"], spec, params)
-            except (MessageError, KeyError) as error:
-                problems.append({"entry": entry_id.decode(), "error": f"entry {entry_id.decode()}: {error}"})
-                continue
-            chunks += c
-            problems += [dict(x.to_dict(), entry=entry_id.decode()) for x in p]
+        chunks, problems, ids = [], [], {}
+        for shard, part in sorted(entries.items()):
+            for entry_id, fields in part:
+                ids.setdefault(shard, []).append(entry_id)
+                try:
+                    c, p = parse_json(fields[b"m"], spec, params)
+                except (MessageError, KeyError) as error:
+                    problems.append({"entry": entry_id.decode(), "error": f"entry {entry_id.decode()}: {error}"})
+                    continue
+                chunks += c
+                problems += [dict(x.to_dict(), entry=entry_id.decode()) for x in p]
         answers, late = self.engine.ingest(chunks) if chunks else ([], [])
         problems += [x.to_dict() for x in late]
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xack(self.key(shard), GROUP, *ids)
-        pipe.xdel(self.key(shard), *ids)  # scored and stored: the stream keeps only what is still to do
+        for shard, done in ids.items():
+            pipe.xack(self.key(shard), GROUP, *done)
+            pipe.xdel(self.key(shard), *done)  # scored and stored: the stream keeps only what is still to do
         pipe.xadd(f"{self.prefix}:out", {"m": json.dumps({"beds": [a.to_dict() for a in answers],
                                                            "problems": problems})},
                   maxlen=100_000, approximate=True)
         pipe.execute()
-        return len(ids)
+        return sum(len(done) for done in ids.values())
 
     def run(self, idle_exit_s: float | None = None, sweep_every_s: float = 5.0) -> None:
         """Score until stopped (SIGTERM/SIGINT), or, with `idle_exit_s`, until nothing came for that long."""
@@ -168,6 +174,7 @@ class Consumer:
                 time.sleep(self.lease_ms / 5000)
             if time.monotonic() - swept > sweep_every_s:
                 self.engine.sweep()
+                self.engine.store.checkpoint()
                 swept = time.monotonic()
             if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                 break

@@ -59,6 +59,7 @@ EPISODES = sa.Table(
 )
 sa.Index("stream_episodes_open", EPISODES.c.end)
 SECONDS_COLUMNS = [c.name for c in SECONDS.c]  # the order of a stored second's row
+_PG_SECONDS = ["text", "int8", "bytea", "float8", "bool", "bool", "bool", "text", "float8"]  # PostgreSQL's types
 
 
 @dataclass
@@ -90,6 +91,8 @@ class Store:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.engine = sa.create_engine(url, connect_args={"timeout": 60})
             sa.event.listen(self.engine, "connect", _sqlite_connect)
+            sa.event.listen(self.engine, "connect",
+                            lambda dbapi_conn, _: dbapi_conn.execute("PRAGMA wal_autocheckpoint=0"))  # checkpoint()
             sa.event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
             self.reader = sa.create_engine(url, connect_args={"timeout": 60})  # reads take no write lock
             sa.event.listen(self.reader, "connect", _sqlite_connect)
@@ -167,6 +170,14 @@ class Store:
         with self.reader.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(SECONDS)).scalar_one())
 
+    def checkpoint(self) -> None:
+        """sqlite: copy the write-ahead log into the database (PASSIVE: it waits for no one). Writers do not
+        (`wal_autocheckpoint` off: a checkpoint inside an ingest's commit stalled that ingest); the service's
+        sweeper and the consumers call this every few seconds. PostgreSQL: nothing to do."""
+        if self.sqlite:
+            with self.reader.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
     def silent_beds(self, before: float) -> list[str]:
         """Beds with a recording whose last message came before `before` (wall clock)."""
         q = sa.select(BEDS.c.bed).where(BEDS.c.last_second.is_not(None), BEDS.c.last_arrival < before)
@@ -202,7 +213,12 @@ class Transaction:
         seconds (sequences in the order of SECONDS' columns), late values merged into stored seconds (bed, second,
         vals), and episodes (inserted or updated)."""
         q, cur = self.store.mark, self.cursor
-        if seconds:
+        if seconds and not self.store.sqlite:  # PostgreSQL: binary COPY (executemany: 7x slower, arrays: 2.5x)
+            with cur.copy(f"COPY stream_seconds ({', '.join(SECONDS_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(_PG_SECONDS)
+                for row in seconds:
+                    copy.write_row(row)
+        elif seconds:
             cur.executemany(f"INSERT INTO stream_seconds ({', '.join(SECONDS_COLUMNS)}) "
                             f"VALUES ({self._marks(len(SECONDS_COLUMNS))})", seconds)
         if merged:
@@ -217,7 +233,16 @@ class Transaction:
                 "ON CONFLICT (bed, start) DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in cols
                                                                       if c not in kept),
                 [tuple(e[c] for c in cols) for e in episodes])
-        if beds:
+        if beds and not self.store.sqlite:  # PostgreSQL: the new rows copied in, then one UPDATE (2-5x faster)
+            cur.execute("CREATE TEMP TABLE IF NOT EXISTS stream_beds_new (bed text, ls int8, la float8, st text) "
+                        "ON COMMIT DELETE ROWS")
+            with cur.copy("COPY stream_beds_new FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "int8", "float8", "text"])
+                for b in beds:
+                    copy.write_row((b["bed"], b["last_second"], b["last_arrival"], b["state"]))
+            cur.execute("UPDATE stream_beds AS b SET version = b.version + 1, last_second = v.ls, "
+                        "last_arrival = v.la, state = v.st FROM stream_beds_new AS v WHERE b.bed = v.bed")
+        elif beds:
             cur.executemany(f"UPDATE stream_beds SET version = version + 1, last_second = {q}, last_arrival = {q}, "
                             f"state = {q} WHERE bed = {q}",
                             [(b["last_second"], b["last_arrival"], b["state"], b["bed"]) for b in beds])
