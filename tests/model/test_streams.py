@@ -242,3 +242,47 @@ def test_a_bed_written_by_another_process_meanwhile_is_scored_again(alarming, tm
     rows = a.store.seconds(pid, limit=1000)
     assert [r["second"] for r in rows] == list(range(START, START + 120))
     np.testing.assert_allclose([r["score"] for r in rows], want.scores, rtol=0, atol=1e-6)
+
+
+def _arrow(beds, times, values, spec) -> bytes:
+    import pyarrow as pa
+
+    cols = {"bed": pa.array(beds, pa.string()), "time": pa.array(times, pa.float64())}
+    for i, s in enumerate(spec.signals):
+        cols[s] = pa.array(values[i], pa.float64())
+    sink = pa.BufferOutputStream()
+    table = pa.table(cols)
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def test_arrow_rows_in_any_order_are_the_stream_of_the_ordered_rows(alarming, tmp_path):
+    """A gateway's rows shuffled, one sent twice, with a row of no bed and one of an infinite value: the same
+    seconds stored as from the rows in order, and the two bad rows named (nothing else refused)."""
+    from biostream.serving.streaming.messages import parse_arrow
+
+    scorer, _, values = alarming
+    spec, n = scorer.spec, 40
+    beds = ["a"] * n + ["b"] * n
+    times = [START + j for j in range(n)] * 2
+    vals = np.concatenate([values[:, :n], values[:, 100:100 + n]], axis=1)
+    rng = np.random.default_rng(3)
+    order = list(rng.permutation(2 * n)) + [5]  # shuffled, and row 5 once more
+    bad = np.full((len(spec.signals), 2), 80.0)
+    bad[0, 1] = np.inf
+    shuffled = _arrow([beds[k] for k in order] + [None, "b"], [times[k] for k in order] + [START, START + n],
+                      np.concatenate([vals[:, order], bad], axis=1), spec)
+    stores = {}
+    for name, body in (("ordered", _arrow(beds, times, vals, spec)), ("shuffled", shuffled)):
+        chunks, problems = parse_arrow(body, spec, params("sqlite://"))
+        if name == "shuffled":
+            assert [(p.index, p.field) for p in problems] == [(2 * n + 1, "bed"), (2 * n + 2, "values")], problems
+        else:
+            assert problems == []
+        store = stores[name] = Store(sqlite_url(tmp_path / f"{name}.db"))
+        StreamEngine(scorer, store, params(store.url)).ingest(chunks, now=START + n)
+    for bed in ("a", "b"):
+        got, want = stores["shuffled"].seconds(bed), stores["ordered"].seconds(bed)
+        assert [r["second"] for r in got] == list(range(START, START + n))
+        assert [(r["vals"], r["score"]) for r in got] == [(r["vals"], r["score"]) for r in want]

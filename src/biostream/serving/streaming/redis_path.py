@@ -5,7 +5,9 @@ machines score them and write to a shared store (PostgreSQL).
   (`shard_of`: CRC32 of its id), so its seconds stay in order. Each entry is one JSON message (field `m`), as
   `POST /ingest` takes it (`publish` writes them).
 * Ownership: a consumer scores a shard only while it holds the shard's lease (`<prefix>:lease:<k>`, SET NX with
-  an expiry it renews), so one consumer at a time scores a bed. A consumer that dies stops renewing; another
+  an expiry it renews), so one consumer at a time scores a bed. Consumers say they are alive in
+  `<prefix>:consumers`; each holds at most its share of the shards (shards / consumers alive, rounded up) and
+  hands back what is over it when another consumer starts. A consumer that dies stops renewing; another
   takes the lease once it expires and claims the dead one's unacknowledged entries (consumer group `score`,
   XAUTOCLAIM), then reads on.
 * Exactly once: an entry is acknowledged only after the store committed what it scored
@@ -37,6 +39,8 @@ from biostream.serving.streaming.messages import MessageError, parse_json
 GROUP = "score"
 _RENEW = """if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0"""
+_RELEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0"""
 
 
 def shard_of(bed: str, shards: int) -> int:
@@ -67,6 +71,7 @@ class Consumer:
         self.pending: set[int] = set()  # shards just taken: their unacknowledged entries come first
         self.renewed = 0.0
         self._renew = redis.register_script(_RENEW)
+        self._unlease = redis.register_script(_RELEASE)
         self.stopping = False
 
     def key(self, shard: int) -> str:
@@ -77,15 +82,34 @@ class Consumer:
 
     # ------------------------------------------------------------------------------------ leases
     def hold_leases(self) -> None:
-        """Renew the leases held (dropping any lost) and try to take the free ones."""
-        for k in list(self.owned):
+        """Say this consumer is alive, renew the leases held (dropping any lost), hand back those over its fair
+        share (the shards over the consumers alive, rounded up: a consumer that started first does not keep
+        every shard), and take free ones up to that share."""
+        now_ms = int(time.time() * 1000)
+        live = f"{self.prefix}:consumers"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(live, {self.name: now_ms})
+        pipe.zremrangebyscore(live, 0, now_ms - 2 * self.lease_ms)  # consumers that stopped saying so
+        pipe.zcard(live)
+        alive = max(1, pipe.execute()[-1])
+        share = -(-self.shards // alive)
+        for k in sorted(self.owned):
             if not self._renew(keys=[self.lease(k)], args=[self.name, self.lease_ms]):
                 self.owned.discard(k)
                 self.pending.discard(k)
+        for k in sorted(self.owned)[share:]:  # nothing of it is in flight: every batch is acknowledged
+            self._release(k)
         for k in range(self.shards):
+            if len(self.owned) >= share:
+                break
             if k not in self.owned and self.redis.set(self.lease(k), self.name, nx=True, px=self.lease_ms):
                 self._take(k)
         self.renewed = time.monotonic()
+
+    def _release(self, shard: int) -> None:
+        self._unlease(keys=[self.lease(shard)], args=[self.name])  # only if still ours
+        self.owned.discard(shard)
+        self.pending.discard(shard)
 
     def _take(self, shard: int) -> None:
         """A shard just leased: its group exists, and what earlier owners left unacknowledged is now ours."""
@@ -178,9 +202,9 @@ class Consumer:
                 swept = time.monotonic()
             if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                 break
-        for k in self.owned:  # hand the shards over at once
-            if self.redis.get(self.lease(k)) == self.name.encode():
-                self.redis.delete(self.lease(k))
+        for k in sorted(self.owned):  # hand the shards over at once
+            self._release(k)
+        self.redis.zrem(f"{self.prefix}:consumers", self.name)
 
     def _stop(self, *_: Any) -> None:
         self.stopping = True
