@@ -63,6 +63,7 @@ bench: setup
 	python -m benchmarks.bench_ocsvm
 	python -m benchmarks.bench_detectors
 	python -m benchmarks.bench_service
+	python -m benchmarks.bench_streams
 
 ## peers: PyOD and a CPU PyTorch for the peer benchmark (optional; `python -m benchmarks.bench_peers`)
 peers: setup
