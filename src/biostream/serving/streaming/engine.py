@@ -23,15 +23,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import lru_cache
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from biostream.serving.scorer import Scorer
+from biostream.serving.streaming.answers import BedAnswer, Chunk, Problem, episode_answer, episode_record, iso
 from biostream.serving.streaming.params import StreamParams
 from biostream.serving.streaming.policy import BedAlarms, Episode, Step
 from biostream.serving.streaming.store import SECONDS_COLUMNS, BedRow, Store
@@ -41,74 +40,12 @@ SCORE_CHUNK = 256  # windows per model call: the detectors' small-batch fast pat
 
 
 @dataclass
-class Chunk:
-    """One bed's consecutive seconds from a message: (S, m) values (NaN = missing) from second `start`."""
-
-    bed: str
-    start: int
-    values: np.ndarray
-    index: int = 0  # its place in the message (for errors)
-
-
-@dataclass
-class Problem:
-    """What was refused or changed in a message: named so that the sender can fix it."""
-
-    index: int | None
-    bed: str | None
-    field: str
-    value: Any
-    limit: str
-    error: str
-    kept: str  # what happened to the rest: "nothing of this item", "stored as missing", ...
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
 class BedState:
     values: np.ndarray  # (S, W): the last W seconds up to `last_second`, NaN = missing
     last_second: int | None
     alarms: BedAlarms
     version: int = 0
     first_second: int | None = None  # the recording's first second
-
-
-@dataclass
-class BedAnswer:
-    bed: str
-    seconds: list[dict[str, Any]] = field(default_factory=list)  # time, score, alarm, alarm_class, top_signals
-    opened: list[dict[str, Any]] = field(default_factory=list)
-    closed: list[dict[str, Any]] = field(default_factory=list)
-    repeated: int = 0
-    merged: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@lru_cache(maxsize=8192)  # a batch's beds mostly answer the same few seconds
-def iso(second: int) -> str:
-    return datetime.fromtimestamp(second, UTC).isoformat().replace("+00:00", "Z")
-
-
-def episode_record(bed: str, ep: Episode, now: float, signals_of: Any = None) -> dict[str, Any]:
-    """An episode as the store keeps it."""
-    peak = ep.peak
-    return {"bed": bed, "start": ep.start, "end": ep.end, "last_on": ep.last_on, "alarm_class": ep.alarm_class,
-            "peak_second": None if peak is None else peak.second, "peak_score": None if peak is None else peak.score,
-            "signals": json.dumps(None if peak is None else peak.signals), "opened_at": now,
-            "closed_at": now if ep.end is not None else None}
-
-
-def episode_answer(rec: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored episode as the service answers it."""
-    end = rec["end"]
-    return {"bed": rec["bed"], "start": iso(rec["start"]), "end": None if end is None else iso(end),
-            "open": end is None, "alarm_class": rec["alarm_class"],
-            "peak_time": None if rec["peak_second"] is None else iso(rec["peak_second"]),
-            "peak_score": rec["peak_score"], "signals": json.loads(rec["signals"] or "null") or []}
 
 
 class StreamEngine:

@@ -25,7 +25,8 @@ import anyio
 import numpy as np
 
 from biostream.serving.arrow import ARROW_STREAM
-from biostream.serving.streaming.engine import StreamEngine, episode_answer, iso
+from biostream.serving.streaming.answers import episode_answer, iso
+from biostream.serving.streaming.engine import StreamEngine
 from biostream.serving.streaming.messages import ItemError, MessageError, parse_arrow, parse_json, to_second
 
 _log = logging.getLogger("biostream")

@@ -26,7 +26,7 @@ import numpy as np
 
 from biostream.serving.checks import unpack_f32
 from biostream.serving.spec import ServingSpec
-from biostream.serving.streaming.engine import Chunk, Problem
+from biostream.serving.streaming.answers import Chunk, Problem
 from biostream.serving.streaming.params import StreamParams
 
 ITEM_KEYS = {"bed", "start", "vitals", "vitals_f32"}
