@@ -60,7 +60,7 @@ def iso(second: int) -> str:
     return datetime.fromtimestamp(second, UTC).isoformat().replace("+00:00", "Z")
 
 
-def episode_record(bed: str, ep: Episode, now: float, signals_of: Any = None) -> dict[str, Any]:
+def episode_record(bed: str, ep: Episode, now: float) -> dict[str, Any]:
     """An episode as the store keeps it."""
     peak = ep.peak
     return {"bed": bed, "start": ep.start, "end": ep.end, "last_on": ep.last_on, "alarm_class": ep.alarm_class,
