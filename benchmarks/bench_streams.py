@@ -213,8 +213,12 @@ def run_redis(prefix: str, values: np.ndarray, signals: list[str], seconds: int,
         time.sleep(0.1)
     stop.set()
     reader.join()
-    if got[0] < beds * seconds:
-        raise SystemExit(f"the consumers published {got[0]} of {beds * seconds} bed-seconds within 60 s of the last")
+    if got[0] < beds * seconds:  # what is left where, for whoever looks into it (the keys are deleted after this)
+        left = {k: (r.xlen(f"{prefix}:in:{k}"), r.xpending(f"{prefix}:in:{k}", "score")["pending"]
+                    if r.exists(f"{prefix}:in:{k}") else 0) for k in range(shards)}
+        raise SystemExit(f"the consumers published {got[0]} of {beds * seconds} bed-seconds within 60 s of the last; "
+                         f"entries left (in the stream, unacknowledged) per shard: {left}; leases: "
+                         f"{ {k: r.get(f'{prefix}:lease:{k}') for k in range(shards)} }")
     return summary(lat, lags)
 
 

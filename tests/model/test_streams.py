@@ -195,6 +195,41 @@ def test_messages_name_bed_field_value_and_limit_and_keep_the_rest(alarming):
             parse_json(bad, spec, p)
 
 
+def test_the_usual_message_is_read_at_once_with_what_item_by_item_reading_gives(alarming):
+    """`_usual_items` (every item's values checked and converted at once) and `parse_item` (one by one, each
+    problem named) give the same chunks; an item the fast path does not take sends the whole message item by
+    item, and a value JSON numbers cannot carry (NaN, infinity, true, a huge integer) is named, never kept."""
+    from biostream.serving.streaming import messages as m
+
+    scorer, _, values = alarming
+    spec, p = scorer.spec, params("sqlite://")
+    sig = list(spec.signals)
+    usual = [
+        {"bed": "all", "start": START, "vitals": {s: [None if np.isnan(x) else float(x)] for s, x in
+                                                  zip(sig, values[:, 0], strict=True)}},
+        {"bed": "some", "start": float(START) + 0.4, "vitals": {"map": [80, None, 81], "hr": [70, 71, 72]}},
+        {"bed": "ints", "start": START + 3, "vitals": {"hr": [70, 400], "spo2": [None, 97]}},
+    ]
+    fast = m._usual_items(usual, spec, p)
+    assert fast is not None, "the usual message takes the fast path"
+    slow = [m.parse_item(item, k, spec, p) for k, item in enumerate(usual)]
+    for a, b in zip(fast, slow, strict=True):
+        assert (a.bed, a.start, a.index) == (b.bed, b.start, b.index)
+        np.testing.assert_array_equal(a.values, b.values)
+    chunks, problems = m.parse_json(json.dumps({"samples": usual}).encode(), spec, p)
+    assert [(x.bed, x.field) for x in problems] == [("ints", "vitals.hr[1]")], "ranges are checked after both"
+    for bad, field in (("NaN", "vitals.hr[0]"), ("Infinity", "vitals.hr[0]"), ("true", "vitals.hr[0]"),
+                       ("1" + "0" * 400, "vitals.hr[0]"), ('"72"', "vitals.hr[0]")):
+        text = json.dumps({"samples": usual}).replace('"hr": [70, 71, 72]', f'"hr": [70, {bad}, 72]')
+        text = text.replace('"hr": [70, 400]', f'"hr": [{bad}, 400]')
+        body = json.loads(text)
+        assert m._usual_items(body["samples"], spec, p) is None, f"{bad} sends the message item by item"
+        chunks, problems = m.parse_json(text.encode(), spec, p)
+        assert [c.bed for c in chunks] == ["all"], bad
+        assert {(x.bed, x.field) for x in problems} == {("some", "vitals.hr[1]"), ("ints", field)}, bad
+        np.testing.assert_array_equal(chunks[0].values, fast[0].values)
+
+
 def test_arrow_messages_carry_the_same_seconds(alarming):
     import pyarrow as pa
 

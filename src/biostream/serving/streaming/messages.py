@@ -184,7 +184,11 @@ def parse_json(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[li
 
 
 def _items(items: list[Any], spec: ServingSpec, params: StreamParams) -> tuple[list[Chunk], list[Problem]]:
-    chunks, problems = [], []
+    chunks, problems = _usual_items(items, spec, params), []
+    if chunks is not None:
+        check_ranges(chunks, spec, problems)
+        return chunks, problems
+    chunks = []
     order = {s: i for i, s in enumerate(spec.signals)}
     for k, item in enumerate(items):
         try:
@@ -202,6 +206,62 @@ def _items(items: list[Any], spec: ServingSpec, params: StreamParams) -> tuple[l
         chunks.append(chunk)
     check_ranges(chunks, spec, problems)
     return chunks, problems
+
+
+_USUAL_KEYS = {"bed", "start", "vitals"}
+_NUMBER_TYPES = {int, float, type(None)}
+
+
+def _usual_items(items: list[Any], spec: ServingSpec, params: StreamParams) -> list[Chunk] | None:
+    """The items of the usual message, each `{"bed", "start": seconds since the epoch, "vitals"}` of known
+    signals with arrays of one length of finite numbers or null, read at a fraction of `parse_item`'s cost: the
+    values of every item are checked and converted at once. None when any item is otherwise: `_items` then reads
+    the message item by item and names each problem (the chunks are the same either way: tested)."""
+    signals = tuple(spec.signals)
+    known, max_s = set(signals), params.max_message_s
+    flat: list[Any] = []
+    heads = []
+    for item in items:
+        if type(item) is not dict or item.keys() != _USUAL_KEYS:
+            return None
+        bed, start, vitals = item["bed"], item["start"], item["vitals"]
+        if type(bed) is not str or not 1 <= len(bed) <= 128 or type(vitals) is not dict or not vitals:
+            return None
+        if type(start) is float and math.isfinite(start):
+            start = round(start)
+        elif type(start) is not int:
+            return None
+        if not vitals.keys() <= known:
+            return None
+        first = next(iter(vitals.values()))
+        m = len(first) if type(first) is list else 0
+        if not 1 <= m <= max_s:
+            return None
+        for v in vitals.values():
+            if type(v) is not list or len(v) != m:
+                return None
+            flat += v
+        heads.append((bed, start, tuple(vitals), m))
+    if not set(map(type, flat)) <= _NUMBER_TYPES:
+        return None
+    try:
+        every = np.array(flat, dtype=np.float64)  # null -> NaN
+    except OverflowError:
+        return None
+    finite = np.isfinite(every)
+    if len(every) - np.count_nonzero(finite) != flat.count(None) or (np.abs(every[finite]) >= 1e300).any():
+        return None  # a NaN or infinity sent as a number, or a number beyond what a float holds
+    chunks, at = [], 0
+    for k, (bed, start, keys, m) in enumerate(heads):
+        block = every[at:at + len(keys) * m].reshape(len(keys), m)
+        at += block.size
+        if keys == signals:
+            values = block
+        else:
+            values = np.full((len(signals), m), np.nan)
+            values[[signals.index(s) for s in keys]] = block
+        chunks.append(Chunk(bed, start, values, k))
+    return chunks
 
 
 def parse_arrow(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[list[Chunk], list[Problem]]:

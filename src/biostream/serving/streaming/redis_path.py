@@ -144,9 +144,14 @@ class Consumer:
                 self.pending.discard(k)
                 return 0
             return self._process({k: entries[k]})
-        reply = self.redis.xreadgroup(GROUP, self.name, {self.key(k): ">" for k in sorted(self.owned)},
-                                      count=self.batch, block=self.block_ms)
-        return self._process(self._entries(reply))
+        streams = {self.key(k): ">" for k in sorted(self.owned)}
+        entries = self._entries(self.redis.xreadgroup(GROUP, self.name, streams, count=self.batch,
+                                                      block=self.block_ms))
+        if entries:  # a blocked read wakes on the first entry; the gateway's others (its other shards) follow
+            # microseconds later: take what has arrived by now into the same batch, one model call and commit
+            for k, more in self._entries(self.redis.xreadgroup(GROUP, self.name, streams, count=self.batch)).items():
+                entries.setdefault(k, []).extend(more)
+        return self._process(entries)
 
     def _entries(self, reply: Any) -> dict[int, list[tuple[bytes, dict]]]:
         out: dict[int, list[tuple[bytes, dict]]] = {}
