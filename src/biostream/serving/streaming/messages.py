@@ -185,9 +185,13 @@ def parse_json(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[li
 
 def _items(items: list[Any], spec: ServingSpec, params: StreamParams) -> tuple[list[Chunk], list[Problem]]:
     chunks, problems = _usual_items(items, spec, params), []
-    if chunks is not None:
-        check_ranges(chunks, spec, problems)
-        return chunks, problems
+    if chunks is None:  # an item out of the usual form: read one by one, each problem named
+        chunks = _named_items(items, spec, params, problems)
+    check_ranges(chunks, spec, problems)
+    return chunks, problems
+
+
+def _named_items(items: list[Any], spec: ServingSpec, params: StreamParams, problems: list[Problem]) -> list[Chunk]:
     chunks = []
     order = {s: i for i, s in enumerate(spec.signals)}
     for k, item in enumerate(items):
@@ -204,8 +208,7 @@ def _items(items: list[Any], spec: ServingSpec, params: StreamParams) -> tuple[l
                                     "nothing of this item"))
             continue
         chunks.append(chunk)
-    check_ranges(chunks, spec, problems)
-    return chunks, problems
+    return chunks
 
 
 _USUAL_KEYS = {"bed", "start", "vitals"}
