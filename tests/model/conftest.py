@@ -110,3 +110,19 @@ def window_payload(window: np.ndarray, signals, pid="bed-1", time="2026-11-21T10
     return {"patient_id": pid, "time": time,
             "vitals": {s: [None if math.isnan(v) else float(v) for v in window[i, first:]]
                        for i, s in enumerate(signals)}}
+
+
+@pytest.fixture(scope="module")
+def alarming(fitted, model_data, configs):
+    """The iforest's scorer and the first 1,500 s of the evaluation patient with the most seconds above threshold
+    (S, T), with what score_series answers for it."""
+    scorer = scorer_for(fitted["iforest"], model_data, configs)
+    vitals, table = model_data.dataset.vitals, model_data.evaluation
+    length = 1500
+    firsts = table[table["time_s"] < length]
+    stored = scorer.bundle.outputs_of_rows(firsts.reset_index(drop=True), vitals).score
+    above = pd.Series(stored > scorer.threshold).groupby(firsts["patient_id"].to_numpy()).sum()
+    pid = above.idxmax()
+    rec = vitals[vitals["patient_id"] == pid]
+    values = rec[list(scorer.spec.signals)].to_numpy()[:length].T.astype(np.float64)
+    return scorer, str(pid), values

@@ -11,16 +11,17 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
 from biostream.serving.streaming.engine import Chunk, StreamEngine
-from biostream.serving.streaming.redis_path import publish
+from biostream.serving.streaming.redis_path import Consumer, publish, shard_of
 from biostream.serving.streaming.store import Store, sqlite_url
 from tests.conftest import ROOT
 from tests.model.conftest import scorer_for
-from tests.model.test_streams import START, params
+from tests.model.test_streams import START, params, series_answer
 from tests.pipeline.conftest import scratch_database
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -114,3 +115,70 @@ def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(fitted, model_da
         assert out > 0, "results are published"
         store.dispose()
         print(f"killed after {killed_at} of {total} bed-seconds; {len(got_eps)} episodes; {out} results published")
+
+
+class _Killed(Exception):
+    pass
+
+
+class _DiesBeforePublishing(Consumer):
+    """A consumer that dies right after its commit, before it publishes: the one moment the outbox is for (a
+    SIGKILL lands there too rarely for the chaos test above to hit it)."""
+
+    def _send(self, pipe, out):
+        raise _Killed(out.id)
+
+
+def _out(r, prefix):
+    return [(fields.get(b"batch"), json.loads(fields[b"m"])) for _, fields in r.xrange(f"{prefix}:out")]
+
+
+def test_a_result_committed_but_never_published_is_published_once_by_another_consumer(alarming, redis_prefix):
+    r, prefix = redis_prefix
+    scorer, pid, values = alarming
+    want = series_answer(scorer, pid, values)
+    n = int(want.episodes[0].start.timestamp()) - START + 5  # the stream ends inside an alarm episode
+    item = {"bed": pid, "start": START, "vitals": {s: [None if np.isnan(x) else float(x) for x in values[i, :n]]
+                                                   for i, s in enumerate(scorer.spec.signals)}}
+    with scratch_database("biostream_outbox") as url:
+        stream = params(url, shards=SHARDS, silent_s=120)
+        publish(r, prefix, [item], SHARDS)
+        a = _DiesBeforePublishing(StreamEngine(scorer, Store(url), stream), r, prefix, "a", lease_ms=500)
+        with pytest.raises(_Killed):
+            for _ in range(10):
+                a.step()
+        store = a.engine.store
+        assert store.count_seconds() == n and not r.exists(f"{prefix}:out"), "committed, never published"
+        b = Consumer(StreamEngine(scorer, Store(url), stream), r, prefix, "b", lease_ms=500)
+        assert b.republish() == 0, "a result committed less than 2 leases ago is its own consumer's to publish"
+        assert b.republish(now=time.time() + 1.5) == 1
+        assert b.republish(now=time.time() + 1.5) == 0, "published once"
+        [(batch, message)] = _out(r, prefix)
+        assert batch is not None and message["problems"] == []
+        [bed] = message["beds"]
+        stored = store.seconds(pid, limit=10 ** 6)
+        assert [s["time"] for s in bed["seconds"]] == [datetime.fromtimestamp(s["second"], UTC).isoformat()
+                                                       .replace("+00:00", "Z") for s in stored]
+        np.testing.assert_allclose([s["score"] for s in bed["seconds"]], [s["score"] for s in stored], rtol=0)
+        assert [e["start"] for e in bed["opened"]] == [
+            datetime.fromtimestamp(e["start"], UTC).isoformat().replace("+00:00", "Z") for e in store.episodes(pid)]
+        # a's shard, once its lease expired: b scores its unacknowledged entry again, finds it stored (repeats)
+        time.sleep(0.6)
+        shard = f"{prefix}:in:{shard_of(pid, SHARDS)}"
+        for _ in range(20):
+            b.step()
+            if r.xpending(shard, "score")["pending"] == 0 and len(_out(r, prefix)) == 2:
+                break
+        assert store.count_seconds() == n, "nothing stored twice"
+        assert _out(r, prefix)[1][1]["beds"][0]["repeated"] == n
+        # the bed goes silent: the sweep closes its open episode and publishes it, through the outbox too
+        assert store.episodes(pid, open_only=True), "the stream ended inside an episode"
+        assert b.sweep(now=time.time() + 121) == 1
+        batch, closed = _out(r, prefix)[-1]
+        assert batch is not None and [x["bed"] for x in closed["beds"]] == [pid]
+        assert [e["open"] for e in closed["beds"][0]["closed"]] == [False]
+        assert not store.episodes(pid, open_only=True)
+        assert b.republish(now=time.time() + 1.5) == 0, "nothing left in the outbox"
+        for engine in (a.engine, b.engine):
+            engine.store.dispose()
+

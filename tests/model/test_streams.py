@@ -7,12 +7,11 @@ import json
 from datetime import UTC, datetime
 
 import numpy as np
-import pandas as pd
 import pytest
 
+from biostream.serving.streaming.answers import Outgoing
 from biostream.serving.streaming.engine import Chunk, StreamEngine, StreamParams
 from biostream.serving.streaming.store import Store, sqlite_url
-from tests.model.conftest import scorer_for
 
 START = int(datetime(2026, 11, 21, 8, tzinfo=UTC).timestamp())
 
@@ -21,22 +20,6 @@ def params(store: str, **over) -> StreamParams:
     base = dict(store=store, late_s=60, silent_s=120, max_message_s=3600, max_message_beds=4000, redis_url=None,
                 shards=4)
     return StreamParams(**{**base, **over})
-
-
-@pytest.fixture(scope="module")
-def alarming(fitted, model_data, configs):
-    """The iforest's scorer and the first 1,500 s of the evaluation patient with the most seconds above threshold
-    (S, T), with what score_series answers for it."""
-    scorer = scorer_for(fitted["iforest"], model_data, configs)
-    vitals, table = model_data.dataset.vitals, model_data.evaluation
-    length = 1500
-    firsts = table[table["time_s"] < length]
-    stored = scorer.bundle.outputs_of_rows(firsts.reset_index(drop=True), vitals).score
-    above = pd.Series(stored > scorer.threshold).groupby(firsts["patient_id"].to_numpy()).sum()
-    pid = above.idxmax()
-    rec = vitals[vitals["patient_id"] == pid]
-    values = rec[list(scorer.spec.signals)].to_numpy()[:length].T.astype(np.float64)
-    return scorer, str(pid), values
 
 
 def series_answer(scorer, pid, values):
@@ -160,6 +143,31 @@ def test_a_silent_bed_is_closed_and_its_episode_ends(alarming, tmp_path):
     # the bed's next message starts a new recording: nothing before it is read
     answers, _ = engine.ingest([Chunk(pid, START + end + 5, values[:, :1].copy())], now=1200.0)
     assert len(answers[0].seconds) == 1
+
+
+def test_a_batch_result_is_kept_in_its_commit_until_it_is_published(alarming, tmp_path):
+    """The store's outbox (the Redis path publishes from it): a batch's message is written with its seconds, and
+    handed out again until a publisher says it is out."""
+    scorer, pid, values = alarming
+    url = sqlite_url(tmp_path / "streams.db")
+    engine = StreamEngine(scorer, Store(url), params(url))
+    out = Outgoing(lambda answers, problems: json.dumps([a.to_dict() for a in answers]))
+    answers, _ = engine.ingest([Chunk(pid, START, values[:, :30].copy())], now=1000.0, outgoing=out)
+    assert out.id is not None and json.loads(out.message) == json.loads(json.dumps([a.to_dict() for a in answers]))
+    store = engine.store
+    with store.unpublished(before=1000.0) as rows:
+        assert rows == [], "committed at 1000.0: not before it"
+    with pytest.raises(RuntimeError), store.unpublished(before=1001.0) as rows:
+        assert rows == [(out.id, out.message)]
+        raise RuntimeError("the publisher failed")
+    with store.unpublished(before=1001.0) as rows:
+        assert rows == [(out.id, out.message)], "kept: its publish failed"
+    with store.unpublished(before=1001.0) as rows:
+        assert rows == [], "published: deleted"
+    engine.ingest([Chunk(pid, START + 30, values[:, 30:31].copy())], now=1002.0, outgoing=out)
+    store.published([out.id])
+    with store.unpublished(before=2000.0) as rows:
+        assert rows == []
 
 
 def test_messages_name_bed_field_value_and_limit_and_keep_the_rest(alarming):

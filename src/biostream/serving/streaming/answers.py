@@ -5,7 +5,7 @@ service answers it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -53,6 +53,17 @@ class BedAnswer:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass
+class Outgoing:
+    """A batch's result message (the Redis path's `<prefix>:out`), kept in the store's outbox by the batch's own
+    commit, so that it is published even when the process dies right after that commit: `render` makes it from
+    the batch's answers and refusals; the engine sets `message` and `id` (its outbox row) as it commits."""
+
+    render: Callable[[list[BedAnswer], list[Problem]], str]
+    message: str | None = None
+    id: int | None = None
 
 
 @lru_cache(maxsize=8192)  # a batch's beds mostly answer the same few seconds

@@ -30,7 +30,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from biostream.serving.scorer import Scorer
-from biostream.serving.streaming.answers import BedAnswer, Chunk, Problem, episode_answer, episode_record, iso
+from biostream.serving.streaming.answers import BedAnswer, Chunk, Outgoing, Problem, episode_answer, episode_record, iso
 from biostream.serving.streaming.params import StreamParams
 from biostream.serving.streaming.policy import BedAlarms, Episode, Step
 from biostream.serving.streaming.store import SECONDS_COLUMNS, BedRow, Store
@@ -81,8 +81,10 @@ class StreamEngine:
         return state
 
     # ------------------------------------------------------------------------------------------ ingest
-    def ingest(self, chunks: Sequence[Chunk], now: float | None = None) -> tuple[list[BedAnswer], list[Problem]]:
+    def ingest(self, chunks: Sequence[Chunk], now: float | None = None,
+               outgoing: Outgoing | None = None) -> tuple[list[BedAnswer], list[Problem]]:
         """Score the new seconds of `chunks` and store them; per bed, what was answered, and what was refused.
+        `outgoing`: the batch's result message, rendered from these and kept in the same commit (the outbox).
 
         Optimistic: the beds' states are read and the seconds scored without a lock; the write transaction then
         checks that no other process wrote these beds meanwhile (their versions) and, if one did, the batch is
@@ -95,7 +97,7 @@ class StreamEngine:
             return [], []
         for _ in range(20):
             try:
-                return self._ingest_once(by_bed, now)
+                return self._ingest_once(by_bed, now, outgoing)
             except _Stale:
                 pass
             except BaseException:
@@ -105,7 +107,8 @@ class StreamEngine:
         raise RuntimeError(f"beds {sorted(by_bed)[:5]}...: written by another process 20 times while this one scored "
                            f"them; send each bed's seconds to one process at a time")
 
-    def _ingest_once(self, by_bed: Mapping[str, list[Chunk]], now: float) -> tuple[list[BedAnswer], list[Problem]]:
+    def _ingest_once(self, by_bed: Mapping[str, list[Chunk]], now: float,
+                     outgoing: Outgoing | None) -> tuple[list[BedAnswer], list[Problem]]:
         # a cached bed is taken to be current (the transaction checks it); the others are read from the store
         rows = self.store.bed_rows([bed for bed in by_bed if bed not in self.beds])
         known = set(rows) | {bed for bed in by_bed if bed in self.beds}  # beds the store has (cached: written)
@@ -116,6 +119,7 @@ class StreamEngine:
             state = cached if cached is not None else self._state(rows.get(bed) or BedRow(bed, 0, None, None))
             plans.append(self._plan(bed, state, sorted(parts, key=lambda c: c.start), problems))
         answers, writes = self._score(plans, now)
+        message = None if outgoing is None else outgoing.render(answers, problems)  # before the lock is taken
         with self.store.transaction(by_bed, known=known, states=False) as tx:
             stale = [p.bed for p in plans if tx.rows[p.bed].version != p.state.version]
             if stale:
@@ -123,6 +127,8 @@ class StreamEngine:
                     self.beds.pop(bed, None)
                 raise _Stale(stale)
             tx.write(*writes)
+            if outgoing is not None:
+                outgoing.message, outgoing.id = message, tx.outbox(message, now)
         for plan in plans:
             plan.state.version += 1
         return answers, problems
@@ -274,29 +280,31 @@ class StreamEngine:
         return json.dumps({"first_second": st.first_second, "alarms": alarms.to_dict()})
 
     # ------------------------------------------------------------------------------------------ silence
-    def sweep(self, now: float | None = None) -> list[dict[str, Any]]:
+    def sweep(self, now: float | None = None, outgoing: Outgoing | None = None) -> list[dict[str, Any]]:
         """Close the beds silent for `silent_s` (wall clock): their open episodes end, their next message starts a
         new recording. Returns the episodes closed."""
         now = time.time() if now is None else now
         silent = self.store.silent_beds(now - self.params.silent_s)
-        return self.close(silent, now, only_before=now - self.params.silent_s)
+        return self.close(silent, now, only_before=now - self.params.silent_s, outgoing=outgoing)
 
-    def close(self, beds: Iterable[str], now: float | None = None,
-              only_before: float | None = None) -> list[dict[str, Any]]:
-        """End the recordings of `beds` (the stream ended): close their open episodes."""
+    def close(self, beds: Iterable[str], now: float | None = None, only_before: float | None = None,
+              outgoing: Outgoing | None = None) -> list[dict[str, Any]]:
+        """End the recordings of `beds` (the stream ended): close their open episodes. `outgoing`: a message of
+        the episodes closed (as answers of beds with no new second), kept in the same commit (`ingest`)."""
         now = time.time() if now is None else now
         closed = []
         beds = list(beds)
         if not beds:
             return closed
         try:
-            return self._close(beds, now, only_before)
+            return self._close(beds, now, only_before, outgoing)
         except BaseException:
             for bed in beds:
                 self.beds.pop(bed, None)
             raise
 
-    def _close(self, beds: list[str], now: float, only_before: float | None) -> list[dict[str, Any]]:
+    def _close(self, beds: list[str], now: float, only_before: float | None,
+               outgoing: Outgoing | None) -> list[dict[str, Any]]:
         closed: list[dict[str, Any]] = []
         with self.store.transaction(beds, states=True) as tx:
             bed_rows, episodes = [], []
@@ -315,6 +323,9 @@ class StreamEngine:
                 bed_rows.append({"bed": bed, "last_second": None, "last_arrival": row.last_arrival,
                                  "state": self._state_dict(st)})
             tx.write(bed_rows, [], [], episodes)
+            if outgoing is not None and closed:
+                outgoing.message = outgoing.render([BedAnswer(c["bed"], closed=[c]) for c in closed], [])
+                outgoing.id = tx.outbox(outgoing.message, now)
             for b in bed_rows:
                 self.beds[b["bed"]].version += 1
         return closed

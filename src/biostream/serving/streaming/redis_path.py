@@ -15,7 +15,10 @@ machines score them and write to a shared store (PostgreSQL).
   is a no-op. The store, not Redis, holds each bed's state (Redis here keeps nothing on disk): a new consumer
   resumes every bed from it.
 * Output: what each batch answered (per bed: seconds, alarms, episodes opened and closed; problems) is
-  published on `<prefix>:out` after the commit (field `m`, JSON; the store has everything it says).
+  published on `<prefix>:out` after the commit (field `m`, JSON; field `batch`, its id). At least once: the
+  message is written in the batch's own commit (the store's outbox) and deleted once published; a consumer
+  that dies between the two leaves it there, and a live consumer publishes it when it is `2 x lease` old
+  (`republish`), with the same `batch` (a reader that must not see one twice keys on it).
 
 Run a consumer: `python -m biostream.serving.streaming.redis_path --redis redis://... --store postgresql+psycopg://...`
 (README: Bedside streams).
@@ -33,6 +36,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from biostream.serving.streaming.answers import BedAnswer, Outgoing, Problem
 from biostream.serving.streaming.engine import StreamEngine
 from biostream.serving.streaming.messages import MessageError, parse_json
 
@@ -179,17 +183,48 @@ class Consumer:
                     continue
                 chunks += c
                 problems += [dict(x.to_dict(), entry=entry_id.decode()) for x in p]
-        answers, late = self.engine.ingest(chunks) if chunks else ([], [])
-        problems += [x.to_dict() for x in late]
+        out = _outgoing(problems)
+        if chunks:
+            self.engine.ingest(chunks, outgoing=out)  # the message is kept in the commit
+        else:
+            out.message = out.render([], [])  # nothing stored: the entries come again if this dies before the ack
         pipe = self.redis.pipeline(transaction=True)
         for shard, done in ids.items():
             pipe.xack(self.key(shard), GROUP, *done)
             pipe.xdel(self.key(shard), *done)  # scored and stored: the stream keeps only what is still to do
-        pipe.xadd(f"{self.prefix}:out", {"m": json.dumps({"beds": [a.to_dict() for a in answers],
-                                                           "problems": problems})},
-                  maxlen=100_000, approximate=True)
-        pipe.execute()
+        self._send(pipe, out)
         return sum(len(done) for done in ids.values())
+
+    def sweep(self, now: float | None = None) -> int:
+        """Close the silent beds (`StreamEngine.sweep`) and publish the episodes closed; returns how many."""
+        out = _outgoing([])
+        closed = self.engine.sweep(now, outgoing=out)
+        if closed:
+            self._send(self.redis.pipeline(transaction=True), out)
+        return len(closed)
+
+    def _send(self, pipe: Any, out: Outgoing) -> None:
+        """Publish a batch's result (and what else `pipe` holds), then delete it from the store's outbox."""
+        self._publish(pipe, [(out.id, out.message)])
+        pipe.execute()
+        if out.id is not None:
+            self.engine.store.published([out.id])
+
+    def _publish(self, pipe: Any, messages: Iterable[tuple[int | None, str]]) -> None:
+        for batch, message in messages:
+            fields = {"m": message} if batch is None else {"m": message, "batch": batch}
+            pipe.xadd(f"{self.prefix}:out", fields, maxlen=100_000, approximate=True)
+
+    def republish(self, now: float | None = None) -> int:
+        """Publish the results of batches committed `2 x lease` ago or more and never published (their consumer
+        died between its commit and its publish); returns how many."""
+        now = time.time() if now is None else now
+        with self.engine.store.unpublished(now - 2 * self.lease_ms / 1000) as rows:
+            if rows:
+                pipe = self.redis.pipeline(transaction=True)
+                self._publish(pipe, rows)
+                pipe.execute()
+        return len(rows)
 
     def run(self, idle_exit_s: float | None = None, sweep_every_s: float = 5.0) -> None:
         """Score until stopped (SIGTERM/SIGINT), or, with `idle_exit_s`, until nothing came for that long."""
@@ -202,8 +237,9 @@ class Consumer:
             elif not self.owned:
                 time.sleep(self.lease_ms / 5000)
             if time.monotonic() - swept > sweep_every_s:
-                self.engine.sweep()
+                self.sweep()
                 self.engine.store.checkpoint()
+                self.republish()
                 swept = time.monotonic()
             if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                 break
@@ -213,6 +249,15 @@ class Consumer:
 
     def _stop(self, *_: Any) -> None:
         self.stopping = True
+
+
+def _outgoing(problems: list[dict[str, Any]]) -> Outgoing:
+    """A batch's result message: the answers as `POST /ingest` gives them, with the message's `problems`."""
+
+    def render(answers: list[BedAnswer], late: list[Problem]) -> str:
+        return json.dumps({"beds": [a.to_dict() for a in answers], "problems": problems + [x.to_dict() for x in late]})
+
+    return Outgoing(render)
 
 
 def main(argv: list[str] | None = None) -> None:

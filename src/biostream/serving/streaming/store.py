@@ -7,7 +7,8 @@ their rows), and a second is a primary key (bed, second). Each bed row carries a
 increments. The engine scores before it takes the lock, from the versions it read; in the transaction it checks
 them, and if another process (or an earlier life of this one) wrote a bed meanwhile, it reloads and scores again.
 A batch that dies before its commit leaves nothing; one that committed is a no-op when it comes again (its
-seconds are there: repeats).
+seconds are there: repeats). The Redis path also keeps each batch's result message in its commit (the outbox,
+`stream_outbox`) until it is published: a process that dies between the two leaves it for another to publish.
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ EPISODES = sa.Table(
     sa.Column("closed_at", sa.Float),
 )
 sa.Index("stream_episodes_open", EPISODES.c.end)
+OUTBOX = sa.Table(  # a batch's result message, written in its commit, deleted once published (the Redis path)
+    "stream_outbox", META,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.Float, nullable=False),  # wall clock of the commit's batch
+    sa.Column("message", sa.Text, nullable=False),
+)
 SECONDS_COLUMNS = [c.name for c in SECONDS.c]  # the order of a stored second's row
 _PG_SECONDS = ["text", "int8", "bytea", "float8", "bool", "bool", "bool", "text", "float8"]  # PostgreSQL's types
 
@@ -178,6 +185,25 @@ class Store:
             with self.reader.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
+    def published(self, ids: Sequence[int]) -> None:
+        """The outbox's messages `ids` were published: delete them."""
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(sa.delete(OUTBOX).where(OUTBOX.c.id.in_(list(ids))))
+
+    @contextmanager
+    def unpublished(self, before: float, limit: int = 100) -> Iterator[list[tuple[int, str]]]:
+        """The outbox's messages of batches committed before `before` (wall clock) and still not published: their
+        process died between its commit and its publish. Deleted when the block ends without an error (the caller
+        published them); PostgreSQL: rows another process is republishing are skipped, not waited for."""
+        q = sa.select(OUTBOX.c.id, OUTBOX.c.message).where(OUTBOX.c.created_at < before).order_by(OUTBOX.c.id)
+        q = q.limit(limit) if self.sqlite else q.limit(limit).with_for_update(skip_locked=True)
+        with self.engine.begin() as conn:
+            rows = [(int(i), m) for i, m in conn.execute(q)]
+            yield rows
+            if rows:
+                conn.execute(sa.delete(OUTBOX).where(OUTBOX.c.id.in_([i for i, _ in rows])))
+
     def silent_beds(self, before: float) -> list[str]:
         """Beds with a recording whose last message came before `before` (wall clock)."""
         q = sa.select(BEDS.c.bed).where(BEDS.c.last_second.is_not(None), BEDS.c.last_arrival < before)
@@ -195,11 +221,13 @@ class Transaction:
         self.cursor = conn.connection.cursor()
         self.rows: dict[str, BedRow] = {}
         cols = "bed, version, last_second, last_arrival" + (", state" if states else "")
-        lock = "" if store.sqlite else " FOR UPDATE"  # sqlite: the transaction holds the database's write lock
-        for i in range(0, len(beds), 1000):
-            part = tuple(beds[i:i + 1000])
-            self.cursor.execute(f"SELECT {cols} FROM stream_beds WHERE bed IN ({self._marks(len(part))}){lock}",
-                                part)
+        if store.sqlite:  # the transaction holds the database's write lock
+            parts = [tuple(beds[i:i + 1000]) for i in range(0, len(beds), 1000)]
+            queries = [(f"SELECT {cols} FROM stream_beds WHERE bed IN ({self._marks(len(p))})", p) for p in parts]
+        else:  # one array parameter (psycopg splits a query of 1,000 placeholders in ~6 ms); locked in one order
+            queries = [(f"SELECT {cols} FROM stream_beds WHERE bed = ANY(%s) ORDER BY bed FOR UPDATE", (list(beds),))]
+        for query, args in queries:
+            self.cursor.execute(query, args)
             for r in self.cursor.fetchall():
                 self.rows[r[0]] = BedRow(r[0], int(r[1]), None if r[2] is None else int(r[2]), r[3],
                                          r[4] if states else None)
@@ -246,6 +274,13 @@ class Transaction:
             cur.executemany(f"UPDATE stream_beds SET version = version + 1, last_second = {q}, last_arrival = {q}, "
                             f"state = {q} WHERE bed = {q}",
                             [(b["last_second"], b["last_arrival"], b["state"], b["bed"]) for b in beds])
+
+    def outbox(self, message: str, now: float) -> int:
+        """Keep a result message with this transaction's writes (`Store.unpublished`); its id."""
+        q = self.store.mark
+        self.cursor.execute(f"INSERT INTO stream_outbox (created_at, message) VALUES ({q}, {q}) RETURNING id",
+                            (now, message))
+        return int(self.cursor.fetchone()[0])
 
 
 def _bed_row(r: Any) -> BedRow:
