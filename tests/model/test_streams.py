@@ -164,8 +164,14 @@ def test_a_batch_result_is_kept_in_its_commit_until_it_is_published(alarming, tm
         assert rows == [(out.id, out.message)], "kept: its publish failed"
     with store.unpublished(before=1001.0) as rows:
         assert rows == [], "published: deleted"
-    engine.ingest([Chunk(pid, START + 30, values[:, 30:31].copy())], now=1002.0, outgoing=out)
-    store.published([out.id])
+    first = Outgoing(out.render)
+    engine.ingest([Chunk(pid, START + 30, values[:, 30:31].copy())], now=1002.0, outgoing=first)
+    second = Outgoing(out.render, published=[first.id])  # a consumer's next commit deletes what it published
+    engine.ingest([Chunk(pid, START + 31, values[:, 31:32].copy())], now=1003.0, outgoing=second)
+    with pytest.raises(RuntimeError), store.unpublished(before=2000.0) as rows:
+        assert rows == [(second.id, second.message)]
+        raise RuntimeError("kept")
+    store.published([second.id])  # ... or at once, when it has nothing more to commit
     with store.unpublished(before=2000.0) as rows:
         assert rows == []
 

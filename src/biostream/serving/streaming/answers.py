@@ -62,6 +62,7 @@ class Outgoing:
     the batch's answers and refusals; the engine sets `message` and `id` (its outbox row) as it commits."""
 
     render: Callable[[list[BedAnswer], list[Problem]], str]
+    published: list[int] = field(default_factory=list)  # outbox ids published since: the same commit deletes them
     message: str | None = None
     id: int | None = None
 

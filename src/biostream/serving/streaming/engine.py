@@ -128,7 +128,7 @@ class StreamEngine:
                 raise _Stale(stale)
             tx.write(*writes)
             if outgoing is not None:
-                outgoing.message, outgoing.id = message, tx.outbox(message, now)
+                outgoing.message, outgoing.id = message, tx.outbox(message, now, outgoing.published)
         for plan in plans:
             plan.state.version += 1
         return answers, problems
@@ -208,6 +208,8 @@ class StreamEngine:
             rule_driven = np.concatenate([o[0].rule_driven for o in outs])
             view = np.concatenate([o[1] for o in outs])
             learned = np.concatenate([o[2] for o in outs])
+        scores, techs = (score.tolist(), technical.tolist()) if len(x) else ([], [])
+        raw, nb = np.ascontiguousarray(x[:, :, -1]).tobytes(), 8 * x.shape[1]  # each row's own second, as stored
         threshold = self.scorer.threshold
         seconds, name_rows, named = [], [], []
         row = 0
@@ -219,10 +221,10 @@ class StreamEngine:
                     if ep is not None:
                         plan.touched[ep.start] = ep
                         answer.closed.append(ep)
-                for j, vals in enumerate(seg.new):
-                    t = seg.first + j
-                    s, tech = float(score[row]), bool(technical[row])
-                    step: Step = alarms.step(t, s, s > threshold, tech)
+                for t in range(seg.first, seg.first + len(seg.new)):
+                    s, tech = scores[row], techs[row]
+                    above = s > threshold
+                    step: Step = alarms.step(t, s, above, tech)
                     if step.closed is not None:
                         plan.touched[step.closed.start] = step.closed
                         answer.closed.append(step.closed)
@@ -232,7 +234,7 @@ class StreamEngine:
                     if step.opened is not None:
                         answer.opened.append(step.opened)
                     # a stored second, in the order of the store's columns (biostream.serving.streaming.store)
-                    rec = [plan.bed, t, vals.tobytes(), s, s > threshold, tech, step.on, None, now]
+                    rec = [plan.bed, t, raw[row * nb:(row + 1) * nb], s, above, tech, step.on, None, now]
                     seconds.append(rec)
                     said = {"time": iso(t), "score": s, "alarm": step.on,
                             "alarm_class": ep.alarm_class if step.on and ep is not None else None, "top_signals": []}
@@ -258,9 +260,12 @@ class StreamEngine:
             for t, col in plan.merged.items():
                 merged.append({"bed": plan.bed, "second": t, "vals": np.ascontiguousarray(col).tobytes()})
                 plan.answer.merged += 1
-            episodes.extend(episode_record(plan.bed, ep, now) for ep in plan.touched.values())
-            plan.answer.opened = [episode_answer(episode_record(plan.bed, e, now)) for e in plan.answer.opened]
-            plan.answer.closed = [episode_answer(episode_record(plan.bed, e, now)) for e in plan.answer.closed]
+            if plan.touched:
+                episodes.extend(episode_record(plan.bed, ep, now) for ep in plan.touched.values())
+            if plan.answer.opened:
+                plan.answer.opened = [episode_answer(episode_record(plan.bed, e, now)) for e in plan.answer.opened]
+            if plan.answer.closed:
+                plan.answer.closed = [episode_answer(episode_record(plan.bed, e, now)) for e in plan.answer.closed]
             seg = plan.segments[-1]  # the bed's last W seconds: the window of its newest second, or its history
             st.values = seg.hist if seg.last_row is None else x[seg.last_row].copy()
             st.last_second, st.first_second = plan.last_second, plan.first_second
@@ -325,7 +330,7 @@ class StreamEngine:
             tx.write(bed_rows, [], [], episodes)
             if outgoing is not None and closed:
                 outgoing.message = outgoing.render([BedAnswer(c["bed"], closed=[c]) for c in closed], [])
-                outgoing.id = tx.outbox(outgoing.message, now)
+                outgoing.id = tx.outbox(outgoing.message, now, outgoing.published)
             for b in bed_rows:
                 self.beds[b["bed"]].version += 1
         return closed

@@ -59,7 +59,7 @@ class Episode:
         return cls(**d)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Step:
     """What one second did: the rule's state, and the episode it opened or closed (if any)."""
 
@@ -67,6 +67,9 @@ class Step:
     opened: Episode | None = None
     closed: Episode | None = None
     peak: bool = False  # this second became the open episode's peak (or its pending gap's): name its signals
+
+
+_QUIET = Step(False)  # off, no episode: nothing happened
 
 
 @dataclass
@@ -78,15 +81,19 @@ class BedAlarms:
     episode: Episode | None = None
 
     def step(self, second: int, score: float, above: bool, technical: bool) -> Step:
-        p = self.policy
-        self.recent.append(int(above))
-        if len(self.recent) > p.n:
-            del self.recent[0]
-        on = sum(self.recent) >= p.k
-        ep, out = self.episode, Step(on)
+        p, recent = self.policy, self.recent
+        recent.append(int(above))
+        if len(recent) > p.n:
+            del recent[0]
+        on = sum(recent) >= p.k
+        ep = self.episode
+        if ep is None and not on:
+            return _QUIET  # most seconds of most beds
+        opened = closed = None
+        peak = False
         if on:
             if ep is None:
-                ep = self.episode = out.opened = Episode(start=second, last_on=second)
+                ep = self.episode = opened = Episode(start=second, last_on=second)
             else:  # on again (or still): the seconds since it was last on belong to the episode
                 ep.above += ep.gap_above
                 ep.technical += ep.gap_technical
@@ -98,19 +105,18 @@ class BedAlarms:
             ep.above += int(above)
             ep.technical += int(above and technical)
             if ep.peak is None or score > ep.peak.score:
-                ep.peak, out.peak = Peak(second, score), True
-        elif ep is not None:
-            if second - ep.last_on >= p.refractory_s:  # no later start can merge with it any more
-                out.closed = self.close()
-            else:
-                ep.gap_above += int(above)
-                ep.gap_technical += int(above and technical)
-                best = ep.peak.score if ep.peak is not None else float("-inf")
-                if ep.gap_peak is not None:
-                    best = max(best, ep.gap_peak.score)
-                if score > best:
-                    ep.gap_peak, out.peak = Peak(second, score), True
-        return out
+                ep.peak, peak = Peak(second, score), True
+        elif second - ep.last_on >= p.refractory_s:  # no later start can merge with it any more
+            closed = self.close()
+        else:
+            ep.gap_above += int(above)
+            ep.gap_technical += int(above and technical)
+            best = ep.peak.score if ep.peak is not None else float("-inf")
+            if ep.gap_peak is not None:
+                best = max(best, ep.gap_peak.score)
+            if score > best:
+                ep.gap_peak, peak = Peak(second, score), True
+        return Step(on, opened, closed, peak)
 
     def close(self) -> Episode | None:
         """End the open episode at its last on second (the stream ended, or the refractory period passed)."""

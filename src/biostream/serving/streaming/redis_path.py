@@ -16,7 +16,8 @@ machines score them and write to a shared store (PostgreSQL).
   resumes every bed from it.
 * Output: what each batch answered (per bed: seconds, alarms, episodes opened and closed; problems) is
   published on `<prefix>:out` after the commit (field `m`, JSON; field `batch`, its id). At least once: the
-  message is written in the batch's own commit (the store's outbox) and deleted once published; a consumer
+  message is written in the batch's own commit (the store's outbox) and deleted once published (by the
+  consumer's next commit, or at once when it has nothing to do); a consumer
   that dies between the two leaves it there, and a live consumer publishes it when it is `2 x lease` old
   (`republish`), with the same `batch` (a reader that must not see one twice keys on it).
 
@@ -51,14 +52,21 @@ def shard_of(bed: str, shards: int) -> int:
     return zlib.crc32(bed.encode()) % shards
 
 
-def publish(redis: Any, prefix: str, items: Sequence[Mapping[str, Any]], shards: int) -> list[bytes]:
-    """Publish a gateway's items (as `POST /ingest` takes them), one entry per shard they fall in."""
+def messages(items: Sequence[Mapping[str, Any]], shards: int) -> dict[int, str]:
+    """A gateway's items (as `POST /ingest` takes them) as one message per shard they fall in."""
     by_shard: dict[int, list[Mapping[str, Any]]] = {}
     for item in items:
         by_shard.setdefault(shard_of(str(item["bed"]), shards), []).append(item)
+    return {k: json.dumps({"samples": part}) for k, part in sorted(by_shard.items())}
+
+
+def publish(redis: Any, prefix: str, items: Sequence[Mapping[str, Any]] | Mapping[int, str],
+            shards: int) -> list[bytes]:
+    """Publish a gateway's items, one entry per shard they fall in (or the `messages` made of them already)."""
+    by_shard = items if isinstance(items, Mapping) else messages(items, shards)
     pipe = redis.pipeline(transaction=False)
-    for k, part in sorted(by_shard.items()):
-        pipe.xadd(f"{prefix}:in:{k}", {"m": json.dumps({"samples": part})})
+    for k, message in by_shard.items():
+        pipe.xadd(f"{prefix}:in:{k}", {"m": message})
     return pipe.execute()
 
 
@@ -77,6 +85,7 @@ class Consumer:
         self._renew = redis.register_script(_RENEW)
         self._unlease = redis.register_script(_RELEASE)
         self.stopping = False
+        self.published: list[int] = []  # outbox ids published, deleted from the outbox by the next commit
 
     def key(self, shard: int) -> str:
         return f"{self.prefix}:in:{shard}"
@@ -183,9 +192,10 @@ class Consumer:
                     continue
                 chunks += c
                 problems += [dict(x.to_dict(), entry=entry_id.decode()) for x in p]
-        out = _outgoing(problems)
+        out = _outgoing(problems, self.published)
         if chunks:
-            self.engine.ingest(chunks, outgoing=out)  # the message is kept in the commit
+            self.engine.ingest(chunks, outgoing=out)  # the message is kept in the commit, the published ones deleted
+            self.published = []
         else:
             out.message = out.render([], [])  # nothing stored: the entries come again if this dies before the ack
         pipe = self.redis.pipeline(transaction=True)
@@ -197,18 +207,24 @@ class Consumer:
 
     def sweep(self, now: float | None = None) -> int:
         """Close the silent beds (`StreamEngine.sweep`) and publish the episodes closed; returns how many."""
-        out = _outgoing([])
+        out = _outgoing([], [])
         closed = self.engine.sweep(now, outgoing=out)
         if closed:
             self._send(self.redis.pipeline(transaction=True), out)
         return len(closed)
 
     def _send(self, pipe: Any, out: Outgoing) -> None:
-        """Publish a batch's result (and what else `pipe` holds), then delete it from the store's outbox."""
+        """Publish a batch's result (and what else `pipe` holds); the next commit deletes it from the outbox."""
         self._publish(pipe, [(out.id, out.message)])
         pipe.execute()
         if out.id is not None:
-            self.engine.store.published([out.id])
+            self.published.append(out.id)
+
+    def forget_published(self) -> None:
+        """Delete the published results from the outbox now (nothing to commit with: idle, or stopping)."""
+        if self.published:
+            self.engine.store.published(self.published)
+            self.published = []
 
     def _publish(self, pipe: Any, messages: Iterable[tuple[int | None, str]]) -> None:
         for batch, message in messages:
@@ -234,8 +250,10 @@ class Consumer:
         while not self.stopping:
             if self.step():
                 idle_since = time.monotonic()
-            elif not self.owned:
-                time.sleep(self.lease_ms / 5000)
+            else:
+                self.forget_published()
+                if not self.owned:
+                    time.sleep(self.lease_ms / 5000)
             if time.monotonic() - swept > sweep_every_s:
                 self.sweep()
                 self.engine.store.checkpoint()
@@ -243,6 +261,7 @@ class Consumer:
                 swept = time.monotonic()
             if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                 break
+        self.forget_published()
         for k in sorted(self.owned):  # hand the shards over at once
             self._release(k)
         self.redis.zrem(f"{self.prefix}:consumers", self.name)
@@ -251,13 +270,14 @@ class Consumer:
         self.stopping = True
 
 
-def _outgoing(problems: list[dict[str, Any]]) -> Outgoing:
-    """A batch's result message: the answers as `POST /ingest` gives them, with the message's `problems`."""
+def _outgoing(problems: list[dict[str, Any]], published: list[int]) -> Outgoing:
+    """A batch's result message: the answers as `POST /ingest` gives them, with the message's `problems`; its
+    commit deletes the `published` ones from the outbox."""
 
     def render(answers: list[BedAnswer], late: list[Problem]) -> str:
         return json.dumps({"beds": [a.to_dict() for a in answers], "problems": problems + [x.to_dict() for x in late]})
 
-    return Outgoing(render)
+    return Outgoing(render, published=list(published))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -275,9 +275,13 @@ class Transaction:
                             f"state = {q} WHERE bed = {q}",
                             [(b["last_second"], b["last_arrival"], b["state"], b["bed"]) for b in beds])
 
-    def outbox(self, message: str, now: float) -> int:
-        """Keep a result message with this transaction's writes (`Store.unpublished`); its id."""
+    def outbox(self, message: str, now: float, published: Sequence[int] = ()) -> int:
+        """Keep a result message with this transaction's writes (`Store.unpublished`), and delete the `published`
+        ones; its id."""
         q = self.store.mark
+        if published:
+            self.cursor.execute(f"DELETE FROM stream_outbox WHERE id IN ({self._marks(len(published))})",
+                                tuple(published))
         self.cursor.execute(f"INSERT INTO stream_outbox (created_at, message) VALUES ({q}, {q}) RETURNING id",
                             (now, message))
         return int(self.cursor.fetchone()[0])
