@@ -103,3 +103,30 @@ def test_the_best_fitted_detector_is_kept_ties_to_the_earlier_trial(tmp_path):
     assert not save_best_model(tmp_path / "elsewhere", "study-x", 7, {"n_estimators": 11}, kept)
     assert not (tmp_path / "elsewhere/detector").exists()
     assert json.loads((tmp_path / "elsewhere/trial.json").read_text())["model"] is False
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_requeued(tmp_path):
+    """A worker SIGKILLed right after it started a trial leaves it RUNNING with no heartbeat: Optuna never finds
+    such a trial stale (a CI run waited on one until the study's timeout); `_settle` gives it a heartbeat, so it
+    is failed `grace_s` later and re-queued with its parameters."""
+    import time
+
+    from optuna.trial import TrialState
+
+    from biostream.tuning.study import _settle, open_storage
+
+    tune = TuneParams(n_trials={"x": 1}, timeout_s=60, seed=0, storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+                      heartbeat_s=1, grace_s=2)
+    study = optuna.create_study(study_name="s", storage=open_storage(tune), direction="maximize")
+    dead = study.ask()  # what the killed worker left: RUNNING, never a heartbeat
+    dead.suggest_float("a", 0.0, 1.0)
+    time.sleep(tune.grace_s + 0.5)
+    optuna.storages.fail_stale_trials(study)
+    assert study.get_trials(states=(TrialState.RUNNING,)), "Optuna alone leaves it running"
+    start = time.monotonic()
+    _settle(study, tune, deadline=start + 30)
+    assert time.monotonic() - start < 10, "failed after grace_s, not at the deadline"
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].params == trials[0].params and trials[1].system_attrs["failed_trial"] == trials[0].number

@@ -177,15 +177,26 @@ def _finished(study: Any) -> int:
 
 def _settle(study: Any, tune: TuneParams, deadline: float) -> None:
     """Wait until no trial runs: a live worker's trial ends, a dead worker's trial goes stale and is failed (and
-    re-queued) after `grace_s`."""
+    re-queued) after `grace_s`.
+
+    A worker killed between starting a trial and its first heartbeat leaves a RUNNING trial with no heartbeat,
+    which Optuna never finds stale (it skips such trials): the study waited for it until `timeout_s`. Each running
+    trial is given one heartbeat here when first seen: a live worker's own heartbeats overwrite it, a dead one's
+    trial goes stale `grace_s` later."""
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
+    # Optuna has no public handle on a study's storage, nor on a trial's id in it (its own code uses these)
+    storage, adopted = study._storage, set()
     while time.monotonic() < deadline:
         fail_stale_trials(study)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running:
             return
+        for tr in running:
+            if tr._trial_id not in adopted:
+                storage.record_heartbeat(tr._trial_id)
+                adopted.add(tr._trial_id)
         log.info("study %s: waiting for %d running trial(s) (%s) to end or go stale", study.study_name,
                  len(running), ", ".join(str(tr.number) for tr in running))
         time.sleep(tune.heartbeat_s)
