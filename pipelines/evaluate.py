@@ -37,12 +37,16 @@ from biostream.features.table import FeatureSet, SourceParams  # noqa: E402
 from biostream.models.bundle import ModelBundle  # noqa: E402
 from biostream.models.evaluation import Objective, second_labels  # noqa: E402
 from biostream.reporting.evaluate import (  # noqa: E402
+    MAP_ALONE,
     MONITOR,
     comparison,
     curves,
     flat,
+    map_alone_bundle,
     monitor_bundle,
     per_window_ms,
+    real_summary,
+    realism,
     score_part,
     test_figures,
 )
@@ -58,7 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--synthetic", required=True)
     p.add_argument("--vitaldb", required=True)
     p.add_argument("--recordings", required=True)
+    p.add_argument("--real", required=True, help="the ingest_real stage's output folder")
     p.add_argument("--metrics", required=True)
+    p.add_argument("--realism", required=True, help="the bedside rules' alarm rate, synthetic against real (JSON)")
     p.add_argument("--plots", required=True)
     p.add_argument("--scores", required=True, help="folder for per-second test scores, one parquet per detector")
     return p.parse_args(argv)
@@ -77,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
 
     sources = SourceParams.from_params(params)
     features = FeatureSet.open(args.features, {"synthetic": args.synthetic, "vitaldb": args.vitaldb,
-                                               "recordings": args.recordings})
+                                               "recordings": args.recordings, "real": args.real})
     parts = {}  # a training source's test patients; every patient of another source
     for source in sources.evaluate:
         if not features.has_rows(source):
@@ -96,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     test_scores = {}
     bundles = {p.name: ModelBundle.load(p) for p in sorted(Path(args.models).iterdir()) if (p / "detector").is_dir()}
     if bundles:
-        bundles[MONITOR] = monitor_bundle(next(iter(bundles.values())), configs)
+        like = next(iter(bundles.values()))
+        bundles[MONITOR] = monitor_bundle(like, configs)
+        bundles[MAP_ALONE] = map_alone_bundle(like, configs)
     for name, bundle in bundles.items():
         results[name] = {}
         for dname, part in parts.items():
@@ -116,18 +124,23 @@ def main(argv: list[str] | None = None) -> None:
                 figs = test_figures(part, scored, bundle, name)
                 for kind, f in figs.items():
                     f.savefig(plots / "figures" / f"{name}_{kind}.png", dpi=90, bbox_inches="tight")
-                with mlflow.start_run(run_name=f"evaluate-{name}", tags={"stage": "evaluate", "detector": name}):
-                    mlflow.log_metrics(flat(m))
-                    for kind, f in figs.items():
-                        mlflow.log_figure(f, f"plots/{name}_{kind}.png")
-                for f in figs.values():
-                    plt.close(f)
                 ph = m["physiological"]
                 compared.append({"detector": name, "weighted F1 (physiological)": ph["weighted_f1"],
                                  "false alarms / h (physiological)": ph["false_alarms_per_hour"],
                                  "event F1 (technical)": m["technical"]["event_f1"],
                                  "rule events caught": m["rule_events"]["recall"]})
             results[name][dname] = m
+        for dname, m in results[name].items():
+            if dname != figures_of and "own_alarms" in m:
+                compared[-1][f"own alarm episodes / h ({dname})"] = m["own_alarms"]["alarms_per_hour"]
+        with mlflow.start_run(run_name=f"evaluate-{name}", tags={"stage": "evaluate", "detector": name}):
+            # the first source's metrics by their own names (the UI lines detectors up), the others prefixed
+            mlflow.log_metrics({k: v for ds, m in results[name].items()
+                                for k, v in flat(m, "" if ds == figures_of else f"{ds}.").items()})
+            for kind, f in figs.items():
+                mlflow.log_figure(f, f"plots/{name}_{kind}.png")
+        for f in figs.values():
+            plt.close(f)
         syn, ph = results[name][figures_of], results[name][figures_of]["physiological"]
         log.info("%s: test %s %.3f; physiological recall %.3f, %.2f false alarms/h; technical F1 %.3f; rule events "
                  "caught %.3f, %.2f alarms/h, AUROC %.3f", name, objective.metric, objective.value(syn),
@@ -144,6 +157,12 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_dir(args.scores) as tmp:
         for name, frame in test_scores.items():
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
+    for dname in parts:
+        if dname != figures_of:
+            log.info("on %s (%.1f patient-hours): %s", dname, parts[dname].hours, "; ".join(
+                real_summary(name, per[dname]) for name, per in results.items() if dname in per))
+    if "clinical" in results and figures_of in results["clinical"]:
+        write_json(realism(results, figures_of), args.realism)
     # metrics files hold what is reproducible; timings go to plots/timing.json and MLflow
     write_json({det: {ds: {k: v for k, v in m.items() if k != "score_ms_per_window"} for ds, m in per.items()}
                 for det, per in results.items()}, args.metrics)

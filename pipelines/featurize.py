@@ -1,8 +1,8 @@
 """DVC stage `featurize`: windows -> features for every dataset, and the preprocessor fitted on the training
 patients of the sources the models learn from (`params.yaml: sources.train`).
 
-    python -m pipelines.featurize --synthetic data/synthetic --vitaldb data/vitaldb --out data/features \\
-        --metrics metrics/featurize.json
+    python -m pipelines.featurize --synthetic data/synthetic --vitaldb data/vitaldb --recordings data/recordings \\
+        --real data/real --out data/features --metrics metrics/featurize.json
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--synthetic", required=True, help="the generate stage's output folder")
     p.add_argument("--vitaldb", required=True, help="the ingest_vitaldb stage's output folder")
     p.add_argument("--recordings", required=True, help="the ingest_recordings stage's output folder")
+    p.add_argument("--real", required=True, help="the ingest_real stage's output folder")
     p.add_argument("--out", required=True, help="folder for one <dataset>.parquet each, input_pipeline.json")
     p.add_argument("--metrics", required=True)
     return p.parse_args(argv)
@@ -50,12 +51,13 @@ def main(argv: list[str] | None = None) -> None:
     names = feature_names(signals)
 
     datasets = {"synthetic": read_dataset(args.synthetic), "vitaldb": read_dataset(args.vitaldb),
-                "recordings": read_dataset(args.recordings)}
+                "recordings": read_dataset(args.recordings), "real": read_dataset(args.real)}
     tables, summary = {}, {}
     for name, ds in datasets.items():
         with timed(log, f"featurizing {name}") as took:
             table = featurize(ds.vitals, signals, params,
-                              lambda it, name=name: tqdm(it, desc=f"{name} windows", disable=not progress_enabled()))
+                              lambda it, name=name: tqdm(it, desc=f"{name} windows", disable=not progress_enabled()),
+                              learned_from=name in train_sources)
         rate = len(table) / took["seconds"] if took["seconds"] > 0 else float("nan")
         log.info("%s: %d windows of %d s x %d signals -> %d features (%.0f windows/s)",
                  name, len(table), params.geometry.window_s, len(signals), len(names), rate)
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         pre = fit_on_training(table, vitals, signals, params.geometry)
     except ValueError as exc:
         raise SystemExit(f"featurize: {exc} (sources.train: {', '.join(train_sources)})") from None
-    write_feature_set(args.out, tables, InputPipeline(tuple(signals), params.geometry, pre))
+    write_feature_set(args.out, tables, InputPipeline(tuple(signals), params.geometry, pre, params.readiness))
     write_json({"features": len(names), "window_s": params.geometry.window_s, **summary}, args.metrics)
     log.info("wrote %s and %s", args.out, args.metrics)
 

@@ -16,7 +16,7 @@ from biostream.core.config import Configs, load_yaml
 from biostream.core.io import write_json
 from biostream.core.runtime import configure
 from biostream.core.tracking import TrackingParams, setup_tracking
-from biostream.features.table import FeatureSet
+from biostream.features.table import FeatureSet, SourceParams
 from biostream.models.evaluation import Objective
 from biostream.tracking.lock import lock_target
 from biostream.tracking.register import TestSet, register
@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--synthetic", required=True)
     p.add_argument("--vitaldb", required=True)
     p.add_argument("--recordings", required=True)
+    p.add_argument("--real", required=True, help="the ingest_real stage's output folder")
     p.add_argument("--evaluation", required=True, help="the evaluate stage's metrics JSON")
     p.add_argument("--out", required=True, help="the decision, as JSON")
     return p.parse_args(argv)
@@ -48,12 +49,16 @@ def main(argv: list[str] | None = None) -> None:
     setup_tracking(tracking)
     configs = Configs.load(args.signals, args.alarms)
     features = FeatureSet.open(args.features, {"synthetic": args.synthetic, "vitaldb": args.vitaldb,
-                                               "recordings": args.recordings})
-    test = TestSet(features, rp.source, Objective.from_params(params, configs.rules))
+                                               "recordings": args.recordings, "real": args.real})
+    objective = Objective.from_params(params, configs.rules)
+    test = TestSet(features, rp.source, objective)
+    learned_from = SourceParams.from_params(params).train  # their test patients were evaluated; others whole
+    real = {src: TestSet(features, src, objective, "test" if src in learned_from else None)
+            for src in rp.real_sources if features.has_rows(src)}
     evaluation = json.loads(Path(args.evaluation).read_text())
     try:
         decision = register(rp, tracking, params, Path(args.models), evaluation, test, Path(args.out),
-                            [r.kind for r in configs.rules])
+                            [r.kind for r in configs.rules], real)
     except (RuntimeError, KeyError) as exc:
         raise SystemExit(str(exc)) from None
     write_json(decision.to_dict(), args.out)

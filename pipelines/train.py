@@ -33,7 +33,7 @@ from biostream.models.detectors import NAMES, detector_class, load_detector
 from biostream.models.evaluation import AlarmPolicy, Objective
 from biostream.models.floor import SafetyParams
 from biostream.models.technical import TechnicalChecks
-from biostream.models.training import floor_template, train_detector, validation_of
+from biostream.models.training import floor_template, real_check_of, train_detector, validation_of
 from biostream.tracking.pyfunc import log_bundle
 
 SUMMARY = ("objective", "physiological.weighted_f1", "physiological.event_recall",
@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--synthetic", required=True)
     p.add_argument("--vitaldb", required=True)
     p.add_argument("--recordings", required=True)
+    p.add_argument("--real", required=True, help="the ingest_real stage's output folder")
     p.add_argument("--tuned", required=True, help="folder of the tune stages' <detector>.json")
     p.add_argument("--out", required=True, help="folder for one bundle per detector")
     p.add_argument("--metrics", required=True)
@@ -90,13 +91,19 @@ def main(argv: list[str] | None = None) -> None:
 
     sources = SourceParams.from_params(params).train
     features = FeatureSet.open(args.features, {"synthetic": args.synthetic, "vitaldb": args.vitaldb,
-                                               "recordings": args.recordings})
+                                               "recordings": args.recordings, "real": args.real})
     pipeline = features.pipeline
     train, val = features.parts(sources, "train", normal_only=True), features.parts(sources, "val")
     if not len(train.rows) or not len(val.rows):
         raise SystemExit(f"train: the training sources ({', '.join(sources)}) have no training or no validation "
                          "patients; add recordings or change params.yaml: sources.train")
     validation = validation_of(val, floor, pipeline)  # the floor's view of the validation seconds, built once
+    real = None
+    if tparams.real_source is not None:
+        if tparams.real_source not in features.sources or not features.has_rows(tparams.real_source):
+            raise SystemExit(f"train: threshold.real_source '{tparams.real_source}' has no recordings (see "
+                             f"metrics/{tparams.real_source}.json); add them or set threshold.real_source: null")
+        real = real_check_of(features.part(tparams.real_source), floor, pipeline, tparams.max_own_alarms_per_hour)
     example_row = val.rows.iloc[[len(val.rows) // 2]]
     example = windows_at(val.vitals, pipeline.signals, pipeline.geometry.window_s,
                          example_row["patient_id"].to_numpy(), example_row["time_s"].to_numpy())
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         if origin:
             log.info("%s: %s", name, f"the fitted model of {origin}" if fitted is not None else f"fitting: {origin}")
         trained = train_detector(name, hp, pipeline, train, val, validation, floor, policy, tparams, objective,
-                                 fitted)
+                                 fitted, real)
         det, metrics = trained.bundle.detector, trained.validation
         bundle_dir = out / name
         trained.bundle.save(bundle_dir)
@@ -126,7 +133,9 @@ def main(argv: list[str] | None = None) -> None:
                                                             if np.isfinite(v)}})
             model_uri = log_bundle(bundle_dir, name, example)
         summary[name] = {"threshold": det.threshold_, "fit_s": round(trained.fit_s, 2), "model_uri": model_uri,
-                         "run_id": run.info.run_id, **{f"val_{k}": metrics[k] for k in SUMMARY}}
+                         "run_id": run.info.run_id, **{f"val_{k}": metrics[k] for k in SUMMARY},
+                         **({"real_own_alarms_per_hour": metrics["real_own_alarms_per_hour"]}
+                            if "real_own_alarms_per_hour" in metrics else {})}
         log.info("%s: fit %.1f s, threshold %.4g, validation %s %.3f, %.2f physiological false alarms/h; %s", name,
                  trained.fit_s, det.threshold_, objective.metric, metrics["objective"],
                  metrics["physiological.false_alarms_per_hour"], model_uri)

@@ -45,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--synthetic", required=True, help="the generate stage's output folder")
     p.add_argument("--vitaldb", required=True, help="the ingest_vitaldb stage's output folder")
     p.add_argument("--recordings", required=True, help="the ingest_recordings stage's output folder")
+    p.add_argument("--real", required=True, help="the ingest_real stage's output folder")
     p.add_argument("--search-space", required=True)
     p.add_argument("--out", required=True, help="best params JSON")
     p.add_argument("--model", help="folder for the best trial's fitted detector (train reuses it instead of fitting "
@@ -61,7 +62,8 @@ def start_workers(argv: list[str], n: int) -> list[subprocess.Popen]:
 
 
 def datasets(args: argparse.Namespace) -> dict[str, str]:
-    return {"synthetic": args.synthetic, "vitaldb": args.vitaldb, "recordings": args.recordings}
+    return {"synthetic": args.synthetic, "vitaldb": args.vitaldb, "recordings": args.recordings,
+            "real": args.real}
 
 
 def main(argv: list[str] | None = None) -> None:

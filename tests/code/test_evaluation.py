@@ -205,3 +205,17 @@ def test_objective_is_checked_and_reads_a_path():
 def test_policy_params_are_checked():
     with pytest.raises(ConfigError, match="1 <= k <= n"):
         AlarmPolicy.from_params({"alarms": {"k": 4, "n": 3, "refractory_s": 0, "tolerance_s": 0}})
+
+
+def test_a_bedside_rule_that_fires_alarms_at_once_a_learned_score_after_k_of_n():
+    """A rule's score is above 0 only once the rule has held for its duration (the monitor's alarm delay): that
+    second alarms at once, so an event exactly as long as the rule's duration is caught at its last second; a
+    learned score above threshold for one second is not an alarm (k of n)."""
+    t = np.arange(20)
+    pid = np.zeros(20)
+    policy = AlarmPolicy(k=3, n=5, refractory_s=0, tolerance_s=0)
+    scores = np.full(20, -1.0)
+    scores[9] = 0.5
+    assert apply_policy(pid, t, scores, 0.0, policy).sum() == 0
+    fired = apply_policy(pid, t, scores, 0.0, policy, immediate=scores > 0)
+    assert fired.tolist() == [0] * 9 + [1] + [0] * 10

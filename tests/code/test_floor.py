@@ -94,6 +94,11 @@ def test_a_floored_detector_alarms_wherever_the_rules_alarm(rules):
         assert (out.score >= rule_scores).all()
         floored = apply_policy(pid, t, out.score, 0.0, policy)
         assert by_rules.sum() > 0 and (floored >= by_rules).all()
+        # a rule that fires alarms at once (it held for its duration already), through the floor too
+        assert (out.rules == view.rule_scores.max(axis=1)).all()
+        at_once = apply_policy(pid, t, rule_scores, 0.0, policy, immediate=rule_scores > 0)
+        assert (at_once >= by_rules).all() and (apply_policy(pid, t, out.score, 0.0, policy,
+                                                             immediate=out.rules > 0) >= at_once).all()
     out = combine(learned, np.inf, comb, view, SIGNALS)
     assert ((out.score > 0) == (rule_scores > 0)).all(), "at +inf the model adds no alarm of its own"
     assert np.isfinite(out.score).all()

@@ -14,6 +14,8 @@ from biostream.tracking.registry import (
     fingerprint,
     metric_at,
     model_card,
+    real_check,
+    real_figures,
     safety_check,
 )
 
@@ -133,15 +135,58 @@ def test_model_card_states_data_metrics_safety_and_limits():
 
 def test_register_params_are_checked():
     good = {"model_name": "m", "source": "synthetic", "candidates": ["iforest"], "min_improvement": 0.0,
-            "lock_timeout_s": 10, "safety": {"baseline": "clinical", "margin": 0.0}}
+            "lock_timeout_s": 10, "safety": {"baseline": "clinical", "margin": 0.0, "real_sources": ["real"],
+                                             "max_own_alarms_per_hour": 0.2}}
     objective = {"metric": "physiological.weighted_f1", "other_weight": 0.5}
     rp = RegisterParams.from_params({"register": good, "objective": objective})
     assert rp.candidates == ("iforest",) and rp.primary_metric == "physiological.weighted_f1"
     assert (rp.baseline, rp.margin, rp.source) == ("clinical", 0.0, "synthetic")
+    assert (rp.real_sources, rp.max_own_alarms_per_hour) == (("real",), 0.2)
+    with pytest.raises(ConfigError, match="max_own_alarms_per_hour"):
+        RegisterParams.from_params({"register": {**good, "safety": {**good["safety"], "max_own_alarms_per_hour": -1}},
+                                    "objective": objective})
     with pytest.raises(ConfigError, match="candidates"):
         RegisterParams.from_params({"register": {**good, "candidates": []}, "objective": objective})
     with pytest.raises(ConfigError, match="min_improvement"):
         RegisterParams.from_params({"register": {**good, "min_improvement": -1}, "objective": objective})
     with pytest.raises(ConfigError, match="safety.margin"):
-        RegisterParams.from_params({"register": {**good, "safety": {"baseline": "clinical", "margin": 1.5}},
+        RegisterParams.from_params({"register": {**good, "safety": {**good["safety"], "margin": 1.5}},
                                     "objective": objective})
+
+
+def _real(own: float, recall: float = 1.0, alarms: float = 3.0) -> dict:
+    """One detector's metrics on a real source, as `evaluate_scores` writes them."""
+    return {"rule_events": {"recall": recall, "alarms_per_hour": alarms}, "physiological": {"alarms_per_hour": alarms},
+            "own_alarms": {"alarms_per_hour": own}, "early_warning_auroc": 0.6}
+
+
+def test_a_candidate_that_alarms_on_real_recordings_is_never_champion_and_the_floor_serves():
+    """Issue 28: a learned model whose own alarms on real recordings exceed the budget fails the floor, whatever its
+    synthetic metric; with no learned model passing, the floor alone (clinical) is chosen."""
+    params = {"register": {"model_name": "m", "source": "synthetic", "candidates": ["lstm_ae", "iforest", "clinical"],
+                           "min_improvement": 0.0, "lock_timeout_s": 10,
+                           "safety": {"baseline": "clinical", "margin": 0.0, "real_sources": ["real", "vitaldb"],
+                                      "max_own_alarms_per_hour": 0.2}},
+              "objective": {"metric": "physiological.weighted_f1", "other_weight": 0.5}}
+    rp = RegisterParams.from_params(params)
+    good = _classed({"hypotension": 1.0, "tachycardia": 1.0, "desaturation": 0.5}, 0.1, 0.99)
+    evaluation = {"lstm_ae": {"synthetic": good, "real": _real(7.2)},  # alarms at every recording start
+                  "iforest": {"synthetic": _classed({"hypotension": 1.0, "tachycardia": 1.0, "desaturation": 0.5}, 0.1,
+                                                    0.95), "real": _real(0.1, recall=0.5)},  # misses a rule event
+                  "clinical": {"synthetic": RULES, "real": _real(0.0)}}
+    checks = {c: safety_check(evaluation[c]["synthetic"], RULES, KINDS, 0.0, "clinical",
+                              real_figures(evaluation, c, rp)) for c in rp.candidates}
+    assert set(checks["lstm_ae"].real) == {"real"}, "a real source that was not evaluated is skipped"
+    assert not checks["lstm_ae"].passed
+    assert checks["lstm_ae"].failures() == ["real recordings: 7.20 own alarm episodes/h > budget 0.20/h"]
+    assert checks["iforest"].failures() == ["real recordings: rule events caught 0.500 < 1.000"]
+    assert checks["clinical"].passed
+    chosen = choose(evaluation, rp.candidates, rp.primary_metric, safe={c: k.passed for c, k in checks.items()})
+    assert chosen[0] == "clinical"
+    promote, reason = decide(0.99, 0.5, 0.0, checks["lstm_ae"])
+    assert not promote and "7.20 own alarm episodes/h" in reason
+    card = model_card("lstm_ae", good, {"k": 3, "n": 5, "refractory_s": 120, "tolerance_s": 30}, {}, [],
+                      checks["lstm_ae"])
+    assert "## Real recordings (against clinical, the floor alone)" in card
+    assert "| real | 1.000 (1.000) | 3.00 (3.00) | 3.00 | 7.20 (0.20) | 0.600 | no |" in card
+    assert real_check(_real(0.2), _real(0.0), 0.2)["ok"], "at the budget passes"

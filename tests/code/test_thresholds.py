@@ -7,9 +7,13 @@ import pandas as pd
 import pytest
 
 from biostream.core.config import ConfigError
-from biostream.features import feature_names
-from biostream.models.calibration import ThresholdParams, Validation, calibrate_on_validation, candidates
-from biostream.models.detectors import make_detector
+from biostream.models.calibration import (
+    OwnAlarmCap,
+    ThresholdParams,
+    Validation,
+    calibrate_on_validation,
+    candidates,
+)
 from biostream.models.evaluation import AlarmPolicy, Objective
 from biostream.models.floor import Combination, FloorView
 
@@ -66,21 +70,46 @@ def test_best_objective_adds_what_the_rules_miss_and_nothing_else():
 
 
 def test_params_are_checked():
+    good = {"method": "best_objective", "target_alarm_rate": 0.01, "real_source": "real",
+            "max_own_alarms_per_hour": 0.1}
+    assert ThresholdParams.from_params({"threshold": good}) == ThresholdParams("best_objective", 0.01, "real", 0.1)
     with pytest.raises(ConfigError, match="method: 'youden' is not one of"):
-        ThresholdParams.from_params({"threshold": {"method": "youden", "target_alarm_rate": 0.01}})
+        ThresholdParams.from_params({"threshold": {**good, "method": "youden"}})
     with pytest.raises(ConfigError, match=r"must be in \(0, 1\)"):
-        ThresholdParams.from_params({"threshold": {"method": "alarm_rate", "target_alarm_rate": 2}})
+        ThresholdParams.from_params({"threshold": {**good, "method": "alarm_rate", "target_alarm_rate": 2}})
+    with pytest.raises(ConfigError, match="max_own_alarms_per_hour"):
+        ThresholdParams.from_params({"threshold": {**good, "max_own_alarms_per_hour": -1}})
+    with pytest.raises(ConfigError, match="missing key 'real_source'"):
+        ThresholdParams.from_params({"threshold": {"method": "best_objective", "target_alarm_rate": 0.01,
+                                                   "max_own_alarms_per_hour": 0.1}})
 
 
-def test_calibrated_threshold_drives_predict():
-    rng = np.random.default_rng(0)
-    X = rng.normal(0, 1, (300, len(feature_names(("hr", "spo2"))))).astype(np.float32)
-    det = make_detector("iforest", n_estimators=20).fit(X)
-    provisional = det.threshold_
-    assert np.mean(det.decision_function(X) > provisional) == pytest.approx(0.01, abs=0.005)
-    det.set_threshold(float(np.quantile(det.decision_function(X), 0.8)))
-    assert det.predict(X).mean() == pytest.approx(0.2, abs=0.01)
-    det.set_threshold(np.inf)
-    assert det.predict(X).sum() == 0
-    with pytest.raises(ValueError, match="a number or \\+inf"):
-        det.set_threshold(float("nan"))
+def test_real_recordings_cap_the_threshold_above_their_own_alarms_and_keep_what_only_the_model_sees():
+    """A model sees a strong (+8) and a weak (+4) synthetic drift, and alarms at the start of a real recording (+6)
+    where the floor is quiet. Uncapped, its threshold catches both drifts and adds that real alarm; capped at 0 own
+    alarms per hour there, the threshold rises above 6: the strong drift is still caught, the weak one is the price.
+    A second with no learned score (-inf) is never a candidate; a cap nothing meets leaves the floor alone."""
+    n = 3000
+    rng = np.random.default_rng(1)
+    rules = np.full(n, -2.0)
+    rules[500:600] = 1.0
+    learned = rng.normal(0, 0.5, n)
+    learned[1500:1700] += 8
+    learned[2300:2500] += 4
+    learned[:300] = -np.inf  # a new recording: no learned score yet
+    val = validation(rules, [(500, 600, "hypotension"), (1500, 1700, "drift"), (2300, 2500, "level_shift")])
+    real_learned = rng.normal(0, 0.5, 3600)
+    real_learned[1000:1100] += 6  # a real patient's stretch the model finds odd
+    real_rows = pd.DataFrame({"patient_id": "r", "time_s": np.arange(3600)})
+    tp = ThresholdParams("best_objective", 0.01)
+    comb, signals = rules_only(), ("map",)
+    open_thr = calibrate_on_validation(learned, val, comb, signals, POLICY, tp, OBJECTIVE)
+    cap = OwnAlarmCap(real_rows, real_learned, FloorView(np.full((3600, 1), -2.0), None), 0.0)
+    assert open_thr < 6 and cap.own_per_hour(open_thr, comb, signals, POLICY) == 1.0, "uncapped: one own alarm in 1 h"
+    capped = calibrate_on_validation(learned, val, comb, signals, POLICY, tp, OBJECTIVE, cap)
+    assert capped > 6 and cap.own_per_hour(capped, comb, signals, POLICY) == 0.0
+    m = val.metrics(val.outputs(learned, capped, comb, signals), POLICY, OBJECTIVE)["physiological"]
+    assert m["recall_by_kind"] == {"drift": 1.0, "hypotension": 1.0, "level_shift": 0.0} and m["false_alarms"] == 0
+    never = OwnAlarmCap(real_rows, np.full(3600, 50.0), FloorView(np.full((3600, 1), -2.0), None), 0.0)
+    assert calibrate_on_validation(learned, val, comb, signals, POLICY, tp, OBJECTIVE, never) == np.inf
+    assert calibrate_on_validation(np.full(n, -np.inf), val, comb, signals, POLICY, tp, OBJECTIVE) == np.inf

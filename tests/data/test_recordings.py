@@ -136,3 +136,40 @@ def test_the_stage_writes_a_labelled_dataset_and_its_manifest(tmp_path, configs)
                        "--metrics", str(tmp_path / "m2.json"), "--signals", str(ROOT / "configs/signals.yaml"),
                        "--alarms", str(ROOT / "configs/alarms.yaml")]) == 2
     assert not (tmp_path / "out2").exists()
+
+
+def test_the_real_reference_recordings_read_as_their_readme_describes(configs, tmp_path):
+    """data/external/real (the `ingest_real` stage): BIDMC's 1-Hz numerics (`Time [s]`, ` HR`, ` RESP`, ` SpO2`) and
+    MIMIC's minute rows (`HR[bpm]`, `ABPMean[mmHg]`, ..., 0 = missing), each minute row held until the next, mapped
+    onto the signals, with a labelled dataset and its attribution beside the files."""
+    real = ROOT / "data/external/real"
+    readme = (real / "README.md").read_text()
+    for credit in ("Pimentel", "ODC-By", "Johnson A.", "MIT licence"):
+        assert credit in readme, credit
+    p = RecordingsParams.from_params(load_yaml(ROOT / "params.yaml"), "ingest_real")
+    result = ingest_recordings(p, configs.signals, source="real")
+    assert not result.failures and len(result.cases) == 29
+    assert {c.patient_id for c in result.cases} >= {"real-bidmc_01_Numerics", "real-mimic3_p000020_numerics_1perMin"}
+    assert all(cols == ["PULSE"] for name, cols in result.ignored_columns.items() if name.startswith("bidmc"))
+    bidmc = next(c.raw for c in result.cases if c.patient_id == "real-bidmc_01_Numerics")
+    assert list(bidmc.columns) == ["hr", "RESP", "spo2"] and len(bidmc) == 481
+    assert bidmc.loc[0].tolist() == [94.0, 25.0, 97.0]
+    minutes = next(c.raw for c in result.cases if c.patient_id == "real-mimic3_p000020_numerics_1perMin")
+    source = pd.read_csv(real / "mimic3_p000020_numerics_1perMin.csv")
+    assert len(minutes) == int(source["time_s"].max()) + 1
+    for col, name in (("hr", "HR[bpm]"), ("ABPMean", "ABPMean[mmHg]")):
+        np.testing.assert_allclose(minutes[col].to_numpy()[[0, 30, 59, 60]],
+                                   source[name].to_numpy()[[0, 0, 0, 1]].astype(np.float32))
+    # the stage: minute rows held, zeros missing, the arterial line seen
+    out = tmp_path / "real"
+    assert stage.main(["--dataset", "real", "--out", str(out), "--metrics", str(tmp_path / "real.json")]) == 0
+    ds = read_dataset(out)
+    p20 = ds.vitals[ds.vitals["patient_id"] == "real-mimic3_p000020_numerics_1perMin"]
+    zero_hr = source.loc[source["HR[bpm]"] == 0, "time_s"].to_numpy()
+    if len(zero_hr):
+        assert np.isnan(p20.set_index("time_s").loc[zero_hr[0] + 30, "hr"])
+    patients = ds.patients.set_index("patient_id")
+    assert patients.loc["real-mimic3_p000020_numerics_1perMin", "bp_mode"] == "arterial"
+    assert patients.loc["real-bidmc_01_Numerics", "bp_mode"] == "none"
+    manifest = json.loads((tmp_path / "real.json").read_text())
+    assert manifest["dataset"] == "real" and manifest["cases"] == 29 and manifest["events"] > 0

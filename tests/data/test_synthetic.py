@@ -5,12 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from biostream.core.config import merge_profile
+from biostream.core.config import ConfigError, load_yaml, merge_profile
 from biostream.data.dataset import read_dataset, summarize, write_dataset
 from biostream.data.schema import EVENTS_SCHEMA, NO_EVENT, NO_KIND, SPLITS, vitals_schema
-from biostream.sources.synthetic import CohortParams, generate_cohort
-from tests.conftest import make_dataset
+from biostream.sources.synthetic import (
+    ICU,
+    OPERATING_ROOM,
+    CohortParams,
+    Physiology,
+    generate_cohort,
+    ou_process,
+)
+from biostream.sources.synthetic.params import BP_SIGNALS, MAIN_SIGNAL
+from biostream.sources.synthetic.patient import _draw_patient, _latent_physiology
+from tests.conftest import ROOT, make_dataset
 
 
 def test_schema_and_types(small_dataset, configs):
@@ -23,11 +33,15 @@ def test_schema_and_types(small_dataset, configs):
 
 def test_values_within_physiological_ranges(small_dataset, configs):
     v = small_dataset.vitals
+    icu = v["patient_id"].isin(small_dataset.patients.loc[small_dataset.patients["bp_mode"] == "none", "patient_id"])
     for spec in configs.signals.signals:
         x = v[spec.key].dropna()
-        assert len(x) > 0.5 * len(v) or spec.key in ("temp", "etco2"), f"{spec.key} mostly missing"
+        shown = v.loc[~icu, spec.key] if spec.key in BP_SIGNALS else v[spec.key]  # ICU patients have no BP at all
+        assert shown.notna().mean() > 0.5 or spec.key in ("temp", "etco2"), f"{spec.key} mostly missing"
         assert x.between(*spec.valid).all(), f"{spec.key} outside {spec.valid}"
         assert np.isfinite(x).all()
+        # numerics as monitors report them: whole numbers for HR, SpO2, pressures, RR, EtCO2; 0.1 degC
+        assert (np.round(x, spec.decimals) == x).all(), f"{spec.key} not rounded to {spec.decimals} decimals"
     assert (v["sbp"].dropna() >= 0).all()
     ok = v[["sbp", "dbp"]].dropna()
     assert (ok["sbp"] > ok["dbp"]).mean() > 0.97  # line flush artefacts make them equal for seconds
@@ -146,7 +160,7 @@ def clinical_windows(ds, kind):
 @pytest.fixture(scope="module")
 def rich_dataset(small_params, configs, physiology):
     params = merge_profile(small_params, {"generate": {"n_patients": 24, "anomalies_per_hour": 3.0,
-                                                       "nibp_fraction": 0.0}})
+                                                       "icu_fraction": 0.0, "nibp_fraction": 0.0}})
     return make_dataset(params, configs, physiology)
 
 
@@ -174,7 +188,7 @@ def test_hypercapnia_moves_rr_and_etco2(rich_dataset):
 
 
 def test_nibp_patients_hold_values_between_cuff_cycles(small_params, configs, physiology):
-    params = merge_profile(small_params, {"generate": {"n_patients": 4, "nibp_fraction": 1.0}})
+    params = merge_profile(small_params, {"generate": {"n_patients": 4, "icu_fraction": 0.0, "nibp_fraction": 1.0}})
     ds = make_dataset(params, configs, physiology)
     assert set(ds.patients["bp_mode"]) == {"nibp"}
     for _, rec in ds.vitals.groupby("patient_id"):
@@ -200,7 +214,7 @@ def test_bedside_failures_are_in_the_cohort(configs, physiology, small_params):
     """What makes bedside monitors noisy and what the project missed before (issue #18): NIBP patients with MAP
     hovering near 65 and recurrent rule-defined hypotension, tachycardia of 120-140 for minutes, short crossings
     that end before the rules' durations (unlabelled), and artefacts that trip the rules (technical events)."""
-    params = merge_profile(small_params, {"generate": {"n_patients": 24, "nibp_fraction": 1.0,
+    params = merge_profile(small_params, {"generate": {"n_patients": 24, "icu_fraction": 0.0, "nibp_fraction": 1.0,
                                                        "anomalies_per_hour": 3.0, "artefacts_per_hour": 1.0}})
     ds = make_dataset(params, configs, physiology)
     v, events, alarms = ds.vitals, ds.events, ds.alarm_events
@@ -218,3 +232,149 @@ def test_bedside_failures_are_in_the_cohort(configs, physiology, small_params):
     tripped = [a for a in alarms.itertuples() if ((technical["patient_id"] == a.patient_id) & (technical["start_s"]
                                                   < a.end_s) & (technical["end_s"] > a.start_s)).any()]
     assert tripped, "artefacts that trip a rule"
+
+
+# --------------------------------------------------------------------------------------------------
+# Monitoring settings: operating-room and ICU patients (configs/synthetic.yaml: settings, impedance_rr)
+# --------------------------------------------------------------------------------------------------
+
+
+def settings_cohort(small_params, physiology, configs, **generate):
+    return generate_cohort(CohortParams.from_params(merge_profile(small_params, {"generate": generate})), physiology,
+                           configs.signals)
+
+
+@pytest.fixture(scope="module")
+def icu_cohort(small_params, configs, physiology):
+    """Only ICU patients, many events and artefacts, no unlabelled gaps (every missing RR value is the impedance's)."""
+    return settings_cohort(small_params, physiology, configs, n_patients=16, icu_fraction=1.0,
+                           anomalies_per_hour=3.0, artefacts_per_hour=1.5, gaps_per_hour=0.0)
+
+
+def test_settings_follow_icu_fraction(small_params, configs, physiology):
+    counts = {}
+    for fraction in (0.0, 0.35, 1.0):
+        cohort = settings_cohort(small_params, physiology, configs, n_patients=40, hours=[0.1, 0.12], warmup_s=60,
+                                 icu_fraction=fraction)
+        pt = cohort.patients
+        counts[fraction] = int((pt["setting"] == ICU).sum())
+        assert set(pt["setting"]) <= {ICU, OPERATING_ROOM}
+        # the written patients table has no setting column: there bp_mode "none" marks an ICU patient
+        assert ((pt["bp_mode"] == "none") == (pt["setting"] == ICU)).all()
+    assert counts[0.0] == 0 and counts[1.0] == 40
+    assert 6 <= counts[0.35] <= 22  # Binomial(40, 0.35): mean 14, sd 3
+
+
+def test_icu_patients_show_hr_spo2_and_rr_only(icu_cohort, physiology, configs):
+    pt, v = icu_cohort.patients, icu_cohort.vitals
+    assert set(pt["setting"]) == {ICU} and set(pt["bp_mode"]) == {"none"}
+    unmonitored = [s for s in configs.signals.keys if s not in physiology.icu_monitored]
+    assert set(unmonitored) >= {"sbp", "dbp", "map", "temp", "etco2"}
+    assert v[unmonitored].isna().all().all(), "no blood pressure, EtCO2 or temperature value at all"
+    for s in physiology.icu_monitored:
+        assert v[s].notna().mean() > 0.8, s
+
+
+def test_icu_patients_get_only_events_on_what_they_show(icu_cohort, physiology):
+    ev = icu_cohort.events
+    shown = set(physiology.icu_monitored)
+    clinical = set(ev.loc[ev["category"] == "clinical", "kind"])
+    assert clinical == {k for k, s in MAIN_SIGNAL.items() if s in shown} == {"tachycardia", "bradycardia",
+                                                                             "desaturation"}
+    assert "line_flush" not in set(ev["kind"]), "no arterial line to flush"
+    assert {"probe_off", "ecg_artefact"} <= set(ev["kind"])
+    assert all(set(sigs.split(",")) <= shown for sigs in ev["signals"]), "an event on a signal nobody monitors"
+
+
+def test_icu_patients_have_no_induction_or_low_pressure(physiology, configs, small_params):
+    """The same draws as an operating-room patient's, without the MAP drop of induction or low-pressure stretches."""
+    params = CohortParams.from_params(small_params)
+    n = 3600
+    for seed in range(5):
+        pt = _draw_patient(np.random.default_rng(seed), physiology, params, configs.signals)
+        latent = {}
+        for setting in (OPERATING_ROOM, ICU):
+            who = type(pt)(setting, pt.base, pt.map0, pt.pp0, pt.bp_mode, pt.present)
+            latent[setting] = _latent_physiology(np.random.default_rng(100 + seed), n, physiology, who).map_dev
+        induction = latent[OPERATING_ROOM] - latent[ICU]
+        assert (induction <= 1e-9).all() and induction[:1500].min() < -3.0, "the operating room's induction"
+        # an ICU patient's latent MAP is its slow fluctuation alone (the first draw of the same generator)
+        assert np.array_equal(latent[ICU], ou_process(np.random.default_rng(100 + seed), n,
+                                                      *physiology.fluctuation["map"]))
+
+
+def test_baselines_span_the_configured_ranges(physiology, configs, small_params):
+    params = CohortParams.from_params(merge_profile(small_params, {"generate": {"icu_fraction": 0.5}}))
+    rng = np.random.default_rng(0)
+    drawn = {ICU: [], OPERATING_ROOM: []}
+    for _ in range(800):
+        pt = _draw_patient(rng, physiology, params, configs.signals)
+        drawn[pt.setting].append(pt.base)
+    for setting, bases in drawn.items():
+        assert len(bases) > 300, setting
+        table = pd.DataFrame(bases)
+        for key in ("hr", "spo2", "rr"):
+            _, _, lo, hi = physiology.baseline[setting][key]
+            x = table[key]
+            assert x.between(lo, hi).all(), (setting, key)
+            assert x.min() < lo + 0.15 * (hi - lo) and x.max() > hi - 0.15 * (hi - lo), (setting, key, x.describe())
+    icu, op = pd.DataFrame(drawn[ICU]), pd.DataFrame(drawn[OPERATING_ROOM])
+    assert icu["hr"].median() > op["hr"].median() + 8, "ICU patients' heart rates are higher"
+    assert icu["rr"].median() > op["rr"].median() + 3, "spontaneous breathing is faster than the ventilator's rate"
+
+
+def test_baselines_show_in_the_recordings(small_params, configs, physiology):
+    """Per-patient medians of HR and RR follow each setting's baselines (the BIDMC fixtures' ICU patients: HR
+    median 90, RR 18; the anaesthetised: RR 8-16)."""
+    cohort = settings_cohort(small_params, physiology, configs, n_patients=40, hours=[0.2, 0.25], warmup_s=60,
+                             icu_fraction=0.5, anomalies_per_hour=0.0, artefacts_per_hour=0.0)
+    med = cohort.vitals.groupby("patient_id")[["hr", "rr"]].median().join(cohort.patients.set_index("patient_id"))
+    for setting, rows in med.groupby("setting"):
+        for key in ("hr", "rr"):
+            _, _, lo, hi = physiology.baseline[setting][key]
+            assert rows[key].between(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo)).mean() >= 0.9, (setting, key)
+    by = med.groupby("setting")[["hr", "rr"]].median()
+    assert by.loc[ICU, "rr"] > by.loc[OPERATING_ROOM, "rr"] + 3 and by.loc[ICU, "hr"] > by.loc[OPERATING_ROOM, "hr"]
+
+
+def test_icu_rr_is_an_impedance_rate(icu_cohort, small_params, configs, physiology):
+    """Whole numbers held for seconds, missed breaths counting down, and drop-outs (no gaps were asked for, so every
+    missing value is the impedance's), as the BIDMC fixtures' RESP; ventilated patients' RR has none of these."""
+    v = icu_cohort.vitals
+    assert v["hr"].notna().all(), "no unlabelled gaps in this cohort"
+    changes, countdowns, patients_with_dropouts = [], 0, 0
+    for _, rec in v.groupby("patient_id"):
+        rr = rec["rr"].to_numpy()
+        ok = rr[np.isfinite(rr)]
+        assert (ok == np.round(ok)).all(), "a whole number a minute"
+        patients_with_dropouts += bool(np.isnan(rr).any())
+        d = np.diff(rr)
+        changes.append(np.mean(d[np.isfinite(d)] != 0))
+        down = np.concatenate([[0], (d == -1).astype(int), [0]])
+        runs = np.flatnonzero(np.diff(down) == -1) - np.flatnonzero(np.diff(down) == 1)
+        countdowns += int((runs >= 3).sum())
+    assert patients_with_dropouts >= 4, "drop-outs"
+    assert countdowns >= 5, "missed breaths"
+    assert 0.02 < np.median(changes) < 0.25, "held between refreshes (BIDMC: 8 % of seconds change)"
+    ventilated = settings_cohort(small_params, physiology, configs, n_patients=6, icu_fraction=0.0, gaps_per_hour=0.0,
+                                 anomalies_per_hour=0.0, artefacts_per_hour=0.0).vitals
+    assert ventilated["rr"].notna().all()
+    assert (ventilated.groupby("patient_id")["rr"].agg(lambda x: np.mean(np.diff(x.to_numpy()) != 0)) < 0.1).all()
+
+
+def test_settings_are_deterministic(small_params, configs, physiology):
+    a = settings_cohort(small_params, physiology, configs, n_patients=4, icu_fraction=0.5)
+    b = settings_cohort(small_params, physiology, configs, n_patients=4, icu_fraction=0.5)
+    assert set(a.patients["setting"]) == {ICU, OPERATING_ROOM}
+    pd.testing.assert_frame_equal(a.vitals, b.vitals)
+    pd.testing.assert_frame_equal(a.patients, b.patients)
+    pd.testing.assert_frame_equal(a.events, b.events)
+
+
+def test_icu_baseline_must_cover_what_icu_patients_show(tmp_path):
+    raw = load_yaml(ROOT / "configs/synthetic.yaml")
+    del raw["baseline"][ICU]["rr"]
+    path = tmp_path / "synthetic.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"baseline\.icu: missing signals \['rr'\]"):
+        Physiology.from_yaml(path)

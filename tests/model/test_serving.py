@@ -140,7 +140,9 @@ def test_score_series_scores_every_second_as_evaluate_does(fitted, model_data, c
     out = scorer.score_series(series)
     np.testing.assert_allclose(out.scores, want, rtol=0, atol=1e-6)
     t = np.arange(length)
-    alarm = apply_policy(np.zeros(length), t, np.asarray(out.scores), scorer.threshold, POLICY).astype(bool)
+    fired = scorer.series_outputs(values.T).rules > scorer.threshold  # a bedside rule that fires: on at once
+    alarm = apply_policy(np.zeros(length), t, np.asarray(out.scores), scorer.threshold, POLICY,
+                         immediate=fired).astype(bool)
     assert out.alarm == alarm.tolist()
     # episodes are the runs of alarm seconds
     edges = np.flatnonzero(np.diff(np.r_[False, alarm, False].astype(int)))

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.slow
 
 def test_repro_runs_every_stage_offline(repo, reproduced):
     out = reproduced.stdout + reproduced.stderr
-    for stage in ("generate", "ingest_vitaldb", "ingest_recordings", "featurize", "tune@iforest", "tune@ocsvm",
-                  "tune@lstm_ae", "train", "evaluate", "register"):
+    for stage in ("generate", "ingest_vitaldb", "ingest_recordings", "ingest_real", "featurize", "tune@iforest",
+                  "tune@ocsvm", "tune@lstm_ae", "train", "evaluate", "register"):
         assert f"Running stage '{stage}'" in out
     assert "NO VITALDB DATA" in out, "the empty VitalDB dataset must be announced loudly"
     for f in ("vitals", "events", "alarm_events", "patients"):
@@ -178,7 +178,8 @@ def test_tune_resumes_a_study_without_losing_trials(repo, reproduced, tmp_path):
 
 
 TUNE_IFOREST = [sys.executable, "-m", "pipelines.tune", "--detector", "iforest", "--features", "data/features",
-                "--synthetic", "data/synthetic", "--vitaldb", "data/vitaldb", "--recordings", "data/recordings",
+                "--synthetic", "data/synthetic", "--vitaldb", "data/vitaldb", "--recordings",
+                "data/recordings", "--real", "data/real",
                 "--search-space", "configs/search_spaces/iforest.yaml"]
 
 
@@ -234,7 +235,8 @@ def test_train_takes_the_studies_fitted_models_and_a_refit_gives_the_same_bundle
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = run(repo, sys.executable, "-m", "pipelines.train", "--params", str(tmp_path / "params.yaml"),
                "--features", "data/features", "--synthetic", "data/synthetic", "--vitaldb", "data/vitaldb",
-               "--recordings", "data/recordings", "--tuned", str(tuned), "--out", str(tmp_path / "models"),
+               "--recordings", "data/recordings", "--real", "data/real", "--tuned", str(tuned), "--out",
+               str(tmp_path / "models"),
                "--metrics", str(tmp_path / "train.json"))
     assert "fitting: elsewhere" in proc.stderr
     refit = json.loads((tmp_path / "models/index.json").read_text())
@@ -244,7 +246,7 @@ def test_train_takes_the_studies_fitted_models_and_a_refit_gives_the_same_bundle
 
 def test_evaluate_metrics_and_plots(repo, reproduced):
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert set(metrics) == {"clinical", "iforest", "ocsvm", "lstm_ae", "monitor"}
+    assert set(metrics) == {"clinical", "iforest", "ocsvm", "lstm_ae", "monitor", "map_alone"}
     for name, per in metrics.items():
         m = per["synthetic"]
         for key in ("event_recall", "event_precision", "event_f1", "false_alarms_per_hour", "median_delay_s",
@@ -288,11 +290,13 @@ def test_vitaldb_cases_are_featurized_and_evaluated(repo, reproduced, tmp_path):
     run(repo, sys.executable, "-m", "pipelines.ingest_vitaldb", *p, "--out", str(tmp_path / "vitaldb"),
         "--metrics", str(tmp_path / "vitaldb.json"))
     run(repo, sys.executable, "-m", "pipelines.featurize", *p, "--synthetic", "data/synthetic",
-        "--vitaldb", str(tmp_path / "vitaldb"), "--recordings", "data/recordings", "--out", str(tmp_path / "features"),
+        "--vitaldb", str(tmp_path / "vitaldb"), "--recordings", "data/recordings", "--real", "data/real",
+        "--out", str(tmp_path / "features"),
         "--metrics", str(tmp_path / "featurize.json"))
     run(repo, sys.executable, "-m", "pipelines.evaluate", *p, "--models", "models", "--features",
         str(tmp_path / "features"), "--synthetic", "data/synthetic", "--vitaldb", str(tmp_path / "vitaldb"),
-        "--recordings", "data/recordings", "--metrics", str(tmp_path / "evaluate.json"), "--plots",
+        "--recordings", "data/recordings", "--real", "data/real", "--metrics", str(tmp_path / "evaluate.json"),
+        "--realism", str(tmp_path / "realism.json"), "--plots",
         str(tmp_path / "plots"), "--scores", str(tmp_path / "scores"))
     metrics = json.loads((tmp_path / "evaluate.json").read_text())
     for name, per in metrics.items():
@@ -327,7 +331,7 @@ def registry(repo: Path):
 def register(repo: Path, out: Path, params: Path | None = None, wait: bool = True):
     cmd = [sys.executable, "-m", "pipelines.register", "--models", "models", "--features", "data/features",
            "--synthetic", "data/synthetic", "--vitaldb", "data/vitaldb", "--recordings", "data/recordings",
-           "--evaluation", "metrics/evaluate.json", "--out", str(out)]
+           "--real", "data/real", "--evaluation", "metrics/evaluate.json", "--out", str(out)]
     if params is not None:
         cmd += ["--params", str(params)]
     if wait:
@@ -490,7 +494,8 @@ def test_an_unsafe_model_is_never_champion_whatever_its_metric(repo, reproduced,
     name = "unsafe-check"
     cmd = [sys.executable, "-m", "pipelines.register", "--models", str(models), "--features", "data/features",
            "--synthetic", "data/synthetic", "--vitaldb", "data/vitaldb", "--recordings", "data/recordings",
-           "--evaluation", str(tmp_path / "evaluate.json"), "--out", str(tmp_path / "decision.json"),
+           "--real", "data/real", "--evaluation", str(tmp_path / "evaluate.json"), "--out",
+           str(tmp_path / "decision.json"),
            "--params", str(params_with(repo, tmp_path, model_name=name, candidates=["unsafe"]))]
     run(repo, *cmd)
     decision = json.loads((tmp_path / "decision.json").read_text())

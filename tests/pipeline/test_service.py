@@ -187,7 +187,7 @@ def test_score_series_matches_the_evaluate_stage(served, meta, test_data):
     # `dvc exp run` may have moved the workspace's alarm params since the champion was trained)
     t = want["time_s"].to_numpy()
     alarm = apply_policy(np.zeros(len(t)), t, want["score"].to_numpy(), meta["threshold"],
-                         AlarmPolicy(**meta["alarm_policy"])).astype(bool)
+                         AlarmPolicy(**meta["alarm_policy"]), immediate=want["rule_fired"].to_numpy() > 0).astype(bool)
     got = np.asarray(out["alarm"], dtype=bool)
     assert np.array_equal(got, alarm), f"{(got != alarm).sum()} of {len(t)} seconds differ"
     assert len(out["episodes"]) == len(alarm_episodes(np.zeros(len(t)), t, alarm))

@@ -204,7 +204,8 @@ def test_register_against_a_server_without_a_shared_lock_is_refused_before_it_st
     before = len(client_of(server).search_model_versions(f"name='{MODEL}'"))
     proc = run(repo, sys.executable, "-m", "pipelines.register", "--params", str(tmp_path / "params.yaml"),
                "--models", "models", "--features", "data/features", "--synthetic", "data/synthetic", "--vitaldb",
-               "data/vitaldb", "--recordings", "data/recordings", "--evaluation", "metrics/evaluate.json", "--out",
+               "data/vitaldb", "--recordings", "data/recordings", "--real", "data/real", "--evaluation",
+               "metrics/evaluate.json", "--out",
                str(tmp_path / "decision.json"), check=False)
     assert proc.returncode != 0 and "set params.yaml: register.lock_url to a PostgreSQL URL" in proc.stderr
     assert not (tmp_path / "decision.json").exists()

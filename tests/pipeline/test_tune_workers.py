@@ -37,7 +37,8 @@ def pg_storage():
 def tune_cmd(detector: str, params: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "pipelines.tune", "--detector", detector, "--params", str(params),
             "--features", "data/features", "--synthetic", "data/synthetic", "--vitaldb", "data/vitaldb",
-            "--recordings", "data/recordings", "--search-space", f"configs/search_spaces/{detector}.yaml",
+            "--recordings", "data/recordings", "--real", "data/real", "--search-space",
+            f"configs/search_spaces/{detector}.yaml",
             "--out", str(out)]
 
 

@@ -102,11 +102,13 @@ def group_columns(n_features: int, groups: Sequence[str]) -> np.ndarray:
     return np.array(cols, dtype=np.intp)
 
 
-def window_features(windows: np.ndarray, signals: Sequence[str], geometry: WindowGeometry) -> np.ndarray:
+def window_features(windows: np.ndarray, signals: Sequence[str], geometry: WindowGeometry,
+                    read: np.ndarray | None = None) -> np.ndarray:
     """(N, S, window_s) raw windows (NaN = missing) -> (N, F) float64 features named by `feature_names`.
     Values are read as float32 (what the dataset stores and monitors display). The per-signal and
     cross-signal features are computed in one compiled pass per signal (`biostream.features.kernel`); the
-    spectrum of the recent part with numpy's FFT."""
+    spectrum of the recent part with numpy's FFT. `read` (N, S): the signals a learned model may read
+    (`biostream.features.readiness`); the others are described as missing throughout (default: all read)."""
     full = np.ascontiguousarray(windows, dtype=np.float32)
     if full.ndim != 3 or full.shape[1] != len(signals):
         raise ValueError(f"windows must have shape (n, {len(signals)} signals, window_s), got {full.shape}")
@@ -119,7 +121,10 @@ def window_features(windows: np.ndarray, signals: Sequence[str], geometry: Windo
     centred = np.empty((n, s, r))
     counts = np.empty((n, s), dtype=np.int64)
     idx = np.array([list(signals).index(k) if k in signals else -1 for k in ("hr", "sbp", "dbp", "map")])
-    window_kernel(full, r, geometry.block_s, idx, feats, cross, centred, counts)
+    read = np.ones((n, s), dtype=np.bool_) if read is None else np.ascontiguousarray(read, dtype=np.bool_)
+    if read.shape != (n, s):
+        raise ValueError(f"read must have shape ({n}, {s}), got {read.shape}")
+    window_kernel(full, r, geometry.block_s, idx, feats, cross, centred, counts, read)
     # spectrum of the mean-filled, centred recent part, without DC
     spec = np.abs(np.fft.rfft(centred, axis=-1))[..., 1:] ** 2
     total_power = spec.sum(axis=-1)

@@ -288,17 +288,22 @@ def _cross_features(win: np.ndarray, f: np.ndarray, recent_s: int, idx: np.ndarr
 
 @numba.njit(**_JIT)
 def window_kernel(windows: np.ndarray, recent_s: int, block_s: int, cross_idx: np.ndarray, feats: np.ndarray,
-                  cross: np.ndarray, centred: np.ndarray, counts: np.ndarray) -> None:
+                  cross: np.ndarray, centred: np.ndarray, counts: np.ndarray, read: np.ndarray) -> None:
     """windows (N, S, W) float32 -> feats (N, S, len(LAYOUT)), cross (N, len(CROSS_LAYOUT)), centred (N, S, recent_s)
-    and counts (N, S), the observed recent seconds (all preallocated by the caller)."""
+    and counts (N, S), the observed recent seconds (all preallocated by the caller). `read` (N, S): a signal not
+    read is described as missing throughout (as if its row were all NaN, without copying the windows)."""
     n, s, w = windows.shape
     x = np.empty(recent_s)
     buf = np.empty(recent_s)
     nb = w // block_s
     bmean = np.empty(nb, np.float32)
     oldb = np.empty(max(nb // 2, 1), np.float32)
+    missing = np.full(w, np.nan, np.float32)
+    idx = np.empty_like(cross_idx)
     for i in range(n):
         for j in range(s):
-            counts[i, j] = _signal_features(windows[i, j], recent_s, block_s, feats[i, j], centred[i, j], x, buf,
-                                            bmean, oldb)
-        _cross_features(windows[i], feats[i], recent_s, cross_idx, cross[i])
+            row = windows[i, j] if read[i, j] else missing
+            counts[i, j] = _signal_features(row, recent_s, block_s, feats[i, j], centred[i, j], x, buf, bmean, oldb)
+        for k in range(cross_idx.shape[0]):
+            idx[k] = cross_idx[k] if cross_idx[k] >= 0 and read[i, cross_idx[k]] else -1
+        _cross_features(windows[i], feats[i], recent_s, idx, cross[i])

@@ -12,7 +12,10 @@ import pandas as pd
 
 from biostream.features.compute import feature_names, sequence_view, window_features
 from biostream.features.preprocess import Preprocessor
+from biostream.features.readiness import Readiness
 from biostream.features.windows import WindowGeometry, windows_at
+
+LEARNED_VIEWS = ("features", "sequence")  # what learned models read: only the signals `Readiness` lets them read
 
 
 @dataclass
@@ -22,10 +25,14 @@ class InputPipeline:
     signals: tuple[str, ...]
     geometry: WindowGeometry
     preprocessor: Preprocessor
+    readiness: Readiness = Readiness()
 
     def input_length(self, kind: str) -> int:
-        """Seconds of history the input view `kind` reads: the sequence view only its last `sequence_s`."""
-        return self.geometry.sequence_s if kind == "sequence" else self.geometry.window_s
+        """Seconds of history the input view `kind` reads: the sequence view only its last `sequence_s` (and what
+        readiness reads)."""
+        if kind == "sequence":
+            return max(self.geometry.sequence_s, self.readiness.reads_s)
+        return self.geometry.window_s
 
     def check(self, windows: np.ndarray, kind: str = "window") -> np.ndarray:
         """Raw windows (n, S, >= input_length(kind)), cut to their last `input_length(kind)` seconds (float32
@@ -45,19 +52,27 @@ class InputPipeline:
 
     def view(self, kind: str, windows: np.ndarray) -> np.ndarray:
         """The input view `kind` ("features", "sequence" or "window") of raw windows (n, S, window_s)."""
+        return self.view_and_read(kind, windows)[0]
+
+    def view_and_read(self, kind: str, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The input view `kind` of raw windows and the (n, S) signals it reads: a learned view only the signals
+        `readiness` lets it read (the others as missing throughout); the window view (the rules) every signal."""
         windows = self.check(windows, kind)
         if kind == "window":
-            return windows.astype(np.float64, copy=False)
+            return windows.astype(np.float64, copy=False), np.ones(windows.shape[:2], dtype=bool)
+        if kind not in LEARNED_VIEWS:
+            raise ValueError(f"unknown input view '{kind}'; expected features, sequence or window")
+        read = self.readiness.read(windows)
         if kind == "features":  # float32 first, exactly as the featurize stage stores them
-            raw = window_features(windows, self.signals, self.geometry).astype(np.float32)
-            return self.preprocessor.transform(raw)
-        if kind == "sequence":
-            return self._sequence(windows)
-        raise ValueError(f"unknown input view '{kind}'; expected features, sequence or window")
+            raw = window_features(windows, self.signals, self.geometry, read).astype(np.float32)
+            return self.preprocessor.transform(raw), read
+        return self._sequence(windows, read), read
 
-    def _sequence(self, windows: np.ndarray) -> np.ndarray:
-        """The sequence view of windows that end with at least the last `sequence_s` seconds."""
-        seq, mask = sequence_view(windows, self.geometry)
+    def _sequence(self, windows: np.ndarray, read: np.ndarray) -> np.ndarray:
+        """The sequence view of windows that end with at least the last `sequence_s` seconds, the signals not
+        `read` as missing."""
+        tail = windows[..., windows.shape[2] - self.geometry.sequence_s :]
+        seq, mask = sequence_view(np.where(read[..., None], tail, np.nan), self.geometry)
         z, m = self.preprocessor.transform_sequence(seq, mask)
         return np.concatenate([z, m], axis=-1)
 
@@ -79,9 +94,9 @@ class InputPipeline:
             if kind == "features":
                 yield self.features(part[feature_names(self.signals)].to_numpy())
             elif kind == "sequence":  # only the tail of each window is read: do not build whole windows
-                tails = windows_at(vitals, self.signals, self.geometry.sequence_s, part["patient_id"].to_numpy(),
+                tails = windows_at(vitals, self.signals, self.input_length(kind), part["patient_id"].to_numpy(),
                                    part["time_s"].to_numpy())
-                yield self._sequence(tails)
+                yield self._sequence(tails, self.readiness.read(tails))
             else:
                 windows = windows_at(vitals, self.signals, self.geometry.window_s, part["patient_id"].to_numpy(),
                                      part["time_s"].to_numpy())
@@ -94,9 +109,11 @@ class InputPipeline:
 
     def to_dict(self) -> dict[str, Any]:
         return {"signals": list(self.signals), "geometry": asdict(self.geometry),
-                "features": feature_names(self.signals), "preprocessor": self.preprocessor.to_dict()}
+                "features": feature_names(self.signals), "preprocessor": self.preprocessor.to_dict(),
+                "readiness": self.readiness.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InputPipeline:
-        return cls(tuple(d["signals"]), WindowGeometry(**d["geometry"]), Preprocessor.from_dict(d["preprocessor"]))
+        return cls(tuple(d["signals"]), WindowGeometry(**d["geometry"]), Preprocessor.from_dict(d["preprocessor"]),
+                   Readiness(**d.get("readiness", {})))
 

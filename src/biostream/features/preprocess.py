@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from biostream.features.compute import CROSS, PER_SIGNAL, feature_names
+from biostream.features.readiness import learned_defined
 from biostream.features.windows import WindowGeometry
 
 TAIL_QUANTILE = 0.9999  # of |z| over normal training rows ...
@@ -126,9 +127,9 @@ class _quiet_all_nan:
 def fit_on_training(table: pd.DataFrame, vitals: pd.DataFrame, signals: Sequence[str],
                     geometry: WindowGeometry) -> Preprocessor:
     """The preprocessor of a feature table (as `featurize` writes it), fitted on its training patients only: the
-    features of their scored seconds (the tail scale from those without anomaly or artefact) and their raw
-    per-second signals."""
-    train = table["split"] == "train"
+    features of their scored seconds with a learned score (the tail scale from those without anomaly or artefact)
+    and their raw per-second signals."""
+    train = (table["split"] == "train") & learned_defined(table)  # rows a learned model scores
     if not train.any():
         raise ValueError("no training patients to fit the preprocessor on: add patients to the training sources")
     normal = (table.loc[train, "label"] == 0) & (table.loc[train, "artefact"] == 0)

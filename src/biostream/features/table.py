@@ -21,9 +21,10 @@ from biostream.core.config import ConfigError, require
 from biostream.core.io import atomic_dir, write_json, write_parquet
 from biostream.data.dataset import Dataset, read_dataset
 from biostream.features.pipeline import InputPipeline
+from biostream.features.readiness import learned_defined
 
 PIPELINE_FILE = "input_pipeline.json"
-SOURCES = ("synthetic", "vitaldb", "recordings")  # the datasets a feature set may hold, as dvc.yaml names them
+SOURCES = ("synthetic", "vitaldb", "recordings", "real")  # the datasets a feature set may hold, as dvc.yaml names them
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,11 @@ class FeatureSet:
 
     def part(self, source: str, split: str | None = None, *, normal_only: bool = False) -> Part:
         """The rows of one split of a source (None: every split), optionally only those without anomaly or
-        artefact (what unsupervised detectors fit on), with their patients' events."""
+        artefact and with a learned score (what unsupervised detectors fit on), with their patients' events."""
         table, ds = self.source(source)
         keep = pd.Series(True, index=table.index) if split is None else table["split"] == split
-        if normal_only:
-            keep &= (table["label"] == 0) & (table["artefact"] == 0)
+        if normal_only:  # and with a learned score: what a learned detector fits on
+            keep &= (table["label"] == 0) & (table["artefact"] == 0) & learned_defined(table)
         rows = table[keep].reset_index(drop=True)
         patients = rows["patient_id"].unique()
         events = ds.events[ds.events["patient_id"].isin(patients)].reset_index(drop=True)
@@ -109,7 +110,7 @@ class FeatureSet:
 
     def parts(self, sources: Sequence[str], split: str | None = None, *, normal_only: bool = False) -> Part:
         """`part` of several sources as one (patient ids are distinct across sources: `S0001`, `vitaldb-17`,
-        `rec-case-3`), for learning from a mix; one source is its own part, not a copy."""
+        `rec-case-3`, `real-bidmc_01_Numerics`), for learning from a mix; one source is its own part, not a copy."""
         parts = [self.part(s, split, normal_only=normal_only) for s in sources]
         if len(parts) == 1:
             return parts[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,9 +20,11 @@ import pandas as pd
 
 from biostream.core.io import atomic_dir
 from biostream.features import InputPipeline, feature_names, feature_signal_weights
+from biostream.models.conditions import Conditions, window_conditions
 from biostream.models.detectors import BaseDetector, load_detector, score_rows
 from biostream.models.evaluation import AlarmPolicy
 from biostream.models.floor import Combination, Outputs, combine, floor_view_of_rows, outputs_of_windows
+from biostream.models.technical import TechnicalChecks
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,22 @@ class ModelBundle:
         if windows.ndim != 3 or windows.shape[2] < self.window_s:
             raise ValueError(f"windows must have shape (n, {len(self.pipeline.signals)} signals, >= {self.window_s} "
                              f"seconds), got {windows.shape}")
-        view = self.pipeline.view(self.detector.input_view, windows)
-        learned = self._learned(view)
+        view, read = self.pipeline.view_and_read(self.detector.input_view, windows)
+        learned = np.where(read.any(axis=1), self._learned(view), -np.inf)  # no signal read: the floor alone
         reads = self.combination.reads_s
         history = windows[..., -reads:].astype(np.float64, copy=False) if reads else windows[..., :0]
         out = outputs_of_windows(learned, self.detector.threshold_, self.combination, history, self.pipeline.signals)
-        return out, view, learned
+        return self._rules_own(out), view, learned
+
+    def conditions(self, windows: np.ndarray) -> Conditions:
+        """The technical conditions at the last second of raw windows (`biostream.models.conditions`)."""
+        return window_conditions(windows, self.pipeline.readiness, self.no_signal_s, self.window_s)
+
+    @property
+    def no_signal_s(self) -> int:
+        """How long a monitored signal reads nothing before it is the condition 'no signal'."""
+        technical = self.combination.technical
+        return technical.no_signal_s if technical is not None else TechnicalChecks.no_signal_s
 
     @property
     def adds_alarms(self) -> bool:
@@ -103,7 +115,12 @@ class ModelBundle:
         learned = (score_rows(self.detector, self.pipeline, rows, vitals) if self.adds_alarms
                    else np.full(len(rows), -np.inf))
         view = floor_view_of_rows(self.combination, self.pipeline, rows, vitals)
-        return combine(learned, self.detector.threshold_, self.combination, view, self.pipeline.signals)
+        return self._rules_own(combine(learned, self.detector.threshold_, self.combination, view,
+                                       self.pipeline.signals))
+
+    def _rules_own(self, out: Outputs) -> Outputs:
+        """The rules' own bundle (a detector whose threshold is its definition): its score is the rules' score."""
+        return out if self.detector.calibrated else replace(out, rules=out.score)
 
     def explain(self, windows: np.ndarray) -> Explanation:
         """Contributions per signal (and per feature) of raw windows' detector scores."""

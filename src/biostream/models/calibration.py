@@ -7,6 +7,10 @@ classes and the alarm policy in place (`biostream.models.floor`), so what it max
   default the clinically weighted physiological event F1); among equals the highest (fewest alarms);
 * "alarm_rate": the score above which a target fraction of validation seconds would be (no floor needed).
 
+Either way, with `threshold.real_source` the threshold must also keep the bundle's own alarms on those real
+recordings (alarm episodes its floor alone would not raise) at or under `threshold.max_own_alarms_per_hour`
+(`OwnAlarmCap`): the synthetic world decides among thresholds that real monitoring data can live with.
+
 `Validation` holds the validation patients' rows and events and scores alarms on them the way `evaluate` scores
 test patients; `validation_metrics` is what a study's trial and `train` log.
 """
@@ -24,7 +28,14 @@ import pandas as pd
 from biostream.core.config import ConfigError, require
 from biostream.data.labels import segment_starts
 from biostream.data.schema import PHYSIOLOGICAL
-from biostream.models.evaluation import AlarmPolicy, Objective, class_alarms, class_metrics, second_metrics
+from biostream.models.evaluation import (
+    AlarmPolicy,
+    Objective,
+    class_alarms,
+    class_metrics,
+    own_alarm_metrics,
+    second_metrics,
+)
 from biostream.models.floor import Combination, FloorView, Outputs, combine
 
 METHODS = ("best_objective", "alarm_rate")
@@ -35,17 +46,52 @@ CANDIDATES = 40  # upper quantiles of the validation scores tried by best_object
 class ThresholdParams:
     method: str
     target_alarm_rate: float
+    real_source: str | None = None  # real recordings whose own alarms cap the threshold (None: no cap)
+    max_own_alarms_per_hour: float = float("inf")
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ThresholdParams:
         w = "params.yaml: threshold"
         sec = require(params, "threshold", "params.yaml")
-        out = cls(str(require(sec, "method", w)), float(require(sec, "target_alarm_rate", w)))
+        real = require(sec, "real_source", w)
+        out = cls(str(require(sec, "method", w)), float(require(sec, "target_alarm_rate", w)),
+                  None if real is None else str(real), float(require(sec, "max_own_alarms_per_hour", w)))
         if out.method not in METHODS:
             raise ConfigError(f"{w}.method: '{out.method}' is not one of {METHODS}")
         if not 0 < out.target_alarm_rate < 1:
             raise ConfigError(f"{w}.target_alarm_rate: must be in (0, 1), got {out.target_alarm_rate}")
+        if not out.max_own_alarms_per_hour >= 0:
+            raise ConfigError(f"{w}.max_own_alarms_per_hour: must be >= 0 (alarm episodes per patient-hour), got "
+                              f"{out.max_own_alarms_per_hour}")
         return out
+
+
+@dataclass
+class OwnAlarmCap:
+    """Real recordings' seconds (every second of whole recordings), a detector's learned scores of them, and the
+    floor's view of them: a threshold is allowed only if the bundle's own alarm episodes there (those its floor
+    alone would not raise, `own_alarm_metrics`) stay at or under `max_per_hour` per patient-hour."""
+
+    rows: pd.DataFrame
+    learned: np.ndarray
+    floor: FloorView
+    max_per_hour: float
+
+    @cached_property
+    def _grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pid, t = self.rows["patient_id"].to_numpy(), self.rows["time_s"].to_numpy()
+        return pid, t, segment_starts(pid, t)
+
+    def own_per_hour(self, threshold: float, comb: Combination, signals: Sequence[str], policy: AlarmPolicy) -> float:
+        if not np.isfinite(threshold):
+            return 0.0
+        out = combine(self.learned, threshold, comb, self.floor, signals)
+        pid, t, breaks = self._grid
+        alarms = class_alarms(pid, t, out, 0.0, policy, breaks)
+        return own_alarm_metrics(pid, t, alarms, out.rules, policy, len(self.rows) / 3600.0, breaks)["alarms_per_hour"]
+
+    def allows(self, threshold: float, comb: Combination, signals: Sequence[str], policy: AlarmPolicy) -> bool:
+        return self.own_per_hour(threshold, comb, signals, policy) <= self.max_per_hour
 
 
 @dataclass
@@ -92,20 +138,32 @@ def candidates(scores: np.ndarray, n: int = CANDIDATES) -> np.ndarray:
 
 
 def calibrate_on_validation(learned: np.ndarray, val: Validation, comb: Combination, signals: Sequence[str],
-                            policy: AlarmPolicy, tp: ThresholdParams, objective: Objective) -> float:
-    """The detector's threshold by `params.yaml: threshold.method`, on validation scores (the module docstring)."""
+                            policy: AlarmPolicy, tp: ThresholdParams, objective: Objective,
+                            cap: OwnAlarmCap | None = None) -> float:
+    """The detector's threshold by `params.yaml: threshold.method`, on validation scores (the module docstring);
+    with a `cap`, only among thresholds whose own alarms on the cap's real recordings stay within it (+inf always
+    does: the floor alone)."""
     learned = np.asarray(learned, dtype=np.float64)
     if learned.size == 0:
         raise ValueError("cannot calibrate a threshold on zero validation scores")
+    scored = learned[np.isfinite(learned)]  # -inf: a second with no learned score (no signal read yet)
+    if not scored.size:
+        return float("inf")
+
+    def allowed(thr: float) -> bool:
+        return cap is None or cap.allows(thr, comb, signals, policy)
+
     if tp.method == "alarm_rate":
-        return float(np.quantile(learned, 1.0 - tp.target_alarm_rate))
+        at_rate = float(np.quantile(scored, 1.0 - tp.target_alarm_rate))
+        return next((float(t) for t in np.r_[at_rate, candidates(scored)] if t >= at_rate and allowed(float(t))),
+                    float("inf"))
     best_thr, best = float("inf"), -np.inf
     point = objective.metric.startswith("point.")
-    for thr in candidates(learned):
+    for thr in candidates(scored)[::-1]:  # highest first: among equals the highest (fewest alarms) is kept
         value = objective.value(val.metrics(val.outputs(learned, float(thr), comb, signals), policy, objective,
                                             point=point))
         value = value if value == value else -1.0  # undefined (no event, no alarm) ranks last
-        if value >= best:
+        if value > best and allowed(float(thr)):
             best_thr, best = float(thr), value
     return best_thr
 

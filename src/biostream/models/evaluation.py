@@ -3,8 +3,9 @@
 Scores arrive per scored second of whole recordings (`patient_id`, `time_s`, sorted, 1-s grid), 0 at the alarm
 threshold, with each second's class (`biostream.models.floor.Outputs`). An `AlarmPolicy` turns them into alarms
 the way a monitor would (Merlion's `AggregateAlarms` idea): a second is "above" when its score exceeds the
-threshold; an alarm is on once k of the last n seconds were above; alarms starting less than `refractory_s` after
-the previous one ended are merged into it (the monitor does not re-alarm). Each alarm episode then takes the class
+threshold; an alarm is on once k of the last n seconds were above, or at once where a bedside rule fires (it has
+held for its duration already: the monitor's alarm delay); alarms starting less than `refractory_s` after the
+previous one ended are merged into it (the monitor does not re-alarm). Each alarm episode then takes the class
 of most of its seconds (`class_alarms`): physiological and technical alarms are reported apart, and one alarm is
 never split in two.
 
@@ -72,14 +73,18 @@ def _rolling_count(flags: np.ndarray, breaks: np.ndarray, n: int) -> np.ndarray:
 
 def apply_policy(
     patient_id: np.ndarray, time_s: np.ndarray, scores: np.ndarray, threshold: float, policy: AlarmPolicy,
-    breaks: np.ndarray | None = None,
+    breaks: np.ndarray | None = None, immediate: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-second alarm state (int8) after the k-of-n rule and refractory merging. `breaks`: the rows'
-    `segment_starts`, when the caller has them (a study scores the same rows at many thresholds)."""
+    `segment_starts`, when the caller has them (a study scores the same rows at many thresholds). `immediate`:
+    seconds that are on at once, without the k-of-n delay (a bedside rule that fires has already held for its
+    duration, the monitor's own alarm delay)."""
     if breaks is None:
         breaks = segment_starts(np.asarray(patient_id), np.asarray(time_s))
     above = np.asarray(scores) > threshold
     on = _rolling_count(above, breaks, policy.n) >= policy.k
+    if immediate is not None:
+        on |= np.asarray(immediate, dtype=bool)
     runs = find_runs(on, breaks)
     if len(runs.start) > 1 and policy.refractory_s > 0:
         t = np.asarray(time_s)
@@ -249,13 +254,16 @@ CLASSES = (PHYSIOLOGICAL, TECHNICAL)
 def class_alarms(patient_id: np.ndarray, time_s: np.ndarray, outputs: Any, threshold: float, policy: AlarmPolicy,
                  breaks: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-second alarm state of each class (int8): one alarm stream after the policy (k of n seconds above
-    threshold, refractory merge), each of its episodes of one class: technical when most of its seconds above
+    threshold, or at once where a bedside rule fires (`outputs.rules`), refractory merge), each of its episodes of
+    one class: technical when most of its seconds above
     threshold are (`outputs.technical`), physiological otherwise (a patient event within an artefact keeps the
     alarm physiological). An alarm never splits into two because its seconds change class."""
     if breaks is None:
         breaks = segment_starts(np.asarray(patient_id), np.asarray(time_s))
     above = np.asarray(outputs.score) > threshold
-    alarm = apply_policy(patient_id, time_s, above.astype(np.float64), 0.5, policy, breaks)
+    rules = getattr(outputs, "rules", None)
+    alarm = apply_policy(patient_id, time_s, above.astype(np.float64), 0.5, policy, breaks,
+                         None if rules is None else np.asarray(rules) > threshold)
     runs = find_runs(alarm.astype(bool), breaks)
     episode = fill_runs(len(alarm), runs, np.arange(len(runs.start)), fill=-1)
     inside = (episode >= 0) & above
@@ -294,6 +302,26 @@ def rule_event_metrics(rows: pd.DataFrame, rule_events: pd.DataFrame, scores: np
             "alarms_per_hour": m["alarms_per_hour"], "median_delay_s": m["median_delay_s"], "auroc": auroc}
 
 
+def own_alarm_metrics(patient_id: np.ndarray, time_s: np.ndarray, alarms: Mapping[str, np.ndarray], rules: np.ndarray,
+                      policy: AlarmPolicy, hours: float, breaks: np.ndarray | None = None) -> dict[str, Any]:
+    """What a learned model adds to its floor: its alarm episodes (either class) that share no second with an alarm
+    of the floor alone (the rules' score `rules` through the same policy), per patient-hour, by class."""
+    if breaks is None:
+        breaks = segment_starts(np.asarray(patient_id), np.asarray(time_s))
+    fired = np.asarray(rules) > 0
+    floor = apply_policy(patient_id, time_s, fired.astype(np.float64), 0.5, policy, breaks, fired)
+    either = (alarms[PHYSIOLOGICAL] | alarms[TECHNICAL]).astype(bool)
+    runs = find_runs(either, breaks)
+    c = np.concatenate([[0], np.cumsum(floor > 0)])
+    own = (c[runs.stop] - c[runs.start]) == 0
+    physiological = own & (alarms[PHYSIOLOGICAL][runs.start] > 0)
+    n = {"alarms": int(own.sum()), "physiological": int(physiological.sum()),
+         "technical": int((own & ~physiological).sum())}
+    rate = {k: v / hours if hours > 0 else float("nan") for k, v in n.items()}
+    return {"alarms": n["alarms"], "alarms_per_hour": rate["alarms"],
+            "physiological_per_hour": rate["physiological"], "technical_per_hour": rate["technical"]}
+
+
 def evaluate_scores(
     rows: pd.DataFrame, events: pd.DataFrame, outputs: Any, threshold: float, policy: AlarmPolicy,
     objective: Objective | None = None, rule_events: pd.DataFrame | None = None,
@@ -301,7 +329,8 @@ def evaluate_scores(
     """All metrics of one detector's outputs on a dataset's evaluation rows (a feature table's meta columns, every
     second of whole recordings), and the per-second alarms of each class: per-second metrics of the physiological
     class, event metrics of each class after the alarm policy, the bedside view over `rule_events` (when given),
-    and the early-warning AUROC (an alarm event starts within the horizon; seconds already in alarm left out)."""
+    the alarms the model adds to its floor (`own_alarm_metrics`), and the early-warning AUROC (an alarm event
+    starts within the horizon; seconds already in alarm left out)."""
     pid, t = rows["patient_id"].to_numpy(), rows["time_s"].to_numpy()
     breaks = segment_starts(pid, t)
     scores = np.asarray(outputs.score)
@@ -314,6 +343,8 @@ def evaluate_scores(
     if rule_events is not None:
         out["rule_events"] = rule_event_metrics(rows, rule_events, scores,
                                                 alarms[PHYSIOLOGICAL] | alarms[TECHNICAL], policy.tolerance_s)
+    if getattr(outputs, "rules", None) is not None:
+        out["own_alarms"] = own_alarm_metrics(pid, t, alarms, outputs.rules, policy, hours, breaks)
     quiet = rows["alarm"].to_numpy() == 0
     ew = rows["ew_any"].to_numpy()[quiet]
     out["early_warning_auroc"] = float(roc_auc_score(ew, scores[quiet])) if 0 < ew.sum() < len(ew) else None

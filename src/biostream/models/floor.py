@@ -104,16 +104,19 @@ class FloorView:
 
 @dataclass(frozen=True)
 class Outputs:
-    """Per second: the bundle's score (> 0: above threshold), whether the rules drive it, and its class (`technical`:
-    of a second above threshold; False for every other)."""
+    """Per second: the bundle's score (> 0: above threshold), whether the rules drive it, its class (`technical`:
+    of a second above threshold; False for every other), and the rules' own score (`rules`, > 0 where the floor
+    alone would be above threshold; NEVER without a floor; the score itself for the rules' own bundle)."""
 
     score: np.ndarray
     rule_driven: np.ndarray
     technical: np.ndarray
+    rules: np.ndarray
 
     @classmethod
     def concat(cls, parts: Sequence[Outputs]) -> Outputs:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("score", "rule_driven", "technical")))
+        return cls(*(np.concatenate([getattr(p, f) for p in parts])
+                     for f in ("score", "rule_driven", "technical", "rules")))
 
 
 def floor_view(comb: Combination, windows: np.ndarray, signals: Sequence[str], *, flags: bool = True) -> FloorView:
@@ -193,7 +196,7 @@ def combine(learned: np.ndarray | None, threshold: float, comb: Combination, vie
                 if mine.any():
                     demoted = flags.rule_technical(list(signals).index(rule["signal"]), rule["op"] in (">", ">="))
                     technical[mine] = demoted[mine]
-    return Outputs(score, rule_driven, technical & (score > 0))
+    return Outputs(score, rule_driven, technical & (score > 0), rules)
 
 
 def spread_of(train_scores: np.ndarray) -> float:

@@ -46,6 +46,7 @@ class TechnicalChecks:
     continuous_fraction: float
     flush_pulse_pressure: float
     noise_ratio: float
+    no_signal_s: int = 60  # a monitored signal silent this long is a technical condition (bundles before: 60)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TechnicalChecks:
@@ -63,10 +64,12 @@ class TechnicalChecks:
             continuous_fraction=float(require(raw, "continuous_fraction", where)),
             flush_pulse_pressure=float(require(raw, "flush_pulse_pressure", where)),
             noise_ratio=float(require(raw, "noise_ratio", where)),
+            no_signal_s=int(raw.get("no_signal_s", 60)),
         )
-        if min(out.context_s, out.live_s, out.lookback_s, out.frozen_s) < 1 or out.lookback_s >= out.context_s:
-            raise ConfigError(f"{where}: context_s, live_s, lookback_s and frozen_s must be >= 1, and lookback_s "
-                              f"shorter than context_s ({out.lookback_s} >= {out.context_s})")
+        shortest = min(out.context_s, out.live_s, out.lookback_s, out.frozen_s, out.no_signal_s)
+        if shortest < 1 or out.lookback_s >= out.context_s:
+            raise ConfigError(f"{where}: context_s, live_s, lookback_s, frozen_s and no_signal_s must be >= 1, and "
+                              f"lookback_s shorter than context_s ({out.lookback_s} >= {out.context_s})")
         return out
 
     def to_dict(self) -> dict[str, Any]:

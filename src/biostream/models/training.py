@@ -15,11 +15,17 @@ from biostream.core.config import Configs
 from biostream.features.pipeline import InputPipeline
 from biostream.features.table import Part
 from biostream.models.bundle import ModelBundle
-from biostream.models.calibration import ThresholdParams, Validation, calibrate_on_validation, validation_metrics
+from biostream.models.calibration import (
+    OwnAlarmCap,
+    ThresholdParams,
+    Validation,
+    calibrate_on_validation,
+    validation_metrics,
+)
 from biostream.models.detectors import make_detector, score_rows
 from biostream.models.detectors.clinical import ClinicalThresholdDetector, clinical_params
 from biostream.models.evaluation import AlarmPolicy, Objective
-from biostream.models.floor import Combination, SafetyParams, floor_view_of_rows, spread_of
+from biostream.models.floor import Combination, FloorView, SafetyParams, floor_view_of_rows, spread_of
 from biostream.models.technical import TechnicalChecks
 
 # the window view is large and the detectors reading it learn nothing from data: fit on a few rows
@@ -50,6 +56,24 @@ def validation_of(part: Part, template: Combination, pipeline: InputPipeline) ->
     return Validation(part.rows, part.events, floor_view_of_rows(template, pipeline, part.rows, part.vitals))
 
 
+@dataclass(frozen=True)
+class RealCheck:
+    """Real recordings that cap every learned detector's threshold (`threshold.real_source`): their rows, the
+    floor's view of them (built once), and the cap in own alarm episodes per patient-hour."""
+
+    part: Part
+    floor: FloorView
+    max_per_hour: float
+
+    def cap(self, det: Any, pipeline: InputPipeline) -> OwnAlarmCap:
+        return OwnAlarmCap(self.part.rows, score_rows(det, pipeline, self.part.rows, self.part.vitals), self.floor,
+                           self.max_per_hour)
+
+
+def real_check_of(part: Part, template: Combination, pipeline: InputPipeline, max_per_hour: float) -> RealCheck:
+    return RealCheck(part, floor_view_of_rows(template, pipeline, part.rows, part.vitals), max_per_hour)
+
+
 def combination_for(detector: Any, template: Combination) -> Combination:
     """A detector whose threshold is its definition (the rules themselves) keeps its own score; a learned one gets
     the template with its own spread."""
@@ -60,10 +84,11 @@ def combination_for(detector: Any, template: Combination) -> Combination:
 
 def train_detector(name: str, hyperparams: Mapping[str, Any], pipeline: InputPipeline, train: Part, val_part: Part,
                    val: Validation, template: Combination, policy: AlarmPolicy, threshold: ThresholdParams,
-                   objective: Objective, fitted: Any = None) -> Trained:
+                   objective: Objective, fitted: Any = None, real: RealCheck | None = None) -> Trained:
     """Fit `name` with `hyperparams` on the normal training rows (or take `fitted`: the same detector, fitted by the
     study's best trial on the same rows), calibrate its threshold (if it is calibrated)
-    on the validation rows by `threshold.method` with its floor in place, and measure it there."""
+    on the validation rows by `threshold.method` with its floor in place and, with `real`, its own alarms on those
+    real recordings capped, and measure it there."""
     if fitted is not None:
         det, fit_s = fitted, 0.0
     else:
@@ -75,7 +100,10 @@ def train_detector(name: str, hyperparams: Mapping[str, Any], pipeline: InputPip
     learned = score_rows(det, pipeline, val_part.rows, val_part.vitals)
     comb = combination_for(det, template)
     signals = pipeline.signals
+    cap = real.cap(det, pipeline) if real is not None and det.calibrated else None
     if det.calibrated:
-        det.set_threshold(calibrate_on_validation(learned, val, comb, signals, policy, threshold, objective))
+        det.set_threshold(calibrate_on_validation(learned, val, comb, signals, policy, threshold, objective, cap))
     metrics = validation_metrics(learned, det.threshold_, val, comb, signals, policy, objective)
+    if cap is not None:
+        metrics["real_own_alarms_per_hour"] = cap.own_per_hour(det.threshold_, comb, signals, policy)
     return Trained(ModelBundle(pipeline, det, policy, comb), fit_s, metrics)

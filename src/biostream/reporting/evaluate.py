@@ -17,15 +17,19 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from biostream.core.config import Configs
+from biostream.data.labels import find_runs, segment_starts
 from biostream.data.schema import PHYSIOLOGICAL, TECHNICAL
 from biostream.features.table import Part
 from biostream.models.bundle import ModelBundle
+from biostream.models.conditions import series_conditions
 from biostream.models.detectors.clinical import ClinicalThresholdDetector, clinical_params
 from biostream.models.evaluation import Objective, evaluate_scores, second_labels
 from biostream.models.floor import Outputs
 from biostream.reporting.plots import plot_shap_summary, plot_signal_contributions
 
 MONITOR = "monitor"  # the reference row: the bedside monitor's rules without alarm delay
+MAP_ALONE = "map_alone"  # the reference row of early warning: the current MAP alone
+REFERENCES = (MONITOR, MAP_ALONE)  # rows of the evaluation that are no trained model
 CURVE_POINTS = 200
 EXPLAIN_ROWS = 60  # anomalous and as many normal test seconds explained for the importance plots
 TIMELINE_SIGNALS = ("hr", "spo2", "map", "etco2")
@@ -49,17 +53,46 @@ class Scored:
         return self.alarms[PHYSIOLOGICAL] | self.alarms[TECHNICAL]
 
     def frame(self, part: Part) -> pd.DataFrame:
-        """Per-second scores, alarms and their class (what the serving parity test compares the service with)."""
+        """Per-second scores, alarms and their class, and whether a bedside rule fired (an alarm at once): what the
+        serving parity test compares the service with."""
         return pd.DataFrame({"patient_id": part.rows["patient_id"], "time_s": part.rows["time_s"],
                              "score": self.scores, "alarm": self.alarm.astype(np.int8),
-                             "technical": self.alarms[TECHNICAL].astype(np.int8)})
+                             "technical": self.alarms[TECHNICAL].astype(np.int8),
+                             "rule_fired": (self.outputs.rules > 0).astype(np.int8)})
 
 
 def score_part(bundle: ModelBundle, part: Part, objective: Objective) -> Scored:
     outputs = bundle.outputs_of_rows(part.rows, part.vitals)
     metrics, alarms = evaluate_scores(part.rows, part.events, outputs, bundle.threshold, bundle.policy, objective,
                                       part.rule_events)
+    metrics["conditions"] = condition_metrics(bundle, part)
     return Scored(metrics, outputs, alarms)
+
+
+def condition_metrics(bundle: ModelBundle, part: Part) -> dict[str, float]:
+    """The technical conditions over a part's rows (`biostream.models.conditions`): episodes of each per
+    patient-hour, and the fraction of seconds with no learned score (learning baseline)."""
+    rows = part.rows
+    signals = list(bundle.pipeline.signals)
+    learning, silent = np.zeros(len(rows), dtype=bool), np.zeros(len(rows), dtype=bool)
+    pid = rows["patient_id"].to_numpy()
+    vitals = part.vitals
+    for p in pd.unique(pid):
+        mine = np.flatnonzero(pid == p)
+        rec = vitals[vitals["patient_id"] == p]
+        cond = series_conditions(rec[signals].to_numpy(np.float64), bundle.pipeline.readiness, bundle.no_signal_s,
+                                 bundle.window_s)
+        at = np.searchsorted(rec["time_s"].to_numpy(), rows["time_s"].to_numpy()[mine])
+        learning[mine] = cond.learning[at]
+        silent[mine] = cond.no_signal[at].any(axis=1)
+    breaks = segment_starts(pid, rows["time_s"].to_numpy())
+    hours = len(rows) / 3600.0
+
+    def per_hour(flag: np.ndarray) -> float:
+        return len(find_runs(flag, breaks).start) / hours if hours > 0 else float("nan")
+
+    return {"learning_baseline_per_hour": per_hour(learning), "no_signal_per_hour": per_hour(silent),
+            "learning_baseline_fraction": float(learning.mean()) if len(rows) else float("nan")}
 
 
 def monitor_bundle(like: ModelBundle, configs: Configs) -> ModelBundle:
@@ -67,6 +100,18 @@ def monitor_bundle(like: ModelBundle, configs: Configs) -> ModelBundle:
     (every `min_duration_s` 1), with `like`'s input pipeline and alarm policy (a reference: nothing is trained)."""
     params = clinical_params(configs)
     params["rules"] = tuple({**r, "min_duration_s": 1} for r in params["rules"])
+    detector = ClinicalThresholdDetector(**params).fit(np.full((1, len(configs.signals.keys), 1), np.nan))
+    return ModelBundle(like.pipeline, detector, like.policy)
+
+
+def map_alone_bundle(like: ModelBundle, configs: Configs) -> ModelBundle:
+    """"Current MAP alone" (CLINICAL.md: the reference any early warning of hypotension must beat), as a bundle: the
+    hypotension rule of configs/alarms.yaml on each second's MAP with no delay, so its score ranks seconds by the
+    current MAP and it alarms where MAP is under the limit (`like`'s pipeline and policy; nothing is trained)."""
+    params = clinical_params(configs)
+    params["rules"] = tuple({**r, "min_duration_s": 1} for r in params["rules"] if r["kind"] == "hypotension")
+    if not params["rules"]:
+        raise KeyError("configs/alarms.yaml has no hypotension rule: 'current MAP alone' needs its limit")
     detector = ClinicalThresholdDetector(**params).fit(np.full((1, len(configs.signals.keys), 1), np.nan))
     return ModelBundle(like.pipeline, detector, like.policy)
 
@@ -174,7 +219,7 @@ def comparison(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, Figure]:
         cmp[col].plot.bar(ax=ax, color="tab:blue")
         ax.set_title(col)
         ax.set_xlabel("")
-    fig.suptitle("detectors on the synthetic test patients")
+    fig.suptitle("detectors on the synthetic test patients (own alarm episodes: on the real recordings)")
     fig.tight_layout()
     return cmp, fig
 
@@ -189,3 +234,37 @@ def flat(m: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
         elif isinstance(v, int | float) and v == v and v is not None:
             out[key.replace("/", "_")] = float(v)
     return out
+
+
+REAL_SOURCES = ("vitaldb", "recordings", "real")  # the datasets of real recordings
+
+
+def real_summary(name: str, m: Mapping[str, Any]) -> str:
+    """One detector's figures on real recordings, in a line (the evaluate stage's log)."""
+    own = m.get("own_alarms", {})
+    ew = m.get("early_warning_auroc")
+    return (f"{name}: rule events {m['rule_events']['recall']:.2f} caught, "
+            f"{m['rule_events']['alarms_per_hour']:.2f} alarms/h "
+            f"(physiological {m['physiological']['alarms_per_hour']:.2f}), "
+            f"own {own.get('alarms_per_hour', float('nan')):.2f}/h, early warning "
+            f"{'n/a' if ew is None else f'{ew:.3f}'}")
+
+
+def realism(results: Mapping[str, Mapping[str, Any]], synthetic: str) -> dict[str, Any]:
+    """The figure that keeps the synthetic world honest: the bedside rules' alarm episodes per patient-hour (the
+    `clinical` bundle's, and the monitor's without delay) on the synthetic patients scored and on each real source,
+    with their ratio (aim: within 2x)."""
+    out: dict[str, Any] = {}
+    for name in ("clinical", MONITOR):
+        per = results.get(name, {})
+        if synthetic not in per:
+            continue
+        syn = per[synthetic]["rule_events"]["alarms_per_hour"]
+        row = {synthetic: syn}
+        for src in REAL_SOURCES:
+            if src in per:
+                real = per[src]["rule_events"]["alarms_per_hour"]
+                row[src] = real
+                row[f"{src}_over_{synthetic}"] = real / syn if syn > 0 else None
+        out[name] = row
+    return {"rule_alarm_episodes_per_patient_hour": out}

@@ -39,6 +39,12 @@ CLASS_NOTE = ("physiological: the patient (see the patient); technical: the meas
               "leads); null when not above the threshold")
 
 
+CONDITIONS_NOTE = ("technical conditions of the measurement, never a patient alarm: 'new recording: learning "
+                   "baseline' (no signal observed long enough for the learned model to read it: the bedside rules "
+                   "alarm alone meanwhile), '<signal>: no signal for N s' (a monitored signal read nothing: check the "
+                   "probe or line)")
+
+
 class Prediction(BaseModel):
     patient_id: str
     time: datetime = Field(description="the time of the window's last sample, as sent")
@@ -50,6 +56,7 @@ class Prediction(BaseModel):
     threshold: float
     top_signals: list[str] = Field(description="for an alarm, the signals contributing most, strongest first "
                                                "(empty when the window does not alarm: ask `explain` for any window)")
+    conditions: list[str] = Field(default_factory=list, description=CONDITIONS_NOTE)
     model: ModelRef
 
 
@@ -60,6 +67,13 @@ class Episode(BaseModel):
     peak_time: datetime
     peak_score: float
     signals: list[str] = Field(description="the signals contributing most at the peak")
+
+
+class ConditionEpisode(BaseModel):
+    start: datetime
+    end: datetime = Field(description="exclusive")
+    condition: str = Field(description="`learning_baseline`, or `no_signal:<signal>`")
+    message: str = Field(description="what a monitor would show, at the episode's last second")
 
 
 class SeriesResult(BaseModel):
@@ -73,6 +87,8 @@ class SeriesResult(BaseModel):
                                           "physiological or technical")
     alarm_class: list[AlarmClass | None] = Field(description="per second, the class of its alarm (" + CLASS_NOTE + ")")
     episodes: list[Episode] = Field(description="alarm episodes of both classes, by start")
+    conditions: list[ConditionEpisode] = Field(default_factory=list, description="stretches of each technical "
+                                               "condition, by start (" + CONDITIONS_NOTE + ")")
     alarm_policy: dict[str, int]
     model: ModelRef
 

@@ -10,19 +10,29 @@ explanation, unless the detector says it is too slow to serve (`top_signals_meth
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from biostream.data.labels import find_runs
 from biostream.data.schema import PHYSIOLOGICAL, TECHNICAL
 from biostream.features.compute import feature_signal_weights
 from biostream.features.windows import recording_windows
 from biostream.models.bundle import Explanation, ModelBundle, top_signals
+from biostream.models.conditions import LEARNING, NO_SIGNAL, Conditions, series_conditions
 from biostream.models.evaluation import alarm_episodes, class_alarms
 from biostream.models.floor import Outputs
-from biostream.serving.schemas import Episode, ExplainResult, Metadata, ModelRef, Prediction, SeriesResult
+from biostream.serving.schemas import (
+    ConditionEpisode,
+    Episode,
+    ExplainResult,
+    Metadata,
+    ModelRef,
+    Prediction,
+    SeriesResult,
+)
 from biostream.serving.spec import ServingSpec
 
 
@@ -103,12 +113,14 @@ class Scorer:
                                 strict=True):
                 top[i] = names
         classes = alarm_classes(alarm, out.technical)
+        conditions = self.bundle.conditions(x).messages(self.spec.signals)
         # validated already (the windows, the model's finite scores): constructed without validating again,
         # which took ~8 % of a busy service's time holding the GIL
         threshold = self.threshold
         return [Prediction.model_construct(patient_id=w.patient_id, time=w.time, score=float(s), alarm=bool(a),
-                                           alarm_class=c, threshold=threshold, top_signals=t, model=self.model)
-                for w, s, a, c, t in zip(windows, out.score, alarm, classes, top, strict=True)]
+                                           alarm_class=c, threshold=threshold, top_signals=t, conditions=k,
+                                           model=self.model)
+                for w, s, a, c, t, k in zip(windows, out.score, alarm, classes, top, conditions, strict=True)]
 
     def top_signals(self, windows: np.ndarray, view: np.ndarray, learned: np.ndarray,
                     rule_driven: np.ndarray) -> list[list[str]]:
@@ -161,13 +173,32 @@ class Scorer:
                                         peak_time=series.start + timedelta(seconds=peak),
                                         peak_score=float(scores[peak]), signals=names))
         episodes.sort(key=lambda e: e.start)
+        conditions = self.condition_episodes(values, series.start)
         phys, tech = alarms[PHYSIOLOGICAL].astype(bool), alarms[TECHNICAL].astype(bool)
         alarm_class = np.where(phys, PHYSIOLOGICAL, np.where(tech, TECHNICAL, None))
         return SeriesResult(patient_id=series.patient_id, start=series.start, seconds=len(scores),
                             threshold=self.threshold, scores=scores.tolist(),
                             above_threshold=(scores > self.threshold).tolist(), alarm=(phys | tech).tolist(),
-                            alarm_class=alarm_class.tolist(), episodes=episodes,
+                            alarm_class=alarm_class.tolist(), episodes=episodes, conditions=conditions,
                             alarm_policy=self.bundle.policy.to_dict(), model=self.model)
+
+    def condition_episodes(self, values: np.ndarray, start: datetime) -> list[ConditionEpisode]:
+        """The stretches of each technical condition in a recording (S, T), by start: the same conditions as
+        `predict` gives the window ending at each second."""
+        b = self.bundle
+        cond = series_conditions(values.T, b.pipeline.readiness, b.no_signal_s, b.window_s)
+        flags = {LEARNING: cond.learning, **{f"{NO_SIGNAL}:{s}": cond.no_signal[:, j]
+                                             for j, s in enumerate(self.spec.signals)}}
+        out = []
+        for code, flag in flags.items():
+            runs = find_runs(flag)
+            for a, z in zip(runs.start.tolist(), runs.stop.tolist(), strict=True):
+                last = Conditions(cond.learning[z - 1 : z], cond.silent_s[z - 1 : z])
+                msg = next(m for m, c in zip(last.messages(self.spec.signals)[0], last.codes(self.spec.signals)[0],
+                                             strict=True) if c == code)
+                out.append(ConditionEpisode(start=start + timedelta(seconds=a), end=start + timedelta(seconds=z),
+                                            condition=code, message=msg))
+        return sorted(out, key=lambda e: (e.start, e.condition))
 
     def explain(self, window: Any) -> ExplainResult:
         """What drives a window's score: where a bedside rule of the floor sets it, the rules' score per signal;

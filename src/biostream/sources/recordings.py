@@ -4,9 +4,15 @@ export or another dataset is most easily brought into (`params.yaml: ingest_reco
 A file holds one recording: either a time column (`time_column`, or the first of `TIME_COLUMNS` present: ISO 8601
 times, or seconds, relative or since the epoch) or one row per second; and a column per signal, named by its
 canonical key (`hr`, `map`, ...) or by a device track of `configs/signals.yaml` (`Solar8000/NIBP_MBP`,
-`Intellivue/HR`, ...), mapped and cleaned as VitalDB's tracks are (`biostream.sources.canonical`). Times are put
-on a 1-s grid (a second with several rows keeps the last; a second with none is missing); other columns are
-listed as ignored; empty cells and a monitor's dashes are missing.
+`Intellivue/HR`, PhysioNet's `ABPMean`, ...), mapped and cleaned as VitalDB's tracks are
+(`biostream.sources.canonical`). Names match whatever their case, and with a unit in brackets after them
+(`HR[bpm]`, `Time [s]`). Times are put on a 1-s grid (a second with several rows keeps the last; a second with none
+is missing); a file whose rows are further apart than a second (a chart's one row a minute) has each row's values
+held until the next row, at most that spacing, as a monitor holds a reading; other columns are listed as ignored;
+empty cells and a monitor's dashes are missing. The folder is searched recursively (a data set in a sub-folder).
+
+The same reader serves two datasets (`SOURCES`): `recordings` (your own, `params.yaml: ingest_recordings`) and
+`real` (the project's real, openly licensed reference recordings, `params.yaml: ingest_real`: an evaluation source).
 
 A file that cannot be used gets a `RecordingError` naming the file, and where it applies the row (as a spreadsheet
 counts it: the header is row 1) and the column; that case is skipped and reported, the others are kept.
@@ -15,6 +21,7 @@ counts it: the header is row 1) and the column; that case is skipped and reporte
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +38,8 @@ log = logging.getLogger("biostream.recordings")
 SUFFIXES = (".csv", ".parquet")
 TIME_COLUMNS = ("time", "timestamp", "datetime", "time_s")
 MISSING_TOKENS = frozenset({"", "-", "--", "---", "nan", "NaN", "NA", "N/A", "null", "None"})
-SOURCE = "recordings"
+SOURCES = {"recordings": "rec", "real": "real"}  # dataset -> case id prefix (ids stay distinct across datasets)
+_UNIT = re.compile(r"\s*\[[^\]]*\]\s*$")  # a unit in brackets after a column's name: `HR[bpm]`, `Time [s]`
 
 
 class RecordingError(ValueError):
@@ -40,7 +48,7 @@ class RecordingError(ValueError):
 
 @dataclass(frozen=True)
 class RecordingsParams:
-    """`params.yaml: ingest_recordings`."""
+    """`params.yaml: ingest_recordings` (or `ingest_real`: `section`)."""
 
     folder: Path
     time_column: str | None
@@ -48,11 +56,12 @@ class RecordingsParams:
     hold_s: Mapping[str, int]
     max_hours: float
     require_data: bool
+    section: str = "ingest_recordings"  # where in params.yaml these come from (for messages)
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> RecordingsParams:
-        w = "params.yaml: ingest_recordings"
-        sec = require(params, "ingest_recordings", "params.yaml")
+    def from_params(cls, params: Mapping[str, Any], section: str = "ingest_recordings") -> RecordingsParams:
+        w = f"params.yaml: {section}"
+        sec = require(params, section, "params.yaml")
         out = cls(
             folder=Path(require(sec, "folder", w)),
             time_column=require(sec, "time_column", w),
@@ -60,6 +69,7 @@ class RecordingsParams:
             hold_s={str(k): int(v) for k, v in (require(sec, "hold_s", w) or {}).items()},
             max_hours=float(require(sec, "max_hours", w)),
             require_data=bool(require(sec, "require_data", w)),
+            section=section,
         )
         if out.carry_forward_s < 0 or out.max_hours <= 0 or any(v < 0 for v in out.hold_s.values()):
             raise ConfigError(f"{w}: carry_forward_s and hold_s must be >= 0 and max_hours > 0")
@@ -136,58 +146,102 @@ def _seconds(path: Path, column: str, values: pd.Series) -> np.ndarray:
     return seconds - seconds.min()
 
 
+def column_name(name: str) -> str:
+    """A column's name as matched: stripped of spaces and of a unit in brackets after it, lower case."""
+    return _UNIT.sub("", str(name).strip()).lower()
+
+
+def row_spacing(seconds: np.ndarray) -> int:
+    """The seconds between a file's rows when they are regular (most gaps between consecutive rows are this long: a
+    chart's one row a minute); 1 otherwise (a 1-Hz export, with its gaps)."""
+    steps = np.diff(np.asarray(seconds, dtype=np.int64))
+    if not len(steps):
+        return 1
+    counts = np.bincount(steps[steps > 0])
+    if not len(counts):
+        return 1
+    usual = int(counts.argmax())
+    return usual if counts[usual] * 2 >= len(steps) else 1
+
+
 def read_recording(path: str | Path, catalog: SignalCatalog,
                    params: RecordingsParams) -> tuple[pd.DataFrame, list[str]]:
-    """One recording file as a 1-Hz frame of its signal columns (canonical keys and device tracks as named), and
-    the columns it ignored. Raises `RecordingError`."""
+    """One recording file as a 1-Hz frame of its signal columns (canonical keys and device tracks, as
+    `configs/signals.yaml` spells them), and the columns it ignored. Raises `RecordingError`."""
     path = Path(path)
     raw = _load(path)
     raw.columns = [str(c).strip() for c in raw.columns]
     if raw.empty:
         raise RecordingError(f"{path}: no rows; a recording holds one row per second (or a time column)")
-    names = set(catalog.keys) | set(catalog.all_tracks())
-    time_col = params.time_column or next((c for c in TIME_COLUMNS if c in raw.columns), None)
-    if params.time_column and params.time_column not in raw.columns:
-        raise RecordingError(f"{path}: no column '{params.time_column}' (ingest_recordings.time_column); columns: "
-                             f"{', '.join(raw.columns)}")
-    signals = [c for c in raw.columns if c in names]
-    ignored = [c for c in raw.columns if c not in names and c != time_col]
+    known = {column_name(n): n for n in (*catalog.keys, *catalog.all_tracks())}
+    named: dict[str, str] = {}  # file column -> the catalog's name
+    for c in raw.columns:
+        if column_name(c) in known:
+            twin = next((o for o, n in named.items() if n == known[column_name(c)]), None)
+            if twin is not None:
+                raise RecordingError(f"{path}: columns '{twin}' and '{c}' both name {known[column_name(c)]}; "
+                                     "keep one of them")
+            named[c] = known[column_name(c)]
+    if params.time_column:
+        if params.time_column not in raw.columns:
+            raise RecordingError(f"{path}: no column '{params.time_column}' ({params.section}.time_column); columns: "
+                                 f"{', '.join(raw.columns)}")
+        time_col: str | None = params.time_column
+    else:
+        time_col = next((c for t in TIME_COLUMNS for c in raw.columns if column_name(c) == t), None)
+    signals = [c for c in named if c != time_col]
+    ignored = [c for c in raw.columns if c not in named and c != time_col]
     if not signals:
         raise RecordingError(f"{path}: no column names a signal; name them by the signal ({', '.join(catalog.keys)}) "
                              "or by a device track of configs/signals.yaml (e.g. Solar8000/HR)")
-    values = {c: _numbers(path, c, raw[c]) for c in signals}
+    values = {named[c]: _numbers(path, c, raw[c]) for c in signals}
     seconds = _seconds(path, time_col, raw[time_col]) if time_col else np.arange(len(raw), dtype=np.float64)
     grid = np.floor(seconds).astype(np.int64)
     length = int(grid.max()) + 1
     if length > params.max_hours * 3600:
-        raise RecordingError(f"{path}: spans {length / 3600:.1f} h, more than ingest_recordings.max_hours "
+        raise RecordingError(f"{path}: spans {length / 3600:.1f} h, more than {params.section}.max_hours "
                              f"({params.max_hours:g} h); check the time column's unit (seconds) or split the file")
     frame = pd.DataFrame(values)
     frame.insert(0, "_second", grid)
     frame = frame.sort_values("_second", kind="stable").drop_duplicates("_second", keep="last")
     out = frame.set_index("_second").reindex(np.arange(length)).reset_index(drop=True)
+    spacing = row_spacing(frame["_second"].to_numpy())
+    if spacing > 1:  # one row every `spacing` seconds (a chart's minute rows): each row holds until the next
+        out = out.ffill(limit=spacing - 1)
     return out.astype(np.float32), ignored
 
 
 def ingest_recordings(params: RecordingsParams, catalog: SignalCatalog,
-                      progress: Callable[[Iterable[Any], int], Iterable[Any]] = lambda it, n: it) -> RecordingsResult:
-    """Every recording of the folder (sorted by name; case id `rec-<file name>`); a file that cannot be used is
-    skipped and listed under `failures` with its error."""
+                      progress: Callable[[Iterable[Any], int], Iterable[Any]] = lambda it, n: it,
+                      source: str = "recordings") -> RecordingsResult:
+    """Every recording of the folder and its sub-folders (sorted by path; case id `<prefix>-<file name>`, the
+    prefix by `SOURCES`); a file that cannot be used is skipped and listed under `failures` with its error."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown recordings dataset '{source}'; expected one of {', '.join(SOURCES)}")
     result = RecordingsResult()
     if not params.folder.is_dir():
         result.notes.append(f"folder {params.folder} does not exist")
         return result
-    files = sorted(p for p in params.folder.iterdir() if p.suffix.lower() in SUFFIXES and not p.name.startswith("."))
+    files = sorted(p for p in params.folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(params.folder).parts))
     if not files:
         result.notes.append(f"no .csv or .parquet files in {params.folder}")
+    stems = [p.stem for p in files]
     for path in progress(files, len(files)):
+        name = str(path.relative_to(params.folder))
+        if stems.count(path.stem) > 1:
+            msg = (f"{path}: another file in {params.folder} has the name {path.stem}: case ids come from file "
+                   "names; rename one of them")
+            log.error("%s", msg)
+            result.failures.append({"case": name, "source": source, "error": msg})
+            continue
         try:
             raw, ignored = read_recording(path, catalog, params)
         except RecordingError as exc:
             log.error("%s", exc)
-            result.failures.append({"case": path.name, "source": SOURCE, "error": str(exc)})
+            result.failures.append({"case": name, "source": source, "error": str(exc)})
             continue
         if ignored:
-            result.ignored_columns[path.name] = ignored
-        result.cases.append(Case(f"rec-{path.stem}", SOURCE, raw))
+            result.ignored_columns[name] = ignored
+        result.cases.append(Case(f"{SOURCES[source]}-{path.stem}", source, raw))
     return result

@@ -22,6 +22,7 @@ import logging
 import subprocess
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import yaml
 from biostream.core.tracking import TrackingParams
 from biostream.features import windows_at
 from biostream.features.table import FeatureSet
+from biostream.models.bundle import ModelBundle
 from biostream.models.evaluation import Objective, evaluate_scores
 from biostream.models.floor import Outputs
 from biostream.tracking.lock import registry_lock
@@ -47,14 +49,16 @@ from biostream.tracking.registry import (
     lookup,
     metric_at,
     model_card,
+    real_check,
+    real_figures,
     safety_check,
 )
 
 log = logging.getLogger("biostream.register")
 
 LIMITS = (
-    "Evaluated on a synthetic cohort; real-monitor false-alarm rates are higher (the synthetic cohort has few "
-    "artefact-driven threshold crossings).",
+    "Trained and calibrated on a synthetic cohort; judged also on real recordings (the table above): real "
+    "monitoring brings artefacts, noise and patients the synthetic world only approximates.",
     "Statistical anomalies of one signal (slow drift, level shift, frozen value, noise burst, spikes shorter "
     "than the alarm's k-of-n delay) are caught less reliably than clinical episodes.",
 )
@@ -66,11 +70,12 @@ CHUNK = 512  # raw windows scored at once when a champion's own features must be
 
 
 class TestSet:
-    """Today's test patients of a source (`FeatureSet.part`), and how a registered model scores on them."""
+    """Today's test patients of a source (`FeatureSet.part`; `split` None: every patient, as a source only evaluated
+    on), and how a registered model scores on them."""
 
-    def __init__(self, features: FeatureSet, source: str, objective: Objective) -> None:
+    def __init__(self, features: FeatureSet, source: str, objective: Objective, split: str | None = "test") -> None:
         self.pipeline = features.pipeline  # what the table's feature columns describe
-        self.part = features.part(source, "test")
+        self.part = features.part(source, split)
         self.objective = objective
 
     def describe(self, evaluation: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,26 +95,33 @@ class TestSet:
         """Load a registered model and score it on these patients with today's code, as `evaluate` does."""
         import mlflow.pyfunc
 
-        from biostream.features import feature_names
-
         with warnings.catch_warnings():  # MLflow asks for type hints, which tensor signatures cannot use
             warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
             bundle = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().bundle
+        return self.bundle_metrics(bundle, model_uri)
+
+    def bundle_metrics(self, bundle: ModelBundle, name: str = "the bundle") -> dict[str, Any]:
+        """A bundle's metrics on these patients, as `evaluate` scores them (`metrics` of a loaded model)."""
+        from biostream.features import feature_names
+
         want = len(feature_names(bundle.pipeline.signals))
         have = len(bundle.pipeline.preprocessor.feature_median)
         if have != want:
-            raise ValueError(f"{model_uri} was trained on {have} features; today's feature pipeline makes {want}")
+            raise ValueError(f"{name} was trained on {have} features; today's feature pipeline makes {want}")
         pipe, part = bundle.pipeline, self.part
-        if bundle.detector.input_view == "features" and (pipe.geometry, pipe.signals) != (self.pipeline.geometry,
-                                                                                        self.pipeline.signals):
-            # a champion trained on other windows (featurize.window_s changed since): the table's features
-            # describe today's windows, not its own, so score its own windows rebuilt from the raw vitals
+        table = self.pipeline
+        if bundle.detector.input_view == "features" and (pipe.geometry, pipe.signals, pipe.readiness) != (
+                table.geometry, table.signals, table.readiness):
+            # a champion trained on other windows (featurize.window_s or min_history_s changed since): the table's
+            # features describe today's windows, not its own, so score its own windows rebuilt from the raw vitals
             rows = part.rows
             outputs = Outputs.concat([bundle.outputs(windows_at(
                 part.vitals, pipe.signals, bundle.window_s, rows["patient_id"].to_numpy()[i : i + CHUNK],
                 rows["time_s"].to_numpy()[i : i + CHUNK])) for i in range(0, len(rows), CHUNK)])
         else:
             outputs = bundle.outputs_of_rows(part.rows, part.vitals)
+        if bundle.detector.calibrated is False:  # the rules' own bundle: its score is the rules'
+            outputs = replace(outputs, rules=outputs.score)
         return evaluate_scores(part.rows, part.events, outputs, bundle.threshold, bundle.policy, self.objective,
                                part.rule_events)[0]
 
@@ -158,8 +170,10 @@ def logged_model(client: Any, entry: Mapping[str, Any], bundle_dir: Path, detect
 
 
 def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, Any], models: Path,
-             evaluation: Mapping[str, Any], test: TestSet, out: Path, clinical_kinds: Sequence[str]) -> Decision:
-    """Register the best candidate and decide on the champion (the module docstring); returns the decision."""
+             evaluation: Mapping[str, Any], test: TestSet, out: Path, clinical_kinds: Sequence[str],
+             real: Mapping[str, TestSet] | None = None) -> Decision:
+    """Register the best candidate and decide on the champion (the module docstring); returns the decision. `real`:
+    per real source, every patient (the current champion is re-scored there: one over the budget is replaced)."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -168,7 +182,8 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
         raise KeyError(f"register.safety.baseline '{rp.baseline}' has no metrics in the evaluation; evaluated: "
                        f"{sorted(evaluation)}")
     baseline = evaluation[rp.baseline][rp.source]
-    checks = {c: safety_check(evaluation[c][rp.source], baseline, clinical_kinds, rp.margin, rp.baseline)
+    figures = {c: real_figures(evaluation, c, rp) for c in rp.candidates if c in evaluation}
+    checks = {c: safety_check(evaluation[c][rp.source], baseline, clinical_kinds, rp.margin, rp.baseline, figures[c])
               for c in rp.candidates if c in evaluation}
     detector, value = choose(evaluation, rp.candidates, rp.primary_metric, rp.source,
                              safe={c: check.passed for c, check in checks.items()})
@@ -215,7 +230,7 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
         if not np.isclose(challenger_value, value, rtol=0, atol=1e-9):
             raise RuntimeError(f"version {version} re-scores {challenger_value} on the test patients but `evaluate` "
                                f"reported {value}: the registry does not hold the evaluated model")
-        safety = safety_check(rescored, baseline, clinical_kinds, rp.margin, rp.baseline)
+        safety = safety_check(rescored, baseline, clinical_kinds, rp.margin, rp.baseline, figures[detector])
         client.update_model_version(rp.model_name, version, description=model_card(
             detector, rescored, params["alarms"], test.describe(evaluation[detector]), LIMITS, safety))
         try:
@@ -224,6 +239,7 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
             champion = None
         champion_before = str(champion.version) if champion else None
         champion_value: float | None = None
+        over: list[str] = []
         if champion is not None and champion_before == version:
             promote, reason = False, f"version {version} is already the champion"
             champion_value = challenger_value
@@ -232,9 +248,13 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
         else:
             try:
                 if champion is not None:
-                    champion_value = metric_at(test.metrics(f"models:/{rp.model_name}/{champion_before}"),
-                                               rp.primary_metric)
+                    champion_uri = f"models:/{rp.model_name}/{champion_before}"
+                    champion_value = metric_at(test.metrics(champion_uri), rp.primary_metric)
+                    over = champion_over_budget(champion_uri, real or {}, evaluation, rp)
                 promote, reason = decide(challenger_value, champion_value, rp.min_improvement, safety)
+                if champion is not None and over and not promote:
+                    promote, reason = True, (f"champion version {champion_before} fails on real recordings "
+                                             f"({'; '.join(over)}); the challenger, which passes, replaces it")
             except (ValueError, KeyError, OSError, MlflowException) as exc:
                 promote = False
                 reason = (f"champion version {champion_before} cannot be re-scored on today's test patients "
@@ -244,7 +264,7 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
         decision = Decision(rp.model_name, detector, version, created, champion_before,
                             version if promote else str(champion_before), promote, reason, rp.primary_metric,
                             challenger_value, champion_value, fp, safety.to_dict(),
-                            {c: check.passed for c, check in checks.items()}, notes)
+                            {c: check.passed for c, check in checks.items()}, notes, figures)
         for key, val in {"decision": "promoted" if promote else "kept champion", "decision_reason": reason,
                          "decision_champion_before": str(champion_before),
                          "decision_champion_value": str(champion_value), **safety_tags(safety)}.items():
@@ -252,9 +272,36 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
     return decision
 
 
+def champion_over_budget(uri: str, real: Mapping[str, TestSet], evaluation: Mapping[str, Any],
+                         rp: RegisterParams) -> list[str]:
+    """What the current champion, re-scored on every patient of each real source with today's code, fails there
+    (own alarms over the budget, fewer rule events caught than the floor alone); empty: it passes."""
+    out = []
+    for src, recordings in real.items():
+        if src not in evaluation.get(rp.baseline, {}):
+            continue
+        check = real_check(recordings.metrics(uri), evaluation[rp.baseline][src], rp.max_own_alarms_per_hour)
+        if not check["own_ok"]:
+            out.append(f"{src}: {fmt(check['own_alarms_per_hour'], '.2f')} own alarm episodes/h > budget "
+                       f"{fmt(rp.max_own_alarms_per_hour, '.2f')}/h")
+        if not check["recall_ok"]:
+            out.append(f"{src}: rule events caught {fmt(check['rule_events_recall'])} < the floor's "
+                       f"{fmt(check['baseline_rule_events_recall'])}")
+    return out
+
+
 def safety_tags(safety: Safety) -> dict[str, str]:
-    """The safety floor as version tags: per clinical kind both recalls, the false alarms, the verdict."""
+    """The safety floor as version tags: per clinical kind both recalls, the false alarms, the real recordings'
+    figures, the verdict."""
     tags = {"safety": "passed" if safety.passed else "failed", "safety.baseline": safety.baseline}
+    for src, r in safety.real.items():
+        tags[f"real.{src}.own_alarms_per_hour"] = (f"{fmt(r['own_alarms_per_hour'], '.3f')} (budget "
+                                                   f"{fmt(r['budget'], '.3f')})")
+        tags[f"real.{src}.alarms_per_hour"] = (f"{fmt(r['alarms_per_hour'], '.3f')} (floor alone "
+                                               f"{fmt(r['baseline_alarms_per_hour'], '.3f')})")
+        tags[f"real.{src}.rule_events_recall"] = (f"{fmt(r['rule_events_recall'])} (floor alone "
+                                                  f"{fmt(r['baseline_rule_events_recall'])})")
+        tags[f"real.{src}.early_warning_auroc"] = fmt(r["early_warning_auroc"])
     for kind, v in safety.kinds.items():
         tags[f"safety.recall.{kind}"] = f"{fmt(v['challenger'])} (baseline {fmt(v['baseline'])})"
     fa = safety.false_alarms_per_hour

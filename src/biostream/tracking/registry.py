@@ -42,6 +42,8 @@ class RegisterParams:
     baseline: str
     margin: float
     lock_url: str | None = None  # a PostgreSQL URL for the registry lock (a shared server); None: from tracking.uri
+    real_sources: tuple[str, ...] = ()  # real recordings a candidate must live with (those evaluated)
+    max_own_alarms_per_hour: float = float("inf")  # its own alarm episodes per patient-hour on each of them
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> RegisterParams:
@@ -59,6 +61,8 @@ class RegisterParams:
             baseline=str(require(safety, "baseline", f"{w}.safety")),
             margin=float(require(safety, "margin", f"{w}.safety")),
             lock_url=str(sec["lock_url"]) if sec.get("lock_url") else None,
+            real_sources=tuple(str(x) for x in require(safety, "real_sources", f"{w}.safety")),
+            max_own_alarms_per_hour=float(require(safety, "max_own_alarms_per_hour", f"{w}.safety")),
         )
         if not out.candidates:
             raise ConfigError(f"{w}.candidates: name at least one detector")
@@ -66,6 +70,9 @@ class RegisterParams:
             raise ConfigError(f"{w}.min_improvement: must be >= 0 (a tie always keeps the champion)")
         if not 0 <= out.margin < 1:
             raise ConfigError(f"{w}.safety.margin: a recall margin within [0, 1), got {out.margin}")
+        if not out.max_own_alarms_per_hour >= 0:
+            raise ConfigError(f"{w}.safety.max_own_alarms_per_hour: alarm episodes per patient-hour, >= 0; got "
+                              f"{out.max_own_alarms_per_hour}")
         return out
 
 
@@ -73,16 +80,20 @@ class RegisterParams:
 class Safety:
     """A challenger against the safety floor on the test patients: per clinical kind its physiological event recall
     and the baseline's (it passes a kind when it is at least the baseline's minus the margin), and its physiological
-    false alarms per patient-hour against the baseline's (at most as many). `passed` only if everything passes."""
+    false alarms per patient-hour against the baseline's (at most as many); and on each real source (`real`) its
+    own alarm episodes per patient-hour (those its floor alone would not raise) within the budget and the rule
+    events it catches at least the baseline's. `passed` only if everything passes."""
 
     baseline: str
     margin: float
     kinds: dict[str, dict[str, float | bool | None]]
     false_alarms_per_hour: dict[str, float | bool | None]
+    real: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        return all(k["ok"] for k in self.kinds.values()) and bool(self.false_alarms_per_hour["ok"])
+        return (all(k["ok"] for k in self.kinds.values()) and bool(self.false_alarms_per_hour["ok"])
+                and all(r["ok"] for r in self.real.values()))
 
     def failures(self) -> list[str]:
         out = [f"{k}: recall {fmt(v['challenger'])} < {fmt(v['baseline'])}" for k, v in self.kinds.items()
@@ -90,17 +101,46 @@ class Safety:
         fa = self.false_alarms_per_hour
         if not fa["ok"]:
             out.append(f"physiological false alarms {fmt(fa['challenger'], '.2f')}/h > {fmt(fa['baseline'], '.2f')}/h")
+        for src, r in self.real.items():
+            if not r["own_ok"]:
+                out.append(f"{src} recordings: {fmt(r['own_alarms_per_hour'], '.2f')} own alarm episodes/h > budget "
+                           f"{fmt(r['budget'], '.2f')}/h")
+            if not r["recall_ok"]:
+                out.append(f"{src} recordings: rule events caught {fmt(r['rule_events_recall'])} < "
+                           f"{fmt(r['baseline_rule_events_recall'])}")
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
 
 
+def real_check(challenger: Mapping[str, Any], baseline: Mapping[str, Any], budget: float) -> dict[str, Any]:
+    """A challenger's figures on one real source (its metrics there, as `evaluate_scores` returns them) against the
+    budget of own alarm episodes per patient-hour and the baseline's rule events caught."""
+    own = challenger.get("own_alarms", {}).get("alarms_per_hour")
+    recall, b_recall = challenger["rule_events"]["recall"], baseline["rule_events"]["recall"]
+    own_ok = own is not None and own == own and own <= budget + 1e-12
+    recall_ok = b_recall is None or b_recall != b_recall or (recall is not None and recall >= b_recall - 1e-12)
+    return {"own_alarms_per_hour": own, "budget": budget,
+            "alarms_per_hour": challenger["rule_events"]["alarms_per_hour"],
+            "physiological_alarms_per_hour": challenger["physiological"]["alarms_per_hour"],
+            "baseline_alarms_per_hour": baseline["rule_events"]["alarms_per_hour"], "rule_events_recall": recall,
+            "baseline_rule_events_recall": b_recall, "early_warning_auroc": challenger.get("early_warning_auroc"),
+            "own_ok": own_ok, "recall_ok": recall_ok, "ok": own_ok and recall_ok}
+
+
+def real_figures(evaluation: Mapping[str, Any], candidate: str, rp: RegisterParams) -> dict[str, dict[str, Any]]:
+    """`real_check` of a candidate on every real source of `rp` that the evaluation scored."""
+    mine, base = evaluation[candidate], evaluation[rp.baseline]
+    return {src: real_check(mine[src], base[src], rp.max_own_alarms_per_hour) for src in rp.real_sources
+            if src in mine and src in base}
+
+
 def safety_check(challenger: Mapping[str, Any], baseline: Mapping[str, Any], clinical_kinds: Sequence[str],
-                 margin: float, baseline_name: str) -> Safety:
+                 margin: float, baseline_name: str, real: Mapping[str, dict[str, Any]] | None = None) -> Safety:
     """`Safety` of a challenger's test metrics (one dataset's, as `evaluate_scores` returns them) against the
-    baseline's. A kind without test events is listed and passes; a challenger without an alarm fails every kind the
-    baseline catches."""
+    baseline's, with its `real_check`s (`real`). A kind without test events is listed and passes; a challenger
+    without an alarm fails every kind the baseline catches."""
     ch, base = challenger["physiological"], baseline["physiological"]
     kinds = {}
     for kind in clinical_kinds:
@@ -110,7 +150,7 @@ def safety_check(challenger: Mapping[str, Any], baseline: Mapping[str, Any], cli
         kinds[kind] = {"challenger": c, "baseline": b, "ok": ok}
     c_fa, b_fa = ch["false_alarms_per_hour"], base["false_alarms_per_hour"]
     fa_ok = c_fa is not None and b_fa is not None and c_fa <= b_fa + 1e-12
-    return Safety(baseline_name, margin, kinds, {"challenger": c_fa, "baseline": b_fa, "ok": fa_ok})
+    return Safety(baseline_name, margin, kinds, {"challenger": c_fa, "baseline": b_fa, "ok": fa_ok}, dict(real or {}))
 
 
 def lookup(metrics: Mapping[str, Any], path: str) -> Any:
@@ -229,6 +269,22 @@ def model_card(detector: str, metrics: Mapping[str, Any], policy: Mapping[str, A
             f"{'yes' if safety.false_alarms_per_hour['ok'] else 'no'} |",
             "",
         ]
+    if safety is not None and safety.real:
+        lines += [
+            f"## Real recordings (against {safety.baseline}, the floor alone)",
+            "What the model adds and costs on real monitoring data: its own alarm episodes are those its floor alone "
+            "would not raise; the budget is `register.safety.max_own_alarms_per_hour`.",
+            "",
+            "| source | rule events caught (floor alone) | alarm episodes / h (floor alone) | physiological / h | "
+            "own alarm episodes / h (budget) | early-warning AUROC | ok |",
+            "|---|---|---|---|---|---|---|",
+            *[f"| {src} | {fmt(r['rule_events_recall'])} ({fmt(r['baseline_rule_events_recall'])}) | "
+              f"{fmt(r['alarms_per_hour'], '.2f')} ({fmt(r['baseline_alarms_per_hour'], '.2f')}) | "
+              f"{fmt(r['physiological_alarms_per_hour'], '.2f')} | {fmt(r['own_alarms_per_hour'], '.2f')} "
+              f"({fmt(r['budget'], '.2f')}) | {fmt(r['early_warning_auroc'])} | {'yes' if r['ok'] else 'no'} |"
+              for src, r in safety.real.items()],
+            "",
+        ]
     lines += [
         f"Score 0 is the threshold; alarm after {policy['k']} of {policy['n']} s above it, per class, refractory "
         f"{policy['refractory_s']} s, event tolerance {policy['tolerance_s']} s.",
@@ -259,6 +315,7 @@ class Decision:
     safety: dict[str, Any] = field(default_factory=dict)  # `Safety.to_dict()` of the challenger
     candidates_safety: dict[str, bool] = field(default_factory=dict)  # every candidate: passes the floor?
     notes: list[str] = field(default_factory=list)
+    real: dict[str, Any] = field(default_factory=dict)  # every candidate's `real_check` per real source
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

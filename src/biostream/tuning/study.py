@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from biostream.models.calibration import ThresholdParams, Validation, calibrate_on_validation, validation_metrics
-from biostream.models.detectors import make_detector, score_view
+from biostream.models.detectors import make_detector, score_view, undefined_where_unread
 from biostream.models.evaluation import AlarmPolicy, Objective
 from biostream.models.floor import Combination, spread_of
 from biostream.tuning.space import SearchSpace, TuneParams, decode
@@ -233,7 +233,7 @@ def _optimize(study: Any, inputs: StudyInputs, worker: str, deadline: float, kep
                 mlflow.set_tag("state", "pruned")
                 mlflow.log_metric("duration_s", time.perf_counter() - start)
                 raise
-            scores = score_view(det, inputs.X_val)
+            scores = undefined_where_unread(det, inputs.val.rows, score_view(det, inputs.X_val))
             comb = replace(inputs.floor, spread=spread_of(det.train_scores_))
             args = (inputs.val, comb, inputs.signals, inputs.policy)
             threshold = calibrate_on_validation(scores, *args, inputs.threshold, inputs.objective)

@@ -13,7 +13,8 @@ from biostream.models.detectors.base import (
     restore_params,
     score_rows,
     score_view,
+    undefined_where_unread,
 )
 
 __all__ = ["NAMES", "BaseDetector", "detector_class", "load_detector", "make_detector", "restore_params",
-           "score_rows", "score_view"]
+           "score_rows", "score_view", "undefined_where_unread"]

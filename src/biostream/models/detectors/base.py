@@ -32,6 +32,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from biostream.core.io import atomic_dir
+from biostream.features.readiness import learned_defined
 
 # name -> the module that registers it (imported on first use)
 MODULES = {
@@ -218,10 +219,19 @@ SCORE_CHUNK = 2048  # rows scored per call by score_rows and score_view (the sam
 
 def score_rows(det: BaseDetector, pipeline: Any, rows: Any, vitals: Any, chunk: int = SCORE_CHUNK) -> np.ndarray:
     """Scores of rows of a feature table, building the detector's input view chunk by chunk
-    (`pipeline` is a `biostream.features.InputPipeline`)."""
+    (`pipeline` is a `biostream.features.InputPipeline`); -inf where a learned detector reads no signal
+    (`biostream.features.readiness`: the floor alone speaks there)."""
     views = pipeline.iter_views(det.input_view, rows, vitals, chunk, last_s=det.reads_last_s)
     parts = [det.decision_function(v) for v in views]
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
+    scores = np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
+    return undefined_where_unread(det, rows, scores)
+
+
+def undefined_where_unread(det: BaseDetector, rows: Any, scores: np.ndarray) -> np.ndarray:
+    """A learned detector's scores of feature-table rows, -inf at the rows where it reads no signal."""
+    if det.input_view == "window":  # the rules read the raw values
+        return scores
+    return np.where(learned_defined(rows), scores, -np.inf)
 
 
 def score_view(det: BaseDetector, X: np.ndarray, chunk: int = SCORE_CHUNK) -> np.ndarray:

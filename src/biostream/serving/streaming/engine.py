@@ -206,9 +206,11 @@ class StreamEngine:
             score = np.concatenate([o[0].score for o in outs])
             technical = np.concatenate([o[0].technical for o in outs])
             rule_driven = np.concatenate([o[0].rule_driven for o in outs])
+            fired = np.concatenate([o[0].rules for o in outs]) > self.scorer.threshold
             view = np.concatenate([o[1] for o in outs])
             learned = np.concatenate([o[2] for o in outs])
-        scores, techs = (score.tolist(), technical.tolist()) if len(x) else ([], [])
+        conditions = self.scorer.bundle.conditions(x).messages(self.signals) if len(x) else []
+        scores, techs, fires = (score.tolist(), technical.tolist(), fired.tolist()) if len(x) else ([], [], [])
         raw, nb = np.ascontiguousarray(x[:, :, -1]).tobytes(), 8 * x.shape[1]  # each row's own second, as stored
         threshold = self.scorer.threshold
         seconds, name_rows, named = [], [], []
@@ -224,7 +226,7 @@ class StreamEngine:
                 for t in range(seg.first, seg.first + len(seg.new)):
                     s, tech = scores[row], techs[row]
                     above = s > threshold
-                    step: Step = alarms.step(t, s, above, tech)
+                    step: Step = alarms.step(t, s, above, tech, fires[row])
                     if step.closed is not None:
                         plan.touched[step.closed.start] = step.closed
                         answer.closed.append(step.closed)
@@ -237,7 +239,8 @@ class StreamEngine:
                     rec = [plan.bed, t, raw[row * nb:(row + 1) * nb], s, above, tech, step.on, None, now]
                     seconds.append(rec)
                     said = {"time": iso(t), "score": s, "alarm": step.on,
-                            "alarm_class": ep.alarm_class if step.on and ep is not None else None, "top_signals": []}
+                            "alarm_class": ep.alarm_class if step.on and ep is not None else None, "top_signals": [],
+                            "conditions": conditions[row]}
                     answer.seconds.append(said)
                     if step.on or step.peak:
                         name_rows.append(row)

@@ -1,7 +1,8 @@
 """The alarm policy of `biostream.models.evaluation`, one second at a time: what a bed's stream decides as each
 second is scored, with the same answer as `class_alarms` and `alarm_episodes` on the whole recording.
 
-`BedAlarms.step` takes one scored second and says whether the k-of-n rule is on; an episode opens when it turns
+`BedAlarms.step` takes one scored second and says whether the k-of-n rule is on (at once where a bedside rule
+fires); an episode opens when it turns
 on, stays open while it is on, and closes `refractory_s` seconds after it was last on (an alarm that starts again
 within the refractory period is the same episode: the seconds between belong to it, as `apply_policy` merges
 them). Its class is that of most of its seconds above threshold (technical or physiological), re-decided as it
@@ -80,12 +81,13 @@ class BedAlarms:
     recent: list[int] = field(default_factory=list)  # above threshold (0/1) over the last n seconds, oldest first
     episode: Episode | None = None
 
-    def step(self, second: int, score: float, above: bool, technical: bool) -> Step:
+    def step(self, second: int, score: float, above: bool, technical: bool, fired: bool = False) -> Step:
+        """`fired`: a bedside rule fires this second (on at once: it has held for its duration already)."""
         p, recent = self.policy, self.recent
         recent.append(int(above))
         if len(recent) > p.n:
             del recent[0]
-        on = sum(recent) >= p.k
+        on = fired or sum(recent) >= p.k
         ep = self.episode
         if ep is None and not on:
             return _QUIET  # most seconds of most beds

@@ -18,7 +18,8 @@ from biostream.sources.synthetic.patient import simulate_patient
 class Cohort:
     vitals: pd.DataFrame  # patient_id, time_s, signals
     events: pd.DataFrame  # EVENTS_SCHEMA: the injected events (`build_dataset` adds the rule-defined ones)
-    patients: pd.DataFrame  # patient_id, hours, bp_mode, n_events
+    patients: pd.DataFrame  # patient_id, hours, bp_mode, setting, n_events (the written table's schema has no
+    # setting column: there an ICU patient is the one with bp_mode "none")
 
 
 def patient_ids(n: int) -> list[str]:
@@ -47,7 +48,8 @@ def generate_cohort(
         frame.update({s: rec.signals[s] for s in catalog.keys})
         frames.append(pd.DataFrame(frame))
         patient_rows.append(
-            {"patient_id": ids[i], "hours": n / 3600.0, "bp_mode": rec.bp_mode, "n_events": len(rec.events)}
+            {"patient_id": ids[i], "hours": n / 3600.0, "bp_mode": rec.bp_mode, "setting": rec.setting,
+             "n_events": len(rec.events)}
         )
     events = pd.DataFrame(event_rows) if event_rows else empty_frame(EVENTS_SCHEMA)
     return Cohort(

@@ -12,6 +12,10 @@ import numpy as np
 
 from biostream.core.config import ConfigError, as_range, load_yaml, require
 
+# where a patient is monitored (configs/synthetic.yaml: settings): anaesthetised in the operating room, or in the ICU
+OPERATING_ROOM, ICU = "operating_room", "icu"
+SETTINGS = (OPERATING_ROOM, ICU)
+BASELINE_KEYS = ("hr", "sbp", "dbp", "spo2", "rr", "temp", "etco2")  # MAP follows from SBP and DBP
 CATEGORIES = ("clinical", "statistical", "artefact")
 CLASSES = ("physiological", "technical")  # what an event is to a clinician: the patient, or the measurement
 BP_SIGNALS = ("sbp", "dbp", "map")
@@ -37,7 +41,8 @@ class CohortParams:
     seed: int
     n_patients: int
     hours: tuple[float, float]
-    nibp_fraction: float
+    icu_fraction: float  # patients monitored in the ICU (HR, SpO2, impedance RR); the rest are in the operating room
+    nibp_fraction: float  # operating-room patients with a cuff instead of an arterial line
     warmup_s: int
     anomalies_per_hour: float
     artefacts_per_hour: float
@@ -54,6 +59,7 @@ class CohortParams:
             seed=int(require(sec, "seed", where)),
             n_patients=int(require(sec, "n_patients", where)),
             hours=as_range(require(sec, "hours", where), f"{where}.hours"),
+            icu_fraction=float(require(sec, "icu_fraction", where)),
             nibp_fraction=float(require(sec, "nibp_fraction", where)),
             warmup_s=int(require(sec, "warmup_s", where)),
             anomalies_per_hour=float(require(sec, "anomalies_per_hour", where)),
@@ -70,8 +76,9 @@ class CohortParams:
                 f"{where}.hours: the shortest recording ({out.hours[0]} h) must be longer than "
                 f"warmup_s ({out.warmup_s} s); raise hours or lower warmup_s"
             )
-        if not 0 <= out.nibp_fraction <= 1:
-            raise ConfigError(f"{where}.nibp_fraction: must be within [0, 1], got {out.nibp_fraction}")
+        for key in ("icu_fraction", "nibp_fraction"):
+            if not 0 <= getattr(out, key) <= 1:
+                raise ConfigError(f"{where}.{key}: must be within [0, 1], got {getattr(out, key)}")
         return out
 
 
@@ -93,7 +100,9 @@ class AnomalySpec:
 class Physiology:
     """`configs/synthetic.yaml`."""
 
-    baseline: Mapping[str, tuple[float, float, float, float]]  # mean, sd, lo, hi
+    # per setting, per signal: mean, sd, lo, hi (an ICU patient's unmonitored signals take the operating room's)
+    baseline: Mapping[str, Mapping[str, tuple[float, float, float, float]]]
+    icu_monitored: tuple[str, ...]  # the only signals an ICU patient's monitor shows
     fluctuation: Mapping[str, tuple[float, float]]  # sd, tau_s
     noise: Mapping[str, float]
     coupling: Mapping[str, float]
@@ -105,15 +114,19 @@ class Physiology:
     anomalies: Mapping[str, AnomalySpec]
     low_pressure: LowPressure
     transients: Transients
+    impedance_rr: ImpedanceRR
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Physiology:
         raw = load_yaml(path)
         w = str(path)
-        baseline = {
-            k: (float(v["mean"]), float(v["sd"]), float(v["lo"]), float(v["hi"]))
-            for k, v in require(raw, "baseline", w).items()
-        }
+        icu_monitored = tuple(require(require(require(raw, "settings", w), ICU, f"{w}: settings"), "monitored",
+                                      f"{w}: settings.{ICU}"))
+        known = (*BASELINE_KEYS, "map")
+        unknown = [s for s in icu_monitored if s not in known]
+        if unknown:
+            raise ConfigError(f"{w}: settings.{ICU}.monitored: unknown signals {unknown}; use some of {known}")
+        baseline = _baselines(require(raw, "baseline", w), icu_monitored, f"{w}: baseline")
         fluct = {k: (float(v["sd"]), float(v["tau_s"])) for k, v in require(raw, "fluctuation", w).items()}
         ind = {k: as_range(v, f"{w}: induction.{k}") for k, v in require(raw, "induction", w).items()}
         nibp = require(raw, "nibp", w)
@@ -159,7 +172,36 @@ class Physiology:
             anomalies=anomalies,
             low_pressure=LowPressure.from_yaml(require(raw, "low_pressure", w), f"{w}: low_pressure"),
             transients=Transients.from_yaml(require(raw, "transients", w), f"{w}: transients"),
+            icu_monitored=icu_monitored,
+            impedance_rr=ImpedanceRR.from_yaml(require(raw, "impedance_rr", w), f"{w}: impedance_rr"),
         )
+
+
+def _baselines(raw: Mapping[str, Any], icu_monitored: tuple[str, ...],
+               where: str) -> dict[str, dict[str, tuple[float, float, float, float]]]:
+    """Per setting and signal (mean, sd, lo, hi). The operating room names every signal; the ICU names what its
+    patients show, and the rest of their physiology (never displayed) is drawn as the operating room's."""
+    out: dict[str, dict[str, tuple[float, float, float, float]]] = {}
+    for setting in SETTINGS:
+        body = require(raw, setting, where) or {}
+        out[setting] = {}
+        for k, v in body.items():
+            w = f"{where}.{setting}.{k}"
+            if k not in BASELINE_KEYS:
+                raise ConfigError(f"{w}: unknown signal; baselines are drawn for {BASELINE_KEYS}")
+            mean, sd, lo, hi = (float(require(v, f, w)) for f in ("mean", "sd", "lo", "hi"))
+            if not lo <= mean <= hi or sd < 0:
+                raise ConfigError(f"{w}: need lo <= mean <= hi and sd >= 0, got {v}")
+            out[setting][k] = (mean, sd, lo, hi)
+    missing = [k for k in BASELINE_KEYS if k not in out[OPERATING_ROOM]]
+    if missing:
+        raise ConfigError(f"{where}.{OPERATING_ROOM}: missing signals {missing} (every signal needs a baseline)")
+    missing = [k for k in icu_monitored if k in BASELINE_KEYS and k not in out[ICU]]
+    if missing:
+        raise ConfigError(f"{where}.{ICU}: missing signals {missing}: ICU patients show them "
+                          f"(settings.{ICU}.monitored); give each a baseline")
+    out[ICU] = {**out[OPERATING_ROOM], **out[ICU]}
+    return out
 
 
 @dataclass(frozen=True)
@@ -204,3 +246,57 @@ class Transients:
             dur[s] = as_range(require(body, "duration_s", f"{where}.{s}"), f"{where}.{s}.duration_s")
         return cls(float(require(raw, "per_hour", where)), to, dur)
 
+
+
+@dataclass(frozen=True)
+class ImpedanceRR:
+    """How an ICU monitor shows the respiration rate it derives from chest impedance (`configs/synthetic.yaml:
+    impedance_rr`): the spontaneous rate varies breath to breath (an OU process whose sd is drawn per patient from
+    `variability_sd`, time constant `variability_tau_s`, plus white `noise_sd`); the display refreshes every
+    `update_s` seconds and holds the integer in between; a missed breath makes the shown rate count down by one
+    a second for `countdown_s` (`countdown_per_hour`); and the reading drops out (nothing shown) for `dropout_s`,
+    `dropouts_per_hour` (rates drawn per patient), far more often for a patient with poor lead contact."""
+
+    variability_sd: tuple[float, float]
+    variability_tau_s: float
+    noise_sd: float
+    update_s: tuple[float, float]
+    countdown_per_hour: tuple[float, float]
+    countdown_s: tuple[float, float]
+    dropouts_per_hour: tuple[float, float]
+    dropout_s: tuple[float, float]
+    poor_contact_probability: float
+    poor_contact_dropouts_per_hour: tuple[float, float]
+    poor_contact_dropout_s: tuple[float, float]
+
+    @classmethod
+    def from_yaml(cls, raw: Mapping[str, Any], where: str) -> ImpedanceRR:
+        def part(key: str) -> Mapping[str, Any]:
+            return require(raw, key, where)
+
+        def range_of(body: Mapping[str, Any], key: str, at: str) -> tuple[float, float]:
+            return as_range(require(body, key, f"{where}.{at}"), f"{where}.{at}.{key}")
+
+        var, cd, do, pc = part("variability"), part("countdown"), part("dropouts"), part("poor_contact")
+        out = cls(
+            variability_sd=range_of(var, "sd", "variability"),
+            variability_tau_s=float(require(var, "tau_s", f"{where}.variability")),
+            noise_sd=float(require(raw, "noise_sd", where)),
+            update_s=as_range(require(raw, "update_s", where), f"{where}.update_s"),
+            countdown_per_hour=range_of(cd, "per_hour", "countdown"),
+            countdown_s=range_of(cd, "duration_s", "countdown"),
+            dropouts_per_hour=range_of(do, "per_hour", "dropouts"),
+            dropout_s=range_of(do, "duration_s", "dropouts"),
+            poor_contact_probability=float(require(pc, "probability", f"{where}.poor_contact")),
+            poor_contact_dropouts_per_hour=range_of(pc, "per_hour", "poor_contact"),
+            poor_contact_dropout_s=range_of(pc, "duration_s", "poor_contact"),
+        )
+        if out.update_s[0] < 1:
+            raise ConfigError(f"{where}.update_s: the display refreshes at most once a second; low must be >= 1, "
+                              f"got {out.update_s[0]}")
+        if not 0 <= out.poor_contact_probability <= 1:
+            raise ConfigError(f"{where}.poor_contact.probability: must be within [0, 1], "
+                              f"got {out.poor_contact_probability}")
+        if out.variability_tau_s <= 0:
+            raise ConfigError(f"{where}.variability.tau_s: must be > 0, got {out.variability_tau_s}")
+        return out

@@ -2,16 +2,19 @@
 
 The recording is built in the order a monitor would see it happen, one function per step:
 
-1. `_draw_patient`: individual baselines, how blood pressure is measured (arterial line or cuff) and which
-   signals are monitored at all;
-2. `_latent_physiology`: slow Ornstein-Uhlenbeck fluctuation of the physiology, the anaesthesia induction, and
-   long stretches of low pressure (`_low_pressure`, unlabelled);
+1. `_draw_patient`: where the patient is monitored (the operating room or the ICU), individual baselines for that
+   setting, how blood pressure is measured (arterial line, cuff, or not at all in the ICU) and which signals are
+   monitored at all (an ICU patient: HR, SpO2 and impedance respiration only);
+2. `_latent_physiology`: slow Ornstein-Uhlenbeck fluctuation of the physiology and, in the operating room, the
+   anaesthesia induction (`_induction`) and long stretches of low pressure (`_low_pressure`, unlabelled);
 3. clinical episodes act on that latent physiology (`CLINICAL_EFFECTS`, one function per kind), and so do short
    limit crossings (`_transients`, unlabelled), so coupled signals follow: `_physiology` then derives pulse
    pressure, the baroreflex, HR and EtCO2;
-4. `_measure`: measurement noise, and cuff pressures held between cycles for NIBP patients;
+4. `_measure`: measurement noise, cuff pressures held between cycles for NIBP patients, and for ICU patients the
+   respiration rate as an impedance monitor shows it (`_impedance_rr`);
 5. statistical anomalies and artefacts act on what the monitor measures (`FAULTS`, one function per kind);
-6. `_display`: display resolution, the possible range, absent signals and unlabelled missing stretches.
+6. `_display`: display resolution, the possible range, the impedance rate's missed breaths and drop-outs
+   (`_impedance_faults`), absent signals and unlabelled missing stretches.
 
 Every step draws from the patient's own generator in a fixed order, so patient i depends only on the seed
 and i; reordering the draws changes every recording (tests/data/test_synthetic.py holds the bytes).
@@ -29,27 +32,31 @@ from biostream.core.config import SignalCatalog
 from biostream.sources.synthetic.blocks import hold_samples, low_pass, ou_process, trapezoid
 from biostream.sources.synthetic.events import draw_events
 from biostream.sources.synthetic.params import (
+    BASELINE_KEYS,
     BP_SIGNALS,
+    ICU,
+    OPERATING_ROOM,
     TRANSIENT_SIGNALS,
     AnomalySpec,
     CohortParams,
     Physiology,
 )
 
-BASELINE_KEYS = ("hr", "sbp", "dbp", "spo2", "rr", "temp", "etco2")
-
 
 @dataclass(frozen=True)
 class PatientRecording:
     signals: dict[str, np.ndarray]
     events: list[dict[str, Any]]  # kind, category, event_class, start_s, end_s, signals
-    bp_mode: str
+    bp_mode: str  # arterial | nibp | none (ICU patients)
+    setting: str  # operating_room | icu
 
 
 @dataclass(frozen=True)
 class Patient:
-    """Who the patient is: baselines, MAP and pulse pressure at rest, how BP is measured, what is monitored."""
+    """Who the patient is: where monitored, baselines, MAP and pulse pressure at rest, how BP is measured, what is
+    monitored."""
 
+    setting: str
     base: dict[str, float]
     map0: float
     pp0: float
@@ -80,24 +87,29 @@ def _noise_sd(phys: Physiology, signal: str) -> float:
     return phys.noise[signal]
 
 
-def _baseline(rng: np.random.Generator, phys: Physiology, key: str) -> float:
-    mean, sd, lo, hi = phys.baseline[key]
+def _baseline(rng: np.random.Generator, phys: Physiology, setting: str, key: str) -> float:
+    mean, sd, lo, hi = phys.baseline[setting][key]
     return float(np.clip(rng.normal(mean, sd), lo, hi))
 
 
 def _draw_patient(rng: np.random.Generator, phys: Physiology, params: CohortParams,
                   catalog: SignalCatalog) -> Patient:
-    base = {k: _baseline(rng, phys, k) for k in BASELINE_KEYS}
+    setting = ICU if rng.random() < params.icu_fraction else OPERATING_ROOM
+    base = {k: _baseline(rng, phys, setting, k) for k in BASELINE_KEYS}
     if base["sbp"] - base["dbp"] < 25:
         base["sbp"] = base["dbp"] + 25
     map0 = base["dbp"] + (base["sbp"] - base["dbp"]) / 3.0
+    if setting == ICU:
+        return Patient(setting, base, map0, base["sbp"] - base["dbp"], "none",
+                       {s for s in catalog.keys if s in phys.icu_monitored})
     bp_mode = "nibp" if rng.random() < params.nibp_fraction else "arterial"
     present = {s for s in catalog.keys if rng.random() >= float(params.absent_signal_probability.get(s, 0.0))}
-    return Patient(base, map0, base["sbp"] - base["dbp"], bp_mode, present)
+    return Patient(setting, base, map0, base["sbp"] - base["dbp"], bp_mode, present)
 
 
 def _latent_physiology(rng: np.random.Generator, n: int, phys: Physiology, pt: Patient) -> Latent:
-    """Slow fluctuation around the baselines, a temperature trend, and the MAP drop of induction."""
+    """Slow fluctuation around the baselines, a temperature trend and, in the operating room, the MAP drop of
+    induction and stretches of low pressure."""
     t = np.arange(n, dtype=np.float64)
     fl = phys.fluctuation
     map_dev = ou_process(rng, n, *fl["map"])
@@ -108,17 +120,22 @@ def _latent_physiology(rng: np.random.Generator, n: int, phys: Physiology, pt: P
     trend = rng.uniform(*phys.temperature_trend_c_per_h)
     temp = pt.base["temp"] + trend * t / 3600.0 + ou_process(rng, n, *fl["temp"])
     etco2_dev = ou_process(rng, n, *fl["etco2"])
+    if pt.setting == OPERATING_ROOM:
+        map_dev -= _induction(rng, t, phys, pt)
+        map_dev += _low_pressure(rng, n, phys, pt)
+    zeros = np.zeros(n)
+    return Latent(map_dev, pp_dev, hr_dev, spo2, rr, temp, etco2_dev, zeros.copy(), zeros.copy(), zeros.copy())
 
+
+def _induction(rng: np.random.Generator, t: np.ndarray, phys: Physiology, pt: Patient) -> np.ndarray:
+    """How far anaesthesia induction lowers the latent MAP: down over the onset, then recovering."""
     ind = phys.induction
     i_start, i_onset = rng.uniform(*ind["start_s"]), rng.uniform(*ind["onset_s"])
     drop = rng.uniform(*ind["map_drop_fraction"]) * pt.map0
     tau = rng.uniform(*ind["recovery_tau_s"])
     ramp = np.clip((t - i_start) / i_onset, 0.0, 1.0)
     recovery = np.exp(-np.clip(t - i_start - i_onset, 0.0, None) / tau)
-    map_dev -= drop * ramp * recovery
-    map_dev += _low_pressure(rng, n, phys, pt)
-    zeros = np.zeros(n)
-    return Latent(map_dev, pp_dev, hr_dev, spo2, rr, temp, etco2_dev, zeros.copy(), zeros.copy(), zeros.copy())
+    return drop * ramp * recovery
 
 
 def _low_pressure(rng: np.random.Generator, n: int, phys: Physiology, pt: Patient) -> np.ndarray:
@@ -141,13 +158,17 @@ def _low_pressure(rng: np.random.Generator, n: int, phys: Physiology, pt: Patien
 def _transients(rng: np.random.Generator, n: int, lt: Latent, pt: Patient, phys: Physiology,
                 events: list[dict[str, Any]], warmup_s: int) -> None:
     """Short crossings of the limits, shorter than the rules' durations, outside events: HR up, MAP down, SpO2
-    down, each over a few seconds' ramp (a monitor without alarm delay alarms on them; the rules do not)."""
+    down, each over a few seconds' ramp (a monitor without alarm delay alarms on them; the rules do not); only on
+    signals the patient's monitor shows."""
     tr = phys.transients
+    signals = [s for s in TRANSIENT_SIGNALS if s in pt.present]
+    if not signals:
+        return
     busy = np.zeros(n, dtype=bool)
     for ev in events:
         busy[max(0, ev["start"] - 120) : ev["start"] + ev["duration"] + 120] = True
     for _ in range(int(rng.poisson(tr.per_hour * n / 3600.0))):
-        signal = TRANSIENT_SIGNALS[int(rng.integers(len(TRANSIENT_SIGNALS)))]
+        signal = signals[int(rng.integers(len(signals)))]
         length = max(3, int(rng.uniform(*tr.duration_s[signal])))
         to = rng.uniform(*tr.to[signal])
         start = int(rng.integers(warmup_s, max(warmup_s + 1, n - length)))
@@ -229,7 +250,8 @@ def _physiology(lt: Latent, pt: Patient, phys: Physiology) -> dict[str, np.ndarr
 
 def _measure(rng: np.random.Generator, n: int, lat: dict[str, np.ndarray], pt: Patient,
              phys: Physiology) -> dict[str, np.ndarray]:
-    """What the monitor measures: noise on every signal; for NIBP patients, cuff readings held between cycles."""
+    """What the monitor measures: noise on every signal; for NIBP patients, cuff readings held between cycles; for
+    ICU patients, the respiration rate from chest impedance."""
     nz = phys.noise
     sbp = lat["map"] + 2.0 / 3.0 * lat["pp"] + rng.normal(0, nz["sbp"], n)
     dbp = lat["map"] - 1.0 / 3.0 * lat["pp"] + rng.normal(0, nz["dbp"], n)
@@ -239,10 +261,13 @@ def _measure(rng: np.random.Generator, n: int, lat: dict[str, np.ndarray], pt: P
         "sbp": sbp,
         "dbp": dbp,
         "map": dbp + (sbp - dbp) / 3.0,
-        "rr": lat["rr"] + rng.normal(0, nz["rr"], n),
+        # a ventilated patient's rate is the ventilator's setting, a whole number, counted with a rare flicker
+        "rr": np.round(lat["rr"]) + rng.normal(0, nz["rr"], n),
         "temp": lat["temp"] + rng.normal(0, nz["temp"], n),
         "etco2": lat["etco2"] + rng.normal(0, nz["etco2"], n),
     }
+    if pt.setting == ICU:
+        sig["rr"] = _impedance_rr(rng, n, lat["rr"], phys)
     if pt.bp_mode == "nibp":
         cycles = rng.uniform(*phys.nibp_cycle_s, size=int(n / phys.nibp_cycle_s[0]) + 2)
         times = (rng.uniform(0, phys.nibp_cycle_s[0]) + np.cumsum(cycles) - cycles[0]).astype(np.int64)
@@ -253,6 +278,17 @@ def _measure(rng: np.random.Generator, n: int, lat: dict[str, np.ndarray], pt: P
         sig["dbp"] = hold_samples(cuff_d, times)
         sig["map"] = hold_samples(cuff_d + (cuff_s - cuff_d) / 3.0, times)
     return sig
+
+
+def _impedance_rr(rng: np.random.Generator, n: int, rr: np.ndarray, phys: Physiology) -> np.ndarray:
+    """A spontaneously breathing patient's rate as an impedance monitor shows it: breath-to-breath variability
+    (its size drawn per patient) and noise, refreshed every few seconds and held in between."""
+    imp = phys.impedance_rr
+    sd = rng.uniform(*imp.variability_sd)
+    x = rr + ou_process(rng, n, sd, imp.variability_tau_s) + rng.normal(0, imp.noise_sd, n)
+    steps = rng.uniform(*imp.update_s, size=int(n / imp.update_s[0]) + 1)
+    times = np.concatenate([[0], np.cumsum(steps)]).astype(np.int64)
+    return hold_samples(x, times[times < n])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -325,9 +361,38 @@ FAULTS: dict[str, Fault] = {
 }
 
 
+def _stretches(rng: np.random.Generator, n: int, per_hour: float, duration_s: tuple[float, float],
+               in_event: np.ndarray) -> list[tuple[int, int]]:
+    """Random (start, length) stretches at `per_hour`, none that touches an injected event."""
+    count = int(rng.poisson(per_hour * n / 3600.0))
+    starts = rng.integers(0, n, count)
+    lengths = np.maximum(1, rng.uniform(*duration_s, count).astype(np.int64))
+    return [(int(a), int(k)) for a, k in zip(starts, lengths, strict=True) if not in_event[a : a + k].any()]
+
+
+def _impedance_faults(rng: np.random.Generator, x: np.ndarray, in_event: np.ndarray, phys: Physiology,
+                      lowest: float) -> np.ndarray:
+    """What an impedance rate shows besides the rate (unlabelled, outside events): missed breaths, the shown rate
+    counting down by one a second from the last value until a breath is found again; and drop-outs, nothing shown.
+    A count below the signal's lowest valid value shows nothing too (a monitor's 0)."""
+    imp = phys.impedance_rr
+    n = len(x)
+    x = x.copy()
+    for a, k in _stretches(rng, n, rng.uniform(*imp.countdown_per_hour), imp.countdown_s, in_event):
+        if a > 0:
+            x[a : a + k] = x[a - 1] - np.arange(1, min(k, n - a) + 1)
+    poor = rng.random() < imp.poor_contact_probability
+    rate = rng.uniform(*(imp.poor_contact_dropouts_per_hour if poor else imp.dropouts_per_hour))
+    for a, k in _stretches(rng, n, rate, imp.poor_contact_dropout_s if poor else imp.dropout_s, in_event):
+        x[a : a + k] = np.nan
+    x[x < lowest] = np.nan
+    return x
+
+
 def _display(rng: np.random.Generator, n: int, sig: dict[str, np.ndarray], events: list[dict[str, Any]],
-             pt: Patient, params: CohortParams, catalog: SignalCatalog) -> dict[str, np.ndarray]:
-    """Display resolution and range, absent signals, and unlabelled missing stretches (never inside an event)."""
+             pt: Patient, phys: Physiology, params: CohortParams, catalog: SignalCatalog) -> dict[str, np.ndarray]:
+    """Display resolution and range, the impedance rate's faults, absent signals, and unlabelled missing stretches
+    (never inside an event)."""
     in_event = np.zeros(n, dtype=bool)
     for ev in events:
         in_event[ev["start"] : ev["start"] + ev["duration"]] = True
@@ -335,15 +400,13 @@ def _display(rng: np.random.Generator, n: int, sig: dict[str, np.ndarray], event
     for s in catalog.keys:
         spec_s = catalog[s]
         x = np.round(np.clip(sig[s], *spec_s.valid), spec_s.decimals)
+        if s == "rr" and pt.setting == ICU and s in pt.present:
+            x = _impedance_faults(rng, x, in_event, phys, spec_s.valid[0])
         if s not in pt.present:
             x[:] = np.nan
         else:
-            n_gaps = rng.poisson(params.gaps_per_hour * n / 3600.0)
-            starts = rng.integers(0, n, n_gaps)
-            lengths = rng.uniform(*params.gap_s, n_gaps).astype(np.int64)
-            for a, length in zip(starts, lengths, strict=True):
-                if not in_event[a : a + length].any():
-                    x[a : a + length] = np.nan
+            for a, length in _stretches(rng, n, params.gaps_per_hour, params.gap_s, in_event):
+                x[a : a + length] = np.nan
         out[s] = x.astype(np.float32)
     return out
 
@@ -377,5 +440,5 @@ def simulate_patient(
         }
         for ev in sorted(events, key=lambda e: e["start"])
     ]
-    return PatientRecording(signals=_display(rng, n, sig, events, pt, params, catalog), events=out_events,
-                            bp_mode=pt.bp_mode)
+    return PatientRecording(signals=_display(rng, n, sig, events, pt, phys, params, catalog), events=out_events,
+                            bp_mode=pt.bp_mode, setting=pt.setting)

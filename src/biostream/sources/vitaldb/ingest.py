@@ -106,7 +106,8 @@ def ingest(
     progress: Callable[[Iterable[Any], int], Iterable[Any]] = lambda it, n: it,
 ) -> IngestResult:
     """Collect raw cases from the configured sources (a case found twice is kept from the first source)."""
-    tracks = catalog.all_tracks()
+    # device tracks only: vitaldb matches a bare name (PhysioNet's `RESP`) to any device's track of that name
+    tracks = tuple(t for t in catalog.all_tracks() if "/" in t)
     result = IngestResult()
     for source in p.sources:
         if source == "local":
