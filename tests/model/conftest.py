@@ -18,6 +18,7 @@ from biostream.features import (
     featurize,
 )
 from biostream.features.preprocess import fit_on_training
+from biostream.features.readiness import learned_defined
 from biostream.models.bundle import ModelBundle
 from biostream.models.detectors import NAMES, BaseDetector, detector_class, make_detector
 from biostream.models.evaluation import AlarmPolicy
@@ -58,8 +59,8 @@ def model_data(small_params, configs, physiology) -> ModelData:
     table = featurize(ds.vitals, configs.signals.keys, fp)
     pre = fit_on_training(table, ds.vitals, configs.signals.keys, fp.geometry)
     train = table[table["split"] == "train"]
-    pipeline = InputPipeline(configs.signals.keys, fp.geometry, pre)
-    normal = train[(train["label"] == 0) & (train["artefact"] == 0)]
+    pipeline = InputPipeline(configs.signals.keys, fp.geometry, pre, fp.readiness)
+    normal = train[(train["label"] == 0) & (train["artefact"] == 0) & learned_defined(train)]
     return ModelData(ds, table, pipeline, normal, table[table["split"] != "train"])
 
 

@@ -97,7 +97,8 @@ def test_the_signal_that_jumped_explains_the_score(name, fitted, model_data, tmp
     bundle.save(tmp_path / "bundle")
     back = ModelBundle.load(tmp_path / "bundle")
     ev = model_data.evaluation
-    quiet = ev[(ev["label"] == 0) & (ev["artefact"] == 0) & (ev["alarm"] == 0)].sample(5, random_state=8)
+    quiet = ev[(ev["label"] == 0) & (ev["artefact"] == 0) & (ev["alarm"] == 0)
+               & (ev["time_s"] >= model_data.pipeline.geometry.window_s)].sample(5, random_state=8)  # signals read
     windows = _windows(model_data, quiet)
     spiked = windows.copy()
     spiked[:, model_data.pipeline.signals.index("hr"), -60:] = 175.0

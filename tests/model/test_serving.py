@@ -161,11 +161,14 @@ def test_explain_names_signals_and_features(name, fitted, model_data, configs, r
     scorer = scorer_for(fitted[name], model_data, configs)
     schemas = Schemas(scorer.spec)
     sig = model_data.pipeline.signals
-    w = windows_at(model_data.dataset.vitals, sig, scorer.spec.window_s, rows["patient_id"].to_numpy()[:1],
-                   rows["time_s"].to_numpy()[:1])[0]
+    windows = windows_at(model_data.dataset.vitals, sig, scorer.spec.window_s, rows["patient_id"].to_numpy(),
+                         rows["time_s"].to_numpy())
+    driven = scorer.bundle.outputs(windows).rule_driven
+    w = windows[int(np.argmin(driven))]  # the first window the model drives (the rules drive one where a rule holds)
     out = scorer.explain(schemas.Window.model_validate_json(json.dumps(window_payload(w, sig))))
     assert list(out.signals) == list(sig) and all(math.isfinite(v) for v in out.signals.values())
-    assert (out.features is not None) == (fitted[name].explains == "features")
+    assert out.driver == ("rules" if driven.all() else "model")
+    assert (out.features is not None) == (fitted[name].explains == "features" and out.driver == "model")
     if out.features is not None:
         assert sum(out.features.values()) == pytest.approx(sum(out.signals.values()), abs=1e-6)
     assert out.method and out.score == pytest.approx(scorer.bundle.score(w[None])[0])

@@ -99,22 +99,23 @@ def test_repeats_late_values_gaps_and_ranges(alarming, tmp_path):
     url = sqlite_url(tmp_path / "streams.db")
     engine = StreamEngine(scorer, Store(url), params(url, late_s=30))
     v = values[:, :200].copy()
-    hr = scorer.spec.signals.index("hr")
-    held = v[hr, 150]
-    v[hr, 150] = v[hr, 120] = np.nan  # arrive late: within late_s (150), and too late (120)
+    # a signal and a second with a reading (synthetic drop-outs)
+    hr, at = next((j, t) for t in range(159, 130, -1) for j in range(len(v)) if not np.isnan(v[j, t]))
+    held = v[hr, at]
+    v[hr, at] = v[hr, 120] = np.nan  # arrive late: within late_s (at), and too late (120)
     engine.ingest([Chunk("b", START, v[:, :160].copy())], now=0.0)
-    # a repeat of stored seconds is a no-op; the late hr value of second 150 is merged; 120's is too late
+    # a repeat of stored seconds is a no-op; the late hr value of second `at` is merged; 120's is too late
     late = np.full((len(scorer.spec.signals), 1), np.nan)
     late[hr, 0] = held
     old = v[:, 100:101].copy()
-    old[hr, 0] = 80.0
+    old[hr, 0] = held
     answers, problems = engine.ingest([Chunk("b", START + 100, v[:, 100:120].copy()),
-                                       Chunk("b", START + 150, late), Chunk("b", START + 120, old)], now=1.0)
+                                       Chunk("b", START + at, late), Chunk("b", START + 120, old)], now=1.0)
     assert answers[0].repeated == 20 and answers[0].merged == 1 and answers[0].seconds == []
     assert len(problems) == 1 and problems[0].field == "start" and "late_s" in problems[0].limit
     assert "1 second(s) of bed 'b'" in problems[0].error and problems[0].kept == "the item's other seconds"
     stored = {r["second"]: np.frombuffer(r["vals"]) for r in engine.store.seconds("b", limit=1000)}
-    assert stored[START + 150][hr] == held and len(stored) == 160
+    assert stored[START + at][hr] == held and len(stored) == 160
     # a gap shorter than silent_s is missing data, scored; a longer one starts a new recording
     answers, _ = engine.ingest([Chunk("b", START + 170, v[:, 170:171].copy())], now=2.0)
     assert [s["time"] for s in answers[0].seconds][0] == datetime.fromtimestamp(START + 160, UTC).isoformat() \
