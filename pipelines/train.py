@@ -38,6 +38,7 @@ from biostream.tracking.pyfunc import log_bundle
 
 SUMMARY = ("objective", "physiological.weighted_f1", "physiological.event_recall",
            "physiological.false_alarms_per_hour", "technical.event_f1", "point.auprc")
+REAL = ("real_own_alarms_per_hour", "uncapped_threshold", "uncapped_objective", "uncapped_real_own_alarms_per_hour")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -134,8 +135,7 @@ def main(argv: list[str] | None = None) -> None:
             model_uri = log_bundle(bundle_dir, name, example)
         summary[name] = {"threshold": det.threshold_, "fit_s": round(trained.fit_s, 2), "model_uri": model_uri,
                          "run_id": run.info.run_id, **{f"val_{k}": metrics[k] for k in SUMMARY},
-                         **({"real_own_alarms_per_hour": metrics["real_own_alarms_per_hour"]}
-                            if "real_own_alarms_per_hour" in metrics else {})}
+                         **{k: metrics[k] for k in REAL if k in metrics}}
         log.info("%s: fit %.1f s, threshold %.4g, validation %s %.3f, %.2f physiological false alarms/h; %s", name,
                  trained.fit_s, det.threshold_, objective.metric, metrics["objective"],
                  metrics["physiological.false_alarms_per_hour"], model_uri)

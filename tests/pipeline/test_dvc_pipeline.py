@@ -96,6 +96,7 @@ def test_data_overview_notebook_runs(repo, reproduced):
 def test_featurize_outputs_and_train_only_scaler(repo, reproduced):
     from biostream.data.dataset import read_dataset
     from biostream.features import InputPipeline, Preprocessor, feature_min_scale, feature_names
+    from biostream.features.readiness import learned_defined
 
     table = pd.read_parquet(repo / "data/features/synthetic.parquet")
     pipeline = InputPipeline.from_dict(json.loads((repo / "data/features/input_pipeline.json").read_text()))
@@ -107,8 +108,13 @@ def test_featurize_outputs_and_train_only_scaler(repo, reproduced):
     seconds = vitals.groupby("split").size()
     assert per_split["test"] == seconds["test"] and per_split["val"] == seconds["val"]
     assert per_split["train"] < seconds["train"] / (params["train_stride_s"] - 0.5)
-    # the scaler is fitted on training patients only, its tails on their normal rows
-    train = table["split"] == "train"
+    # a source the models only evaluate on (the real recordings): every second of every patient
+    real = pd.read_parquet(repo / "data/features/real.parquet")
+    assert len(real) == len(read_dataset(repo / "data/real").vitals)
+    assert (real.loc[real["time_s"] < 269, "signals_read"] == 0).all(), "nothing read in a recording's first 270 s"
+    # the scaler is fitted on training patients only (the seconds a learned model scores), its tails on their
+    # normal rows
+    train = (table["split"] == "train") & learned_defined(table)
     normal = (table.loc[train, "label"] == 0) & (table.loc[train, "artefact"] == 0)
     expected = Preprocessor.fit(table.loc[train, names].to_numpy(np.float64),
                                 vitals.loc[vitals["split"] == "train", list(pipeline.signals)].to_numpy(np.float64),

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.pipeline.conftest import run
@@ -29,7 +29,7 @@ def test_every_detector_is_evaluated_on_the_real_recordings_with_reference_rows(
     floor = metrics["clinical"]["real"]
     assert floor["rule_events"]["events"] == manifest["alarm_events"] > 0
     assert floor["own_alarms"]["alarms_per_hour"] == 0, "the floor alone adds nothing to itself"
-    hours = manifest["hours"]
+    hours = manifest["rows"] / 3600.0
     for name in (*LEARNED, "clinical", "monitor", "map_alone"):
         m = metrics[name]["real"]
         for key in ("alarms_per_hour", "physiological_per_hour", "technical_per_hour"):
@@ -107,8 +107,9 @@ def test_a_model_that_alarms_at_every_recording_start_is_never_champion(repo, re
                              for source, split in (("synthetic", "test"), ("real", None))}
     own = evaluation["startle"]["real"]["own_alarms"]["alarms_per_hour"]
     budget = params["register"]["safety"]["max_own_alarms_per_hour"]
-    assert own >= 26 / json.loads((repo / "metrics/real.json").read_text())["hours"] > budget, \
-        "an own alarm at every recording start"
+    manifest = json.loads((repo / "metrics/real.json").read_text())
+    assert own >= 0.8 * manifest["cases"] / (manifest["rows"] / 3600.0) > budget, \
+        "an own alarm at (nearly) every recording start (one merged into a floor alarm is not its own)"
     (tmp_path / "evaluate.json").write_text(json.dumps(evaluation, allow_nan=True))
     name = "startle-check"
     cmd = [sys.executable, "-m", "pipelines.register", "--models", str(models), "--features", "data/features",
@@ -172,7 +173,7 @@ def trained(repo, reproduced):
     return {name: ModelBundle.load(repo / "models" / name) for name in LEARNED}
 
 
-@settings(max_examples=12, deadline=None, derandomize=True,
+@settings(max_examples=12, deadline=None, derandomize=True, phases=(Phase.explicit, Phase.generate),
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(values=normal_recording())
 def test_normal_real_vitals_raise_no_learned_alarm_from_the_first_second_and_after_any_gap(trained, values):
@@ -181,8 +182,6 @@ def test_normal_real_vitals_raise_no_learned_alarm_from_the_first_second_and_aft
     alarm at all (the levels are inside every bedside limit). Whatever the threshold (here one under every learned
     score, so that any learned score alarms): a learned score exists exactly where a signal has been observed long
     enough, so the first seconds of a recording are the rules' alone."""
-    from dataclasses import replace
-
     from biostream.features.windows import recording_windows
     from biostream.models.evaluation import class_alarms
 
@@ -198,18 +197,14 @@ def test_normal_real_vitals_raise_no_learned_alarm_from_the_first_second_and_aft
         first = int(np.argmax(seen))
         assert not seen.any() or (not cond.learning[:first].any() and cond.learning[first]), \
             "a learning baseline from the first reading"
-        eager = replace(bundle, detector=_with_threshold(bundle.detector, -1e9))
         read = bundle.pipeline.readiness.read(windows).any(axis=1)
         assert not read[:269].any(), "no signal is read in a recording's first 270 s"
-        got = eager.outputs(windows)
+        assert (cond.learning <= ~read).all()
+        served = bundle.detector.threshold_
+        try:  # a threshold under every learned score: any learned score alarms
+            bundle.detector.threshold_ = -1e9
+            got = bundle.outputs(windows)
+        finally:
+            bundle.detector.threshold_ = served
         np.testing.assert_array_equal(got.score[~read], out.rules[~read])  # the floor alone where nothing is read
         assert (got.score[read] > 0).all(), "a learned score wherever a signal is read"
-        assert (cond.learning <= ~read).all()
-
-
-def _with_threshold(det, threshold: float):
-    import copy
-
-    det = copy.copy(det)
-    det.threshold_ = threshold
-    return det

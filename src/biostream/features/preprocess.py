@@ -36,6 +36,7 @@ class Preprocessor:
     signal_median: np.ndarray
     signal_scale: np.ndarray
     clip: float = 5.0
+    centre_sequences: bool = False  # each sequence about its own mean (the patient's changes, not levels)
 
     @classmethod
     def fit(
@@ -55,7 +56,7 @@ class Preprocessor:
                 tail = np.nanquantile(np.abs(rows - fm) / fs, TAIL_QUANTILE, axis=0)
             fs = fs * np.maximum(np.where(np.isfinite(tail), tail, TAIL_Z), MIN_TAIL) / TAIL_Z
         sm, ss = _robust_location_scale(raw_values)
-        return cls(fm, fs, sm, ss, clip)
+        return cls(fm, fs, sm, ss, clip, centre_sequences=True)
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         z = (np.asarray(features, dtype=np.float64) - self.feature_median) / self.feature_scale
@@ -63,7 +64,17 @@ class Preprocessor:
         return np.clip(z, -self.clip, self.clip).astype(np.float32)
 
     def transform_sequence(self, seq: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        z = (seq - self.signal_median) / self.signal_scale
+        """(N, T, S) step means and their mask -> scaled values (0 where missing) and the mask. Centred: each
+        window's signal about its own mean over the steps observed (a level far from the training population is
+        not an anomaly: the bedside rules read levels); otherwise about the training median."""
+        if self.centre_sequences:
+            observed = mask > 0
+            with np.errstate(invalid="ignore"):
+                own = np.nansum(np.where(observed, seq, 0.0), axis=1, keepdims=True) / np.maximum(
+                    observed.sum(axis=1, keepdims=True), 1)
+            z = (seq - own) / self.signal_scale
+        else:
+            z = (seq - self.signal_median) / self.signal_scale
         z = np.where(mask > 0, z, 0.0)
         return np.clip(z, -SEQUENCE_CLIP, SEQUENCE_CLIP).astype(np.float32), mask.astype(np.float32)
 
@@ -74,6 +85,7 @@ class Preprocessor:
             "signal_median": self.signal_median.tolist(),
             "signal_scale": self.signal_scale.tolist(),
             "clip": self.clip,
+            "centre_sequences": self.centre_sequences,
         }
 
     @classmethod
@@ -84,6 +96,7 @@ class Preprocessor:
             np.asarray(d["signal_median"]),
             np.asarray(d["signal_scale"]),
             float(d["clip"]),
+            bool(d.get("centre_sequences", False)),  # bundles made before: about the training median
         )
 
 

@@ -105,5 +105,11 @@ def train_detector(name: str, hyperparams: Mapping[str, Any], pipeline: InputPip
         det.set_threshold(calibrate_on_validation(learned, val, comb, signals, policy, threshold, objective, cap))
     metrics = validation_metrics(learned, det.threshold_, val, comb, signals, policy, objective)
     if cap is not None:
-        metrics["real_own_alarms_per_hour"] = cap.own_per_hour(det.threshold_, comb, signals, policy)
+        # what the cap costs and saves: the threshold the synthetic objective alone would choose, beside it
+        uncapped = calibrate_on_validation(learned, val, comb, signals, policy, threshold, objective)
+        at_uncapped = validation_metrics(learned, uncapped, val, comb, signals, policy, objective)
+        metrics.update(
+            real_own_alarms_per_hour=cap.own_per_hour(det.threshold_, comb, signals, policy),
+            uncapped_threshold=uncapped, uncapped_objective=at_uncapped["objective"],
+            uncapped_real_own_alarms_per_hour=cap.own_per_hour(uncapped, comb, signals, policy))
     return Trained(ModelBundle(pipeline, det, policy, comb), fit_s, metrics)

@@ -110,10 +110,12 @@ class TestSet:
             raise ValueError(f"{name} was trained on {have} features; today's feature pipeline makes {want}")
         pipe, part = bundle.pipeline, self.part
         table = self.pipeline
-        if bundle.detector.input_view == "features" and (pipe.geometry, pipe.signals, pipe.readiness) != (
-                table.geometry, table.signals, table.readiness):
+        view = bundle.detector.input_view
+        if (view == "features" and (pipe.geometry, pipe.signals) != (table.geometry, table.signals)) or (
+                view != "window" and pipe.readiness != table.readiness):
             # a champion trained on other windows (featurize.window_s or min_history_s changed since): the table's
-            # features describe today's windows, not its own, so score its own windows rebuilt from the raw vitals
+            # features and signals read describe today's windows, not its own, so score its own windows rebuilt
+            # from the raw vitals
             rows = part.rows
             outputs = Outputs.concat([bundle.outputs(windows_at(
                 part.vitals, pipe.signals, bundle.window_s, rows["patient_id"].to_numpy()[i : i + CHUNK],

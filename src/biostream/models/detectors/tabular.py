@@ -21,7 +21,8 @@ from biostream.features.compute import CROSS, PER_SIGNAL, group_columns
 from biostream.models.detectors import _skops
 from biostream.models.detectors.base import BaseDetector
 
-DEFAULT_GROUPS = ("level", "spread", "trend", "relative", "freshness", "context", "cross")
+# the patient's own changes; absolute levels (`level`, `cross`) are the bedside rules' (configs/search_spaces)
+DEFAULT_GROUPS = ("spread", "trend", "relative", "freshness", "context")
 PART_QUANTILE = 0.99  # per-signal models: the training score quantile that maps to 1
 PER_SIGNAL_EXPLAIN = "; one model per signal: the contributions of the signal's model that gave the score"
 
