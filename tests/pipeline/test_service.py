@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ import pytest
 from biostream.core.runtime import free_port
 from biostream.data.dataset import read_dataset
 from biostream.features import recording_windows, windows_at
-from biostream.models.evaluation import AlarmPolicy, alarm_episodes, apply_policy
+from biostream.models.evaluation import AlarmPolicy, alarm_episodes, apply_policy, class_alarms
 from biostream.serving import pack_f32
 from biostream.serving.arrow import ARROW_STREAM, windows_to_arrow
 from tests.pipeline.conftest import env_for
@@ -194,10 +195,13 @@ def test_score_series_matches_the_evaluate_stage(served, meta, test_data):
     for ep in out["episodes"]:
         assert ep["start"] < ep["peak_time"] < ep["end"] or ep["start"] == ep["peak_time"]
         assert ep["alarm_class"] in ("physiological", "technical")
-    # each alarm second's class is the one `evaluate` gave it
-    technical = want["technical"].to_numpy().astype(bool)
-    expected = [("technical" if tech else "physiological") if a else None for a, tech in zip(alarm, technical,
-                                                                                              strict=True)]
+    # each alarm second's class is the one `evaluate` gives it: its episode's, from the seconds' own classes, under
+    # the served policy (an episode's extent, and so its class, follows the policy)
+    seconds = SimpleNamespace(score=want["score"].to_numpy(), technical=want["technical_second"].to_numpy() > 0,
+                              rules=np.where(want["rule_fired"].to_numpy() > 0, 1.0, -1.0))
+    classes = class_alarms(np.zeros(len(t)), t, seconds, meta["threshold"], AlarmPolicy(**meta["alarm_policy"]))
+    expected = [("technical" if tech else "physiological") if a else None
+                for a, tech in zip(alarm, classes["technical"] > 0, strict=True)]
     assert out["alarm_class"] == expected
 
 

@@ -53,11 +53,12 @@ class Scored:
         return self.alarms[PHYSIOLOGICAL] | self.alarms[TECHNICAL]
 
     def frame(self, part: Part) -> pd.DataFrame:
-        """Per-second scores, alarms and their class, and whether a bedside rule fired (an alarm at once): what the
-        serving parity test compares the service with."""
+        """Per-second scores, alarms and their class (the episode's; `technical_second`: the second's own), and whether
+        a bedside rule fired (an alarm at once): what the serving parity test compares the service with."""
         return pd.DataFrame({"patient_id": part.rows["patient_id"], "time_s": part.rows["time_s"],
                              "score": self.scores, "alarm": self.alarm.astype(np.int8),
                              "technical": self.alarms[TECHNICAL].astype(np.int8),
+                             "technical_second": self.outputs.technical.astype(np.int8),
                              "rule_fired": (self.outputs.rules > 0).astype(np.int8)})
 
 
