@@ -50,6 +50,7 @@ from biostream.tracking.registry import (
     metric_at,
     model_card,
     real_check,
+    real_failures,
     real_figures,
     safety_check,
 )
@@ -278,18 +279,9 @@ def champion_over_budget(uri: str, real: Mapping[str, TestSet], evaluation: Mapp
                          rp: RegisterParams) -> list[str]:
     """What the current champion, re-scored on every patient of each real source with today's code, fails there
     (own alarms over the budget, fewer rule events caught than the floor alone); empty: it passes."""
-    out = []
-    for src, recordings in real.items():
-        if src not in evaluation.get(rp.baseline, {}):
-            continue
-        check = real_check(recordings.metrics(uri), evaluation[rp.baseline][src], rp.max_own_alarms_per_hour)
-        if not check["own_ok"]:
-            out.append(f"{src}: {fmt(check['own_alarms_per_hour'], '.2f')} own alarm episodes/h > budget "
-                       f"{fmt(rp.max_own_alarms_per_hour, '.2f')}/h")
-        if not check["recall_ok"]:
-            out.append(f"{src}: rule events caught {fmt(check['rule_events_recall'])} < the floor's "
-                       f"{fmt(check['baseline_rule_events_recall'])}")
-    return out
+    return [m for src, recordings in real.items() if src in evaluation.get(rp.baseline, {})
+            for m in real_failures(src, real_check(recordings.metrics(uri), evaluation[rp.baseline][src],
+                                                   rp.max_own_alarms_per_hour))]
 
 
 def safety_tags(safety: Safety) -> dict[str, str]:

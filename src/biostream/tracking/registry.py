@@ -101,14 +101,7 @@ class Safety:
         fa = self.false_alarms_per_hour
         if not fa["ok"]:
             out.append(f"physiological false alarms {fmt(fa['challenger'], '.2f')}/h > {fmt(fa['baseline'], '.2f')}/h")
-        for src, r in self.real.items():
-            if not r["own_ok"]:
-                out.append(f"{src} recordings: {fmt(r['own_alarms_per_hour'], '.2f')} own alarm episodes/h > budget "
-                           f"{fmt(r['budget'], '.2f')}/h")
-            if not r["recall_ok"]:
-                out.append(f"{src} recordings: rule events caught {fmt(r['rule_events_recall'])} < "
-                           f"{fmt(r['baseline_rule_events_recall'])}")
-        return out
+        return out + [m for src, r in self.real.items() for m in real_failures(src, r)]
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
@@ -127,6 +120,18 @@ def real_check(challenger: Mapping[str, Any], baseline: Mapping[str, Any], budge
             "baseline_alarms_per_hour": baseline["rule_events"]["alarms_per_hour"], "rule_events_recall": recall,
             "baseline_rule_events_recall": b_recall, "early_warning_auroc": challenger.get("early_warning_auroc"),
             "own_ok": own_ok, "recall_ok": recall_ok, "ok": own_ok and recall_ok}
+
+
+def real_failures(source: str, check: Mapping[str, Any]) -> list[str]:
+    """What a `real_check` fails, in words."""
+    out = []
+    if not check["own_ok"]:
+        out.append(f"{source} recordings: {fmt(check['own_alarms_per_hour'], '.2f')} own alarm episodes/h > budget "
+                   f"{fmt(check['budget'], '.2f')}/h")
+    if not check["recall_ok"]:
+        out.append(f"{source} recordings: rule events caught {fmt(check['rule_events_recall'])} < "
+                   f"{fmt(check['baseline_rule_events_recall'])}")
+    return out
 
 
 def real_figures(evaluation: Mapping[str, Any], candidate: str, rp: RegisterParams) -> dict[str, dict[str, Any]]:
