@@ -200,6 +200,13 @@ def test_bundle_scores_raw_windows_like_the_stage_views(name, fitted, model_data
     else:  # the rules themselves: their own score, every alarm physiological
         np.testing.assert_allclose(by_windows.score, learned, rtol=0, atol=1e-9)
         assert back.combination.rules is None and not by_windows.technical.any()
+    if det.calibrated:  # a model calibrated to add no alarm: the rules' outputs, without computing the model
+        back.detector.set_threshold(np.inf)
+        out, view, _ = back.outputs_and_view(windows)
+        assert view.shape == (len(windows), 0)
+        floor_only = ModelBundle(model_data.pipeline, floor.rules, AlarmPolicy(3, 5, 120, 30)).outputs(windows)
+        np.testing.assert_array_equal(out.score, floor_only.score)
+        np.testing.assert_array_equal(out.rules, floor_only.rules)
     frame = back.predict_frame(windows)
     assert list(frame.columns) == ["score", "alarm", "threshold", "technical"] and (frame["threshold"] == 0).all()
     assert ((frame["score"] > 0) == frame["alarm"].astype(bool)).all()

@@ -70,13 +70,17 @@ class ModelBundle:
 
     def outputs_and_view(self, windows: np.ndarray) -> tuple[Outputs, np.ndarray, np.ndarray]:
         """`outputs`, with the detector's input view and raw scores of the windows (the service names an alarm's
-        signals from them without building the view again)."""
+        signals from them without building the view again; an empty view for a floored model that adds no alarm:
+        every second is the rules')."""
         windows = np.asarray(windows)
         if windows.ndim != 3 or windows.shape[2] < self.window_s:
             raise ValueError(f"windows must have shape (n, {len(self.pipeline.signals)} signals, >= {self.window_s} "
                              f"seconds), got {windows.shape}")
-        view, read = self.pipeline.view_and_read(self.detector.input_view, windows)
-        learned = np.where(read.any(axis=1), self._learned(view), -np.inf)  # no signal read: the floor alone
+        if self.adds_alarms or self.combination.rules is None:
+            view, read = self.pipeline.view_and_read(self.detector.input_view, windows)
+            learned = np.where(read.any(axis=1), self._learned(view), -np.inf)  # no signal read: the floor alone
+        else:  # the model adds no alarm (threshold +inf): its floor decides, and nothing of the model is computed
+            view, learned = np.empty((len(windows), 0)), np.full(len(windows), -np.inf)
         reads = self.combination.reads_s
         history = windows[..., -reads:].astype(np.float64, copy=False) if reads else windows[..., :0]
         out = outputs_of_windows(learned, self.detector.threshold_, self.combination, history, self.pipeline.signals)
