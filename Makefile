@@ -31,8 +31,11 @@ run: setup
 
 ## serve: the champion's BentoML service (the bento `make run` built) on http://127.0.0.1:3000
 PORT ?= 3000
+# the stream store, keys and audit trail: the project's stores/ (a relative path would be the bento's own folder)
+serve: export BIOSTREAM_STREAM_STORE ?= sqlite:///$(CURDIR)/stores/streams.db
 serve: setup
 	@test -f results/bento.json || { echo "results/bento.json is missing: run \`make run\` first"; exit 1; }
+	@$(BIN)/biostream keys dev
 	bentoml serve $$($(BIN)/python -c "import json; print(json.load(open('results/bento.json'))['bento'])") --port $(PORT)
 
 ## browser: Debian's Chromium for the MLflow UI test (apt-get, as root or through sudo), unless present

@@ -87,11 +87,12 @@ def summary(lat_ms: list[float], lags: list[float]) -> dict[str, float]:
 
 
 def run_http(port: int, values: np.ndarray, signals: list[str], seconds: int, warmup: int, connections: int,
-             tag: str, arrow: bool = False, workers: int = 2) -> dict[str, float]:
+             tag: str, arrow: bool = False, workers: int = 2, auth: dict[str, str] | None = None) -> dict[str, float]:
     beds = values.shape[0]
     names = [f"{tag}-{i}" for i in range(beds)]
     shares = np.array_split(np.arange(beds), connections)
-    conns = one_per_worker(port, len(shares), workers)
+    auth = auth or {}
+    conns = one_per_worker(port, len(shares), workers, auth=auth)
     lat: list[float] = []
     lags: list[float] = []
     t0 = time.monotonic() + 1.0
@@ -106,7 +107,7 @@ def run_http(port: int, values: np.ndarray, signals: list[str], seconds: int, wa
 
         def send(k: int, sent: float = sent, bodies: list[bytes] = bodies, took: list[float] = took) -> None:
             conns[k].request("POST", "/ingest", body=bodies[k],
-                             headers={"Content-Type": ARROW_STREAM if arrow else "application/json"})
+                             headers={"Content-Type": ARROW_STREAM if arrow else "application/json", **auth})
             resp = conns[k].getresponse()
             data = resp.read()
             if resp.status != 200:
@@ -137,7 +138,8 @@ def worker_of(port: int) -> dict[int, str]:
     return found
 
 
-def one_per_worker(port: int, n: int, workers: int, tries: int = 40) -> list[Connection]:
+def one_per_worker(port: int, n: int, workers: int, tries: int = 40,
+                   auth: dict[str, str] | None = None) -> list[Connection]:
     """n keep-alive connections, spread over the service's workers: the kernel hands each new connection to
     either worker, so two of a gateway's connections land on one worker about one time in two; a connection
     that shares its worker while another worker has none is opened again (what a gateway that keeps one
@@ -146,7 +148,7 @@ def one_per_worker(port: int, n: int, workers: int, tries: int = 40) -> list[Con
     for _ in range(tries):
         while len(conns) < n:
             c = Connection("127.0.0.1", port, timeout=60)
-            c.request("POST", "/metadata", body=b"{}", headers={"Content-Type": "application/json"})
+            c.request("POST", "/metadata", body=b"{}", headers={"Content-Type": "application/json", **(auth or {})})
             c.getresponse().read()
             conns.append(c)
         pids = worker_of(port)
@@ -272,6 +274,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--formats", default="json,arrow", help="HTTP: message formats, in this order")
     p.add_argument("--connections", type=int, default=2, help="HTTP: messages per tick (one per service worker)")
     p.add_argument("--consumers", type=int, default=2, help="Redis: consumer processes")
+    p.add_argument("--no-auth-run", action=argparse.BooleanOptionalAction, default=True,
+                   help="HTTP: also JSON through the same bento with no credential check (BIOSTREAM_AUTH=off), the "
+                        "floor of the guard's cost")
     p.add_argument("--out", default="results/bench_streams.json")
     args = p.parse_args(argv)
     log = configure()
@@ -303,17 +308,30 @@ def main(argv: list[str] | None = None) -> None:
         f"predict_json_whole_window_{scorer.spec.window_s}s": len(json.dumps(window).encode())}
     tmp = Path(tempfile.mkdtemp(prefix="bench_streams_"))
     if "http" in args.paths:
-        env = {**os.environ, "BIOSTREAM_STREAM_STORE": f"sqlite:///{tmp / 'streams.db'}"}
+        from biostream.serving.security.keys import KeyStore
+
+        url = f"sqlite:///{tmp / 'streams.db'}"
+        env = {**os.environ, "BIOSTREAM_STREAM_STORE": url}
+        keys = KeyStore(url, create=True)  # a gateway's key, as every /ingest needs one (README: Security)
+        auth = {"Authorization": f"Bearer {keys.create('gateway', 'bench_streams', expires_days=1)[1]}"}
+        keys.dispose()
         with Server([str(BIN / "bentoml"), "serve", bento["bento"], "--host", "127.0.0.1", "--port", "{port}"],
                     env, "/readyz", tmp / "serve.log") as server:
             results["http_one_bed"] = run_http(server.port, values[:1], meta_signals, min(args.seconds, 30),
-                                               args.warmup, 1, "one")
+                                               args.warmup, 1, "one", auth=auth)
             log.info("http, 1 bed: %s", results["http_one_bed"])
             for form in args.formats.split(","):
                 results[f"http_{form}"] = run_http(server.port, values, meta_signals, args.seconds, args.warmup,
                                                    args.connections, form, arrow=form == "arrow",
-                                                   workers=scorer.spec.workers)
+                                                   workers=scorer.spec.workers, auth=auth)
                 log.info("http, %d beds, %s: %s", args.beds, form, results[f"http_{form}"])
+        if args.no_auth_run:
+            with Server([str(BIN / "bentoml"), "serve", bento["bento"], "--host", "127.0.0.1", "--port", "{port}"],
+                        {**env, "BIOSTREAM_AUTH": "off"}, "/readyz", tmp / "serve_no_auth.log") as server:
+                results["http_json_no_auth"] = run_http(server.port, values, meta_signals, args.seconds,
+                                                        args.warmup, args.connections, "noauth",
+                                                        workers=scorer.spec.workers)
+                log.info("http, %d beds, json, no credential check: %s", args.beds, results["http_json_no_auth"])
     if "redis" in args.paths:
         import sqlalchemy as sa
 
@@ -357,6 +375,11 @@ def main(argv: list[str] | None = None) -> None:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
     write_json(results, args.out)
     print(json.dumps(results, indent=1))
+    if "http_json_no_auth" in results and "http_json" in results:
+        a, b = results["http_json"], results["http_json_no_auth"]
+        print(f"credential check and audit (same run, same bento, {args.beds} beds, JSON): p50 {a['p50_ms']:.0f} vs "
+              f"{b['p50_ms']:.0f} ms, p99 {a['p99_ms']:.0f} vs {b['p99_ms']:.0f} ms; both sustain 1 Hz: "
+              f"{a['late_start_ms_second_half'] < 100 and b['late_start_ms_second_half'] < 100}")
 
 
 if __name__ == "__main__":

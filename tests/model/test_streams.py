@@ -141,8 +141,12 @@ def test_a_silent_bed_is_closed_and_its_episode_ends(alarming, tmp_path):
     closed = engine.sweep(now=1000.0 + 121)
     assert [c["end"] for c in closed] == [first.end.isoformat().replace("+00:00", "Z")]
     assert engine.store.episodes(open_only=True) == []
-    # the bed's next message starts a new recording: nothing before it is read
+    # its next message continues the recording if it follows the stored seconds by less than silent_s (a gateway
+    # replaying its buffer: the gap is scored as missing data), else starts a new one: nothing before it is read
     answers, _ = engine.ingest([Chunk(pid, START + end + 5, values[:, :1].copy())], now=1200.0)
+    assert len(answers[0].seconds) == 6
+    engine.sweep(now=1200.0 + 121)
+    answers, _ = engine.ingest([Chunk(pid, START + end + 5 + 121, values[:, :1].copy())], now=1400.0)
     assert len(answers[0].seconds) == 1
 
 

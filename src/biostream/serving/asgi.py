@@ -22,12 +22,16 @@ class BodyTypes:
     Every body has a byte limit, checked before anything parses it (413, naming the limit): `max_body_bytes` for
     the bodies of `handlers`, unless `limits` gives one for that (path, media type); `json_max_bytes` for the JSON
     bodies BentoML parses (None: not checked). A body declared longer (Content-Length) is refused unread; one sent
-    in chunks is refused once it passes the limit."""
+    in chunks is refused once it passes the limit.
+
+    `openapi`: a function that adds what this middleware serves to the OpenAPI document BentoML answers on
+    `GET /docs.json` (the endpoints of `handlers` and `gets` are not BentoML's, so it does not document them)."""
 
     def __init__(self, app: Any, handlers: Mapping[tuple[str, str], Callable[[], Any]] | None = None,
                  max_body_bytes: int = 64 << 20, json_max_bytes: int | None = None,
                  limits: Mapping[tuple[str, str], int] | None = None,
-                 gets: Mapping[str, Callable[[], Any]] | None = None, limit_note: str = "") -> None:
+                 gets: Mapping[str, Callable[[], Any]] | None = None, limit_note: str = "",
+                 openapi: Callable[[dict[str, Any]], Any] | None = None) -> None:
         self.app = app
         self.handlers = dict(handlers or {})
         self.max_body_bytes = max_body_bytes
@@ -35,8 +39,13 @@ class BodyTypes:
         self.limits = dict(limits or {})
         self.gets = dict(gets or {})
         self.limit_note = limit_note
+        self.openapi = openapi
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (self.openapi is not None and scope.get("type") == "http" and scope.get("method") == "GET"
+                and scope.get("path") == "/docs.json"):
+            await self.app(scope, receive, _amended(send, self.openapi))
+            return
         if scope.get("type") == "http" and scope.get("method") == "GET" and self.gets:
             path = scope.get("path", "")
             for prefix, factory in self.gets.items():
@@ -108,6 +117,37 @@ async def _guarded(factory: Callable[[], Any], *args: Any) -> tuple[int, Any]:
     except Exception:
         _log.exception("handler %s failed", getattr(factory, "__name__", factory))
         return 500, {"error": "An unexpected error has occurred, please check the server log."}
+
+
+def _amended(send: Any, amend: Callable[[dict[str, Any]], Any]) -> Any:
+    """An ASGI send that holds a JSON answer until its last chunk, lets `amend` change the document, then sends it
+    whole (a new Content-Length). An answer that is not a 200 JSON document passes unchanged."""
+    start: dict[str, Any] = {}
+    chunks: list[bytes] = []
+
+    async def amended(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            start.update(message)
+            return
+        if message["type"] != "http.response.body" or not start:
+            await send(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = b"".join(chunks)
+        if start.get("status") == 200:
+            try:
+                doc = json.loads(body)
+                amend(doc)
+                body = json.dumps(doc).encode()
+            except ValueError:
+                _log.exception("the OpenAPI document could not be amended; served as BentoML made it")
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return amended
 
 
 def _replay(body: bytes, receive: Any) -> Any:

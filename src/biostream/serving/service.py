@@ -37,10 +37,12 @@ from biostream.serving.asgi import BodyTypes  # noqa: E402
 from biostream.serving.batching import Batcher  # noqa: E402
 from biostream.serving.schemas import ExplainResult, Metadata, Prediction, Schemas, SeriesResult  # noqa: E402
 from biostream.serving.scorer import Scorer  # noqa: E402
+from biostream.serving.security.guard import Guard, add_security  # noqa: E402
 from biostream.serving.spec import BENTO_MODEL, MLFLOW_MODEL_DIR, ServingSpec, bundle_dir  # noqa: E402
 from biostream.serving.streaming.engine import StreamEngine  # noqa: E402
 from biostream.serving.streaming.http import StreamEndpoints  # noqa: E402
-from biostream.serving.streaming.params import StreamParams  # noqa: E402
+from biostream.serving.streaming.openapi import add_stream_paths  # noqa: E402
+from biostream.serving.streaming.params import STORE_ENV, StreamParams  # noqa: E402
 from biostream.serving.streaming.store import Store  # noqa: E402
 
 MODEL = bentoml.models.BentoModel(f"{BENTO_MODEL}:latest")
@@ -139,6 +141,17 @@ def _service() -> VitalsService:
     return bentoml.get_current_service()
 
 
+def _key_store() -> str:
+    """The keys and the audit trail live in the stream store's database (README: Security)."""
+    if SPEC.stream:
+        return StreamParams.from_dict(SPEC.stream).with_environment().store
+    return os.environ.get(STORE_ENV) or "sqlite:///stores/streams.db"
+
+
+# every request but health, readiness and the API's description needs a key with a role allowed on its endpoint
+# (401/403 before anything reads it), and leaves an entry in the audit trail: outermost of our middleware
+VitalsService.add_asgi_middleware(Guard, store_url=_key_store)
+
 # POST /predict also takes an Arrow IPC stream; POST /ingest JSON or Arrow; GET /beds/..., /alarms; every body has a
 # byte limit checked before it is parsed (413)
 VitalsService.add_asgi_middleware(
@@ -149,4 +162,5 @@ VitalsService.add_asgi_middleware(
     limits={("/ingest", "application/json"): SPEC.max_body_bytes or largest_body(SPEC),
             ("/ingest", ARROW_STREAM): SPEC.max_body_bytes or largest_body(SPEC)},
     gets={"/beds": lambda: _service().stream_get, "/alarms": lambda: _service().stream_get},
-    limit_note="serve.max_body_mb")
+    limit_note="serve.max_body_mb",
+    openapi=lambda doc: add_security(add_stream_paths(doc, SPEC) if SPEC.stream else doc))

@@ -7,26 +7,35 @@ Seconds are whole seconds since the epoch (a sample's time rounded to the neares
 * a second after the newest one is new: it is scored, with the seconds between (a gap: nothing arrived) scored as
   missing data, as `score_series` scores a recording with a hole; a gap of `silent_s` or more starts a new
   recording (nothing before it is read);
-* a second already scored is a repeat (a no-op), unless it carries values that were missing there: those are
-  merged in for the windows still to come (a late sample; its own score stays what was answered), within `late_s`
-  of the newest second; an older one is refused, with the reason;
+* a second already stored is a repeat (a no-op), whether the bed is open, closed or unknown to this process (the
+  store is asked about seconds older than the history kept), unless it carries values that were missing there:
+  those are merged in for the windows still to come (a late sample; its own score stays what was answered), within
+  `late_s` of the newest second; an older one is refused, with the reason;
 * a value outside its signal's physiological range is stored as missing and named (bed, field, value, limit);
   the rest of the message is kept.
 
-A bed whose last message is `silent_s` old is closed (`sweep`): its open episode ends at its last alarm second,
-and its next message starts a new recording. Streamed second by second, a recording gets the scores, alarms and
-episodes `score_series` gives it whole (tested to 1e-6).
+A bed whose last message is `silent_s` old is closed (`sweep`): its open episode ends at its last alarm second.
+Its next message continues its recording from the stored seconds if its first new second follows the newest stored
+one by less than `silent_s` (a gateway replaying its buffer after an outage: the stored seconds are repeats), else
+starts a new recording. Streamed second by second, a recording gets the scores, alarms and episodes `score_series`
+gives it whole (tested to 1e-6).
+
+A batch is one transaction; if the store refuses it for one bed (a second it already has that the bed's state did not
+know of), the batch is written bed by bed and only that bed's seconds are refused, named: one bed never costs the
+others their seconds, and a Redis entry never becomes a message that fails forever.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 from numpy.lib.stride_tricks import sliding_window_view
 
 from biostream.serving.scorer import Scorer
@@ -35,6 +44,7 @@ from biostream.serving.streaming.params import StreamParams
 from biostream.serving.streaming.policy import BedAlarms, Episode, Step
 from biostream.serving.streaming.store import SECONDS_COLUMNS, BedRow, Store
 
+_log = logging.getLogger("biostream")
 TOP_SIGNALS = SECONDS_COLUMNS.index("top_signals")  # its place in a stored second's row
 SCORE_CHUNK = 256  # windows per model call: the detectors' small-batch fast path (the LSTM's ONNX Runtime session)
 
@@ -100,24 +110,62 @@ class StreamEngine:
                 return self._ingest_once(by_bed, now, outgoing)
             except _Stale:
                 pass
-            except BaseException:
+            except BaseException as error:
                 for bed in by_bed:
                     self.beds.pop(bed, None)
+                if _conflict(error):
+                    return self._bed_by_bed(by_bed, now, outgoing, error)
                 raise
         raise RuntimeError(f"beds {sorted(by_bed)[:5]}...: written by another process 20 times while this one scored "
                            f"them; send each bed's seconds to one process at a time")
+
+    def _bed_by_bed(self, by_bed: Mapping[str, list[Chunk]], now: float, outgoing: Outgoing | None,
+                    error: BaseException) -> tuple[list[BedAnswer], list[Problem]]:
+        """The store refused a batch for one of its beds: write each bed alone; a bed refused alone is named."""
+        if len(by_bed) == 1:
+            bed, parts = next(iter(by_bed.items()))
+            first = min(parts, key=lambda c: c.start)
+            span = f"{iso(first.start)} to {iso(max(c.start + c.values.shape[1] - 1 for c in parts))}"
+            answers, problems = [BedAnswer(bed)], [Problem(
+                first.index, bed, "start", span, "seconds the store does not have",
+                f"bed {bed!r}: the stream store already has some of its seconds {span} that its stored state does not "
+                f"account for ({type(error).__name__}); none of this bed's seconds in this message were stored. Read "
+                f"GET /beds/{bed}/scores for what is stored, and tell the store's administrator", "the other beds")]
+            _log.error("bed %r refused by the store: %s", bed, error)
+        else:
+            answers, problems = [], []
+            for parts in by_bed.values():
+                a, p = self.ingest(parts, now)
+                answers += a
+                problems += p
+        if outgoing is not None:
+            outgoing.message = outgoing.render(answers, problems)
+            with self.store.transaction([]) as tx:
+                outgoing.id = tx.outbox(outgoing.message, now, outgoing.published)
+        return answers, problems
 
     def _ingest_once(self, by_bed: Mapping[str, list[Chunk]], now: float,
                      outgoing: Outgoing | None) -> tuple[list[BedAnswer], list[Problem]]:
         # a cached bed is taken to be current (the transaction checks it); the others are read from the store
         rows = self.store.bed_rows([bed for bed in by_bed if bed not in self.beds])
         known = set(rows) | {bed for bed in by_bed if bed in self.beds}  # beds the store has (cached: written)
-        problems: list[Problem] = []
-        plans = []
-        for bed, parts in by_bed.items():
+        states = {}
+        for bed in by_bed:
             cached = self.beds.get(bed)
-            state = cached if cached is not None else self._state(rows.get(bed) or BedRow(bed, 0, None, None))
-            plans.append(self._plan(bed, state, sorted(parts, key=lambda c: c.start), problems))
+            states[bed] = cached if cached is not None else self._state(rows.get(bed) or BedRow(bed, 0, None, None))
+        # a bed with no recording open (new, or closed for silence) may have stored seconds: its history is read
+        # back, so that a replay of them is a repeat and the seconds after them continue their recording
+        idle = [bed for bed, st in states.items() if st.last_second is None and bed in known]
+        if idle:
+            for bed, newest in self.store.newest_seconds(idle).items():
+                self._reopen(bed, states[bed], newest)
+        problems: list[Problem] = []
+        plans = [self._plan(bed, states[bed], sorted(parts, key=lambda c: c.start)) for bed, parts in by_bed.items()]
+        for plan in plans:
+            if plan.beyond:
+                self._stored_or_refused(plan)
+            for c, refused in plan.refused.values():
+                problems.append(self._too_late(c, plan.bed, sorted(refused), plan.last_second, plan.first_second))
         answers, writes = self._score(plans, now)
         message = None if outgoing is None else outgoing.render(answers, problems)  # before the lock is taken
         with self.store.transaction(by_bed, known=known, states=False) as tx:
@@ -133,7 +181,27 @@ class StreamEngine:
             plan.state.version += 1
         return answers, problems
 
-    def _plan(self, bed: str, state: BedState, parts: list[Chunk], problems: list[Problem]) -> _Plan:
+    def _reopen(self, bed: str, state: BedState, newest: int) -> None:
+        """A closed bed's state as of its newest stored second: its history, and its recording from there on."""
+        state.values = np.full((len(self.signals), self.window_s), np.nan)
+        kept = self.store.recent_values(bed, newest, self.window_s)
+        for second, vals in kept:
+            state.values[:, self.window_s - 1 - (newest - second)] = vals
+        state.last_second, state.first_second = newest, min(second for second, _ in kept)
+
+    def _stored_or_refused(self, plan: _Plan) -> None:
+        """Seconds older than the history kept: a repeat if the store has them with every value they carry, else
+        refused (too late to be merged, or before the recording)."""
+        ts = [t for _, t, _ in plan.beyond]
+        stored = self.store.stored_values(plan.bed, min(ts), max(ts))
+        for c, t, v in plan.beyond:
+            kept = stored.get(t)
+            if kept is not None and not (np.isnan(kept) & ~np.isnan(v)).any():
+                plan.answer.repeated += 1
+            else:
+                plan.refused.setdefault(id(c), (c, []))[1].append(t)
+
+    def _plan(self, bed: str, state: BedState, parts: list[Chunk]) -> _Plan:
         """Merge a bed's chunks into its history: segments of new seconds to score (a new recording starts a new
         segment), repeats, and late values merged into seconds already scored."""
         p, w = self.params, self.window_s
@@ -141,16 +209,15 @@ class StreamEngine:
         seg = plan.segments[-1]
         last, first = state.last_second, state.first_second
         for c in parts:
-            refused: list[int] = []
             values = c.values if c.values.dtype == np.float64 else c.values.astype(np.float64)
             m = values.shape[1]
             old = 0 if last is None else min(m, max(0, last - c.start + 1))  # its seconds already scored
             for j in range(old):
                 t, v = c.start + j, values[:, j]
                 age = last - t
-                if age >= w or t < first:  # not in the history kept: cannot be merged, nor told from a repeat
+                if age >= w or t < first:  # not in the history kept: a repeat if the store has it, else refused
                     if not np.isnan(v).all():
-                        refused.append(t)
+                        plan.beyond.append((c, t, v))
                     continue
                 col = plan.column(last, t)
                 fill = np.isnan(col) & ~np.isnan(v)
@@ -160,7 +227,7 @@ class StreamEngine:
                     col[fill] = v[fill]
                     plan.merged[t] = col
                 else:
-                    refused.append(t)
+                    plan.refused.setdefault(id(c), (c, []))[1].append(t)
             if old < m:  # new seconds, consecutive from t
                 t = c.start + old
                 if last is None or t - last - 1 >= p.silent_s:  # a new recording: nothing before it is read
@@ -170,8 +237,6 @@ class StreamEngine:
                     seg.new.extend(np.full(len(self.signals), np.nan) for _ in range(t - last - 1))
                 seg.new.extend(values.T[old:])  # (S,) views, one per second
                 last = c.start + m - 1
-            if refused:
-                problems.append(self._too_late(c, bed, refused, last, first))
         plan.last_second, plan.first_second = last, first
         return plan
 
@@ -179,8 +244,8 @@ class StreamEngine:
         p, n = self.params, len(refused)
         span = iso(refused[0]) + ("" if n == 1 else f" to {iso(refused[-1])}")
         return Problem(c.index, bed, "start", span, f"late_s = {p.late_s} s",
-                       f"{n} second(s) of bed {bed!r} ({span}) carry values for seconds already scored, more than "
-                       f"stream.late_s = {p.late_s} s before its newest ({iso(last)})"
+                       f"{n} second(s) of bed {bed!r} ({span}) came after later seconds were scored, with values the "
+                       f"store does not have, more than stream.late_s = {p.late_s} s before its newest ({iso(last)})"
                        + (f" or before its recording started ({iso(first)})" if first is not None else "")
                        + ": not stored", "the item's other seconds")
 
@@ -339,6 +404,11 @@ class StreamEngine:
         return closed
 
 
+def _conflict(error: BaseException) -> bool:
+    """The store refused a write for a key it already has (sqlite3, psycopg or SQLAlchemy's IntegrityError)."""
+    return isinstance(error, sa.exc.IntegrityError) or any(k.__name__ == "IntegrityError" for k in type(error).__mro__)
+
+
 class _Stale(Exception):
     """Another process wrote some of a batch's beds while this one scored them."""
 
@@ -362,6 +432,8 @@ class _Plan:
         self.segments = [_Segment((state.last_second or 0) + 1, state.values, False, owned=False)]
         self.last_second, self.first_second = state.last_second, state.first_second
         self.merged: dict[int, np.ndarray] = {}
+        self.beyond: list[tuple[Chunk, int, np.ndarray]] = []  # seconds older than the history: asked of the store
+        self.refused: dict[int, tuple[Chunk, list[int]]] = {}  # per chunk (its id): its seconds not stored
         self.touched: dict[int, Episode] = {}
 
     def new_segment(self, first: int, reset: bool) -> _Segment:

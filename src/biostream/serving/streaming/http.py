@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 import anyio
 import numpy as np
@@ -27,7 +27,10 @@ import numpy as np
 from biostream.serving.arrow import ARROW_STREAM
 from biostream.serving.streaming.answers import episode_answer, iso
 from biostream.serving.streaming.engine import StreamEngine
-from biostream.serving.streaming.messages import ItemError, MessageError, parse_arrow, parse_json, to_second
+from biostream.serving.streaming.messages import ItemError, MessageError, check_bed, parse_arrow, parse_json, to_second
+
+QUERY = {"since", "until", "limit"}
+MAX_LIMIT = 86400
 
 _log = logging.getLogger("biostream")
 
@@ -65,25 +68,24 @@ class StreamEndpoints:
         return await anyio.to_thread.run_sync(self.get_now, path, query)
 
     def get_now(self, path: str, query: str) -> tuple[int, Any]:
-        q = {k: v[-1] for k, v in parse_qs(query).items()}
+        parts = path.strip("/").split("/")  # the server has decoded the path once: a bed id is read as it came
+        if parts != ["alarms"] and not (len(parts) == 3 and parts[0] == "beds" and parts[2] in ("scores", "episodes")):
+            return 404, {"error": f"no GET endpoint {path[:200]!r}: GET /beds/<bed>/scores, /beds/<bed>/episodes "
+                                  f"or /alarms"}
         try:
+            q = _query(query)
             since = None if "since" not in q else to_second(_number_or_text(q["since"]), "since")
             until = None if "until" not in q else to_second(_number_or_text(q["until"]), "until")
-            limit = int(q.get("limit", 600))
-            if not 1 <= limit <= 86400:
-                raise ValueError(f"limit is {limit}: ask for 1 to 86400 seconds")
+            limit = _limit(q.get("limit", "600"))
+            bed = None if parts == ["alarms"] else check_bed(parts[1], "the bed id in the path")
         except (ItemError, ValueError) as error:
             return 400, {"error": str(error)}
         store = self.engine.store
-        parts = [unquote(p) for p in path.strip("/").split("/")]
-        if parts == ["alarms"]:
+        if bed is None:
             return 200, {"open": [episode_answer(e) for e in store.episodes(open_only=True)]}
-        if len(parts) == 3 and parts[0] == "beds" and parts[2] in ("scores", "episodes"):
-            bed = parts[1]
-            if parts[2] == "episodes":
-                return 200, {"bed": bed, "episodes": [episode_answer(e) for e in store.episodes(bed, since=since)]}
-            return 200, self.scores(bed, since, until, limit)
-        return 404, {"error": f"no GET endpoint {path}: GET /beds/<bed>/scores, /beds/<bed>/episodes or /alarms"}
+        if parts[2] == "episodes":
+            return 200, {"bed": bed, "episodes": [episode_answer(e) for e in store.episodes(bed, since=since)]}
+        return 200, self.scores(bed, since, until, limit)
 
     def scores(self, bed: str, since: int | None, until: int | None, limit: int) -> dict[str, Any]:
         rows = self.engine.store.seconds(bed, since, until, limit)
@@ -121,6 +123,26 @@ class StreamEndpoints:
     def sweep_now(self, now: float | None = None) -> list[dict[str, Any]]:
         with self.lock:
             return self.engine.sweep(time.time() if now is None else now)
+
+
+def _query(query: str) -> dict[str, str]:
+    """The query string's parameters (each at most once; only those the GET endpoints take)."""
+    if len(query) > 1000:
+        raise ValueError(f"the query string is {len(query)} characters: at most 1000 (since, until, limit)")
+    q = parse_qs(query, keep_blank_values=True, strict_parsing=False)
+    unknown = sorted(set(q) - QUERY)
+    if unknown:
+        raise ValueError(f"unknown query parameter {unknown[0][:40]!r}: these endpoints take since, until and limit")
+    twice = sorted(k for k, v in q.items() if len(v) > 1)
+    if twice:
+        raise ValueError(f"query parameter {twice[0]!r} given {len(q[twice[0]])} times: give it once")
+    return {k: v[0] for k, v in q.items()}
+
+
+def _limit(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 6 or not 1 <= int(text) <= MAX_LIMIT:
+        raise ValueError(f"limit is {text[:20]!r}: ask for a whole number of seconds from 1 to {MAX_LIMIT}")
+    return int(text)
 
 
 def _number_or_text(v: str) -> float | str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,13 @@ from biostream.serving.streaming.answers import Chunk, Problem
 from biostream.serving.streaming.params import StreamParams
 
 ITEM_KEYS = {"bed", "start", "vitals", "vitals_f32"}
+# A bed id is an identifier, not a name: it reaches SQL (as a parameter), Redis keys, URLs and logs, so it is
+# ASCII letters, digits and `. _ : @ # + -` (a space inside), 1 to 128 characters, starting with a letter or digit.
+# No `/` (a path), `%` (an encoding), control or invisible characters, nor look-alike letters of other scripts.
+BED_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._:@#+ -]{0,126}[A-Za-z0-9._:@#+-])?")
+BED_FORM = "1 to 128 ASCII letters, digits and . _ : @ # + - (a space inside), starting with a letter or digit"
+# Seconds since the epoch a stream may carry: 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z (what ISO 8601 can write)
+FIRST_SECOND, LAST_SECOND = 0, 253_402_300_799
 
 
 class MessageError(ValueError):
@@ -49,18 +57,35 @@ def _short(v: Any) -> Any:
     return v if isinstance(v, str | int | float | bool) or v is None else type(v).__name__
 
 
+def is_bed(bed: Any) -> bool:
+    return type(bed) is str and BED_ID.fullmatch(bed) is not None
+
+
+def check_bed(bed: Any, field: str = "bed") -> str:
+    """A bed id as sent (an item's, or a URL's); ItemError naming the form if it is not one."""
+    if not is_bed(bed):
+        shown = bed if not isinstance(bed, str) or len(bed) <= 40 else f"{bed[:40]}... ({len(bed)} characters)"
+        raise ItemError(field, shown, BED_FORM, f"{field} is {_short(shown)!r}: a bed id is {BED_FORM}")
+    return bed
+
+
 def to_second(value: Any, field: str = "start") -> int:
-    """A time (ISO 8601 with a zone, or seconds since the epoch) -> whole seconds since the epoch."""
+    """A time (ISO 8601 with a zone, or seconds since the epoch, 1970 to 9999) -> whole seconds since the epoch."""
     form = "ISO 8601 with a zone (2026-11-21T10:15:00Z) or seconds since the epoch"
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return round(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and (isinstance(value, int)
+                                                                         or math.isfinite(value)):
+        if FIRST_SECOND <= value <= LAST_SECOND:
+            return round(value)
+        raise ItemError(field, value, f"{FIRST_SECOND} to {LAST_SECOND}",
+                        f"{field} is {value!r} seconds since the epoch, outside 1970-01-01 to 9999-12-31: send "
+                        f"a time in that range")
     if isinstance(value, str):
         try:
             t = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             t = None
         if t is not None and t.tzinfo is not None:
-            return round(t.timestamp())
+            return to_second(t.timestamp(), field)
         if t is not None:
             raise ItemError(field, value, form, f"{field} is {value!r}, a time without a zone: add one (Z for UTC)")
     raise ItemError(field, value, form, f"{field} is {_short(value)!r}, not a time: send {form}")
@@ -161,11 +186,7 @@ def bed_of(item: Any) -> str:
     if not isinstance(item, Mapping):
         raise ItemError("item", item, "an object", f"is {type(item).__name__}, not an object with bed, start and "
                                                    f"vitals")
-    bed = item.get("bed")
-    if not isinstance(bed, str) or not 1 <= len(bed) <= 128:
-        raise ItemError("bed", bed, "a string of 1 to 128 characters",
-                        f"bed is {_short(bed)!r}: send the bed's id, a string of 1 to 128 characters")
-    return bed
+    return check_bed(item.get("bed"))
 
 
 def parse_json(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[list[Chunk], list[Problem]]:
@@ -228,11 +249,13 @@ def _usual_items(items: list[Any], spec: ServingSpec, params: StreamParams) -> l
         if type(item) is not dict or item.keys() != _USUAL_KEYS:
             return None
         bed, start, vitals = item["bed"], item["start"], item["vitals"]
-        if type(bed) is not str or not 1 <= len(bed) <= 128 or type(vitals) is not dict or not vitals:
+        if type(bed) is not str or BED_ID.fullmatch(bed) is None or type(vitals) is not dict or not vitals:
             return None
         if type(start) is float and math.isfinite(start):
             start = round(start)
         elif type(start) is not int:
+            return None
+        if not FIRST_SECOND <= start <= LAST_SECOND:
             return None
         if not vitals.keys() <= known:
             return None
@@ -287,6 +310,10 @@ def parse_arrow(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[l
                            f"{params.max_message_s} s: split it")
     beds = table.column("bed").to_pylist()
     time_col = table.column("time")
+    if not (pa.types.is_timestamp(time_col.type) or pa.types.is_floating(time_col.type)
+            or pa.types.is_integer(time_col.type)):
+        raise MessageError(f"Arrow column time is {time_col.type}; send a timestamp (no zone = UTC) or seconds since "
+                           f"the epoch (float64 or int64)")
     if pa.types.is_timestamp(time_col.type):
         secs = pc.cast(time_col, pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False) / 1e3
     else:
@@ -301,15 +328,19 @@ def parse_arrow(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[l
                                    f"where missing)")
             values[i] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
     n = table.num_rows
-    bad_bed = ~np.fromiter((isinstance(b, str) and 1 <= len(b) <= 128 for b in beds), dtype=bool, count=n)
-    bad_time = ~np.isfinite(secs)
+    bad_bed = ~np.fromiter(map(is_bed, beds), dtype=bool, count=n)
+    with np.errstate(invalid="ignore"):
+        bad_time = ~(np.isfinite(secs) & (secs >= FIRST_SECOND) & (secs <= LAST_SECOND))
     infinite = np.isinf(values).any(axis=0)
     for r in np.nonzero(bad_bed | bad_time | infinite)[0]:
         bed = beds[r]
         if bad_bed[r] or bad_time[r]:
             field = "bed" if bad_bed[r] else "time"
-            problems.append(Problem(int(r), bed, field, bed if field == "bed" else None, "a bed id of 1 to 128 "
-                                    "characters and a time", f"row {r}: {field} is missing or not usable",
+            problems.append(Problem(int(r), bed if is_bed(bed) else None, field,
+                                    _short(bed)[:40] if field == "bed" and isinstance(bed, str) else None,
+                                    BED_FORM if field == "bed" else "a time from 1970 to 9999",
+                                    f"row {r}: {field} is missing or not usable"
+                                    + (f": a bed id is {BED_FORM}" if field == "bed" else ""),
                                     "nothing of this row"))
         else:
             problems.append(Problem(int(r), bed, "values", "inf", "finite numbers", f"row {r} (bed {bed!r}): an "

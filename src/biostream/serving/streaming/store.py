@@ -169,6 +169,23 @@ class Store:
         with self.reader.connect() as conn:
             return [(int(t), np.frombuffer(v, dtype=np.float64)) for t, v in conn.execute(q)]
 
+    def newest_seconds(self, beds: Iterable[str]) -> dict[str, int]:
+        """The newest stored second of each of these beds that has one (read without a lock)."""
+        beds, out = sorted(set(beds)), {}
+        with self.reader.connect() as conn:
+            for i in range(0, len(beds), 1000):
+                q = sa.select(SECONDS.c.bed, sa.func.max(SECONDS.c.second)).where(
+                    SECONDS.c.bed.in_(beds[i:i + 1000])).group_by(SECONDS.c.bed)
+                out.update((b, int(t)) for b, t in conn.execute(q))
+        return out
+
+    def stored_values(self, bed: str, first: int, last: int) -> dict[int, np.ndarray]:
+        """The stored values of a bed's seconds in [first, last] (those stored), by second."""
+        q = sa.select(SECONDS.c.second, SECONDS.c.vals).where(
+            SECONDS.c.bed == bed, SECONDS.c.second >= first, SECONDS.c.second <= last)
+        with self.reader.connect() as conn:
+            return {int(t): np.frombuffer(v, dtype=np.float64) for t, v in conn.execute(q)}
+
     def beds(self) -> list[BedRow]:
         with self.reader.connect() as conn:
             return [_bed_row(r) for r in conn.execute(sa.select(BEDS).order_by(BEDS.c.bed)).mappings()]

@@ -1,0 +1,119 @@
+"""`biostream keys ...` and `biostream audit ...`: the key store and audit trail of a service, by the database URL
+the service uses (`--store`; default: `BIOSTREAM_STREAM_STORE`, else params.yaml `stream.store`).
+
+    biostream keys create --role clinician --name "ward 3 board" [--expires-days 90]   # prints the key once
+    biostream keys list
+    biostream keys revoke <key id>
+    biostream keys dev                     # development: one key per role in stores/dev-keys.env (mode 600)
+    biostream audit [--since 2026-12-06T08:00:00Z] [--key <id>] [--bed <bed>] [--outcome denied] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from biostream.serving.security.keys import ROLE_NOTE, ROLES, KeyStore
+
+DEV_KEYS = Path("stores/dev-keys.env")
+
+
+def default_store() -> str:
+    from biostream.serving.streaming.params import STORE_ENV
+
+    given = os.environ.get(STORE_ENV)
+    if given:
+        return given
+    params = Path("params.yaml")
+    if params.exists():
+        import yaml
+
+        store = (yaml.safe_load(params.read_text()) or {}).get("stream", {}).get("store")
+        if store:
+            return str(store)
+    return "sqlite:///stores/streams.db"
+
+
+def dev_keys(store: KeyStore, path: Path = DEV_KEYS) -> Path:
+    """One key per role for a development service, in an env file only its owner reads; kept while they are
+    valid (re-made when the store no longer knows them)."""
+    from biostream.serving.security.keys import Verifier
+
+    if path.exists():
+        tokens = dict(line.removeprefix("export ").split("=", 1) for line in path.read_text().split()
+                      if "=" in line)
+        verifier = Verifier(store)
+        if tokens and all(verifier.check(t)[0] is not None for t in tokens.values()):
+            return path
+    lines = []
+    for role in ROLES:
+        _, token = store.create(role, f"development ({role})", expires_days=30)
+        lines.append(f"export BIOSTREAM_{role.upper()}_KEY={token}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="biostream", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--store", default=None, help="the service's store URL (default: BIOSTREAM_STREAM_STORE, else "
+                                                   "params.yaml stream.store)")
+    sub = ap.add_subparsers(dest="command", required=True)
+    keys = sub.add_parser("keys", help="create, list and revoke API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", help="a new key (printed once)")
+    create.add_argument("--role", required=True, choices=ROLES,
+                        help="; ".join(f"{r}: {n}" for r, n in ROLE_NOTE.items()))
+    create.add_argument("--name", required=True, help="who or what holds it, e.g. 'ward 3 gateway'")
+    create.add_argument("--expires-days", type=float, default=90.0, help="days until it expires (default 90)")
+    create.add_argument("--never-expires", action="store_true")
+    keys.add_parser("list", help="every key: id, role, name, created, expires, revoked (never the secret)")
+    revoke = keys.add_parser("revoke", help="revoke a key: every service worker refuses it within seconds")
+    revoke.add_argument("key_id")
+    dev = keys.add_parser("dev", help=f"development keys, one per role, in {DEV_KEYS} (mode 600)")
+    dev.add_argument("--file", type=Path, default=DEV_KEYS)
+    audit = sub.add_parser("audit", help="read the audit trail (oldest first)")
+    audit.add_argument("--since", help="ISO 8601 with a zone, or seconds since the epoch")
+    audit.add_argument("--key")
+    audit.add_argument("--bed")
+    audit.add_argument("--outcome", choices=["allowed", "denied"])
+    audit.add_argument("--limit", type=int, default=1000)
+    args = ap.parse_args(argv)
+    store = KeyStore(args.store or default_store(), create=args.command == "keys" and args.action in ("create", "dev"))
+    try:
+        if args.command == "keys" and args.action == "create":
+            key, token = store.create(args.role, args.name, None if args.never_expires else args.expires_days)
+            print(json.dumps({**key.public(), "key": token}))
+            print("the key is shown once: only its digest is kept", file=sys.stderr)
+        elif args.command == "keys" and args.action == "list":
+            for key in store.list_keys():
+                print(json.dumps(key.public()))
+        elif args.command == "keys" and args.action == "revoke":
+            print(json.dumps(store.revoke(args.key_id).public()))
+        elif args.command == "keys" and args.action == "dev":
+            path = dev_keys(store, args.file)
+            print(f"development keys (one per role) in {path}: `source {path}`, then e.g. curl -H \"Authorization: "
+                  f"Bearer $BIOSTREAM_CLINICIAN_KEY\" localhost:3000/alarms", file=sys.stderr)
+        else:
+            from biostream.serving.streaming.messages import to_second
+
+            since = None
+            if args.since:
+                try:
+                    since = to_second(float(args.since), "--since")
+                except ValueError:
+                    since = to_second(args.since, "--since")
+            for entry in store.audit(since, args.key, args.bed, args.outcome, args.limit):
+                print(json.dumps(entry))
+    except (ValueError, KeyError) as error:
+        raise SystemExit(f"biostream {args.command}: {error.args[0] if error.args else error}") from None
+    finally:
+        store.dispose()
+
+
+if __name__ == "__main__":
+    main()

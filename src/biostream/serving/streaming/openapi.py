@@ -1,0 +1,174 @@
+"""The bedside-stream endpoints in the service's OpenAPI document (`/docs.json`, Swagger at `/docs`): BentoML
+documents the endpoints it declares; `POST /ingest`, `GET /beds/{bed}/scores`, `/beds/{bed}/episodes` and
+`/alarms` are routed by our ASGI middleware (`biostream.serving.asgi.BodyTypes`), which adds these paths and
+their schemas to the document BentoML serves, so that integrators and tools (schemathesis) see the whole API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic.json_schema import models_json_schema
+
+from biostream.serving.schemas import CLASS_NOTE, CONDITIONS_NOTE, AlarmClass, ModelRef
+from biostream.serving.spec import ServingSpec
+from biostream.serving.streaming.messages import BED_FORM, BED_ID, LAST_SECOND
+
+TIME_NOTE = "ISO 8601 with a zone (2026-11-21T10:15:00Z) or seconds since the epoch, 1970 to 9999"
+BedId = Field(min_length=1, max_length=128, pattern=f"^{BED_ID.pattern}$", description=f"the bed's id: {BED_FORM}")
+
+
+class StreamItem(BaseModel):
+    """One bed's consecutive seconds at 1 Hz from `start`."""
+
+    bed: str = BedId
+    start: str | int | float = Field(description=f"the time of its first second: {TIME_NOTE}")
+    vitals: dict[str, list[float | None]] | None = Field(
+        None, description="per signal, one value a second, null where missing; a signal left out is missing")
+    vitals_f32: dict[str, str] | None = Field(None, description="or: per signal, base64 little-endian float32, NaN "
+                                                                "where missing (send vitals or vitals_f32)")
+
+
+class StreamMessage(BaseModel):
+    samples: list[StreamItem]
+
+
+class Problem(BaseModel):
+    """What was refused or changed in a message, named so that the sender can fix it."""
+
+    index: int | None = Field(description="the item (JSON) or row (Arrow) it is about")
+    bed: str | None
+    field: str
+    value: Any = None
+    limit: str = Field(description="the form or range expected")
+    error: str
+    kept: str = Field(description="what happened to the rest: 'stored as missing', 'nothing of this item', ...")
+
+
+class StreamSecond(BaseModel):
+    time: datetime
+    score: float
+    alarm: bool = Field(description="the k-of-n alarm policy is on at this second")
+    alarm_class: AlarmClass | None = Field(description=CLASS_NOTE)
+    top_signals: list[str]
+    conditions: list[str] = Field(description=CONDITIONS_NOTE)
+
+
+class StreamEpisode(BaseModel):
+    bed: str
+    start: datetime
+    end: datetime | None = Field(description="exclusive; null while open")
+    open: bool
+    alarm_class: AlarmClass = Field(description=CLASS_NOTE)
+    peak_time: datetime | None
+    peak_score: float | None
+    signals: list[str]
+
+
+class BedAnswer(BaseModel):
+    bed: str
+    seconds: list[StreamSecond] = Field(description="the new seconds scored")
+    opened: list[StreamEpisode]
+    closed: list[StreamEpisode]
+    repeated: int = Field(description="seconds already stored (a replay): nothing changed")
+    merged: int = Field(description="late values merged into stored seconds (within stream.late_s)")
+
+
+class IngestAnswer(BaseModel):
+    beds: list[BedAnswer]
+    problems: list[Problem]
+    threshold: float
+    model: ModelRef
+
+
+class StoredSecond(BaseModel):
+    time: datetime
+    score: float
+    above_threshold: bool
+    alarm: bool = Field(description="inside an alarm episode (after the refractory merge)")
+    alarm_class: AlarmClass | None = Field(description=CLASS_NOTE)
+    top_signals: list[str]
+    vitals: dict[str, float | None]
+    scored_at: datetime
+
+
+class BedScores(BaseModel):
+    bed: str
+    threshold: float
+    seconds: list[StoredSecond]
+
+
+class BedEpisodes(BaseModel):
+    bed: str
+    episodes: list[StreamEpisode]
+
+
+class OpenAlarms(BaseModel):
+    open: list[StreamEpisode]
+
+
+class Refusal(BaseModel):
+    error: str = Field(description="what is wrong and how to fix it")
+
+
+MODELS = [StreamMessage, IngestAnswer, BedScores, BedEpisodes, OpenAlarms, Refusal]
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _time(name: str, what: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": f"{what}: {TIME_NOTE}",
+            "schema": {"anyOf": [{"type": "string", "format": "date-time"},
+                                 {"type": "number", "minimum": 0, "maximum": LAST_SECOND}]}}
+
+
+def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
+    """Add the stream endpoints and their schemas to BentoML's OpenAPI document `doc` (in place; returned)."""
+    _, defs = models_json_schema([(m, "validation") for m in MODELS], ref_template="#/components/schemas/{model}")
+    doc.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+    bed = {"name": "bed", "in": "path", "required": True, "description": f"the bed's id: {BED_FORM}",
+           "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": f"^{BED_ID.pattern}$"}}
+    limit = {"name": "limit", "in": "query", "required": False, "description": "the newest this many seconds",
+             "schema": {"type": "integer", "minimum": 1, "maximum": 86400, "default": 600}}
+    bad = _json(Refusal, "a bad bed id, time or query parameter, named")
+    tags = ["Bedside streams"]
+    max_s = (spec.stream or {}).get("max_message_s")
+    doc.setdefault("paths", {}).update({
+        "/ingest": {"post": {
+            "tags": tags, "operationId": "ingest", "summary": "Each bed's newest seconds in; scores, alarms out",
+            "description": "Scores every new second of every bed in the message as the window ending at it, stores "
+                           "it, and answers per bed. A second already stored is a repeat (a replay is safe); a bad "
+                           "item or value is named in `problems` and loses only itself" +
+                           (f"; at most {max_s} seconds per item" if max_s else "") +
+                           ". Also takes an Arrow IPC stream (application/vnd.apache.arrow.stream): one row per bed "
+                           "and second, columns bed, time and one per signal.",
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref(StreamMessage)},
+                "application/vnd.apache.arrow.stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": {"200": _json(IngestAnswer, "what was stored and answered, and what was refused"),
+                          "400": {"description": "nothing in the message could be read: `error`, or `problems` "
+                                                 "naming each item", "content": {"application/json": {
+                                                     "schema": {"anyOf": [_ref(Refusal), _ref(IngestAnswer)]}}}},
+                          "413": _json(Refusal, "the body is over the service's limit (serve.max_body_mb)"),
+                          "415": _json(Refusal, "a Content-Type other than JSON or Arrow")}}},
+        "/beds/{bed}/scores": {"get": {
+            "tags": tags, "operationId": "bed_scores", "summary": "A bed's stored seconds",
+            "parameters": [bed, _time("since", "from this time"), _time("until", "before this time"), limit],
+            "responses": {"200": _json(BedScores, "the bed's stored seconds, oldest first (none: an empty list)"),
+                          "400": bad}}},
+        "/beds/{bed}/episodes": {"get": {
+            "tags": tags, "operationId": "bed_episodes", "summary": "A bed's alarm episodes",
+            "parameters": [bed, _time("since", "episodes open at or after this time")],
+            "responses": {"200": _json(BedEpisodes, "the bed's alarm episodes, by start"), "400": bad}}},
+        "/alarms": {"get": {
+            "tags": tags, "operationId": "open_alarms", "summary": "The open alarm episodes of every bed",
+            "responses": {"200": _json(OpenAlarms, "every bed's open episode"), "400": bad}}},
+    })
+    return doc

@@ -1,0 +1,180 @@
+"""Patient data behind a lock (issue #29, sections 1 and 2): API keys with roles in the real key store (sqlite and
+the machines' PostgreSQL, which these tests fail without), the ASGI guard in front of every endpoint (401, 403,
+revocation seen by another worker within seconds, development mode on loopback only), and the append-only audit
+trail. The guard runs in front of the real service in tests/pipeline/test_service.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from biostream.serving.security.guard import Guard
+from biostream.serving.security.keys import AUDIT, KEYS, KeyStore
+from biostream.serving.streaming.store import sqlite_url
+from tests.conftest import ROOT
+from tests.pipeline.conftest import scratch_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path, monkeypatch) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "stores" / "streams.db")
+    else:
+        monkeypatch.setenv("BIOSTREAM_KEY_PEPPER", "a-test-pepper-of-this-session")
+        with scratch_database("biostream_keys") as url:
+            yield url
+
+
+class Inner:
+    """The service behind the guard: answers 200 and counts what reached it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.calls.append(f"{scope['method']} {scope['path']}")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+def call(app, method: str, path: str, token: str | None = None, client: str = "127.0.0.1", query: bytes = b""):
+    """One request through the ASGI app: (status, JSON answer, headers)."""
+    headers = [] if token is None else [(b"authorization", f"Bearer {token}".encode())]
+    scope = {"type": "http", "method": method, "path": path, "query_string": query, "headers": headers,
+             "client": (client, 50000), "server": ("127.0.0.1", 3000)}
+    out: dict = {"body": b""}
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            out["status"], out["headers"] = message["status"], dict(message.get("headers", []))
+        else:
+            out["body"] += message.get("body", b"")
+
+    asyncio.run(app(scope, receive, send))
+    return out["status"], json.loads(out["body"] or b"null"), out["headers"]
+
+
+def cli(store_url: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "biostream.serving.security.cli", "--store", store_url, *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+
+
+def test_keys_are_created_listed_and_revoked_by_the_cli_and_never_stored_in_clear(store_url):
+    made = cli(store_url, "keys", "create", "--role", "clinician", "--name", "ward 3 board")
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)
+    token = key["key"]
+    assert token.startswith(f"bsk_{key['key_id']}_") and key["role"] == "clinician" and key["expires_at"]
+    store = KeyStore(store_url)
+    with store.engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(sa.select(KEYS)).mappings()]
+    secret = token[len("bsk_") + 12 + 1:]  # the secret may hold "_" itself
+    assert len(rows) == 1 and secret not in json.dumps(rows), "only a digest of the secret is kept"
+    assert rows[0]["digest"] == store.digest(secret) and len(rows[0]["digest"]) == 64
+    listed = cli(store_url, "keys", "list")
+    assert listed.returncode == 0 and secret not in listed.stdout and "digest" not in listed.stdout
+    assert [json.loads(line)["key_id"] for line in listed.stdout.splitlines()] == [key["key_id"]]
+    wrong = cli(store_url, "keys", "create", "--role", "nurse", "--name", "x")
+    assert wrong.returncode != 0 and "clinician" in wrong.stderr, "the roles are named"
+    gone = cli(store_url, "keys", "revoke", "000000000000")
+    assert gone.returncode != 0 and "keys list" in gone.stderr
+    revoked = cli(store_url, "keys", "revoke", key["key_id"])
+    assert revoked.returncode == 0 and json.loads(revoked.stdout)["revoked_at"]
+    trail = [(e["action"], e["target"]) for e in store.audit()]
+    assert trail == [("keys create", key["key_id"]), ("keys revoke", key["key_id"])]
+    store.dispose()
+
+
+def test_every_endpoint_needs_a_key_with_its_role_and_the_trail_records_who_did_what(store_url):
+    store = KeyStore(store_url, create=True)
+    keys = {role: store.create(role, f"test {role}")[1] for role in ("gateway", "clinician", "integrator", "admin")}
+    _, expired = store.create("clinician", "expired", expires_days=1, now=time.time() - 2 * 86400)
+    inner = Inner()
+    guard = Guard(inner, store_url=store_url, audit_every_s=3600)  # flushed by the test
+    other_worker = Guard(Inner(), store_url=store_url, cache_s=0.5, audit_every_s=3600)
+    # health, readiness and the API's description are open
+    for path in ("/healthz", "/readyz", "/livez", "/docs.json"):
+        assert call(guard, "GET", path)[0] == 200
+    # no credential: 401 naming the header and the role, with the challenge; nothing reaches the service
+    status, out, headers = call(guard, "GET", "/beds/bed-1/scores")
+    assert status == 401 and "Authorization: Bearer" in out["error"] and "clinician" in out["error"]
+    assert headers[b"www-authenticate"].startswith(b"Bearer")
+    for token, why in (("nonsense", "not a BioStream key"), (keys["clinician"][:-1] + "A", "not one this service"),
+                       (expired, "expired")):
+        status, out, _ = call(guard, "GET", "/alarms", token)
+        assert status == 401 and why in out["error"], out
+    # the wrong role: 403 naming the role needed; the same answer whether the bed exists or not
+    for path, role, needs in (("/beds/bed-1/scores", "gateway", "clinician"), ("/ingest", "clinician", "gateway"),
+                              ("/predict", "clinician", "integrator"), ("/metrics", "integrator", "admin"),
+                              ("/audit", "clinician", "admin"), ("/score_series", "gateway", "integrator")):
+        method = "GET" if path in ("/beds/bed-1/scores", "/metrics", "/audit") else "POST"
+        status, out, _ = call(guard, method, path, keys[role])
+        assert status == 403 and f"role {needs}" in out["error"] and f"role {role}" in out["error"], (path, out)
+    assert call(guard, "GET", "/beds/no-such-bed/episodes", keys["gateway"])[:2] == \
+        call(guard, "GET", "/beds/bed-1/episodes", keys["gateway"])[:2]
+    assert inner.calls == ["GET /healthz", "GET /readyz", "GET /livez", "GET /docs.json"], "nothing else reached it"
+    # the right role reaches the service
+    for method, path, role in (("GET", "/beds/bed-1/scores", "clinician"), ("GET", "/alarms", "clinician"),
+                               ("POST", "/ingest", "gateway"), ("POST", "/predict", "integrator"),
+                               ("POST", "/explain", "clinician"), ("GET", "/metrics", "admin"),
+                               ("POST", "/metadata", "gateway")):
+        assert call(guard, method, path, keys[role])[0] == 200, (method, path, role)
+    # revoked: another worker refuses it within its cache period
+    assert call(other_worker, "GET", "/alarms", keys["clinician"])[0] == 200
+    key_id = keys["clinician"].split("_")[1]
+    store.revoke(key_id)
+    time.sleep(0.6)
+    status, out, _ = call(other_worker, "GET", "/alarms", keys["clinician"])
+    assert status == 401 and "revoked" in out["error"]
+    # the trail: who read which bed, who was denied, from where
+    guard._ready[1].flush()
+    status, out, _ = call(guard, "GET", "/audit", keys["admin"], query=b"bed=bed-1&outcome=denied")
+    assert status == 200
+    assert [(e["role"], e["action"], e["status"]) for e in out["entries"]] == [
+        (None, "GET /beds/{bed}/scores", 401), ("gateway", "GET /beds/{bed}/scores", 403),
+        ("gateway", "GET /beds/{bed}/episodes", 403)]
+    allowed = call(guard, "GET", "/audit", keys["admin"], query=b"bed=bed-1&outcome=allowed")[1]["entries"]
+    assert [(e["role"], e["key_id"], e["client"], e["status"]) for e in allowed] == [
+        ("clinician", key_id, "127.0.0.1", 200)]
+    # nothing in the trail can be changed through the API
+    with store.engine.connect() as conn:
+        before = conn.execute(sa.select(sa.func.count()).select_from(AUDIT)).scalar_one()
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        status, out, _ = call(guard, method, "/audit", keys["admin"])
+        assert status == 405 and "append-only" in out["error"]
+    assert call(guard, "GET", "/audit", keys["admin"], query=b"limit=1000000000")[0] == 400
+    guard._ready[1].flush()
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(AUDIT).where(AUDIT.c.id <= before)).mappings().all()
+    assert len(rows) == before, "earlier entries all kept"
+    guard.close()
+    other_worker.close()
+    assert [e["status"] for e in store.audit(key_id=keys["admin"].split("_")[1])][-5:] == [405, 405, 405, 405, 400]
+    store.dispose()
+
+
+def test_development_mode_asks_no_key_and_answers_loopback_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("BIOSTREAM_AUTH", "off")
+    inner = Inner()
+    guard = Guard(inner, store_url=sqlite_url(tmp_path / "nothing.db"))
+    assert call(guard, "GET", "/alarms")[0] == 200
+    status, out, _ = call(guard, "GET", "/alarms", client="10.1.2.3")
+    assert status == 403 and "loopback" in out["error"]
+    assert inner.calls == ["GET /alarms"]
+
+
+def test_a_service_without_a_key_store_says_how_to_make_one(tmp_path):
+    status, out, _ = call(Guard(Inner(), store_url=sqlite_url(tmp_path / "s.db")), "GET", "/alarms", "bsk_x")
+    assert status == 503 and "biostream keys create" in out["error"]
