@@ -85,10 +85,17 @@ class StreamEngine:
             state.alarms = BedAlarms.from_dict(self.policy, stored["alarms"])
         if row.last_second is not None and stored is not None:
             state.last_second, state.first_second = row.last_second, stored["first_second"]
-            for second, vals in self.store.recent_values(bed, row.last_second, self.window_s):
-                state.values[:, self.window_s - 1 - (row.last_second - second)] = vals
+            state.values = self._history(bed, row.last_second)[0]
         self.beds[bed] = state
         return state
+
+    def _history(self, bed: str, last_second: int) -> tuple[np.ndarray, int | None]:
+        """A bed's stored values of its last `window_s` seconds up to `last_second` (S, W), and the oldest of them."""
+        values = np.full((len(self.signals), self.window_s), np.nan)
+        kept = self.store.recent_values(bed, last_second, self.window_s)
+        for second, vals in kept:
+            values[:, self.window_s - 1 - (last_second - second)] = vals
+        return values, min((second for second, _ in kept), default=None)
 
     # ------------------------------------------------------------------------------------------ ingest
     def ingest(self, chunks: Sequence[Chunk], now: float | None = None,
@@ -183,11 +190,8 @@ class StreamEngine:
 
     def _reopen(self, bed: str, state: BedState, newest: int) -> None:
         """A closed bed's state as of its newest stored second: its history, and its recording from there on."""
-        state.values = np.full((len(self.signals), self.window_s), np.nan)
-        kept = self.store.recent_values(bed, newest, self.window_s)
-        for second, vals in kept:
-            state.values[:, self.window_s - 1 - (newest - second)] = vals
-        state.last_second, state.first_second = newest, min(second for second, _ in kept)
+        state.values, state.first_second = self._history(bed, newest)
+        state.last_second = newest
 
     def _stored_or_refused(self, plan: _Plan) -> None:
         """Seconds older than the history kept: a repeat if the store has them with every value they carry, else
