@@ -111,8 +111,9 @@ def test_every_endpoint_needs_a_key_with_its_role_and_the_trail_records_who_did_
     status, out, headers = call(guard, "GET", "/beds/bed-1/scores")
     assert status == 401 and "Authorization: Bearer" in out["error"] and "clinician" in out["error"]
     assert headers[b"www-authenticate"].startswith(b"Bearer")
-    for token, why in (("nonsense", "not a BioStream key"), (keys["clinician"][:-1] + "A", "not one this service"),
-                       (expired, "expired")):
+    good = keys["clinician"]
+    mistyped = good[:-1] + ("A" if good[-1] != "A" else "B")  # one character of the secret wrong
+    for token, why in (("nonsense", "not a BioStream key"), (mistyped, "not one this service"), (expired, "expired")):
         status, out, _ = call(guard, "GET", "/alarms", token)
         assert status == 401 and why in out["error"], out
     # the wrong role: 403 naming the role needed; the same answer whether the bed exists or not
@@ -138,8 +139,12 @@ def test_every_endpoint_needs_a_key_with_its_role_and_the_trail_records_who_did_
     time.sleep(0.6)
     status, out, _ = call(other_worker, "GET", "/alarms", keys["clinician"])
     assert status == 401 and "revoked" in out["error"]
+    # a hostile id in a path is kept escaped (PostgreSQL refuses a NUL in text: the trail would stall)
+    assert call(guard, "GET", "/beds/bed\x00nul/scores", keys["gateway"])[0] == 403
     # the trail: who read which bed, who was denied, from where
     guard._ready[1].flush()
+    assert not guard._ready[1].entries, "every entry written"
+    assert [e["target"] for e in store.audit(outcome="denied")][-1] == "'bed\\x00nul'"
     status, out, _ = call(guard, "GET", "/audit", keys["admin"], query=b"bed=bed-1&outcome=denied")
     assert status == 200
     assert [(e["role"], e["action"], e["status"]) for e in out["entries"]] == [
@@ -175,6 +180,16 @@ def test_development_mode_asks_no_key_and_answers_loopback_only(tmp_path, monkey
     assert inner.calls == ["GET /alarms"]
 
 
-def test_a_service_without_a_key_store_says_how_to_make_one(tmp_path):
-    status, out, _ = call(Guard(Inner(), store_url=sqlite_url(tmp_path / "s.db")), "GET", "/alarms", "bsk_x")
+def test_a_service_without_a_key_store_says_how_to_make_one_and_sees_it_once_made(tmp_path, monkeypatch):
+    from biostream.serving.security import guard as guard_module
+
+    url = sqlite_url(tmp_path / "s.db")
+    guard = Guard(Inner(), store_url=url)
+    status, out, _ = call(guard, "GET", "/alarms", "bsk_x")
     assert status == 503 and "biostream keys create" in out["error"]
+    store = KeyStore(url, create=True)  # an admin makes the first key while the service runs
+    _, token = store.create("clinician", "first")
+    monkeypatch.setattr(guard_module, "RETRY_S", 0.0)
+    assert call(guard, "GET", "/alarms", token)[0] == 200, "no restart needed"
+    guard.close()
+    store.dispose()

@@ -23,11 +23,14 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from biostream.serving.security.keys import ROLE_NOTE, ROLES, KeyStore, Verifier
+from biostream.serving.streaming.messages import ItemError, is_bed, to_second
 
 AUTH_ENV = "BIOSTREAM_AUTH"
 OPEN = frozenset({"/healthz", "/livez", "/readyz", "/", "/docs", "/docs.json", "/schema.json"})
 OPEN_PREFIXES = ("/static_content/", "/assets/")  # the Swagger UI's files
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+RETRY_S = 5.0  # a key store that could not be opened is tried again after this long (no restart needed)
+MAX_KEPT = 100_000  # audit entries kept in memory while the store refuses them; the oldest go first, logged
 _log = logging.getLogger("biostream")
 
 
@@ -38,7 +41,8 @@ def policy(method: str, path: str) -> tuple[tuple[str, ...], str, str | None]:
     if path.startswith("/beds/"):
         parts = path.split("/")
         tail = "/".join(parts[3:]) if len(parts) > 3 else ""
-        return ("clinician",), f"{method} /beds/{{bed}}/{tail}"[:40], parts[2][:200] or None
+        bed = parts[2]  # as asked: the trail keeps an id that is not one escaped (no NUL or control character)
+        return ("clinician",), f"{method} /beds/{{bed}}/{tail}"[:40], (bed if is_bed(bed) else ascii(bed))[:200] or None
     if path == "/alarms":
         return ("clinician",), f"{method} /alarms", None
     if path in ("/predict", "/score_series"):
@@ -82,6 +86,10 @@ class AuditBuffer:
                 _log.exception("writing %d audit entries failed; kept for the next try", len(entries))
                 with self.lock:
                     self.entries[:0] = entries
+                    over = len(self.entries) - MAX_KEPT
+                    if over > 0:
+                        del self.entries[:over]
+                        _log.error("the audit store refused entries for too long: the oldest %d were dropped", over)
 
     def _run(self) -> None:
         while not self.stopped.wait(self.every_s):
@@ -99,19 +107,20 @@ class Guard:
         self.development = os.environ.get(AUTH_ENV, "").lower() == "off"
         self._ready: tuple[Verifier, AuditBuffer] | None = None
         self._error: str | None = None
+        self._error_at = 0.0
         if self.development:
             _log.warning("%s=off: development mode, no credential is asked; only loopback clients are answered",
                          AUTH_ENV)
 
     def _open(self) -> tuple[Verifier, AuditBuffer] | None:
-        if self._ready is None and self._error is None:
+        if self._ready is None and (self._error is None or time.monotonic() - self._error_at > RETRY_S):
             try:
                 url = self.store_url() if callable(self.store_url) else self.store_url
                 store = KeyStore(url)
                 verifier = Verifier(store) if self.cache_s is None else Verifier(store, self.cache_s)
                 self._ready = verifier, AuditBuffer(store, self.audit_every_s)
             except Exception as error:  # no key store: every guarded request says why (503), health still answers
-                self._error = str(error)
+                self._error, self._error_at = str(error), time.monotonic()
                 _log.error("the key store cannot be opened: %s", error)
         return self._ready
 
@@ -187,8 +196,6 @@ class Guard:
     def _audit(method: str, scope: dict[str, Any], verifier: Verifier) -> tuple[int, Any]:
         if method != "GET":
             return 405, {"error": "the audit trail is append-only: GET /audit reads it; nothing changes it"}
-        from biostream.serving.streaming.messages import ItemError, to_second
-
         q = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
         unknown = sorted(set(q) - {"since", "key", "bed", "outcome", "limit"})
         if unknown:
