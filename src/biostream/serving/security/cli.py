@@ -99,14 +99,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"development keys (one per role) in {path}: `source {path}`, then e.g. curl -H \"Authorization: "
                   f"Bearer $BIOSTREAM_CLINICIAN_KEY\" localhost:3000/alarms", file=sys.stderr)
         else:
-            from biostream.serving.streaming.messages import to_second
+            from biostream.serving.streaming.messages import time_text
 
-            since = None
-            if args.since:
-                try:
-                    since = to_second(float(args.since), "--since")
-                except ValueError:
-                    since = to_second(args.since, "--since")
+            since = None if args.since is None else time_text(args.since, "--since")
             for entry in store.audit(since, args.key, args.bed, args.outcome, args.limit):
                 print(json.dumps(entry))
     except (ValueError, KeyError) as error:

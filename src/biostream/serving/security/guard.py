@@ -20,10 +20,9 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 from biostream.serving.security.keys import ROLE_NOTE, ROLES, KeyStore, Verifier
-from biostream.serving.streaming.messages import ItemError, is_bed, to_second
+from biostream.serving.streaming.messages import is_bed, query_params, time_text, whole_number
 
 AUTH_ENV = "BIOSTREAM_AUTH"
 OPEN = frozenset({"/healthz", "/livez", "/readyz", "/", "/docs", "/docs.json", "/schema.json"})
@@ -196,19 +195,14 @@ class Guard:
     def _audit(method: str, scope: dict[str, Any], verifier: Verifier) -> tuple[int, Any]:
         if method != "GET":
             return 405, {"error": "the audit trail is append-only: GET /audit reads it; nothing changes it"}
-        q = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
-        unknown = sorted(set(q) - {"since", "key", "bed", "outcome", "limit"})
-        if unknown:
-            return 400, {"error": f"unknown query parameter {unknown[0][:40]!r}: GET /audit takes since, key, bed, "
-                                  f"outcome and limit"}
         try:
-            since = None if "since" not in q else to_second(_number(q["since"]), "since")
-        except ItemError as error:
+            q = query_params(scope.get("query_string", b"").decode("latin-1"),
+                             ("since", "key", "bed", "outcome", "limit"), "GET /audit")
+            since = None if "since" not in q else time_text(q["since"], "since")
+            limit = whole_number(q.get("limit", "1000"), "limit", 1, 10000, "entries")
+        except ValueError as error:  # ItemError is one
             return 400, {"error": str(error)}
-        limit = q.get("limit", "1000")
-        if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 10000):
-            return 400, {"error": f"limit is {limit[:20]!r}: ask for 1 to 10000 entries"}
-        entries = verifier.store.audit(since, q.get("key"), q.get("bed"), q.get("outcome"), int(limit))
+        entries = verifier.store.audit(since, q.get("key"), q.get("bed"), q.get("outcome"), limit)
         return 200, {"entries": entries}
 
 
@@ -252,13 +246,6 @@ def add_security(doc: dict[str, Any]) -> dict[str, Any]:
             responses.setdefault("403", {"description": f"a key whose role is not {' or '.join(roles)}",
                                          "content": {"application/json": {"schema": error}}})
     return doc
-
-
-def _number(v: str) -> float | str:
-    try:
-        return float(v)
-    except ValueError:
-        return v
 
 
 def _bearer(scope: dict[str, Any]) -> str | None:

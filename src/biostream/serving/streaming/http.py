@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from typing import Any
-from urllib.parse import parse_qs
 
 import anyio
 import numpy as np
@@ -27,7 +26,15 @@ import numpy as np
 from biostream.serving.arrow import ARROW_STREAM
 from biostream.serving.streaming.answers import episode_answer, iso
 from biostream.serving.streaming.engine import StreamEngine
-from biostream.serving.streaming.messages import ItemError, MessageError, check_bed, parse_arrow, parse_json, to_second
+from biostream.serving.streaming.messages import (
+    MessageError,
+    check_bed,
+    parse_arrow,
+    parse_json,
+    query_params,
+    time_text,
+    whole_number,
+)
 
 QUERY = {"since", "until", "limit"}
 MAX_LIMIT = 86400
@@ -73,12 +80,12 @@ class StreamEndpoints:
             return 404, {"error": f"no GET endpoint {path[:200]!r}: GET /beds/<bed>/scores, /beds/<bed>/episodes "
                                   f"or /alarms"}
         try:
-            q = _query(query)
-            since = None if "since" not in q else to_second(_number_or_text(q["since"]), "since")
-            until = None if "until" not in q else to_second(_number_or_text(q["until"]), "until")
-            limit = _limit(q.get("limit", "600"))
+            q = query_params(query, QUERY, "GET /beds/<bed>/scores, /beds/<bed>/episodes and /alarms")
+            since = None if "since" not in q else time_text(q["since"], "since")
+            until = None if "until" not in q else time_text(q["until"], "until")
+            limit = whole_number(q.get("limit", "600"), "limit", 1, MAX_LIMIT, "seconds")
             bed = None if parts == ["alarms"] else check_bed(parts[1], "the bed id in the path")
-        except (ItemError, ValueError) as error:
+        except ValueError as error:  # ItemError is one
             return 400, {"error": str(error)}
         store = self.engine.store
         if bed is None:
@@ -124,29 +131,3 @@ class StreamEndpoints:
         with self.lock:
             return self.engine.sweep(time.time() if now is None else now)
 
-
-def _query(query: str) -> dict[str, str]:
-    """The query string's parameters (each at most once; only those the GET endpoints take)."""
-    if len(query) > 1000:
-        raise ValueError(f"the query string is {len(query)} characters: at most 1000 (since, until, limit)")
-    q = parse_qs(query, keep_blank_values=True, strict_parsing=False)
-    unknown = sorted(set(q) - QUERY)
-    if unknown:
-        raise ValueError(f"unknown query parameter {unknown[0][:40]!r}: these endpoints take since, until and limit")
-    twice = sorted(k for k, v in q.items() if len(v) > 1)
-    if twice:
-        raise ValueError(f"query parameter {twice[0]!r} given {len(q[twice[0]])} times: give it once")
-    return {k: v[0] for k, v in q.items()}
-
-
-def _limit(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or len(text) > 6 or not 1 <= int(text) <= MAX_LIMIT:
-        raise ValueError(f"limit is {text[:20]!r}: ask for a whole number of seconds from 1 to {MAX_LIMIT}")
-    return int(text)
-
-
-def _number_or_text(v: str) -> float | str:
-    try:
-        return float(v)
-    except ValueError:
-        return v

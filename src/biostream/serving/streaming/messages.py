@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 import numpy as np
 
@@ -89,6 +90,38 @@ def to_second(value: Any, field: str = "start") -> int:
         if t is not None:
             raise ItemError(field, value, form, f"{field} is {value!r}, a time without a zone: add one (Z for UTC)")
     raise ItemError(field, value, form, f"{field} is {_short(value)!r}, not a time: send {form}")
+
+
+def time_text(text: str, field: str) -> int:
+    """A time as written in a URL's query or on a command line (ISO 8601, or seconds since the epoch) -> seconds."""
+    try:
+        value: float | str = float(text)
+    except ValueError:
+        value = text
+    return to_second(value, field)
+
+
+def query_params(query: str, allowed: Collection[str], where: str) -> dict[str, str]:
+    """A URL's query string -> its parameters, each given at most once and each one of `allowed` (else ValueError
+    naming it and what `where` takes)."""
+    takes = ", ".join(sorted(allowed))
+    if len(query) > 1000:
+        raise ValueError(f"the query string is {len(query)} characters: at most 1000 ({where} takes {takes})")
+    q = parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(q) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown query parameter {unknown[0][:40]!r}: {where} takes {takes}")
+    twice = sorted(k for k, v in q.items() if len(v) > 1)
+    if twice:
+        raise ValueError(f"query parameter {twice[0]!r} given {len(q[twice[0]])} times: give it once")
+    return {k: v[0] for k, v in q.items()}
+
+
+def whole_number(text: str, field: str, lo: int, hi: int, what: str) -> int:
+    """A whole number from a URL's query, in [lo, hi] (digits only: no sign, exponent or other script's digits)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(hi)) or not lo <= int(text) <= hi:
+        raise ValueError(f"{field} is {text[:20]!r}: ask for a whole number of {what} from {lo} to {hi}")
+    return int(text)
 
 
 def check_ranges(chunks: list[Chunk], spec: ServingSpec, problems: list[Problem]) -> None:
