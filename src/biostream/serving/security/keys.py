@@ -173,7 +173,7 @@ class KeyStore:
 
     def audit(self, since: float | None = None, key_id: str | None = None, target: str | None = None,
               outcome: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        """The trail's newest `limit` entries matching, oldest first."""
+        """The trail's newest `limit` entries matching, oldest first (by the time of the request)."""
         q = sa.select(AUDIT)
         if since is not None:
             q = q.where(AUDIT.c.at >= since)
@@ -183,8 +183,10 @@ class KeyStore:
             q = q.where(AUDIT.c.target == target)
         if outcome is not None:
             q = q.where(AUDIT.c.outcome == outcome)
+        # by when it happened: each service worker writes its entries once a second, so the ids of two workers'
+        # entries interleave in the order of their writes, not of the requests
         with self.engine.connect() as conn:
-            rows = conn.execute(q.order_by(AUDIT.c.id.desc()).limit(limit)).mappings().all()
+            rows = conn.execute(q.order_by(AUDIT.c.at.desc(), AUDIT.c.id.desc()).limit(limit)).mappings().all()
         return [{**r, "at": _iso(r["at"])} for r in reversed(rows)]
 
 
