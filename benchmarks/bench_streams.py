@@ -265,6 +265,60 @@ def model_floor(scorer, values: np.ndarray) -> float:
     return min(took) * 1e3
 
 
+def fill_day(url: str, day: int, beds: int, seconds: int) -> int:
+    """A past day's partition holding `seconds` seconds of `beds` beds (made in the server: no client round trip);
+    its rows."""
+    import sqlalchemy as sa
+
+    from biostream.serving.database.retention import partition_name
+
+    name = partition_name(day)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {name} PARTITION OF stream_seconds FOR VALUES FROM ({day}) TO "
+                             f"({day + 86400})")
+        n = conn.execute(sa.text(
+            f"INSERT INTO {name} SELECT 'old-' || b, :day + s, :vals, 0.1, false, false, false, NULL, 0 "
+            "FROM generate_series(0, :beds - 1) AS b, generate_series(0, :secs - 1) AS s"),
+            {"day": day, "vals": np.full(8, 80.0).tobytes(), "beds": beds, "secs": seconds}).rowcount
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("CHECKPOINT")  # written, as a day old
+    engine.dispose()
+    return int(n)
+
+
+def sweep_run(url: str, prefix: str, values: np.ndarray, signals: list[str], args: argparse.Namespace, shards: int,
+              log) -> dict[str, object]:
+    """The Redis path streaming while the retention job drops a past day's partition (PostgreSQL), beside the same
+    stream without it (`redis_json`, this run); the drop of a partition a tenth the size, alone, as its floor."""
+    from biostream.serving.database.retention import DAY, Retention
+    from biostream.serving.database.retention import run as retain
+
+    beds, hours = args.beds, args.sweep_hours
+    big_day = START // DAY * DAY - 10 * DAY
+    small_rows = fill_day(url, big_day - DAY, beds, int(hours * 360))
+    big_rows = fill_day(url, big_day, beds, int(hours * 3600))
+    keep = Retention(seconds_days=7)
+    t = time.perf_counter()
+    alone = retain(url, keep, now=big_day + 7 * DAY)  # the cut-off at the big day: only the small one goes
+    small_s = time.perf_counter() - t
+    done: dict[str, object] = {}
+
+    def sweep() -> None:
+        t = time.perf_counter()
+        done.update(retain(url, keep, now=big_day + 8 * DAY))
+        done["seconds"] = time.perf_counter() - t
+
+    timer = threading.Timer(1.5 + args.warmup + args.seconds / 2, sweep)  # mid-way through the counted ticks
+    timer.start()
+    out = run_redis(prefix, values, signals, args.seconds, args.warmup, shards, "sweep")
+    timer.join()
+    log.info("redis, %d beds, a %d-row day dropped mid-run: %s (sweep %s)", beds, big_rows, out, done)
+    return {"redis_json_sweep": out, "sweep": {
+        "rows_dropped": big_rows, "dropped": done.get("partitions_dropped"), "sweep_s": done.get("seconds"),
+        "floor_rows_dropped": small_rows, "floor_dropped": alone["partitions_dropped"], "floor_sweep_s": small_s}}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--beds", type=int, default=2000)
@@ -277,6 +331,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-auth-run", action=argparse.BooleanOptionalAction, default=True,
                    help="HTTP: also JSON through the same bento with no credential check (BIOSTREAM_AUTH=off), the "
                         "floor of the guard's cost")
+    p.add_argument("--sweep-hours", type=float, default=1.0,
+                   help="Redis/PostgreSQL: also stream while retention drops a past day's partition holding this many "
+                        "hours of every bed (0: no sweep run); a tenth of it is dropped first, alone, as its floor")
     p.add_argument("--out", default="results/bench_streams.json")
     args = p.parse_args(argv)
     log = configure()
@@ -343,9 +400,12 @@ def main(argv: list[str] | None = None) -> None:
         shards = 16
         procs = []
         try:
+            from biostream.serving.database.retention import Retention
+            from biostream.serving.database.retention import run as retain
             from biostream.serving.streaming.store import Store
 
             Store(f"{PG}/{name}").dispose()
+            retain(f"{PG}/{name}", Retention(), now=START)  # the owner's job made today's partition ahead
             for k in range(args.consumers):
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "biostream.serving.streaming.redis_path", "--redis", REDIS, "--store",
@@ -359,6 +419,8 @@ def main(argv: list[str] | None = None) -> None:
             results["redis_json"] = run_redis(prefix, values, meta_signals, args.seconds, args.warmup, shards,
                                               "json")
             log.info("redis, %d beds: %s", args.beds, results["redis_json"])
+            if args.sweep_hours > 0:
+                results.update(sweep_run(f"{PG}/{name}", prefix, values, meta_signals, args, shards, log))
         finally:
             for proc in procs:
                 proc.terminate()
@@ -375,6 +437,12 @@ def main(argv: list[str] | None = None) -> None:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
     write_json(results, args.out)
     print(json.dumps(results, indent=1))
+    if "redis_json_sweep" in results:
+        a, b, w = results["redis_json_sweep"], results["redis_json"], results["sweep"]
+        print(f"retention sweep (same run, Redis/PostgreSQL, {args.beds} beds): p99 {a['p99_ms']:.0f} ms with a "
+              f"{w['rows_dropped']}-row day dropped mid-run ({w['sweep_s']:.2f} s) vs {b['p99_ms']:.0f} ms without "
+              f"({a['p99_ms'] / b['p99_ms'] - 1:+.0%}); a {w['floor_rows_dropped']}-row day alone: "
+              f"{w['floor_sweep_s']:.2f} s")
     if "http_json_no_auth" in results and "http_json" in results:
         a, b = results["http_json"], results["http_json_no_auth"]
         print(f"credential check and audit (same run, same bento, {args.beds} beds, JSON): p50 {a['p50_ms']:.0f} vs "

@@ -195,3 +195,54 @@ def test_a_service_without_a_key_store_says_how_to_make_one_and_sees_it_once_mad
     assert call(guard, "GET", "/alarms", token)[0] == 200, "no restart needed"
     guard.close()
     store.dispose()
+
+
+def test_a_clinician_acknowledges_an_alarm_and_the_trail_and_the_episode_say_who_and_when(alarming, store_url):
+    """POST /beds/<bed>/episodes/<start>/ack through the guard, the service's body router and the stream endpoints
+    over a real store: the clinician's key id and the time are kept on the episode (the first acknowledgement is
+    kept; the engine's later writes of the episode leave it) and in the audit trail with the episode named."""
+    from biostream.serving.asgi import BodyTypes
+    from biostream.serving.streaming.engine import Chunk, StreamEngine
+    from biostream.serving.streaming.http import StreamEndpoints
+    from biostream.serving.streaming.store import Store
+    from tests.model.test_streams import START, params
+
+    scorer, pid, values = alarming
+    endpoints = StreamEndpoints(StreamEngine(scorer, Store(store_url), params(store_url)))
+    endpoints.engine.ingest([Chunk(pid, START, values[:, :900].copy())], now=1.0)
+    episodes = endpoints.engine.store.episodes(pid)
+    assert episodes, "the alarming patient opens an episode in its first 900 s"
+    start = episodes[0]["start"]
+    store = KeyStore(store_url, create=True)
+    keys = {role: store.create(role, f"test {role}")[1] for role in ("gateway", "clinician")}
+    app = Guard(BodyTypes(Inner(), posts={"/beds": lambda: endpoints.post}), store_url=store_url, audit_every_s=3600)
+    path = f"/beds/{pid}/episodes/{start}/ack"
+    status, out, _ = call(app, "POST", path, keys["gateway"])
+    assert status == 403 and "needs the role clinician" in out["error"]
+    status, out, _ = call(app, "POST", path, keys["clinician"])
+    clinician = keys["clinician"].split("_")[1]
+    assert status == 200 and out["episode"]["acknowledged_by"] == clinician and out["episode"]["acknowledged_at"]
+    first = out["episode"]["acknowledged_at"]
+    # the engine writes the episode again (the stream goes on): the acknowledgement stays
+    endpoints.engine.ingest([Chunk(pid, START + 900, values[:, 900:960].copy())], now=2.0)
+    again = next(e for e in endpoints.engine.store.episodes(pid) if e["start"] == start)
+    assert again["acked_by"] == clinician
+    assert call(app, "POST", path, keys["clinician"])[1]["episode"]["acknowledged_at"] == first, "the first is kept"
+    iso_start = out["episode"]["start"]  # the episode's start as GET answers it names it too
+    assert call(app, "POST", f"/beds/{pid}/episodes/{iso_start}/ack", keys["clinician"])[0] == 200
+    for bad, code, says in ((f"/beds/{pid}/episodes/{start + 1}/ack", 404, "no alarm episode"),
+                            (f"/beds/{pid}/episodes/yesterday/ack", 400, "start"),
+                            (f"/beds/{pid}/episodes/-99999999999999999999/ack", 400, "1970"),
+                            ("/beds/bed\x00nul/episodes/1/ack", 400, "bed"),
+                            (f"/beds/{pid}/episodes/{start}/silence", 404, "POST /beds/<bed>/episodes/<start>/ack")):
+        status, out, _ = call(app, "POST", bad, keys["clinician"])
+        assert status == code and says in out["error"], (bad, out)
+    app._ready[1].flush()
+    trail = [e for e in store.audit(target=pid) if e["outcome"] == "allowed"]
+    assert trail[0]["action"] == "POST /beds/{bed}/episodes/{start}/ack"
+    assert (trail[0]["key_id"], trail[0]["status"], trail[0]["detail"]) == (clinician, 200, f"episode {start}")
+    denied = store.audit(target=pid, outcome="denied")
+    assert [(e["role"], e["status"]) for e in denied] == [("gateway", 403)]
+    app.close()
+    store.dispose()
+    endpoints.engine.store.dispose()

@@ -372,7 +372,7 @@ def test_every_endpoint_is_in_the_openapi_document(served):
     assert status == 200
     paths = doc["paths"]
     for path in ("/predict", "/score_series", "/explain", "/metadata", "/ingest", "/beds/{bed}/scores",
-                 "/beds/{bed}/episodes", "/alarms"):
+                 "/beds/{bed}/episodes", "/beds/{bed}/episodes/{start}/ack", "/alarms"):
         assert path in paths, path
     ingest = paths["/ingest"]["post"]
     assert set(ingest["requestBody"]["content"]) == {"application/json", "application/vnd.apache.arrow.stream"}
@@ -481,6 +481,15 @@ def test_a_bed_streamed_through_ingest_gets_what_score_series_gives(served, meta
         assert e["end"] == w["end"] or (e["open"] and e["end"] is None)
     status, alarms = client.get_json("/alarms")
     assert status == 200 and {e["bed"] for e in alarms["open"]} >= {e["bed"] for e in eps["episodes"] if e["open"]}
+    # a clinician acknowledges an episode: who and when are kept on it (the key chosen by its role: clinician)
+    start_of = eps["episodes"][0]["start"] if eps["episodes"] else str(start)
+    status, out = client.post(f"/beds/{bed}/episodes/{start_of}/ack", {})
+    if eps["episodes"]:
+        assert status == 200 and out["episode"]["acknowledged_by"] == client.keys["clinician"].split("_")[1], out
+        status, again = client.get_json(f"/beds/{bed}/episodes")
+        assert again["episodes"][0]["acknowledged_at"] == out["episode"]["acknowledged_at"]
+    else:
+        assert status == 404 and "no alarm episode" in out["error"], out
     # the same seconds again: repeats, nothing scored twice
     status, out = client.post("/ingest", {"samples": [{"bed": bed, "start": start, "vitals": {"hr": [70.0]}}]})
     assert status == 200 and out["beds"][0]["seconds"] == [] and out["beds"][0]["repeated"] == 1

@@ -17,7 +17,9 @@ class BodyTypes:
     `handlers` maps (path, media type) to a function that returns the handler, an async callable body ->
     (status, JSON bytes or object); it is looked up per request (the service instance exists once the worker has
     started). `gets` maps a path prefix to a function returning an async callable (path, query string) ->
-    (status, JSON): the GET endpoints BentoML does not declare.
+    (status, JSON): the GET endpoints BentoML does not declare; `posts` likewise the POST endpoints under a path
+    prefix whose answer needs no body, an async callable (path, who) -> (status, JSON), `who` being the key id the
+    guard let in (`scope["biostream.key"]`; "development" without keys).
 
     Every body has a byte limit, checked before anything parses it (413, naming the limit): `max_body_bytes` for
     the bodies of `handlers`, unless `limits` gives one for that (path, media type); `json_max_bytes` for the JSON
@@ -31,13 +33,15 @@ class BodyTypes:
                  max_body_bytes: int = 64 << 20, json_max_bytes: int | None = None,
                  limits: Mapping[tuple[str, str], int] | None = None,
                  gets: Mapping[str, Callable[[], Any]] | None = None, limit_note: str = "",
-                 openapi: Callable[[dict[str, Any]], Any] | None = None) -> None:
+                 openapi: Callable[[dict[str, Any]], Any] | None = None,
+                 posts: Mapping[str, Callable[[], Any]] | None = None) -> None:
         self.app = app
         self.handlers = dict(handlers or {})
         self.max_body_bytes = max_body_bytes
         self.json_max_bytes = json_max_bytes
         self.limits = dict(limits or {})
         self.gets = dict(gets or {})
+        self.posts = dict(posts or {})
         self.limit_note = limit_note
         self.openapi = openapi
 
@@ -52,6 +56,13 @@ class BodyTypes:
                 if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
                     query = scope.get("query_string", b"").decode("latin-1")
                     await _send_json(send, *await _guarded(factory, path, query))
+                    return
+        if scope.get("type") == "http" and scope.get("method") == "POST" and self.posts:
+            path = scope.get("path", "")
+            for prefix, factory in self.posts.items():
+                if path.startswith(prefix.rstrip("/") + "/"):
+                    who = scope.get("biostream.key") or "development"
+                    await _send_json(send, *await _guarded(factory, path, who))
                     return
         if scope.get("type") == "http" and scope.get("method") == "POST":
             headers = dict(scope.get("headers") or [])

@@ -101,6 +101,12 @@ class VitalsService:
             return 503, {"error": "this bento was built without params.yaml: stream; re-run the package stage"}
         return await self.streams.get(path, query)
 
+    async def stream_post(self, path: str, who: str) -> tuple[int, Any]:
+        """POST /beds/<bed>/episodes/<start>/ack (routed by `BodyTypes`): `biostream.serving.streaming.http`."""
+        if self.streams is None:
+            return 503, {"error": "this bento was built without params.yaml: stream; re-run the package stage"}
+        return await self.streams.post(path, who)
+
     # the content type is declared: BentoML otherwise derives it from the list's JSON schema on every response
     @bentoml.api
     async def predict(self, windows: WindowBatch) -> Annotated[list[Prediction], ContentType("application/json")]:
@@ -162,5 +168,6 @@ VitalsService.add_asgi_middleware(
     limits={("/ingest", "application/json"): SPEC.max_body_bytes or largest_body(SPEC),
             ("/ingest", ARROW_STREAM): SPEC.max_body_bytes or largest_body(SPEC)},
     gets={"/beds": lambda: _service().stream_get, "/alarms": lambda: _service().stream_get},
+    posts={"/beds": lambda: _service().stream_post},
     limit_note="serve.max_body_mb",
     openapi=lambda doc: add_security(add_stream_paths(doc, SPEC) if SPEC.stream else doc))

@@ -6,6 +6,9 @@ the service uses (`--store`; default: `BIOSTREAM_STREAM_STORE`, else params.yaml
     biostream keys revoke <key id>
     biostream keys dev                     # development: one key per role in stores/dev-keys.env (mode 600)
     biostream audit [--since 2026-12-06T08:00:00Z] [--key <id>] [--bed <bed>] [--outcome denied] [--limit N]
+    biostream db upgrade                   # the store's schema to this version's (Alembic; the database's owner)
+    biostream db grant <role>              # PostgreSQL: a service's role may read and write, not alter or drop
+    biostream retention [--now <time>]     # drop and delete what is older than params.yaml stream.retention
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import os
 import sys
 from pathlib import Path
 
+from biostream.core.config import ConfigError
+from biostream.serving.database.retention import Retention
 from biostream.serving.security.keys import ROLE_NOTE, ROLES, KeyStore
 
 DEV_KEYS = Path("stores/dev-keys.env")
@@ -59,6 +64,34 @@ def dev_keys(store: KeyStore, path: Path = DEV_KEYS) -> Path:
     return path
 
 
+def default_retention() -> Retention:
+    """params.yaml `stream.retention` (where the command runs), else the defaults."""
+    params = Path("params.yaml")
+    if params.exists():
+        import yaml
+
+        return Retention.from_mapping(((yaml.safe_load(params.read_text()) or {}).get("stream") or {})
+                                      .get("retention"))
+    return Retention()
+
+
+def _database(args: argparse.Namespace) -> None:
+    from biostream.serving.database import migrate, retention
+
+    url = args.store or default_store()
+    if args.command == "retention":
+        from biostream.serving.streaming.messages import time_text
+
+        now = None if args.now is None else time_text(args.now, "--now")
+        print(json.dumps({"store": migrate.where(url), **retention.run(url, default_retention(), now)}))
+    elif args.action == "upgrade":
+        before, after = migrate.upgrade(url, args.revision)
+        print(json.dumps({"store": migrate.where(url), "before": before, "after": after}))
+    else:
+        for statement in migrate.grant(url, args.role):
+            print(statement)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="biostream", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--store", default=None, help="the service's store URL (default: BIOSTREAM_STREAM_STORE, else "
@@ -82,7 +115,21 @@ def main(argv: list[str] | None = None) -> None:
     audit.add_argument("--bed")
     audit.add_argument("--outcome", choices=["allowed", "denied"])
     audit.add_argument("--limit", type=int, default=1000)
+    db = sub.add_parser("db", help="the store's schema and roles").add_subparsers(dest="action", required=True)
+    up = db.add_parser("upgrade", help="migrate the store to this version's schema (run as the database's owner)")
+    up.add_argument("--revision", default="head", help="the schema revision to reach (default: head)")
+    grant = db.add_parser("grant", help="PostgreSQL: give a service's role what it uses and nothing more")
+    grant.add_argument("role", help="an existing PostgreSQL role (CREATE ROLE <role> LOGIN PASSWORD '...')")
+    keep = sub.add_parser("retention", help="drop and delete what is older than params.yaml stream.retention "
+                                            "(PostgreSQL: as the owner, e.g. hourly)")
+    keep.add_argument("--now", help="the time to count from (default: now): ISO 8601 with a zone, or epoch seconds")
     args = ap.parse_args(argv)
+    if args.command in ("db", "retention"):
+        try:
+            _database(args)
+        except (ValueError, ConfigError) as error:
+            raise SystemExit(f"biostream {args.command}: {error}") from None
+        return
     store = KeyStore(args.store or default_store(), create=args.command == "keys" and args.action in ("create", "dev"))
     try:
         if args.command == "keys" and args.action == "create":

@@ -41,7 +41,10 @@ def policy(method: str, path: str) -> tuple[tuple[str, ...], str, str | None]:
         parts = path.split("/")
         tail = "/".join(parts[3:]) if len(parts) > 3 else ""
         bed = parts[2]  # as asked: the trail keeps an id that is not one escaped (no NUL or control character)
-        return ("clinician",), f"{method} /beds/{{bed}}/{tail}"[:40], (bed if is_bed(bed) else ascii(bed))[:200] or None
+        target = (bed if is_bed(bed) else ascii(bed))[:200] or None
+        if len(parts) == 6 and parts[3] == "episodes" and parts[5] == "ack":  # the episode: in the entry's detail
+            return ("clinician",), "POST /beds/{bed}/episodes/{start}/ack", target
+        return ("clinician",), f"{method} /beds/{{bed}}/{tail}"[:40], target
     if path == "/alarms":
         return ("clinician",), f"{method} /alarms", None
     if path in ("/predict", "/score_series"):
@@ -152,7 +155,7 @@ class Guard:
         verifier, audit = ready
         roles, action, target = policy(method, path)
         entry = {"at": time.time(), "key_id": None, "role": None, "action": action, "target": target,
-                 "client": client[:64], "status": None}
+                 "client": client[:64], "status": None, "detail": _detail(method, path)}
         token = _bearer(scope)
         if token is None:
             entry["outcome"] = "denied"
@@ -169,6 +172,7 @@ class Guard:
             await _answer(send, 401, {"error": why}, challenge=True)
             return
         entry["key_id"], entry["role"] = key.key_id, key.role
+        scope["biostream.key"] = key.key_id  # who acknowledges an alarm (`BodyTypes` posts)
         if key.role not in roles:
             audit.add({**entry, "outcome": "denied", "status": 403})
             await _answer(send, 403, {"error": f"key {key.key_id} has the role {key.role} ({ROLE_NOTE[key.role]}); "
@@ -246,6 +250,15 @@ def add_security(doc: dict[str, Any]) -> dict[str, Any]:
             responses.setdefault("403", {"description": f"a key whose role is not {' or '.join(roles)}",
                                          "content": {"application/json": {"schema": error}}})
     return doc
+
+
+def _detail(method: str, path: str) -> str | None:
+    """What the trail keeps beyond the bed: the episode an acknowledgement names (escaped as `policy` does ids)."""
+    parts = path.split("/")
+    if len(parts) == 6 and parts[1] == "beds" and parts[3] == "episodes" and parts[5] == "ack":
+        start = parts[4]
+        return (f"episode {start}" if start.isprintable() and start.isascii() else f"episode {ascii(start)}")[:200]
+    return None
 
 
 def _bearer(scope: dict[str, Any]) -> str | None:

@@ -24,10 +24,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from biostream.core.config import ConfigError
+from biostream.serving.database.migrate import ensure
 
 ROLES = ("gateway", "clinician", "integrator", "admin")
 ROLE_NOTE = {"gateway": "POST /ingest (a monitor gateway writing vital signs)",
-             "clinician": "GET /beds/<bed>/scores, /beds/<bed>/episodes, /alarms, POST /explain",
+             "clinician": "GET /beds/<bed>/scores, /beds/<bed>/episodes, /alarms, POST /explain, "
+                          "POST /beds/<bed>/episodes/<start>/ack (acknowledge an alarm)",
              "integrator": "POST /predict, /score_series, /explain, /metadata",
              "admin": "GET /audit, /metrics; keys and retention through the `biostream` command"}
 PEPPER_ENV = "BIOSTREAM_KEY_PEPPER"
@@ -46,6 +48,7 @@ KEYS = sa.Table(
     sa.Column("revoked_at", sa.Float),
 )
 AUDIT = sa.Table(  # append-only: the service and the CLI insert and read; nothing updates or deletes but retention
+    # (on PostgreSQL the service's role may not: `biostream db grant`)
     "audit_log", META,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("at", sa.Float, nullable=False),
@@ -56,6 +59,7 @@ AUDIT = sa.Table(  # append-only: the service and the CLI insert and read; nothi
     sa.Column("outcome", sa.String(16), nullable=False),  # allowed, denied, or the HTTP status answered
     sa.Column("status", sa.Integer),
     sa.Column("client", sa.String(64)),  # the caller's address
+    sa.Column("detail", sa.String(200)),  # e.g. the episode acknowledged
 )
 sa.Index("audit_log_at", AUDIT.c.at)
 
@@ -116,7 +120,7 @@ class KeyStore:
             self.engine = sa.create_engine(url, connect_args={"timeout": 60})
         else:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
-        META.create_all(self.engine)
+        ensure(url)
         self.pepper = pepper_for(url, create=create)
 
     def dispose(self) -> None:

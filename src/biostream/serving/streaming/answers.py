@@ -87,4 +87,6 @@ def episode_answer(rec: Mapping[str, Any]) -> dict[str, Any]:
     return {"bed": rec["bed"], "start": iso(rec["start"]), "end": None if end is None else iso(end),
             "open": end is None, "alarm_class": rec["alarm_class"],
             "peak_time": None if rec["peak_second"] is None else iso(rec["peak_second"]),
-            "peak_score": rec["peak_score"], "signals": json.loads(rec["signals"] or "null") or []}
+            "peak_score": rec["peak_score"], "signals": json.loads(rec["signals"] or "null") or [],
+            "acknowledged_at": None if rec.get("acked_at") is None else iso(int(rec["acked_at"])),
+            "acknowledged_by": rec.get("acked_by")}

@@ -6,7 +6,8 @@
 * `GET /beds/<bed>/scores?since=&until=&limit=`: a bed's stored seconds (alarm after the refractory merge, as
   `score_series` answers it: the seconds of its episodes);
 * `GET /beds/<bed>/episodes?since=`: a bed's alarm episodes;
-* `GET /alarms`: the open episodes of every bed.
+* `GET /alarms`: the open episodes of every bed;
+* `POST /beds/<bed>/episodes/<start>/ack`: a clinician acknowledges an alarm episode (who and when are kept).
 
 Times in answers are ISO 8601 UTC; `since`/`until` take ISO 8601 or seconds since the epoch.
 """
@@ -94,6 +95,28 @@ class StreamEndpoints:
             return 200, {"bed": bed, "episodes": [episode_answer(e) for e in store.episodes(bed, since=since)]}
         return 200, self.scores(bed, since, until, limit)
 
+    # ---------------------------------------------------------------------------------------- POST .../ack
+    async def post(self, path: str, who: str) -> tuple[int, Any]:
+        return await anyio.to_thread.run_sync(self.acknowledge_now, path, who)
+
+    def acknowledge_now(self, path: str, who: str, now: float | None = None) -> tuple[int, Any]:
+        """`POST /beds/<bed>/episodes/<start>/ack` by the key `who`: the episode, acknowledged (the first
+        acknowledgement is kept)."""
+        parts = path.strip("/").split("/")
+        if not (len(parts) == 5 and parts[0] == "beds" and parts[2] == "episodes" and parts[4] == "ack"):
+            return 404, {"error": f"no POST endpoint {path[:200]!r}: POST /beds/<bed>/episodes/<start>/ack "
+                                  f"acknowledges an alarm episode"}
+        try:
+            bed = check_bed(parts[1], "the bed id in the path")
+            start = time_text(parts[3], "the episode's start in the path")
+        except ValueError as error:
+            return 400, {"error": str(error)}
+        episode = self.engine.store.acknowledge(bed, start, who, time.time() if now is None else now)
+        if episode is None:
+            return 404, {"error": f"bed {bed!r} has no alarm episode that started at {iso(start)}: GET "
+                                  f"/beds/{bed}/episodes lists its episodes and their starts"}
+        return 200, {"bed": bed, "episode": episode_answer(episode)}
+
     def scores(self, bed: str, since: int | None, until: int | None, limit: int) -> dict[str, Any]:
         rows = self.engine.store.seconds(bed, since, until, limit)
         out = {"bed": bed, "threshold": self.engine.scorer.threshold, "seconds": []}
@@ -119,6 +142,7 @@ class StreamEndpoints:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def _sweep_forever(self) -> None:
+        retained = time.monotonic()
         while True:
             await asyncio.sleep(self.sweep_every_s)
             try:
@@ -126,6 +150,22 @@ class StreamEndpoints:
                 await anyio.to_thread.run_sync(self.engine.store.checkpoint)  # outside the lock: ingests go on
             except Exception:  # a busy or unreachable store: logged, tried again at the next sweep
                 _log.exception("closing silent beds failed")
+            # sqlite: this service is the store's only keeper; PostgreSQL: its owner's `biostream retention` (the
+            # service's role may not drop a partition)
+            if self.engine.store.sqlite and time.monotonic() - retained >= self.engine.params.retention.every_s:
+                retained = time.monotonic()
+                try:  # outside the lock: it takes the write lock a few beds at a time
+                    done = await anyio.to_thread.run_sync(self.retain_now)
+                    _log.info("retention: %s", done)
+                except Exception:
+                    _log.exception("the retention sweep failed; tried again in %d s",
+                                   self.engine.params.retention.every_s)
+
+    def retain_now(self, now: float | None = None) -> dict[str, Any]:
+        """One retention pass over the store (`biostream.serving.database.retention`)."""
+        from biostream.serving.database.retention import run
+
+        return run(self.engine.store.url, self.engine.params.retention, now)
 
     def sweep_now(self, now: float | None = None) -> list[dict[str, Any]]:
         with self.lock:

@@ -64,6 +64,8 @@ class StreamEpisode(BaseModel):
     peak_time: datetime | None
     peak_score: float | None
     signals: list[str]
+    acknowledged_at: datetime | None = Field(None, description="when a clinician acknowledged it (null: not yet)")
+    acknowledged_by: str | None = Field(None, description="the key id that acknowledged it")
 
 
 class BedAnswer(BaseModel):
@@ -104,6 +106,11 @@ class BedEpisodes(BaseModel):
     episodes: list[StreamEpisode]
 
 
+class Acknowledged(BaseModel):
+    bed: str
+    episode: StreamEpisode
+
+
 class OpenAlarms(BaseModel):
     open: list[StreamEpisode]
 
@@ -112,7 +119,7 @@ class Refusal(BaseModel):
     error: str = Field(description="what is wrong and how to fix it")
 
 
-MODELS = [StreamMessage, IngestAnswer, BedScores, BedEpisodes, OpenAlarms, Refusal]
+MODELS = [StreamMessage, IngestAnswer, BedScores, BedEpisodes, Acknowledged, OpenAlarms, Refusal]
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -167,6 +174,16 @@ def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
             "tags": tags, "operationId": "bed_episodes", "summary": "A bed's alarm episodes",
             "parameters": [bed, _time("since", "episodes open at or after this time")],
             "responses": {"200": _json(BedEpisodes, "the bed's alarm episodes, by start"), "400": bad}}},
+        "/beds/{bed}/episodes/{start}/ack": {"post": {
+            "tags": tags, "operationId": "acknowledge", "summary": "Acknowledge an alarm episode (clinician)",
+            "description": "Records who (the key) acknowledged the bed's episode that started at `start`, and when; "
+                           "the first acknowledgement is kept (a repeat answers it). No body is read.",
+            "parameters": [bed, {"name": "start", "in": "path", "required": True,
+                                 "description": f"the episode's start (as GET /beds/{{bed}}/episodes answers it): "
+                                                f"{TIME_NOTE}",
+                                 "schema": {"type": "string", "minLength": 1, "maxLength": 64}}],
+            "responses": {"200": _json(Acknowledged, "the episode, acknowledged"), "400": bad,
+                          "404": _json(Refusal, "the bed has no episode that started then")}}},
         "/alarms": {"get": {
             "tags": tags, "operationId": "open_alarms", "summary": "The open alarm episodes of every bed",
             "responses": {"200": _json(OpenAlarms, "every bed's open episode"), "400": bad}}},

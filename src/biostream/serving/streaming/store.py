@@ -24,6 +24,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from biostream.serving.database.migrate import ensure
+
 META = sa.MetaData()
 BEDS = sa.Table(
     "stream_beds", META,
@@ -57,8 +59,11 @@ EPISODES = sa.Table(
     sa.Column("signals", sa.Text),  # JSON list
     sa.Column("opened_at", sa.Float, nullable=False),
     sa.Column("closed_at", sa.Float),
+    sa.Column("acked_at", sa.Float),  # when a clinician acknowledged it (POST /beds/<bed>/episodes/<start>/ack)
+    sa.Column("acked_by", sa.String(12)),  # the key id that did
 )
 sa.Index("stream_episodes_open", EPISODES.c.end)
+EPISODE_COLUMNS = [c.name for c in EPISODES.c if not c.name.startswith("acked_")]  # what the engine writes
 OUTBOX = sa.Table(  # a batch's result message, written in its commit, deleted once published (the Redis path)
     "stream_outbox", META,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
@@ -87,7 +92,7 @@ def sqlite_url(path: str | Path) -> str:
 
 
 class Store:
-    """The stream store at `url` (tables created if missing)."""
+    """The stream store at `url`, at this version's schema (`biostream.serving.database.migrate.ensure`)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -105,7 +110,7 @@ class Store:
             sa.event.listen(self.reader, "connect", _sqlite_connect)
         else:
             self.engine = self.reader = sa.create_engine(url, pool_pre_ping=True)
-        META.create_all(self.engine)
+        ensure(url)
         self._insert = (sqlite if self.sqlite else postgresql).insert
         self.mark = "?" if self.sqlite else "%s"  # the driver's placeholder (sqlite3: qmark; psycopg: format)
 
@@ -152,6 +157,16 @@ class Store:
         with self.reader.connect() as conn:
             rows = conn.execute(q.order_by(EPISODES.c.start.desc()).limit(limit)).mappings().all()
         return [dict(r) for r in reversed(rows)]
+
+    def acknowledge(self, bed: str, start: int, key_id: str, now: float) -> dict[str, Any] | None:
+        """Record that `key_id` acknowledged the bed's episode that started at `start` (the first acknowledgement is
+        kept; the engine's later writes of the episode leave it); the episode, or None if the bed has none such."""
+        which = (EPISODES.c.bed == bed, EPISODES.c.start == start)
+        with self.engine.begin() as conn:
+            conn.execute(EPISODES.update().where(*which, EPISODES.c.acked_at.is_(None))
+                         .values(acked_at=now, acked_by=key_id))
+            row = conn.execute(sa.select(EPISODES).where(*which)).mappings().first()
+        return None if row is None else dict(row)
 
     def bed_rows(self, beds: Iterable[str]) -> dict[str, BedRow]:
         """The stored rows of these beds (those the store has), read without a lock."""
@@ -270,7 +285,7 @@ class Transaction:
             cur.executemany(f"UPDATE stream_seconds SET vals = {q} WHERE bed = {q} AND second = {q}",
                             [(m["vals"], m["bed"], m["second"]) for m in merged])
         if episodes:
-            cols = [c.name for c in EPISODES.c]
+            cols = EPISODE_COLUMNS
             quoted = ", ".join('"' + c + '"' for c in cols)  # "end" is an SQL keyword
             kept = ("bed", "start", "opened_at")  # an update keeps when it opened
             cur.executemany(

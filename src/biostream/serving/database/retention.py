@@ -1,0 +1,221 @@
+"""Bounded storage: what is older than the retention of its kind goes, exactly that and nothing else, while ingest
+runs (params.yaml `stream.retention`).
+
+Cut-offs fall on midnight UTC: with `seconds_days: 7` a scored second goes once it is from before the midnight 7
+days before today's (so it is kept at least 7 days, and at most a day more); an episode once it ended before its
+cut-off (`episodes_days`; an open episode is never removed); an audit entry once it was made before its cut-off
+(`audit_days`).
+
+* PostgreSQL: `stream_seconds` is partitioned by day (`stream_seconds_pYYYYMMDD`, made `AHEAD_DAYS` ahead); a day
+  past its cut-off is dropped whole, a table drop instead of deleting ~170 M rows at 2,000 beds. A second no day
+  partition covers (a late replay, a store from before partitioning) lands in the default partition, moved into its
+  day's partition when that is made, deleted row by row once past the cut-off. Making and dropping partitions
+  needs the tables' owner: `biostream retention` run by the owner's role (a timer, e.g. hourly); the service's
+  least-privilege role cannot (README: Security).
+* sqlite: a sweeper deletes past seconds a few beds per transaction (the write lock is held milliseconds at a
+  time); the service runs it every `every_s`.
+
+Episodes and audit entries are deleted in batches on both stores. The stream's exactly-once holds throughout: a
+second inside the retention is never touched, and one removed is older than any bed's late window."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+DAY = 86400
+AHEAD_DAYS = 3  # day partitions made ahead of today (a missed run or two never sends today's seconds to the default)
+BATCH = 10_000  # episodes or audit entries deleted per statement
+BEDS_PER_SWEEP = 50  # sqlite: beds whose past seconds are deleted per transaction
+PARTITION = re.compile(r"stream_seconds_p(\d{8})")
+LOCK_TIMEOUT = "1s"  # PostgreSQL: a partition drop waits this long for ingests in flight, then tries again
+_log = logging.getLogger("biostream")
+
+
+@dataclass(frozen=True)
+class Retention:
+    """`params.yaml: stream.retention`."""
+
+    seconds_days: int = 7  # scored seconds (the bulk: ~86,400 rows per bed-day)
+    episodes_days: int = 365  # alarm episodes
+    audit_days: int = 365  # the audit trail
+    every_s: int = 3600  # how often a service on sqlite sweeps (PostgreSQL: the owner's `biostream retention`)
+
+    @classmethod
+    def from_mapping(cls, sec: Mapping[str, Any] | None, where: str = "params.yaml: stream.retention") -> Retention:
+        from biostream.core.config import ConfigError
+
+        sec = dict(sec or {})
+        unknown = set(sec) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; the keys are "
+                              f"{', '.join(cls.__dataclass_fields__)}")
+        try:
+            out = cls(**{k: int(v) for k, v in sec.items()})
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: every value is a whole number of days (every_s: seconds)") from None
+        if min(out.seconds_days, out.episodes_days, out.audit_days, out.every_s) < 1:
+            raise ConfigError(f"{where}: seconds_days, episodes_days, audit_days and every_s must be >= 1")
+        return out
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def cutoffs(self, now: float) -> dict[str, int]:
+        """Seconds since the epoch before which each kind goes (midnights UTC)."""
+        today = int(now) // DAY * DAY
+        return {"seconds": today - self.seconds_days * DAY, "episodes": today - self.episodes_days * DAY,
+                "audit": today - self.audit_days * DAY}
+
+
+def iso(t: int) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def partition_name(day_start: int) -> str:
+    return f"stream_seconds_p{datetime.fromtimestamp(day_start, UTC):%Y%m%d}"
+
+
+def partitions(conn: sa.Connection) -> dict[str, int]:
+    """PostgreSQL: the day partitions of `stream_seconds`, by name: their first second."""
+    rows = conn.execute(sa.text(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'stream_seconds'")).scalars()
+    out = {}
+    for name in rows:
+        m = PARTITION.fullmatch(name)
+        if m:
+            out[name] = int(datetime.strptime(m.group(1), "%Y%m%d").replace(tzinfo=UTC).timestamp())
+    return out
+
+
+def run(url: str, retention: Retention, now: float | None = None) -> dict[str, Any]:
+    """One retention pass over the store at `url`; what it did (cut-offs, partitions made and dropped, rows
+    deleted). Safe to run while ingest runs, and from several processes at once."""
+    from biostream.core.config import ConfigError
+    from biostream.serving.database.migrate import ensure, migration_engine
+
+    ensure(url)
+    now = time.time() if now is None else now
+    cut = retention.cutoffs(now)
+    engine = migration_engine(url)
+    done: dict[str, Any] = {"cutoffs": {k: iso(v) for k, v in cut.items()}}
+    try:
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as conn:
+                owner = conn.execute(sa.text("SELECT tableowner FROM pg_tables WHERE tablename = 'stream_seconds'")
+                                     ).scalar_one_or_none()
+                role = conn.execute(sa.text("SELECT current_user")).scalar_one()
+                may = conn.execute(sa.text("SELECT pg_has_role(current_user, :o, 'USAGE')"), {"o": owner}).scalar()
+            if not may:
+                raise ConfigError(f"retention makes and drops partitions: run it as the tables' owner {owner!r} "
+                                  f"(this is {role!r}, a service's role)")
+            done.update(_partitions(engine, cut["seconds"], int(now) // DAY * DAY))
+        else:
+            done["seconds_deleted"] = _sweep_seconds(engine, cut["seconds"])
+        done["episodes_deleted"] = _delete(engine, "stream_episodes", '"end" IS NOT NULL AND "end" <= :c',
+                                           cut["episodes"])
+        done["audit_deleted"] = _delete(engine, "audit_log", "at < :c", cut["audit"])
+    finally:
+        engine.dispose()
+    return done
+
+
+def _delete(engine: sa.Engine, table: str, where: str, cutoff: int) -> int:
+    """Delete the rows of `table` matching `where` in batches (one short transaction each)."""
+    row = "ctid" if engine.dialect.name == "postgresql" else "rowid"
+    total = 0
+    while True:
+        with engine.begin() as conn:
+            n = conn.execute(sa.text(f"DELETE FROM {table} WHERE {row} IN (SELECT {row} FROM {table} WHERE {where} "
+                                     f"LIMIT {BATCH})"), {"c": cutoff}).rowcount
+        total += n
+        if n < BATCH:
+            return total
+
+
+def _sweep_seconds(engine: sa.Engine, cutoff: int) -> int:
+    """sqlite: delete the seconds before `cutoff`, a few beds per transaction (by the primary key's index)."""
+    with engine.connect() as conn:
+        beds = list(conn.execute(sa.text("SELECT bed FROM stream_beds ORDER BY bed")).scalars())
+        conn.rollback()
+    total = 0
+    for i in range(0, len(beds), BEDS_PER_SWEEP):
+        part = beds[i:i + BEDS_PER_SWEEP]
+        with engine.begin() as conn:
+            total += conn.execute(
+                sa.text("DELETE FROM stream_seconds WHERE bed IN :beds AND second < :c").bindparams(
+                    sa.bindparam("beds", expanding=True)), {"beds": part, "c": cutoff}).rowcount
+    return total
+
+
+def _partitions(engine: sa.Engine, cutoff: int, today: int) -> dict[str, Any]:
+    """PostgreSQL: make the day partitions from the cut-off's day to `AHEAD_DAYS` ahead that hold rows or are to
+    come (rows waiting in the default partition move in), drop those wholly before the cut-off, delete what of the
+    default partition is before it."""
+    made, dropped = [], []
+    with engine.connect() as conn:
+        have = partitions(conn)
+        waiting = sorted(int(d) * DAY for d in conn.execute(sa.text(
+            "SELECT DISTINCT second / 86400 FROM stream_seconds_default WHERE second >= :c"), {"c": cutoff}).scalars())
+        conn.rollback()
+    wanted = sorted({*waiting, *range(today, today + (AHEAD_DAYS + 1) * DAY, DAY)})
+    for day in wanted:
+        name = partition_name(day)
+        if name not in have:
+            _locked(engine, lambda conn, day=day, name=name: _make(conn, name, day))
+            made.append(name)
+    for name, day in sorted(have.items(), key=lambda kv: kv[1]):
+        if day + DAY <= cutoff:
+            _locked(engine, lambda conn, name=name: _drop(conn, name))
+            dropped.append(name)
+    default_deleted = _delete(engine, "stream_seconds_default", "second < :c", cutoff)
+    return {"partitions_made": made, "partitions_dropped": dropped, "default_deleted": default_deleted}
+
+
+def _make(conn: sa.Connection, name: str, day: int) -> None:
+    """A day's partition, with the default partition's rows of that day moved in (in one transaction: a reader sees
+    them in one place or the other)."""
+    bounds = {"lo": day, "hi": day + DAY}
+    _parent_lock(conn)  # no insert meanwhile
+    conn.execute(sa.text("CREATE TEMP TABLE moving ON COMMIT DROP AS WITH gone AS (DELETE FROM stream_seconds_default "
+                         "WHERE second >= :lo AND second < :hi RETURNING *) SELECT * FROM gone"), bounds)
+    conn.exec_driver_sql(f"CREATE TABLE {name} PARTITION OF stream_seconds FOR VALUES FROM ({day}) TO ({day + DAY})")
+    conn.exec_driver_sql("INSERT INTO stream_seconds SELECT * FROM moving")
+
+
+def _drop(conn: sa.Connection, name: str) -> None:
+    _parent_lock(conn)
+    conn.exec_driver_sql(f"DROP TABLE {name}")
+
+
+def _parent_lock(conn: sa.Connection) -> None:
+    """The parent table's exclusive lock, taken first: an ingest locks the parent, then the partitions its rows go
+    to; taking a partition's lock first would deadlock against it. Held for milliseconds (a drop, or a day made
+    ahead of its rows); PostgreSQL forbids detaching a partition concurrently while a default partition exists, and
+    the default partition is what keeps a second no day partition covers from being refused."""
+    conn.exec_driver_sql("LOCK TABLE stream_seconds IN ACCESS EXCLUSIVE MODE")
+
+
+def _locked(engine: sa.Engine, work: Any, tries: int = 20) -> None:
+    """Run `work` in a transaction that waits at most `LOCK_TIMEOUT` for a table lock (ingests in flight hold the
+    parent table); tried again (up to `tries` times) rather than queueing every later ingest behind it."""
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(tries):
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                work(conn)
+            return
+        except OperationalError as error:
+            if "lock timeout" not in str(error.orig) or attempt == tries - 1:
+                raise
+            _log.info("retention: a table lock was not granted within %s; trying again", LOCK_TIMEOUT)
