@@ -103,6 +103,36 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return run(repo, sys.executable, "-m", "dvc", *args, check=check)
 
 
+def stop_processes_in(folder: Path, wait_s: float = 30.0) -> list[int]:
+    """End every process of this user whose working directory is in `folder` (e.g. the `dvc exp queue-worker`s a
+    `dvc queue start` leaves behind, which outlive `dvc queue stop`): SIGTERM, then SIGKILL after `wait_s`. The
+    pids it had to end."""
+    import signal
+
+    def inside() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                try:
+                    if Path(os.readlink(entry / "cwd")).is_relative_to(folder):
+                        found.append(int(entry.name))
+                except OSError:  # gone, or another user's
+                    pass
+        return found
+
+    ended = inside()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in inside():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait_s
+        while inside() and time.monotonic() < deadline:
+            time.sleep(0.5)
+    return ended
+
+
 def copy_repo(dst: Path, *profiles: str) -> Path:
     """A copy of the working tree (tracked and unignored files, no outputs) with the profiles applied, committed to
     a git repository of its own."""

@@ -168,6 +168,7 @@ def test_two_queued_experiments_run_in_parallel_against_the_server(shared, serve
             time.sleep(2)
     finally:
         dvc(repo, "queue", "stop", check=False)
+        stop_processes_in(repo)  # its workers outlive `queue stop` (found alive 24 min after a suite had ended)
     assert status.count("Success") == 2, status + dvc(repo, "queue", "logs", "more-iforest", check=False).stdout
     spans = {}
     for name in ("more-iforest", "more-ocsvm"):
