@@ -28,8 +28,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 
-from biostream.core.config import Configs, load_yaml  # noqa: E402
+from biostream.core.config import Configs  # noqa: E402
 from biostream.core.io import atomic_dir, write_json  # noqa: E402
+from biostream.core.params import load_params  # noqa: E402
 from biostream.core.runtime import configure  # noqa: E402
 from biostream.core.tracking import TrackingParams, setup_tracking  # noqa: E402
 from biostream.features import windows_at  # noqa: E402
@@ -73,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     log = configure()
-    params = load_yaml(args.params)
+    params = load_params(args.params)
     configs = Configs.load(args.signals, args.alarms)
     objective = Objective.from_params(params, configs.rules)
     setup_tracking(TrackingParams.from_params(params))

@@ -12,8 +12,9 @@ import argparse
 import pandas as pd
 from tqdm import tqdm
 
-from biostream.core.config import Configs, load_yaml
+from biostream.core.config import Configs
 from biostream.core.io import write_json
+from biostream.core.params import load_params
 from biostream.core.runtime import configure, progress_enabled, timed
 from biostream.data.dataset import read_dataset
 from biostream.features import (
@@ -43,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     log = configure()
-    raw_params = load_yaml(args.params)
+    raw_params = load_params(args.params)
     params = FeaturizeParams.from_params(raw_params)
     train_sources = SourceParams.from_params(raw_params).train
     configs = Configs.load(args.signals, args.alarms)

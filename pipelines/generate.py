@@ -9,8 +9,9 @@ import argparse
 
 from tqdm import tqdm
 
-from biostream.core.config import Configs, LabelParams, SplitParams, load_yaml
+from biostream.core.config import Configs, LabelParams, SplitParams
 from biostream.core.io import write_json
+from biostream.core.params import load_params
 from biostream.core.runtime import configure, progress_enabled, timed
 from biostream.data.dataset import build_dataset, summarize, write_dataset
 from biostream.sources.synthetic import CohortParams, Physiology, generate_cohort
@@ -30,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     log = configure()
-    params = load_yaml(args.params)
+    params = load_params(args.params)
     cohort_params = CohortParams.from_params(params)
     configs = Configs.load(args.signals, args.alarms)
     phys = Physiology.from_yaml(args.physiology)

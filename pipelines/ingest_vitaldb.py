@@ -15,8 +15,9 @@ import sys
 
 from tqdm import tqdm
 
-from biostream.core.config import Configs, LabelParams, SplitParams, load_yaml
+from biostream.core.config import Configs, LabelParams, SplitParams
 from biostream.core.io import write_json
+from biostream.core.params import load_params
 from biostream.core.runtime import configure, progress_enabled, timed
 from biostream.data.dataset import build_dataset, summarize, write_dataset
 from biostream.sources.vitaldb import IngestParams, canonical_frame, ingest
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = configure()
-    params = load_yaml(args.params)
+    params = load_params(args.params)
     p = IngestParams.from_params(params)
     configs = Configs.load(args.signals, args.alarms)
     p.cache_dir.mkdir(parents=True, exist_ok=True)  # a DVC output, even when nothing gets downloaded

@@ -14,8 +14,9 @@ import argparse
 import os
 from pathlib import Path
 
-from biostream.core.config import load_signals, load_yaml
+from biostream.core.config import load_signals
 from biostream.core.io import write_json
+from biostream.core.params import load_params
 from biostream.core.runtime import configure
 from biostream.core.tracking import TrackingParams, setup_tracking
 from biostream.serving.spec import ServeParams
@@ -36,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     log = configure()
-    params = load_yaml(args.params)
+    params = load_params(args.params)
     serve = ServeParams.from_params(params)
     os.environ["BENTOML_HOME"] = str(Path(serve.bentoml_home).resolve())  # before bentoml is imported
     setup_tracking(TrackingParams.from_params(params))

@@ -12,8 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from biostream.core.config import Configs, load_yaml
+from biostream.core.config import Configs
 from biostream.core.io import write_json
+from biostream.core.params import load_params
 from biostream.core.runtime import configure
 from biostream.core.tracking import TrackingParams, setup_tracking
 from biostream.features.table import FeatureSet, SourceParams
@@ -42,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     log = configure()
-    params = load_yaml(args.params)
+    params = load_params(args.params)
     rp = RegisterParams.from_params(params)
     tracking = TrackingParams.from_params(params)
     lock_target(tracking.uri, rp.lock_url, Path(args.out))  # a lock that cannot hold across machines fails here

@@ -22,8 +22,9 @@ from typing import Any
 import mlflow
 import numpy as np
 
-from biostream.core.config import Configs, load_yaml
+from biostream.core.config import Configs
 from biostream.core.io import write_json
+from biostream.core.params import load_params
 from biostream.core.runtime import configure
 from biostream.core.tracking import TrackingParams, setup_tracking
 from biostream.features import windows_at
@@ -82,7 +83,7 @@ def tuned_model(folder: Path, name: str) -> tuple[Any, str | None]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     log = configure()
-    params = load_yaml(args.params)
+    params = load_params(args.params)
     configs = Configs.load(args.signals, args.alarms)
     policy = AlarmPolicy.from_params(params)
     tparams = ThresholdParams.from_params(params)

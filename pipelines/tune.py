@@ -19,8 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from biostream.core.config import Configs, load_yaml, require
+from biostream.core.config import Configs, require
 from biostream.core.io import write_json
+from biostream.core.params import load_params
 from biostream.core.runtime import configure
 from biostream.core.tracking import TrackingParams, setup_tracking
 from biostream.features.table import FeatureSet, SourceParams
@@ -69,7 +70,7 @@ def datasets(args: argparse.Namespace) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     log = configure()
-    params = load_yaml(args.params)
+    params = load_params(args.params)
     tune = TuneParams.from_params(params)
     if args.detector not in tune.n_trials:
         raise SystemExit(f"params.yaml: tune.n_trials has no entry for '{args.detector}'")

@@ -212,3 +212,17 @@ def test_the_service_role_reads_and_writes_but_cannot_alter_drop_erase_the_trail
         keys.dispose()
     owner_keys.dispose()
     assert np.isfinite([r["score"] for r in Store(pg_url).seconds(pid)]).all()
+
+
+def test_a_service_on_sqlite_sweeps_with_its_own_params(alarming, tmp_path):
+    """The service's own sweep (`StreamEndpoints.retain_now`, run every `every_s` on sqlite) applies the
+    retention its stream params carry."""
+    from biostream.serving.streaming.http import StreamEndpoints
+
+    scorer, pid, values = alarming
+    url = sqlite_url(tmp_path / "streams.db")
+    with engines(scorer, url, retention=KEEP) as (engine,):
+        engine.ingest([Chunk(pid, CUT["seconds"] - 2, values[:, :4].copy())], now=1.0)
+        done = StreamEndpoints(engine).retain_now(now=NOW)
+        assert done["seconds_deleted"] == 2 and done["cutoffs"]["seconds"].startswith("2026-11-26")
+        assert stored_seconds(engine.store, pid) == [CUT["seconds"] - START, CUT["seconds"] + 1 - START]

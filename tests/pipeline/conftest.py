@@ -3,6 +3,7 @@ registry and MLflow UI tests (one reproduction per test session)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -123,10 +124,8 @@ def stop_processes_in(folder: Path, wait_s: float = 30.0) -> list[int]:
     ended = inside()
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in inside():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + wait_s
         while inside() and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -19,7 +19,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.pipeline.conftest import copy_repo, dvc, env_for, mlflow_server, run, scratch_database
+from tests.pipeline.conftest import (
+    copy_repo,
+    dvc,
+    env_for,
+    mlflow_server,
+    run,
+    scratch_database,
+    stop_processes_in,
+)
 
 pytestmark = pytest.mark.slow
 

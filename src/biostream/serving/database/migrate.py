@@ -67,10 +67,11 @@ def migration_engine(url: str) -> sa.Engine:
 
 
 def revision(conn: sa.Connection) -> str | None:
-    """The schema revision the store stands at (None: never migrated)."""
-    from alembic.runtime.migration import MigrationContext
-
-    return MigrationContext.configure(conn).get_current_revision()
+    """The schema revision the store stands at (None: never migrated). Read directly: Alembic's own reader logs two
+    lines at INFO each time, and every process opening the store asks."""
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
 
 
 def _alembic(conn: sa.Connection) -> Any:
@@ -116,9 +117,10 @@ def ensure(url: str) -> None:
         try:
             upgrade(url)
         except sa.exc.ProgrammingError as error:  # PostgreSQL: a role that may not create tables
-            raise ConfigError(f"the stream store {where(url)} has no schema and this role may not make it "
-                              f"({str(error.orig).splitlines()[0]}): run `biostream db upgrade --store <the owner's URL>` "
-                              f"as the database's owner, then `biostream db grant <this role>`") from None
+            why = str(error.orig).splitlines()[0]
+            raise ConfigError(f"the stream store {where(url)} has no schema and this role may not make it ({why}): "
+                              f"run `biostream db upgrade --store <the owner's URL>` as the database's owner, then "
+                              f"`biostream db grant <this role>`") from None
         return
     stands = current or "none (made before migrations)"
     raise ConfigError(f"the stream store {where(url)} stands at schema revision {stands}, this version needs {HEAD}: "

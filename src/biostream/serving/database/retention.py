@@ -7,7 +7,8 @@ cut-off (`episodes_days`; an open episode is never removed); an audit entry once
 (`audit_days`).
 
 * PostgreSQL: `stream_seconds` is partitioned by day (`stream_seconds_pYYYYMMDD`, made `AHEAD_DAYS` ahead); a day
-  past its cut-off is dropped whole, a table drop instead of deleting ~170 M rows at 2,000 beds. A second no day
+  past its cut-off is detached (a catalogue change, in a moment no ingest holds the table) and dropped whole, a
+  table drop instead of deleting ~170 M rows at 2,000 beds. A second no day
   partition covers (a late replay, a store from before partitioning) lands in the default partition, moved into its
   day's partition when that is made, deleted row by row once past the cut-off. Making and dropping partitions
   needs the tables' owner: `biostream retention` run by the owner's role (a timer, e.g. hourly); the service's
@@ -35,7 +36,8 @@ AHEAD_DAYS = 3  # day partitions made ahead of today (a missed run or two never 
 BATCH = 10_000  # episodes or audit entries deleted per statement
 BEDS_PER_SWEEP = 50  # sqlite: beds whose past seconds are deleted per transaction
 PARTITION = re.compile(r"stream_seconds_p(\d{8})")
-LOCK_TIMEOUT = "1s"  # PostgreSQL: a partition drop waits this long for ingests in flight, then tries again
+LOCK_TIMEOUT = "20ms"  # PostgreSQL: how long a partition's detach (or make) waits for the parent table's lock,
+# queueing the ingests that come meanwhile, before it lets them through and tries again (`_locked`)
 _log = logging.getLogger("biostream")
 
 
@@ -174,7 +176,9 @@ def _partitions(engine: sa.Engine, cutoff: int, today: int) -> dict[str, Any]:
             made.append(name)
     for name, day in sorted(have.items(), key=lambda kv: kv[1]):
         if day + DAY <= cutoff:
-            _locked(engine, lambda conn, name=name: _drop(conn, name))
+            _locked(engine, lambda conn, name=name: _detach(conn, name))
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"DROP TABLE {name}")
             dropped.append(name)
     default_deleted = _delete(engine, "stream_seconds_default", "second < :c", cutoff)
     return {"partitions_made": made, "partitions_dropped": dropped, "default_deleted": default_deleted}
@@ -191,9 +195,11 @@ def _make(conn: sa.Connection, name: str, day: int) -> None:
     conn.exec_driver_sql("INSERT INTO stream_seconds SELECT * FROM moving")
 
 
-def _drop(conn: sa.Connection, name: str) -> None:
+def _detach(conn: sa.Connection, name: str) -> None:
+    """Detach a day's partition: a change of the catalogue only, under the parent's lock; its files are removed by
+    the `DROP` after, which locks that table alone (a day of 2,000 beds is ~1.5 GB to unlink)."""
     _parent_lock(conn)
-    conn.exec_driver_sql(f"DROP TABLE {name}")
+    conn.exec_driver_sql(f"ALTER TABLE stream_seconds DETACH PARTITION {name}")
 
 
 def _parent_lock(conn: sa.Connection) -> None:
@@ -204,9 +210,10 @@ def _parent_lock(conn: sa.Connection) -> None:
     conn.exec_driver_sql("LOCK TABLE stream_seconds IN ACCESS EXCLUSIVE MODE")
 
 
-def _locked(engine: sa.Engine, work: Any, tries: int = 20) -> None:
-    """Run `work` in a transaction that waits at most `LOCK_TIMEOUT` for a table lock (ingests in flight hold the
-    parent table); tried again (up to `tries` times) rather than queueing every later ingest behind it."""
+def _locked(engine: sa.Engine, work: Any, tries: int = 3000, pause_s: float = 0.05) -> None:
+    """Run `work` in a transaction that waits at most `LOCK_TIMEOUT` for a table lock, else tries again after
+    `pause_s` (up to `tries` times): an exclusive lock waiting behind a batch in flight would hold every later
+    ingest behind it, so it is taken in a moment the parent table is free (between batches) or not at all."""
     from sqlalchemy.exc import OperationalError
 
     for attempt in range(tries):
@@ -218,4 +225,4 @@ def _locked(engine: sa.Engine, work: Any, tries: int = 20) -> None:
         except OperationalError as error:
             if "lock timeout" not in str(error.orig) or attempt == tries - 1:
                 raise
-            _log.info("retention: a table lock was not granted within %s; trying again", LOCK_TIMEOUT)
+            time.sleep(pause_s)
