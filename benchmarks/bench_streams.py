@@ -186,6 +186,7 @@ def run_redis(prefix: str, values: np.ndarray, signals: list[str], seconds: int,
     newest = r.xrevrange(f"{prefix}:out", count=1)
     start_id = newest[0][0] if newest else "0-0"
     per_second: dict[int, int] = {}
+    worst: dict[int, float] = {}  # tick -> its slowest bed-second (ms)
     batches: set[bytes | None] = set()
 
     def read() -> None:
@@ -208,6 +209,7 @@ def run_redis(prefix: str, values: np.ndarray, signals: list[str], seconds: int,
                                 per_second[second] = per_second.get(second, 0) + 1
                                 if second - START >= warmup and second in sent_at:
                                     lat.append((now - sent_at[second]) * 1e3)
+                                    worst[second - START] = max(worst.get(second - START, 0.0), lat[-1])
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -239,7 +241,8 @@ def run_redis(prefix: str, values: np.ndarray, signals: list[str], seconds: int,
                          f"bed-seconds published for the ticks short of {beds}: {short}; entries left (in the "
                          f"stream, unacknowledged) per shard: {left}; leases: "
                          f"{ {k: r.get(f'{prefix}:lease:{k}') for k in range(shards)} }")
-    return summary(lat, lags)
+    slowest = sorted(worst.items(), key=lambda kv: -kv[1])[:3]
+    return {**summary(lat, lags), "slowest_ticks": [[t, round(ms)] for t, ms in slowest]}
 
 
 def _second(text: str) -> int:
@@ -298,6 +301,14 @@ def fill_past(url: str, beds: int, hours: float) -> dict[str, int]:
             "big_day": big_day, "big_rows": fill_day(url, big_day, beds, int(hours * 3600))}
 
 
+def quiet(log, silent_s: int = 120) -> None:
+    """Wait until the consumers have closed the previous run's 2,000 beds for silence (`stream.silent_s` after
+    their last second, in one sweep): otherwise that close lands in the next run's ticks (a 2-3 s stall, seen in
+    the run after the sweep's twice)."""
+    log.info("waiting %d s: the previous run's beds closed for silence before the next run", silent_s + 20)
+    time.sleep(silent_s + 20)
+
+
 def sweep_run(url: str, prefix: str, values: np.ndarray, signals: list[str], args: argparse.Namespace, shards: int,
               log, filled: dict[str, int]) -> dict[str, object]:
     """The Redis path streaming while the retention job drops a past day's partition (PostgreSQL), between two runs
@@ -318,11 +329,13 @@ def sweep_run(url: str, prefix: str, values: np.ndarray, signals: list[str], arg
         done.update(retain(url, keep, now=big_day + 8 * DAY))
         done["seconds"] = time.perf_counter() - t
 
+    quiet(log)
     timer = threading.Timer(1.5 + args.warmup + args.seconds / 2, sweep)  # mid-way through the counted ticks
     timer.start()
     out = run_redis(prefix, values, signals, args.seconds, args.warmup, shards, "sweep")
     timer.join()
     log.info("redis, %d beds, a %d-row day dropped mid-run: %s (sweep %s)", beds, big_rows, out, done)
+    quiet(log)
     after = run_redis(prefix, values, signals, args.seconds, args.warmup, shards, "after")
     log.info("redis, %d beds, again without a sweep: %s", beds, after)
     return {"redis_json_sweep": out, "redis_json_after": after, "sweep": {
@@ -457,7 +470,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{a['max_ms']:.0f}) with a {w['rows_dropped']}-row day dropped mid-run ({w['sweep_s']:.2f} s) vs "
               f"{b['p99_ms']:.0f} (max {b['max_ms']:.0f}) before and {c['p99_ms']:.0f} (max {c['max_ms']:.0f}) after "
               f"without ({a['p99_ms'] / b['p99_ms'] - 1:+.0%} against before, {a['p99_ms'] / c['p99_ms'] - 1:+.0%} "
-              f"against after); a "
+              f"against after; slowest ticks (tick, ms) before {b['slowest_ticks']}, with the sweep (started at tick "
+              f"{args.warmup + args.seconds // 2}) {a['slowest_ticks']}, after {c['slowest_ticks']}); a "
               f"{w['floor_rows_dropped']}-row day alone: {w['floor_sweep_s']:.2f} s")
     if "http_json_no_auth" in results and "http_json" in results:
         a, b = results["http_json"], results["http_json_no_auth"]
