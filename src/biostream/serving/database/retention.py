@@ -21,7 +21,6 @@ second inside the retention is never touched, and one removed is older than any 
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Mapping
@@ -38,7 +37,6 @@ BEDS_PER_SWEEP = 50  # sqlite: beds whose past seconds are deleted per transacti
 PARTITION = re.compile(r"stream_seconds_p(\d{8})")
 LOCK_TIMEOUT = "20ms"  # PostgreSQL: how long a partition's detach (or make) waits for the parent table's lock,
 # queueing the ingests that come meanwhile, before it lets them through and tries again (`_locked`)
-_log = logging.getLogger("biostream")
 
 
 @dataclass(frozen=True)
