@@ -12,7 +12,7 @@ $(foreach kv,$(QUIET_ENV),$(eval export $(firstword $(subst =, ,$(kv))) ?= $(las
 # BentoML's model and bento store, inside the project (params.yaml: serve.bentoml_home)
 export BENTOML_HOME ?= $(CURDIR)/bentoml_home
 
-.PHONY: setup browser run serve test test-fast lint bench peers lock clean
+.PHONY: setup browser run serve test test-fast lint docs docs-serve bench peers lock clean
 
 ## setup: create .venv and install the locked dependencies and the project
 setup: $(VENV)/.installed
@@ -57,7 +57,7 @@ test-fast: setup
 
 ## lint: ruff
 lint: setup
-	ruff check src pipelines tests benchmarks notebooks
+	ruff check src pipelines tests benchmarks notebooks docs/hooks
 
 ## bench: benchmarks that print their figures (after `make run`)
 bench: setup
@@ -67,6 +67,18 @@ bench: setup
 	python -m benchmarks.bench_detectors
 	python -m benchmarks.bench_service
 	python -m benchmarks.bench_streams
+
+## docs: the documentation site (MkDocs Material) built with --strict into site/ (a broken link fails it)
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet
+	@echo "site/index.html (or \`make docs-serve\` for http://127.0.0.1:8000)"
+
+docs-serve: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 mkdocs serve
+
+$(VENV)/.docs-installed: requirements-docs.lock $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -r requirements-docs.lock
+	@touch $@
 
 ## peers: PyOD and a CPU PyTorch for the peer benchmark (optional; `python -m benchmarks.bench_peers`)
 peers: setup

@@ -13,7 +13,7 @@ before timing starts, each server first answers 500 requests (steady state), and
 algorithm off, as HTTP client libraries do. The payload floor (`benchmarks.floor_service`) receives the same
 bodies and only parses them (Arrow: only reads them into a table): the most any BentoML endpoint could serve
 of these windows on this machine. Prints a table and the ratios; targets: p99 <= 5 ms single-window,
->= 10,000 windows/s batched. The cost of the credential check and audit entry (README: Security): in process
+>= 10,000 windows/s batched. The cost of the credential check and audit entry (docs/security.md): in process
 (the guard in front of an endpoint that does nothing), and over HTTP, the same bento with and without it
 (`BIOSTREAM_AUTH=off`) both up and measured in turns.
 """
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
             [str(BIN / "bentoml"), "serve", "benchmarks.floor_service:PayloadFloor", "--host", "127.0.0.1",
              "--port", "{port}"], "/readyz", "/predict", "floor"),
     }
-    # this service asks every request for a key (README: Security): an integrator's, in a key store of its own
+    # this service asks every request for a key (docs/security.md): an integrator's, in a key store of its own
     from biostream.serving.security.keys import KeyStore
 
     logs = Path("results/bench_service")

@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
 
         url = f"sqlite:///{tmp / 'streams.db'}"
         env = {**os.environ, "BIOSTREAM_STREAM_STORE": url}
-        keys = KeyStore(url, create=True)  # a gateway's key, as every /ingest needs one (README: Security)
+        keys = KeyStore(url, create=True)  # a gateway's key, as every /ingest needs one (docs/security.md)
         auth = {"Authorization": f"Bearer {keys.create('gateway', 'bench_streams', expires_days=1)[1]}"}
         keys.dispose()
         with Server([str(BIN / "bentoml"), "serve", bento["bento"], "--host", "127.0.0.1", "--port", "{port}"],

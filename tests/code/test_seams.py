@@ -185,7 +185,7 @@ LAYERS = ("core", "data", "sources", "features", "models", "tuning", "reporting"
 
 
 def test_packages_import_only_the_layers_below_them():
-    """README's architecture: a subpackage imports only those listed above it (and itself)."""
+    """docs/architecture.md: a subpackage imports only those listed above it (and itself)."""
     from biostream.core.closure import PACKAGE_DIR
 
     for rank, layer in enumerate(LAYERS):

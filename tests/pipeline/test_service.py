@@ -72,7 +72,7 @@ class Client:
 
 @pytest.fixture(scope="module")
 def served(repo, reproduced, tmp_path_factory):
-    """`bentoml serve <bento>` as the README says, on a free port; yields (port, results/bento.json)."""
+    """`bentoml serve <bento>` as `make serve` does, on a free port; yields (port, results/bento.json)."""
     bento = json.loads((repo / "results" / "bento.json").read_text())
     port = free_port()
     env = env_for(repo)
@@ -386,6 +386,21 @@ def test_every_endpoint_is_in_the_openapi_document(served):
     assert "401" in paths["/ingest"]["post"]["responses"]
     assert paths["/readyz"]["get"]["security"] == [] and "/audit" in paths
     assert "pattern" in schemas["StreamItem"]["properties"]["bed"]
+
+
+def test_the_api_reference_in_the_docs_is_the_served_document(served, tmp_path):
+    """docs/reference/openapi.json (what the docs' API reference is rendered from) is the served /docs.json, but for
+    the bento's version: a change to an endpoint that is not in the docs fails here, naming the file to copy."""
+    from tests.conftest import ROOT
+
+    status, doc = Client(served).get_json("/docs.json")
+    assert status == 200
+    doc["info"].pop("version", None)  # the bento's tag: a new one every build
+    committed = ROOT / "docs" / "reference" / "openapi.json"
+    fresh = tmp_path / "openapi.json"
+    fresh.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    assert committed.exists() and json.loads(committed.read_text()) == doc, (
+        f"the service's OpenAPI document changed: review it, then `cp {fresh} {committed}`")
 
 
 def test_the_four_500s_of_issue_29_are_400s_naming_the_problem(served):

@@ -43,7 +43,7 @@ def databases():
 
 @pytest.fixture(scope="module")
 def server(databases, tmp_path_factory):
-    """`mlflow server` as README "Scaling out" starts it (PostgreSQL backend, proxied artifacts); yields its URL."""
+    """`mlflow server` as docs/scaling-out.md starts it (PostgreSQL backend, proxied artifacts); yields its URL."""
     folder = tmp_path_factory.mktemp("mlflow_server")
     with mlflow_server(databases[0], folder, dict(os.environ), "--artifacts-destination", str(folder / "artifacts"),
                        "--serve-artifacts") as url:

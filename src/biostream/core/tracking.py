@@ -61,7 +61,7 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
     except (urllib.error.URLError, OSError) as exc:
         problem = str(getattr(exc, "reason", exc))
     raise ConnectionError(f"the MLflow server of tracking.uri ({uri}) does not answer ({problem}): start it "
-                          "(README: Scaling out) or set params.yaml: tracking.uri to the embedded "
+                          "(docs/scaling-out.md) or set params.yaml: tracking.uri to the embedded "
                           "sqlite:///stores/mlflow.db")
 
 
@@ -75,7 +75,7 @@ def setup_tracking(p: TrackingParams) -> str:
         if not store.is_absolute() and f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}" in str(Path.cwd()):
             log.warning("tracking.uri %s is inside this queued experiment's temporary workspace (%s), which DVC "
                         "deletes when the experiment ends: its runs and registry decisions go with it. Queue "
-                        "experiments against a shared store (README: Scaling out)", p.uri, Path.cwd())
+                        "experiments against a shared store (docs/scaling-out.md)", p.uri, Path.cwd())
     if p.server:
         check_server(p.uri)
     mlflow.set_tracking_uri(p.uri)

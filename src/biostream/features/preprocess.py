@@ -29,7 +29,7 @@ class Preprocessor:
     normal row lies within about +-2 in every feature, and values are clipped at `clip` = 3x that. A fixed
     clip in IQR units destroyed what matters: heavy-tailed features (seconds frozen, step ratios, jumps) reach
     +-5 IQR in normal rows, so a frozen heart rate at 14 IQR was clipped to the same 5 as normal noise
-    (README: Results)."""
+    (docs/results.md)."""
 
     feature_median: np.ndarray
     feature_scale: np.ndarray

@@ -148,7 +148,7 @@ def _service() -> VitalsService:
 
 
 def _key_store() -> str:
-    """The keys and the audit trail live in the stream store's database (README: Security)."""
+    """The keys and the audit trail live in the stream store's database (docs/security.md)."""
     if SPEC.stream:
         return StreamParams.from_dict(SPEC.stream).with_environment().store
     return os.environ.get(STORE_ENV) or "sqlite:///stores/streams.db"

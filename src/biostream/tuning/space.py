@@ -66,7 +66,7 @@ class TuneParams:
     timeout_s: float
     seed: int
     storage: str
-    workers: int = 1  # processes of the DVC stage's study (more can join from other machines: README)
+    workers: int = 1  # processes of the DVC stage's study (more can join from other machines: docs/scaling-out.md)
     heartbeat_s: float = 10.0  # a running trial's heartbeat; a trial silent for grace_s is failed and re-queued
     grace_s: float = 60.0
     max_retry: int = 3  # re-queues of one trial whose worker died
@@ -96,6 +96,6 @@ class TuneParams:
             raise ConfigError(f"{w}.max_retry: 0 or more, got {out.max_retry}")
         if out.workers > 1 and out.storage.startswith("sqlite"):
             raise ConfigError(f"{w}.workers is {out.workers} but tune.storage is {out.storage}: several workers "
-                              "need a database server (tune.storage: postgresql://user@host/db; README: Scaling "
-                              "out); sqlite serialises their writes and cannot be reached from another machine")
+                              "need a database server (tune.storage: postgresql://user@host/db; docs/scaling-out.md); "
+                              "sqlite serialises their writes and cannot be reached from another machine")
         return out

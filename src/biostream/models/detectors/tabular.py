@@ -5,7 +5,7 @@ the cross-signal features form one more part) and scores a row by the highest of
 put on a common scale first: (score - training median) / (training `PART_QUANTILE` - training median), so
 1 is the score a part gives its 1 % most unusual training rows. One model over all ~140 features dilutes an
 anomaly of one signal (a frozen heart rate, a noisy arterial line) among everything else that varies; a
-model per signal does not (README: Results)."""
+model per signal does not (docs/results.md)."""
 
 from __future__ import annotations
 

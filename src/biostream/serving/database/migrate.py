@@ -10,7 +10,7 @@ of the service's own database role.
   refused, naming the command: only its owner changes it.
 * `biostream db grant <role>` gives a service's role what the service uses and nothing more: read and write the
   beds, seconds and episodes, publish the outbox, read the keys, append to the audit trail. It cannot create, alter
-  or drop a table, change or delete an audit entry, or make a key (README: Security).
+  or drop a table, change or delete an audit entry, or make a key (docs/security.md).
 """
 
 from __future__ import annotations

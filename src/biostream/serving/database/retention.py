@@ -12,7 +12,7 @@ cut-off (`episodes_days`; an open episode is never removed); an audit entry once
   partition covers (a late replay, a store from before partitioning) lands in the default partition, moved into its
   day's partition when that is made, deleted row by row once past the cut-off. Making and dropping partitions
   needs the tables' owner: `biostream retention` run by the owner's role (a timer, e.g. hourly); the service's
-  least-privilege role cannot (README: Security).
+  least-privilege role cannot (docs/security.md).
 * sqlite: a sweeper deletes past seconds a few beds per transaction (the write lock is held milliseconds at a
   time); the service runs it every `every_s`.
 

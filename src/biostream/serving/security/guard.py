@@ -144,7 +144,7 @@ class Guard:
         if self.development:
             if client not in LOOPBACK:
                 await _answer(send, 403, {"error": f"development mode ({AUTH_ENV}=off) answers loopback clients "
-                                                   f"only; serve with keys (README: Security)"})
+                                                   f"only; serve with keys (docs/security.md)"})
                 return
             await self.app(scope, receive, send)
             return

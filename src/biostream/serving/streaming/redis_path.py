@@ -22,7 +22,7 @@ machines score them and write to a shared store (PostgreSQL).
   (`republish`), with the same `batch` (a reader that must not see one twice keys on it).
 
 Run a consumer: `python -m biostream.serving.streaming.redis_path --redis redis://... --store postgresql+psycopg://...`
-(README: Bedside streams).
+(docs/streams.md).
 """
 
 from __future__ import annotations
