@@ -47,9 +47,9 @@ browser:
 	  $$SUDO apt-get install -y -q chromium >/dev/null || { $$SUDO apt-get update -q >/dev/null && \
 	  $$SUDO apt-get install -y -q chromium >/dev/null; }; }
 
-## test: the test suite (code, data, pipeline, registry, browser and notebook tests)
+## test: the test suite (code, data, pipeline, registry, browser and notebook tests), on two workers
 test: setup browser
-	pytest
+	pytest -n 2 --dist loadgroup
 
 ## test-fast: the tests that take under a second each
 test-fast: setup

@@ -26,9 +26,11 @@ from biostream.core.config import Configs, load_yaml
 from biostream.core.runtime import configure
 from biostream.features import feature_names
 from biostream.features.table import FeatureSet
+from biostream.models.alarms import AlarmPolicy
 from biostream.models.calibration import ThresholdParams, calibrate_on_validation
-from biostream.models.evaluation import AlarmPolicy, Objective, evaluate_scores
 from biostream.models.floor import SafetyParams, combine, floor_view_of_rows, spread_of
+from biostream.models.metrics import evaluate_scores
+from biostream.models.objective import Objective
 from biostream.models.technical import TechnicalChecks
 from biostream.models.training import floor_template, validation_of
 

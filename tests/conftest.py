@@ -50,3 +50,18 @@ def make_dataset(params: dict, configs: Configs, physiology: Physiology) -> Data
 @pytest.fixture(scope="session")
 def small_dataset(small_params, configs, physiology) -> Dataset:
     return make_dataset(small_params, configs, physiology)
+
+
+# Two workers (`make test`: pytest -n 2 --dist loadgroup): the tests on the session's reproduced copy share one
+# worker, and so one `dvc repro`; the shared MLflow server's tests another; every other test goes to whichever worker
+# is free. Run alone (no -n), the groups change nothing.
+SHARED_SERVER = "tests/pipeline/test_shared_tracking.py"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which names each item's group from these marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if {"repo", "reproduced"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("session-repo"))
+        elif item.nodeid.startswith(SHARED_SERVER):
+            item.add_marker(pytest.mark.xdist_group("shared-server"))

@@ -79,7 +79,7 @@ def render(doc: dict[str, Any]) -> str:
                   for method, op in item.items() if method in METHODS]
     for path, method, op in operations:
         roles = _roles(op)
-        out.append(f"| {method.upper()} | [`{path}`](#{_op_anchor(method, path)}) | {_cell(op.get('summary'))} "
+        out.append(f"| {method.upper()} | [`{path}`](#{_op_anchor(method, path)}) | {_cell(_summary(op))} "
                    f"| {roles} |")
     out.append("")
     for path, method, op in operations:
@@ -122,6 +122,14 @@ def _fields(schema: dict[str, Any]) -> list[str]:
     return ["| field | type | required | description |", "|---|---|---|---|",
             *(f"| `{field}` | {_cell(_type(s))} | {'yes' if field in required else 'no'} | "
               f"{_cell(s.get('description') or s.get('title'))} |" for field, s in schema["properties"].items())]
+
+
+def _summary(op: dict[str, Any]) -> str:
+    """The operation's summary, else the first sentence of its description (BentoML's APIs have only that)."""
+    if op.get("summary"):
+        return op["summary"]
+    text = " ".join((op.get("description") or "").split("Needs a key with the role")[0].split())
+    return text.split(". ")[0].rstrip(".") if text else ""
 
 
 def _roles(op: dict[str, Any]) -> str:

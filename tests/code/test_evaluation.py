@@ -9,17 +9,9 @@ import pandas as pd
 import pytest
 
 from biostream.core.config import AlarmRule, ConfigError
-from biostream.models.evaluation import (
-    AlarmPolicy,
-    Objective,
-    alarm_episodes,
-    apply_policy,
-    evaluate_scores,
-    event_metrics,
-    point_metrics,
-    rule_event_metrics,
-    second_labels,
-)
+from biostream.models.alarms import AlarmPolicy, alarm_episodes, apply_policy
+from biostream.models.metrics import evaluate_scores, event_metrics, point_metrics, rule_event_metrics, second_labels
+from biostream.models.objective import Objective
 
 
 def grid(n, patient="p"):

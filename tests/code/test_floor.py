@@ -9,8 +9,8 @@ import pytest
 
 from biostream.core.config import AlarmRule
 from biostream.data.labels import label_recordings
+from biostream.models.alarms import AlarmPolicy, apply_policy
 from biostream.models.detectors.clinical import FLOOR, PENDING, ClinicalThresholdDetector
-from biostream.models.evaluation import AlarmPolicy, apply_policy
 from biostream.models.floor import Combination, FloorView, combine, floor_view, learned_scale, outputs_of_windows
 from biostream.models.technical import TechnicalChecks
 

@@ -181,7 +181,7 @@ def test_study_name_changes_with_the_code_it_scores_with():
     assert study_name("ocsvm", setup).startswith("ocsvm-")
 
 
-LAYERS = ("core", "data", "sources", "features", "models", "tuning", "reporting", "serving", "tracking")
+LAYERS = ("core", "data", "sources", "features", "models", "tuning", "reporting", "serving", "tracking", "stages")
 
 
 def test_packages_import_only_the_layers_below_them():

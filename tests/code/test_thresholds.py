@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from biostream.core.config import ConfigError
+from biostream.models.alarms import AlarmPolicy
 from biostream.models.calibration import (
     OwnAlarmCap,
     ThresholdParams,
@@ -14,8 +15,8 @@ from biostream.models.calibration import (
     calibrate_on_validation,
     candidates,
 )
-from biostream.models.evaluation import AlarmPolicy, Objective
 from biostream.models.floor import Combination, FloorView
+from biostream.models.objective import Objective
 
 POLICY = AlarmPolicy(k=3, n=5, refractory_s=0, tolerance_s=0)
 OBJECTIVE = Objective("physiological.weighted_f1", {"hypotension": 3.0}, 0.5)

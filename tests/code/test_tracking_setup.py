@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from biostream.core.config import ConfigError, load_yaml
+from biostream.core.mlflow_store import TrackingParams, check_server
 from biostream.core.runtime import free_port
-from biostream.core.tracking import TrackingParams, check_server
 from biostream.tracking.lock import conninfo, lock_key, lock_target
 from biostream.tracking.registry import RegisterParams
 from tests.conftest import ROOT

@@ -118,14 +118,15 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_requ
 
     tune = TuneParams(n_trials={"x": 1}, timeout_s=60, seed=0, storage=f"sqlite:///{tmp_path / 'optuna.db'}",
                       heartbeat_s=1, grace_s=2)
-    study = optuna.create_study(study_name="s", storage=open_storage(tune), direction="maximize")
+    storage = open_storage(tune)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     dead = study.ask()  # what the killed worker left: RUNNING, never a heartbeat
     dead.suggest_float("a", 0.0, 1.0)
     time.sleep(tune.grace_s + 0.5)
     optuna.storages.fail_stale_trials(study)
     assert study.get_trials(states=(TrialState.RUNNING,)), "Optuna alone leaves it running"
     start = time.monotonic()
-    _settle(study, tune, deadline=start + 30)
+    _settle(study, storage, tune, deadline=start + 30)
     assert time.monotonic() - start < 10, "failed after grace_s, not at the deadline"
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]

@@ -19,9 +19,9 @@ from biostream.features import (
 )
 from biostream.features.preprocess import fit_on_training
 from biostream.features.readiness import learned_defined
+from biostream.models.alarms import AlarmPolicy
 from biostream.models.bundle import ModelBundle
 from biostream.models.detectors import NAMES, BaseDetector, detector_class, make_detector
-from biostream.models.evaluation import AlarmPolicy
 from biostream.models.floor import SafetyParams
 from biostream.models.technical import TechnicalChecks
 from biostream.models.training import combination_for, floor_template

@@ -171,8 +171,8 @@ def test_bundle_scores_raw_windows_like_the_stage_views(name, fitted, model_data
     """A bundle with its floor scores the feature table's rows (what `evaluate` does) as it scores raw windows (what
     the service does), after a save and load; a learned detector's score is its own on the common scale, never below
     the rules'."""
+    from biostream.models.alarms import AlarmPolicy
     from biostream.models.bundle import ModelBundle
-    from biostream.models.evaluation import AlarmPolicy
     from biostream.models.floor import SafetyParams, learned_scale
     from biostream.models.technical import TechnicalChecks
     from biostream.models.training import combination_for, floor_template

@@ -7,9 +7,9 @@ import pytest
 from scipy.stats import spearmanr
 
 from biostream.features import feature_names, windows_at
+from biostream.models.alarms import AlarmPolicy
 from biostream.models.bundle import ModelBundle, top_signals
 from biostream.models.detectors import NAMES, make_detector
-from biostream.models.evaluation import AlarmPolicy
 
 
 def _rows(model_data, n=40, seed=3):

@@ -26,6 +26,8 @@ from tests.model.test_stream_replays import engines, stored_seconds
 from tests.model.test_streams import START
 from tests.pipeline.conftest import PG, scratch_database
 
+pytestmark = pytest.mark.services  # the local PostgreSQL and Redis servers
+
 T0 = START // DAY * DAY  # the midnight (UTC) of the first day
 KEEP = Retention(seconds_days=3, episodes_days=5, audit_days=2)
 NOW = T0 + 8 * DAY + 3600  # an hour into the ninth day

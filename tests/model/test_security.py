@@ -22,6 +22,8 @@ from biostream.serving.streaming.store import sqlite_url
 from tests.conftest import ROOT
 from tests.pipeline.conftest import scratch_database
 
+pytestmark = pytest.mark.services  # the local PostgreSQL and Redis servers
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request, tmp_path, monkeypatch) -> Iterator[str]:

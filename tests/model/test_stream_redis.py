@@ -24,6 +24,8 @@ from tests.model.conftest import scorer_for
 from tests.model.test_streams import START, params, series_answer
 from tests.pipeline.conftest import scratch_database
 
+pytestmark = pytest.mark.services  # the local PostgreSQL and Redis servers
+
 REDIS = "redis://127.0.0.1:6379/0"
 BEDS, SECONDS, SHARDS = 6, 400, 4
 

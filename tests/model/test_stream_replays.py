@@ -18,6 +18,8 @@ from tests.model.test_stream_redis import redis_prefix  # noqa: F401 (a fixture)
 from tests.model.test_streams import START, params
 from tests.pipeline.conftest import scratch_database
 
+pytestmark = pytest.mark.services  # the local PostgreSQL and Redis servers
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request, tmp_path) -> Iterator[str]:

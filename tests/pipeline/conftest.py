@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,6 +103,76 @@ def run(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProces
 
 def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return run(repo, sys.executable, "-m", "dvc", *args, check=check)
+
+
+DATASETS = {"synthetic": "data/synthetic", "vitaldb": "data/vitaldb", "recordings": "data/recordings",
+            "real": "data/real"}  # the dataset stages' outputs, as dvc.yaml names them
+
+
+@contextmanager
+def inside(repo: Path) -> Iterator[None]:
+    """Work in `repo` in this process as a stage run there would (its folder the working directory), then leave
+    the working directory, the environment and MLflow's tracking URI and experiment as they were (MLflow exports
+    the tracking URI to the environment, which later subprocesses would inherit)."""
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+    import mlflow.tracking.fluent as fluent
+
+    environ, uri, experiment = dict(os.environ), tracking_utils._tracking_uri, fluent._active_experiment_id
+    try:
+        with contextlib.chdir(repo):
+            yield
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+        tracking_utils._tracking_uri, fluent._active_experiment_id = uri, experiment
+
+
+def stage(repo: Path, name: str, params: Path | dict | None = None, **paths) -> Any:
+    """`biostream.stages.<name>.run` in this process on `repo`'s files (relative paths are the repo's), with
+    `params` (a file, a mapping, or the repo's params.yaml) validated as the command line validates them; what it
+    logs is in pytest's `caplog`. Its result."""
+    import importlib
+
+    from biostream.core.config import load_yaml
+    from biostream.core.params import validate
+    from biostream.stages.cli import paths_of
+
+    module = importlib.import_module(f"biostream.stages.{name}")
+    with inside(repo):
+        raw = params if isinstance(params, dict) else load_yaml(params or "params.yaml")
+        validate(raw, params if isinstance(params, (str, Path)) else "params.yaml")
+        return module.run(raw, paths_of(module.Paths, **paths))
+
+
+def dvc_stages(repo: Path) -> dict[str, list[str]]:
+    """Every stage of `repo`'s dvc.yaml (a `foreach` stage as `<name>@<item>`), in the file's order, with the
+    arguments its command passes to `python -m pipelines.<module>`: [module, *arguments]."""
+    import shlex
+
+    import yaml
+
+    out = {}
+    for name, body in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].items():
+        items = [(f"{name}@{item}", item) for item in body["foreach"]] if "foreach" in body else [(name, None)]
+        for key, item in items:
+            cmd = shlex.split((body["do"] if item else body)["cmd"].replace("${item}", str(item)))
+            assert cmd[:2] == ["python", "-m"] and cmd[2].startswith("pipelines."), cmd
+            out[key] = [cmd[2].removeprefix("pipelines."), *cmd[3:]]
+    return out
+
+
+def dvc_stage(repo: Path, name: str) -> Any:
+    """Stage `name` of `repo`'s dvc.yaml run in this process with the arguments dvc.yaml gives its command line
+    (`biostream.stages.<module>.run`, on the repo's params.yaml). Its result."""
+    import dataclasses
+    import importlib
+
+    from biostream.stages.cli import arguments
+
+    module, *argv = dvc_stages(repo)[name]
+    paths = importlib.import_module(f"biostream.stages.{module}").Paths
+    params, p = arguments(paths, argv, None)
+    return stage(repo, module, params, **{f.name: getattr(p, f.name) for f in dataclasses.fields(p)})
 
 
 def stop_processes_in(folder: Path, wait_s: float = 30.0) -> list[int]:

@@ -4,6 +4,7 @@ second run, metrics, param scoping, byte-for-byte reproducibility, and the data-
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,16 +21,16 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.pipeline.conftest import dvc, env_for, run
+from tests.pipeline.conftest import DATASETS, dvc, env_for, run, stage
 
 pytestmark = pytest.mark.slow
 
 
 def test_repro_runs_every_stage_offline(repo, reproduced):
     out = reproduced.stdout + reproduced.stderr
-    for stage in ("generate", "ingest_vitaldb", "ingest_recordings", "ingest_real", "featurize", "tune@iforest",
-                  "tune@ocsvm", "tune@lstm_ae", "train", "evaluate", "register"):
-        assert f"Running stage '{stage}'" in out
+    for name in ("generate", "ingest_vitaldb", "ingest_recordings", "ingest_real", "featurize", "tune@iforest",
+                 "tune@ocsvm", "tune@lstm_ae", "train", "evaluate", "register"):
+        assert f"Running stage '{name}'" in out
     assert "NO VITALDB DATA" in out, "the empty VitalDB dataset must be announced loudly"
     for f in ("vitals", "events", "alarm_events", "patients"):
         for dataset in ("synthetic", "vitaldb", "recordings"):
@@ -170,24 +171,21 @@ def test_tune_writes_best_params_and_mlflow_runs(repo, reproduced):
     assert "plots/optimization_history.png" in plots
 
 
-def test_tune_resumes_a_study_without_losing_trials(repo, reproduced, tmp_path):
+def test_tune_resumes_a_study_without_losing_trials(repo, reproduced, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="biostream")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    cmd = TUNE_IFOREST
     n = params["tune"]["n_trials"]["iforest"]
-    again = run(repo, *cmd, "--out", str(tmp_path / "again.json"))
-    assert f"{n} trials finished, 0 to go" in again.stderr
+    stage(repo, "tune", **TUNE_IFOREST, out=tmp_path / "again.json")
+    assert f"{n} trials finished, 0 to go" in caplog.text
     params["tune"]["n_trials"]["iforest"] = n + 1
-    more = tmp_path / "params.yaml"
-    more.write_text(yaml.safe_dump(params))
-    resumed = run(repo, *cmd, "--params", str(more), "--out", str(tmp_path / "more.json"))
-    assert f"{n} trials finished, 1 to go" in resumed.stderr
+    caplog.clear()
+    stage(repo, "tune", params, **TUNE_IFOREST, out=tmp_path / "more.json")
+    assert f"{n} trials finished, 1 to go" in caplog.text
     assert json.loads((tmp_path / "more.json").read_text())["trials"] == n + 1
 
 
-TUNE_IFOREST = [sys.executable, "-m", "pipelines.tune", "--detector", "iforest", "--features", "data/features",
-                "--synthetic", "data/synthetic", "--vitaldb", "data/vitaldb", "--recordings",
-                "data/recordings", "--real", "data/real",
-                "--search-space", "configs/search_spaces/iforest.yaml"]
+TUNE_IFOREST = {"detector": "iforest", "features": "data/features", **DATASETS,
+                "search_space": "configs/search_spaces/iforest.yaml"}
 
 
 def test_train_bundles_and_self_contained_mlflow_models(repo, reproduced):
@@ -240,11 +238,11 @@ def test_train_takes_the_studies_fitted_models_and_a_refit_gives_the_same_bundle
     params["tracking"]["uri"] = f"sqlite:///{tmp_path / 'refit.db'}"
     params["tracking"]["artifact_root"] = str(tmp_path / "artifacts")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # a process of its own, as the stage's: the LSTM's refit is bit-identical in a fresh TensorFlow, not in one
+    # that has trained other models already
     proc = run(repo, sys.executable, "-m", "pipelines.train", "--params", str(tmp_path / "params.yaml"),
-               "--features", "data/features", "--synthetic", "data/synthetic", "--vitaldb", "data/vitaldb",
-               "--recordings", "data/recordings", "--real", "data/real", "--tuned", str(tuned), "--out",
-               str(tmp_path / "models"),
-               "--metrics", str(tmp_path / "train.json"))
+               "--features", "data/features", *(a for k, v in DATASETS.items() for a in ("--" + k, v)),
+               "--tuned", str(tuned), "--out", str(tmp_path / "models"), "--metrics", str(tmp_path / "train.json"))
     assert "fitting: elsewhere" in proc.stderr
     refit = json.loads((tmp_path / "models/index.json").read_text())
     assert all(refit[det]["fit_s"] > 0 for det in ("iforest", "ocsvm", "lstm_ae"))
@@ -284,27 +282,20 @@ def test_evaluate_metrics_and_plots(repo, reproduced):
 
 
 def test_vitaldb_cases_are_featurized_and_evaluated(repo, reproduced, tmp_path):
-    """Real .vital files through ingest -> featurize -> evaluate with the trained bundles (stage CLIs on
-    scratch outputs, so the DVC workspace above is untouched)."""
+    """Real .vital files through ingest -> featurize -> evaluate with the trained bundles (the stages in process,
+    on scratch outputs, so the DVC workspace above is untouched)."""
     local = tmp_path / "vital"
     local.mkdir()
     for f in (ROOT / "tests/fixtures/vital").glob("*.vital"):
         shutil.copy(f, local)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["ingest_vitaldb"].update(sources=["local"], local_dir=str(local), cache_dir=str(tmp_path / "cache"))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    p = ["--params", str(tmp_path / "params.yaml")]
-    run(repo, sys.executable, "-m", "pipelines.ingest_vitaldb", *p, "--out", str(tmp_path / "vitaldb"),
-        "--metrics", str(tmp_path / "vitaldb.json"))
-    run(repo, sys.executable, "-m", "pipelines.featurize", *p, "--synthetic", "data/synthetic",
-        "--vitaldb", str(tmp_path / "vitaldb"), "--recordings", "data/recordings", "--real", "data/real",
-        "--out", str(tmp_path / "features"),
-        "--metrics", str(tmp_path / "featurize.json"))
-    run(repo, sys.executable, "-m", "pipelines.evaluate", *p, "--models", "models", "--features",
-        str(tmp_path / "features"), "--synthetic", "data/synthetic", "--vitaldb", str(tmp_path / "vitaldb"),
-        "--recordings", "data/recordings", "--real", "data/real", "--metrics", str(tmp_path / "evaluate.json"),
-        "--realism", str(tmp_path / "realism.json"), "--plots",
-        str(tmp_path / "plots"), "--scores", str(tmp_path / "scores"))
+    stage(repo, "ingest_vitaldb", params, out=tmp_path / "vitaldb", metrics=tmp_path / "vitaldb.json")
+    scratch = {**DATASETS, "vitaldb": tmp_path / "vitaldb"}
+    stage(repo, "featurize", params, **scratch, out=tmp_path / "features", metrics=tmp_path / "featurize.json")
+    stage(repo, "evaluate", params, models="models", features=tmp_path / "features", **scratch,
+          metrics=tmp_path / "evaluate.json", realism=tmp_path / "realism.json", plots=tmp_path / "plots",
+          scores=tmp_path / "scores")
     metrics = json.loads((tmp_path / "evaluate.json").read_text())
     for name, per in metrics.items():
         assert "vitaldb" in per, name
@@ -314,16 +305,16 @@ def test_vitaldb_cases_are_featurized_and_evaluated(repo, reproduced, tmp_path):
 
 def test_dvc_experiment_with_a_changed_param(repo, reproduced):
     """`dvc exp run -S` re-runs what the param feeds, and only that, and `dvc exp show` lists the metrics. The param
-    is one that evaluate and register read but no study does (an alarm param re-ran the three studies: 3 min)."""
-    ran = dvc(repo, "exp", "run", "-S", "sources.evaluate=[synthetic,vitaldb,real]", "--name", "fewer-sources")
+    is one that only register reads (an alarm param re-ran the three studies, a source evaluate too: minutes)."""
+    ran = dvc(repo, "exp", "run", "-S", "register.lock_timeout_s=600", "--name", "longer-wait")
     out = ran.stdout + ran.stderr
-    assert "Running stage 'evaluate'" in out and "Running stage 'register'" in out
-    assert "Running stage 'generate'" not in out and "Running stage 'tune@" not in out and \
-        "Running stage 'train'" not in out
+    assert "Running stage 'register'" in out
+    for earlier in ("generate", "featurize", "tune@", "train", "evaluate"):
+        assert f"Running stage '{earlier}" not in out, earlier
     shown = dvc(repo, "exp", "show", "--json").stdout
-    assert "fewer-sources" in shown and "metrics/evaluate.json" in shown
-    diff = dvc(repo, "params", "diff", "HEAD", "fewer-sources").stdout
-    assert "sources.evaluate" in diff
+    assert "longer-wait" in shown and "metrics/evaluate.json" in shown
+    diff = dvc(repo, "params", "diff", "HEAD", "longer-wait").stdout
+    assert "register.lock_timeout_s" in diff
 
 
 # --- the model registry (register stage) -----------------------------------------------------------------
@@ -338,14 +329,15 @@ def registry(repo: Path):
     return mlflow.MlflowClient()
 
 
-def register(repo: Path, out: Path, params: Path | None = None, wait: bool = True):
-    cmd = [sys.executable, "-m", "pipelines.register", "--models", "models", "--features", "data/features",
-           "--synthetic", "data/synthetic", "--vitaldb", "data/vitaldb", "--recordings", "data/recordings",
-           "--real", "data/real", "--evaluation", "metrics/evaluate.json", "--out", str(out)]
-    if params is not None:
-        cmd += ["--params", str(params)]
+def register(repo: Path, out: Path, params: Path | None = None, wait: bool = True, models: Path | str = "models",
+             evaluation: Path | str = "metrics/evaluate.json"):
+    """The register stage on the copy's outputs: in this process (its decision), or, not waited for, as the command
+    line in a process of its own (the Popen)."""
+    paths = {"models": models, "features": "data/features", **DATASETS, "evaluation": evaluation, "out": out}
     if wait:
-        return run(repo, *cmd)
+        return stage(repo, "register", params, **paths)
+    cmd = [sys.executable, "-m", "pipelines.register", *(["--params", str(params)] if params else []),
+           *(a for k, v in paths.items() for a in ("--" + k, str(v)))]
     return subprocess.Popen(cmd, cwd=repo, env=env_for(repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -449,7 +441,7 @@ def test_a_champion_trained_on_other_windows_is_re_scored_on_its_own(repo, repro
 
     from biostream.core.config import Configs, load_yaml
     from biostream.features.table import FeatureSet
-    from biostream.models.evaluation import Objective
+    from biostream.models.objective import Objective
     from biostream.tracking.register import TestSet
     from biostream.tracking.registry import metric_at
 
@@ -481,8 +473,8 @@ def test_an_unsafe_model_is_never_champion_whatever_its_metric(repo, reproduced,
     from biostream.core.config import Configs, load_yaml
     from biostream.features.table import FeatureSet
     from biostream.models.bundle import ModelBundle
-    from biostream.models.evaluation import Objective
     from biostream.models.floor import Combination
+    from biostream.models.objective import Objective
     from biostream.reporting.evaluate import score_part
 
     bundle = ModelBundle.load(repo / "models/iforest")
@@ -502,12 +494,8 @@ def test_an_unsafe_model_is_never_champion_whatever_its_metric(repo, reproduced,
     assert evaluation["unsafe"]["synthetic"]["physiological"]["alarms"] == 0
     (tmp_path / "evaluate.json").write_text(json.dumps(evaluation, allow_nan=True))
     name = "unsafe-check"
-    cmd = [sys.executable, "-m", "pipelines.register", "--models", str(models), "--features", "data/features",
-           "--synthetic", "data/synthetic", "--vitaldb", "data/vitaldb", "--recordings", "data/recordings",
-           "--real", "data/real", "--evaluation", str(tmp_path / "evaluate.json"), "--out",
-           str(tmp_path / "decision.json"),
-           "--params", str(params_with(repo, tmp_path, model_name=name, candidates=["unsafe"]))]
-    run(repo, *cmd)
+    register(repo, tmp_path / "decision.json", params_with(repo, tmp_path, model_name=name, candidates=["unsafe"]),
+             models=models, evaluation=tmp_path / "evaluate.json")
     decision = json.loads((tmp_path / "decision.json").read_text())
     assert decision["detector"] == "unsafe" and decision["created"] and not decision["promoted"]
     assert "fails the safety floor against clinical" in decision["reason"] and not decision["safety"]["passed"]
@@ -520,8 +508,9 @@ def test_an_unsafe_model_is_never_champion_whatever_its_metric(repo, reproduced,
     with pytest.raises(Exception, match="champion"):
         client.get_model_version_by_alias(name, "champion")
     # with the bedside rules among the candidates, the safe one is chosen instead
-    cmd[-1] = str(params_with(repo, tmp_path, model_name=name + "-2", candidates=["unsafe", "clinical"]))
-    run(repo, *cmd)
+    register(repo, tmp_path / "decision.json", params_with(repo, tmp_path, model_name=name + "-2",
+                                                           candidates=["unsafe", "clinical"]),
+             models=models, evaluation=tmp_path / "evaluate.json")
     decision = json.loads((tmp_path / "decision.json").read_text())
     assert decision["detector"] == "clinical" and decision["promoted"]
 
@@ -579,8 +568,10 @@ def test_an_edit_to_the_feature_kernel_invalidates_featurize_and_everything_afte
 
 
 def test_an_edit_to_a_detector_starts_a_new_study_and_a_rerun_resumes(repo, reproduced, tmp_path):
+    """The stage's command line in the copy (in a process of its own: the copy's code, edited, is what it runs)."""
     best = json.loads((repo / "results/tune/iforest.json").read_text())
-    cmd = TUNE_IFOREST
+    cmd = [sys.executable, "-m", "pipelines.tune"] + [a for k, v in TUNE_IFOREST.items()
+                                                     for a in ("--" + k.replace("_", "-"), v)]
     resumed = run(repo, *cmd, "--out", str(tmp_path / "same.json"))
     assert json.loads((tmp_path / "same.json").read_text())["study"] == best["study"]
     # the same study, nothing to run (an earlier test may have added a trial to it beyond the stage's n_trials)
@@ -705,14 +696,15 @@ def test_a_logged_model_needs_only_what_it_requires(repo, reproduced):
 
 
 def test_a_pipeline_that_learns_from_local_recordings_only(tmp_path_factory):
-    """`dvc repro` of a copy told to learn from local recordings only (configs/profiles/recordings.yaml), on CSV and
+    """A copy told to learn from local recordings only (configs/profiles/recordings.yaml), its stages run in this
+    process as dvc.yaml calls them (up to `register`: the bento is the session repro's business), on CSV and
     Parquet recordings written here as a monitor export would hold them (device track names or signal keys, with a
     time column or one row per second) and one bad file: the bad file is skipped and reported, the detectors learn
     and calibrate on the recordings' patients, and the registry decides on their test patients."""
     from biostream.core.config import Configs, load_yaml, merge_profile
     from biostream.sources.synthetic import Physiology
     from tests.conftest import make_dataset
-    from tests.pipeline.conftest import copy_repo
+    from tests.pipeline.conftest import copy_repo, dvc_stage, dvc_stages
 
     repo = copy_repo(tmp_path_factory.mktemp("recordings"), "configs/profiles/small.yaml",
                      "configs/profiles/recordings.yaml")
@@ -730,8 +722,9 @@ def test_a_pipeline_that_learns_from_local_recordings_only(tmp_path_factory):
             export.insert(0, "time", pd.Timestamp("2026-11-21T08:00:00Z") + pd.to_timedelta(rec["time_s"], "s"))
             export.to_csv(folder / f"bed-{pid}.csv", index=False)
     (folder / "broken.csv").write_text("time,hr\n2026-11-21T08:00:00Z,72\nnot a time,73\n")
-    out = dvc(repo, "repro")
-    assert "Running stage 'ingest_recordings'" in out.stdout
+    stages = list(dvc_stages(repo))
+    for name in stages[:stages.index("register") + 1]:
+        dvc_stage(repo, name)
     manifest = json.loads((repo / "metrics/recordings.json").read_text())
     assert manifest["cases"] == 10 and manifest["failed_cases"] == 1
     error = manifest["failures"][0]["error"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -14,8 +13,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.pipeline.conftest import run
-from tests.pipeline.test_dvc_pipeline import params_with, registry
+from tests.pipeline.test_dvc_pipeline import params_with, register, registry
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +77,7 @@ def test_a_model_that_alarms_at_every_recording_start_is_never_champion(repo, re
     from biostream.features.readiness import Readiness
     from biostream.features.table import FeatureSet
     from biostream.models.bundle import ModelBundle
-    from biostream.models.evaluation import Objective
+    from biostream.models.objective import Objective
     from biostream.tracking.register import TestSet
 
     bundle = ModelBundle.load(repo / "models/iforest")
@@ -112,20 +110,17 @@ def test_a_model_that_alarms_at_every_recording_start_is_never_champion(repo, re
         "an own alarm at (nearly) every recording start (one merged into a floor alarm is not its own)"
     (tmp_path / "evaluate.json").write_text(json.dumps(evaluation, allow_nan=True))
     name = "startle-check"
-    cmd = [sys.executable, "-m", "pipelines.register", "--models", str(models), "--features", "data/features",
-           "--synthetic", "data/synthetic", "--vitaldb", "data/vitaldb", "--recordings", "data/recordings",
-           "--real", "data/real", "--evaluation", str(tmp_path / "evaluate.json"), "--out",
-           str(tmp_path / "decision.json"),
-           "--params", str(params_with(repo, tmp_path, model_name=name, candidates=["startle"]))]
-    run(repo, *cmd)
+    register(repo, tmp_path / "decision.json", params_with(repo, tmp_path, model_name=name, candidates=["startle"]),
+             models=models, evaluation=tmp_path / "evaluate.json")
     decision = json.loads((tmp_path / "decision.json").read_text())
     assert decision["detector"] == "startle" and not decision["promoted"]
     assert f"real recordings: {own:.2f} own alarm episodes/h > budget" in decision["reason"]
     assert not decision["safety"]["real"]["real"]["own_ok"]
     version = registry(repo).get_model_version_by_alias(name, "challenger")
     assert version.tags["safety"] == "failed" and "| real |" in version.description
-    cmd[-1] = str(params_with(repo, tmp_path, model_name=name + "-2", candidates=["startle", "clinical"]))
-    run(repo, *cmd)
+    register(repo, tmp_path / "decision.json", params_with(repo, tmp_path, model_name=name + "-2",
+                                                           candidates=["startle", "clinical"]),
+             models=models, evaluation=tmp_path / "evaluate.json")
     decision = json.loads((tmp_path / "decision.json").read_text())
     assert decision["detector"] == "clinical" and decision["promoted"]
 
@@ -183,7 +178,7 @@ def test_normal_real_vitals_raise_no_learned_alarm_from_the_first_second_and_aft
     score, so that any learned score alarms): a learned score exists exactly where a signal has been observed long
     enough, so the first seconds of a recording are the rules' alone."""
     from biostream.features.windows import recording_windows
-    from biostream.models.evaluation import class_alarms
+    from biostream.models.alarms import class_alarms
 
     t = values.shape[1]
     for name, bundle in trained.items():

@@ -22,7 +22,7 @@ import pytest
 from biostream.core.runtime import free_port
 from biostream.data.dataset import read_dataset
 from biostream.features import recording_windows, windows_at
-from biostream.models.evaluation import AlarmPolicy, alarm_episodes, apply_policy, class_alarms
+from biostream.models.alarms import AlarmPolicy, alarm_episodes, apply_policy, class_alarms
 from biostream.serving import pack_f32
 from biostream.serving.arrow import ARROW_STREAM, windows_to_arrow
 from biostream.serving.security.guard import policy

@@ -29,7 +29,7 @@ from tests.pipeline.conftest import (
     stop_processes_in,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.services]
 
 MODEL = "vitals-anomaly-detector"
 

@@ -17,7 +17,7 @@ import yaml
 
 from tests.pipeline.conftest import env_for, run, scratch_database
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.services]
 
 _STORAGES: dict[str, object] = {}  # one Optuna storage (one connection pool) per scratch database
 

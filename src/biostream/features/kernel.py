@@ -27,7 +27,11 @@ LAYOUT = ("last", "mean", "std", "min", "max", "slope", "delta", "mad", "missing
           "hf_power", "peaks", "age", "stale", "jump", "step_ratio", "ctx_shift", "ctx_trend", "ctx_std",
           "ctx_missing")
 CROSS_LAYOUT = ("shock_index", "pulse_pressure", "hr_map_corr", "map_residual")
-DOM_FREQ, HF_POWER = LAYOUT.index("dom_freq"), LAYOUT.index("hf_power")  # left to the caller (numpy's FFT)
+# each slot's index in a signal's row, by name (compile-time constants to numba)
+(LAST, MEAN, STD, MIN, MAX, SLOPE, DELTA, MAD, MISSING, ENTROPY, DOM_FREQ, HF_POWER, PEAKS, AGE, STALE, JUMP,
+ STEP_RATIO, CTX_SHIFT, CTX_TREND, CTX_STD, CTX_MISSING) = range(len(LAYOUT))  # DOM_FREQ, HF_POWER: the caller's
+assert LAYOUT[CTX_MISSING] == "ctx_missing" and LAYOUT[DOM_FREQ] == "dom_freq" and LAYOUT[HF_POWER] == "hf_power"
+SHOCK_INDEX, PULSE_PRESSURE, HR_MAP_CORR, MAP_RESIDUAL = range(len(CROSS_LAYOUT))
 
 _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # numpy semantics: x/0 is inf or nan, not an error
 _EXACT_SUMS = {**_JIT, "fastmath": {"reassoc", "nsz"}}  # only for loops that add float32 values in float64
@@ -131,14 +135,14 @@ def _signal_features(row: np.ndarray, recent_s: int, block_s: int, f: np.ndarray
             tsum += t
             xmin = min(xmin, v)
             xmax = max(xmax, v)
-    f[8] = 1.0 - cnt / r  # missing
+    f[MISSING] = 1.0 - cnt / r
     frozen = 0  # observed seconds since the value last changed
     mean = _NAN
     if cnt == 0:
-        for q in (0, 1, 2, 3, 4, 5, 6, 7, 9, 15):
+        for q in (LAST, MEAN, STD, MIN, MAX, SLOPE, DELTA, MAD, ENTROPY, JUMP):
             f[q] = _NAN
-        f[12] = 0.0  # peaks
-        f[13] = r  # age: no value in the recent part
+        f[PEAKS] = 0.0
+        f[AGE] = r  # age: no value in the recent part
         centred[:] = 0.0
     else:
         mean = tot / cnt
@@ -167,17 +171,17 @@ def _signal_features(row: np.ndarray, recent_s: int, block_s: int, f: np.ndarray
         med = _median(buf, cnt)
         for q in range(cnt):
             buf[q] = abs(buf[q] - med)
-        f[0] = last
-        f[1] = mean
-        f[2] = math.sqrt(ss / cnt)
-        f[3] = xmin
-        f[4] = xmax
-        f[5] = sxy / (sxx if sxx > 0 else 1.0) * 60.0 if cnt >= 2 else _NAN  # least-squares slope, per minute
-        f[6] = last - first
-        f[7] = _median(buf, cnt)  # median absolute deviation
-        f[13] = r - 1 - last_fresh  # age
+        f[LAST] = last
+        f[MEAN] = mean
+        f[STD] = math.sqrt(ss / cnt)
+        f[MIN] = xmin
+        f[MAX] = xmax
+        f[SLOPE] = sxy / (sxx if sxx > 0 else 1.0) * 60.0 if cnt >= 2 else _NAN  # least-squares slope, per minute
+        f[DELTA] = last - first
+        f[MAD] = _median(buf, cnt)  # median absolute deviation
+        f[AGE] = r - 1 - last_fresh
         frozen = cnt - seen_at_fresh
-        f[15] = last - med  # jump
+        f[JUMP] = last - med
         # permutation entropy (order 3, ties by comparison) over triplets of observed values; peaks
         pc = np.zeros(8)
         total = 0.0
@@ -188,24 +192,24 @@ def _signal_features(row: np.ndarray, recent_s: int, block_s: int, f: np.ndarray
                 pc[4 * (a < b) + 2 * (b < c) + (a < c)] += 1.0
                 total += 1.0
             peaks += b > a and b >= c  # a plateau top counts once; False where missing
-        f[12] = peaks
+        f[PEAKS] = peaks
         if total >= 2:
             e = 0.0
             for q in range(8):
                 if pc[q] > 0:
                     p = pc[q] / total
                     e += p * math.log(p)
-            f[9] = -e / math.log(6.0)
+            f[ENTROPY] = -e / math.log(6.0)
         else:
-            f[9] = _NAN
+            f[ENTROPY] = _NAN
     # the patient's usual behaviour: the older half of the window
     old_moves, old_step_sum, old_obs = _change_stats(row, 0, w // 2)
     old_step = old_step_sum / old_moves if old_moves >= 3 else _NAN
     # fewer than 3 changes (the start of a cuff recording) say nothing of the usual interval: unknown
     interval = old_obs / (old_moves + 1.0) if old_moves >= 3 else _NAN
-    f[14] = math.log1p(frozen / interval)  # stale
+    f[STALE] = math.log1p(frozen / interval)
     moves, step_sum, _ = _change_stats(row, w - r, w)
-    f[16] = math.log((step_sum / moves if moves >= 3 else _NAN) / old_step)  # step_ratio
+    f[STEP_RATIO] = math.log((step_sum / moves if moves >= 3 else _NAN) / old_step)
     # context: the whole window as block means
     nb = bmean.shape[0]
     seen_all = _block_means(row, block_s, bmean)
@@ -219,7 +223,7 @@ def _signal_features(row: np.ndarray, recent_s: int, block_s: int, f: np.ndarray
                 i -= 1
             oldb[i] = v
             k += 1
-    f[17] = mean - np.float64(np.float32(0.5) * (oldb[(k - 1) // 2] + oldb[k // 2])) if k > 0 else _NAN  # ctx_shift
+    f[CTX_SHIFT] = mean - np.float64(np.float32(0.5) * (oldb[(k - 1) // 2] + oldb[k // 2])) if k > 0 else _NAN
     nbo = 0
     bm_sum = k_sum = 0.0
     for b in range(nb):
@@ -237,9 +241,9 @@ def _signal_features(row: np.ndarray, recent_s: int, block_s: int, f: np.ndarray
             kxx += kc * kc
             kxy += kc * bc
             byy += bc * bc
-    f[18] = kxy / (kxx if kxx > 0 else 1.0) * (3600.0 / block_s) if nbo >= 3 else _NAN  # ctx_trend, per hour
-    f[19] = math.sqrt(byy / max(nbo, 1)) if nbo >= 2 else _NAN  # ctx_std
-    f[20] = 1.0 - seen_all / w  # ctx_missing
+    f[CTX_TREND] = kxy / (kxx if kxx > 0 else 1.0) * (3600.0 / block_s) if nbo >= 3 else _NAN  # per hour
+    f[CTX_STD] = math.sqrt(byy / max(nbo, 1)) if nbo >= 2 else _NAN
+    f[CTX_MISSING] = 1.0 - seen_all / w
     return cnt
 
 
@@ -250,9 +254,9 @@ def _cross_features(win: np.ndarray, f: np.ndarray, recent_s: int, idx: np.ndarr
     minus the patient's own (older half's mean). `idx`: the rows of hr, sbp, dbp, map (-1 when absent)."""
     hr, sbp, dbp, mp = idx[0], idx[1], idx[2], idx[3]
     w = win.shape[1]
-    out[0] = f[hr, 0] / f[sbp, 0] if hr >= 0 and sbp >= 0 else _NAN
-    out[1] = f[sbp, 1] - f[dbp, 1] if sbp >= 0 and dbp >= 0 else _NAN
-    out[2] = _NAN
+    out[SHOCK_INDEX] = f[hr, LAST] / f[sbp, LAST] if hr >= 0 and sbp >= 0 else _NAN
+    out[PULSE_PRESSURE] = f[sbp, MEAN] - f[dbp, MEAN] if sbp >= 0 and dbp >= 0 else _NAN
+    out[HR_MAP_CORR] = _NAN
     if hr >= 0 and mp >= 0:
         n = 0
         hs = ms = 0.0
@@ -272,8 +276,8 @@ def _cross_features(win: np.ndarray, f: np.ndarray, recent_s: int, idx: np.ndarr
                 hmx += (h - hm) * (m - mm)
         den = math.sqrt(hh * mm2)
         if n >= 3 and den > 1e-12:
-            out[2] = hmx / den
-    out[3] = _NAN
+            out[HR_MAP_CORR] = hmx / den
+    out[MAP_RESIDUAL] = _NAN
     if sbp >= 0 and dbp >= 0 and mp >= 0:
         n = 0
         rs = 0.0
@@ -283,7 +287,7 @@ def _cross_features(win: np.ndarray, f: np.ndarray, recent_s: int, idx: np.ndarr
                 n += 1
                 rs += res
         base = rs / n if n > 0 else 0.0
-        out[3] = f[mp, 0] - f[dbp, 0] - (f[sbp, 0] - f[dbp, 0]) / 3.0 - base
+        out[MAP_RESIDUAL] = f[mp, LAST] - f[dbp, LAST] - (f[sbp, LAST] - f[dbp, LAST]) / 3.0 - base
 
 
 @numba.njit(**_JIT)

@@ -20,9 +20,9 @@ import pandas as pd
 
 from biostream.core.io import atomic_dir
 from biostream.features import InputPipeline, feature_names, feature_signal_weights
+from biostream.models.alarms import AlarmPolicy
 from biostream.models.conditions import Conditions, window_conditions
 from biostream.models.detectors import BaseDetector, load_detector, score_rows
-from biostream.models.evaluation import AlarmPolicy
 from biostream.models.floor import Combination, Outputs, combine, floor_view_of_rows, outputs_of_windows
 from biostream.models.technical import TechnicalChecks
 

@@ -28,15 +28,10 @@ import pandas as pd
 from biostream.core.config import ConfigError, require
 from biostream.data.labels import segment_starts
 from biostream.data.schema import PHYSIOLOGICAL
-from biostream.models.evaluation import (
-    AlarmPolicy,
-    Objective,
-    class_alarms,
-    class_metrics,
-    own_alarm_metrics,
-    second_metrics,
-)
+from biostream.models.alarms import AlarmPolicy, class_alarms
 from biostream.models.floor import Combination, FloorView, Outputs, combine
+from biostream.models.metrics import class_metrics, own_alarm_metrics, second_metrics
+from biostream.models.objective import Objective
 
 METHODS = ("best_objective", "alarm_rate")
 CANDIDATES = 40  # upper quantiles of the validation scores tried by best_objective

@@ -14,7 +14,7 @@ A bundle's score is on one scale for every detector, 0 at the alarm threshold:
 Each second above threshold has a class (`Outputs.technical`): technical when its driving signal shows a
 signature of the measurement (`biostream.models.technical`): for a rule-driven second the rule's signal (a lower
 limit only on a frozen value, erratic readings or a probe gap), for a learned-driven second any signal.
-Physiological and technical alarms are then two streams (`biostream.models.evaluation.class_alarms`).
+Physiological and technical alarms are then two streams (`biostream.models.alarms.class_alarms`).
 """
 
 from __future__ import annotations

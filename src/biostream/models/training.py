@@ -14,6 +14,7 @@ import numpy as np
 from biostream.core.config import Configs
 from biostream.features.pipeline import InputPipeline
 from biostream.features.table import Part
+from biostream.models.alarms import AlarmPolicy
 from biostream.models.bundle import ModelBundle
 from biostream.models.calibration import (
     OwnAlarmCap,
@@ -24,8 +25,8 @@ from biostream.models.calibration import (
 )
 from biostream.models.detectors import make_detector, score_rows
 from biostream.models.detectors.clinical import ClinicalThresholdDetector, clinical_params
-from biostream.models.evaluation import AlarmPolicy, Objective
 from biostream.models.floor import Combination, FloorView, SafetyParams, floor_view_of_rows, spread_of
+from biostream.models.objective import Objective
 from biostream.models.technical import TechnicalChecks
 
 # the window view is large and the detectors reading it learn nothing from data: fit on a few rows

@@ -23,8 +23,9 @@ from biostream.features.table import Part
 from biostream.models.bundle import ModelBundle
 from biostream.models.conditions import series_conditions
 from biostream.models.detectors.clinical import ClinicalThresholdDetector, clinical_params
-from biostream.models.evaluation import Objective, evaluate_scores, second_labels
 from biostream.models.floor import Outputs
+from biostream.models.metrics import evaluate_scores, second_labels
+from biostream.models.objective import Objective
 from biostream.reporting.plots import plot_shap_summary, plot_signal_contributions
 
 MONITOR = "monitor"  # the reference row: the bedside monitor's rules without alarm delay

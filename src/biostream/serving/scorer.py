@@ -20,9 +20,9 @@ from biostream.data.labels import find_runs
 from biostream.data.schema import PHYSIOLOGICAL, TECHNICAL
 from biostream.features.compute import feature_signal_weights
 from biostream.features.windows import recording_windows
+from biostream.models.alarms import alarm_episodes, class_alarms
 from biostream.models.bundle import Explanation, ModelBundle, top_signals
 from biostream.models.conditions import LEARNING, NO_SIGNAL, Conditions, series_conditions
-from biostream.models.evaluation import alarm_episodes, class_alarms
 from biostream.models.floor import Outputs
 from biostream.serving.schemas import (
     ConditionEpisode,

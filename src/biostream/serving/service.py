@@ -17,8 +17,8 @@ from __future__ import annotations
 import gc
 import os
 
-# One TensorFlow thread per op: the worker's other core parses and answers HTTP (measured: a batch of 64
-# LSTM windows 30 ms instead of 49 ms end to end). Set before TensorFlow loads; a user's setting wins.
+# One TensorFlow thread per op: the worker's other core parses and answers HTTP (faster end to end:
+# docs/benchmarks.md). Set before TensorFlow loads; a user's setting wins.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
@@ -64,7 +64,7 @@ class VitalsService:
 
     def __init__(self) -> None:
         # One BLAS/OpenMP thread: a served window's matrix products are tiny, and OpenBLAS's second thread
-        # spins between calls, taking the core that answers HTTP (measured: single-window p99 6-9 ms -> 3.5-4.5)
+        # spins between calls, taking the core that answers HTTP (a lower single-window p99)
         threadpool_limits(1)
         bundle = ModelBundle.load(bundle_dir(self.model.path_of(MLFLOW_MODEL_DIR)))
         bundle.detector.prepare_for_serving()  # e.g. the LSTM's ONNX Runtime session for small batches
@@ -79,9 +79,8 @@ class VitalsService:
         warm = np.tile(np.asarray([np.mean(SPEC.valid[s]) for s in SPEC.signals])[:, None], (1, SPEC.window_s))
         self.scorer.bundle.score(warm[None])
         self.scorer.bundle.explain(warm[None])
-        # the model's objects (~540k for the LSTM, with TensorFlow) leave the collector's generations: a full
-        # collection otherwise walks them all, a pause of 100-300 ms in the middle of a request (measured on
-        # /ingest at 2,000 beds: slowest parse 513 ms -> 174 ms)
+        # the model's objects (hundreds of thousands with TensorFlow) leave the collector's generations: a full
+        # collection would otherwise walk them all, a pause in the middle of a request
         gc.collect()
         gc.freeze()
         # bedside streams (POST /ingest, GET /beds/..., /alarms): every worker shares the beds through the store

@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from biostream.core.tracking import TrackingParams
+from biostream.core.mlflow_store import TrackingParams
 from biostream.features import windows_at
 from biostream.features.table import FeatureSet
 from biostream.models.bundle import ModelBundle
-from biostream.models.evaluation import Objective, evaluate_scores
 from biostream.models.floor import Outputs
+from biostream.models.metrics import evaluate_scores
+from biostream.models.objective import Objective
 from biostream.tracking.lock import registry_lock
 from biostream.tracking.registry import (
     CHALLENGER,
@@ -177,9 +178,7 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
              real: Mapping[str, TestSet] | None = None) -> Decision:
     """Register the best candidate and decide on the champion (the module docstring); returns the decision. `real`:
     per real source, every patient (the current champion is re-scored there: one over the budget is replaced)."""
-    import mlflow
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     if rp.baseline not in evaluation:
         raise KeyError(f"register.safety.baseline '{rp.baseline}' has no metrics in the evaluation; evaluated: "
@@ -190,44 +189,14 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
               for c in rp.candidates if c in evaluation}
     detector, value = choose(evaluation, rp.candidates, rp.primary_metric, rp.source,
                              safe={c: check.passed for c, check in checks.items()})
-    entry = json.loads((models / "index.json").read_text())[detector]
-    metrics = evaluation[detector][rp.source]
     fp = fingerprint(models / detector, detector, evaluation[detector])
     log.info("candidate: %s (%s %.4f on the test patients; safety floor %s)", detector, rp.primary_metric, value,
              "passed" if checks[detector].passed else "FAILED: " + "; ".join(checks[detector].failures()))
-    notes: list[str] = []
 
     with registry_lock(tracking.uri, rp.lock_url, rp.model_name, out, rp.lock_timeout_s):
         client = MlflowClient()
-        try:
-            client.create_registered_model(rp.model_name, description="BioStream vital-sign anomaly detector: "
-                                           "`champion` serves, `challenger` is the newest candidate.")
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        same = [v for v in client.search_model_versions(f"name='{rp.model_name}'")
-                if v.tags.get("fingerprint") == fp]
-        created = not same
-        if created:
-            model_uri, run_id, logged_notes = logged_model(client, entry, models / detector, detector, test)
-            notes += logged_notes
-            tags = {"detector": detector, "fingerprint": fp, "git_commit": git_commit(), **dvc_hashes(),
-                    "params.alarms": json.dumps(params["alarms"], sort_keys=True),
-                    "params.safety": json.dumps(params["safety"], sort_keys=True),
-                    "params.threshold": json.dumps(params["threshold"], sort_keys=True),
-                    "detector_threshold": f"{entry['threshold']:.10g}" if entry["threshold"] is not None else "inf",
-                    "train_run_id": run_id,
-                    **{f"metric.{k}": fmt(lookup(metrics, k), ".6g") for k in TAGGED_METRICS}}
-            mv = mlflow.register_model(model_uri, rp.model_name, tags=tags)
-            version = str(mv.version)
-            log.info("registered %s version %s", rp.model_name, version)
-        else:
-            version = str(max(int(v.version) for v in same))
-            notes.append(f"version {version} was already registered from the same bundle and metrics")
-            log.info("%s version %s already holds this bundle and these metrics: nothing registered",
-                     rp.model_name, version)
-        client.set_registered_model_alias(rp.model_name, CHALLENGER, version)
-
+        version, created, notes = _challenger(client, rp, params, models, evaluation[detector][rp.source], detector,
+                                              fp, test)
         rescored = test.metrics(f"models:/{rp.model_name}/{version}")
         challenger_value = metric_at(rescored, rp.primary_metric)
         if not np.isclose(challenger_value, value, rtol=0, atol=1e-9):
@@ -236,32 +205,8 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
         safety = safety_check(rescored, baseline, clinical_kinds, rp.margin, rp.baseline, figures[detector])
         client.update_model_version(rp.model_name, version, description=model_card(
             detector, rescored, params["alarms"], test.describe(evaluation[detector]), LIMITS, safety))
-        try:
-            champion = client.get_model_version_by_alias(rp.model_name, CHAMPION)
-        except MlflowException:
-            champion = None
-        champion_before = str(champion.version) if champion else None
-        champion_value: float | None = None
-        over: list[str] = []
-        if champion is not None and champion_before == version:
-            promote, reason = False, f"version {version} is already the champion"
-            champion_value = challenger_value
-        elif not safety.passed:
-            promote, reason = decide(challenger_value, None, rp.min_improvement, safety)
-        else:
-            try:
-                if champion is not None:
-                    champion_uri = f"models:/{rp.model_name}/{champion_before}"
-                    champion_value = metric_at(test.metrics(champion_uri), rp.primary_metric)
-                    over = champion_over_budget(champion_uri, real or {}, evaluation, rp)
-                promote, reason = decide(challenger_value, champion_value, rp.min_improvement, safety)
-                if champion is not None and over and not promote:
-                    promote, reason = True, (f"champion version {champion_before} fails on real recordings "
-                                             f"({'; '.join(over)}); the challenger, which passes, replaces it")
-            except (ValueError, KeyError, OSError, MlflowException) as exc:
-                promote = False
-                reason = (f"champion version {champion_before} cannot be re-scored on today's test patients "
-                          f"({exc}); kept. Review and move the alias by hand if the challenger should serve.")
+        promote, reason, champion_before, champion_value = _against_champion(
+            client, rp, version, challenger_value, safety, test, evaluation, real or {})
         if promote:
             client.set_registered_model_alias(rp.model_name, CHAMPION, version)
         decision = Decision(rp.model_name, detector, version, created, champion_before,
@@ -273,6 +218,77 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
                          "decision_champion_value": str(champion_value), **safety_tags(safety)}.items():
             client.set_model_version_tag(rp.model_name, version, key, val)
     return decision
+
+
+def _challenger(client: Any, rp: RegisterParams, params: Mapping[str, Any], models: Path, metrics: Mapping[str, Any],
+                detector: str, fp: str, test: TestSet) -> tuple[str, bool, list[str]]:
+    """The candidate as a version of the registered model, aliased `challenger`: a new version, or the one that
+    already holds the same bundle and metrics (`fp`). (version, whether it was created, notes)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(rp.model_name, description="BioStream vital-sign anomaly detector: "
+                                       "`champion` serves, `challenger` is the newest candidate.")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    same = [v for v in client.search_model_versions(f"name='{rp.model_name}'") if v.tags.get("fingerprint") == fp]
+    notes: list[str] = []
+    if same:
+        version = str(max(int(v.version) for v in same))
+        notes.append(f"version {version} was already registered from the same bundle and metrics")
+        log.info("%s version %s already holds this bundle and these metrics: nothing registered", rp.model_name,
+                 version)
+    else:
+        entry = json.loads((models / "index.json").read_text())[detector]
+        model_uri, run_id, logged_notes = logged_model(client, entry, models / detector, detector, test)
+        notes += logged_notes
+        tags = {"detector": detector, "fingerprint": fp, "git_commit": git_commit(), **dvc_hashes(),
+                "params.alarms": json.dumps(params["alarms"], sort_keys=True),
+                "params.safety": json.dumps(params["safety"], sort_keys=True),
+                "params.threshold": json.dumps(params["threshold"], sort_keys=True),
+                "detector_threshold": f"{entry['threshold']:.10g}" if entry["threshold"] is not None else "inf",
+                "train_run_id": run_id,
+                **{f"metric.{k}": fmt(lookup(metrics, k), ".6g") for k in TAGGED_METRICS}}
+        version = str(mlflow.register_model(model_uri, rp.model_name, tags=tags).version)
+        log.info("registered %s version %s", rp.model_name, version)
+    client.set_registered_model_alias(rp.model_name, CHALLENGER, version)
+    return version, not same, notes
+
+
+def _against_champion(client: Any, rp: RegisterParams, version: str, challenger_value: float, safety: Any,
+                      test: TestSet, evaluation: Mapping[str, Any],
+                      real: Mapping[str, TestSet]) -> tuple[bool, str, str | None, float | None]:
+    """Whether the challenger becomes champion, and why: (promote, reason, the champion's version before, its value
+    re-scored on today's test patients)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        champion = client.get_model_version_by_alias(rp.model_name, CHAMPION)
+    except MlflowException:
+        champion = None
+    champion_before = str(champion.version) if champion else None
+    if champion is not None and champion_before == version:
+        return False, f"version {version} is already the champion", champion_before, challenger_value
+    if not safety.passed:
+        return (*decide(challenger_value, None, rp.min_improvement, safety), champion_before, None)
+    champion_value: float | None = None
+    try:
+        over: list[str] = []
+        if champion is not None:
+            champion_uri = f"models:/{rp.model_name}/{champion_before}"
+            champion_value = metric_at(test.metrics(champion_uri), rp.primary_metric)
+            over = champion_over_budget(champion_uri, real, evaluation, rp)
+        promote, reason = decide(challenger_value, champion_value, rp.min_improvement, safety)
+        if champion is not None and over and not promote:
+            promote, reason = True, (f"champion version {champion_before} fails on real recordings "
+                                     f"({'; '.join(over)}); the challenger, which passes, replaces it")
+    except (ValueError, KeyError, OSError, MlflowException) as exc:
+        promote = False
+        reason = (f"champion version {champion_before} cannot be re-scored on today's test patients ({exc}); kept. "
+                  "Review and move the alias by hand if the challenger should serve.")
+    return promote, reason, champion_before, champion_value
 
 
 def champion_over_budget(uri: str, real: Mapping[str, TestSet], evaluation: Mapping[str, Any],

@@ -7,9 +7,10 @@ run per trial (params, metrics, duration, pruned or not).
 
 A study is identified by everything its result depends on (`study_name`): the search space, the fixed
 hyperparameters, the objective, seed, alarm policy and threshold method, the input pipeline, the rows, and the
-code it scores with (`code_fingerprint`: the syntax trees of the `biostream` modules the process imported, so
-an edit to a detector, a feature or a metric starts a new study, while an edit to a comment or a docstring, or
-a rerun with nothing changed, resumes the finished one). `MaxTrialsCallback` ends it at `n_trials` finished
+code it scores with (`code_fingerprint`: the syntax trees of the `biostream` modules the stage runs, its import
+closure and the detector's module, whichever process computes it, so an edit to a detector, a feature or a metric
+starts a new study, while an edit to a comment or a docstring, or a rerun with nothing changed, resumes the
+finished one). `MaxTrialsCallback` ends it at `n_trials` finished
 trials in total, however many runs or workers it took.
 """
 
@@ -32,10 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from biostream.core.closure import import_closure, module_file
+from biostream.models.alarms import AlarmPolicy
 from biostream.models.calibration import ThresholdParams, Validation, calibrate_on_validation, validation_metrics
-from biostream.models.detectors import make_detector, score_view, undefined_where_unread
-from biostream.models.evaluation import AlarmPolicy, Objective
+from biostream.models.detectors import detector_class, make_detector, score_view, undefined_where_unread
 from biostream.models.floor import Combination, spread_of
+from biostream.models.objective import Objective
 from biostream.tuning.space import SearchSpace, TuneParams, decode
 
 log = logging.getLogger("biostream.tuning")
@@ -53,15 +56,13 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def code_fingerprint(modules: Iterable[str] | None = None) -> str:
+def code_fingerprint(modules: Iterable[str]) -> str:
     """A hash of what the code does, not how it is written down: the syntax trees (without comments, docstrings or
-    formatting) of `modules`, by default every `biostream` module this process has imported."""
-    names = sorted(modules if modules is not None else
-                   (m for m in sys.modules if m == "biostream" or m.startswith("biostream.")))
+    formatting) of `modules` (their files as imported, else as found in the package)."""
     h = hashlib.sha256()
-    for name in names:
-        path = getattr(sys.modules.get(name), "__file__", None)
-        if not path or not path.endswith(".py"):
+    for name in sorted(modules):
+        path = getattr(sys.modules.get(name), "__file__", None) or module_file(name)
+        if not path or not str(path).endswith(".py"):
             continue
         tree = _without_docstrings(ast.parse(Path(path).read_text(encoding="utf-8")))
         h.update(name.encode())
@@ -94,6 +95,12 @@ class StudyInputs:
     objective: Objective
     tune: TuneParams
     pipeline_json: str  # the input pipeline the views were built with
+    code: tuple[str, ...] = ("biostream.tuning.study",)  # the modules whose import closure runs the study
+
+    def code_modules(self) -> frozenset[str]:
+        """The `biostream` modules the study runs: the import closure of `code` and of the detector's own module
+        (imported by name, so no closure reaches it): the same whichever process computes it."""
+        return import_closure([*self.code, detector_class(self.detector).__module__]).modules
 
     @property
     def n_trials(self) -> int:
@@ -107,7 +114,7 @@ class StudyInputs:
                 "seed": self.tune.seed, "policy": self.policy.to_dict(), "threshold": self.threshold.__dict__,
                 "floor": self.floor.to_dict() | {"rules": self.floor.rules is not None and self.floor.rules.rules},
                 "features": self.pipeline_json, "rows": [len(self.X_train), len(self.val.rows)],
-                "code": code_fingerprint()}
+                "code": code_fingerprint(self.code_modules())}
 
 
 class BestFitted:
@@ -156,17 +163,19 @@ def open_storage(tune: TuneParams) -> Any:
                       heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=tune.max_retry))
 
 
-def _open_study(inputs: StudyInputs) -> Any:
+def _open_study(inputs: StudyInputs) -> tuple[Any, Any]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    make_detector(inputs.detector, **inputs.fixed)  # its module imported: part of the code fingerprint
-    return optuna.create_study(
-        study_name=study_name(inputs.detector, inputs.setup()), storage=open_storage(inputs.tune),
+    make_detector(inputs.detector, **inputs.fixed)  # a bad fixed hyperparameter fails here, before any trial
+    storage = open_storage(inputs.tune)
+    study = optuna.create_study(
+        study_name=study_name(inputs.detector, inputs.setup()), storage=storage,
         direction="maximize", load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=inputs.tune.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
     )
+    return study, storage
 
 
 def _finished(study: Any) -> int:
@@ -175,7 +184,7 @@ def _finished(study: Any) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def _settle(study: Any, tune: TuneParams, deadline: float) -> None:
+def _settle(study: Any, storage: Any, tune: TuneParams, deadline: float) -> None:
     """Wait until no trial runs: a live worker's trial ends, a dead worker's trial goes stale and is failed (and
     re-queued) after `grace_s`.
 
@@ -186,17 +195,17 @@ def _settle(study: Any, tune: TuneParams, deadline: float) -> None:
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
-    # Optuna has no public handle on a study's storage, nor on a trial's id in it (its own code uses these)
-    storage, adopted = study._storage, set()
+    adopted: set[int] = set()
+    study_id = storage.get_study_id_from_name(study.study_name)
     while time.monotonic() < deadline:
         fail_stale_trials(study)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running:
             return
         for tr in running:
-            if tr._trial_id not in adopted:
-                storage.record_heartbeat(tr._trial_id)
-                adopted.add(tr._trial_id)
+            if tr.number not in adopted:
+                storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, tr.number))
+                adopted.add(tr.number)
         log.info("study %s: waiting for %d running trial(s) (%s) to end or go stale", study.study_name,
                  len(running), ", ".join(str(tr.number) for tr in running))
         time.sleep(tune.heartbeat_s)
@@ -266,7 +275,7 @@ def join_study(inputs: StudyInputs) -> int:
     the stage's own process writes the result."""
     import mlflow
 
-    study = _open_study(inputs)
+    study, _ = _open_study(inputs)
     worker = worker_name()
     before = {tr.number for tr in study.get_trials(deepcopy=False)}
     with mlflow.start_run(run_name=f"tune-{inputs.detector}-worker", tags={
@@ -295,7 +304,7 @@ def run_study(inputs: StudyInputs, start_workers: Callable[[], Sequence[subproce
     from optuna.trial import TrialState
 
     name, t = inputs.detector, inputs.tune
-    study = _open_study(inputs)
+    study, storage = _open_study(inputs)
     n_trials = inputs.n_trials
     deadline = time.monotonic() + t.timeout_s
 
@@ -320,7 +329,7 @@ def run_study(inputs: StudyInputs, start_workers: Callable[[], Sequence[subproce
                     log.warning("study %s: worker process %d exited with %s; its trials are kept or re-queued",
                                 study.study_name, proc.pid, code)
             workers = []
-            _settle(study, t, deadline)  # another machine's worker, or a dead one's trial
+            _settle(study, storage, t, deadline)  # another machine's worker, or a dead one's trial
             if _finished(study) >= n_trials or time.monotonic() >= deadline:
                 break  # else: a re-queued trial of a dead worker still counts towards n_trials
         finished = _finished(study)

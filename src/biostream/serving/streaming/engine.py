@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import sqlalchemy as sa
@@ -253,9 +253,18 @@ class StreamEngine:
                        + (f" or before its recording started ({iso(first)})" if first is not None else "")
                        + ": not stored", "the item's other seconds")
 
-    def _score(self, plans: list[_Plan], now: float) -> tuple[list[BedAnswer], tuple[list, list, list, list]]:
-        """Score the plans' new seconds (one model call per SCORE_CHUNK windows), step their alarm states, and
-        return the answers and what to write (beds, seconds, merged values, episodes)."""
+    def _score(self, plans: list[_Plan], now: float) -> tuple[list[BedAnswer], Writes]:
+        """Score the plans' new seconds, step their alarm states, and return the answers and what to write."""
+        x = self._windows(plans)
+        out = self._outputs(x)
+        seconds, named = self._step(plans, x, out, now)
+        if named:
+            self._name_signals(x, out, named)
+        return [plan.answer for plan in plans], self._writes(plans, x, seconds, now)
+
+    def _windows(self, plans: list[_Plan]) -> np.ndarray:
+        """The window ending at each new second of every plan, in order (n, signals, window_s); each segment's
+        `last_row` set to its newest second's row."""
         w = self.window_s
         x = np.empty((sum(len(seg.new) for plan in plans for seg in plan.segments), len(self.signals), w))
         row = 0
@@ -270,19 +279,29 @@ class StreamEngine:
                     x[row:row + m] = sliding_window_view(ext, w, axis=1).transpose(1, 0, 2)[1:]
                 seg.last_row = row + m - 1 if m else None
                 row += m
-        if len(x):
-            outs = [self.scorer.bundle.outputs_and_view(x[a:a + SCORE_CHUNK]) for a in range(0, len(x), SCORE_CHUNK)]
-            score = np.concatenate([o[0].score for o in outs])
-            technical = np.concatenate([o[0].technical for o in outs])
-            rule_driven = np.concatenate([o[0].rule_driven for o in outs])
-            fired = np.concatenate([o[0].rules for o in outs]) > self.scorer.threshold
-            view = np.concatenate([o[1] for o in outs])
-            learned = np.concatenate([o[2] for o in outs])
-        conditions = self.scorer.bundle.conditions(x).messages(self.signals) if len(x) else []
-        scores, techs, fires = (score.tolist(), technical.tolist(), fired.tolist()) if len(x) else ([], [], [])
+        return x
+
+    def _outputs(self, x: np.ndarray) -> _Outputs:
+        """The model's outputs for the windows (one model call per SCORE_CHUNK windows)."""
+        if not len(x):
+            empty = np.empty(0)
+            return _Outputs([], [], [], empty, empty, empty, [])
+        outs = [self.scorer.bundle.outputs_and_view(x[a:a + SCORE_CHUNK]) for a in range(0, len(x), SCORE_CHUNK)]
+        fired = np.concatenate([o[0].rules for o in outs]) > self.scorer.threshold
+        return _Outputs(
+            score=np.concatenate([o[0].score for o in outs]).tolist(),
+            technical=np.concatenate([o[0].technical for o in outs]).tolist(), fired=fired.tolist(),
+            view=np.concatenate([o[1] for o in outs]), learned=np.concatenate([o[2] for o in outs]),
+            rule_driven=np.concatenate([o[0].rule_driven for o in outs]),
+            conditions=self.scorer.bundle.conditions(x).messages(self.signals))
+
+    def _step(self, plans: list[_Plan], x: np.ndarray, out: _Outputs, now: float) -> tuple[list[list], list[_Named]]:
+        """Step each bed's alarm state through its new seconds, in order: the stored seconds (rows in the store's
+        column order), the answers' seconds and episodes, and the seconds whose top signals are still to name."""
         raw, nb = np.ascontiguousarray(x[:, :, -1]).tobytes(), 8 * x.shape[1]  # each row's own second, as stored
         threshold = self.scorer.threshold
-        seconds, name_rows, named = [], [], []
+        seconds: list[list] = []
+        named: list[_Named] = []
         row = 0
         for plan in plans:
             alarms, answer = plan.state.alarms, plan.answer
@@ -293,9 +312,9 @@ class StreamEngine:
                         plan.touched[ep.start] = ep
                         answer.closed.append(ep)
                 for t in range(seg.first, seg.first + len(seg.new)):
-                    s, tech = scores[row], techs[row]
+                    s, tech = out.score[row], out.technical[row]
                     above = s > threshold
-                    step: Step = alarms.step(t, s, above, tech, fires[row])
+                    step: Step = alarms.step(t, s, above, tech, out.fired[row])
                     if step.closed is not None:
                         plan.touched[step.closed.start] = step.closed
                         answer.closed.append(step.closed)
@@ -309,23 +328,29 @@ class StreamEngine:
                     seconds.append(rec)
                     said = {"time": iso(t), "score": s, "alarm": step.on,
                             "alarm_class": ep.alarm_class if step.on and ep is not None else None, "top_signals": [],
-                            "conditions": conditions[row]}
+                            "conditions": out.conditions[row]}
                     answer.seconds.append(said)
                     if step.on or step.peak:
-                        name_rows.append(row)
-                        named.append((rec, said if step.on else None, ep if step.peak else None, t))
+                        named.append(_Named(row, rec, said if step.on else None, ep if step.peak else None, t))
                     row += 1
-        if name_rows:
-            idx = np.asarray(name_rows)
-            names = self.scorer.top_signals(x[idx], view[idx], learned[idx], rule_driven[idx])
-            for (rec, said, ep, t), n in zip(named, names, strict=True):
-                if said is not None:
-                    said["top_signals"] = n
-                    rec[TOP_SIGNALS] = json.dumps(n)
-                if ep is not None:
-                    for peak in (ep.peak, ep.gap_peak):
-                        if peak is not None and peak.second == t:
-                            peak.signals = n
+        return seconds, named
+
+    def _name_signals(self, x: np.ndarray, out: _Outputs, named: list[_Named]) -> None:
+        """The top signals of alarming seconds and episode peaks, into their answer, stored row and episode."""
+        idx = np.asarray([n.row for n in named])
+        names = self.scorer.top_signals(x[idx], out.view[idx], out.learned[idx], out.rule_driven[idx])
+        for item, n in zip(named, names, strict=True):
+            if item.said is not None:
+                item.said["top_signals"] = n
+                item.rec[TOP_SIGNALS] = json.dumps(n)
+            if item.episode is not None:
+                for peak in (item.episode.peak, item.episode.gap_peak):
+                    if peak is not None and peak.second == item.second:
+                        peak.signals = n
+
+    def _writes(self, plans: list[_Plan], x: np.ndarray, seconds: list[list], now: float) -> Writes:
+        """What the batch writes: the beds' new states, the seconds, the merged late values and the episodes touched;
+        the answers' episodes in their final form."""
         bed_rows, merged, episodes = [], [], []
         for plan in plans:
             st = plan.state
@@ -343,7 +368,7 @@ class StreamEngine:
             st.last_second, st.first_second = plan.last_second, plan.first_second
             bed_rows.append({"bed": plan.bed, "last_second": st.last_second, "last_arrival": now,
                              "state": self._state_dict(st)})
-        return [plan.answer for plan in plans], (bed_rows, seconds, merged, episodes)
+        return Writes(bed_rows, seconds, merged, episodes)
 
     @staticmethod
     def _state_dict(st: BedState) -> str:
@@ -415,6 +440,38 @@ def _conflict(error: BaseException) -> bool:
 
 class _Stale(Exception):
     """Another process wrote some of a batch's beds while this one scored them."""
+
+
+class Writes(NamedTuple):
+    """What one batch writes, in one transaction (the store transaction's `write`, in this order)."""
+
+    beds: list[dict]
+    seconds: list[list]
+    merged: list[dict]
+    episodes: list[dict]
+
+
+class _Outputs(NamedTuple):
+    """The model's outputs for a batch's windows, row by row."""
+
+    score: list[float]
+    technical: list[bool]
+    fired: list[bool]  # a rule of the floor fires
+    view: np.ndarray
+    learned: np.ndarray
+    rule_driven: np.ndarray
+    conditions: list
+
+
+class _Named(NamedTuple):
+    """A second whose top signals are to be named: its row, stored record, answer (when alarming) and episode
+    (when at its peak)."""
+
+    row: int
+    rec: list
+    said: dict | None
+    episode: Episode | None
+    second: int
 
 
 class _Segment:

@@ -1,4 +1,4 @@
-"""The alarm policy of `biostream.models.evaluation`, one second at a time: what a bed's stream decides as each
+"""The alarm policy of `biostream.models.alarms`, one second at a time: what a bed's stream decides as each
 second is scored, with the same answer as `class_alarms` and `alarm_episodes` on the whole recording.
 
 `BedAlarms.step` takes one scored second and says whether the k-of-n rule is on (at once where a bedside rule
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from biostream.data.schema import PHYSIOLOGICAL, TECHNICAL
-from biostream.models.evaluation import AlarmPolicy
+from biostream.models.alarms import AlarmPolicy
 
 
 @dataclass

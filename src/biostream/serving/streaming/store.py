@@ -256,7 +256,7 @@ class Transaction:
         if store.sqlite:  # the transaction holds the database's write lock
             parts = [tuple(beds[i:i + 1000]) for i in range(0, len(beds), 1000)]
             queries = [(f"SELECT {cols} FROM stream_beds WHERE bed IN ({self._marks(len(p))})", p) for p in parts]
-        else:  # one array parameter (psycopg splits a query of 1,000 placeholders in ~6 ms); locked in one order
+        else:  # one array parameter (psycopg is slow to split a query of many placeholders); locked in one order
             queries = [(f"SELECT {cols} FROM stream_beds WHERE bed = ANY(%s) ORDER BY bed FOR UPDATE", (list(beds),))]
         for query, args in queries:
             self.cursor.execute(query, args)
@@ -293,7 +293,7 @@ class Transaction:
                 "ON CONFLICT (bed, start) DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in cols
                                                                       if c not in kept),
                 [tuple(e[c] for c in cols) for e in episodes])
-        if beds and not self.store.sqlite:  # PostgreSQL: the new rows copied in, then one UPDATE (2-5x faster)
+        if beds and not self.store.sqlite:  # PostgreSQL: the new rows copied in, then one UPDATE (not one per bed)
             cur.execute("CREATE TEMP TABLE IF NOT EXISTS stream_beds_new (bed text, ls int8, la float8, st text) "
                         "ON COMMIT DELETE ROWS")
             with cur.copy("COPY stream_beds_new FROM STDIN (FORMAT BINARY)") as copy:

@@ -1,4 +1,4 @@
-"""What clinicians read: alarm post-processing and event-level metrics, physiological and technical apart.
+"""What clinicians read: event-level metrics of alarm episodes, physiological and technical apart.
 
 Scores arrive per scored second of whole recordings (`patient_id`, `time_s`, sorted, 1-s grid), 0 at the alarm
 threshold, with each second's class (`biostream.models.floor.Outputs`). An `AlarmPolicy` turns them into alarms
@@ -26,125 +26,16 @@ events.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from biostream.core.config import ConfigError, require
-from biostream.data.labels import Runs, fill_runs, find_runs, segment_starts
+from biostream.data.labels import find_runs, segment_starts
 from biostream.data.schema import PHYSIOLOGICAL, TECHNICAL
-
-
-@dataclass(frozen=True)
-class AlarmPolicy:
-    """`params.yaml: alarms`: k of n seconds above threshold, refractory period, event tolerance."""
-
-    k: int
-    n: int
-    refractory_s: int
-    tolerance_s: int
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> AlarmPolicy:
-        w = "params.yaml: alarms"
-        sec = require(params, "alarms", "params.yaml")
-        out = cls(*(int(require(sec, key, w)) for key in ("k", "n", "refractory_s", "tolerance_s")))
-        if not 1 <= out.k <= out.n:
-            raise ConfigError(f"{w}: need 1 <= k <= n, got k={out.k}, n={out.n}")
-        if out.refractory_s < 0 or out.tolerance_s < 0:
-            raise ConfigError(f"{w}: refractory_s and tolerance_s must be >= 0")
-        return out
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-def _rolling_count(flags: np.ndarray, breaks: np.ndarray, n: int) -> np.ndarray:
-    """Number of True among the last n rows (this one included), not crossing a segment start."""
-    c = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
-    idx = np.arange(len(flags))
-    seg_start = np.maximum.accumulate(np.where(breaks, idx, 0))
-    lo = np.maximum(idx - n + 1, seg_start)
-    return c[idx + 1] - c[lo]
-
-
-def apply_policy(
-    patient_id: np.ndarray, time_s: np.ndarray, scores: np.ndarray, threshold: float, policy: AlarmPolicy,
-    breaks: np.ndarray | None = None, immediate: np.ndarray | None = None,
-) -> np.ndarray:
-    """Per-second alarm state (int8) after the k-of-n rule and refractory merging. `breaks`: the rows'
-    `segment_starts`, when the caller has them (a study scores the same rows at many thresholds). `immediate`:
-    seconds that are on at once, without the k-of-n delay (a bedside rule that fires has already held for its
-    duration, the monitor's own alarm delay)."""
-    if breaks is None:
-        breaks = segment_starts(np.asarray(patient_id), np.asarray(time_s))
-    above = np.asarray(scores) > threshold
-    on = _rolling_count(above, breaks, policy.n) >= policy.k
-    if immediate is not None:
-        on |= np.asarray(immediate, dtype=bool)
-    runs = find_runs(on, breaks)
-    if len(runs.start) > 1 and policy.refractory_s > 0:
-        t = np.asarray(time_s)
-        seg = np.cumsum(breaks)
-        gap = t[runs.start[1:]] - t[runs.stop[:-1] - 1]
-        merge = (gap <= policy.refractory_s) & (seg[runs.start[1:]] == seg[runs.stop[:-1] - 1])
-        keep_start = np.concatenate([[True], ~merge])
-        keep_stop = np.concatenate([~merge, [True]])
-        runs = Runs(runs.start[keep_start], runs.stop[keep_stop])
-    return fill_runs(len(on), runs)
-
-
-def alarm_episodes(patient_id: np.ndarray, time_s: np.ndarray, alarm: np.ndarray,
-                   breaks: np.ndarray | None = None) -> pd.DataFrame:
-    """Alarm episodes: patient_id, start_s, end_s (exclusive). `breaks` as for `apply_policy`."""
-    if breaks is None:
-        breaks = segment_starts(np.asarray(patient_id), np.asarray(time_s))
-    runs = find_runs(np.asarray(alarm, dtype=bool), breaks)
-    t = np.asarray(time_s)
-    return pd.DataFrame({
-        "patient_id": np.asarray(patient_id)[runs.start],
-        "start_s": t[runs.start],
-        "end_s": t[runs.stop - 1] + 1,
-    })
-
-
-@dataclass(frozen=True)
-class Objective:
-    """`params.yaml: objective` with `configs/alarms.yaml`'s weights: what a missed event of each kind costs, and the
-    metric that studies, thresholds and the registry maximise (a path into `evaluate_scores`' metrics)."""
-
-    metric: str
-    kind_weights: Mapping[str, float]
-    other_weight: float  # a physiological kind no rule defines (a drift, a level shift)
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any], rules: Any) -> Objective:
-        w = "params.yaml: objective"
-        sec = require(params, "objective", "params.yaml")
-        out = cls(str(require(sec, "metric", w)), {r.kind: float(r.weight) for r in rules},
-                  float(require(sec, "other_weight", w)))
-        if not out.metric.startswith(("physiological.", "technical.", "rule_events.", "point.")):
-            raise ConfigError(f"{w}.metric: '{out.metric}' is not a path into the metrics (physiological.weighted_f1, "
-                              "technical.event_f1, rule_events.recall, point.auprc, ...)")
-        if out.other_weight < 0:
-            raise ConfigError(f"{w}.other_weight: must be >= 0, got {out.other_weight}")
-        return out
-
-    def weight(self, kind: str) -> float:
-        """The weight of an event kind ('a+b': the largest of its parts)."""
-        return max(self.kind_weights.get(k, self.other_weight) for k in str(kind).split("+"))
-
-    def value(self, metrics: Mapping[str, Any]) -> float:
-        """The objective's value in a metrics dict (NaN when undefined)."""
-        v: Any = metrics
-        for key in self.metric.split("."):
-            if not isinstance(v, Mapping) or key not in v:
-                raise KeyError(f"objective.metric '{self.metric}' is not in the metrics (no '{key}')")
-            v = v[key]
-        return float("nan") if v is None else float(v)
+from biostream.models.alarms import CLASSES, AlarmPolicy, alarm_episodes, apply_policy, class_alarms
+from biostream.models.objective import Objective
 
 
 def event_metrics(
@@ -246,33 +137,6 @@ def point_metrics(labels: np.ndarray, scores: np.ndarray, alarms: np.ndarray) ->
         "recall": float(recall),
         "f1": float(f1),
     }
-
-
-CLASSES = (PHYSIOLOGICAL, TECHNICAL)
-
-
-def class_alarms(patient_id: np.ndarray, time_s: np.ndarray, outputs: Any, threshold: float, policy: AlarmPolicy,
-                 breaks: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Per-second alarm state of each class (int8): one alarm stream after the policy (k of n seconds above
-    threshold, or at once where a bedside rule fires (`outputs.rules`), refractory merge), each of its episodes of
-    one class: technical when most of its seconds above
-    threshold are (`outputs.technical`), physiological otherwise (a patient event within an artefact keeps the
-    alarm physiological). An alarm never splits into two because its seconds change class."""
-    if breaks is None:
-        breaks = segment_starts(np.asarray(patient_id), np.asarray(time_s))
-    above = np.asarray(outputs.score) > threshold
-    rules = getattr(outputs, "rules", None)
-    alarm = apply_policy(patient_id, time_s, above.astype(np.float64), 0.5, policy, breaks,
-                         None if rules is None else np.asarray(rules) > threshold)
-    runs = find_runs(alarm.astype(bool), breaks)
-    episode = fill_runs(len(alarm), runs, np.arange(len(runs.start)), fill=-1)
-    inside = (episode >= 0) & above
-    technical = np.asarray(outputs.technical, dtype=bool)
-    counts = np.bincount(episode[inside], minlength=len(runs.start))
-    tech_counts = np.bincount(episode[inside & technical], minlength=len(runs.start))
-    episode_technical = np.r_[tech_counts > counts / 2, False]  # index -1: no episode
-    tech = (alarm > 0) & episode_technical[episode]
-    return {PHYSIOLOGICAL: ((alarm > 0) & ~tech).astype(np.int8), TECHNICAL: tech.astype(np.int8)}
 
 
 def class_metrics(patient_id: np.ndarray, time_s: np.ndarray, alarms: Mapping[str, np.ndarray], events: pd.DataFrame,

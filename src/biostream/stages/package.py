@@ -1,0 +1,51 @@
+"""Stage `package`: the registry's champion into the BentoML model store, and a bento built around it.
+
+What it builds and how: `biostream.tracking.package`. The store lives in `serve.bentoml_home` (inside the project,
+git-ignored); serve with `make serve`, or from the project root with
+`BENTOML_HOME=$PWD/<serve.bentoml_home> bentoml serve <bento tag>` (the home must be absolute).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from biostream.core.config import load_signals
+from biostream.core.io import write_json
+from biostream.core.mlflow_store import TrackingParams, setup_tracking
+from biostream.serving.spec import ServeParams
+from biostream.stages import StageError, help_of
+from biostream.tracking.registry import RegisterParams
+
+log = logging.getLogger("biostream")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Paths:
+    register: Path = field(metadata=help_of("the register stage's decision (a dependency: re-run on change)"))
+    bentofile: Path
+    build_ctx: Path = field(metadata=help_of("folder the bento's code is taken from (holds biostream/)"))
+    out: Path = field(metadata=help_of("the bento and model tags, as JSON"))
+    signals: Path = Path("configs/signals.yaml")
+
+
+def run(params: dict[str, Any], paths: Paths) -> dict[str, Any]:
+    """Import the champion into BentoML's store and build its bento; write and return their tags."""
+    serve = ServeParams.from_params(params)
+    # BentoML reads its home when first imported: set before (a process that imported it already keeps its own)
+    os.environ["BENTOML_HOME"] = str(Path(serve.bentoml_home).resolve())
+    setup_tracking(TrackingParams.from_params(params))
+    from biostream.tracking.package import package
+
+    try:
+        result = package(RegisterParams.from_params(params).model_name, serve, load_signals(paths.signals),
+                         paths.bentofile, paths.build_ctx)
+    except (LookupError, RuntimeError) as exc:
+        raise StageError(str(exc)) from None
+    write_json(result, paths.out)
+    log.info("built bento %s (%s version %s, %s); serve with %s", result["bento"], result["registered_model"],
+             result["registered_version"], result["detector"], result["serve"])
+    return result

@@ -1,0 +1,137 @@
+"""Stage `train`: every detector with its tuned params (the fitted model of the study's best trial, which the tune
+stage keeps in `results/tune/<detector>.model`, else fitted here), its threshold calibrated on the validation
+patients, saved as a self-contained bundle and logged to MLflow.
+
+Each bundle (`models/<detector>/`) holds the input pipeline, the fitted detector with its threshold and the alarm
+policy; MLflow gets a run `train-<detector>` with params, validation metrics and the bundle as a pyfunc model that
+takes raw windows (signature and input example included). `models/index.json` lists the bundles with their
+thresholds and the MLflow runs they were logged in (`register` logs a bundle again when its run is not in the store
+it registers to: `models/` restored by DVC alone is enough).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+
+from biostream.core.config import Configs
+from biostream.core.io import write_json
+from biostream.core.mlflow_store import TrackingParams, setup_tracking
+from biostream.features import windows_at
+from biostream.features.table import FeatureSet, SourceParams
+from biostream.models.alarms import AlarmPolicy
+from biostream.models.calibration import ThresholdParams
+from biostream.models.detectors import NAMES, detector_class, load_detector
+from biostream.models.floor import SafetyParams
+from biostream.models.objective import Objective
+from biostream.models.technical import TechnicalChecks
+from biostream.models.training import floor_template, real_check_of, train_detector, validation_of
+from biostream.stages import Datasets, StageError, help_of
+from biostream.tracking.pyfunc import log_bundle
+
+log = logging.getLogger("biostream")
+
+SUMMARY = ("objective", "physiological.weighted_f1", "physiological.event_recall",
+           "physiological.false_alarms_per_hour", "technical.event_f1", "point.auprc")
+REAL = ("real_own_alarms_per_hour", "uncapped_threshold", "uncapped_objective", "uncapped_real_own_alarms_per_hour")
+
+
+def tuned_params(folder: Path, name: str) -> dict | None:
+    path = folder / f"{name}.json"
+    return json.loads(path.read_text())["params"] if path.is_file() else None
+
+
+def tuned_model(folder: Path, name: str) -> tuple[Any, str | None]:
+    """(the study's best trial's fitted detector, where from) when the tune stage kept it for the study and the
+    parameters of `<name>.json`; else (None, why not): `train` fits them itself."""
+    meta_path, tuned_path = folder / f"{name}.model" / "trial.json", folder / f"{name}.json"
+    if not meta_path.is_file() or not tuned_path.is_file():
+        return None, None
+    meta, tuned = json.loads(meta_path.read_text()), json.loads(tuned_path.read_text())
+    if not meta.get("model"):
+        return None, meta.get("note")
+    if meta.get("study") != tuned.get("study") or meta["params"] != tuned["params"]:
+        return None, f"{meta_path} is another study's model than {tuned_path}'s"
+    det = load_detector(folder / f"{name}.model" / "detector")
+    det.train_scores_ = np.load(folder / f"{name}.model" / "train_scores.npy")  # what the floor's spread is made of
+    return det, f"trial {meta['trial']} of study {meta['study']}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Paths(Datasets):
+    features: Path = field(metadata=help_of("the featurize stage's output folder"))
+    tuned: Path = field(metadata=help_of("folder of the tune stages' <detector>.json"))
+    out: Path = field(metadata=help_of("folder for one bundle per detector"))
+    metrics: Path
+    signals: Path = Path("configs/signals.yaml")
+    alarms: Path = Path("configs/alarms.yaml")
+    technical: Path = Path("configs/technical.yaml")
+
+
+def run(params: dict[str, Any], paths: Paths) -> dict[str, Any]:
+    """Train every detector; save its bundle, log it to MLflow; write and return the summary (models/index.json)."""
+    configs = Configs.load(paths.signals, paths.alarms)
+    policy = AlarmPolicy.from_params(params)
+    tparams = ThresholdParams.from_params(params)
+    objective = Objective.from_params(params, configs.rules)
+    floor = floor_template(configs, SafetyParams.from_params(params), TechnicalChecks.from_yaml(paths.technical))
+    setup_tracking(TrackingParams.from_params(params))
+
+    sources = SourceParams.from_params(params).train
+    features = FeatureSet.open(paths.features, paths.datasets())
+    pipeline = features.pipeline
+    train, val = features.parts(sources, "train", normal_only=True), features.parts(sources, "val")
+    if not len(train.rows) or not len(val.rows):
+        raise StageError(f"train: the training sources ({', '.join(sources)}) have no training or no validation "
+                         "patients; add recordings or change params.yaml: sources.train")
+    validation = validation_of(val, floor, pipeline)  # the floor's view of the validation seconds, built once
+    real = None
+    if tparams.real_source is not None:
+        if tparams.real_source not in features.sources or not features.has_rows(tparams.real_source):
+            raise StageError(f"train: threshold.real_source '{tparams.real_source}' has no recordings (see "
+                             f"metrics/{tparams.real_source}.json); add them or set threshold.real_source: null")
+        real = real_check_of(features.part(tparams.real_source), floor, pipeline, tparams.max_own_alarms_per_hour)
+    example_row = val.rows.iloc[[len(val.rows) // 2]]
+    example = windows_at(val.vitals, pipeline.signals, pipeline.geometry.window_s,
+                         example_row["patient_id"].to_numpy(), example_row["time_s"].to_numpy())
+
+    out, summary = paths.out, {}
+    for name in NAMES:
+        cls = detector_class(name)
+        try:
+            hp = cls.training_params(tuned_params(paths.tuned, name) if cls.tunable else None, configs)
+        except FileNotFoundError as exc:
+            raise StageError(str(exc)) from None
+        fitted, origin = tuned_model(paths.tuned, name) if cls.tunable else (None, None)
+        if origin:
+            log.info("%s: %s", name, f"the fitted model of {origin}" if fitted is not None else f"fitting: {origin}")
+        trained = train_detector(name, hp, pipeline, train, val, validation, floor, policy, tparams, objective,
+                                 fitted, real)
+        det, metrics = trained.bundle.detector, trained.validation
+        bundle_dir = out / name
+        trained.bundle.save(bundle_dir)
+        with mlflow.start_run(run_name=f"train-{name}", tags={"stage": "train", "detector": name}) as run:
+            mlflow.log_params({k: str(v) for k, v in hp.items() if k != "rules"})
+            mlflow.log_params({"threshold_method": tparams.method if det.calibrated else "rules",
+                               "fitted_in": origin if fitted is not None else "train",
+                               "floor": trained.bundle.combination.rules is not None,
+                               **{f"alarm_{k}": v for k, v in policy.to_dict().items()}})
+            mlflow.log_metrics({"fit_s": trained.fit_s, **{f"val_{k}": float(v) for k, v in metrics.items()
+                                                            if np.isfinite(v)}})
+            model_uri = log_bundle(bundle_dir, name, example)
+        summary[name] = {"threshold": det.threshold_, "fit_s": round(trained.fit_s, 2), "model_uri": model_uri,
+                         "run_id": run.info.run_id, **{f"val_{k}": metrics[k] for k in SUMMARY},
+                         **{k: metrics[k] for k in REAL if k in metrics}}
+        log.info("%s: fit %.1f s, threshold %.4g, validation %s %.3f, %.2f physiological false alarms/h; %s", name,
+                 trained.fit_s, det.threshold_, objective.metric, metrics["objective"],
+                 metrics["physiological.false_alarms_per_hour"], model_uri)
+    write_json({k: {m: v for m, v in s.items() if m not in ("model_uri", "run_id", "fit_s")}
+                for k, s in summary.items()}, paths.metrics)
+    write_json(summary, out / "index.json")
+    return summary

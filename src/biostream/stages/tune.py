@@ -1,0 +1,114 @@
+"""Stage `tune@<detector>`: an Optuna study of one detector on the validation patients.
+
+The study (`biostream.tuning.study`) resumes when nothing it depends on changed, code included, and starts afresh
+otherwise; MLflow gets a parent run per study with a child run per trial. With `tune.workers` > 1 (and a database
+server as `tune.storage`) the stage starts that many processes in all; `join` adds a worker to the running study
+(from this or another machine). `model` keeps the best trial's fitted detector, which `train` then uses instead of
+fitting the same parameters again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from biostream.core.config import Configs, require
+from biostream.core.io import write_json
+from biostream.core.mlflow_store import TrackingParams, setup_tracking
+from biostream.features.table import FeatureSet, SourceParams
+from biostream.models.alarms import AlarmPolicy
+from biostream.models.calibration import ThresholdParams
+from biostream.models.detectors import NAMES, detector_class
+from biostream.models.floor import SafetyParams
+from biostream.models.objective import Objective
+from biostream.models.technical import TechnicalChecks
+from biostream.models.training import floor_template, validation_of
+from biostream.stages import Datasets, StageError, help_of
+from biostream.tuning.space import SearchSpace, TuneParams
+from biostream.tuning.study import StudyInputs, join_study, run_study
+
+log = logging.getLogger("biostream")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Paths(Datasets):
+    detector: str = field(metadata={"choices": NAMES, "help": "the detector whose study this is"})
+    features: Path = field(metadata=help_of("the featurize stage's output folder"))
+    search_space: Path
+    out: Path = field(metadata=help_of("best params JSON"))
+    model: Path | None = field(default=None, metadata=help_of(
+        "folder for the best trial's fitted detector (train reuses it instead of fitting again)"))
+    join: bool = field(default=False, metadata=help_of(
+        "join the study as one more worker (same arguments and params as the running stage, from this or another "
+        "machine with the same data and code): run trials, write nothing"))
+    signals: Path = Path("configs/signals.yaml")
+    alarms: Path = Path("configs/alarms.yaml")
+    technical: Path = Path("configs/technical.yaml")
+
+
+def command(paths: Paths, params_file: Path) -> list[str]:
+    """The command line of one more worker of this study."""
+    argv = [sys.executable, "-m", "pipelines.tune", "--params", str(params_file)]
+    for f in dataclasses.fields(paths):
+        value = getattr(paths, f.name)
+        if f.name != "join" and value is not None:
+            argv += ["--" + f.name.replace("_", "-"), str(value)]
+    return [*argv, "--join"]
+
+
+def run(params: dict[str, Any], paths: Paths) -> dict[str, Any] | None:
+    """Run (or resume, or join) the study; write and return the best parameters (None when joining)."""
+    tune = TuneParams.from_params(params)
+    if paths.detector not in tune.n_trials:
+        raise StageError(f"params.yaml: tune.n_trials has no entry for '{paths.detector}'")
+    fixed = dict(require(require(params, "detectors", "params.yaml"), paths.detector, "params.yaml: detectors") or {})
+    configs = Configs.load(paths.signals, paths.alarms)
+    floor = floor_template(configs, SafetyParams.from_params(params), TechnicalChecks.from_yaml(paths.technical))
+    setup_tracking(TrackingParams.from_params(params))
+
+    sources = SourceParams.from_params(params).train
+    features = FeatureSet.open(paths.features, paths.datasets())
+    pipeline = features.pipeline
+    train = features.parts(sources, "train", normal_only=True)
+    val = features.parts(sources, "val")
+    if not len(train.rows) or not len(val.rows):
+        raise StageError(f"tune: the training sources ({', '.join(sources)}) have no training or no validation "
+                         "patients; add recordings or change params.yaml: sources.train")
+    view = detector_class(paths.detector).input_view
+    log.info("%s: %d training windows, %d validation seconds (%d events)", paths.detector, len(train.rows),
+             len(val.rows), len(val.events))
+    inputs = StudyInputs(
+        detector=paths.detector, fixed=fixed, space=SearchSpace.from_yaml(paths.search_space),
+        X_train=pipeline.view_of_rows(view, train.rows, train.vitals),
+        X_val=pipeline.view_of_rows(view, val.rows, val.vitals), val=validation_of(val, floor, pipeline),
+        floor=floor, signals=tuple(pipeline.signals), policy=AlarmPolicy.from_params(params),
+        threshold=ThresholdParams.from_params(params), objective=Objective.from_params(params, configs.rules),
+        tune=tune, pipeline_json=json.dumps(pipeline.to_dict(), sort_keys=True), code=(__name__,),
+    )
+    if paths.join:
+        join_study(inputs)
+        return None
+    with tempfile.TemporaryDirectory(prefix="biostream-tune-") as tmp:
+        params_file = Path(tmp) / "params.yaml"  # the workers read exactly the params this process validated
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+
+        def start_workers() -> list[subprocess.Popen]:
+            return [subprocess.Popen(command(paths, params_file)) for _ in range(tune.workers - 1)]
+
+        try:
+            result = run_study(inputs, start_workers if tune.workers > 1 else None, paths.model)
+        except RuntimeError as exc:
+            raise StageError(str(exc)) from None
+    write_json(result, paths.out)
+    log.info("%s: best %s %.3f with %s; wrote %s", paths.detector, result["objective"], result["value"],
+             result["params"], paths.out)
+    return result
