@@ -49,7 +49,7 @@ browser:
 
 ## test: the test suite (code, data, pipeline, registry, browser and notebook tests), on two workers
 test: setup browser
-	pytest -n 2 --dist loadgroup
+	pytest -n 2
 
 ## test-fast: the tests that take under a second each
 test-fast: setup
