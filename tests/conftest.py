@@ -70,6 +70,7 @@ def group_of(nodeid: str) -> str:
     return "shared-server" if path == SHARED_SERVER else nodeid
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: without the plugin, nothing to schedule
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
