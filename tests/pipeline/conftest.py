@@ -133,15 +133,20 @@ def stage(repo: Path, name: str, params: Path | dict | None = None, **paths) -> 
     logs is in pytest's `caplog`. Its result."""
     import importlib
 
-    from biostream.core.config import load_yaml
-    from biostream.core.params import validate
     from biostream.stages.cli import paths_of
 
     module = importlib.import_module(f"biostream.stages.{name}")
+    return _run(repo, module, params, paths_of(module.Paths, **paths))
+
+
+def _run(repo: Path, module: Any, params: Path | str | dict | None, paths: Any) -> Any:
+    from biostream.core.config import load_yaml
+    from biostream.core.params import validate
+
     with inside(repo):
         raw = params if isinstance(params, dict) else load_yaml(params or "params.yaml")
         validate(raw, params if isinstance(params, (str, Path)) else "params.yaml")
-        return module.run(raw, paths_of(module.Paths, **paths))
+        return module.run(raw, paths)
 
 
 def dvc_stages(repo: Path) -> dict[str, list[str]]:
@@ -164,15 +169,14 @@ def dvc_stages(repo: Path) -> dict[str, list[str]]:
 def dvc_stage(repo: Path, name: str) -> Any:
     """Stage `name` of `repo`'s dvc.yaml run in this process with the arguments dvc.yaml gives its command line
     (`biostream.stages.<module>.run`, on the repo's params.yaml). Its result."""
-    import dataclasses
     import importlib
 
     from biostream.stages.cli import arguments
 
-    module, *argv = dvc_stages(repo)[name]
-    paths = importlib.import_module(f"biostream.stages.{module}").Paths
-    params, p = arguments(paths, argv, None)
-    return stage(repo, module, params, **{f.name: getattr(p, f.name) for f in dataclasses.fields(p)})
+    module_name, *argv = dvc_stages(repo)[name]
+    module = importlib.import_module(f"biostream.stages.{module_name}")
+    params, paths = arguments(module.Paths, argv, None)
+    return _run(repo, module, params, paths)
 
 
 def stop_processes_in(folder: Path, wait_s: float = 30.0) -> list[int]:
