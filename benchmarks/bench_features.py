@@ -12,9 +12,9 @@ import time
 import numpy as np
 
 from benchmarks._data import BenchData
-from biostream.core.config import load_yaml
+from biostream.core.params import load_params
 from biostream.core.runtime import configure
-from biostream.features import FeaturizeParams, featurize, window_features
+from biostream.features import featurize, window_features
 
 
 def per_call_ms(fn, repeats: int = 2000) -> tuple[float, float]:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     configure("WARNING")
     data = BenchData.load()
-    params = FeaturizeParams.from_params(load_yaml(args.params))
+    params = load_params(args.params).featurize
     signals = data.pipeline.signals
 
     t = time.perf_counter()

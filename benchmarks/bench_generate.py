@@ -13,10 +13,11 @@ import platform
 import statistics
 import time
 
-from biostream.core.config import Configs, LabelParams, SplitParams, load_yaml
+from biostream.core.config import Configs, load_yaml
+from biostream.core.params import validate
 from biostream.core.runtime import configure
 from biostream.data.dataset import build_dataset
-from biostream.sources.synthetic import CohortParams, Physiology, generate_cohort
+from biostream.sources.synthetic import Physiology, generate_cohort
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     configure("WARNING")
     params = load_yaml(args.params)
-    cohort_params = CohortParams.from_params(params)
+    p = validate(params)
+    cohort_params = p.generate
     configs = Configs.load("configs/signals.yaml", "configs/alarms.yaml")
     phys = Physiology.from_yaml("configs/synthetic.yaml")
 
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         cohort = generate_cohort(cohort_params, phys, configs.signals)
         t1 = time.perf_counter()
         build_dataset(cohort.vitals, cohort.patients.assign(source="synthetic"), configs,
-                      LabelParams.from_params(params), SplitParams.from_params(params), events=cohort.events)
+                      p.labels, p.splits, events=cohort.events)
         t2 = time.perf_counter()
         gen.append(t1 - t0)
         total.append(t2 - t0)

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from biostream.core.config import Configs, load_yaml
+from biostream.core.params import validate
 from biostream.core.runtime import configure
 from biostream.features import feature_names
 from biostream.features.table import FeatureSet
-from biostream.models.alarms import AlarmPolicy
-from biostream.models.calibration import ThresholdParams, calibrate_on_validation
-from biostream.models.floor import SafetyParams, combine, floor_view_of_rows, spread_of
+from biostream.models.calibration import calibrate_on_validation
+from biostream.models.floor import combine, floor_view_of_rows, spread_of
 from biostream.models.metrics import evaluate_scores
 from biostream.models.objective import Objective
 from biostream.models.technical import TechnicalChecks
@@ -70,14 +70,15 @@ def main(argv: list[str] | None = None) -> None:
     configure("WARNING")
     params = load_yaml(args.params)
     configs = Configs.load("configs/signals.yaml", "configs/alarms.yaml")
-    policy, tparams = AlarmPolicy.from_params(params), ThresholdParams.from_params(params)
-    objective = Objective.from_params(params, configs.rules)
+    p = validate(params)
+    policy, tparams = p.alarms, p.threshold
+    objective = Objective.of(p.objective, configs.rules)
     try:
         features = FeatureSet.open("data/features", {"synthetic": "data/synthetic"})
     except FileNotFoundError as exc:
         raise SystemExit(f"{exc}: run `dvc repro featurize` first") from None
     pipeline = features.pipeline
-    template = floor_template(configs, SafetyParams.from_params(params), TechnicalChecks.from_yaml(
+    template = floor_template(configs, p.safety, TechnicalChecks.from_yaml(
         "configs/technical.yaml"))
     train = features.part("synthetic", "train", normal_only=True)
     val_part, test = features.part("synthetic", "val"), features.part("synthetic", "test")

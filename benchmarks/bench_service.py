@@ -38,11 +38,12 @@ import pandas as pd
 
 from biostream.core.config import load_yaml
 from biostream.core.io import write_json
+from biostream.core.params import validate
 from biostream.core.runtime import configure, free_port
 from biostream.data.dataset import read_dataset
 from biostream.features import windows_at
 from biostream.features.table import FeatureSet
-from biostream.serving import ServeParams, pack_f32
+from biostream.serving import pack_f32
 from biostream.serving.arrow import ARROW_STREAM, windows_to_arrow
 
 BIN = Path(sys.executable).parent
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     log = configure()
     params = load_yaml(args.params)
-    serve = ServeParams.from_params(params)
+    serve = validate(params).serve
     bento_path = Path("results/bento.json")
     if not bento_path.is_file():
         raise SystemExit("results/bento.json is missing: run `dvc repro` (the package stage) first")

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from biostream.core.config import Configs, LabelParams, SplitParams, load_yaml, merge_profile
+from biostream.core.config import Configs, load_yaml, merge_profile
+from biostream.core.params import validate
 from biostream.data.dataset import Dataset, build_dataset
-from biostream.sources.synthetic import CohortParams, Physiology, generate_cohort
+from biostream.sources.synthetic import Physiology, generate_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -36,13 +37,14 @@ def small_params() -> dict:
 
 
 def make_dataset(params: dict, configs: Configs, physiology: Physiology) -> Dataset:
-    cohort = generate_cohort(CohortParams.from_params(params), physiology, configs.signals)
+    p = validate(params)
+    cohort = generate_cohort(p.generate, physiology, configs.signals)
     return build_dataset(
         cohort.vitals,
         cohort.patients.assign(source="synthetic"),
         configs,
-        LabelParams.from_params(params),
-        SplitParams.from_params(params),
+        p.labels,
+        p.splits,
         events=cohort.events,
     )
 

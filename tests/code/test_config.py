@@ -14,6 +14,7 @@ from biostream.core.config import (
     load_yaml,
     merge_profile,
 )
+from biostream.core.params import section
 
 
 def test_repository_configs_load(configs):
@@ -65,7 +66,7 @@ def test_missing_file_says_where(tmp_path):
 
 def test_split_fractions_must_sum_to_one():
     with pytest.raises(ConfigError, match="sum to 1"):
-        SplitParams.from_params({"splits": {"seed": 1, "train": 0.7, "val": 0.2, "test": 0.2}})
+        section(SplitParams, {"seed": 1, "train": 0.7, "val": 0.2, "test": 0.2})
 
 
 def test_profile_merge_and_typo(root):

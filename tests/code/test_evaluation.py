@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from biostream.core.config import AlarmRule, ConfigError
+from biostream.core.params import ObjectiveParams, section
 from biostream.models.alarms import AlarmPolicy, alarm_episodes, apply_policy
 from biostream.models.metrics import evaluate_scores, event_metrics, point_metrics, rule_event_metrics, second_labels
 from biostream.models.objective import Objective
@@ -184,19 +185,21 @@ def test_bedside_view_counts_rule_events_and_every_alarm():
 
 def test_objective_is_checked_and_reads_a_path():
     rules = [AlarmRule("hypotension", "map", "<", 65, 60, "s", 5, 3)]
-    objective = Objective.from_params({"objective": {"metric": "physiological.weighted_f1", "other_weight": 0.5}},
-                                      rules)
+    objective = Objective.of(section(ObjectiveParams, {"metric": "physiological.weighted_f1", "other_weight": 0.5}),
+                             rules)
     assert objective.kind_weights == {"hypotension": 3.0}
     assert objective.value({"physiological": {"weighted_f1": 0.7}}) == 0.7
     with pytest.raises(KeyError, match="no 'weighted_f1'"):
         objective.value({"physiological": {}})
     with pytest.raises(ConfigError, match="is not a path into the metrics"):
-        Objective.from_params({"objective": {"metric": "event_f1", "other_weight": 0.5}}, rules)
+        section(ObjectiveParams, {"metric": "event_f1", "other_weight": 0.5})
 
 
 def test_policy_params_are_checked():
-    with pytest.raises(ConfigError, match="1 <= k <= n"):
-        AlarmPolicy.from_params({"alarms": {"k": 4, "n": 3, "refractory_s": 0, "tolerance_s": 0}})
+    with pytest.raises(ConfigError, match=r"k \(4\) of the last n \(3\) seconds: k must be at most n"):
+        section(AlarmPolicy, {"k": 4, "n": 3, "refractory_s": 0, "tolerance_s": 0})
+    with pytest.raises(ConfigError, match="refractory_s: Input should be greater than or equal to 0"):
+        section(AlarmPolicy, {"k": 1, "n": 3, "refractory_s": -1, "tolerance_s": 0})
 
 
 def test_a_bedside_rule_that_fires_alarms_at_once_a_learned_score_after_k_of_n():

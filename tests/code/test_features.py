@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from biostream.core.config import ConfigError
+from biostream.core.params import validate
 from biostream.features import (
     CROSS,
     PER_SIGNAL,
-    FeaturizeParams,
     InputPipeline,
     Preprocessor,
     WindowGeometry,
@@ -24,7 +24,7 @@ from biostream.features import (
     window_features,
 )
 from biostream.features.preprocess import TAIL_QUANTILE, TAIL_Z
-from biostream.features.readiness import READ_COLUMN, read_bits
+from biostream.features.readiness import READ_COLUMN, Readiness, read_bits
 
 SIGNALS = ("hr", "spo2", "sbp", "dbp", "map", "rr", "temp", "etco2")
 W = 60
@@ -140,7 +140,7 @@ def test_stored_features_equal_a_hand_built_window(small_dataset, small_params, 
     """Training/serving parity: the featurize table's row equals window_features of the raw window an
     integrator would send (the W seconds ending at that second, missing as NaN), with the signals a learned model
     may not read yet hidden as the service hides them (`Readiness`), and the same signals read."""
-    params = FeaturizeParams.from_params(small_params)
+    params = validate(small_params).featurize
     table = featurize(small_dataset.vitals, configs.signals.keys, params)
     names = feature_names(configs.signals.keys)
     v = small_dataset.vitals
@@ -151,12 +151,12 @@ def test_stored_features_equal_a_hand_built_window(small_dataset, small_params, 
         rec = v[(v["patient_id"] == row.patient_id) & (v["time_s"] <= row.time_s)].tail(w)
         window = np.full((len(configs.signals.keys), w), np.nan)
         window[:, w - len(rec):] = rec[list(configs.signals.keys)].to_numpy().T
-        hidden, read = params.readiness.hide(window[None])
+        hidden, read = Readiness.of(params).hide(window[None])
         served = window_features(hidden, configs.signals.keys, params.geometry)[0].astype(np.float32)
         stored = table.loc[row.Index, names].to_numpy(np.float32)
         np.testing.assert_array_equal(served, stored)
         assert table.loc[row.Index, READ_COLUMN] == read_bits(read)[0]
-        if row.time_s < params.readiness.min_history_s * params.readiness.min_observed - 1:
+        if row.time_s < Readiness.of(params).min_history_s * Readiness.of(params).min_observed - 1:
             assert table.loc[row.Index, READ_COLUMN] == 0, "a new recording: no signal read yet"
 
 

@@ -1,4 +1,5 @@
-"""`params.yaml` is one typed model (`biostream.core.params.Params`), validated once when a stage starts: the
+"""`params.yaml` is one typed model (`biostream.core.params.Params`, a typed section per attribute, no hand-written
+parser), validated once when a stage starts: the
 repository's file and its profiles pass; a misspelt or unknown key, a value of the wrong type or out of range, a
 missing key and an inconsistent pair are each named, with the file and the fix, all at once; a stage refuses such a
 file before it does any work."""
@@ -40,6 +41,10 @@ def test_the_repository_params_and_every_profile_are_valid(raw):
     (lambda p: p["featurize"].update(min_observed=1.5), "featurize.min_observed: Input should be less than or equal"),
     (lambda p: p["alarms"].update(k=9), "alarms: k (9) of the last n (5) seconds: k must be at most n"),
     (lambda p: p["splits"].update(train=0.7), "splits: train + val + test must sum to 1"),
+    (lambda p: p["featurize"].update(recent_s=4000), "featurize: window geometry: recent_s (4000) must be within"),
+    (lambda p: p["tune"].update(heartbeat_s=90), "tune: heartbeat_s (90) must be below grace_s"),
+    (lambda p: p["stream"]["retention"].pop("every_s"), "stream.retention.every_s: missing"),
+    (lambda p: p["ingest_real"].update(section="ingest_recordings"), "ingest_real.section: unknown key"),
     (lambda p: p["sources"].update(train=["synthetc"]), "sources.train.0: Input should be 'synthetic'"),
     (lambda p: p["tracking"].pop("uri"), "tracking.uri: missing"),
     (lambda p: p["stream"]["retention"].update(seconds_days=0), "stream.retention.seconds_days: Input should be "

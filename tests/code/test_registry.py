@@ -7,6 +7,7 @@ import math
 import pytest
 
 from biostream.core.config import ConfigError
+from biostream.core.params import section
 from biostream.tracking.registry import (
     RegisterParams,
     choose,
@@ -135,23 +136,21 @@ def test_model_card_states_data_metrics_safety_and_limits():
 
 def test_register_params_are_checked():
     good = {"model_name": "m", "source": "synthetic", "candidates": ["iforest"], "min_improvement": 0.0,
-            "lock_timeout_s": 10, "safety": {"baseline": "clinical", "margin": 0.0, "real_sources": ["real"],
+            "lock_timeout_s": 10, "lock_url": None,
+            "safety": {"baseline": "clinical", "margin": 0.0, "real_sources": ["real"],
                                              "max_own_alarms_per_hour": 0.2}}
-    objective = {"metric": "physiological.weighted_f1", "other_weight": 0.5}
-    rp = RegisterParams.from_params({"register": good, "objective": objective})
-    assert rp.candidates == ("iforest",) and rp.primary_metric == "physiological.weighted_f1"
+    rp = section(RegisterParams, good, "params.yaml: register")
+    assert rp.candidates == ("iforest",) and rp.lock_url is None
     assert (rp.baseline, rp.margin, rp.source) == ("clinical", 0.0, "synthetic")
     assert (rp.real_sources, rp.max_own_alarms_per_hour) == (("real",), 0.2)
     with pytest.raises(ConfigError, match="max_own_alarms_per_hour"):
-        RegisterParams.from_params({"register": {**good, "safety": {**good["safety"], "max_own_alarms_per_hour": -1}},
-                                    "objective": objective})
+        section(RegisterParams, {**good, "safety": {**good["safety"], "max_own_alarms_per_hour": -1}})
     with pytest.raises(ConfigError, match="candidates"):
-        RegisterParams.from_params({"register": {**good, "candidates": []}, "objective": objective})
+        section(RegisterParams, {**good, "candidates": []})
     with pytest.raises(ConfigError, match="min_improvement"):
-        RegisterParams.from_params({"register": {**good, "min_improvement": -1}, "objective": objective})
+        section(RegisterParams, {**good, "min_improvement": -1})
     with pytest.raises(ConfigError, match="safety.margin"):
-        RegisterParams.from_params({"register": {**good, "safety": {**good["safety"], "margin": 1.5}},
-                                    "objective": objective})
+        section(RegisterParams, {**good, "safety": {**good["safety"], "margin": 1.5}})
 
 
 def _real(own: float, recall: float = 1.0, alarms: float = 3.0) -> dict:
@@ -164,11 +163,11 @@ def test_a_candidate_that_alarms_on_real_recordings_is_never_champion_and_the_fl
     """Issue 28: a learned model whose own alarms on real recordings exceed the budget fails the floor, whatever its
     synthetic metric; with no learned model passing, the floor alone (clinical) is chosen."""
     params = {"register": {"model_name": "m", "source": "synthetic", "candidates": ["lstm_ae", "iforest", "clinical"],
-                           "min_improvement": 0.0, "lock_timeout_s": 10,
+                           "min_improvement": 0.0, "lock_timeout_s": 10, "lock_url": None,
                            "safety": {"baseline": "clinical", "margin": 0.0, "real_sources": ["real", "vitaldb"],
                                       "max_own_alarms_per_hour": 0.2}},
               "objective": {"metric": "physiological.weighted_f1", "other_weight": 0.5}}
-    rp = RegisterParams.from_params(params)
+    rp = section(RegisterParams, params["register"])
     good = _classed({"hypotension": 1.0, "tachycardia": 1.0, "desaturation": 0.5}, 0.1, 0.99)
     evaluation = {"lstm_ae": {"synthetic": good, "real": _real(7.2)},  # alarms at every recording start
                   "iforest": {"synthetic": _classed({"hypotension": 1.0, "tachycardia": 1.0, "desaturation": 0.5}, 0.1,
@@ -181,7 +180,8 @@ def test_a_candidate_that_alarms_on_real_recordings_is_never_champion_and_the_fl
     assert checks["lstm_ae"].failures() == ["real recordings: 7.20 own alarm episodes/h > budget 0.20/h"]
     assert checks["iforest"].failures() == ["real recordings: rule events caught 0.500 < 1.000"]
     assert checks["clinical"].passed
-    chosen = choose(evaluation, rp.candidates, rp.primary_metric, safe={c: k.passed for c, k in checks.items()})
+    chosen = choose(evaluation, rp.candidates, params["objective"]["metric"],
+                    safe={c: k.passed for c, k in checks.items()})
     assert chosen[0] == "clinical"
     promote, reason = decide(0.99, 0.5, 0.0, checks["lstm_ae"])
     assert not promote and "7.20 own alarm episodes/h" in reason

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from biostream.core.config import ConfigError
+from biostream.core.params import section
 from biostream.models.alarms import AlarmPolicy
 from biostream.models.calibration import (
     OwnAlarmCap,
@@ -42,8 +43,8 @@ def rules_only() -> Combination:
 def test_alarm_rate_threshold():
     scores = np.arange(1000.0)
     val = validation(np.full(1000, -1.0), [])
-    t = calibrate_on_validation(scores, val, rules_only(), ("map",), POLICY, ThresholdParams("alarm_rate", 0.05),
-                                OBJECTIVE)
+    t = calibrate_on_validation(scores, val, rules_only(), ("map",), POLICY,
+                                ThresholdParams("alarm_rate", 0.05, None, float("inf")), OBJECTIVE)
     assert np.mean(scores > t) == pytest.approx(0.05, abs=0.002)
 
 
@@ -57,7 +58,7 @@ def test_best_objective_adds_what_the_rules_miss_and_nothing_else():
     learned = rng.normal(0, 1, n)
     learned[1500:1700] += 8  # a drift only the model sees
     val = validation(rules, [(500, 600, "hypotension"), (1500, 1700, "drift")])
-    tp = ThresholdParams("best_objective", 0.01)
+    tp = ThresholdParams("best_objective", 0.01, None, float("inf"))
     thr = calibrate_on_validation(learned, val, rules_only(), ("map",), POLICY, tp, OBJECTIVE)
     m = val.metrics(val.outputs(learned, thr, rules_only(), ("map",)), POLICY, OBJECTIVE)["physiological"]
     assert np.isfinite(thr) and m["event_recall"] == 1.0 and m["false_alarms"] == 0
@@ -73,16 +74,16 @@ def test_best_objective_adds_what_the_rules_miss_and_nothing_else():
 def test_params_are_checked():
     good = {"method": "best_objective", "target_alarm_rate": 0.01, "real_source": "real",
             "max_own_alarms_per_hour": 0.1}
-    assert ThresholdParams.from_params({"threshold": good}) == ThresholdParams("best_objective", 0.01, "real", 0.1)
-    with pytest.raises(ConfigError, match="method: 'youden' is not one of"):
-        ThresholdParams.from_params({"threshold": {**good, "method": "youden"}})
-    with pytest.raises(ConfigError, match=r"must be in \(0, 1\)"):
-        ThresholdParams.from_params({"threshold": {**good, "method": "alarm_rate", "target_alarm_rate": 2}})
-    with pytest.raises(ConfigError, match="max_own_alarms_per_hour"):
-        ThresholdParams.from_params({"threshold": {**good, "max_own_alarms_per_hour": -1}})
-    with pytest.raises(ConfigError, match="missing key 'real_source'"):
-        ThresholdParams.from_params({"threshold": {"method": "best_objective", "target_alarm_rate": 0.01,
-                                                   "max_own_alarms_per_hour": 0.1}})
+    assert section(ThresholdParams, good) == ThresholdParams("best_objective", 0.01, "real", 0.1)
+    with pytest.raises(ConfigError, match="method: Input should be 'best_objective' or 'alarm_rate'"):
+        section(ThresholdParams, {**good, "method": "youden"})
+    with pytest.raises(ConfigError, match="target_alarm_rate: Input should be less than 1"):
+        section(ThresholdParams, {**good, "method": "alarm_rate", "target_alarm_rate": 2})
+    with pytest.raises(ConfigError, match="max_own_alarms_per_hour: Input should be greater than or equal to 0"):
+        section(ThresholdParams, {**good, "max_own_alarms_per_hour": -1})
+    with pytest.raises(ConfigError, match="real_source: missing"):
+        section(ThresholdParams, {"method": "best_objective", "target_alarm_rate": 0.01,
+                                  "max_own_alarms_per_hour": 0.1})
 
 
 def test_real_recordings_cap_the_threshold_above_their_own_alarms_and_keep_what_only_the_model_sees():
@@ -102,7 +103,7 @@ def test_real_recordings_cap_the_threshold_above_their_own_alarms_and_keep_what_
     real_learned = rng.normal(0, 0.5, 3600)
     real_learned[1000:1100] += 6  # a real patient's stretch the model finds odd
     real_rows = pd.DataFrame({"patient_id": "r", "time_s": np.arange(3600)})
-    tp = ThresholdParams("best_objective", 0.01)
+    tp = ThresholdParams("best_objective", 0.01, None, float("inf"))
     comb, signals = rules_only(), ("map",)
     open_thr = calibrate_on_validation(learned, val, comb, signals, POLICY, tp, OBJECTIVE)
     cap = OwnAlarmCap(real_rows, real_learned, FloorView(np.full((3600, 1), -2.0), None), 0.0)

@@ -9,9 +9,9 @@ import pytest
 
 from biostream.core.config import ConfigError, load_yaml
 from biostream.core.mlflow_store import TrackingParams, check_server
+from biostream.core.params import validate
 from biostream.core.runtime import free_port
 from biostream.tracking.lock import conninfo, lock_key, lock_target
-from biostream.tracking.registry import RegisterParams
 from tests.conftest import ROOT
 
 
@@ -44,9 +44,11 @@ def test_lock_urls_and_keys():
 
 def test_register_params_read_lock_url():
     params = load_yaml(ROOT / "params.yaml")
-    assert RegisterParams.from_params(params).lock_url is None  # the embedded default
+    assert validate(params).register_.lock_url is None  # the embedded default
     params["register"]["lock_url"] = "postgresql+psycopg://u@h/db"
-    assert RegisterParams.from_params(params).lock_url == "postgresql+psycopg://u@h/db"
+    assert validate(params).register_.lock_url == "postgresql+psycopg://u@h/db"
+    params["register"]["lock_url"] = ""
+    assert validate(params).register_.lock_url is None, "an empty value is no URL"
 
 
 def test_artifact_location_per_kind_of_store(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from biostream.core.config import ConfigError
+from biostream.core.params import validate
 from biostream.tuning.space import SearchSpace, TuneParams, decode
 from tests.conftest import ROOT
 
@@ -57,25 +58,25 @@ def test_decode_feature_groups():
 
 def test_tune_params_are_checked(root):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert TuneParams.from_params(params).n_trials["ocsvm"] >= 1
+    assert validate(params).tune.n_trials["ocsvm"] >= 1
     params["tune"]["n_trials"]["ocsvm"] = 0
-    with pytest.raises(ConfigError, match="every detector needs at least 1 trial"):
-        TuneParams.from_params(params)
+    with pytest.raises(ConfigError, match="tune.n_trials.ocsvm: Input should be greater than 0"):
+        validate(params)
 
 
 def test_several_workers_need_a_database_server_and_a_heartbeat_below_its_grace(root):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["tune"]["workers"] = 2  # on the default sqlite file
     with pytest.raises(ConfigError, match=r"several workers need a database server \(tune.storage: postgresql"):
-        TuneParams.from_params(params)
+        validate(params)
     params["tune"]["storage"] = "postgresql://postgres@127.0.0.1/optuna"
-    assert TuneParams.from_params(params).workers == 2
+    assert validate(params).tune.workers == 2
     params["tune"].update(heartbeat_s=60, grace_s=30)
-    with pytest.raises(ConfigError, match=r"heartbeat_s \(60\) must be above 0 and below grace_s \(30\)"):
-        TuneParams.from_params(params)
+    with pytest.raises(ConfigError, match=r"tune: heartbeat_s \(60\) must be below grace_s \(30\)"):
+        validate(params)
     params["tune"].update(heartbeat_s=10, workers=0)
-    with pytest.raises(ConfigError, match="at least 1 worker process"):
-        TuneParams.from_params(params)
+    with pytest.raises(ConfigError, match="tune.workers: Input should be greater than 0"):
+        validate(params)
 
 
 def test_the_best_fitted_detector_is_kept_ties_to_the_earlier_trial(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from biostream.core.config import load_yaml, merge_profile
+from biostream.core.params import load_params, validate
 from biostream.data.dataset import read_dataset
 from biostream.sources.recordings import RecordingError, RecordingsParams, ingest_recordings, read_recording
 from biostream.sources.vitaldb import read_vital
@@ -22,7 +23,7 @@ from tests.conftest import FIXTURES, ROOT
 
 def params(tmp_path: Path, **over) -> RecordingsParams:
     raw = merge_profile(load_yaml(ROOT / "params.yaml"), {"ingest_recordings": {"folder": str(tmp_path), **over}})
-    return RecordingsParams.from_params(raw)
+    return validate(raw).ingest_recordings
 
 
 def test_csv_with_iso_times_device_tracks_and_canonical_names(tmp_path, configs):
@@ -146,7 +147,7 @@ def test_the_real_reference_recordings_read_as_their_readme_describes(configs, t
     readme = (real / "README.md").read_text()
     for credit in ("Pimentel", "ODC-By", "Johnson A.", "MIT licence"):
         assert credit in readme, credit
-    p = RecordingsParams.from_params(load_yaml(ROOT / "params.yaml"), "ingest_real")
+    p = load_params(ROOT / "params.yaml").ingest_real
     result = ingest_recordings(p, configs.signals, source="real")
     assert not result.failures and len(result.cases) == 29
     assert {c.patient_id for c in result.cases} >= {"real-bidmc_01_Numerics", "real-mimic3_p000020_numerics_1perMin"}

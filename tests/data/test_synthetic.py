@@ -8,12 +8,12 @@ import pytest
 import yaml
 
 from biostream.core.config import ConfigError, load_yaml, merge_profile
+from biostream.core.params import validate
 from biostream.data.dataset import read_dataset, summarize, write_dataset
 from biostream.data.schema import EVENTS_SCHEMA, NO_EVENT, NO_KIND, SPLITS, vitals_schema
 from biostream.sources.synthetic import (
     ICU,
     OPERATING_ROOM,
-    CohortParams,
     Physiology,
     generate_cohort,
     ou_process,
@@ -120,7 +120,7 @@ def test_alarm_labels_agree_with_alarm_events(small_dataset, configs):
 def test_every_required_anomaly_kind_is_generated(configs, physiology, small_params):
     params = merge_profile(small_params, {"generate": {"n_patients": 30, "anomalies_per_hour": 3.0,
                                                        "artefacts_per_hour": 1.5}})
-    cohort = generate_cohort(CohortParams.from_params(params), physiology, configs.signals)
+    cohort = generate_cohort(validate(params).generate, physiology, configs.signals)
     kinds = set(cohort.events["kind"])
     assert kinds >= {"spike", "level_shift", "drift", "flatline", "variance_burst", "hypotension",
                      "tachycardia", "bradycardia", "desaturation", "hypercapnia", "hyperthermia",
@@ -141,9 +141,9 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path, small_params, conf
 
 
 def test_patient_does_not_depend_on_cohort_size(small_params, configs, physiology):
-    few = generate_cohort(CohortParams.from_params(merge_profile(small_params, {"generate": {"n_patients": 2}})),
+    few = generate_cohort(validate(merge_profile(small_params, {"generate": {"n_patients": 2}})).generate,
                           physiology, configs.signals)
-    many = generate_cohort(CohortParams.from_params(small_params), physiology, configs.signals)
+    many = generate_cohort(validate(small_params).generate, physiology, configs.signals)
     first = many.vitals[many.vitals["patient_id"] == "S0001"].reset_index(drop=True)
     pd.testing.assert_frame_equal(few.vitals[few.vitals["patient_id"] == "S0001"].reset_index(drop=True), first)
 
@@ -240,7 +240,7 @@ def test_bedside_failures_are_in_the_cohort(configs, physiology, small_params):
 
 
 def settings_cohort(small_params, physiology, configs, **generate):
-    return generate_cohort(CohortParams.from_params(merge_profile(small_params, {"generate": generate})), physiology,
+    return generate_cohort(validate(merge_profile(small_params, {"generate": generate})).generate, physiology,
                            configs.signals)
 
 
@@ -288,7 +288,7 @@ def test_icu_patients_get_only_events_on_what_they_show(icu_cohort, physiology):
 
 def test_icu_patients_have_no_induction_or_low_pressure(physiology, configs, small_params):
     """The same draws as an operating-room patient's, without the MAP drop of induction or low-pressure stretches."""
-    params = CohortParams.from_params(small_params)
+    params = validate(small_params).generate
     n = 3600
     for seed in range(5):
         pt = _draw_patient(np.random.default_rng(seed), physiology, params, configs.signals)
@@ -304,7 +304,7 @@ def test_icu_patients_have_no_induction_or_low_pressure(physiology, configs, sma
 
 
 def test_baselines_span_the_configured_ranges(physiology, configs, small_params):
-    params = CohortParams.from_params(merge_profile(small_params, {"generate": {"icu_fraction": 0.5}}))
+    params = validate(merge_profile(small_params, {"generate": {"icu_fraction": 0.5}})).generate
     rng = np.random.default_rng(0)
     drawn = {ICU: [], OPERATING_ROOM: []}
     for _ in range(800):

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from biostream.core.config import load_yaml, merge_profile
+from biostream.core.params import load_params
 from biostream.data.dataset import read_dataset
 from biostream.sources.vitaldb import (
-    IngestParams,
     VitalFileError,
     read_vital,
     select_cases,
@@ -185,7 +185,7 @@ def test_select_cases_by_tracks_duration_and_anaesthesia(configs):
                          "tname": ["Solar8000/HR", "Solar8000/PLETH_SPO2", "Solar8000/NIBP_MBP"] * 2
                          + ["Solar8000/HR", "Solar8000/PLETH_SPO2"]
                          + ["Solar8000/HR", "Solar8000/PLETH_SPO2", "Solar8000/ART_MBP"]})
-    p = IngestParams.from_params(load_yaml(ROOT / "params.yaml")).query
+    p = load_params(ROOT / "params.yaml").ingest_vitaldb.query
     assert select_cases(cases, trks, p, configs.signals) == [1]
 
 

@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 
 from biostream.core.config import Configs, merge_profile
+from biostream.core.params import section, validate
 from biostream.data.dataset import Dataset
 from biostream.features import (
-    FeaturizeParams,
     InputPipeline,
     featurize,
 )
 from biostream.features.preprocess import fit_on_training
-from biostream.features.readiness import learned_defined
+from biostream.features.readiness import Readiness, learned_defined
 from biostream.models.alarms import AlarmPolicy
 from biostream.models.bundle import ModelBundle
 from biostream.models.detectors import NAMES, BaseDetector, detector_class, make_detector
@@ -55,11 +55,11 @@ class ModelData:
 def model_data(small_params, configs, physiology) -> ModelData:
     params = merge_profile(small_params, {"generate": {"n_patients": 24, "anomalies_per_hour": 3.0}})
     ds = make_dataset(params, configs, physiology)
-    fp = FeaturizeParams.from_params(params)
+    fp = validate(params).featurize
     table = featurize(ds.vitals, configs.signals.keys, fp)
     pre = fit_on_training(table, ds.vitals, configs.signals.keys, fp.geometry)
     train = table[table["split"] == "train"]
-    pipeline = InputPipeline(configs.signals.keys, fp.geometry, pre, fp.readiness)
+    pipeline = InputPipeline(configs.signals.keys, fp.geometry, pre, Readiness.of(fp))
     normal = train[(train["label"] == 0) & (train["artefact"] == 0) & learned_defined(train)]
     return ModelData(ds, table, pipeline, normal, table[table["split"] != "train"])
 
@@ -96,9 +96,9 @@ def scorer_for(det: BaseDetector, model_data: ModelData, configs: Configs) -> Sc
     checks = TechnicalChecks.from_yaml(ROOT / "configs/technical.yaml")
     floor = floor_template(configs, SafetyParams(True, True, 1.0), checks)
     bundle = ModelBundle(model_data.pipeline, det, POLICY, combination_for(det, floor))
-    spec = ServingSpec.build(bundle, configs.signals, ServeParams.from_params(SERVE), model_name="m",
+    spec = ServingSpec.build(bundle, configs.signals, section(ServeParams, SERVE["serve"]), model_name="m",
                              model_version="3", model_alias="champion", model_uri="models:/m/3",
-                             metrics={"events.event_f1": 0.5})
+                             metrics={"events.event_f1": 0.5}, stream=None)
     assert ServingSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec  # what the bento model stores
     return Scorer(bundle, spec)
 

@@ -138,14 +138,18 @@ def test_retention_removes_exactly_what_is_older_while_ingest_goes_on(alarming, 
 
 def test_the_retention_command_reads_params_and_says_what_it_did(tmp_path, monkeypatch, capsys):
     url = sqlite_url(tmp_path / "streams.db")
-    (tmp_path / "params.yaml").write_text("stream:\n  retention:\n    seconds_days: 2\n    audit_days: 30\n")
+    (tmp_path / "params.yaml").write_text("stream:\n  retention:\n    seconds_days: 2\n    episodes_days: 365\n"
+                                          "    audit_days: 30\n    every_s: 3600\n")
     monkeypatch.chdir(tmp_path)
     cli.main(["--store", url, "retention", "--now", "2026-12-06T10:00:00Z"])
     out = json.loads(capsys.readouterr().out)
     assert out["cutoffs"] == {"seconds": "2026-12-04T00:00:00Z", "episodes": "2025-12-06T00:00:00Z",
                               "audit": "2026-11-06T00:00:00Z"}
     (tmp_path / "params.yaml").write_text("stream:\n  retention:\n    second_days: 2\n")
-    with pytest.raises(SystemExit, match="unknown key.*second_days.*seconds_days"):
+    with pytest.raises(SystemExit, match="second_days: unknown key; did you mean 'seconds_days'"):
+        cli.main(["--store", url, "retention"])
+    (tmp_path / "params.yaml").write_text("stream:\n  retention:\n    seconds_days: 2\n")
+    with pytest.raises(SystemExit, match="stream.retention: episodes_days: missing.*every_s: missing"):
         cli.main(["--store", url, "retention"])
 
 

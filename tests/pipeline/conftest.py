@@ -145,8 +145,7 @@ def _run(repo: Path, module: Any, params: Path | str | dict | None, paths: Any) 
 
     with inside(repo):
         raw = params if isinstance(params, dict) else load_yaml(params or "params.yaml")
-        validate(raw, params if isinstance(params, (str, Path)) else "params.yaml")
-        return module.run(raw, paths)
+        return module.run(validate(raw, params if isinstance(params, (str, Path)) else "params.yaml"), paths)
 
 
 def dvc_stages(repo: Path) -> dict[str, list[str]]:

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from biostream.core.params import load_params, validate
 from tests.conftest import ROOT
 from tests.pipeline.conftest import DATASETS, dvc, env_for, run, stage
 
@@ -439,7 +440,7 @@ def test_a_champion_trained_on_other_windows_is_re_scored_on_its_own(repo, repro
     through its preprocessor (that mis-scored a 1,800-s champion as event F1 0.857 instead of 0.925)."""
     from dataclasses import replace
 
-    from biostream.core.config import Configs, load_yaml
+    from biostream.core.config import Configs
     from biostream.features.table import FeatureSet
     from biostream.models.objective import Objective
     from biostream.tracking.register import TestSet
@@ -452,7 +453,7 @@ def test_a_champion_trained_on_other_windows_is_re_scored_on_its_own(repo, repro
     registry(repo)  # the tracking URI of the copy's store
     monkeypatch.chdir(repo)  # artifact paths are relative to the project
     rules = Configs.load(repo / "configs/signals.yaml", repo / "configs/alarms.yaml").rules
-    objective = Objective.from_params(load_yaml(repo / "params.yaml"), rules)
+    objective = Objective.of(load_params(repo / "params.yaml").objective, rules)
     test = TestSet(FeatureSet.open(repo / "data/features", {"synthetic": repo / "data/synthetic"}), "synthetic",
                    objective)
     uri = f"models:/{name}@champion"
@@ -490,7 +491,8 @@ def test_an_unsafe_model_is_never_champion_whatever_its_metric(repo, reproduced,
     rules = Configs.load(repo / "configs/signals.yaml", repo / "configs/alarms.yaml").rules
     part = FeatureSet.open(repo / "data/features", {"synthetic": repo / "data/synthetic"}).part("synthetic", "test")
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
-    evaluation["unsafe"] = {"synthetic": score_part(bundle, part, Objective.from_params(params, rules)).metrics}
+    objective = Objective.of(validate(params).objective, rules)
+    evaluation["unsafe"] = {"synthetic": score_part(bundle, part, objective).metrics}
     assert evaluation["unsafe"]["synthetic"]["physiological"]["alarms"] == 0
     (tmp_path / "evaluate.json").write_text(json.dumps(evaluation, allow_nan=True))
     name = "unsafe-check"

@@ -13,6 +13,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from biostream.core.params import validate
 from tests.pipeline.test_dvc_pipeline import params_with, register, registry
 
 pytestmark = pytest.mark.slow
@@ -98,7 +99,7 @@ def test_a_model_that_alarms_at_every_recording_start_is_never_champion(repo, re
     (models / "index.json").write_text(json.dumps(index))
     params = load_yaml(repo / "params.yaml")
     rules = Configs.load(repo / "configs/signals.yaml", repo / "configs/alarms.yaml").rules
-    objective = Objective.from_params(params, rules)
+    objective = Objective.of(validate(params).objective, rules)
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
     # scored from its own windows, as the registry re-scores it (the stored features hide what it now reads)
     evaluation["startle"] = {source: TestSet(features, source, objective, split).bundle_metrics(bundle)

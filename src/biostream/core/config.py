@@ -1,4 +1,5 @@
-"""Typed views of `configs/` (signals, alarm rules, synthetic physiology) and of `params.yaml`.
+"""Typed views of `configs/` (signals, alarm rules), and reading YAML (`params.yaml` itself is typed in
+`biostream.core.params`).
 
 Every value is read from its file; nothing here has a default for a key that a config or params owns.
 A missing or malformed key raises `ConfigError` naming the file, the key and what is expected.
@@ -13,9 +14,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config or params file is missing a key or holds a value of the wrong kind."""
+from biostream.core.params import ConfigError, LabelParams, SplitParams  # noqa: F401 (re-exported)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -164,44 +163,6 @@ def load_alarm_rules(path: str | Path, signals: SignalCatalog) -> tuple[AlarmRul
             raise ConfigError(f"{where}: kind '{rule.kind}' appears twice; kinds must be unique")
         rules.append(rule)
     return tuple(rules)
-
-
-# --------------------------------------------------------------------------------------------------
-# Params
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LabelParams:
-    early_warning_horizon_s: int
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> LabelParams:
-        sec = require(params, "labels", "params.yaml")
-        return cls(int(require(sec, "early_warning_horizon_s", "params.yaml: labels")))
-
-
-@dataclass(frozen=True)
-class SplitParams:
-    seed: int
-    train: float
-    val: float
-    test: float
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> SplitParams:
-        where = "params.yaml: splits"
-        sec = require(params, "splits", "params.yaml")
-        out = cls(
-            seed=int(require(sec, "seed", where)),
-            train=float(require(sec, "train", where)),
-            val=float(require(sec, "val", where)),
-            test=float(require(sec, "test", where)),
-        )
-        total = out.train + out.val + out.test
-        if min(out.train, out.val, out.test) < 0 or abs(total - 1.0) > 1e-6:
-            raise ConfigError(f"{where}: train + val + test must be non-negative and sum to 1, got {total}")
-        return out
 
 
 @dataclass(frozen=True)

@@ -5,46 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from biostream.core.config import require
+from biostream.core.params import TrackingParams  # noqa: F401 (params.yaml: its section)
 
 log = logging.getLogger("biostream")
-
-
-@dataclass(frozen=True)
-class TrackingParams:
-    """`params.yaml: tracking`."""
-
-    uri: str
-    experiment: str
-    artifact_root: str  # a folder, or a URI (s3://..., mlflow-artifacts:/...)
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> TrackingParams:
-        w = "params.yaml: tracking"
-        sec = require(params, "tracking", "params.yaml")
-        return cls(str(require(sec, "uri", w)), str(require(sec, "experiment", w)),
-                   str(require(sec, "artifact_root", w)))
-
-    @property
-    def server(self) -> bool:
-        """An MLflow tracking server (REST): it creates runs' artifact locations itself (proxied or its root)."""
-        return self.uri.startswith(("http://", "https://"))
-
-    def artifact_location(self) -> str | None:
-        """Where a new experiment keeps its artifacts: the server's default for a server, else `artifact_root`
-        (a local folder is created and made absolute: every stage, wherever its cwd, writes to the same place)."""
-        if self.server:
-            return None
-        if "://" in self.artifact_root or self.artifact_root.startswith("mlflow-artifacts:"):
-            return self.artifact_root
-        root = Path(self.artifact_root)
-        root.mkdir(parents=True, exist_ok=True)
-        return root.resolve().as_uri()
 
 
 def check_server(uri: str, timeout_s: float = 10.0) -> None:

@@ -3,52 +3,16 @@ features, from windows of whole recordings."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from biostream.core.config import ConfigError, require
+from biostream.core.params import FeaturizeParams  # noqa: F401 (params.yaml: its section)
 from biostream.features.compute import feature_names, window_features
 from biostream.features.readiness import READ_COLUMN, Readiness, read_bits
-from biostream.features.windows import WindowGeometry, iter_cohort_windows
-
-
-@dataclass(frozen=True)
-class FeaturizeParams:
-    """`params.yaml: featurize`."""
-
-    geometry: WindowGeometry
-    train_stride_s: int
-    eval_stride_s: int
-    readiness: Readiness = Readiness()
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> FeaturizeParams:
-        w = "params.yaml: featurize"
-        sec = require(params, "featurize", "params.yaml")
-        try:
-            geometry = WindowGeometry(*(int(require(sec, k, w)) for k in (
-                "window_s", "recent_s", "block_s", "sequence_s", "sequence_step_s")))
-        except ConfigError as exc:
-            raise ConfigError(f"{w}: {exc}") from exc
-        out = cls(geometry, int(require(sec, "train_stride_s", w)), int(require(sec, "eval_stride_s", w)),
-                  Readiness.from_params(params))
-        if min(out.train_stride_s, out.eval_stride_s) < 1:
-            raise ConfigError(f"{w}: strides must be >= 1 second")
-        if out.readiness.min_history_s > geometry.window_s:
-            raise ConfigError(f"{w}.min_history_s ({out.readiness.min_history_s}) must be at most window_s "
-                              f"({geometry.window_s})")
-        return out
-
-    def stride_by_split(self, learned_from: bool = True) -> dict[str, int]:
-        """Seconds between scored rows per split: a source the models learn from scores every `train_stride_s`-th
-        second of its training patients; every other second, and every second of a source only evaluated on."""
-        train = self.train_stride_s if learned_from else self.eval_stride_s
-        return {"train": train, "val": self.eval_stride_s, "test": self.eval_stride_s}
-
+from biostream.features.windows import iter_cohort_windows
 
 META_COLUMNS = ("patient_id", "time_s", "split", "label", "artefact", "anomaly_kind", "event_id", "alarm", "ew_any")
 
@@ -65,12 +29,13 @@ def featurize(
     whether models learn from the dataset (its training patients are scored every `train_stride_s` seconds)."""
     names = feature_names(signals)
     rows, feats, reads = [], [], []
-    windows = iter_cohort_windows(vitals, signals, params.geometry.window_s, params.stride_by_split(learned_from))
+    geometry, readiness = params.geometry, Readiness.of(params)
+    windows = iter_cohort_windows(vitals, signals, geometry.window_s, params.stride_by_split(learned_from))
     for idx, win in progress(windows):
         rows.append(idx)
-        read = params.readiness.read(win)
+        read = readiness.read(win)
         reads.append(read_bits(read))
-        feats.append(window_features(win, signals, params.geometry, read).astype(np.float32))
+        feats.append(window_features(win, signals, geometry, read).astype(np.float32))
     index = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
     matrix = np.concatenate(feats) if feats else np.empty((0, len(names)), dtype=np.float32)
     meta = vitals.iloc[index][list(META_COLUMNS)].reset_index(drop=True)

@@ -12,14 +12,14 @@ what it reads at the bedside.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from biostream.core.config import ConfigError, require
+from biostream.core.config import ConfigError
+from biostream.core.params import FeaturizeParams
 
 READ_COLUMN = "signals_read"  # of a feature table: per row, the signals read (bit j: signal j), 0 = no learned score
 
@@ -51,10 +51,9 @@ class Readiness:
                               f"{self.min_history_s} and {self.min_observed}")
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> Readiness:
-        w = "params.yaml: featurize"
-        sec = require(params, "featurize", "params.yaml")
-        return cls(int(require(sec, "min_history_s", w)), float(require(sec, "min_observed", w)))
+    def of(cls, params: FeaturizeParams) -> Readiness:
+        """`params.yaml: featurize`'s readiness."""
+        return cls(params.min_history_s, params.min_observed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,42 +8,23 @@ its events and its raw vitals are always selected the same way.
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
-from biostream.core.config import ConfigError, require
 from biostream.core.io import atomic_dir, write_json, write_parquet
+from biostream.core.params import Source, SourceParams  # noqa: F401 (SourceParams: params.yaml: its section)
 from biostream.data.dataset import Dataset, read_dataset
 from biostream.features.pipeline import InputPipeline
 from biostream.features.readiness import learned_defined
 
 PIPELINE_FILE = "input_pipeline.json"
-SOURCES = ("synthetic", "vitaldb", "recordings", "real")  # the datasets a feature set may hold, as dvc.yaml names them
-
-
-@dataclass(frozen=True)
-class SourceParams:
-    """`params.yaml: sources`: which datasets the models learn from, and which they are scored on."""
-
-    train: tuple[str, ...]
-    evaluate: tuple[str, ...]
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> SourceParams:
-        w = "params.yaml: sources"
-        sec = require(params, "sources", "params.yaml")
-        out = cls(tuple(str(x) for x in require(sec, "train", w)), tuple(str(x) for x in require(sec, "evaluate", w)))
-        unknown = sorted(set(out.train + out.evaluate) - set(SOURCES))
-        if unknown or not out.train:
-            raise ConfigError(f"{w}: train (at least one) and evaluate name datasets among {', '.join(SOURCES)}; "
-                              f"got {unknown or 'no training source'}")
-        return out
+SOURCES: tuple[str, ...] = typing.get_args(Source)  # the datasets a feature set may hold, as dvc.yaml names them
 
 
 @dataclass(frozen=True)

@@ -9,41 +9,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from biostream.core.config import ConfigError
-
-
-@dataclass(frozen=True)
-class WindowGeometry:
-    """What a model sees of the history behind a scored second.
-
-    `window_s` seconds in all (what a request carries); the last `recent_s` described in detail; the
-    whole window summarised in blocks of `block_s` seconds (context: how the recent part compares with
-    the patient's own earlier values); the last `sequence_s` seconds, in steps of `sequence_step_s`, as the
-    LSTM autoencoder's sequence."""
-
-    window_s: int
-    recent_s: int
-    block_s: int
-    sequence_s: int
-    sequence_step_s: int
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not 8 <= self.recent_s <= self.window_s:
-            problems.append(f"recent_s ({self.recent_s}) must be within [8, window_s ({self.window_s})]")
-        if self.block_s < 1 or self.window_s % self.block_s:
-            problems.append(f"window_s ({self.window_s}) must be a multiple of block_s ({self.block_s})")
-        if not 1 <= self.sequence_s <= self.window_s or self.sequence_s % max(self.sequence_step_s, 1):
-            problems.append(f"sequence_s ({self.sequence_s}) must be <= window_s and a multiple of "
-                            f"sequence_step_s ({self.sequence_step_s})")
-        if problems:
-            raise ConfigError("window geometry: " + "; ".join(problems))
+from biostream.core.params import WindowGeometry  # noqa: F401 (params.yaml: featurize)
 
 
 def recording_windows(

@@ -3,40 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from biostream.core.config import ConfigError, require
+from biostream.core.params import AlarmPolicy  # noqa: F401 (params.yaml: its section)
 from biostream.data.labels import Runs, fill_runs, find_runs, segment_starts
 from biostream.data.schema import PHYSIOLOGICAL, TECHNICAL
-
-
-@dataclass(frozen=True)
-class AlarmPolicy:
-    """`params.yaml: alarms`: k of n seconds above threshold, refractory period, event tolerance."""
-
-    k: int
-    n: int
-    refractory_s: int
-    tolerance_s: int
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> AlarmPolicy:
-        w = "params.yaml: alarms"
-        sec = require(params, "alarms", "params.yaml")
-        out = cls(*(int(require(sec, key, w)) for key in ("k", "n", "refractory_s", "tolerance_s")))
-        if not 1 <= out.k <= out.n:
-            raise ConfigError(f"{w}: need 1 <= k <= n, got k={out.k}, n={out.n}")
-        if out.refractory_s < 0 or out.tolerance_s < 0:
-            raise ConfigError(f"{w}: refractory_s and tolerance_s must be >= 0")
-        return out
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 def _rolling_count(flags: np.ndarray, breaks: np.ndarray, n: int) -> np.ndarray:

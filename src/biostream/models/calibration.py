@@ -17,7 +17,7 @@ test patients; `validation_metrics` is what a study's trial and `train` log.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from biostream.core.config import ConfigError, require
+from biostream.core.params import ThresholdParams  # noqa: F401 (params.yaml: its section)
 from biostream.data.labels import segment_starts
 from biostream.data.schema import PHYSIOLOGICAL
 from biostream.models.alarms import AlarmPolicy, class_alarms
@@ -35,30 +35,6 @@ from biostream.models.objective import Objective
 
 METHODS = ("best_objective", "alarm_rate")
 CANDIDATES = 40  # upper quantiles of the validation scores tried by best_objective
-
-
-@dataclass(frozen=True)
-class ThresholdParams:
-    method: str
-    target_alarm_rate: float
-    real_source: str | None = None  # real recordings whose own alarms cap the threshold (None: no cap)
-    max_own_alarms_per_hour: float = float("inf")
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> ThresholdParams:
-        w = "params.yaml: threshold"
-        sec = require(params, "threshold", "params.yaml")
-        real = require(sec, "real_source", w)
-        out = cls(str(require(sec, "method", w)), float(require(sec, "target_alarm_rate", w)),
-                  None if real is None else str(real), float(require(sec, "max_own_alarms_per_hour", w)))
-        if out.method not in METHODS:
-            raise ConfigError(f"{w}.method: '{out.method}' is not one of {METHODS}")
-        if not 0 < out.target_alarm_rate < 1:
-            raise ConfigError(f"{w}.target_alarm_rate: must be in (0, 1), got {out.target_alarm_rate}")
-        if not out.max_own_alarms_per_hour >= 0:
-            raise ConfigError(f"{w}.max_own_alarms_per_hour: must be >= 0 (alarm episodes per patient-hour), got "
-                              f"{out.max_own_alarms_per_hour}")
-        return out
 
 
 @dataclass

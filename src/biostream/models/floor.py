@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from biostream.core.config import ConfigError, require
+from biostream.core.params import SafetyParams  # noqa: F401 (params.yaml: its section)
 from biostream.features.pipeline import InputPipeline
 from biostream.features.windows import windows_at
 from biostream.models.detectors.clinical import ClinicalThresholdDetector
@@ -34,24 +34,6 @@ from biostream.models.technical import Flags, TechnicalChecks
 
 CHUNK = 2048  # rows whose raw windows are built at once
 NEVER = -1e6  # the lowest score a bundle gives: a second nothing can alarm on (scores stay finite)
-
-
-@dataclass(frozen=True)
-class SafetyParams:
-    """`params.yaml: safety`."""
-
-    floor: bool  # the rules alarm through every learned detector
-    technical: bool  # alarms whose driving signal shows an artefact are technical
-    cap: float  # above its threshold a learned score counts at most this many rule units
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> SafetyParams:
-        w = "params.yaml: safety"
-        sec = require(params, "safety", "params.yaml")
-        out = cls(bool(require(sec, "floor", w)), bool(require(sec, "technical", w)), float(require(sec, "cap", w)))
-        if out.cap <= 0:
-            raise ConfigError(f"{w}.cap: must be > 0, got {out.cap}")
-        return out
 
 
 @dataclass

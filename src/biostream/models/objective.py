@@ -3,11 +3,12 @@ maximise."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from biostream.core.config import ConfigError, require
+from biostream.core.config import AlarmRule
+from biostream.core.params import ObjectiveParams  # noqa: F401 (params.yaml: its section)
 
 
 @dataclass(frozen=True)
@@ -20,17 +21,9 @@ class Objective:
     other_weight: float  # a physiological kind no rule defines (a drift, a level shift)
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], rules: Any) -> Objective:
-        w = "params.yaml: objective"
-        sec = require(params, "objective", "params.yaml")
-        out = cls(str(require(sec, "metric", w)), {r.kind: float(r.weight) for r in rules},
-                  float(require(sec, "other_weight", w)))
-        if not out.metric.startswith(("physiological.", "technical.", "rule_events.", "point.")):
-            raise ConfigError(f"{w}.metric: '{out.metric}' is not a path into the metrics (physiological.weighted_f1, "
-                              "technical.event_f1, rule_events.recall, point.auprc, ...)")
-        if out.other_weight < 0:
-            raise ConfigError(f"{w}.other_weight: must be >= 0, got {out.other_weight}")
-        return out
+    def of(cls, params: ObjectiveParams, rules: Iterable[AlarmRule]) -> Objective:
+        """`params.yaml: objective` with the rules' weights."""
+        return cls(params.metric, {r.kind: float(r.weight) for r in rules}, params.other_weight)
 
     def weight(self, kind: str) -> float:
         """The weight of an event kind ('a+b': the largest of its parts)."""

@@ -18,55 +18,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from biostream.core.config import ConfigError, SignalCatalog, require
+from biostream.core.config import ConfigError, SignalCatalog
+from biostream.core.params import ServeParams  # noqa: F401 (params.yaml: its section)
 from biostream.models.bundle import ModelBundle
 from biostream.serving.streaming.params import StreamParams
 
 BENTO_MODEL = "vitals-anomaly-detector"  # the champion's name in the BentoML model store (`package` imports it)
 MLFLOW_MODEL_DIR = "mlflow_model"  # where bentoml.mlflow.import_model puts the MLflow model
 SPEC_KEY = "serving_spec"  # the BentoML model's metadata key holding the ServingSpec (JSON)
-
-
-@dataclass(frozen=True)
-class ServeParams:
-    """`params.yaml: serve`."""
-
-    bentoml_home: str
-    max_batch_windows: int
-    max_window_s: int
-    max_series_s: int
-    max_missing_fraction: float
-    max_latency_ms: int
-    top_signals: int
-    workers: int
-    max_body_mb: float
-    stream: dict[str, Any] = field(default_factory=dict)  # params.yaml: stream (biostream.serving.streaming.params)
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> ServeParams:
-        w = "params.yaml: serve"
-        sec = require(params, "serve", "params.yaml")
-        out = cls(
-            bentoml_home=str(require(sec, "bentoml_home", w)),
-            max_batch_windows=int(require(sec, "max_batch_windows", w)),
-            max_window_s=int(require(sec, "max_window_s", w)),
-            max_series_s=int(require(sec, "max_series_s", w)),
-            max_missing_fraction=float(require(sec, "max_missing_fraction", w)),
-            max_latency_ms=int(require(sec, "max_latency_ms", w)),
-            top_signals=int(require(sec, "top_signals", w)),
-            workers=int(require(sec, "workers", w)),
-            max_body_mb=float(require(sec, "max_body_mb", w)),
-            stream=StreamParams.from_params(params).to_dict() if "stream" in params else {},
-        )
-        if min(out.max_batch_windows, out.max_window_s, out.max_series_s, out.max_latency_ms, out.top_signals,
-               out.workers) < 1:
-            raise ConfigError(f"{w}: max_batch_windows, max_window_s, max_series_s, max_latency_ms, top_signals and "
-                              "workers must be >= 1")
-        if not out.max_body_mb > 0:
-            raise ConfigError(f"{w}.max_body_mb: must be > 0, got {out.max_body_mb}")
-        if not 0.0 <= out.max_missing_fraction < 1.0:
-            raise ConfigError(f"{w}.max_missing_fraction: must be in [0, 1), got {out.max_missing_fraction}")
-        return out
 
 
 @dataclass(frozen=True)
@@ -95,7 +54,10 @@ class ServingSpec:
 
     @classmethod
     def build(cls, bundle: ModelBundle, catalog: SignalCatalog, serve: ServeParams, *, model_name: str,
-              model_version: str, model_alias: str, model_uri: str, metrics: Mapping[str, float]) -> ServingSpec:
+              model_version: str, model_alias: str, model_uri: str, metrics: Mapping[str, float],
+              stream: StreamParams | None) -> ServingSpec:
+        """The spec of a bundle served with `serve`; `stream`: params.yaml's stream settings (None: a service
+        without POST /ingest settings, for tests of the scoring endpoints)."""
         signals = tuple(bundle.pipeline.signals)
         window_s = bundle.window_s
         if serve.max_window_s < window_s:
@@ -104,7 +66,8 @@ class ServingSpec:
         return cls(model_name, str(model_version), model_alias, model_uri, bundle.detector.name, signals,
                    {s: catalog[s].unit for s in signals}, {s: tuple(catalog[s].valid) for s in signals}, window_s,
                    serve.max_window_s, serve.max_batch_windows, serve.max_series_s, serve.max_missing_fraction,
-                   serve.max_latency_ms, serve.top_signals, serve.workers, dict(metrics), dict(serve.stream),
+                   serve.max_latency_ms, serve.top_signals, serve.workers, dict(metrics),
+                   stream.to_dict() if stream is not None else {},
                    int(serve.max_body_mb * (1 << 20)))
 
     @cached_property

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from biostream.core.config import ConfigError, SignalCatalog, require
+from biostream.core.config import SignalCatalog
+from biostream.core.params import RecordingsParams  # noqa: F401 (params.yaml: its section)
 from biostream.sources.canonical import Case
 
 log = logging.getLogger("biostream.recordings")
@@ -44,36 +45,6 @@ _UNIT = re.compile(r"\s*\[[^\]]*\]\s*$")  # a unit in brackets after a column's 
 
 class RecordingError(ValueError):
     """A recording file that cannot be used as it is: the message names the file, row and column, and the fix."""
-
-
-@dataclass(frozen=True)
-class RecordingsParams:
-    """`params.yaml: ingest_recordings` (or `ingest_real`: `section`)."""
-
-    folder: Path
-    time_column: str | None
-    carry_forward_s: int
-    hold_s: Mapping[str, int]
-    max_hours: float
-    require_data: bool
-    section: str = "ingest_recordings"  # where in params.yaml these come from (for messages)
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any], section: str = "ingest_recordings") -> RecordingsParams:
-        w = f"params.yaml: {section}"
-        sec = require(params, section, "params.yaml")
-        out = cls(
-            folder=Path(require(sec, "folder", w)),
-            time_column=require(sec, "time_column", w),
-            carry_forward_s=int(require(sec, "carry_forward_s", w)),
-            hold_s={str(k): int(v) for k, v in (require(sec, "hold_s", w) or {}).items()},
-            max_hours=float(require(sec, "max_hours", w)),
-            require_data=bool(require(sec, "require_data", w)),
-            section=section,
-        )
-        if out.carry_forward_s < 0 or out.max_hours <= 0 or any(v < 0 for v in out.hold_s.values()):
-            raise ConfigError(f"{w}: carry_forward_s and hold_s must be >= 0 and max_hours > 0")
-        return out
 
 
 @dataclass

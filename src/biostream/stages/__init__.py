@@ -1,7 +1,8 @@
 """The pipeline's stages as typed functions, one module per DVC stage: `run(params, paths) -> result`.
 
-`params` is `params.yaml` validated against `biostream.core.params.Params`; `paths` the stage's `Paths` (a frozen
-dataclass: the folders and files it reads and writes, named as `dvc.yaml` passes them). `pipelines/<stage>.py` is
+`params` is `params.yaml` validated into `biostream.core.params.Params` (a typed section per attribute); `paths`
+the stage's `Paths` (a frozen dataclass: the folders and files it reads and writes, named as `dvc.yaml` passes
+them). `pipelines/<stage>.py` is
 the command line DVC calls (`biostream.stages.cli` builds it from `Paths`); tests call `run` in process. A problem
 the user must fix is a `StageError` naming it and the fix (the command line prints it and exits with its code).
 """

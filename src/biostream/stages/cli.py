@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from biostream.core.params import load_params
+from biostream.core.params import Params, load_params
 from biostream.core.runtime import configure
 from biostream.stages import StageError
 
@@ -49,7 +49,7 @@ def arguments(paths: type, argv: Sequence[str] | None, description: str | None) 
                                             if ns[f.name] is not None})
 
 
-def main(run: Callable[[dict[str, Any], Any], Any], paths: type, description: str | None,
+def main(run: Callable[[Params, Any], Any], paths: type, description: str | None,
          argv: Sequence[str] | None = None) -> int:
     """Parse the command line, set up logging, validate params.yaml and run the stage: the exit status (0, or a
     `StageError`'s code, its message printed)."""

@@ -19,7 +19,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -27,9 +26,10 @@ import mlflow
 
 from biostream.core.config import Configs
 from biostream.core.io import atomic_dir, write_json
-from biostream.core.mlflow_store import TrackingParams, setup_tracking
+from biostream.core.mlflow_store import setup_tracking
+from biostream.core.params import Params
 from biostream.features import windows_at
-from biostream.features.table import FeatureSet, SourceParams
+from biostream.features.table import FeatureSet
 from biostream.models.bundle import ModelBundle
 from biostream.models.metrics import second_labels
 from biostream.models.objective import Objective
@@ -64,17 +64,17 @@ class Paths(Datasets):
     alarms: Path = Path("configs/alarms.yaml")
 
 
-def run(params: dict[str, Any], paths: Paths) -> dict[str, dict]:
+def run(params: Params, paths: Paths) -> dict[str, dict]:
     """Score every bundle on every source; write the metrics, realism, plots and scores; return the metrics."""
     matplotlib.use("Agg")  # figures are files, on any machine
     configs = Configs.load(paths.signals, paths.alarms)
-    objective = Objective.from_params(params, configs.rules)
-    setup_tracking(TrackingParams.from_params(params))
+    objective = Objective.of(params.objective, configs.rules)
+    setup_tracking(params.tracking)
     plots = paths.plots
     for sub in ("roc", "pr", "figures"):
         (plots / sub).mkdir(parents=True, exist_ok=True)
 
-    sources = SourceParams.from_params(params)
+    sources = params.sources
     features = FeatureSet.open(paths.features, paths.datasets())
     parts = {}  # a training source's test patients; every patient of another source
     for source in sources.evaluate:

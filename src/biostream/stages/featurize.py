@@ -13,11 +13,13 @@ from tqdm import tqdm
 
 from biostream.core.config import Configs
 from biostream.core.io import write_json
+from biostream.core.params import Params
 from biostream.core.runtime import progress_enabled, timed
 from biostream.data.dataset import read_dataset
-from biostream.features import FeaturizeParams, InputPipeline, feature_names, featurize
+from biostream.features import InputPipeline, feature_names, featurize
 from biostream.features.preprocess import fit_on_training
-from biostream.features.table import SourceParams, write_feature_set
+from biostream.features.readiness import Readiness
+from biostream.features.table import write_feature_set
 from biostream.stages import Datasets, StageError, help_of
 
 log = logging.getLogger("biostream")
@@ -31,10 +33,10 @@ class Paths(Datasets):
     alarms: Path = Path("configs/alarms.yaml")
 
 
-def run(params: dict[str, Any], paths: Paths) -> dict[str, Any]:
+def run(params: Params, paths: Paths) -> dict[str, Any]:
     """Featurize every dataset, fit the scaler, write the feature set and its summary (returned)."""
-    fp = FeaturizeParams.from_params(params)
-    train_sources = SourceParams.from_params(params).train
+    fp = params.featurize
+    train_sources = params.sources.train
     configs = Configs.load(paths.signals, paths.alarms)
     signals = configs.signals.keys
     names = feature_names(signals)
@@ -63,7 +65,7 @@ def run(params: dict[str, Any], paths: Paths) -> dict[str, Any]:
         pre = fit_on_training(table, vitals, signals, fp.geometry)
     except ValueError as exc:
         raise StageError(f"featurize: {exc} (sources.train: {', '.join(train_sources)})") from None
-    write_feature_set(paths.out, tables, InputPipeline(tuple(signals), fp.geometry, pre, fp.readiness))
+    write_feature_set(paths.out, tables, InputPipeline(tuple(signals), fp.geometry, pre, Readiness.of(fp)))
     out = {"features": len(names), "window_s": fp.geometry.window_s, **summary}
     write_json(out, paths.metrics)
     log.info("wrote %s and %s", paths.out, paths.metrics)

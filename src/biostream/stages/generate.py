@@ -9,11 +9,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from biostream.core.config import Configs, LabelParams, SplitParams
+from biostream.core.config import Configs
 from biostream.core.io import write_json
+from biostream.core.params import Params
 from biostream.core.runtime import progress_enabled, timed
 from biostream.data.dataset import build_dataset, summarize, write_dataset
-from biostream.sources.synthetic import CohortParams, Physiology, generate_cohort
+from biostream.sources.synthetic import Physiology, generate_cohort
 from biostream.stages import help_of
 
 log = logging.getLogger("biostream")
@@ -28,9 +29,9 @@ class Paths:
     physiology: Path = Path("configs/synthetic.yaml")
 
 
-def run(params: dict[str, Any], paths: Paths) -> dict[str, Any]:
+def run(params: Params, paths: Paths) -> dict[str, Any]:
     """Generate, label and split the cohort; write it and its manifest (returned)."""
-    cohort_params = CohortParams.from_params(params)
+    cohort_params = params.generate
     configs = Configs.load(paths.signals, paths.alarms)
     phys = Physiology.from_yaml(paths.physiology)
 
@@ -42,8 +43,8 @@ def run(params: dict[str, Any], paths: Paths) -> dict[str, Any]:
             cohort.vitals,
             patients,
             configs,
-            LabelParams.from_params(params),
-            SplitParams.from_params(params),
+            params.labels,
+            params.splits,
             events=cohort.events,
         )
     rows = len(ds.vitals)

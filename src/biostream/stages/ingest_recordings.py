@@ -19,12 +19,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from biostream.core.config import Configs, LabelParams, SplitParams
+from biostream.core.config import Configs
 from biostream.core.io import write_json
+from biostream.core.params import Params
 from biostream.core.runtime import progress_enabled, timed
 from biostream.data.dataset import build_dataset, summarize, write_dataset
 from biostream.sources.canonical import canonical_frame
-from biostream.sources.recordings import SOURCES, RecordingsParams, ingest_recordings
+from biostream.sources.recordings import SOURCES, ingest_recordings
 from biostream.stages import StageError, help_of
 
 log = logging.getLogger("biostream")
@@ -40,10 +41,10 @@ class Paths:
     alarms: Path = Path("configs/alarms.yaml")
 
 
-def run(params: dict[str, Any], paths: Paths) -> dict[str, Any]:
+def run(params: Params, paths: Paths) -> dict[str, Any]:
     """Read, map, clean and label the recordings; write the dataset and its manifest (returned)."""
     section = "ingest_recordings" if paths.dataset == "recordings" else f"ingest_{paths.dataset}"
-    p = RecordingsParams.from_params(params, section)
+    p = getattr(params, section)
     configs = Configs.load(paths.signals, paths.alarms)
     with timed(log, "reading recordings"):
         result = ingest_recordings(p, configs.signals,
@@ -51,8 +52,8 @@ def run(params: dict[str, Any], paths: Paths) -> dict[str, Any]:
                                    source=paths.dataset)
     with timed(log, "mapping, cleaning and labelling"):
         signals_df, patients, clean = canonical_frame(result.cases, configs.signals, 1, p.carry_forward_s, p.hold_s)
-        ds = build_dataset(signals_df, patients, configs, LabelParams.from_params(params),
-                           SplitParams.from_params(params), interval_s=1)
+        ds = build_dataset(signals_df, patients, configs, params.labels,
+                           params.splits, interval_s=1)
     status = "ok" if len(ds.patients) else "empty"
     manifest = {"dataset": paths.dataset, "status": status, "reasons": result.notes, "cases": int(len(ds.patients)),
                 "failed_cases": len(result.failures), "failures": result.failures,

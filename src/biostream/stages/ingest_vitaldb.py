@@ -15,11 +15,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from biostream.core.config import Configs, LabelParams, SplitParams
+from biostream.core.config import Configs
 from biostream.core.io import write_json
+from biostream.core.params import Params
 from biostream.core.runtime import progress_enabled, timed
 from biostream.data.dataset import build_dataset, summarize, write_dataset
-from biostream.sources.vitaldb import IngestParams, canonical_frame, ingest
+from biostream.sources.vitaldb import canonical_frame, ingest
 from biostream.stages import StageError, help_of
 
 log = logging.getLogger("biostream")
@@ -33,9 +34,9 @@ class Paths:
     alarms: Path = Path("configs/alarms.yaml")
 
 
-def run(params: dict[str, Any], paths: Paths) -> dict[str, Any]:
+def run(params: Params, paths: Paths) -> dict[str, Any]:
     """Collect, map, clean and label the cases; write the dataset and its manifest (returned)."""
-    p = IngestParams.from_params(params)
+    p = params.ingest_vitaldb
     configs = Configs.load(paths.signals, paths.alarms)
     p.cache_dir.mkdir(parents=True, exist_ok=True)  # a DVC output, even when nothing gets downloaded
 
@@ -47,7 +48,7 @@ def run(params: dict[str, Any], paths: Paths) -> dict[str, Any]:
     with timed(log, "mapping, cleaning and labelling"):
         signals_df, patients, clean = canonical_frame(result.cases, configs.signals, p.interval_s, p.carry_forward_s)
         ds = build_dataset(
-            signals_df, patients, configs, LabelParams.from_params(params), SplitParams.from_params(params),
+            signals_df, patients, configs, params.labels, params.splits,
             interval_s=p.interval_s,
         )
     status = "ok" if len(ds.patients) else "empty"

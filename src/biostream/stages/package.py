@@ -15,10 +15,9 @@ from typing import Any
 
 from biostream.core.config import load_signals
 from biostream.core.io import write_json
-from biostream.core.mlflow_store import TrackingParams, setup_tracking
-from biostream.serving.spec import ServeParams
+from biostream.core.mlflow_store import setup_tracking
+from biostream.core.params import Params
 from biostream.stages import StageError, help_of
-from biostream.tracking.registry import RegisterParams
 
 log = logging.getLogger("biostream")
 
@@ -32,16 +31,16 @@ class Paths:
     signals: Path = Path("configs/signals.yaml")
 
 
-def run(params: dict[str, Any], paths: Paths) -> dict[str, Any]:
+def run(params: Params, paths: Paths) -> dict[str, Any]:
     """Import the champion into BentoML's store and build its bento; write and return their tags."""
-    serve = ServeParams.from_params(params)
+    serve = params.serve
     # BentoML reads its home when first imported: set before (a process that imported it already keeps its own)
     os.environ["BENTOML_HOME"] = str(Path(serve.bentoml_home).resolve())
-    setup_tracking(TrackingParams.from_params(params))
+    setup_tracking(params.tracking)
     from biostream.tracking.package import package
 
     try:
-        result = package(RegisterParams.from_params(params).model_name, serve, load_signals(paths.signals),
+        result = package(params.register_.model_name, serve, params.stream, load_signals(paths.signals),
                          paths.bentofile, paths.build_ctx)
     except (LookupError, RuntimeError) as exc:
         raise StageError(str(exc)) from None

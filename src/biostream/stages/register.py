@@ -13,13 +13,13 @@ from typing import Any
 
 from biostream.core.config import Configs
 from biostream.core.io import write_json
-from biostream.core.mlflow_store import TrackingParams, setup_tracking
-from biostream.features.table import FeatureSet, SourceParams
+from biostream.core.mlflow_store import setup_tracking
+from biostream.core.params import Params
+from biostream.features.table import FeatureSet
 from biostream.models.objective import Objective
 from biostream.stages import Datasets, StageError, help_of
 from biostream.tracking.lock import lock_target
 from biostream.tracking.register import TestSet, register
-from biostream.tracking.registry import RegisterParams
 
 log = logging.getLogger("biostream")
 
@@ -34,22 +34,22 @@ class Paths(Datasets):
     alarms: Path = Path("configs/alarms.yaml")
 
 
-def run(params: dict[str, Any], paths: Paths) -> dict[str, Any]:
+def run(params: Params, paths: Paths) -> dict[str, Any]:
     """Register the best safe candidate (champion only if better); write and return the decision."""
-    rp = RegisterParams.from_params(params)
-    tracking = TrackingParams.from_params(params)
+    rp = params.register_
+    tracking = params.tracking
     lock_target(tracking.uri, rp.lock_url, paths.out)  # a lock that cannot hold across machines fails here
     setup_tracking(tracking)
     configs = Configs.load(paths.signals, paths.alarms)
     features = FeatureSet.open(paths.features, paths.datasets())
-    objective = Objective.from_params(params, configs.rules)
+    objective = Objective.of(params.objective, configs.rules)
     test = TestSet(features, rp.source, objective)
-    learned_from = SourceParams.from_params(params).train  # their test patients were evaluated; others whole
+    learned_from = params.sources.train  # their test patients were evaluated; others whole
     real = {src: TestSet(features, src, objective, "test" if src in learned_from else None)
             for src in rp.real_sources if features.has_rows(src)}
     evaluation = json.loads(paths.evaluation.read_text())
     try:
-        decision = register(rp, tracking, params, paths.models, evaluation, test, paths.out,
+        decision = register(rp, tracking, params.to_dict(), paths.models, evaluation, test, paths.out,
                             [r.kind for r in configs.rules], real)
     except (RuntimeError, KeyError) as exc:
         raise StageError(str(exc)) from None

@@ -22,13 +22,11 @@ import numpy as np
 
 from biostream.core.config import Configs
 from biostream.core.io import write_json
-from biostream.core.mlflow_store import TrackingParams, setup_tracking
+from biostream.core.mlflow_store import setup_tracking
+from biostream.core.params import Params
 from biostream.features import windows_at
-from biostream.features.table import FeatureSet, SourceParams
-from biostream.models.alarms import AlarmPolicy
-from biostream.models.calibration import ThresholdParams
+from biostream.features.table import FeatureSet
 from biostream.models.detectors import NAMES, detector_class, load_detector
-from biostream.models.floor import SafetyParams
 from biostream.models.objective import Objective
 from biostream.models.technical import TechnicalChecks
 from biostream.models.training import floor_template, real_check_of, train_detector, validation_of
@@ -74,16 +72,16 @@ class Paths(Datasets):
     technical: Path = Path("configs/technical.yaml")
 
 
-def run(params: dict[str, Any], paths: Paths) -> dict[str, Any]:
+def run(params: Params, paths: Paths) -> dict[str, Any]:
     """Train every detector; save its bundle, log it to MLflow; write and return the summary (models/index.json)."""
     configs = Configs.load(paths.signals, paths.alarms)
-    policy = AlarmPolicy.from_params(params)
-    tparams = ThresholdParams.from_params(params)
-    objective = Objective.from_params(params, configs.rules)
-    floor = floor_template(configs, SafetyParams.from_params(params), TechnicalChecks.from_yaml(paths.technical))
-    setup_tracking(TrackingParams.from_params(params))
+    policy = params.alarms
+    tparams = params.threshold
+    objective = Objective.of(params.objective, configs.rules)
+    floor = floor_template(configs, params.safety, TechnicalChecks.from_yaml(paths.technical))
+    setup_tracking(params.tracking)
 
-    sources = SourceParams.from_params(params).train
+    sources = params.sources.train
     features = FeatureSet.open(paths.features, paths.datasets())
     pipeline = features.pipeline
     train, val = features.parts(sources, "train", normal_only=True), features.parts(sources, "val")

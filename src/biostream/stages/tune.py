@@ -21,19 +21,17 @@ from typing import Any
 
 import yaml
 
-from biostream.core.config import Configs, require
+from biostream.core.config import Configs
 from biostream.core.io import write_json
-from biostream.core.mlflow_store import TrackingParams, setup_tracking
-from biostream.features.table import FeatureSet, SourceParams
-from biostream.models.alarms import AlarmPolicy
-from biostream.models.calibration import ThresholdParams
+from biostream.core.mlflow_store import setup_tracking
+from biostream.core.params import Params
+from biostream.features.table import FeatureSet
 from biostream.models.detectors import NAMES, detector_class
-from biostream.models.floor import SafetyParams
 from biostream.models.objective import Objective
 from biostream.models.technical import TechnicalChecks
 from biostream.models.training import floor_template, validation_of
 from biostream.stages import Datasets, StageError, help_of
-from biostream.tuning.space import SearchSpace, TuneParams
+from biostream.tuning.space import SearchSpace
 from biostream.tuning.study import StudyInputs, join_study, run_study
 
 log = logging.getLogger("biostream")
@@ -65,17 +63,19 @@ def command(paths: Paths, params_file: Path) -> list[str]:
     return [*argv, "--join"]
 
 
-def run(params: dict[str, Any], paths: Paths) -> dict[str, Any] | None:
+def run(params: Params, paths: Paths) -> dict[str, Any] | None:
     """Run (or resume, or join) the study; write and return the best parameters (None when joining)."""
-    tune = TuneParams.from_params(params)
+    tune = params.tune
     if paths.detector not in tune.n_trials:
         raise StageError(f"params.yaml: tune.n_trials has no entry for '{paths.detector}'")
-    fixed = dict(require(require(params, "detectors", "params.yaml"), paths.detector, "params.yaml: detectors") or {})
+    if paths.detector not in params.detectors:
+        raise StageError(f"params.yaml: detectors has no entry for '{paths.detector}'")
+    fixed = dict(params.detectors[paths.detector] or {})
     configs = Configs.load(paths.signals, paths.alarms)
-    floor = floor_template(configs, SafetyParams.from_params(params), TechnicalChecks.from_yaml(paths.technical))
-    setup_tracking(TrackingParams.from_params(params))
+    floor = floor_template(configs, params.safety, TechnicalChecks.from_yaml(paths.technical))
+    setup_tracking(params.tracking)
 
-    sources = SourceParams.from_params(params).train
+    sources = params.sources.train
     features = FeatureSet.open(paths.features, paths.datasets())
     pipeline = features.pipeline
     train = features.parts(sources, "train", normal_only=True)
@@ -90,8 +90,8 @@ def run(params: dict[str, Any], paths: Paths) -> dict[str, Any] | None:
         detector=paths.detector, fixed=fixed, space=SearchSpace.from_yaml(paths.search_space),
         X_train=pipeline.view_of_rows(view, train.rows, train.vitals),
         X_val=pipeline.view_of_rows(view, val.rows, val.vitals), val=validation_of(val, floor, pipeline),
-        floor=floor, signals=tuple(pipeline.signals), policy=AlarmPolicy.from_params(params),
-        threshold=ThresholdParams.from_params(params), objective=Objective.from_params(params, configs.rules),
+        floor=floor, signals=tuple(pipeline.signals), policy=params.alarms,
+        threshold=params.threshold, objective=Objective.of(params.objective, configs.rules),
         tune=tune, pipeline_json=json.dumps(pipeline.to_dict(), sort_keys=True), code=(__name__,),
     )
     if paths.join:
@@ -99,7 +99,7 @@ def run(params: dict[str, Any], paths: Paths) -> dict[str, Any] | None:
         return None
     with tempfile.TemporaryDirectory(prefix="biostream-tune-") as tmp:
         params_file = Path(tmp) / "params.yaml"  # the workers read exactly the params this process validated
-        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        params_file.write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
 
         def start_workers() -> list[subprocess.Popen]:
             return [subprocess.Popen(command(paths, params_file)) for _ in range(tune.workers - 1)]

@@ -22,6 +22,7 @@ from biostream.core.config import SignalCatalog, load_yaml
 from biostream.core.runtime import quiet_env
 from biostream.models.bundle import ModelBundle
 from biostream.serving.spec import BENTO_MODEL, MLFLOW_MODEL_DIR, SPEC_KEY, ServeParams, ServingSpec, bundle_dir
+from biostream.serving.streaming.params import StreamParams
 from biostream.tracking.registry import CHAMPION
 from biostream.tracking.requirements import service_requirements
 
@@ -44,7 +45,7 @@ def bento_options(bentofile: Path, labels: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def package(model_name: str, serve: ServeParams, catalog: SignalCatalog, bentofile: Path,
+def package(model_name: str, serve: ServeParams, stream: StreamParams, catalog: SignalCatalog, bentofile: Path,
             build_ctx: Path) -> dict[str, Any]:
     """Import the champion and build its bento; returns what the stage writes (tags, how to serve)."""
     import bentoml
@@ -65,7 +66,7 @@ def package(model_name: str, serve: ServeParams, catalog: SignalCatalog, bentofi
         local = Path(download_artifacts(artifact_uri=uri, dst_path=tmp))
         bundle = ModelBundle.load(bundle_dir(local))
         spec = ServingSpec.build(bundle, catalog, serve, model_name=model_name, model_version=str(mv.version),
-                                 model_alias=CHAMPION, model_uri=uri, metrics=metrics)
+                                 model_alias=CHAMPION, model_uri=uri, metrics=metrics, stream=stream)
     spec_json = json.dumps(spec.to_dict(), sort_keys=True)
     version_labels = {"registered_model": model_name, "registered_version": str(mv.version), "detector": spec.detector}
     labels = {**version_labels, "spec": hashlib.sha256(spec_json.encode()).hexdigest()[:16]}

@@ -187,10 +187,11 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
     figures = {c: real_figures(evaluation, c, rp) for c in rp.candidates if c in evaluation}
     checks = {c: safety_check(evaluation[c][rp.source], baseline, clinical_kinds, rp.margin, rp.baseline, figures[c])
               for c in rp.candidates if c in evaluation}
-    detector, value = choose(evaluation, rp.candidates, rp.primary_metric, rp.source,
+    metric = test.objective.metric  # params.yaml: objective.metric
+    detector, value = choose(evaluation, rp.candidates, metric, rp.source,
                              safe={c: check.passed for c, check in checks.items()})
     fp = fingerprint(models / detector, detector, evaluation[detector])
-    log.info("candidate: %s (%s %.4f on the test patients; safety floor %s)", detector, rp.primary_metric, value,
+    log.info("candidate: %s (%s %.4f on the test patients; safety floor %s)", detector, metric, value,
              "passed" if checks[detector].passed else "FAILED: " + "; ".join(checks[detector].failures()))
 
     with registry_lock(tracking.uri, rp.lock_url, rp.model_name, out, rp.lock_timeout_s):
@@ -198,7 +199,7 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
         version, created, notes = _challenger(client, rp, params, models, evaluation[detector][rp.source], detector,
                                               fp, test)
         rescored = test.metrics(f"models:/{rp.model_name}/{version}")
-        challenger_value = metric_at(rescored, rp.primary_metric)
+        challenger_value = metric_at(rescored, metric)
         if not np.isclose(challenger_value, value, rtol=0, atol=1e-9):
             raise RuntimeError(f"version {version} re-scores {challenger_value} on the test patients but `evaluate` "
                                f"reported {value}: the registry does not hold the evaluated model")
@@ -210,7 +211,7 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
         if promote:
             client.set_registered_model_alias(rp.model_name, CHAMPION, version)
         decision = Decision(rp.model_name, detector, version, created, champion_before,
-                            version if promote else str(champion_before), promote, reason, rp.primary_metric,
+                            version if promote else str(champion_before), promote, reason, metric,
                             challenger_value, champion_value, fp, safety.to_dict(),
                             {c: check.passed for c, check in checks.items()}, notes, figures)
         for key, val in {"decision": "promoted" if promote else "kept champion", "decision_reason": reason,
@@ -278,7 +279,7 @@ def _against_champion(client: Any, rp: RegisterParams, version: str, challenger_
         over: list[str] = []
         if champion is not None:
             champion_uri = f"models:/{rp.model_name}/{champion_before}"
-            champion_value = metric_at(test.metrics(champion_uri), rp.primary_metric)
+            champion_value = metric_at(test.metrics(champion_uri), test.objective.metric)
             over = champion_over_budget(champion_uri, real, evaluation, rp)
         promote, reason = decide(challenger_value, champion_value, rp.min_improvement, safety)
         if champion is not None and over and not promote:

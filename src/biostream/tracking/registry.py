@@ -24,56 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from biostream.core.config import ConfigError, require
+from biostream.core.params import RegisterParams, RegisterSafety  # noqa: F401 (params.yaml: its section)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-
-
-@dataclass(frozen=True)
-class RegisterParams:
-    """`params.yaml: register`, with the primary metric from `params.yaml: objective.metric`."""
-
-    model_name: str
-    primary_metric: str
-    source: str
-    candidates: tuple[str, ...]
-    min_improvement: float
-    lock_timeout_s: float
-    baseline: str
-    margin: float
-    lock_url: str | None = None  # a PostgreSQL URL for the registry lock (a shared server); None: from tracking.uri
-    real_sources: tuple[str, ...] = ()  # real recordings a candidate must live with (those evaluated)
-    max_own_alarms_per_hour: float = float("inf")  # its own alarm episodes per patient-hour on each of them
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> RegisterParams:
-        w = "params.yaml: register"
-        sec = require(params, "register", "params.yaml")
-        safety = require(sec, "safety", w)
-        out = cls(
-            model_name=str(require(sec, "model_name", w)),
-            primary_metric=str(require(require(params, "objective", "params.yaml"), "metric",
-                                       "params.yaml: objective")),
-            source=str(require(sec, "source", w)),
-            candidates=tuple(str(c) for c in require(sec, "candidates", w)),
-            min_improvement=float(require(sec, "min_improvement", w)),
-            lock_timeout_s=float(require(sec, "lock_timeout_s", w)),
-            baseline=str(require(safety, "baseline", f"{w}.safety")),
-            margin=float(require(safety, "margin", f"{w}.safety")),
-            lock_url=str(sec["lock_url"]) if sec.get("lock_url") else None,
-            real_sources=tuple(str(x) for x in require(safety, "real_sources", f"{w}.safety")),
-            max_own_alarms_per_hour=float(require(safety, "max_own_alarms_per_hour", f"{w}.safety")),
-        )
-        if not out.candidates:
-            raise ConfigError(f"{w}.candidates: name at least one detector")
-        if out.min_improvement < 0:
-            raise ConfigError(f"{w}.min_improvement: must be >= 0 (a tie always keeps the champion)")
-        if not 0 <= out.margin < 1:
-            raise ConfigError(f"{w}.safety.margin: a recall margin within [0, 1), got {out.margin}")
-        if not out.max_own_alarms_per_hour >= 0:
-            raise ConfigError(f"{w}.safety.max_own_alarms_per_hour: alarm episodes per patient-hour, >= 0; got "
-                              f"{out.max_own_alarms_per_hour}")
-        return out
 
 
 @dataclass(frozen=True)

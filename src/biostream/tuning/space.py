@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from biostream.core.config import ConfigError, load_yaml, require
+from biostream.core.params import TuneParams  # noqa: F401 (params.yaml: its section)
 
 _TYPES = ("int", "float", "categorical")
 
@@ -58,44 +59,3 @@ def decode(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-@dataclass(frozen=True)
-class TuneParams:
-    """`params.yaml: tune` (what a study maximises is `params.yaml: objective`)."""
-
-    n_trials: Mapping[str, int]
-    timeout_s: float
-    seed: int
-    storage: str
-    workers: int = 1  # processes of the DVC stage's study (more can join from other machines: docs/scaling-out.md)
-    heartbeat_s: float = 10.0  # a running trial's heartbeat; a trial silent for grace_s is failed and re-queued
-    grace_s: float = 60.0
-    max_retry: int = 3  # re-queues of one trial whose worker died
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> TuneParams:
-        w = "params.yaml: tune"
-        sec = require(params, "tune", "params.yaml")
-        out = cls(
-            n_trials={str(k): int(v) for k, v in require(sec, "n_trials", w).items()},
-            timeout_s=float(require(sec, "timeout_s", w)),
-            seed=int(require(sec, "seed", w)),
-            storage=str(require(sec, "storage", w)),
-            workers=int(sec.get("workers", cls.workers)),
-            heartbeat_s=float(sec.get("heartbeat_s", cls.heartbeat_s)),
-            grace_s=float(sec.get("grace_s", cls.grace_s)),
-            max_retry=int(sec.get("max_retry", cls.max_retry)),
-        )
-        if any(n < 1 for n in out.n_trials.values()):
-            raise ConfigError(f"{w}.n_trials: every detector needs at least 1 trial, got {dict(out.n_trials)}")
-        if out.workers < 1:
-            raise ConfigError(f"{w}.workers: at least 1 worker process, got {out.workers}")
-        if not 0 < out.heartbeat_s < out.grace_s:
-            raise ConfigError(f"{w}: heartbeat_s ({out.heartbeat_s:g}) must be above 0 and below grace_s "
-                              f"({out.grace_s:g}), or a live worker's trial would be failed as dead")
-        if out.max_retry < 0:
-            raise ConfigError(f"{w}.max_retry: 0 or more, got {out.max_retry}")
-        if out.workers > 1 and out.storage.startswith("sqlite"):
-            raise ConfigError(f"{w}.workers is {out.workers} but tune.storage is {out.storage}: several workers "
-                              "need a database server (tune.storage: postgresql://user@host/db; docs/scaling-out.md); "
-                              "sqlite serialises their writes and cannot be reached from another machine")
-        return out

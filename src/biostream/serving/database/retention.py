@@ -23,56 +23,19 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-DAY = 86400
+from biostream.core.params import DAY, Retention  # noqa: F401 (Retention: params.yaml: stream.retention)
+
 AHEAD_DAYS = 3  # day partitions made ahead of today (a missed run or two never sends today's seconds to the default)
 BATCH = 10_000  # episodes or audit entries deleted per statement
 BEDS_PER_SWEEP = 50  # sqlite: beds whose past seconds are deleted per transaction
 PARTITION = re.compile(r"stream_seconds_p(\d{8})")
 LOCK_TIMEOUT = "20ms"  # PostgreSQL: how long a partition's detach (or make) waits for the parent table's lock,
 # queueing the ingests that come meanwhile, before it lets them through and tries again (`_locked`)
-
-
-@dataclass(frozen=True)
-class Retention:
-    """`params.yaml: stream.retention`."""
-
-    seconds_days: int = 7  # scored seconds (the bulk: ~86,400 rows per bed-day)
-    episodes_days: int = 365  # alarm episodes
-    audit_days: int = 365  # the audit trail
-    every_s: int = 3600  # how often a service on sqlite sweeps (PostgreSQL: the owner's `biostream retention`)
-
-    @classmethod
-    def from_mapping(cls, sec: Mapping[str, Any] | None, where: str = "params.yaml: stream.retention") -> Retention:
-        from biostream.core.config import ConfigError
-
-        sec = dict(sec or {})
-        unknown = set(sec) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; the keys are "
-                              f"{', '.join(cls.__dataclass_fields__)}")
-        try:
-            out = cls(**{k: int(v) for k, v in sec.items()})
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: every value is a whole number of days (every_s: seconds)") from None
-        if min(out.seconds_days, out.episodes_days, out.audit_days, out.every_s) < 1:
-            raise ConfigError(f"{where}: seconds_days, episodes_days, audit_days and every_s must be >= 1")
-        return out
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    def cutoffs(self, now: float) -> dict[str, int]:
-        """Seconds since the epoch before which each kind goes (midnights UTC)."""
-        today = int(now) // DAY * DAY
-        return {"seconds": today - self.seconds_days * DAY, "episodes": today - self.episodes_days * DAY,
-                "audit": today - self.audit_days * DAY}
 
 
 def iso(t: int) -> str:

@@ -70,8 +70,10 @@ def default_retention() -> Retention:
     if params.exists():
         import yaml
 
-        return Retention.from_mapping(((yaml.safe_load(params.read_text()) or {}).get("stream") or {})
-                                      .get("retention"))
+        from biostream.core.params import section
+
+        raw = ((yaml.safe_load(params.read_text()) or {}).get("stream") or {}).get("retention")
+        return section(Retention, raw, f"{params}: stream.retention")
     return Retention()
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from biostream.core.config import ConfigError, as_range, load_yaml, require
+from biostream.core.params import CohortParams  # noqa: F401 (params.yaml: its section)
 
 # where a patient is monitored (configs/synthetic.yaml: settings): anaesthetised in the operating room, or in the ICU
 OPERATING_ROOM, ICU = "operating_room", "icu"
@@ -32,54 +33,6 @@ MAIN_SIGNAL = {
     "hyperthermia": "temp",
 }
 TRANSIENT_SIGNALS = ("hr", "map", "spo2")  # where short limit crossings happen (Physiology.transients)
-
-
-@dataclass(frozen=True)
-class CohortParams:
-    """`params.yaml: generate`."""
-
-    seed: int
-    n_patients: int
-    hours: tuple[float, float]
-    icu_fraction: float  # patients monitored in the ICU (HR, SpO2, impedance RR); the rest are in the operating room
-    nibp_fraction: float  # operating-room patients with a cuff instead of an arterial line
-    warmup_s: int
-    anomalies_per_hour: float
-    artefacts_per_hour: float
-    min_gap_s: int
-    gaps_per_hour: float
-    gap_s: tuple[float, float]
-    absent_signal_probability: Mapping[str, float]
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> CohortParams:
-        where = "params.yaml: generate"
-        sec = require(params, "generate", "params.yaml")
-        out = cls(
-            seed=int(require(sec, "seed", where)),
-            n_patients=int(require(sec, "n_patients", where)),
-            hours=as_range(require(sec, "hours", where), f"{where}.hours"),
-            icu_fraction=float(require(sec, "icu_fraction", where)),
-            nibp_fraction=float(require(sec, "nibp_fraction", where)),
-            warmup_s=int(require(sec, "warmup_s", where)),
-            anomalies_per_hour=float(require(sec, "anomalies_per_hour", where)),
-            artefacts_per_hour=float(require(sec, "artefacts_per_hour", where)),
-            min_gap_s=int(require(sec, "min_gap_s", where)),
-            gaps_per_hour=float(require(sec, "gaps_per_hour", where)),
-            gap_s=as_range(require(sec, "gap_s", where), f"{where}.gap_s"),
-            absent_signal_probability=dict(require(sec, "absent_signal_probability", where) or {}),
-        )
-        if out.n_patients < 1:
-            raise ConfigError(f"{where}.n_patients: must be >= 1, got {out.n_patients}")
-        if out.hours[0] * 3600 <= out.warmup_s:
-            raise ConfigError(
-                f"{where}.hours: the shortest recording ({out.hours[0]} h) must be longer than "
-                f"warmup_s ({out.warmup_s} s); raise hours or lower warmup_s"
-            )
-        for key in ("icu_fraction", "nibp_fraction"):
-            if not 0 <= getattr(out, key) <= 1:
-                raise ConfigError(f"{where}.{key}: must be within [0, 1], got {getattr(out, key)}")
-        return out
 
 
 @dataclass(frozen=True)
