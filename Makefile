@@ -20,10 +20,14 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version.split()[0] + "; set PYTHON=/path/to/python3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet --upgrade pip $$(grep '^uv==' requirements.lock)
+	$(UV) -r requirements.lock
+	$(UV) --no-deps -e .
 	@touch $@
+
+# uv installs the lock's exact versions (the same set pip would) in seconds where pip takes minutes; it reads its
+# index from UV_INDEX_URL / UV_DEFAULT_INDEX, not pip.conf (docs/architecture.md)
+UV = $(BIN)/uv pip install --quiet --python $(BIN)/python
 
 ## run: the whole pipeline (dvc repro) on the embedded defaults: no server, no network needed
 run: setup
@@ -77,7 +81,7 @@ docs-serve: $(VENV)/.docs-installed
 	NO_MKDOCS_2_WARNING=1 mkdocs serve
 
 $(VENV)/.docs-installed: requirements-docs.lock $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -r requirements-docs.lock
+	$(UV) -r requirements-docs.lock
 	@touch $@
 
 ## peers: PyOD and a CPU PyTorch for the peer benchmark (optional; `python -m benchmarks.bench_peers`)

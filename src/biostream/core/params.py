@@ -1,14 +1,9 @@
-"""`params.yaml` as one typed model, validated once when a stage starts (`load_params`).
+"""`params.yaml` as one typed model, validated once when a stage starts (`load_params`), every problem named at once.
 
-Each section is a frozen dataclass here, its fields typed and constrained, its cross-key checks in `__post_init__`;
-the package that uses a section re-exports it under the name its code reads (`AlarmPolicy` from
-`biostream.models.alarms`, `TuneParams` from `biostream.tuning.space`, ...), and a stage reads `params.alarms`,
-`params.tune`, ...: no package parses the file by hand. A wrong type, a value out of range, a missing or an unknown
-(misspelt) key is a `ConfigError` naming the file, the key and the fix, every problem at once. Every key is
-required: the file owns the values, even where a dataclass has a default for code that runs without the file.
-
-The sections live in this one module of `core` so that every stage's code dependencies (`dvc.yaml` deps) stay what
-they read, not the packages of every section.
+Each section is a frozen dataclass here (constrained field types, cross-key checks in `__post_init__`), re-exported
+by the package that uses it under the name its code reads (`AlarmPolicy` from `biostream.models.alarms`, ...); a stage
+reads `params.alarms`, `params.tune`, .... Every key is required: the file owns the values. The sections live in
+this one `core` module so that a stage's code dependencies (`dvc.yaml` deps) stay the packages it reads.
 """
 
 from __future__ import annotations

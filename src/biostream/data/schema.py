@@ -1,19 +1,10 @@
 """The tables every dataset stage writes, with their column types, and their validation.
 
-Both the synthetic cohort and VitalDB ingestion write the same four tables:
-
-* ``vitals``: one row per patient-second: ``patient_id``, ``time_s`` (seconds since the start of the
-  recording), ``split``, the canonical signals (float32, NaN = missing), the ground truth
-  (``label`` 1 inside a physiological event, ``artefact`` 1 inside a technical one, ``anomaly_kind``,
-  ``event_id`` -1 outside events) and the clinical-alarm labels from the alarm rules (``alarm`` any rule,
-  ``alarm_<kind>`` per rule, ``ew_any`` / ``ew_<kind>`` early warning: an alarm event starts within
-  the horizon).
-* ``events``: the ground-truth events, each physiological or technical (``event_class``): for synthetic data
-  the injected anomalies and artefacts and the rule-defined episodes outside them (a monitor's limit held long
-  enough is an event, injected or not); for real recordings, which have no annotation, the merged rule-defined
-  episodes (``clinical_alarm``).
-* ``alarm_events``: one row per alarm-rule event.
-* ``patients``: one row per patient (split, hours, how the patient was monitored).
+The synthetic cohort and every ingestion write the same four tables: ``vitals`` (one row per patient-second: the
+canonical signals, float32 with NaN = missing, the ground truth and the clinical-alarm labels), ``events`` (the
+ground-truth events, each physiological or technical: for real recordings, which have no annotation, the merged
+rule-defined episodes), ``alarm_events`` (one row per alarm-rule event) and ``patients`` (one row per patient).
+Their columns: docs/data.md.
 """
 
 from __future__ import annotations
@@ -40,6 +31,10 @@ def ew_column(kind: str) -> str:
 
 
 def vitals_schema(signals: Sequence[str], alarm_kinds: Sequence[str]) -> pa.Schema:
+    """``vitals``: ``time_s`` counts from the start of the recording; ``label`` is 1 inside a physiological event,
+    ``artefact`` 1 inside a technical one, ``event_id`` NO_EVENT outside events; ``alarm`` is any rule's label,
+    ``alarm_<kind>`` one rule's, and ``ew_any`` / ``ew_<kind>`` the early warning (an alarm event starts within the
+    horizon)."""
     fields = [
         pa.field("patient_id", pa.string(), nullable=False),
         pa.field("time_s", pa.int32(), nullable=False),

@@ -1,21 +1,11 @@
 """The features of a window: one function for training, evaluation and serving.
 
-* `window_features(windows, signals, geometry)`: (N, S, window_s) raw windows -> (N, F) features: per
-  signal over the recent part the last value, mean, standard deviation, min, max, slope, change, median
-  absolute deviation, fraction missing, permutation entropy, dominant frequency and high-frequency power
-  share, peak count, and seconds since the value last changed (for cuff pressure: since the last fresh
-  reading; for any signal: how long it has been frozen); per signal against the patient's own usual
-  behaviour (the older half of the window) how long it has been frozen in units of its usual time between
-  changes, the newest value against the recent median, and the recent step size against the usual one;
-  per signal over the whole window how the recent mean compares with the patient's own earlier block
-  means, their trend and spread, and the fraction missing; across signals: shock index (HR/SBP), pulse
-  pressure, the HR-MAP correlation and MAP's departure from DBP + PP/3 (patient offset removed). Missing values
-  (NaN) are handled explicitly: a feature that cannot be computed is NaN and `Preprocessor` imputes it;
-  the fraction-missing features tell models it happened.
-* `sequence_view(windows, geometry)`: the last `sequence_s` seconds as a sequence for the LSTM
-  autoencoder, average-pooled to `sequence_step_s` steps, with a mask of observed steps.
-
-The per-signal loops are compiled (`biostream.features.kernel`); the names, groups and layout are here.
+`window_features` turns raw windows (N, S, window_s) into (N, F) features: per signal over the recent part, against
+the patient's own usual behaviour (the older half of the window) and over the whole window, and across signals
+(each feature: docs/pipeline.md#features-and-detectors). Missing values (NaN) are handled explicitly: a feature that
+cannot be computed is NaN, `Preprocessor` imputes it, and the fraction-missing features tell models it happened.
+`sequence_view` is the LSTM autoencoder's input. The per-signal loops are compiled (`biostream.features.kernel`);
+the names, groups and layout are here.
 """
 
 from __future__ import annotations
@@ -137,8 +127,8 @@ def window_features(windows: np.ndarray, signals: Sequence[str], geometry: Windo
 
 
 def sequence_view(windows: np.ndarray, geometry: WindowGeometry) -> tuple[np.ndarray, np.ndarray]:
-    """(N, S, window_s) -> the last `sequence_s` seconds as ((N, T, S) step means, (N, T, S) 1.0 where the
-    step had data), T = sequence_s / sequence_step_s."""
+    """(N, S, window_s) -> the last `sequence_s` seconds, average-pooled to `sequence_step_s` steps, for the LSTM
+    autoencoder: ((N, T, S) step means, (N, T, S) 1.0 where the step had data), T = sequence_s / sequence_step_s."""
     step_s = geometry.sequence_step_s
     x = np.asarray(windows, dtype=np.float64)[..., -geometry.sequence_s :]
     n, s, w = x.shape

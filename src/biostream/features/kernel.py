@@ -1,17 +1,11 @@
 """The compiled core of `biostream.features.window_features` (numba): one pass over each signal of each window.
 
-Serving scores raw windows of 30 minutes (8 signals x 1,800 values); as ~150 numpy calls over (n, S, W)
-arrays the features cost ~0.1 ms a window in a batch and ~0.6 ms for one window, most of it numpy's
-per-call overhead and repeated passes. Here each signal of each window is read once for its block means,
-once for its older half's changes, and its recent part a few times, in compiled loops (`nogil`: the
-service's HTTP thread runs meanwhile). The definitions are `biostream.features`' (its module docstring);
-tests/code/test_feature_kernel.py checks this code against a plain numpy statement of them.
-
-Arithmetic is float64 over float32 values (what the dataset stores and monitors display). Sums of float32
-values in float64 are exact for these magnitudes, so the loops that only add such values may be vectorised
-in any order (`fastmath` reassociation) without changing a bit; everything else keeps IEEE order, so the
-same window gives the same features on any CPU. Compiled on first use and cached beside this file
-(`__pycache__`, or NUMBA_CACHE_DIR).
+Each signal is read once for its block means, once for its older half's changes and its recent part a few times, in
+`nogil` loops (the service's HTTP thread runs meanwhile), instead of numpy's many calls and passes over the window.
+tests/code/test_feature_kernel.py holds it to a plain numpy statement of the definitions
+(tests/code/reference_features.py). Arithmetic is float64 over float32 values (what the dataset stores and monitors
+display), reassociated only where exact (`_EXACT_SUMS`), so a window gives the same features on any CPU. Compiled on
+first use and cached beside this file (`__pycache__`, or NUMBA_CACHE_DIR).
 """
 
 from __future__ import annotations
@@ -34,6 +28,8 @@ assert LAYOUT[CTX_MISSING] == "ctx_missing" and LAYOUT[DOM_FREQ] == "dom_freq" a
 SHOCK_INDEX, PULSE_PRESSURE, HR_MAP_CORR, MAP_RESIDUAL = range(len(CROSS_LAYOUT))
 
 _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # numpy semantics: x/0 is inf or nan, not an error
+# float32 values summed in float64 are exact at these magnitudes, so loops that only add them may be vectorised in
+# any order (`fastmath` reassociation) without changing a bit; every other loop keeps IEEE order
 _EXACT_SUMS = {**_JIT, "fastmath": {"reassoc", "nsz"}}  # only for loops that add float32 values in float64
 
 _NAN = np.nan

@@ -1,13 +1,10 @@
 """When a learned model may read a signal: once the patient's own history of it is long enough.
 
 A signal is *read* at a second when it was observed in at least `min_observed` of the last `min_history_s` seconds
-(a held cuff reading counts as observed). Until then (a new recording; a probe back on after a gap) the learned
-models see it as not monitored, all missing: the state of a signal never monitored, which they learn from training
-patients monitored without it. A second at which no signal is read has no learned score: the bedside rules (the
-floor, which read the raw values) alarm alone, and serving and evaluation report the technical condition "new
-recording: learning baseline" (`biostream.models.conditions`). Training, evaluation and serving apply the same
-`Readiness` to the same raw windows (`biostream.features.pipeline.InputPipeline`), so what a model learns from is
-what it reads at the bedside.
+(a held cuff reading counts as observed). Until then the learned models see it as not monitored, all missing; a
+second at which no signal is read has no learned score, and the bedside rules alarm alone (docs/clinical-safety.md).
+Training, evaluation and serving apply the same `Readiness` to the same raw windows
+(`biostream.features.pipeline.InputPipeline`), so what a model learns from is what it reads at the bedside.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
 """Alarm post-processing, as a monitor does it: from per-second scores to alarm episodes of each class.
+
+An `AlarmPolicy` turns scores into alarms (Merlion's `AggregateAlarms` idea): a second is "above" when its score
+exceeds the threshold; an alarm is on once k of the last n seconds were above, or at once where a bedside rule fires
+(it has held for its duration already: the monitor's alarm delay); alarms starting less than `refractory_s` after
+the previous one ended are merged into it (the monitor does not re-alarm). Each episode then takes the class of most
+of its seconds (`class_alarms`): one alarm is never split in two.
 """
 
 from __future__ import annotations

@@ -2,17 +2,9 @@
 separates it), of the whole alarm system: the detector's threshold is chosen with the safety floor, the technical
 classes and the alarm policy in place (`biostream.models.floor`), so what it maximises is what the bundle does.
 
-* "best_objective": the candidate threshold (an upper quantile of the validation scores, or none at all: the
-  learned model adds no alarm to the floor) with the best `objective.metric` (params.yaml: objective; by
-  default the clinically weighted physiological event F1); among equals the highest (fewest alarms);
-* "alarm_rate": the score above which a target fraction of validation seconds would be (no floor needed).
-
-Either way, with `threshold.real_source` the threshold must also keep the bundle's own alarms on those real
-recordings (alarm episodes its floor alone would not raise) at or under `threshold.max_own_alarms_per_hour`
-(`OwnAlarmCap`): the synthetic world decides among thresholds that real monitoring data can live with.
-
-`Validation` holds the validation patients' rows and events and scores alarms on them the way `evaluate` scores
-test patients; `validation_metrics` is what a study's trial and `train` log.
+`calibrate_on_validation` chooses it (`params.yaml: threshold`), among thresholds that real monitoring data can live
+with (`OwnAlarmCap`). `Validation` scores alarms on the validation patients the way `evaluate` scores test patients;
+`validation_metrics` is what a study's trial and `train` log.
 """
 
 from __future__ import annotations
@@ -111,9 +103,16 @@ def candidates(scores: np.ndarray, n: int = CANDIDATES) -> np.ndarray:
 def calibrate_on_validation(learned: np.ndarray, val: Validation, comb: Combination, signals: Sequence[str],
                             policy: AlarmPolicy, tp: ThresholdParams, objective: Objective,
                             cap: OwnAlarmCap | None = None) -> float:
-    """The detector's threshold by `params.yaml: threshold.method`, on validation scores (the module docstring);
-    with a `cap`, only among thresholds whose own alarms on the cap's real recordings stay within it (+inf always
-    does: the floor alone)."""
+    """The detector's threshold by `params.yaml: threshold.method`, on validation scores:
+
+    * "best_objective": the candidate threshold (an upper quantile of the validation scores, or +inf: the learned
+      model adds no alarm to the floor) with the best `objective.metric` (params.yaml: objective; by default the
+      clinically weighted physiological event F1); among equals the highest (fewest alarms);
+    * "alarm_rate": the score above which a target fraction of validation seconds would be (no floor needed).
+
+    With a `cap` (`threshold.real_source`), only among thresholds whose own alarms on the cap's real recordings stay
+    at or under `threshold.max_own_alarms_per_hour` (+inf always does: the floor alone): the synthetic world decides
+    among thresholds that real monitoring data can live with."""
     learned = np.asarray(learned, dtype=np.float64)
     if learned.size == 0:
         raise ValueError("cannot calibrate a threshold on zero validation scores")

@@ -1,14 +1,10 @@
 """Technical conditions: what a monitor reports about the measurement itself, never a patient alarm.
 
-* "new recording: learning baseline": a signal reads, but none has been observed long enough for the learned model
-  to read it (`biostream.features.readiness`); the bedside rules alarm alone meanwhile;
-* "<signal>: no signal for N s": a signal that was monitored in the window read nothing for the last N >=
-  `no_signal_s` seconds (a probe off, a disconnected line). A signal never monitored in the window is not a
-  condition: ICU patients have no capnograph.
-
-They are reported beside the alarms (serving's `conditions`, evaluation's `conditions`) and never count as alarms
-of either class. `window_conditions` reads raw windows (what serving holds); `series_conditions` whole recordings,
-second by second (what evaluation holds): the same definitions, tested equal.
+"new recording: learning baseline" while no signal is read yet (`biostream.features.readiness`: the bedside rules
+alarm alone meanwhile), and "<signal>: no signal for N s" for a monitored signal silent for `no_signal_s` or more (a
+signal never monitored in the window is no condition: ICU patients have no capnograph). They are reported beside the
+alarms and never count as alarms of either class. `window_conditions` reads raw windows (serving),
+`series_conditions` whole recordings second by second (evaluation): the same definitions, tested equal.
 """
 
 from __future__ import annotations

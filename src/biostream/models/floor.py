@@ -1,20 +1,10 @@
 """The safety floor: how a learned detector's alarms keep everything the bedside rules catch, and say their class.
 
-A bundle's score is on one scale for every detector, 0 at the alarm threshold:
-
-* the rules' score R (`biostream.models.detectors.clinical`: > 0 exactly when a rule of `configs/alarms.yaml`
-  has held for its duration, in the rule's units beyond the limit; below 0 the mean shortfall);
-* the learned score L = (s - threshold) / spread, with `spread` the detector's normal training scores' spread
-  (99th percentile minus median); above 0 it is compressed to at most `cap` (cap * tanh(L / cap)), so a
-  sustained rule exceedance outranks any learned score once it is `cap` units beyond its limit;
-* the score S = max(R, L). So every second the rules alarm on is above threshold for the learned detector too:
-  with the same alarm policy (k of n, refractory), a floored detector alarms wherever the rules alarm, at least
-  as early (tested). What a learned model adds is alarms of its own: earlier warnings, and what no rule covers.
-
-Each second above threshold has a class (`Outputs.technical`): technical when its driving signal shows a
-signature of the measurement (`biostream.models.technical`): for a rule-driven second the rule's signal (a lower
-limit only on a frozen value, erratic readings or a probe gap), for a learned-driven second any signal.
-Physiological and technical alarms are then two streams (`biostream.models.alarms.class_alarms`).
+A bundle's score is S = max(R, L), on one scale for every detector, 0 at the alarm threshold: R the rules' score
+(`biostream.models.detectors.clinical`), L the learned score (`learned_scale`). So with the same alarm policy a
+floored detector alarms wherever the rules alarm, at least as early (tested); what a learned model adds is alarms of
+its own. Each second above threshold has a class (`Outputs.technical`, `combine`); physiological and technical
+alarms are then two streams (`biostream.models.alarms.class_alarms`). docs/clinical-safety.md#the-floor.
 """
 
 from __future__ import annotations
@@ -144,8 +134,10 @@ def floor_view_of_rows(comb: Combination, pipeline: InputPipeline, rows: pd.Data
 
 
 def learned_scale(scores: np.ndarray, threshold: float, spread: float, cap: float | None) -> np.ndarray:
-    """A learned score on the bundle's scale: (s - threshold) / spread, compressed above 0 to at most `cap`, and
-    never below NEVER (a threshold of +inf, a detector calibrated to alarm on nothing, gives NEVER throughout)."""
+    """A learned score on the bundle's scale: L = (s - threshold) / spread (`spread_of`), compressed above 0 to at
+    most `cap` (cap * tanh(L / cap): a sustained rule exceedance outranks any learned score once it is `cap` units
+    beyond its limit), and never below NEVER (a threshold of +inf, a detector calibrated to alarm on nothing, gives
+    NEVER throughout)."""
     s = np.asarray(scores, dtype=np.float64)
     if not np.isfinite(threshold):
         return np.full(s.shape, NEVER)
@@ -156,7 +148,12 @@ def learned_scale(scores: np.ndarray, threshold: float, spread: float, cap: floa
 def combine(learned: np.ndarray | None, threshold: float, comb: Combination, view: FloorView,
             signals: Sequence[str]) -> Outputs:
     """The bundle's outputs from a detector's scores (None: the rules alone) and the floor's view of the same
-    seconds (what `comb` has no use for in the view is ignored: a view built once serves every combination)."""
+    seconds (what `comb` has no use for in the view is ignored: a view built once serves every combination).
+
+    The score is the larger of the rules' and the learned one. A second above threshold is technical when its
+    driving signal shows a signature of the measurement (`biostream.models.technical`): for a rule-driven second the
+    rule's signal (`Flags.rule_technical`: a lower limit only on a frozen value, erratic readings or a probe gap), for
+    a learned-driven second any signal (`Flags.any_signal`)."""
     n = len(view) if learned is None else len(learned)
     has_rules = comb.rules is not None and view.rule_scores.shape[1] > 0
     rules = view.rule_scores.max(axis=1) if has_rules else np.full(n, NEVER)

@@ -1,26 +1,10 @@
 """What clinicians read: event-level metrics of alarm episodes, physiological and technical apart.
 
 Scores arrive per scored second of whole recordings (`patient_id`, `time_s`, sorted, 1-s grid), 0 at the alarm
-threshold, with each second's class (`biostream.models.floor.Outputs`). An `AlarmPolicy` turns them into alarms
-the way a monitor would (Merlion's `AggregateAlarms` idea): a second is "above" when its score exceeds the
-threshold; an alarm is on once k of the last n seconds were above, or at once where a bedside rule fires (it has
-held for its duration already: the monitor's alarm delay); alarms starting less than `refractory_s` after the
-previous one ended are merged into it (the monitor does not re-alarm). Each alarm episode then takes the class
-of most of its seconds (`class_alarms`): physiological and technical alarms are reported apart, and one alarm is
-never split in two.
-
-`event_metrics` scores one class's alarm episodes against the events of that class:
-* an event is caught when an alarm episode overlaps it, or starts at most `tolerance_s` before it;
-* an alarm episode is true when it overlaps an event of its class (extended the same way), false otherwise (a
-  physiological alarm on a probe off is a false physiological alarm: the clinician is sent to the patient);
-* false alarms per patient-hour, event recall and precision, event F1, median detection delay (first
-  overlapping alarm start minus event start; negative = early), recall per kind (an event of several rule kinds,
-  'a+b', counts for each), and with an `Objective` the clinically weighted recall and F1.
-
-`rule_event_metrics` is the bedside view of the same scores: the rule-defined events (each rule kind's runs,
-however caused), caught by an alarm of either class, alarm episodes of both classes per hour, and the AUROC of
-the score against "inside a rule event": how BioStream is scored on real recordings, where the rules define the
-events.
+threshold, with each second's class (`biostream.models.floor.Outputs`); `biostream.models.alarms` turns them into
+alarm episodes of one class each, as a monitor would. `event_metrics` scores one class's episodes against the
+events of that class; `rule_event_metrics` is the bedside view: how BioStream is scored on real recordings, where
+the rules define the events.
 """
 
 from __future__ import annotations
@@ -45,7 +29,15 @@ def event_metrics(
     tolerance_s: int,
     objective: Objective | None = None,
 ) -> dict[str, Any]:
-    """Event-level scores of one class's alarm episodes against the events of that class, same patients."""
+    """Event-level scores of one class's alarm episodes against the events of that class, same patients.
+
+    * an event is caught when an alarm episode overlaps it, or starts at most `tolerance_s` before it;
+    * an alarm episode is true when it overlaps an event of its class (extended the same way), false otherwise (a
+      physiological alarm on a probe off is a false physiological alarm: the clinician is sent to the patient);
+    * false alarms per patient-hour, event recall and precision, event F1, median detection delay (first
+      overlapping alarm start minus event start; negative = early), recall per kind (an event of several rule kinds,
+      'a+b', counts for each), and with an `Objective` the clinically weighted recall and F1.
+    """
     ev = events
     # every (episode, event) pair of the same patient at once, not episode by episode: a calibration tries
     # low thresholds too, with thousands of episodes
@@ -153,8 +145,9 @@ def class_metrics(patient_id: np.ndarray, time_s: np.ndarray, alarms: Mapping[st
 
 def rule_event_metrics(rows: pd.DataFrame, rule_events: pd.DataFrame, scores: np.ndarray, any_alarm: np.ndarray,
                        tolerance_s: int) -> dict[str, Any]:
-    """The bedside view (the module docstring): rule events (ALARM_EVENTS_SCHEMA rows of these patients) caught by
-    an alarm of either class, alarm episodes per hour, and the AUROC of the score against the seconds inside a rule
+    """The bedside view, how BioStream is scored on real recordings, where the rules define the events: rule events
+    (ALARM_EVENTS_SCHEMA rows of these patients: each rule kind's runs, however caused) caught by an alarm of either
+    class, alarm episodes per hour, and the AUROC of the score against the seconds inside a rule
     event (`rows["alarm"]`)."""
     pid, t = rows["patient_id"].to_numpy(), rows["time_s"].to_numpy()
     episodes = alarm_episodes(pid, t, any_alarm)

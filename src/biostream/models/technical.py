@@ -1,21 +1,9 @@
 """Technical signatures: whether a window's recent history shows a measurement problem, per signal.
 
-An alarm is technical ("check the probe") when the signal driving it shows a signature of the measurement, not
-of the patient (`configs/technical.yaml` says which and why):
-
-* a *jump*: a 1-s change beyond the signal's `jump` while the signal was live (it changed in the `live_s`
-  seconds before: a new cuff reading replacing a held one is not a jump); *erratic*: two or more jumps;
-* *frozen*: the value unchanged for `frozen_s` seconds in a signal that changed in at least
-  `continuous_fraction` of its earlier seconds (not a held cuff value, not SpO2 resting at 100 %);
-* a *gap*: a signal of `gap_signals` read nothing at some second of the last `lookback_s` while it read most of
-  the time before (a probe off and on again);
-* a *flush*: SBP - DBP under `flush_pulse_pressure` in 3 of the last 10 seconds (an arterial line flushed or
-  damped);
-* *noise*: the mean 1-s step over the last minute `noise_ratio` times the earlier one.
-
-Jumps and gaps mark a signal for `lookback_s` after them (an ECG double count lasts minutes after its jump).
-Which signatures demote which alarm is `TechnicalChecks.rule_technical` (a rule) and `any_signal` (a learned
-model's alarm). Pure numpy over (n, S, T) windows, vectorised.
+An alarm is technical ("check the probe") when the signal driving it shows a signature of the measurement, not of
+the patient: a jump, erratic readings, a frozen value, a gap, a flush or noise (`TechnicalChecks`;
+`configs/technical.yaml` says which and why). Which signatures demote which alarm is `Flags.rule_technical` (a
+rule) and `Flags.any_signal` (a learned model's alarm). Pure numpy over (n, S, T) windows, vectorised.
 """
 
 from __future__ import annotations
@@ -35,7 +23,20 @@ FLUSH_SIGNALS = ("sbp", "dbp", "map")
 
 @dataclass(frozen=True)
 class TechnicalChecks:
-    """`configs/technical.yaml`."""
+    """`configs/technical.yaml`: the signatures of the measurement that `flags` finds, per signal.
+
+    * a *jump*: a 1-s change beyond the signal's `jump` while the signal was live (it changed in the `live_s`
+      seconds before: a new cuff reading replacing a held one is not a jump); *erratic*: two or more jumps;
+    * *frozen*: the value unchanged for `frozen_s` seconds in a signal that changed in at least
+      `continuous_fraction` of its earlier seconds (not a held cuff value, not SpO2 resting at 100 %);
+    * a *gap*: a signal of `gap_signals` read nothing at some second of the last `lookback_s` while it read most of
+      the time before (a probe off and on again);
+    * a *flush*: SBP - DBP under `flush_pulse_pressure` in 3 of the last 10 seconds (an arterial line flushed or
+      damped);
+    * *noise*: the mean 1-s step over the last minute `noise_ratio` times the earlier one.
+
+    Jumps and gaps mark a signal for `lookback_s` after them (an ECG double count lasts minutes after its jump).
+    """
 
     context_s: int
     jump: Mapping[str, float]

@@ -1,20 +1,10 @@
 """Batches of windows as Apache Arrow IPC streams: the binary body `POST /predict` also accepts.
 
 A gateway that scores many beds sends a batch as one Arrow record batch (`Content-Type:
-application/vnd.apache.arrow.stream`) instead of JSON: 64 windows of 30 minutes are 3.7 MB of float32
-that the service reads without parsing a number (JSON numbers: ~6.8 MB and ~40 ms to parse; base64 float32
-in JSON, `vitals_f32`: ~9 ms to decode). Columns:
-
-* `patient_id`: string, one per window;
-* `time`: the time of the window's last sample, a timestamp (no zone = UTC) or seconds since the epoch;
-* one column per signal sent, named as in `POST /metadata` (`hr`, `spo2`, ...): a list (or large or fixed-size
-  list) of floating-point or integer values at 1 Hz, oldest first, null or NaN where missing; a null list, or
-  a signal left out of the batch, is a signal not monitored for that window.
-
-The answer is the JSON of `POST /predict`. Every window passes the checks of a JSON window (equal lengths,
-1..`max_window_s` values, finite, physiological range, missing fraction; batch size), and a violation is a
-400 whose message names the row, the patient, the column, the value and the limit. `windows_to_arrow` writes
-such a body (clients, tests, the benchmark).
+application/vnd.apache.arrow.stream`) instead of JSON: the service reads its float32 values without parsing a
+number (docs/benchmarks.md). `windows_from_arrow` reads and checks a body (the columns and checks are in its
+docstring and docs/serving.md); the answer is the JSON of `POST /predict`. `windows_to_arrow` writes such a body
+(clients, tests, the benchmark).
 """
 
 from __future__ import annotations
@@ -158,8 +148,17 @@ def _signal(table: pa.Table, name: str, spec: ServingSpec, pids: list[str]) -> t
 
 
 def windows_from_arrow(body: bytes, spec: ServingSpec) -> list[ArrowWindow]:
-    """The validated windows of an Arrow IPC stream (module docstring). Raises ValueError naming the row, the
-    column, the value and the limit."""
+    """The validated windows of an Arrow IPC stream, one row per window:
+
+    * `patient_id`: string;
+    * `time`: the time of the window's last sample, a timestamp (no zone = UTC) or seconds since the epoch;
+    * one column per signal sent, named as in `POST /metadata` (`hr`, `spo2`, ...): a list (or large or fixed-size
+      list) of floating-point or integer values at 1 Hz, oldest first, null or NaN where missing; a null list, or
+      a signal left out of the batch, is a signal not monitored for that window.
+
+    Every window passes the checks of a JSON window (equal lengths, 1..`max_window_s` values, finite, physiological
+    range, missing fraction; batch size). Raises ValueError naming the row, the patient, the column, the value and
+    the limit (a 400)."""
     table = _read(body)
     n = table.num_rows
     if not 1 <= n <= spec.max_batch_windows:

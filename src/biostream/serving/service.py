@@ -3,13 +3,10 @@
     bentoml serve <bento tag>               # the bento the `package` stage built (results/bento.json)
     bentoml serve biostream.serving.service:VitalsService   # from the source tree, for development
 
-The model is the registry's champion as the `package` stage imported it into the BentoML model store
-(`biostream.serving.BENTO_MODEL`), with its serving spec (registered version, signal ranges, limits) in the
-model's metadata. Everything the endpoints do is in `biostream.serving` and `biostream.serving.arrow` (tested
-without a server); this module only declares the endpoints. `POST /predict` takes JSON or an Arrow IPC
-stream (routed by `BodyTypes`); the bedside streams' `POST /ingest` and `GET /beds/...`, `/alarms` are
-`biostream.serving.streaming.http`, routed the same way. Importing it reads the model store, as any BentoML
-service module does.
+The model is the registry's champion as `package` imported it into the BentoML model store
+(`biostream.serving.BENTO_MODEL`), its serving spec (registered version, signal ranges, limits) in its metadata.
+This module only declares the endpoints; what they do is the rest of `biostream.serving` (tested without a server).
+Importing it reads the model store, as any BentoML service module does.
 """
 
 from __future__ import annotations

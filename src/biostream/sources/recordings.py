@@ -1,21 +1,12 @@
 """Local recordings as a data source: a folder of CSV or Parquet files, one per case, the format a hospital's monitor
-export or another dataset is most easily brought into (`params.yaml: ingest_recordings`).
+export or another dataset is most easily brought into (docs/data.md#your-own-recordings).
 
-A file holds one recording: either a time column (`time_column`, or the first of `TIME_COLUMNS` present: ISO 8601
-times, or seconds, relative or since the epoch) or one row per second; and a column per signal, named by its
-canonical key (`hr`, `map`, ...) or by a device track of `configs/signals.yaml` (`Solar8000/NIBP_MBP`,
-`Intellivue/HR`, PhysioNet's `ABPMean`, ...), mapped and cleaned as VitalDB's tracks are
-(`biostream.sources.canonical`). Names match whatever their case, and with a unit in brackets after them
-(`HR[bpm]`, `Time [s]`). Times are put on a 1-s grid (a second with several rows keeps the last; a second with none
-is missing); a file whose rows are further apart than a second (a chart's one row a minute) has each row's values
-held until the next row, at most that spacing, as a monitor holds a reading; other columns are listed as ignored;
-empty cells and a monitor's dashes are missing. The folder is searched recursively (a data set in a sub-folder).
-
-The same reader serves two datasets (`SOURCES`): `recordings` (your own, `params.yaml: ingest_recordings`) and
-`real` (the project's real, openly licensed reference recordings, `params.yaml: ingest_real`: an evaluation source).
-
-A file that cannot be used gets a `RecordingError` naming the file, and where it applies the row (as a spreadsheet
-counts it: the header is row 1) and the column; that case is skipped and reported, the others are kept.
+A file holds one recording: a time column or one row per second, and a column per signal named by its canonical key
+or by a device track of `configs/signals.yaml`, mapped and cleaned as VitalDB's tracks are
+(`biostream.sources.canonical`); `read_recording` says how it is read. The same reader serves two datasets
+(`SOURCES`): `recordings` (your own, `params.yaml: ingest_recordings`) and `real` (the project's real reference
+recordings, `params.yaml: ingest_real`). A file that cannot be used gets a `RecordingError` naming the file, row and
+column; that case is skipped and reported, the others are kept.
 """
 
 from __future__ import annotations
@@ -138,7 +129,14 @@ def row_spacing(seconds: np.ndarray) -> int:
 def read_recording(path: str | Path, catalog: SignalCatalog,
                    params: RecordingsParams) -> tuple[pd.DataFrame, list[str]]:
     """One recording file as a 1-Hz frame of its signal columns (canonical keys and device tracks, as
-    `configs/signals.yaml` spells them), and the columns it ignored. Raises `RecordingError`."""
+    `configs/signals.yaml` spells them), and the columns it ignored. Raises `RecordingError`.
+
+    Times: the column `params.time_column`, or the first of `TIME_COLUMNS` present (ISO 8601 times, or seconds,
+    relative or since the epoch), else one row per second; put on a 1-s grid (a second with several rows keeps the
+    last; a second with none is missing). Rows further apart than a second (a chart's one row a minute:
+    `row_spacing`) have their values held until the next row, at most that spacing, as a monitor holds a reading.
+    Names match whatever their case, and with a unit in brackets after them (`HR[bpm]`, `Time [s]`); empty cells
+    and a monitor's dashes are missing."""
     path = Path(path)
     raw = _load(path)
     raw.columns = [str(c).strip() for c in raw.columns]

@@ -1,16 +1,11 @@
 """Stage `evaluate`: every trained bundle on the test patients of every source in `sources.evaluate`.
 
 Metrics per detector (DVC metrics, and an MLflow run `evaluate-<detector>`), physiological and technical apart
-(`biostream.models.metrics`): per class, event recall, precision and F1 (the physiological ones also clinically
-weighted), false alarms per patient-hour, median detection delay and recall per kind; per-second AUROC, AUPRC,
-precision, recall and F1 of the physiological class; the bedside view (rule-defined events caught, alarm episodes
-per hour, AUROC against "inside a rule event"); early-warning AUROC; score time per window. Besides the trained
-bundles, `monitor` is the bedside monitor without alarm delay (the rules of configs/alarms.yaml on each second's
-value) and `map_alone` the current MAP alone, reference rows. Plots (DVC plots and MLflow artifacts;
-`biostream.reporting.evaluate`): ROC and PR curves, confusion matrices, score distributions, a timeline of test
-patients, what drives the scores, and a chart comparing the detectors. Per-second scores and alarms of the first
-source's test patients, one parquet file per detector in `scores` (what the serving parity test compares the
-BentoML service with).
+(`biostream.models.metrics`; the list: docs/pipeline.md), beside two reference rows: `monitor`, the bedside monitor
+without alarm delay (the rules of configs/alarms.yaml on each second's value), and `map_alone`, the current MAP
+alone. Plots are DVC plots and MLflow artifacts (`biostream.reporting.evaluate`). The first source's test patients'
+per-second scores and alarms go to `scores`, one parquet file per detector: what the serving parity test compares
+the BentoML service with.
 """
 
 from __future__ import annotations
@@ -65,7 +60,9 @@ class Paths(Datasets):
 
 
 def run(params: Params, paths: Paths) -> dict[str, dict]:
-    """Score every bundle on every source; write the metrics, realism, plots and scores; return the metrics."""
+    """Score every bundle on every source; write the metrics, realism, plots (ROC and PR curves, confusion matrices,
+    score distributions, a timeline of test patients, what drives the scores, a chart comparing the detectors) and
+    scores; return the metrics."""
     matplotlib.use("Agg")  # figures are files, on any machine
     configs = Configs.load(paths.signals, paths.alarms)
     objective = Objective.of(params.objective, configs.rules)

@@ -2,12 +2,10 @@
 dataset.
 
 `dataset: recordings` reads your own recordings (`params.yaml: ingest_recordings`); `dataset: real` the project's
-real reference recordings (`params.yaml: ingest_real`, data/external/real/README.md). Every `.csv` and `.parquet`
-file of the folder is read (`biostream.sources.recordings`: a time column or 1-Hz rows, a column per canonical
-signal or per device track of configs/signals.yaml). A file that cannot be used is skipped and listed under
-`failures` with a message naming file, row and column; the others are kept. With no file, the stage writes an
-empty, correctly typed dataset and says so; `require_data: true` makes that an error (exit status 2, nothing
-written).
+real reference recordings (`params.yaml: ingest_real`, data/external/real/README.md); both through
+`biostream.sources.recordings`. A file that cannot be used is skipped and listed under `failures`, the others kept.
+With no file, the stage writes an empty, correctly typed dataset and says so; `require_data: true` makes that an
+error (exit status 2, nothing written).
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
 """The `register` stage's work: the best evaluated detector into the MLflow model registry, `champion` only if
-better (the pure decisions are `biostream.tracking.registry`'s).
+better (the pure decisions are `biostream.tracking.registry`'s; the procedure: docs/studies-and-registry.md).
 
-Picks the candidate with the best primary metric (`objective.metric`) on the test patients of `register.source`
-among those that pass the safety floor against the bedside rules (`register.safety`), registers its logged model
-under `register.model_name` (an existing version made from the same bundle and metrics is reused: no new version),
-sets the alias `challenger` on it, re-scores it and the current `champion` from the registry on today's test
-patients, and moves `champion` only if the challenger passes the floor and is strictly better (by more than
-`register.min_improvement`). The decision, each candidate's safety and its reasons go to the version's tags; the
-version's description is its model card. Serialised by the registry lock (`biostream.tracking.lock`: a file beside
-an embedded sqlite store, a PostgreSQL advisory lock for a shared store or server).
-
-The model registered is the train stage's logged model when this store holds its run, and otherwise the bundle
-in `models/<detector>/` logged again (in a `register-<detector>` run): `models/` as DVC restores it is enough,
-without the MLflow store it was first logged to.
+Serialised by the registry lock (`biostream.tracking.lock`: a file beside an embedded sqlite store, a PostgreSQL
+advisory lock for a shared store or server). The model registered is the train stage's logged model when this store
+holds its run, else the bundle in `models/<detector>/` logged again (`logged_model`): `models/` as DVC restores it is
+enough, without the MLflow store it was first logged to.
 """
 
 from __future__ import annotations
@@ -176,8 +168,16 @@ def logged_model(client: Any, entry: Mapping[str, Any], bundle_dir: Path, detect
 def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, Any], models: Path,
              evaluation: Mapping[str, Any], test: TestSet, out: Path, clinical_kinds: Sequence[str],
              real: Mapping[str, TestSet] | None = None) -> Decision:
-    """Register the best candidate and decide on the champion (the module docstring); returns the decision. `real`:
-    per real source, every patient (the current champion is re-scored there: one over the budget is replaced)."""
+    """Register the best candidate and decide on the champion; returns the decision. `real`: per real source, every
+    patient (the current champion is re-scored there: one over the budget is replaced).
+
+    Picks the candidate with the best primary metric (`objective.metric`) on the test patients of `register.source`
+    among those that pass the safety floor against the bedside rules (`register.safety`), registers its logged model
+    under `register.model_name` (an existing version made from the same bundle and metrics is reused: no new
+    version), sets the alias `challenger` on it, re-scores it and the current `champion` from the registry on
+    today's test patients, and moves `champion` only if the challenger passes the floor and is strictly better (by
+    more than `register.min_improvement`). The decision, each candidate's safety and its reasons go to the version's
+    tags; the version's description is its model card."""
     from mlflow import MlflowClient
 
     if rp.baseline not in evaluation:

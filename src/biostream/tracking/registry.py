@@ -1,18 +1,11 @@
-"""Champion selection in the MLflow model registry.
+"""Champion selection in the MLflow model registry: the pure pieces (`RegisterParams`, `Safety`, `safety_check`,
+`metric_at`, `choose`, `decide`, `fingerprint`, `model_card`, `Decision`); the MLflow calls are
+`biostream.tracking.register`'s. The procedure: docs/studies-and-registry.md#the-model-registry.
 
-The `register` stage picks the best detector of the `evaluate` stage by the primary metric among those that
-pass the safety floor (`safety_check`: per clinical kind, physiological event recall at least the bedside rules'
-minus a margin, and no more physiological false alarms per patient-hour than they raise), registers its
-logged model as a new version of one registered model (or finds the version already registered from the
-same bundle and metrics: re-running with identical inputs creates nothing), gives it the alias
-`challenger`, and moves `champion` to it only if it passes the floor and beats the current champion
-**re-scored on today's test patients with today's code** (a tie keeps the champion; a champion that cannot be
-re-scored is kept and the decision says why). A model that fails the floor is never champion. The whole
-read-compare-set runs under a lock, so two runs at once cannot both promote, and an alias is one atomic call:
-never two champions, never a half-set alias.
-
-These are the pure pieces (`RegisterParams`, `Safety`, `safety_check`, `metric_at`, `choose`, `decide`,
-`fingerprint`, `model_card`, `Decision`); the MLflow calls are `biostream.tracking.register`'s.
+A model that fails the safety floor (`safety_check`) is never champion; `champion` moves to a challenger only when it
+beats the current champion **re-scored on today's test patients with today's code** (`decide`; a tie keeps the
+champion). The whole read-compare-set runs under a lock, and an alias is one atomic call: never two champions,
+never a half-set alias.
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
 """An Optuna study of one detector on the validation patients, recorded in MLflow (the `tune` stage's work).
 
 TPE with a seed; trials stored in an Optuna RDB (`tune.storage`), so a killed run resumes where it stopped and
-several workers can share a study; the LSTM autoencoder is pruned per epoch on its validation loss. MLflow gets
-a parent run per study (best params and value, optimisation history and parameter importances) with a child
-run per trial (params, metrics, duration, pruned or not).
-
-A study is identified by everything its result depends on (`study_name`): the search space, the fixed
-hyperparameters, the objective, seed, alarm policy and threshold method, the input pipeline, the rows, and the
-code it scores with (`code_fingerprint`: the syntax trees of the `biostream` modules the stage runs, its import
-closure and the detector's module, whichever process computes it, so an edit to a detector, a feature or a metric
-starts a new study, while an edit to a comment or a docstring, or a rerun with nothing changed, resumes the
-finished one). `MaxTrialsCallback` ends it at `n_trials` finished
-trials in total, however many runs or workers it took.
+several workers can share a study; the LSTM autoencoder is pruned per epoch on its validation loss;
+`MaxTrialsCallback` ends a study at `n_trials` finished trials in total, however many runs or workers it took. MLflow
+gets a parent run per study with a child run per trial. A study is named by everything its result depends on, the
+code it runs included (`study_name`, `code_fingerprint`): an edit to a detector, a feature or a metric starts a new
+study, one to a comment or a docstring resumes the finished one (docs/studies-and-registry.md).
 """
 
 from __future__ import annotations

@@ -1,21 +1,7 @@
 """The detector contract every model follows (after PyOD's BaseDetector), and the name -> class registry.
 
-* hyperparameters only in `__init__` (so `get_params` / `set_params` from scikit-learn work);
-* `fit(X)` learns from training inputs; fitted state ends in `_`;
-* `decision_function(X)`: one finite score per row, higher = more anomalous;
-* `threshold_`: provisional after `fit` (the 99th percentile of training scores), then set by a separate
-  calibration step (`biostream.models.calibration`) without retraining;
-* `predict(X)`: 1 where the score exceeds `threshold_`, else 0;
-* `save(folder)` / `load_detector(folder)`: identical scores after a round trip.
-
-`input_view` says what X is: "features" (scaled window features, (n, F)), "sequence" (scaled sequence
-view and its mask, (n, T, 2S)) or "window" (raw windows, (n, S, W)). Stages build the view a detector
-declares; they never branch on a detector's name.
-
-`explain(X)` says why: one contribution per feature column (`explains = "features"`: SHAP values for
-the tabular models) or per signal (`explains = "signals"`: per-signal reconstruction error, rule
-exceedance), higher = pushes the score towards anomalous. `biostream.models.bundle.ModelBundle.explain` names
-them and sums feature contributions per signal, for the evaluation plots and the serving `explain`.
+The contract is `BaseDetector`'s. A detector is made by name (`make_detector`; its module imported on first use)
+and declares the input view it reads (`input_view`): stages build that view and never branch on a detector's name.
 """
 
 from __future__ import annotations
@@ -87,6 +73,24 @@ class NotFittedError(RuntimeError):
 
 
 class BaseDetector(BaseEstimator):
+    """The contract:
+
+    * hyperparameters only in `__init__` (so `get_params` / `set_params` from scikit-learn work);
+    * `fit(X)` learns from training inputs; fitted state ends in `_`;
+    * `decision_function(X)`: one finite score per row, higher = more anomalous;
+    * `threshold_`: provisional after `fit` (the 99th percentile of training scores), then set by a separate
+      calibration step (`biostream.models.calibration`) without retraining;
+    * `predict(X)`: 1 where the score exceeds `threshold_`, else 0;
+    * `save(folder)` / `load_detector(folder)`: identical scores after a round trip.
+
+    `input_view` says what X is: "features" (scaled window features, (n, F)), "sequence" (scaled sequence view and
+    its mask, (n, T, 2S)) or "window" (raw windows, (n, S, W)). `explain(X)` says why: one contribution per feature
+    column (`explains = "features"`: SHAP values for the tabular models) or per signal (`explains = "signals"`:
+    per-signal reconstruction error, rule exceedance), higher = pushes the score towards anomalous;
+    `biostream.models.bundle.ModelBundle.explain` names them and sums feature contributions per signal, for the
+    evaluation plots and the serving `explain`.
+    """
+
     name: ClassVar[str] = ""
     input_view: ClassVar[str] = "features"
     # False for detectors whose threshold is part of their definition (the clinical rules)

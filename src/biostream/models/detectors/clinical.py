@@ -1,22 +1,9 @@
 """The clinical-threshold baseline: the alarm rules of `configs/alarms.yaml`, scored continuously.
 
-Per rule, each second's exceedance of the limit is counted in the rule's `unit` (e = (x - limit) / unit for
-">", the opposite for "<"; > 0 beyond the limit), and the run is how many of the last seconds, up to the rule's
-`min_duration_s` d, have been beyond it without a break. The rule's score is
-
-* when the run is d seconds (the rule fires, as the monitor's alarm with that delay would): the smallest
-  exceedance over them, > 0, larger the further the limit is exceeded;
-* when the value is beyond the limit but not yet for d seconds: -PENDING * (1 - run / d), in (-PENDING, 0),
-  nearer 0 the longer it has lasted (an event begins this way; a transient crossing ends this way);
-* otherwise: -PENDING + e (e <= 0 now), lower the further the value is from the limit; FLOOR when the value is
-  missing (the rule cannot fire).
-
-So the score ranks seconds as the bedside sees them: a sustained exceedance above a current one, a current one
-above a value within the limits, a MAP of 66 above a MAP of 80; and only a sustained exceedance is above 0.
-
-The score is the largest over rules. So score > 0 exactly when some rule has been violated for its whole
-minimum duration (a missing second breaks the run), and threshold 0 reproduces the rules. The same score is
-every learned detector's safety floor (`biostream.models.floor`).
+The score is the largest of the rules' scores (`rule_scores`): > 0 exactly when some rule has been violated for its
+whole minimum duration (a missing second breaks the run), so threshold 0 reproduces the rules, and below 0 it ranks
+seconds by how near a rule is to firing. The same score is every learned detector's safety floor
+(`biostream.models.floor`).
 """
 
 from __future__ import annotations
@@ -45,7 +32,21 @@ def clinical_params(configs: Configs) -> dict[str, Any]:
 
 
 def rule_scores(X: np.ndarray, rules: Sequence[Mapping[str, Any]], signals: Sequence[str]) -> np.ndarray:
-    """(n, rules) scores of raw windows (n, S, >= longest duration), as the module docstring defines them."""
+    """(n, rules) scores of raw windows (n, S, >= longest duration).
+
+    Per rule, each second's exceedance of the limit is counted in the rule's `unit` (e = (x - limit) / unit for
+    ">", the opposite for "<"; > 0 beyond the limit), and the run is how many of the last seconds, up to the rule's
+    `min_duration_s` d, have been beyond it without a break. The rule's score is
+
+    * when the run is d seconds (the rule fires, as the monitor's alarm with that delay would): the smallest
+      exceedance over them, > 0, larger the further the limit is exceeded;
+    * when the value is beyond the limit but not yet for d seconds: -PENDING * (1 - run / d), in (-PENDING, 0),
+      nearer 0 the longer it has lasted (an event begins this way; a transient crossing ends this way);
+    * otherwise: -PENDING + e (e <= 0 now), lower the further the value is from the limit; FLOOR when the value is
+      missing (the rule cannot fire), and never below FLOOR.
+
+    So it ranks seconds as the bedside sees them: a sustained exceedance above a current one, a current one above a
+    value within the limits, a MAP of 66 above a MAP of 80; and only a sustained exceedance is above 0."""
     index = {s: i for i, s in enumerate(signals)}
     out = np.empty((len(X), len(rules)))
     for k, rule in enumerate(rules):

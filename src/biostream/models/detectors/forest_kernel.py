@@ -1,20 +1,10 @@
 """scikit-learn's Isolation Forest scores, computed by a compiled walk of the forest's flattened trees.
 
-`IsolationForest.score_samples` walks each tree with a Cython `apply`, after copying every row's feature
-subset for every tree (`max_features` < 1), one numpy pass per tree, on one core. With a forest per signal
-(nine forests of up to 400 trees) over the 120,000 validation seconds of a study trial that is 30-80 s, and
-one served row costs ~10-40 ms of per-call overhead. Here a forest is one set of node arrays (`FlatForest`)
-walked by a `nogil` numba loop: a block of rows descends a tree one level at a time (the tree and the rows
-stay in cache, and no branch depends on the data), and large batches are split over threads.
-
-The arithmetic is scikit-learn's, in its order, so the scores are the same to the bit (tests/model/
-test_forest_kernel.py): a float32 row value (scikit-learn's tree input) goes right when it is above the
-float64 threshold, a NaN where the node's `missing_go_to_left` says, each tree adds
-`depth + c(samples in the leaf) - 1` to the row's float64 sum in tree order, and the score is
-`2 ** -(sum / (n_trees * c(max_samples)))`. It replaces scikit-learn's scoring for large batches and
-treelite's GTIL for small ones (both used before). It reads attributes scikit-learn keeps private
-(`_max_features`, `_decision_path_lengths`, `_average_path_length_per_tree`; scikit-learn is pinned), so the
-tests that hold it to `score_samples` are what a scikit-learn upgrade must pass.
+`IsolationForest.score_samples` walks each tree with a Cython `apply`, after copying every row's feature subset for
+every tree, one numpy pass per tree, on one core: slow over a study's validation rows, and costly per served row
+(docs/benchmarks.md). Here a forest is one set of node arrays (`FlatForest`) walked by a `nogil` numba loop: a block
+of rows descends a tree one level at a time (the tree and the rows stay in cache, and no branch depends on the
+data), and large batches are split over threads. The scores are scikit-learn's to the bit (`FlatForest`).
 """
 
 from __future__ import annotations
@@ -84,7 +74,15 @@ def _forest_depths(X: np.ndarray, roots: np.ndarray, levels: np.ndarray, feature
 @dataclass(frozen=True)
 class FlatForest:
     """A fitted IsolationForest's trees as one set of node arrays, each tree's nodes breadth first; node
-    features index the forest's input columns (each tree's feature subset resolved)."""
+    features index the forest's input columns (each tree's feature subset resolved).
+
+    The arithmetic is scikit-learn's, in its order, so the scores are the same to the bit: a float32 row value
+    (scikit-learn's tree input) goes right when it is above the float64 threshold, a NaN where the node's
+    `missing_go_to_left` says, each tree adds `depth + c(samples in the leaf) - 1` to the row's float64 sum in tree
+    order, and the score is `2 ** -(sum / (n_trees * c(max_samples)))`. It reads attributes scikit-learn keeps
+    private (`_max_features`, `_decision_path_lengths`, `_average_path_length_per_tree`; scikit-learn is pinned),
+    so tests/model/test_forest_kernel.py, which holds it to `score_samples`, is what a scikit-learn upgrade must
+    pass."""
 
     roots: np.ndarray  # (n_trees,) int64: each tree's first node
     levels: np.ndarray  # (n_trees,) int64: each tree's depth

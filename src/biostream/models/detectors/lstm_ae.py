@@ -1,19 +1,9 @@
 """LSTM autoencoder (Keras 3 on TensorFlow) over the window's sequence view.
 
-Input: (n, T, 2S): the scaled step means of S signals followed by their observed-mask (1 = the step had
-data). The encoder reads both, the decoder reconstructs the S values, and the loss is the mean squared
-error over observed steps only: missing values never count. The anomaly score is that masked error per
-window; `signal_errors` keeps it per signal for explanations.
-
-Training: Adam with a reduce-on-plateau learning-rate schedule, early stopping on a held-out tenth of the
-training windows, and the best weights checkpointed and restored. Inference runs through a compiled
-`tf.function` in fixed-size batches, never `model.predict` (../shared/STACK.md: ~2 ms against ~47 ms).
-
-Serving (`prepare_for_serving`): the trained Keras model is converted once to ONNX (tf2onnx) and batches of
-up to `ORT_MAX_ROWS` windows run through ONNX Runtime on one thread: ~0.07 ms for one window against
-~1-4 ms for TensorFlow's per-call overhead, reconstructions equal to float32 rounding (~2e-7; a test holds
-the scores within 1e-6). The Keras model stays the model of record: it is what is saved, and what
-training, tuning and evaluation run.
+Input: (n, T, 2S): the scaled step means of S signals followed by their observed-mask (1 = the step had data). The
+loss and the anomaly score are the reconstruction's mean squared error over observed steps only: missing values
+never count. The Keras model is the model of record (what is saved, and what training, tuning and evaluation run);
+the service runs an ONNX copy of it (`LSTMAutoencoderDetector.prepare_for_serving`).
 """
 
 from __future__ import annotations
@@ -41,6 +31,14 @@ def _masked_mse(y_true, y_pred):
 
 @register("lstm_ae")
 class LSTMAutoencoderDetector(BaseDetector):
+    """The encoder reads the values and their mask, the decoder reconstructs the S values; the score is the masked
+    error per window, and `signal_errors` keeps it per signal for explanations.
+
+    Training: Adam with a reduce-on-plateau learning-rate schedule, early stopping on a held-out fraction of the
+    training windows (`validation_fraction`), and the best weights checkpointed and restored. Inference runs through
+    a compiled `tf.function` in fixed-size batches, never `model.predict` (far slower per call: docs/benchmarks.md).
+    """
+
     input_view = "sequence"
     explains = "signals"  # per-signal reconstruction error
     explain_method = "each signal's share of the masked reconstruction error (they sum to the score)"
@@ -119,7 +117,9 @@ class LSTMAutoencoderDetector(BaseDetector):
         )
 
     def prepare_for_serving(self) -> None:
-        """Convert the Keras model to ONNX and open an ONNX Runtime session for small batches."""
+        """Convert the Keras model to ONNX (tf2onnx) once and open an ONNX Runtime session on one thread: batches
+        of up to `ORT_MAX_ROWS` windows then run through it, without TensorFlow's per-call overhead. Reconstructions
+        equal TensorFlow's to float32 rounding (~2e-7; a test holds the scores within 1e-6)."""
         self._check_fitted()
         if getattr(self, "_ort", None) is not None and self._ort[0] is self.model_:
             return

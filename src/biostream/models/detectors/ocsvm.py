@@ -2,15 +2,10 @@
 trained by SGD (scikit-learn's recommended route for large data). Exact `OneClassSVM` is quadratic in
 rows; `benchmarks/bench_ocsvm.py` compares the two on a subsample.
 
-Scores are computed in numpy from the fitted pipeline's own arrays: the same RBF kernel against the Nystroem
-components, with the normalisation and the linear SVM's weights folded into one vector, in float64 and in
-one code path for every batch size (training, evaluation and a served window get the same numbers).
-scikit-learn spends ~0.5 ms of per-call checks on one row, this ~0.03 ms, and its float32 kernel is ~1e-8
-off these scores (a test holds them within 1e-7): enough to matter once a per-signal part's scores, whose
-spread can be ~1e-4, are put on the common scale (`biostream.models.detectors.tabular`).
-
-Explanations: SHAP's KernelExplainer against a k-means summary of the training rows (kept with the model),
-the practical choice for a kernel model (../shared/STACK.md)."""
+Scores are computed in numpy from the fitted pipeline's own arrays (`_fast_scores`), in float64 and in one code path
+for every batch size: training, evaluation and a served window get the same numbers. Explanations: SHAP's
+KernelExplainer against a k-means summary of the training rows (kept with the model), the practical choice for a
+kernel model (../shared/STACK.md)."""
 
 from __future__ import annotations
 
@@ -58,8 +53,12 @@ class OneClassSVMDetector(TabularDetector):
                               or [np.empty(0)])
 
     def _fast_scores(self, k: int, X: np.ndarray) -> np.ndarray:
-        """-decision_function of pipeline k (Nystroem + SGDOneClassSVM), in float64 numpy:
-        offset - exp(-gamma |x - c|^2) @ (normalization^T @ coef)."""
+        """-decision_function of pipeline k (Nystroem + SGDOneClassSVM), in float64 numpy: the same RBF kernel
+        against the Nystroem components, the normalisation and the SVM's weights folded into one vector,
+        offset - exp(-gamma |x - c|^2) @ (normalization^T @ coef). Without scikit-learn's per-call checks, and
+        float64 because its float32 kernel is ~1e-8 off these scores (a test holds them within 1e-7): enough to
+        matter once a per-signal part's scores, whose spread can be ~1e-4, are put on the common scale
+        (`biostream.models.detectors.tabular`)."""
         centres, centre_sq, weights, gamma, offset = self._derived("kernel", k, _folded)
         x = np.asarray(X, dtype=np.float64)
         sq_dist = (x * x).sum(axis=1)[:, None] - 2.0 * (x @ centres.T) + centre_sq[None, :]

@@ -1,16 +1,10 @@
 """The stream store's schema, made and changed by Alembic migrations (`migrations/versions`), and the privileges
-of the service's own database role.
+of the service's own database role (docs/security.md).
 
-* `biostream db upgrade` (run as the database's owner) brings a store to this version's schema: a new one made, an
-  older one changed in place, one made before migrations existed taken over as it is. The `alembic_version` table
-  holds where a store stands.
-* A service, consumer or `biostream keys` command opening a store (`ensure`) uses it as it is when it is at this
-  version's schema. sqlite (a file its user owns) is upgraded on the spot; so is a new, empty PostgreSQL database
-  whose role may create tables (as MLflow makes a new tracking store). A PostgreSQL store at an older schema is
-  refused, naming the command: only its owner changes it.
-* `biostream db grant <role>` gives a service's role what the service uses and nothing more: read and write the
-  beds, seconds and episodes, publish the outbox, read the keys, append to the audit trail. It cannot create, alter
-  or drop a table, change or delete an audit entry, or make a key (docs/security.md).
+`biostream db upgrade`, run as the database's owner, brings a store to this version's schema (`upgrade`); the
+`alembic_version` table holds where a store stands. A process opening a store checks it first (`ensure`): only the
+owner changes a PostgreSQL store's schema. `biostream db grant <role>` gives a service's role what the service uses
+and nothing more (`grant`).
 """
 
 from __future__ import annotations
@@ -85,7 +79,8 @@ def _alembic(conn: sa.Connection) -> Any:
 
 def upgrade(url: str, target: str = "head") -> tuple[str | None, str | None]:
     """Migrate the store at `url` to `target` in one transaction (PostgreSQL: under an advisory lock, so processes
-    starting together migrate once); the revisions before and after."""
+    starting together migrate once): a new store made, an older one changed in place, one made before migrations
+    existed taken over as it is. The revisions before and after."""
     from alembic import command
 
     engine = migration_engine(url)
@@ -101,7 +96,10 @@ def upgrade(url: str, target: str = "head") -> tuple[str | None, str | None]:
 
 
 def ensure(url: str) -> None:
-    """Make sure the store at `url` stands at this version's schema before a process uses it (module docstring)."""
+    """Make sure the store at `url` stands at this version's schema before a process (a service, a consumer, a
+    `biostream keys` command) uses it. sqlite (a file its user owns) is upgraded on the spot; so is a new, empty
+    PostgreSQL database whose role may create tables (as MLflow makes a new tracking store). A PostgreSQL store at
+    an older schema is refused, naming the command: only its owner changes it."""
     engine = migration_engine(url)
     try:
         with engine.connect() as conn:
@@ -128,8 +126,10 @@ def ensure(url: str) -> None:
 
 
 def grant(url: str, role: str) -> list[str]:
-    """Give the PostgreSQL role `role` what a service uses (module docstring); the statements run. The role must
-    exist (`CREATE ROLE <role> LOGIN PASSWORD '...'`, by whoever manages the server's roles)."""
+    """Give the PostgreSQL role `role` what a service uses and nothing more: read and write the beds, seconds and
+    episodes, publish the outbox, read the keys, append to the audit trail; it cannot create, alter or drop a table,
+    change or delete an audit entry, or make a key. Returns the statements run. The role must exist (`CREATE ROLE
+    <role> LOGIN PASSWORD '...'`, by whoever manages the server's roles)."""
     if not ROLE.fullmatch(role):
         raise ValueError(f"role {role!r}: a PostgreSQL role name of lower-case letters, digits and _ (at most 63)")
     if url.startswith("sqlite"):

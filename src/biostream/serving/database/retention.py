@@ -1,23 +1,10 @@
 """Bounded storage: what is older than the retention of its kind goes, exactly that and nothing else, while ingest
-runs (params.yaml `stream.retention`).
+runs (params.yaml `stream.retention`; docs/security.md).
 
-Cut-offs fall on midnight UTC: with `seconds_days: 7` a scored second goes once it is from before the midnight 7
-days before today's (so it is kept at least 7 days, and at most a day more); an episode once it ended before its
-cut-off (`episodes_days`; an open episode is never removed); an audit entry once it was made before its cut-off
-(`audit_days`).
-
-* PostgreSQL: `stream_seconds` is partitioned by day (`stream_seconds_pYYYYMMDD`, made `AHEAD_DAYS` ahead); a day
-  past its cut-off is detached (a catalogue change, in a moment no ingest holds the table) and dropped whole, a
-  table drop instead of deleting ~170 M rows at 2,000 beds. A second no day
-  partition covers (a late replay, a store from before partitioning) lands in the default partition, moved into its
-  day's partition when that is made, deleted row by row once past the cut-off. Making and dropping partitions
-  needs the tables' owner: `biostream retention` run by the owner's role (a timer, e.g. hourly); the service's
-  least-privilege role cannot (docs/security.md).
-* sqlite: a sweeper deletes past seconds a few beds per transaction (the write lock is held milliseconds at a
-  time); the service runs it every `every_s`.
-
-Episodes and audit entries are deleted in batches on both stores. The stream's exactly-once holds throughout: a
-second inside the retention is never touched, and one removed is older than any bed's late window."""
+PostgreSQL drops whole day partitions of `stream_seconds`, which needs the tables' owner (`biostream retention`, run
+by the owner's role, e.g. hourly); on sqlite the service itself sweeps every `every_s`. The stream's exactly-once
+holds throughout: a second inside the retention is never touched, and one removed is older than any bed's late
+window."""
 
 from __future__ import annotations
 
@@ -61,7 +48,14 @@ def partitions(conn: sa.Connection) -> dict[str, int]:
 
 def run(url: str, retention: Retention, now: float | None = None) -> dict[str, Any]:
     """One retention pass over the store at `url`; what it did (cut-offs, partitions made and dropped, rows
-    deleted). Safe to run while ingest runs, and from several processes at once."""
+    deleted). Safe to run while ingest runs, and from several processes at once.
+
+    Cut-offs fall on midnight UTC: with `seconds_days: 7` a scored second goes once it is from before the midnight 7
+    days before today's (so it is kept at least 7 days, and at most a day more); an episode once it ended before its
+    cut-off (`episodes_days`; an open episode is never removed); an audit entry once it was made before its cut-off
+    (`audit_days`). Seconds: `_partitions` on PostgreSQL, run as the tables' owner (the service's least-privilege
+    role cannot make or drop partitions, and is refused), `_sweep_seconds` on sqlite. Episodes and audit entries are
+    deleted in batches on both stores."""
     from biostream.core.config import ConfigError
     from biostream.serving.database.migrate import ensure, migration_engine
 
@@ -105,7 +99,8 @@ def _delete(engine: sa.Engine, table: str, where: str, cutoff: int) -> int:
 
 
 def _sweep_seconds(engine: sa.Engine, cutoff: int) -> int:
-    """sqlite: delete the seconds before `cutoff`, a few beds per transaction (by the primary key's index)."""
+    """sqlite: delete the seconds before `cutoff`, a few beds per transaction (by the primary key's index), so the
+    write lock is held milliseconds at a time."""
     with engine.connect() as conn:
         beds = list(conn.execute(sa.text("SELECT bed FROM stream_beds ORDER BY bed")).scalars())
         conn.rollback()
@@ -122,7 +117,11 @@ def _sweep_seconds(engine: sa.Engine, cutoff: int) -> int:
 def _partitions(engine: sa.Engine, cutoff: int, today: int) -> dict[str, Any]:
     """PostgreSQL: make the day partitions from the cut-off's day to `AHEAD_DAYS` ahead that hold rows or are to
     come (rows waiting in the default partition move in), drop those wholly before the cut-off, delete what of the
-    default partition is before it."""
+    default partition is before it (row by row).
+
+    A day past its cut-off is detached (a catalogue change, in a moment no ingest holds the table) and dropped whole:
+    a table drop instead of deleting ~170 M rows at 2,000 beds. A second no day partition covers (a late replay, a
+    store from before partitioning) lands in the default partition and moves into its day's when that is made."""
     made, dropped = [], []
     with engine.connect() as conn:
         have = partitions(conn)

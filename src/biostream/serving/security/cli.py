@@ -1,13 +1,11 @@
-"""`biostream keys ...` and `biostream audit ...`: the key store and audit trail of a service, by the database URL
-the service uses (`--store`; default: `BIOSTREAM_STREAM_STORE`, else params.yaml `stream.store`).
+"""`biostream keys|audit|db|retention ...`: a service's key store, audit trail, schema and retention, by the database
+URL the service uses (`--store`; default: `BIOSTREAM_STREAM_STORE`, else params.yaml `stream.store`).
 
     biostream keys create --role clinician --name "ward 3 board" [--expires-days 90]   # prints the key once
-    biostream keys list
-    biostream keys revoke <key id>
+    biostream keys list | revoke <key id>
     biostream keys dev                     # development: one key per role in stores/dev-keys.env (mode 600)
     biostream audit [--since 2026-12-06T08:00:00Z] [--key <id>] [--bed <bed>] [--outcome denied] [--limit N]
-    biostream db upgrade                   # the store's schema to this version's (Alembic; the database's owner)
-    biostream db grant <role>              # PostgreSQL: a service's role may read and write, not alter or drop
+    biostream db upgrade | grant <role>    # the schema to this version's (the owner) | a service role's privileges
     biostream retention [--now <time>]     # drop and delete what is older than params.yaml stream.retention
 """
 

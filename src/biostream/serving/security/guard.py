@@ -1,12 +1,6 @@
-"""The ASGI guard in front of every endpoint of the service: a credential (`Authorization: Bearer <key>`) with a
-role allowed on the endpoint, else 401 (none, or not a valid key) or 403 (a role not allowed), each naming what is
-missing, before anything else reads the request; so no answer tells a caller who may not read a bed whether that
-bed exists. Every request that presents itself (allowed or denied) leaves an entry in the audit trail, written in
-the background once a second (`AuditBuffer`). `GET /audit` reads the trail (admin); nothing changes it.
-
-Open without a credential: `/healthz`, `/livez`, `/readyz` (an orchestrator's probes) and the API's description
-(`/docs.json`, `/schema.json` and the Swagger UI at `/`: no patient data, and whether a bed exists is not in them;
-integrators' tools and the UI's own page read the document before any key is entered).
+"""The ASGI guard in front of every endpoint of the service (`Guard`): a credential with a role allowed on the
+endpoint (`policy`), else 401 or 403, before anything else reads the request; every request that presents itself
+leaves an entry in the audit trail (`AuditBuffer`). Roles, keys and the trail: docs/security.md.
 
 Development mode (`BIOSTREAM_AUTH=off`): no credential is asked, and only loopback clients are answered."""
 
@@ -99,7 +93,17 @@ class AuditBuffer:
 
 
 class Guard:
-    """ASGI middleware: see the module docstring. `store_url`: the key store (the stream store's database)."""
+    """ASGI middleware: a credential (`Authorization: Bearer <key>`) with a role allowed on the endpoint, else 401
+    (none, or not a valid key) or 403 (a role not allowed), each naming what is missing, before anything else reads
+    the request; so no answer tells a caller who may not read a bed whether that bed exists. Every request that
+    presents itself (allowed or denied) leaves an entry in the audit trail, written in the background once a second
+    (`AuditBuffer`); `GET /audit` reads the trail (admin), nothing changes it.
+
+    Open without a credential: `/healthz`, `/livez`, `/readyz` (an orchestrator's probes) and the API's description
+    (`/docs.json`, `/schema.json` and the Swagger UI at `/`: no patient data, and whether a bed exists is not in
+    them; integrators' tools and the UI's own page read the document before any key is entered).
+
+    `store_url`: the key store (the stream store's database)."""
 
     def __init__(self, app: Any, store_url: str | Callable[[], str], cache_s: float | None = None,
                  audit_every_s: float = 1.0) -> None:

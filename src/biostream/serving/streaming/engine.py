@@ -2,27 +2,9 @@
 episodes out, everything written to the stream store (`biostream.serving.streaming.store`).
 
 A bed keeps its last `window_s` seconds of values and its alarm state (`biostream.serving.streaming.policy`).
-Seconds are whole seconds since the epoch (a sample's time rounded to the nearest second). For each bed, in a message:
-
-* a second after the newest one is new: it is scored, with the seconds between (a gap: nothing arrived) scored as
-  missing data, as `score_series` scores a recording with a hole; a gap of `silent_s` or more starts a new
-  recording (nothing before it is read);
-* a second already stored is a repeat (a no-op), whether the bed is open, closed or unknown to this process (the
-  store is asked about seconds older than the history kept), unless it carries values that were missing there:
-  those are merged in for the windows still to come (a late sample; its own score stays what was answered), within
-  `late_s` of the newest second; an older one is refused, with the reason;
-* a value outside its signal's physiological range is stored as missing and named (bed, field, value, limit);
-  the rest of the message is kept.
-
-A bed whose last message is `silent_s` old is closed (`sweep`): its open episode ends at its last alarm second.
-Its next message continues its recording from the stored seconds if its first new second follows the newest stored
-one by less than `silent_s` (a gateway replaying its buffer after an outage: the stored seconds are repeats), else
-starts a new recording. Streamed second by second, a recording gets the scores, alarms and episodes `score_series`
-gives it whole (tested to 1e-6).
-
-A batch is one transaction; if the store refuses it for one bed (a second it already has that the bed's state did not
-know of), the batch is written bed by bed and only that bed's seconds are refused, named: one bed never costs the
-others their seconds, and a Redis entry never becomes a message that fails forever.
+Seconds are whole seconds since the epoch (a sample's time rounded to the nearest second). Streamed second by
+second, a recording gets the scores, alarms and episodes `score_series` gives it whole (tested to 1e-6). What a
+message does to a bed (new seconds, gaps, repeats, late values, silence): `StreamEngine`; docs/streams.md.
 """
 
 from __future__ import annotations
@@ -59,7 +41,26 @@ class BedState:
 
 
 class StreamEngine:
-    """The beds of one process, over a shared store: see the module docstring."""
+    """The beds of one process, over a shared store. For each bed, in a message:
+
+    * a second after the newest one is new: it is scored, with the seconds between (a gap: nothing arrived) scored
+      as missing data, as `score_series` scores a recording with a hole; a gap of `silent_s` or more starts a new
+      recording (nothing before it is read);
+    * a second already stored is a repeat (a no-op), whether the bed is open, closed or unknown to this process (the
+      store is asked about seconds older than the history kept), unless it carries values that were missing there:
+      those are merged in for the windows still to come (a late sample; its own score stays what was answered),
+      within `late_s` of the newest second; an older one is refused, with the reason;
+    * a value outside its signal's physiological range is stored as missing and named (bed, field, value, limit);
+      the rest of the message is kept.
+
+    A bed whose last message is `silent_s` old is closed (`sweep`): its open episode ends at its last alarm second.
+    Its next message continues its recording from the stored seconds if its first new second follows the newest
+    stored one by less than `silent_s` (a gateway replaying its buffer after an outage: the stored seconds are
+    repeats), else starts a new recording. A batch is one transaction; if the store refuses it for one bed (a second
+    it already has that the bed's state did not know of), the batch is written bed by bed and only that bed's
+    seconds are refused, named (`_bed_by_bed`): one bed never costs the others their seconds, and a Redis entry
+    never becomes a message that fails forever.
+    """
 
     def __init__(self, scorer: Scorer, store: Store, params: StreamParams) -> None:
         self.scorer, self.store, self.params = scorer, store, params

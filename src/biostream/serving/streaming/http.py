@@ -1,15 +1,10 @@
 """The HTTP face of bedside streams, without BentoML (the service routes to it: `biostream.serving.service`):
-
-* `POST /ingest` (JSON or Arrow, `biostream.serving.streaming.messages`): scores every new second of every bed in the
-  message and answers, per bed, the seconds scored (score, alarm, class, main signals), the episodes opened and
-  closed, repeats and merges; and `problems`, each naming its item, bed, field, value and limit;
-* `GET /beds/<bed>/scores?since=&until=&limit=`: a bed's stored seconds (alarm after the refractory merge, as
-  `score_series` answers it: the seconds of its episodes);
-* `GET /beds/<bed>/episodes?since=`: a bed's alarm episodes;
-* `GET /alarms`: the open episodes of every bed;
-* `POST /beds/<bed>/episodes/<start>/ack`: a clinician acknowledges an alarm episode (who and when are kept).
-
-Times in answers are ISO 8601 UTC; `since`/`until` take ISO 8601 or seconds since the epoch.
+`POST /ingest` (JSON or Arrow, `biostream.serving.streaming.messages`), a bed's stored seconds
+(`GET /beds/<bed>/scores?since=&until=&limit=`) and alarm episodes (`GET /beds/<bed>/episodes?since=`), the open
+episodes of every bed (`GET /alarms`), and a clinician's acknowledgement of an episode, who and when kept
+(`POST /beds/<bed>/episodes/<start>/ack`). The stored seconds' `alarm` is after the refractory merge, as
+`score_series` answers it. Times in answers are ISO 8601 UTC; `since`/`until` take ISO 8601 or seconds since the
+epoch (docs/streams.md).
 """
 
 from __future__ import annotations

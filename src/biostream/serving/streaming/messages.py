@@ -1,17 +1,9 @@
-"""What a gateway sends to `POST /ingest` (or publishes on a Redis stream): each bed's newest seconds.
+"""What a gateway sends to `POST /ingest` (or publishes on a Redis stream): each bed's newest seconds, as JSON
+(`parse_json`) or Arrow (`parse_arrow`); many beds and many seconds per message (docs/streams.md).
 
-JSON: `{"samples": [item, ...]}`, an item `{"bed": "bed-4", "start": <time of its first second: ISO 8601 or
-seconds since the epoch>, "vitals": {"hr": [72, 73], "map": [80, null]}}` (or `"vitals_f32"`, as `predict` takes
-it): 1 Hz values from `start`, null where missing, a signal left out missing throughout. Many beds and many
-seconds per message; an item is one bed's consecutive seconds.
-
-Arrow (`application/vnd.apache.arrow.stream`): one row per bed and second, columns `bed` (string), `time`
-(timestamp, no zone = UTC, or seconds since the epoch) and one floating-point column per signal sent (null or
-NaN where missing). Rows of one bed at consecutive seconds form one item.
-
-`parse_json` and `parse_arrow` return the items they could read as `Chunk`s and a `Problem` for each thing they
-could not, naming its item, bed, field, value and limit: a bad item loses only itself, a value outside its
-signal's physiological range only itself (stored as missing).
+Both return the items they could read as `Chunk`s and a `Problem` for each thing they could not, naming its item,
+bed, field, value and limit: a bad item loses only itself, a value outside its signal's physiological range only
+itself (stored as missing).
 """
 
 from __future__ import annotations
@@ -223,6 +215,10 @@ def bed_of(item: Any) -> str:
 
 
 def parse_json(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[list[Chunk], list[Problem]]:
+    """`{"samples": [item, ...]}`, an item `{"bed": "bed-4", "start": <time of its first second: ISO 8601 or seconds
+    since the epoch>, "vitals": {"hr": [72, 73], "map": [80, null]}}` (or `"vitals_f32"`, as `predict` takes it):
+    1 Hz values from `start`, null where missing, a signal left out missing throughout; an item is one bed's
+    consecutive seconds."""
     try:
         message = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
@@ -324,6 +320,9 @@ def _usual_items(items: list[Any], spec: ServingSpec, params: StreamParams) -> l
 
 
 def parse_arrow(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[list[Chunk], list[Problem]]:
+    """`application/vnd.apache.arrow.stream`: one row per bed and second, columns `bed` (string), `time` (timestamp,
+    no zone = UTC, or seconds since the epoch) and one floating-point column per signal sent (null or NaN where
+    missing). Rows of one bed at consecutive seconds form one item."""
     import pyarrow as pa
     import pyarrow.compute as pc
 

@@ -1,13 +1,8 @@
 """The alarm policy of `biostream.models.alarms`, one second at a time: what a bed's stream decides as each
 second is scored, with the same answer as `class_alarms` and `alarm_episodes` on the whole recording.
 
-`BedAlarms.step` takes one scored second and says whether the k-of-n rule is on (at once where a bedside rule
-fires); an episode opens when it turns
-on, stays open while it is on, and closes `refractory_s` seconds after it was last on (an alarm that starts again
-within the refractory period is the same episode: the seconds between belong to it, as `apply_policy` merges
-them). Its class is that of most of its seconds above threshold (technical or physiological), re-decided as it
-grows; its peak is its highest-scoring second (the first of equals), whose main signals the engine fills in.
-The state is a few numbers per bed (`to_dict`/`from_dict`): it is stored with every second the engine writes.
+`BedAlarms.step` takes one scored second. The state is a few numbers per bed (`to_dict`/`from_dict`): it is stored
+with every second the engine writes.
 """
 
 from __future__ import annotations
@@ -75,7 +70,12 @@ _QUIET = Step(False)  # off, no episode: nothing happened
 
 @dataclass
 class BedAlarms:
-    """One bed's alarm state under `policy`."""
+    """One bed's alarm state under `policy`. `step` says whether the k-of-n rule is on (at once where a bedside rule
+    fires); an episode opens when it turns on, stays open while it is on, and closes `refractory_s` seconds after it
+    was last on (an alarm that starts again within the refractory period is the same episode: the seconds between
+    belong to it, as `apply_policy` merges them). Its class is that of most of its seconds above threshold
+    (technical or physiological), re-decided as it grows; its peak is its highest-scoring second (the first of
+    equals), whose main signals the engine fills in."""
 
     policy: AlarmPolicy
     recent: list[int] = field(default_factory=list)  # above threshold (0/1) over the last n seconds, oldest first

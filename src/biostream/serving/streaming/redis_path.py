@@ -1,28 +1,12 @@
 """The scale path of bedside streams: gateways publish on Redis streams, consumers on any number of processes or
-machines score them and write to a shared store (PostgreSQL).
+machines score them and write to a shared store (PostgreSQL), which, not Redis, holds each bed's state.
 
-* Input: `stream.shards` Redis streams `<prefix>:in:<k>`; a bed's messages always go to the same one
-  (`shard_of`: CRC32 of its id), so its seconds stay in order. Each entry is one JSON message (field `m`), as
-  `POST /ingest` takes it (`publish` writes them).
-* Ownership: a consumer scores a shard only while it holds the shard's lease (`<prefix>:lease:<k>`, SET NX with
-  an expiry it renews), so one consumer at a time scores a bed. Consumers say they are alive in
-  `<prefix>:consumers`; each holds at most its share of the shards (shards / consumers alive, rounded up) and
-  hands back what is over it when another consumer starts. A consumer that dies stops renewing; another
-  takes the lease once it expires and claims the dead one's unacknowledged entries (consumer group `score`,
-  XAUTOCLAIM), then reads on.
-* Exactly once: an entry is acknowledged only after the store committed what it scored
-  (`biostream.serving.streaming.store`); one that comes again after a crash between the two finds its seconds stored and
-  is a no-op. The store, not Redis, holds each bed's state (Redis here keeps nothing on disk): a new consumer
-  resumes every bed from it.
-* Output: what each batch answered (per bed: seconds, alarms, episodes opened and closed; problems) is
-  published on `<prefix>:out` after the commit (field `m`, JSON; field `batch`, its id). At least once: the
-  message is written in the batch's own commit (the store's outbox) and deleted once published (by the
-  consumer's next commit, or at once when it has nothing to do); a consumer
-  that dies between the two leaves it there, and a live consumer publishes it when it is `2 x lease` old
-  (`republish`), with the same `batch` (a reader that must not see one twice keys on it).
+Input: `stream.shards` Redis streams `<prefix>:in:<k>`, a bed always on the same one (`shard_of`: CRC32 of its id)
+so that its seconds stay in order; each entry one JSON message as `POST /ingest` takes it, field `m` (`publish`).
+Output: each batch's answer on `<prefix>:out` (fields `m` and `batch`), after the store's commit. How consumers
+share the shards and why each second is stored once: `Consumer`; docs/streams.md.
 
 Run a consumer: `python -m biostream.serving.streaming.redis_path --redis redis://... --store postgresql+psycopg://...`
-(docs/streams.md).
 """
 
 from __future__ import annotations
@@ -71,7 +55,20 @@ def publish(redis: Any, prefix: str, items: Sequence[Mapping[str, Any]] | Mappin
 
 
 class Consumer:
-    """Scores the shards whose leases it holds (module docstring)."""
+    """Scores the shards whose leases it holds, so one consumer at a time scores a bed.
+
+    * Ownership: a shard's lease is `<prefix>:lease:<k>` (SET NX with an expiry it renews). Consumers say they are
+      alive in `<prefix>:consumers`; each holds at most its share of the shards and hands back what is over it when
+      another starts (`hold_leases`). One that dies stops renewing; another takes the lease once it expires, claims
+      the dead one's unacknowledged entries (consumer group `score`, XAUTOCLAIM) and reads on.
+    * Exactly once: an entry is acknowledged only after the store committed what it scored
+      (`biostream.serving.streaming.store`); one that comes again after a crash between the two finds its seconds
+      stored and is a no-op. Redis keeps nothing on disk here: a new consumer resumes every bed from the store.
+    * Results at least once: a batch's result message is written in the batch's own commit (the store's outbox) and
+      deleted once published (by the next commit, or at once when there is nothing to do: `forget_published`); one
+      that a dead consumer left there is published by a live one once it is `2 x lease` old (`republish`), with the
+      same `batch` (a reader that must not see one twice keys on it).
+    """
 
     def __init__(self, engine: StreamEngine, redis: Any, prefix: str, name: str | None = None,
                  lease_ms: int = 5000, batch: int = 64, block_ms: int = 50) -> None:

@@ -1,14 +1,10 @@
 """Where a stream's decisions are kept: every scored second, every alarm episode, and each bed's state, in one
 SQL database: sqlite by default (a file, no server), PostgreSQL by URL (`postgresql+psycopg://...`).
 
-Exactly once: the engine writes a batch's seconds, episodes and bed states in one transaction, under a lock on
-the batch's beds (sqlite: the database's write lock, `BEGIN IMMEDIATE`; PostgreSQL: `SELECT ... FOR UPDATE` on
-their rows), and a second is a primary key (bed, second). Each bed row carries a version that every write
-increments. The engine scores before it takes the lock, from the versions it read; in the transaction it checks
-them, and if another process (or an earlier life of this one) wrote a bed meanwhile, it reloads and scores again.
-A batch that dies before its commit leaves nothing; one that committed is a no-op when it comes again (its
-seconds are there: repeats). The Redis path also keeps each batch's result message in its commit (the outbox,
-`stream_outbox`) until it is published: a process that dies between the two leaves it for another to publish.
+Exactly once: a batch's seconds, episodes and bed states are written in one transaction (`Store.transaction`), and
+a second is a primary key (bed, second): a batch that dies before its commit leaves nothing, and one that committed
+is a no-op when it comes again (its seconds are there: repeats). The Redis path keeps each batch's result message
+in its commit too (the outbox, `stream_outbox`) until it is published.
 """
 
 from __future__ import annotations
@@ -122,9 +118,14 @@ class Store:
     @contextmanager
     def transaction(self, beds: Iterable[str], known: Iterable[str] = (), states: bool = True
                     ) -> Iterator[Transaction]:
-        """One write transaction holding the given beds until it commits; those not among `known` (beds the
+        """One write transaction holding the given beds until it commits (sqlite: the database's write lock,
+        `BEGIN IMMEDIATE`; PostgreSQL: `SELECT ... FOR UPDATE` on their rows); those not among `known` (beds the
         store was seen to have: a bed row is never deleted) are created if new. `states`: read their stored
-        alarm states too (not needed to check versions)."""
+        alarm states too (not needed to check versions).
+
+        Each bed row carries a version that every write increments: the engine scores before it takes the lock,
+        from the versions it read, and checks them here; if another process (or an earlier life of this one) wrote
+        a bed meanwhile, it reloads and scores again (`StreamEngine.ingest`)."""
         beds = sorted(set(beds))
         new = sorted(set(beds) - set(known))
         with self.engine.begin() as conn:

@@ -1,23 +1,10 @@
 """One synthetic patient: a 1 Hz recording of every signal with its injected events.
 
-The recording is built in the order a monitor would see it happen, one function per step:
-
-1. `_draw_patient`: where the patient is monitored (the operating room or the ICU), individual baselines for that
-   setting, how blood pressure is measured (arterial line, cuff, or not at all in the ICU) and which signals are
-   monitored at all (an ICU patient: HR, SpO2 and impedance respiration only);
-2. `_latent_physiology`: slow Ornstein-Uhlenbeck fluctuation of the physiology and, in the operating room, the
-   anaesthesia induction (`_induction`) and long stretches of low pressure (`_low_pressure`, unlabelled);
-3. clinical episodes act on that latent physiology (`CLINICAL_EFFECTS`, one function per kind), and so do short
-   limit crossings (`_transients`, unlabelled), so coupled signals follow: `_physiology` then derives pulse
-   pressure, the baroreflex, HR and EtCO2;
-4. `_measure`: measurement noise, cuff pressures held between cycles for NIBP patients, and for ICU patients the
-   respiration rate as an impedance monitor shows it (`_impedance_rr`);
-5. statistical anomalies and artefacts act on what the monitor measures (`FAULTS`, one function per kind);
-6. `_display`: display resolution, the possible range, the impedance rate's missed breaths and drop-outs
-   (`_impedance_faults`), absent signals and unlabelled missing stretches.
-
-Every step draws from the patient's own generator in a fixed order, so patient i depends only on the seed
-and i; reordering the draws changes every recording (tests/data/test_synthetic.py holds the bytes).
+The recording is built in the order a monitor would see it happen, one function per step (`simulate_patient`):
+the patient, its latent physiology, clinical episodes acting on it, the measurement, statistical anomalies and
+artefacts acting on what is measured, the display. Every step draws from the patient's own generator in a fixed
+order, so patient i depends only on the seed and i; reordering the draws changes every recording
+(tests/data/test_synthetic.py holds the bytes).
 """
 
 from __future__ import annotations
@@ -94,6 +81,9 @@ def _baseline(rng: np.random.Generator, phys: Physiology, setting: str, key: str
 
 def _draw_patient(rng: np.random.Generator, phys: Physiology, params: CohortParams,
                   catalog: SignalCatalog) -> Patient:
+    """Where the patient is monitored (the operating room or the ICU), individual baselines for that setting, how
+    blood pressure is measured (arterial line, cuff, or not at all in the ICU) and which signals are monitored at
+    all (an ICU patient: HR, SpO2 and impedance respiration only)."""
     setting = ICU if rng.random() < params.icu_fraction else OPERATING_ROOM
     base = {k: _baseline(rng, phys, setting, k) for k in BASELINE_KEYS}
     if base["sbp"] - base["dbp"] < 25:
@@ -414,7 +404,20 @@ def _display(rng: np.random.Generator, n: int, sig: dict[str, np.ndarray], event
 def simulate_patient(
     rng: np.random.Generator, n: int, phys: Physiology, params: CohortParams, catalog: SignalCatalog
 ) -> PatientRecording:
-    """One patient's 1 Hz recording of every signal, with its injected events."""
+    """One patient's 1 Hz recording of every signal, with its injected events, step by step:
+
+    1. `_draw_patient`: the setting, baselines, how blood pressure is measured, which signals are monitored;
+    2. `_latent_physiology`: slow Ornstein-Uhlenbeck fluctuation and, in the operating room, the anaesthesia
+       induction (`_induction`) and long stretches of low pressure (`_low_pressure`, unlabelled);
+    3. the events drawn (`draw_events`), clinical episodes act on that latent physiology (`CLINICAL_EFFECTS`, one
+       function per kind), and so do short limit crossings (`_transients`, unlabelled), so coupled signals follow:
+       `_physiology` then derives pulse pressure, the baroreflex, HR and EtCO2;
+    4. `_measure`: measurement noise, cuff pressures held between cycles for NIBP patients, and for ICU patients
+       the respiration rate as an impedance monitor shows it (`_impedance_rr`);
+    5. statistical anomalies and artefacts act on what the monitor measures (`FAULTS`, one function per kind);
+    6. `_display`: display resolution, the possible range, the impedance rate's missed breaths and drop-outs
+       (`_impedance_faults`), absent signals and unlabelled missing stretches.
+    """
     pt = _draw_patient(rng, phys, params, catalog)
     latent = _latent_physiology(rng, n, phys, pt)
     events = draw_events(rng, phys, params, n, pt.present, pt.bp_mode)

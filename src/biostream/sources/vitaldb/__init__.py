@@ -1,20 +1,9 @@
 """Real intraoperative recordings from VitalDB: case selection, download, caching, mapping and cleaning.
 
-Sources, looked up in the order `params.yaml: ingest_vitaldb.sources` gives:
-
-* ``local``: a folder of ``.vital`` files (Vital Recorder exports, or VitalDB files copied by hand);
-  the case id is the file name without ``.vital``.
-* ``api``: the VitalDB open dataset. Cases are listed explicitly or selected by a query over VitalDB's
-  case table (``/cases``: duration, anaesthesia type) and track table (``/trks``: which tracks a case
-  has). Each case's ``.vital`` file is downloaded from ``{api_url}/{dataset_version}/{caseid}.vital``
-  (the path `vitaldb.load_case` reads) with a timeout, retries with backoff and bounded parallelism,
-  verified, and parsed with `vitaldb.VitalFile`.
-* the cache: every downloaded case is stored as Parquet, keyed by case id, track set and interval,
-  written atomically, so a rerun never downloads twice and an interrupted run leaves nothing that
-  counts as cached. When the API cannot be reached, cached cases are used.
-
-Each case is resampled to the interval, its device tracks mapped onto canonical signals
-(`biostream.sources.canonical`), and physiologically impossible values set to missing, counted per reason.
+Sources are looked up in the order `params.yaml: ingest_vitaldb.sources` gives: ``local``, a folder of ``.vital``
+files (case id = file name), and ``api``, the VitalDB open dataset, each case downloaded once into a Parquet cache
+that serves it when the API cannot be reached (docs/data.md). Each case is resampled, its tracks mapped onto
+canonical signals (`biostream.sources.canonical`), and impossible values set to missing, counted per reason.
 
 * `params`: `IngestParams`; `files`: `.vital` files; `api`: the API, downloads and the cache;
   `ingest`: collecting the cases of every source.

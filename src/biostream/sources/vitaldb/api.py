@@ -96,8 +96,9 @@ def fetch_table(url: str, dest: Path, p: IngestParams) -> pd.DataFrame:
 def select_cases(
     cases: pd.DataFrame, trks: pd.DataFrame, query: QueryParams, catalog: SignalCatalog
 ) -> list[int]:
-    """Case ids that have a track for every required signal, last long enough and had an allowed
-    anaesthesia type; the first `max_cases` by case id."""
+    """Case ids of VitalDB's case table (`/cases`: duration, anaesthesia type) that have a track for every required
+    signal (track table `/trks`), last long enough and had an allowed anaesthesia type; the first `max_cases` by
+    case id."""
     for col in ("caseid", "casestart", "caseend", "ane_type"):
         if col not in cases.columns:
             raise SourceUnavailable(f"VitalDB case table lacks column '{col}'")
@@ -112,7 +113,9 @@ def select_cases(
 
 
 class CaseCache:
-    """Parquet files `case-<id>__<tracks-key>.parquet`: the raw resampled tracks of one case."""
+    """Parquet files `case-<id>__<tracks-key>.parquet`: the raw resampled tracks of one case, keyed by case id,
+    track set and interval, written atomically: a rerun never downloads a case twice, and an interrupted one leaves
+    nothing that counts as cached."""
 
     def __init__(self, root: Path, tracks: Sequence[str], interval_s: int) -> None:
         self.root = root

@@ -51,6 +51,8 @@ def _local_cases(p: IngestParams, tracks: Sequence[str], result: IngestResult) -
 
 
 def _api_case(case_id: int, p: IngestParams, tracks: Sequence[str], cache: CaseCache) -> Case:
+    """One case from the cache, else downloaded from `{api_url}/{dataset_version}/{caseid}.vital` (the path
+    `vitaldb.load_case` reads), parsed and cached."""
     cached = cache.get(case_id)
     if cached is not None:
         return Case(f"vitaldb-{case_id}", "vitaldb-cache", cached)
