@@ -118,7 +118,7 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_requ
     from biostream.tuning.study import _settle, open_storage
 
     tune = TuneParams(n_trials={"x": 1}, timeout_s=60, seed=0, storage=f"sqlite:///{tmp_path / 'optuna.db'}",
-                      heartbeat_s=1, grace_s=2)
+                      workers=1, heartbeat_s=1, grace_s=2, max_retry=3)
     storage = open_storage(tune)
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     dead = study.ask()  # what the killed worker left: RUNNING, never a heartbeat
