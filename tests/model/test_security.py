@@ -73,6 +73,17 @@ def cli(store_url: str, *args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
 
 
+def test_the_cli_on_a_store_without_keys_names_the_fix_not_a_traceback(tmp_path):
+    env_pepper = os.environ.pop("BIOSTREAM_KEY_PEPPER", None)
+    try:
+        listed = cli(f"sqlite:///{tmp_path / 'keys.db'}", "keys", "list")
+    finally:
+        if env_pepper is not None:
+            os.environ["BIOSTREAM_KEY_PEPPER"] = env_pepper
+    assert listed.returncode == 1 and "Traceback" not in listed.stderr, listed.stderr
+    assert "no key has been created" in listed.stderr and "biostream keys create --role" in listed.stderr
+
+
 def test_keys_are_created_listed_and_revoked_by_the_cli_and_never_stored_in_clear(store_url):
     made = cli(store_url, "keys", "create", "--role", "clinician", "--name", "ward 3 board")
     assert made.returncode == 0, made.stderr

@@ -23,7 +23,14 @@ from biostream.features import InputPipeline, feature_names, feature_signal_weig
 from biostream.models.alarms import AlarmPolicy
 from biostream.models.conditions import Conditions, window_conditions
 from biostream.models.detectors import BaseDetector, load_detector, score_rows
-from biostream.models.floor import Combination, Outputs, combine, floor_view_of_rows, outputs_of_windows
+from biostream.models.floor import (
+    Combination,
+    FloorView,
+    Outputs,
+    combine,
+    floor_view_of_rows,
+    outputs_of_windows,
+)
 from biostream.models.technical import TechnicalChecks
 
 
@@ -113,12 +120,14 @@ class ModelBundle:
         """The bundle's scores of raw windows (0 at the alarm threshold)."""
         return self.outputs(windows).score
 
-    def outputs_of_rows(self, rows: pd.DataFrame, vitals: pd.DataFrame) -> Outputs:
+    def outputs_of_rows(self, rows: pd.DataFrame, vitals: pd.DataFrame, view: FloorView | None = None) -> Outputs:
         """`outputs` of rows of a feature table (as `evaluate` scores test patients): the detector's input view from
-        the stored features (or the raw windows), the floor's from the raw windows."""
+        the stored features (or the raw windows), the floor's from the raw windows (`view`: built already, for a
+        floor of the same `floor_key`)."""
         learned = (score_rows(self.detector, self.pipeline, rows, vitals) if self.adds_alarms
                    else np.full(len(rows), -np.inf))
-        view = floor_view_of_rows(self.combination, self.pipeline, rows, vitals)
+        if view is None:
+            view = floor_view_of_rows(self.combination, self.pipeline, rows, vitals)
         return self._rules_own(combine(learned, self.detector.threshold_, self.combination, view,
                                        self.pipeline.signals))
 

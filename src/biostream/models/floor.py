@@ -9,6 +9,7 @@ alarms are then two streams (`biostream.models.alarms.class_alarms`). docs/clini
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -113,6 +114,15 @@ def outputs_of_windows(learned: np.ndarray | None, threshold: float, comb: Combi
         out.technical[above] = combine(None if learned is None else learned[above], threshold, comb, part,
                                        signals).technical
     return out
+
+
+def floor_key(comb: Combination, signals: Sequence[str]) -> str:
+    """What a floor view depends on besides the seconds (the rules, the technical checks, the signals' limits): two
+    bundles with the same key read the same floor view of the same rows (`evaluate` builds it once per source)."""
+    rules = None if comb.rules is None else {"rules": list(comb.rules.rules), "signals": list(comb.rules.signals)}
+    technical = None if comb.technical is None else comb.technical.to_dict()
+    return json.dumps({"rules": rules, "technical": technical, "valid_max": comb.valid_max, "signals": list(signals)},
+                      sort_keys=True, default=str)
 
 
 def floor_view_of_rows(comb: Combination, pipeline: InputPipeline, rows: pd.DataFrame,

@@ -23,7 +23,7 @@ from biostream.features.table import Part
 from biostream.models.bundle import ModelBundle
 from biostream.models.conditions import series_conditions
 from biostream.models.detectors.clinical import ClinicalThresholdDetector, clinical_params
-from biostream.models.floor import Outputs
+from biostream.models.floor import FloorView, Outputs, floor_key, floor_view_of_rows
 from biostream.models.metrics import evaluate_scores, second_labels
 from biostream.models.objective import Objective
 from biostream.reporting.plots import plot_shap_summary, plot_signal_contributions
@@ -63,8 +63,17 @@ class Scored:
                              "rule_fired": (self.outputs.rules > 0).astype(np.int8)})
 
 
-def score_part(bundle: ModelBundle, part: Part, objective: Objective) -> Scored:
-    outputs = bundle.outputs_of_rows(part.rows, part.vitals)
+def score_part(bundle: ModelBundle, part: Part, objective: Objective,
+               views: dict[str, FloorView] | None = None) -> Scored:
+    """A bundle's outputs and metrics on a part; `views`: the part's floor views by `floor_key`, shared by the
+    bundles scored on it (the floor reads the same seconds for every detector)."""
+    view = None
+    if views is not None:
+        key = floor_key(bundle.combination, bundle.pipeline.signals)
+        if key not in views:
+            views[key] = floor_view_of_rows(bundle.combination, bundle.pipeline, part.rows, part.vitals)
+        view = views[key]
+    outputs = bundle.outputs_of_rows(part.rows, part.vitals, view)
     metrics, alarms = evaluate_scores(part.rows, part.events, outputs, bundle.threshold, bundle.policy, objective,
                                       part.rule_events)
     metrics["conditions"] = condition_metrics(bundle, part)

@@ -94,11 +94,12 @@ def run(params: Params, paths: Paths) -> dict[str, dict]:
         like = next(iter(bundles.values()))
         bundles[MONITOR] = monitor_bundle(like, configs)
         bundles[MAP_ALONE] = map_alone_bundle(like, configs)
+    views: dict[str, dict] = {dname: {} for dname in parts}  # each source's floor views, shared by the bundles
     for name, bundle in bundles.items():
         results[name] = {}
         for dname, part in parts.items():
             start = time.perf_counter()
-            scored = score_part(bundle, part, objective)
+            scored = score_part(bundle, part, objective, views[dname])
             log.info("%s on %s: scored %d seconds in %.1f s", name, dname, len(part.rows), time.perf_counter() - start)
             m = scored.metrics
             if dname == figures_of:
@@ -126,8 +127,8 @@ def run(params: Params, paths: Paths) -> dict[str, dict]:
             # the first source's metrics by their own names (the UI lines detectors up), the others prefixed
             mlflow.log_metrics({k: v for ds, m in results[name].items()
                                 for k, v in flat(m, "" if ds == figures_of else f"{ds}.").items()})
-            for kind, f in figs.items():
-                mlflow.log_figure(f, f"plots/{name}_{kind}.png")
+            for kind in figs:  # the files saved above (log_figure would draw each figure again)
+                mlflow.log_artifact(str(plots / "figures" / f"{name}_{kind}.png"), "plots")
         for f in figs.values():
             plt.close(f)
         syn, ph = results[name][figures_of], results[name][figures_of]["physiological"]

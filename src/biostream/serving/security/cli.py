@@ -130,7 +130,11 @@ def main(argv: list[str] | None = None) -> None:
         except (ValueError, ConfigError) as error:
             raise SystemExit(f"biostream {args.command}: {error}") from None
         return
-    store = KeyStore(args.store or default_store(), create=args.command == "keys" and args.action in ("create", "dev"))
+    try:  # a store with no key yet, or one that cannot be opened: the message, not a traceback
+        store = KeyStore(args.store or default_store(),
+                         create=args.command == "keys" and args.action in ("create", "dev"))
+    except (ValueError, ConfigError) as error:
+        raise SystemExit(f"biostream {args.command}: {error}") from None
     try:
         if args.command == "keys" and args.action == "create":
             key, token = store.create(args.role, args.name, None if args.never_expires else args.expires_days)
