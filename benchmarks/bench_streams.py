@@ -314,11 +314,13 @@ def sweep_run(url: str, prefix: str, values: np.ndarray, signals: list[str], arg
     """The Redis path streaming while the retention job drops a past day's partition (PostgreSQL), between two runs
     of the same stream without it (`redis_json` before, `redis_json_after`); the drop of a partition a tenth the
     size, alone, as its floor."""
-    from biostream.serving.database.retention import DAY, Retention
+    from dataclasses import replace
+
+    from biostream.serving.database.retention import DAY, DEFAULT_RETENTION
     from biostream.serving.database.retention import run as retain
 
     beds, big_day, big_rows, small_rows = args.beds, filled["big_day"], filled["big_rows"], filled["small_rows"]
-    keep = Retention(seconds_days=7)
+    keep = replace(DEFAULT_RETENTION, seconds_days=7)
     t = time.perf_counter()
     alone = retain(url, keep, now=big_day + 7 * DAY)  # the cut-off at the big day: only the small one goes
     small_s = time.perf_counter() - t
@@ -424,12 +426,12 @@ def main(argv: list[str] | None = None) -> None:
         shards = 16
         procs = []
         try:
-            from biostream.serving.database.retention import Retention
+            from biostream.serving.database.retention import DEFAULT_RETENTION
             from biostream.serving.database.retention import run as retain
             from biostream.serving.streaming.store import Store
 
             Store(f"{PG}/{name}").dispose()
-            retain(f"{PG}/{name}", Retention(), now=START)  # the owner's job made today's partition ahead
+            retain(f"{PG}/{name}", DEFAULT_RETENTION, now=START)  # the owner's job made today's partition ahead
             for k in range(args.consumers):
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "biostream.serving.streaming.redis_path", "--redis", REDIS, "--store",

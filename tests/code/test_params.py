@@ -7,9 +7,11 @@ file before it does any work."""
 from __future__ import annotations
 
 import copy
+import typing
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from biostream.core.config import ConfigError, load_yaml, merge_profile
 from biostream.core.params import Params, load_params, validate
@@ -58,6 +60,27 @@ def test_a_bad_params_file_is_named_with_the_key_and_the_fix(raw, tmp_path, chan
     with pytest.raises(ConfigError) as error:
         load_params(path)
     assert str(error.value).startswith(f"{path}: ") and says in str(error.value), str(error.value)
+
+
+def test_no_section_has_a_default_for_a_key_the_file_owns():
+    """A default in a section's dataclass would fill a key the file left out, silently: there is none."""
+    import dataclasses
+
+    from biostream.core.params import fields_of
+
+    todo, seen = [Params], set()
+    while todo:
+        kind = todo.pop()
+        if kind in seen:
+            continue
+        seen.add(kind)
+        if dataclasses.is_dataclass(kind):
+            defaults = [f.name for f in dataclasses.fields(kind)
+                        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
+            assert not defaults, f"{kind.__name__}: {defaults}"
+        todo += [k for t in fields_of(kind).values() for k in (t, *typing.get_args(t))
+                 if isinstance(k, type) and (dataclasses.is_dataclass(k) or issubclass(k, BaseModel))]
+    assert len(seen) >= 20, sorted(k.__name__ for k in seen)
 
 
 def test_every_problem_is_named_at_once(raw):

@@ -173,7 +173,7 @@ def test_bundle_scores_raw_windows_like_the_stage_views(name, fitted, model_data
     the rules'."""
     from biostream.models.alarms import AlarmPolicy
     from biostream.models.bundle import ModelBundle
-    from biostream.models.floor import SafetyParams, learned_scale
+    from biostream.models.floor import Combination, SafetyParams, floor_key, floor_view_of_rows, learned_scale
     from biostream.models.technical import TechnicalChecks
     from biostream.models.training import combination_for, floor_template
 
@@ -189,6 +189,15 @@ def test_bundle_scores_raw_windows_like_the_stage_views(name, fitted, model_data
                          rows["patient_id"].to_numpy(), rows["time_s"].to_numpy())
     by_rows = bundle.outputs_of_rows(rows.reset_index(drop=True), model_data.dataset.vitals)
     by_windows = back.outputs(windows)
+    # `evaluate` shares one floor view among the bundles of the same floor: the same outputs as building its own
+    same_floor = floor_key(comb, bundle.pipeline.signals) == floor_key(floor, bundle.pipeline.signals)
+    assert same_floor == (comb.rules is not None)
+    shared = floor_view_of_rows(floor, model_data.pipeline, rows.reset_index(drop=True), model_data.dataset.vitals)
+    if same_floor:
+        with_shared = bundle.outputs_of_rows(rows.reset_index(drop=True), model_data.dataset.vitals, shared)
+        for field in ("score", "rule_driven", "technical", "rules"):
+            np.testing.assert_array_equal(getattr(with_shared, field), getattr(by_rows, field))
+    assert floor_key(Combination.plain(), bundle.pipeline.signals) != floor_key(floor, bundle.pipeline.signals)
     np.testing.assert_allclose(by_windows.score, by_rows.score, rtol=0, atol=1e-9)
     assert (by_windows.technical == by_rows.technical).all() and (by_windows.rule_driven == by_rows.rule_driven).all()
     learned = learned_scale(undefined_where_unread(det, rows, det.decision_function(model_data.view(det, rows))),

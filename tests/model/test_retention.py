@@ -29,7 +29,7 @@ from tests.pipeline.conftest import PG, scratch_database
 pytestmark = pytest.mark.services  # the local PostgreSQL and Redis servers
 
 T0 = START // DAY * DAY  # the midnight (UTC) of the first day
-KEEP = Retention(seconds_days=3, episodes_days=5, audit_days=2)
+KEEP = Retention(seconds_days=3, episodes_days=5, audit_days=2, every_s=3600)
 NOW = T0 + 8 * DAY + 3600  # an hour into the ninth day
 CUT = KEEP.cutoffs(NOW)  # seconds: T0 + 5 days; episodes: T0 + 3 days; audit: T0 + 6 days
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from biostream.serving.database.retention import Retention
+from biostream.serving.database.retention import DEFAULT_RETENTION
 from biostream.serving.streaming.answers import Outgoing
 from biostream.serving.streaming.engine import Chunk, StreamEngine, StreamParams
 from biostream.serving.streaming.store import Store, sqlite_url
@@ -19,7 +19,7 @@ START = int(datetime(2026, 11, 21, 8, tzinfo=UTC).timestamp())
 
 def params(store: str, **over) -> StreamParams:
     base = dict(store=store, late_s=60, silent_s=120, max_message_s=3600, max_message_beds=4000, redis_url=None,
-                shards=4, retention=Retention())
+                shards=4, retention=DEFAULT_RETENTION)
     return StreamParams(**{**base, **over})
 
 

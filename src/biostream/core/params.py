@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 Positive = Annotated[int, Field(gt=0)]
 Count = Annotated[int, Field(ge=0)]
@@ -25,6 +25,7 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Rate = Annotated[float, Field(ge=0)]
 Source = Literal["synthetic", "vitaldb", "recordings", "real"]  # a dataset, as dvc.yaml names its stage's output
+CaseSource = Literal["local", "api"]  # where VitalDB cases come from
 
 
 
@@ -114,7 +115,7 @@ class IngestParams:
 
     __pydantic_config__ = STRICT
 
-    sources: tuple[Literal["local", "api"], ...]
+    sources: tuple[CaseSource, ...]
     local_dir: Path
     case_ids: tuple[int, ...]
     query: QueryParams
@@ -135,7 +136,7 @@ class IngestParams:
 
 @dataclass(frozen=True)
 class RecordingsParams:
-    """`ingest_recordings` (or `ingest_real`: `section`)."""
+    """`ingest_recordings` (your recordings) or `ingest_real` (the project's real reference recordings)."""
 
     __pydantic_config__ = STRICT
 
@@ -145,7 +146,6 @@ class RecordingsParams:
     hold_s: dict[str, Count]
     max_hours: PositiveFloat
     require_data: bool
-    section: str = "ingest_recordings"  # where in params.yaml these come from (for messages; set by `Params`)
 
 
 @dataclass(frozen=True)
@@ -366,14 +366,14 @@ class ServeParams:
 
 @dataclass(frozen=True)
 class Retention:
-    """`stream.retention` (the defaults serve `biostream retention` where no params.yaml is)."""
+    """`stream.retention`."""
 
     __pydantic_config__ = STRICT
 
-    seconds_days: Positive = 7  # scored seconds (the bulk: ~86,400 rows per bed-day)
-    episodes_days: Positive = 365  # alarm episodes
-    audit_days: Positive = 365  # the audit trail
-    every_s: Positive = 3600  # how often a service on sqlite sweeps (PostgreSQL: the owner's `biostream retention`)
+    seconds_days: Positive  # scored seconds (the bulk: ~86,400 rows per bed-day)
+    episodes_days: Positive  # alarm episodes
+    audit_days: Positive  # the audit trail
+    every_s: Positive  # how often a service on sqlite sweeps (PostgreSQL: the owner's `biostream retention`)
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -384,6 +384,9 @@ class Retention:
         return {"seconds": today - self.seconds_days * DAY, "episodes": today - self.episodes_days * DAY,
                 "audit": today - self.audit_days * DAY}
 
+
+# `biostream retention` run where no params.yaml is, and a serving spec made before retention existed
+DEFAULT_RETENTION = Retention(seconds_days=7, episodes_days=365, audit_days=365, every_s=3600)
 
 STORE_ENV = "BIOSTREAM_STREAM_STORE"  # overrides stream.store where the service runs (a PostgreSQL URL, ...)
 REDIS_ENV = "BIOSTREAM_REDIS_URL"  # overrides stream.redis_url
@@ -412,7 +415,7 @@ class StreamParams:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StreamParams:
-        return cls(**{**d, "retention": Retention(**d.get("retention", {}))})
+        return cls(**{**d, "retention": Retention(**{**asdict(DEFAULT_RETENTION), **d.get("retention", {})})})
 
     def with_environment(self) -> StreamParams:
         """These params with the store and Redis URLs the environment sets (`BIOSTREAM_STREAM_STORE`,
@@ -448,9 +451,6 @@ class TrackingParams:
         return root.resolve().as_uri()
 
 
-RECORDINGS = ("ingest_recordings", "ingest_real")  # the sections the ingest_recordings stage reads
-
-
 class Params(BaseModel):
     """The whole of `params.yaml`."""
 
@@ -475,27 +475,9 @@ class Params(BaseModel):
     stream: StreamParams
     tracking: TrackingParams
 
-    @model_validator(mode="before")
-    @classmethod
-    def _where_recordings_come_from(cls, raw: Any) -> Any:
-        """Each recordings section knows its name (for its messages); the file does not write it."""
-        if not isinstance(raw, dict):
-            return raw
-        out = dict(raw)
-        for name in RECORDINGS:
-            if isinstance(raw.get(name), dict):
-                if "section" in raw[name]:
-                    raise ValueError(f"{name}.section: unknown key; the keys here are "
-                                     f"{', '.join(fields_of(RecordingsParams))}")
-                out[name] = {**raw[name], "section": name}
-        return out
-
     def to_dict(self) -> dict[str, Any]:
         """The validated values as params.yaml writes them (what a tune worker process reads back)."""
-        out = self.model_dump(mode="json", by_alias=True)
-        for name in RECORDINGS:
-            out[name].pop("section")
-        return out
+        return self.model_dump(mode="json", by_alias=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -503,7 +485,6 @@ class Params(BaseModel):
 # ---------------------------------------------------------------------------------------------------------------
 
 T = TypeVar("T")
-_INJECTED = {"section"}  # set by `Params` from where a section is, never written in the file
 
 
 def _section(kind: Any) -> Any:
@@ -521,22 +502,8 @@ def fields_of(kind: Any) -> dict[str, Any]:
         return {f.alias or name: hints[name] for name, f in kind.model_fields.items()}
     if dataclasses.is_dataclass(kind):
         hints = typing.get_type_hints(kind)
-        return {f.name: hints[f.name] for f in dataclasses.fields(kind) if f.name not in _INJECTED}
+        return {f.name: hints[f.name] for f in dataclasses.fields(kind)}
     return {}
-
-
-def missing(raw: Any, kind: Any, loc: tuple[str, ...] = ()) -> list[str]:
-    """The keys a section's dataclass would fill from its defaults: in params.yaml every key is written."""
-    section = _section(kind)
-    if section is None or not isinstance(raw, dict):
-        return []
-    out = []
-    for key, sub in fields_of(section).items():
-        if key not in raw:
-            out.append(".".join((*loc, key)))
-        else:
-            out += missing(raw[key], sub, (*loc, key))
-    return out
 
 
 def _known(kind: Any, loc: tuple[Any, ...]) -> list[str]:
@@ -548,39 +515,35 @@ def _known(kind: Any, loc: tuple[Any, ...]) -> list[str]:
     return list(fields_of(_section(kind)))
 
 
-def _message(where: str | Path, kind: Any, error: ValidationError, gaps: list[str]) -> str:
+def _message(where: str | Path, kind: Any, error: ValidationError) -> str:
     """Every problem, each with its key and the fix."""
-    lines = []
+    lines, gaps = [], []
     for e in error.errors():
         loc = tuple(e["loc"])
-        key = ".".join(str(p) for p in loc) or "(top level)"
+        key = ".".join(str(p) for p in loc)
         if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             known = _known(kind, loc[:-1])
             near = difflib.get_close_matches(str(loc[-1]), known, n=1)
             hint = f"did you mean '{near[0]}'? " if near else ""
             lines.append(f"{key}: unknown key; {hint}the keys here are {', '.join(known)}")
         elif e["type"] in ("missing", "missing_argument"):
-            if key not in gaps:
-                gaps = [*gaps, key]
+            gaps.append(f"{key}: missing")
         elif e["type"] == "value_error":  # a check across keys (e.g. splits summing to 1)
-            lines.append(f"{key}: {e['msg'].removeprefix('Value error, ')}")
+            message = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{key}: {message}" if key else message)
         else:
-            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
-    lines += [f"{key}: missing" for key in gaps]
-    hint = (" (every key of params.yaml is required; the repository's params.yaml shows each with its meaning)"
-            if gaps else "")
-    return f"{where}: " + "; ".join(lines) + hint
+            lines.append(f"{key or 'the file'}: {e['msg']} (got {e.get('input')!r})")
+    if gaps:  # every key is written in the file: none has a default in the code
+        lines += gaps
+        lines[-1] += " (every key of params.yaml is required; the repository's params.yaml shows each with its meaning)"
+    return f"{where}: " + "; ".join(lines)
 
 
 def _check(kind: type[T], raw: Any, where: str | Path) -> T:
-    gaps = missing(raw, kind)
     try:
-        out = TypeAdapter(kind).validate_python(raw)
+        return TypeAdapter(kind).validate_python(raw)
     except ValidationError as error:
-        raise ConfigError(_message(where, kind, error, gaps)) from None
-    if gaps:
-        raise ConfigError(_message(where, kind, ValidationError.from_exception_data(kind.__name__, []), gaps))
-    return out
+        raise ConfigError(_message(where, kind, error)) from None
 
 
 def validate(raw: dict[str, Any], path: str | Path = "params.yaml") -> Params:

@@ -126,8 +126,8 @@ def row_spacing(seconds: np.ndarray) -> int:
     return usual if counts[usual] * 2 >= len(steps) else 1
 
 
-def read_recording(path: str | Path, catalog: SignalCatalog,
-                   params: RecordingsParams) -> tuple[pd.DataFrame, list[str]]:
+def read_recording(path: str | Path, catalog: SignalCatalog, params: RecordingsParams,
+                   section: str = "ingest_recordings") -> tuple[pd.DataFrame, list[str]]:
     """One recording file as a 1-Hz frame of its signal columns (canonical keys and device tracks, as
     `configs/signals.yaml` spells them), and the columns it ignored. Raises `RecordingError`.
 
@@ -153,7 +153,7 @@ def read_recording(path: str | Path, catalog: SignalCatalog,
             named[c] = known[column_name(c)]
     if params.time_column:
         if params.time_column not in raw.columns:
-            raise RecordingError(f"{path}: no column '{params.time_column}' ({params.section}.time_column); columns: "
+            raise RecordingError(f"{path}: no column '{params.time_column}' ({section}.time_column); columns: "
                                  f"{', '.join(raw.columns)}")
         time_col: str | None = params.time_column
     else:
@@ -168,7 +168,7 @@ def read_recording(path: str | Path, catalog: SignalCatalog,
     grid = np.floor(seconds).astype(np.int64)
     length = int(grid.max()) + 1
     if length > params.max_hours * 3600:
-        raise RecordingError(f"{path}: spans {length / 3600:.1f} h, more than {params.section}.max_hours "
+        raise RecordingError(f"{path}: spans {length / 3600:.1f} h, more than {section}.max_hours "
                              f"({params.max_hours:g} h); check the time column's unit (seconds) or split the file")
     frame = pd.DataFrame(values)
     frame.insert(0, "_second", grid)
@@ -205,7 +205,7 @@ def ingest_recordings(params: RecordingsParams, catalog: SignalCatalog,
             result.failures.append({"case": name, "source": source, "error": msg})
             continue
         try:
-            raw, ignored = read_recording(path, catalog, params)
+            raw, ignored = read_recording(path, catalog, params, f"ingest_{source}")
         except RecordingError as exc:
             log.error("%s", exc)
             result.failures.append({"case": name, "source": source, "error": str(exc)})

@@ -141,7 +141,7 @@ def run(params: Params, paths: Paths) -> dict[str, dict]:
         table, fig = comparison(compared)
         fig.savefig(plots / "figures" / "comparison.png", dpi=90, bbox_inches="tight")
         with mlflow.start_run(run_name="evaluate-comparison", tags={"stage": "evaluate"}):
-            mlflow.log_figure(fig, "plots/comparison.png")
+            mlflow.log_artifact(str(plots / "figures" / "comparison.png"), "plots")
             mlflow.log_table(table.reset_index(), "comparison.json")
         plt.close(fig)
     with atomic_dir(paths.scores) as tmp:

@@ -93,8 +93,11 @@ class StudyInputs:
 
     def code_modules(self) -> frozenset[str]:
         """The `biostream` modules the study runs: the import closure of `code` and of the detector's own module
-        (imported by name, so no closure reaches it): the same whichever process computes it."""
-        return import_closure([*self.code, detector_class(self.detector).__module__]).modules
+        (imported by name, so no closure reaches it): the same whichever process computes it. `params.yaml`'s
+        schema (`biostream.core.params`, which every stage imports) is left out: the values it validates are in the
+        study's set-up already, and a change to another section's type must not restart every study."""
+        closure = import_closure([*self.code, detector_class(self.detector).__module__]).modules
+        return closure - {"biostream.core.params"}
 
     @property
     def n_trials(self) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from biostream.core.params import DAY, Retention  # noqa: F401 (Retention: params.yaml: stream.retention)
+from biostream.core.params import DAY, DEFAULT_RETENTION, Retention  # noqa: F401 (re-exported)
 
 AHEAD_DAYS = 3  # day partitions made ahead of today (a missed run or two never sends today's seconds to the default)
 BATCH = 10_000  # episodes or audit entries deleted per statement

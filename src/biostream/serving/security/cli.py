@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from biostream.core.config import ConfigError
-from biostream.serving.database.retention import Retention
+from biostream.serving.database.retention import DEFAULT_RETENTION, Retention
 from biostream.serving.security.keys import ROLE_NOTE, ROLES, KeyStore
 
 DEV_KEYS = Path("stores/dev-keys.env")
@@ -63,16 +63,17 @@ def dev_keys(store: KeyStore, path: Path = DEV_KEYS) -> Path:
 
 
 def default_retention() -> Retention:
-    """params.yaml `stream.retention` (where the command runs), else the defaults."""
+    """params.yaml `stream.retention` (where the command runs; every key written), else, with no params.yaml, the
+    defaults (`DEFAULT_RETENTION`)."""
     params = Path("params.yaml")
     if params.exists():
         import yaml
 
         from biostream.core.params import section
 
-        raw = ((yaml.safe_load(params.read_text()) or {}).get("stream") or {}).get("retention")
+        raw = ((yaml.safe_load(params.read_text()) or {}).get("stream") or {}).get("retention") or {}
         return section(Retention, raw, f"{params}: stream.retention")
-    return Retention()
+    return DEFAULT_RETENTION
 
 
 def _database(args: argparse.Namespace) -> None:

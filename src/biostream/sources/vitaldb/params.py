@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from biostream.core.params import IngestParams, QueryParams  # noqa: F401 (params.yaml: its section)
+import typing
 
-SOURCES = ("local", "api")
+from biostream.core.params import CaseSource, IngestParams, QueryParams  # noqa: F401 (params.yaml: its section)
+
+SOURCES: tuple[str, ...] = typing.get_args(CaseSource)  # where cases come from (params.yaml: ingest_vitaldb.sources)
 
 
