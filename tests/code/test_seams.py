@@ -181,6 +181,21 @@ def test_study_name_changes_with_the_code_it_scores_with():
     assert study_name("ocsvm", setup).startswith("ocsvm-")
 
 
+def test_a_studys_code_is_what_scores_it_not_the_params_schema():
+    """The modules a study's name hashes: the stage's closure and the detector's, without `biostream.core.params`
+    (its values are in the study's set-up; a change to a serving section's type must not restart every study)."""
+    from biostream.core.closure import import_closure
+    from biostream.tuning.study import StudyInputs
+
+    inputs = object.__new__(StudyInputs)  # only the two fields code_modules reads
+    object.__setattr__(inputs, "code", ("biostream.stages.tune",))
+    object.__setattr__(inputs, "detector", "iforest")
+    modules = inputs.code_modules()
+    assert "biostream.core.params" in import_closure(["biostream.stages.tune"]).modules
+    assert "biostream.core.params" not in modules
+    assert {"biostream.models.floor", "biostream.models.detectors.iforest", "biostream.stages.tune"} <= modules
+
+
 LAYERS = ("core", "data", "sources", "features", "models", "tuning", "reporting", "serving", "tracking", "stages")
 
 
