@@ -20,17 +20,14 @@ from typing import Any
 import mlflow
 import numpy as np
 
-from biostream.core.config import Configs
 from biostream.core.io import write_json
-from biostream.core.mlflow_store import setup_tracking
 from biostream.core.params import Params
 from biostream.features import windows_at
-from biostream.features.table import FeatureSet
 from biostream.models.detectors import NAMES, detector_class, load_detector
 from biostream.models.objective import Objective
-from biostream.models.technical import TechnicalChecks
-from biostream.models.training import floor_template, real_check_of, train_detector, validation_of
-from biostream.stages import Datasets, StageError, help_of
+from biostream.models.training import real_check_of, train_detector
+from biostream.stages import StageError, help_of
+from biostream.stages.learning import LearningPaths, learning
 from biostream.tracking.pyfunc import log_bundle
 
 log = logging.getLogger("biostream")
@@ -62,33 +59,19 @@ def tuned_model(folder: Path, name: str) -> tuple[Any, str | None]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Paths(Datasets):
-    features: Path = field(metadata=help_of("the featurize stage's output folder"))
+class Paths(LearningPaths):
     tuned: Path = field(metadata=help_of("folder of the tune stages' <detector>.json"))
     out: Path = field(metadata=help_of("folder for one bundle per detector"))
     metrics: Path
-    signals: Path = Path("configs/signals.yaml")
-    alarms: Path = Path("configs/alarms.yaml")
-    technical: Path = Path("configs/technical.yaml")
 
 
 def run(params: Params, paths: Paths) -> dict[str, Any]:
     """Train every detector; save its bundle, log it to MLflow; write and return the summary (models/index.json)."""
-    configs = Configs.load(paths.signals, paths.alarms)
-    policy = params.alarms
-    tparams = params.threshold
+    start = learning(params, paths, "train")
+    configs, floor, features, pipeline = start.configs, start.floor, start.features, start.pipeline
+    train, val, validation = start.train, start.val, start.validation
+    policy, tparams = params.alarms, params.threshold
     objective = Objective.of(params.objective, configs.rules)
-    floor = floor_template(configs, params.safety, TechnicalChecks.from_yaml(paths.technical))
-    setup_tracking(params.tracking)
-
-    sources = params.sources.train
-    features = FeatureSet.open(paths.features, paths.datasets())
-    pipeline = features.pipeline
-    train, val = features.parts(sources, "train", normal_only=True), features.parts(sources, "val")
-    if not len(train.rows) or not len(val.rows):
-        raise StageError(f"train: the training sources ({', '.join(sources)}) have no training or no validation "
-                         "patients; add recordings or change params.yaml: sources.train")
-    validation = validation_of(val, floor, pipeline)  # the floor's view of the validation seconds, built once
     real = None
     if tparams.real_source is not None:
         if tparams.real_source not in features.sources or not features.has_rows(tparams.real_source):

@@ -21,16 +21,12 @@ from typing import Any
 
 import yaml
 
-from biostream.core.config import Configs
 from biostream.core.io import write_json
-from biostream.core.mlflow_store import setup_tracking
 from biostream.core.params import Params
-from biostream.features.table import FeatureSet
 from biostream.models.detectors import NAMES, detector_class
 from biostream.models.objective import Objective
-from biostream.models.technical import TechnicalChecks
-from biostream.models.training import floor_template, validation_of
-from biostream.stages import Datasets, StageError, help_of
+from biostream.stages import StageError, help_of
+from biostream.stages.learning import LearningPaths, learning
 from biostream.tuning.space import SearchSpace
 from biostream.tuning.study import StudyInputs, join_study, run_study
 
@@ -38,9 +34,8 @@ log = logging.getLogger("biostream")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Paths(Datasets):
+class Paths(LearningPaths):
     detector: str = field(metadata={"choices": NAMES, "help": "the detector whose study this is"})
-    features: Path = field(metadata=help_of("the featurize stage's output folder"))
     search_space: Path
     out: Path = field(metadata=help_of("best params JSON"))
     model: Path | None = field(default=None, metadata=help_of(
@@ -48,9 +43,6 @@ class Paths(Datasets):
     join: bool = field(default=False, metadata=help_of(
         "join the study as one more worker (same arguments and params as the running stage, from this or another "
         "machine with the same data and code): run trials, write nothing"))
-    signals: Path = Path("configs/signals.yaml")
-    alarms: Path = Path("configs/alarms.yaml")
-    technical: Path = Path("configs/technical.yaml")
 
 
 def command(paths: Paths, params_file: Path) -> list[str]:
@@ -71,27 +63,17 @@ def run(params: Params, paths: Paths) -> dict[str, Any] | None:
     if paths.detector not in params.detectors:
         raise StageError(f"params.yaml: detectors has no entry for '{paths.detector}'")
     fixed = dict(params.detectors[paths.detector] or {})
-    configs = Configs.load(paths.signals, paths.alarms)
-    floor = floor_template(configs, params.safety, TechnicalChecks.from_yaml(paths.technical))
-    setup_tracking(params.tracking)
-
-    sources = params.sources.train
-    features = FeatureSet.open(paths.features, paths.datasets())
-    pipeline = features.pipeline
-    train = features.parts(sources, "train", normal_only=True)
-    val = features.parts(sources, "val")
-    if not len(train.rows) or not len(val.rows):
-        raise StageError(f"tune: the training sources ({', '.join(sources)}) have no training or no validation "
-                         "patients; add recordings or change params.yaml: sources.train")
+    start = learning(params, paths, "tune")
+    train, val, pipeline = start.train, start.val, start.pipeline
     view = detector_class(paths.detector).input_view
     log.info("%s: %d training windows, %d validation seconds (%d events)", paths.detector, len(train.rows),
              len(val.rows), len(val.events))
     inputs = StudyInputs(
         detector=paths.detector, fixed=fixed, space=SearchSpace.from_yaml(paths.search_space),
         X_train=pipeline.view_of_rows(view, train.rows, train.vitals),
-        X_val=pipeline.view_of_rows(view, val.rows, val.vitals), val=validation_of(val, floor, pipeline),
-        floor=floor, signals=tuple(pipeline.signals), policy=params.alarms,
-        threshold=params.threshold, objective=Objective.of(params.objective, configs.rules),
+        X_val=pipeline.view_of_rows(view, val.rows, val.vitals), val=start.validation,
+        floor=start.floor, signals=tuple(pipeline.signals), policy=params.alarms,
+        threshold=params.threshold, objective=Objective.of(params.objective, start.configs.rules),
         tune=tune, pipeline_json=json.dumps(pipeline.to_dict(), sort_keys=True), code=(__name__,),
     )
     if paths.join:
