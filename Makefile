@@ -42,14 +42,16 @@ serve: setup
 	@$(BIN)/biostream keys dev
 	bentoml serve $$($(BIN)/python -c "import json; print(json.load(open('results/bento.json'))['bento'])") --port $(PORT)
 
-## browser: Debian's Chromium for the MLflow UI test (apt-get, as root or through sudo), unless present
+## browser: Debian's Chromium (the MLflow UI and bed board tests) and poppler-utils (pdftoppm: the case report
+## test), with apt-get as root or through sudo, unless present
 CHROMIUM ?= $(shell command -v chromium 2>/dev/null || echo /usr/bin/chromium)
 export CHROMIUM
 browser:
-	@test -x $(CHROMIUM) || { echo "installing Debian's chromium (for tests/pipeline/test_mlflow_ui.py)"; \
+	@{ test -x $(CHROMIUM) && command -v pdftoppm >/dev/null; } || { \
+	  echo "installing Debian's chromium and poppler-utils (browser and case report tests)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get install -y -q chromium >/dev/null || { $$SUDO apt-get update -q >/dev/null && \
-	  $$SUDO apt-get install -y -q chromium >/dev/null; }; }
+	  $$SUDO apt-get install -y -q chromium poppler-utils >/dev/null || { $$SUDO apt-get update -q >/dev/null && \
+	  $$SUDO apt-get install -y -q chromium poppler-utils >/dev/null; }; }
 
 ## test: the test suite (code, data, pipeline, registry, browser and notebook tests), on two workers
 test: setup browser

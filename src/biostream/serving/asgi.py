@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -179,9 +180,25 @@ _GONE = object()  # `BodyTypes._body`: the client went away
 _log = logging.getLogger("biostream")
 
 
+@dataclass(frozen=True)
+class Document:
+    """An answer that is not JSON (a page, a report): its bytes, media type and, for a download, a file name."""
+
+    body: bytes
+    media: str
+    filename: str | None = None
+
+
 async def _send_json(send: Any, status: int, payload: Any) -> None:
-    """Send a whole JSON answer (bytes are sent as they are)."""
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    """Send a whole JSON answer (bytes are sent as they are; a `Document` with its own media type)."""
+    media, extra = b"application/json", []
+    if isinstance(payload, Document):
+        media, body = payload.media.encode(), payload.body
+        if payload.filename:
+            extra.append((b"content-disposition", f'inline; filename="{payload.filename}"'.encode()))
+        extra.append((b"cache-control", b"no-store"))  # patient data (a report) is not kept by browsers or proxies
+    else:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", media), (b"content-length", str(len(body)).encode()), *extra]})
     await send({"type": "http.response.body", "body": body})

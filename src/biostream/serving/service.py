@@ -97,6 +97,15 @@ class VitalsService:
             return 503, {"error": "this bento was built without params.yaml: stream; re-run the package stage"}
         return await self.streams.get(path, query)
 
+    async def monitoring_get(self, path: str, query: str) -> tuple[int, Any]:
+        """GET /monitoring: the live patients against the model's reference (`biostream.monitoring`)."""
+        if self.streams is None or self.streams.monitor is None:
+            return 503, {"error": "this bento carries no reference of its training inputs (or no stream store): "
+                                  "re-run train and package (dvc repro)"}
+        if path != "/monitoring" or query:
+            return 404 if path != "/monitoring" else 400, {"error": "GET /monitoring takes no path or query"}
+        return 200, self.streams.monitor.state()
+
     async def stream_post(self, path: str, who: str) -> tuple[int, Any]:
         """POST /beds/<bed>/episodes/<start>/ack (routed by `BodyTypes`): `biostream.serving.streaming.http`."""
         if self.streams is None:
@@ -139,6 +148,16 @@ class VitalsService:
         return self.scorer.metadata()
 
 
+async def _board_page(path: str, query: str) -> tuple[int, Any]:
+    """GET /board: the bed board's page (`biostream.serving.board`); its data come from GET /beds."""
+    from biostream.serving import board
+    from biostream.serving.asgi import Document
+
+    if path != "/board":
+        return 404, {"error": f"no GET endpoint {path[:200]!r}: the board is GET /board (a bed: /board#bed=<bed>)"}
+    return 200, Document(board.page(), "text/html; charset=utf-8")
+
+
 def _service() -> VitalsService:
     return bentoml.get_current_service()
 
@@ -163,7 +182,8 @@ VitalsService.add_asgi_middleware(
               ("/ingest", ARROW_STREAM): lambda: lambda body: _service().ingest(body, ARROW_STREAM)},
     limits={("/ingest", "application/json"): SPEC.max_body_bytes or largest_body(SPEC),
             ("/ingest", ARROW_STREAM): SPEC.max_body_bytes or largest_body(SPEC)},
-    gets={"/beds": lambda: _service().stream_get, "/alarms": lambda: _service().stream_get},
+    gets={"/beds": lambda: _service().stream_get, "/alarms": lambda: _service().stream_get,
+          "/board": lambda: _board_page, "/monitoring": lambda: _service().monitoring_get},
     posts={"/beds": lambda: _service().stream_post},
     limit_note="serve.max_body_mb",
     openapi=lambda doc: add_security(add_stream_paths(doc, SPEC) if SPEC.stream else doc))

@@ -19,7 +19,8 @@ from biostream.serving.security.keys import ROLE_NOTE, ROLES, KeyStore, Verifier
 from biostream.serving.streaming.messages import is_bed, query_params, time_text, whole_number
 
 AUTH_ENV = "BIOSTREAM_AUTH"
-OPEN = frozenset({"/healthz", "/livez", "/readyz", "/", "/docs", "/docs.json", "/schema.json"})
+OPEN = frozenset({"/healthz", "/livez", "/readyz", "/", "/docs", "/docs.json", "/schema.json",
+                  "/board"})  # the board's page: no patient data in it; it reads GET /beds with the clinician's key
 OPEN_PREFIXES = ("/static_content/", "/assets/")  # the Swagger UI's files
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 RETRY_S = 5.0  # a key store that could not be opened is tried again after this long (no restart needed)
@@ -39,8 +40,10 @@ def policy(method: str, path: str) -> tuple[tuple[str, ...], str, str | None]:
         if len(parts) == 6 and parts[3] == "episodes" and parts[5] == "ack":  # the episode: in the entry's detail
             return ("clinician",), "POST /beds/{bed}/episodes/{start}/ack", target
         return ("clinician",), f"{method} /beds/{{bed}}/{tail}"[:40], target
-    if path == "/alarms":
-        return ("clinician",), f"{method} /alarms", None
+    if path in ("/alarms", "/beds"):
+        return ("clinician",), f"{method} {path}", None
+    if path == "/monitoring":
+        return ("clinician", "admin"), f"{method} /monitoring", None
     if path in ("/predict", "/score_series"):
         return ("integrator",), f"{method} {path}", None
     if path == "/explain":

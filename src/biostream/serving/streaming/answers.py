@@ -72,13 +72,13 @@ def iso(second: int) -> str:
     return datetime.fromtimestamp(second, UTC).isoformat().replace("+00:00", "Z")
 
 
-def episode_record(bed: str, ep: Episode, now: float) -> dict[str, Any]:
-    """An episode as the store keeps it."""
+def episode_record(bed: str, ep: Episode, now: float, model_version: str | None = None) -> dict[str, Any]:
+    """An episode as the store keeps it; `model_version`: the registered version of the model scoring it."""
     peak = ep.peak
     return {"bed": bed, "start": ep.start, "end": ep.end, "last_on": ep.last_on, "alarm_class": ep.alarm_class,
             "peak_second": None if peak is None else peak.second, "peak_score": None if peak is None else peak.score,
             "signals": json.dumps(None if peak is None else peak.signals), "opened_at": now,
-            "closed_at": now if ep.end is not None else None}
+            "closed_at": now if ep.end is not None else None, "model_version": model_version}
 
 
 def episode_answer(rec: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,4 +89,4 @@ def episode_answer(rec: Mapping[str, Any]) -> dict[str, Any]:
             "peak_time": None if rec["peak_second"] is None else iso(rec["peak_second"]),
             "peak_score": rec["peak_score"], "signals": json.loads(rec["signals"] or "null") or [],
             "acknowledged_at": None if rec.get("acked_at") is None else iso(int(rec["acked_at"])),
-            "acknowledged_by": rec.get("acked_by")}
+            "acknowledged_by": rec.get("acked_by"), "model_version": rec.get("model_version")}

@@ -66,6 +66,7 @@ class StreamEngine:
         self.scorer, self.store, self.params = scorer, store, params
         self.signals = scorer.spec.signals
         self.window_s = scorer.spec.window_s
+        self.model_version = scorer.spec.model_version  # kept with each episode it opens
         self.policy = scorer.bundle.policy
         self.beds: dict[str, BedState] = {}  # cached states; the store's version says whether one is current
 
@@ -359,11 +360,13 @@ class StreamEngine:
                 merged.append({"bed": plan.bed, "second": t, "vals": np.ascontiguousarray(col).tobytes()})
                 plan.answer.merged += 1
             if plan.touched:
-                episodes.extend(episode_record(plan.bed, ep, now) for ep in plan.touched.values())
+                episodes.extend(episode_record(plan.bed, ep, now, self.model_version) for ep in plan.touched.values())
             if plan.answer.opened:
-                plan.answer.opened = [episode_answer(episode_record(plan.bed, e, now)) for e in plan.answer.opened]
+                plan.answer.opened = [episode_answer(episode_record(plan.bed, e, now, self.model_version))
+                                      for e in plan.answer.opened]
             if plan.answer.closed:
-                plan.answer.closed = [episode_answer(episode_record(plan.bed, e, now)) for e in plan.answer.closed]
+                plan.answer.closed = [episode_answer(episode_record(plan.bed, e, now, self.model_version))
+                                      for e in plan.answer.closed]
             seg = plan.segments[-1]  # the bed's last W seconds: the window of its newest second, or its history
             st.values = seg.hist if seg.last_row is None else x[seg.last_row].copy()
             st.last_second, st.first_second = plan.last_second, plan.first_second
@@ -418,7 +421,7 @@ class StreamEngine:
                 st = self._state(row)
                 ep = st.alarms.reset()
                 if ep is not None:
-                    rec = episode_record(bed, ep, now)
+                    rec = episode_record(bed, ep, now, self.model_version)
                     episodes.append(rec)
                     closed.append(episode_answer(rec))
                 st.values[:] = np.nan

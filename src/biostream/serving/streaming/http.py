@@ -46,6 +46,7 @@ class StreamEndpoints:
         self.lock = threading.Lock()
         self.sweep_every_s = sweep_every_s
         self._sweeper: asyncio.Task | None = None
+        self.monitor: Any = None  # the live monitoring (biostream.monitoring.live), when the bento carries a reference
 
     # ---------------------------------------------------------------------------------------- POST /ingest
     async def ingest(self, body: bytes, media: str = "application/json") -> tuple[int, Any]:
@@ -72,8 +73,12 @@ class StreamEndpoints:
 
     def get_now(self, path: str, query: str) -> tuple[int, Any]:
         parts = path.strip("/").split("/")  # the server has decoded the path once: a bed id is read as it came
+        if parts == ["beds"] or (len(parts) == 3 and parts[0] == "beds" and parts[2] == "report") or (
+                len(parts) == 5 and parts[0] == "beds" and parts[2] == "episodes" and parts[4] == "explain"):
+            return self.board_get(parts, query)
         if parts != ["alarms"] and not (len(parts) == 3 and parts[0] == "beds" and parts[2] in ("scores", "episodes")):
-            return 404, {"error": f"no GET endpoint {path[:200]!r}: GET /beds/<bed>/scores, /beds/<bed>/episodes "
+            return 404, {"error": f"no GET endpoint {path[:200]!r}: GET /beds, /beds/<bed>/scores, "
+                                  f"/beds/<bed>/episodes, /beds/<bed>/episodes/<start>/explain, /beds/<bed>/report "
                                   f"or /alarms"}
         try:
             q = query_params(query, QUERY, "GET /beds/<bed>/scores, /beds/<bed>/episodes and /alarms")
@@ -89,6 +94,42 @@ class StreamEndpoints:
         if parts[2] == "episodes":
             return 200, {"bed": bed, "episodes": [episode_answer(e) for e in store.episodes(bed, since=since)]}
         return 200, self.scores(bed, since, until, limit)
+
+    def board_get(self, parts: list[str], query: str) -> tuple[int, Any]:
+        """The board's reads (`biostream.serving.board`): every bed, an episode's explanation, a bed's report."""
+        from biostream.serving import board
+
+        store, scorer = self.engine.store, self.engine.scorer
+        try:
+            if parts == ["beds"]:
+                return 200, board.board(store, scorer, board.board_query(query), monitoring=self.monitoring())
+            bed = check_bed(parts[1], "the bed id in the path")
+            if parts[2] == "episodes":
+                query_params(query, (), f"GET /beds/{bed}/episodes/<start>/explain")
+                start = time_text(parts[3], "the episode's start in the path")
+                answer = board.explain_answer(store, scorer, bed, start)
+                if answer is None:
+                    return 404, {"error": f"bed {bed!r} has no alarm episode that started at {iso(start)}: GET "
+                                          f"/beds/{bed}/episodes lists its episodes and their starts"}
+                return 200, answer
+            asked = board.report_query(query)
+            period = board.report_period(store, bed, asked["since"], asked["until"])
+        except ValueError as error:  # ItemError is one
+            return 400, {"error": str(error)}
+        if period is None:
+            return 404, {"error": f"bed {bed!r} has no stored second: a report needs a recording (or ask for a "
+                                  f"period with since and until)"}
+        from biostream.reporting.case import FORMATS, case_of_bed, render
+        from biostream.serving.asgi import Document
+
+        case = case_of_bed(store, scorer, bed, *period)
+        ext = {"html": "html", "pdf": "pdf", "text": "txt"}[asked["format"]]
+        name = f"case-{bed}-{iso(period[0])[:10]}.{ext}".replace(":", "")
+        return 200, Document(render(case, asked["format"]), FORMATS[asked["format"]], name)
+
+    def monitoring(self) -> dict[str, Any] | None:
+        """The newest monitoring state (drift and alarm-rate alerts) the service keeps, if any."""
+        return None if self.monitor is None else self.monitor.state()
 
     # ---------------------------------------------------------------------------------------- POST .../ack
     async def post(self, path: str, who: str) -> tuple[int, Any]:

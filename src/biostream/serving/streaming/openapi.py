@@ -66,6 +66,8 @@ class StreamEpisode(BaseModel):
     signals: list[str]
     acknowledged_at: datetime | None = Field(None, description="when a clinician acknowledged it (null: not yet)")
     acknowledged_by: str | None = Field(None, description="the key id that acknowledged it")
+    model_version: str | None = Field(None, description="the registered version of the model that opened it (null: "
+                                                        "stored before versions were kept)")
 
 
 class BedAnswer(BaseModel):
@@ -115,11 +117,67 @@ class OpenAlarms(BaseModel):
     open: list[StreamEpisode]
 
 
+class BoardAlarm(StreamEpisode):
+    open_for_s: int = Field(description="seconds since the service opened it")
+    check: str | None = Field(description="a technical alarm: what to check (the probe, the line, ...)")
+
+
+class BedTile(BaseModel):
+    bed: str
+    recording: bool = Field(description="false: no recording (new, or went silent and was closed)")
+    last_time: datetime | None = Field(description="its newest stored second")
+    vitals: dict[str, float | None] = Field(description="the values of its newest second, null where missing")
+    score: float | None
+    alarm: BoardAlarm | None = Field(description="its open episode (physiological before technical), if any")
+
+
+class BoardCounts(BaseModel):
+    beds: int
+    physiological: int = Field(description="beds with an open physiological alarm")
+    technical: int = Field(description="beds with an open technical alarm only")
+    unacknowledged: int
+
+
+class SignalName(BaseModel):
+    name: str
+    label: str
+    unit: str
+
+
+class Board(BaseModel):
+    beds: list[BedTile] = Field(description="one page of beds")
+    total: int = Field(description="beds that match the filter")
+    page: int
+    size: int
+    pages: int
+    counts: BoardCounts
+    threshold: float
+    model: ModelRef
+    signals: list[SignalName]
+    monitoring: dict[str, Any] | None = Field(description="GET /monitoring's state (its alerts), if the service "
+                                                          "monitors")
+    now: datetime
+
+
+class EpisodeExplanation(BaseModel):
+    bed: str
+    episode: StreamEpisode
+    driver: str = Field(description="'model' or 'rules': what set the window's score")
+    method: str
+    top_signals: list[str]
+    signals: dict[str, float] = Field(description="per-signal contributions to the score")
+    score: float
+    threshold: float
+    alarm_class: AlarmClass | None
+    model: ModelRef
+
+
 class Refusal(BaseModel):
     error: str = Field(description="what is wrong and how to fix it")
 
 
-MODELS = [StreamMessage, IngestAnswer, BedScores, BedEpisodes, Acknowledged, OpenAlarms, Refusal]
+MODELS = [StreamMessage, IngestAnswer, BedScores, BedEpisodes, Acknowledged, OpenAlarms, Board, EpisodeExplanation,
+          Refusal]
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -145,7 +203,10 @@ def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
     limit = {"name": "limit", "in": "query", "required": False, "description": "the newest this many seconds",
              "schema": {"type": "integer", "minimum": 1, "maximum": 86400, "default": 600}}
     bad = _json(Refusal, "a bad bed id, time or query parameter, named")
-    tags = ["Bedside streams"]
+    tags, board = ["Bedside streams"], ["Bed board"]
+    start = {"name": "start", "in": "path", "required": True,
+             "description": f"the episode's start (as GET /beds/{{bed}}/episodes answers it): {TIME_NOTE}",
+             "schema": {"type": "string", "minLength": 1, "maxLength": 64}}
     max_s = (spec.stream or {}).get("max_message_s")
     doc.setdefault("paths", {}).update({
         "/ingest": {"post": {
@@ -187,5 +248,56 @@ def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
         "/alarms": {"get": {
             "tags": tags, "operationId": "open_alarms", "summary": "The open alarm episodes of every bed",
             "responses": {"200": _json(OpenAlarms, "every bed's open episode"), "400": bad}}},
+        "/beds": {"get": {
+            "tags": board, "operationId": "board", "summary": "Every bed: newest values and open alarm (the board)",
+            "description": "Open alarms first (physiological not yet acknowledged, acknowledged, technical; each "
+                           "longest-open first), or by bed or newest data; filtered by a part of the bed id and by "
+                           "alarm; one page.",
+            "parameters": [
+                {"name": "q", "in": "query", "required": False, "description": "a part of the bed id (any case)",
+                 "schema": {"type": "string", "maxLength": 128}},
+                {"name": "alarm", "in": "query", "required": False,
+                 "schema": {"enum": ["any", "open", "physiological", "technical", "none"], "default": "any"}},
+                {"name": "sort", "in": "query", "required": False,
+                 "schema": {"enum": ["alarm", "bed", "recent"], "default": "alarm"}},
+                {"name": "page", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000000, "default": 1}},
+                {"name": "size", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}}],
+            "responses": {"200": _json(Board, "one page of beds, the counts, the model"), "400": bad}}},
+        "/beds/{bed}/episodes/{start}/explain": {"get": {
+            "tags": board, "operationId": "explain_episode", "summary": "Why an alarm episode opened",
+            "description": "`POST /explain` of the window that opened the episode (its first second and the "
+                           "model's window before it, as stored).",
+            "parameters": [bed, start],
+            "responses": {"200": _json(EpisodeExplanation, "the explanation"), "400": bad,
+                          "404": _json(Refusal, "the bed has no episode that started then")}}},
+        "/beds/{bed}/report": {"get": {
+            "tags": board, "operationId": "case_report", "summary": "A bed's case report (HTML, PDF or text)",
+            "description": "The timeline (signals, score, episodes shaded by class), the episodes and their "
+                           "explanations, time beyond each bedside limit, the model and its floor, and a summary. "
+                           "Default period: the bed's last 24 h of recording; at most 7 days.",
+            "parameters": [bed, _time("since", "from this time"), _time("until", "before this time"),
+                           {"name": "format", "in": "query", "required": False,
+                            "schema": {"enum": ["html", "pdf", "text"], "default": "html"}}],
+            "responses": {"200": {"description": "the report", "content": {
+                "text/html": {"schema": {"type": "string"}},
+                "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+                "text/plain": {"schema": {"type": "string"}}}},
+                "400": bad, "404": _json(Refusal, "the bed has no stored second (and no period was asked)")}}},
+        "/board": {"get": {
+            "tags": board, "operationId": "board_page", "summary": "The bed board (a page for a browser)",
+            "description": "A static page with no patient data: it asks for a clinician's key and reads GET /beds "
+                           "and the bed endpoints with it. A bed's page: /board#bed=<bed>.",
+            "responses": {"200": {"description": "the page", "content": {"text/html": {"schema": {
+                "type": "string"}}}}}}},
+        "/monitoring": {"get": {
+            "tags": board, "operationId": "monitoring", "summary": "The live patients against the model's reference",
+            "description": "Per signal drift and missingness against the training reference, alarm episodes per "
+                           "bed-hour by class and live recall against the bedside rules' events, over the rolling "
+                           "period, and the alerts they raise (docs/monitoring.md).",
+            "responses": {"200": {"description": "the newest state", "content": {"application/json": {"schema": {
+                "type": "object"}}}},
+                "503": _json(Refusal, "the bento carries no reference (re-run train and package)")}}},
     })
     return doc

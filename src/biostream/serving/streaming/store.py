@@ -57,6 +57,7 @@ EPISODES = sa.Table(
     sa.Column("closed_at", sa.Float),
     sa.Column("acked_at", sa.Float),  # when a clinician acknowledged it (POST /beds/<bed>/episodes/<start>/ack)
     sa.Column("acked_by", sa.String(12)),  # the key id that did
+    sa.Column("model_version", sa.String(64)),  # the registered version of the model that opened it
 )
 sa.Index("stream_episodes_open", EPISODES.c.end)
 EPISODE_COLUMNS = [c.name for c in EPISODES.c if not c.name.startswith("acked_")]  # what the engine writes
@@ -202,6 +203,22 @@ class Store:
         with self.reader.connect() as conn:
             return {int(t): np.frombuffer(v, dtype=np.float64) for t, v in conn.execute(q)}
 
+    def board_rows(self) -> list[tuple[str, int | None, float | None]]:
+        """Every bed's (id, newest second, last arrival), for the board (no alarm state read)."""
+        q = sa.select(BEDS.c.bed, BEDS.c.last_second, BEDS.c.last_arrival)
+        with self.reader.connect() as conn:
+            return [(b, None if t is None else int(t), a) for b, t, a in conn.execute(q)]
+
+    def newest_rows(self, beds: Sequence[tuple[str, int]]) -> dict[str, dict[str, Any]]:
+        """The stored second (values and score) of each (bed, second) given, by bed."""
+        out: dict[str, dict[str, Any]] = {}
+        with self.reader.connect() as conn:
+            for i in range(0, len(beds), 500):
+                q = sa.select(SECONDS.c.bed, SECONDS.c.second, SECONDS.c.vals, SECONDS.c.score).where(
+                    sa.tuple_(SECONDS.c.bed, SECONDS.c.second).in_(list(beds[i:i + 500])))
+                out.update((r["bed"], dict(r)) for r in conn.execute(q).mappings())
+        return out
+
     def beds(self) -> list[BedRow]:
         with self.reader.connect() as conn:
             return [_bed_row(r) for r in conn.execute(sa.select(BEDS).order_by(BEDS.c.bed)).mappings()]
@@ -288,7 +305,7 @@ class Transaction:
         if episodes:
             cols = EPISODE_COLUMNS
             quoted = ", ".join('"' + c + '"' for c in cols)  # "end" is an SQL keyword
-            kept = ("bed", "start", "opened_at")  # an update keeps when it opened
+            kept = ("bed", "start", "opened_at", "model_version")  # an update keeps when it opened, and by which model
             cur.executemany(
                 f"INSERT INTO stream_episodes ({quoted}) VALUES ({self._marks(len(cols))}) "
                 "ON CONFLICT (bed, start) DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in cols
