@@ -196,7 +196,8 @@ def test_a_studys_code_is_what_scores_it_not_the_params_schema():
     assert {"biostream.models.floor", "biostream.models.detectors.iforest", "biostream.stages.tune"} <= modules
 
 
-LAYERS = ("core", "data", "sources", "features", "models", "tuning", "reporting", "serving", "tracking", "stages")
+LAYERS = ("core", "data", "sources", "features", "models", "monitoring", "tuning", "reporting", "serving", "tracking",
+          "stages")
 
 
 def test_packages_import_only_the_layers_below_them():

@@ -50,7 +50,8 @@ def test_the_board_lists_open_alarms_first_with_newest_values(ward):
     assert all(b["alarm"] is None for b in body["beds"][1:])
     newest = endpoints.engine.store.seconds(first["bed"], limit=1)[0]
     vals = np.frombuffer(newest["vals"], dtype=np.float64)
-    assert first["vitals"] == {s: (None if np.isnan(v) else float(v)) for s, v in zip(scorer.spec.signals, vals)}
+    signals = scorer.spec.signals
+    assert first["vitals"] == {s: (None if np.isnan(v) else float(v)) for s, v in zip(signals, vals, strict=True)}
     assert first["score"] == newest["score"]
     status, page = get(endpoints, "/beds", "q=QUIET-0&sort=bed&size=5&page=2")  # a part of the id, any case
     assert status == 200 and [b["bed"] for b in page["beds"]] == [f"quiet-0{i}" for i in range(5, 10)]

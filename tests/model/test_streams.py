@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from biostream.core.params import DEFAULT_MONITOR
 from biostream.serving.database.retention import DEFAULT_RETENTION
 from biostream.serving.streaming.answers import Outgoing
 from biostream.serving.streaming.engine import Chunk, StreamEngine, StreamParams
@@ -19,7 +20,7 @@ START = int(datetime(2026, 11, 21, 8, tzinfo=UTC).timestamp())
 
 def params(store: str, **over) -> StreamParams:
     base = dict(store=store, late_s=60, silent_s=120, max_message_s=3600, max_message_beds=4000, redis_url=None,
-                shards=4, retention=DEFAULT_RETENTION)
+                shards=4, retention=DEFAULT_RETENTION, monitor=DEFAULT_MONITOR)
     return StreamParams(**{**base, **over})
 
 

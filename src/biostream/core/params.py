@@ -388,6 +388,30 @@ class Retention:
 # `biostream retention` run where no params.yaml is, and a serving spec made before retention existed
 DEFAULT_RETENTION = Retention(seconds_days=7, episodes_days=365, audit_days=365, every_s=3600)
 
+
+@dataclass(frozen=True)
+class MonitorParams:
+    """`stream.monitor`: the live patients against the model's training reference (docs/monitoring.md)."""
+
+    __pydantic_config__ = STRICT
+
+    period_s: Positive  # the rolling period read: stored seconds of its beds, episodes opened in it
+    every_s: Positive  # how often the service checks (its /metrics gauges, GET /monitoring, the board's header)
+    max_beds: Positive  # beds read per check (a seeded sample when more have seconds in the period)
+    min_seconds: Positive  # fewer stored seconds in the period: no drift alert (too little to tell)
+    psi_alert: PositiveFloat  # a PSI above this and above what as many training patients reach: drifted
+    missing_alert: Fraction  # a signal's missing share above the reference's by more than this: an alert
+    alarm_rate_factor: PositiveFloat  # episodes per bed-hour above this times the validation rate: an alert
+    recall_alert: Fraction  # live recall of the bedside rules' events below this: an alert
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# a serving spec made before monitoring existed
+DEFAULT_MONITOR = MonitorParams(period_s=3600, every_s=30, max_beds=200, min_seconds=600, psi_alert=0.25,
+                                missing_alert=0.2, alarm_rate_factor=3.0, recall_alert=0.9)
+
 STORE_ENV = "BIOSTREAM_STREAM_STORE"  # overrides stream.store where the service runs (a PostgreSQL URL, ...)
 REDIS_ENV = "BIOSTREAM_REDIS_URL"  # overrides stream.redis_url
 
@@ -406,6 +430,7 @@ class StreamParams:
     redis_url: str | None  # the scale path's Redis (biostream.serving.streaming.redis_path); None: in-process only
     shards: Positive  # Redis input streams (a bed's messages go to one, by its id); one consumer owns a shard at a time
     retention: Retention  # how long seconds, episodes and audit entries are kept
+    monitor: MonitorParams  # drift, missingness, alarm rate and live recall against the model's reference
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "redis_url", self.redis_url or None)  # (frozen) an empty value is no Redis
@@ -415,7 +440,8 @@ class StreamParams:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StreamParams:
-        return cls(**{**d, "retention": Retention(**{**asdict(DEFAULT_RETENTION), **d.get("retention", {})})})
+        return cls(**{**d, "retention": Retention(**{**asdict(DEFAULT_RETENTION), **d.get("retention", {})}),
+                      "monitor": MonitorParams(**{**asdict(DEFAULT_MONITOR), **d.get("monitor", {})})})
 
     def with_environment(self) -> StreamParams:
         """These params with the store and Redis URLs the environment sets (`BIOSTREAM_STREAM_STORE`,

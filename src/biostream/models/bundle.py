@@ -31,6 +31,7 @@ from biostream.models.floor import (
     floor_view_of_rows,
     outputs_of_windows,
 )
+from biostream.models.reference import Reference
 from biostream.models.technical import TechnicalChecks
 
 
@@ -62,6 +63,7 @@ class ModelBundle:
     detector: BaseDetector
     policy: AlarmPolicy
     combination: Combination = field(default_factory=Combination.plain)
+    reference: Reference | None = None  # its training inputs, for monitoring (bundles before: none)
 
     threshold: ClassVar[float] = 0.0  # the bundle's score is above threshold when > 0
 
@@ -173,6 +175,8 @@ class ModelBundle:
             (tmp / "input_pipeline.json").write_text(json.dumps(self.pipeline.to_dict()), encoding="utf-8")
             (tmp / "alarm_policy.json").write_text(json.dumps(self.policy.to_dict()), encoding="utf-8")
             (tmp / "combination.json").write_text(json.dumps(self.combination.to_dict()), encoding="utf-8")
+            if self.reference is not None:
+                (tmp / "reference.json").write_text(json.dumps(self.reference.to_dict()), encoding="utf-8")
 
     @classmethod
     def load(cls, folder: str | Path) -> ModelBundle:
@@ -191,4 +195,6 @@ class ModelBundle:
             detector,
             AlarmPolicy(**json.loads((folder / "alarm_policy.json").read_text(encoding="utf-8"))),
             combination,
+            Reference.from_dict(json.loads((folder / "reference.json").read_text(encoding="utf-8")))
+            if (folder / "reference.json").is_file() else None,
         )

@@ -161,7 +161,7 @@ def limits_of(bundle: Any) -> list[Limit]:
 def case_of_bed(store: Any, scorer: Any, bed: str, since: int, until: int, explain: bool = True) -> Case:
     """A bed's case from the stream store, [since, until): its stored seconds and the episodes that overlap the
     period (each explained as `GET /beds/<bed>/episodes/<start>/explain` does)."""
-    from biostream.serving.explain import explain_episode
+    from biostream.reporting.explain import explain_episode
 
     rows = store.seconds(bed, since, until, limit=until - since)
     signals = tuple(scorer.spec.signals)

@@ -145,7 +145,7 @@ def report_period(store: Any, bed: str, since: int | None, until: int | None) ->
 
 def explain_answer(store: Any, scorer: Any, bed: str, start: int) -> dict[str, Any] | None:
     """The explanation of the window that opened the bed's episode at `start` (None: no such episode)."""
-    from biostream.serving.explain import explain_episode
+    from biostream.reporting.explain import explain_episode
 
     episode = next((e for e in store.episodes(bed, since=start - 1, limit=10 ** 6) if e["start"] == start), None)
     if episode is None:

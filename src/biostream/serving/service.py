@@ -32,6 +32,7 @@ from biostream.models.bundle import ModelBundle  # noqa: E402
 from biostream.serving.arrow import ARROW_STREAM, largest_body, windows_from_arrow  # noqa: E402
 from biostream.serving.asgi import BodyTypes  # noqa: E402
 from biostream.serving.batching import Batcher  # noqa: E402
+from biostream.serving.monitoring import start_monitor  # noqa: E402
 from biostream.serving.schemas import ExplainResult, Metadata, Prediction, Schemas, SeriesResult  # noqa: E402
 from biostream.serving.scorer import Scorer  # noqa: E402
 from biostream.serving.security.guard import Guard, add_security  # noqa: E402
@@ -85,6 +86,9 @@ class VitalsService:
         if SPEC.stream:
             params = StreamParams.from_dict(SPEC.stream).with_environment()
             self.streams = StreamEndpoints(StreamEngine(self.scorer, Store(params.store), params))
+            if bundle.reference is not None:  # the live patients against the training reference (/metrics, board)
+                self.streams.monitor = start_monitor(self.streams.engine.store, bundle, SPEC, params.monitor,
+                                                     self.scorer.model.model_dump())
 
     async def ingest(self, body: bytes, media: str) -> tuple[int, Any]:
         """POST /ingest (JSON or Arrow; routed by `BodyTypes`): `biostream.serving.streaming.http`."""

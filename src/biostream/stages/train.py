@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ import numpy as np
 from biostream.core.io import write_json
 from biostream.core.params import Params
 from biostream.features import windows_at
+from biostream.features.table import Part
 from biostream.models.detectors import NAMES, detector_class, load_detector
 from biostream.models.objective import Objective
+from biostream.models.reference import Reference
 from biostream.models.training import real_check_of, train_detector
 from biostream.stages import StageError, help_of
 from biostream.stages.learning import LearningPaths, learning
@@ -65,6 +68,16 @@ class Paths(LearningPaths):
     metrics: Path
 
 
+def training_reference(train: Part, signals: Sequence[str], sources: Sequence[str]) -> Reference:
+    """The reference a bundle keeps of its inputs (`biostream.monitoring`): the training patients' seconds, every
+    one of them (anomalies too: live patients have them); the alarm rates are each detector's, on validation."""
+    vitals = train.vitals[train.vitals["patient_id"].isin(train.rows["patient_id"].unique())]
+    values = vitals[list(signals)].to_numpy(dtype=np.float64)
+    return Reference.of(values, signals, {}, f"{vitals['patient_id'].nunique()} training patients of "
+                                             f"{', '.join(sources)} ({len(values)} seconds)",
+                        vitals["patient_id"].to_numpy())
+
+
 def run(params: Params, paths: Paths) -> dict[str, Any]:
     """Train every detector; save its bundle, log it to MLflow; write and return the summary (models/index.json)."""
     start = learning(params, paths, "train")
@@ -82,6 +95,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     example = windows_at(val.vitals, pipeline.signals, pipeline.geometry.window_s,
                          example_row["patient_id"].to_numpy(), example_row["time_s"].to_numpy())
 
+    reference = training_reference(train, pipeline.signals, params.sources.train)
     out, summary = paths.out, {}
     for name in NAMES:
         cls = detector_class(name)
@@ -96,7 +110,8 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
                                  fitted, real)
         det, metrics = trained.bundle.detector, trained.validation
         bundle_dir = out / name
-        trained.bundle.save(bundle_dir)
+        rates = {c: metrics.get(f"{c}.alarms_per_hour", float("nan")) for c in ("physiological", "technical")}
+        replace(trained.bundle, reference=replace(reference, alarms_per_hour=rates)).save(bundle_dir)
         with mlflow.start_run(run_name=f"train-{name}", tags={"stage": "train", "detector": name}) as run:
             mlflow.log_params({k: str(v) for k, v in hp.items() if k != "rules"})
             mlflow.log_params({"threshold_method": tparams.method if det.calibrated else "rules",

@@ -7,6 +7,8 @@ URL the service uses (`--store`; default: `BIOSTREAM_STREAM_STORE`, else params.
     biostream audit [--since 2026-12-06T08:00:00Z] [--key <id>] [--bed <bed>] [--outcome denied] [--limit N]
     biostream db upgrade | grant <role>    # the schema to this version's (the owner) | a service role's privileges
     biostream retention [--now <time>]     # drop and delete what is older than params.yaml stream.retention
+    biostream report --bed <bed> [--since <time>] [--until <time>] [--out reports] [--format html,pdf,text]
+    biostream monitor [--since <time>] [--until <time>] [--out reports/monitoring] [--mlflow]
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from biostream.core.config import ConfigError
+from biostream.core.params import DEFAULT_MONITOR
 from biostream.serving.database.retention import DEFAULT_RETENTION, Retention
 from biostream.serving.security.keys import ROLE_NOTE, ROLES, KeyStore
 
@@ -93,6 +97,41 @@ def _database(args: argparse.Namespace) -> None:
             print(statement)
 
 
+def _served(args: argparse.Namespace) -> None:
+    from biostream.reporting.case import FORMATS
+    from biostream.serving import commands
+
+    url = args.store or default_store()
+    if args.command == "report":
+        formats = [f.strip() for f in args.format.split(",") if f.strip()]
+        bad = [f for f in formats if f not in FORMATS]
+        if bad or not formats:
+            raise ValueError(f"--format {args.format!r}: give any of {', '.join(FORMATS)}, comma-separated")
+        for path in commands.report(url, args.bed, args.since, args.until, args.out, formats):
+            print(path)
+        return
+    params = _params_file()
+    uri = None
+    if args.mlflow:
+        uri = params.tracking.uri if params is not None else None
+        if uri is None:
+            raise ValueError("--mlflow needs params.yaml (its tracking.uri) where the command runs")
+    monitor = params.stream.monitor if params is not None else DEFAULT_MONITOR
+    state = commands.monitor(url, args.since, args.until, args.out, monitor, uri)
+    print(json.dumps({"period": state["period"], "alerts": state["alerts"], "files": [
+        str(args.out / "monitoring.json"), str(args.out / "monitoring.html")], **(
+        {"mlflow": state["mlflow"]} if "mlflow" in state else {})}))
+
+
+def _params_file() -> Any:
+    """params.yaml where the command runs, validated (None: there is none)."""
+    if not Path("params.yaml").exists():
+        return None
+    from biostream.core.params import load_params
+
+    return load_params("params.yaml")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="biostream", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--store", default=None, help="the service's store URL (default: BIOSTREAM_STREAM_STORE, else "
@@ -124,7 +163,27 @@ def main(argv: list[str] | None = None) -> None:
     keep = sub.add_parser("retention", help="drop and delete what is older than params.yaml stream.retention "
                                             "(PostgreSQL: as the owner, e.g. hourly)")
     keep.add_argument("--now", help="the time to count from (default: now): ISO 8601 with a zone, or epoch seconds")
+    rep = sub.add_parser("report", help="a bed's case report (HTML, PDF, text) from the store, with the served model")
+    rep.add_argument("--bed", required=True)
+    rep.add_argument("--since", help="ISO 8601 with a zone, or epoch seconds (default: 24 h before --until)")
+    rep.add_argument("--until", help="ISO 8601 with a zone, or epoch seconds (default: the bed's newest second)")
+    rep.add_argument("--out", type=Path, default=Path("reports"))
+    rep.add_argument("--format", default="html,pdf,text", help="any of html, pdf, text, comma-separated")
+    mon = sub.add_parser("monitor", help="the live patients against the served model's training reference: drift, "
+                                         "missingness, alarm rate, live recall (params.yaml stream.monitor)")
+    mon.add_argument("--since", help="ISO 8601 with a zone, or epoch seconds (default: stream.monitor.period_s "
+                                     "before --until)")
+    mon.add_argument("--until", help="ISO 8601 with a zone, or epoch seconds (default: now)")
+    mon.add_argument("--out", type=Path, default=Path("reports/monitoring"))
+    mon.add_argument("--mlflow", action="store_true", help="log the report to MLflow (params.yaml tracking.uri) "
+                                                           "against the serving model's version")
     args = ap.parse_args(argv)
+    if args.command in ("report", "monitor"):
+        try:
+            _served(args)
+        except (ValueError, ConfigError) as error:
+            raise SystemExit(f"biostream {args.command}: {error}") from None
+        return
     if args.command in ("db", "retention"):
         try:
             _database(args)

@@ -203,6 +203,12 @@ class Store:
         with self.reader.connect() as conn:
             return {int(t): np.frombuffer(v, dtype=np.float64) for t, v in conn.execute(q)}
 
+    def beds_with_seconds(self, since: int, until: int) -> list[str]:
+        """The beds with a stored second in [since, until) (monitoring)."""
+        q = sa.select(SECONDS.c.bed).where(SECONDS.c.second >= since, SECONDS.c.second < until).distinct()
+        with self.reader.connect() as conn:
+            return [r[0] for r in conn.execute(q)]
+
     def board_rows(self) -> list[tuple[str, int | None, float | None]]:
         """Every bed's (id, newest second, last arrival), for the board (no alarm state read)."""
         q = sa.select(BEDS.c.bed, BEDS.c.last_second, BEDS.c.last_arrival)
