@@ -345,6 +345,47 @@ def sweep_run(url: str, prefix: str, values: np.ndarray, signals: list[str], arg
         "floor_rows_dropped": small_rows, "floor_dropped": alone["partitions_dropped"], "floor_sweep_s": small_s}}
 
 
+def board_open_run(port: int, values: np.ndarray, signals: list[str], args: argparse.Namespace, workers: int,
+                   auth: dict[str, str], clinician: dict[str, str]) -> tuple[dict[str, float], dict[str, float]]:
+    """`run_http` (JSON) while a board reads as board.html does: GET /beds (first page, open alarms first) every
+    second and one bed's page (its last 30 min of seconds and its episodes) every 2 s; the ingest's figures and
+    the board's read times (ms)."""
+    import http.client
+
+    stop, reads, pages = threading.Event(), [], []
+
+    def board() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        k = 0
+        while not stop.is_set():
+            t = time.monotonic()
+            paths = ["/beds?size=50"] + ([f"/beds/board-{k % values.shape[0]}/scores?limit=1800",
+                                          f"/beds/board-{k % values.shape[0]}/episodes"] if k % 2 == 0 else [])
+            for path in paths:
+                s = time.monotonic()
+                conn.request("GET", path, headers=clinician)
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status != 200:
+                    raise SystemExit(f"GET {path}: {resp.status}")
+                (reads if path.startswith("/beds?") else pages).append((time.monotonic() - s) * 1e3)
+            k += 1
+            stop.wait(max(0.0, 1.0 - (time.monotonic() - t)))
+
+    thread = threading.Thread(target=board, daemon=True)
+    thread.start()
+    try:
+        result = run_http(port, values, signals, args.seconds, args.warmup, args.connections, "board",
+                          workers=workers, auth=auth)
+    finally:
+        stop.set()
+        thread.join(30)
+    q = np.percentile
+    return result, {"get_beds_n": len(reads), "get_beds_p50_ms": float(q(reads, 50)),
+                    "get_beds_p99_ms": float(q(reads, 99)), "bed_page_p50_ms": float(q(pages, 50)) if pages else None,
+                    "bed_page_p99_ms": float(q(pages, 99)) if pages else None}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--beds", type=int, default=2000)
@@ -360,6 +401,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sweep-hours", type=float, default=1.0,
                    help="Redis/PostgreSQL: also stream while retention drops a past day's partition holding this many "
                         "hours of every bed (0: no sweep run); a tenth of it is dropped first, alone, as its floor")
+    p.add_argument("--board", action=argparse.BooleanOptionalAction, default=False,
+                   help="HTTP, JSON: a second run with the bed board open (GET /beds every second, a bed's page "
+                        "every 2 s, as board.html polls), its reads timed beside the ingest's")
     p.add_argument("--out", default="results/bench_streams.json")
     args = p.parse_args(argv)
     log = configure()
@@ -397,6 +441,7 @@ def main(argv: list[str] | None = None) -> None:
         env = {**os.environ, "BIOSTREAM_STREAM_STORE": url}
         keys = KeyStore(url, create=True)  # a gateway's key, as every /ingest needs one (docs/security.md)
         auth = {"Authorization": f"Bearer {keys.create('gateway', 'bench_streams', expires_days=1)[1]}"}
+        clinician = {"Authorization": f"Bearer {keys.create('clinician', 'bench_streams', expires_days=1)[1]}"}
         keys.dispose()
         with Server([str(BIN / "bentoml"), "serve", bento["bento"], "--host", "127.0.0.1", "--port", "{port}"],
                     env, "/readyz", tmp / "serve.log") as server:
@@ -408,6 +453,11 @@ def main(argv: list[str] | None = None) -> None:
                                                    args.connections, form, arrow=form == "arrow",
                                                    workers=scorer.spec.workers, auth=auth)
                 log.info("http, %d beds, %s: %s", args.beds, form, results[f"http_{form}"])
+            if args.board:
+                results["http_json_board_open"], results["board_reads"] = board_open_run(
+                    server.port, values, meta_signals, args, scorer.spec.workers, auth, clinician)
+                log.info("http, %d beds, json, the board open: %s; the board's reads: %s", args.beds,
+                         results["http_json_board_open"], results["board_reads"])
         if args.no_auth_run:
             with Server([str(BIN / "bentoml"), "serve", bento["bento"], "--host", "127.0.0.1", "--port", "{port}"],
                         {**env, "BIOSTREAM_AUTH": "off"}, "/readyz", tmp / "serve_no_auth.log") as server:
@@ -475,6 +525,13 @@ def main(argv: list[str] | None = None) -> None:
               f"against after; slowest ticks (tick, ms) before {b['slowest_ticks']}, with the sweep (started at tick "
               f"{args.warmup + args.seconds // 2}) {a['slowest_ticks']}, after {c['slowest_ticks']}); a "
               f"{w['floor_rows_dropped']}-row day alone: {w['floor_sweep_s']:.2f} s")
+    if "http_json_board_open" in results and "http_json" in results:
+        a, b, r = results["http_json_board_open"], results["http_json"], results["board_reads"]
+        print(f"the board open (same run, same bento, {args.beds} beds, JSON): ingest p50 {a['p50_ms']:.0f} vs "
+              f"{b['p50_ms']:.0f} ms, p99 {a['p99_ms']:.0f} vs {b['p99_ms']:.0f} ms without it "
+              f"({a['p99_ms'] / b['p99_ms'] - 1:+.0%}); GET /beds p50 {r['get_beds_p50_ms']:.0f} ms, p99 "
+              f"{r['get_beds_p99_ms']:.0f} ms ({r['get_beds_n']} reads); a bed's page p99 "
+              f"{r['bed_page_p99_ms']:.0f} ms")
     if "http_json_no_auth" in results and "http_json" in results:
         a, b = results["http_json"], results["http_json_no_auth"]
         print(f"credential check and audit (same run, same bento, {args.beds} beds, JSON): p50 {a['p50_ms']:.0f} vs "

@@ -4,6 +4,8 @@ registry and MLflow UI tests (one reproduction per test session)."""
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from biostream.core.runtime import quiet_env
+from biostream.core.runtime import free_port, quiet_env
+from biostream.serving.security.guard import policy
 from tests.conftest import ROOT
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"  # the server every machine of this project runs (trust auth)
@@ -235,3 +238,88 @@ def repo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def reproduced(repo) -> subprocess.CompletedProcess:
     return dvc(repo, "repro")
+
+
+# ---------------------------------------------------------------------------------------------- the served bento
+BENTOML = str(Path(sys.executable).parent / "bentoml")
+
+
+class Client:
+    """A keep-alive JSON client (one connection, as a monitor gateway would hold), holding the keys of `served`: each
+    request carries the key of the role its endpoint needs (`biostream.serving.security.guard.policy`), or `key`."""
+
+    def __init__(self, served: int | tuple, key: str | None = None) -> None:
+        port, self.keys = (served, {}) if isinstance(served, int) else (served[0], served[2])
+        self.key = key
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def _headers(self, method: str, path: str) -> dict[str, str]:
+        key = self.key or self.keys.get(policy(method, path.split("?")[0])[0][0])
+        return {} if key is None else {"Authorization": f"Bearer {key}"}
+
+    def post(self, path: str, body: bytes | str | dict, content_type: str = "application/json"):
+        data = body if isinstance(body, bytes) else (body if isinstance(body, str) else json.dumps(body)).encode()
+        self.conn.request("POST", path, body=data, headers={"Content-Type": content_type,
+                                                            **self._headers("POST", path)})
+        resp = self.conn.getresponse()
+        raw = resp.read()
+        try:
+            return resp.status, json.loads(raw)
+        except ValueError:
+            return resp.status, raw.decode(errors="replace")
+
+    def get(self, path: str) -> int:
+        return self.get_json(path)[0]
+
+    def get_json(self, path: str):
+        self.conn.request("GET", path, headers=self._headers("GET", path))
+        resp = self.conn.getresponse()
+        raw = resp.read()
+        try:
+            return resp.status, json.loads(raw)
+        except ValueError:
+            return resp.status, raw.decode(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def served(repo, reproduced, tmp_path_factory):
+    """`bentoml serve <bento>` as `make serve` does, on a free port, with a key per role; yields (port,
+    results/bento.json, keys). One per session: the service, board and browser tests share it."""
+    bento = json.loads((repo / "results" / "bento.json").read_text())
+    port = free_port()
+    env = env_for(repo)
+    env["BENTOML_HOME"] = str(repo / bento["bentoml_home"])
+    env["BIOSTREAM_STREAM_STORE"] = f"sqlite:///{repo / 'stores' / 'streams.db'}"  # as `make serve` sets it
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    keys = {}
+    for role in ("gateway", "clinician", "integrator", "admin"):  # as an admin would, in the store the service uses
+        made = subprocess.run([str(Path(sys.executable).parent / "biostream"), "keys", "create", "--role", role,
+                               "--name", f"test {role}"], cwd=repo, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert made.returncode == 0, made.stderr
+        keys[role] = json.loads(made.stdout)["key"]
+    with log.open("w") as out:
+        proc = subprocess.Popen([BENTOML, "serve", bento["bento"], "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"bentoml serve exited ({proc.returncode}):\n{log.read_text()}")
+            try:
+                if Client(port).get("/readyz") == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"bentoml serve not ready after 180 s:\n{log.read_text()}")
+            time.sleep(0.5)
+        yield port, bento, keys
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    text = log.read_text()  # BentoML logs each refused request with a traceback; none may have been a 5xx
+    assert "status=5" not in text, text[-5000:]

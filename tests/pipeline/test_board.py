@@ -1,0 +1,145 @@
+"""The bed board, the case report and the monitoring of the served bento (`bentoml serve`, the session's `served`),
+driven over HTTP and in real headless Chromium (Debian's, through Playwright): a bed streamed into an alarm appears
+on the board, opens, is explained and acknowledged; a silent signal raises a monitoring alert on the board's header
+and on /metrics. Screenshots go to `test-artifacts/board/` (the docs' pictures are copies of them)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.pipeline.conftest import Client
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(os.environ.get("BIOSTREAM_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "board"
+NORMAL = {"hr": 78.0, "spo2": 98.0, "sbp": 118.0, "dbp": 68.0, "map": 85.0, "rr": 14.0, "temp": 36.8}
+
+
+def item(bed: str, start: int, n: int, ramp_s: int = 120, **targets: float | None) -> dict:
+    """`n` seconds of a bed from `start`: normal values with a little jitter (a live sensor: no technical signature),
+    those in `targets` moving to their target over `ramp_s` seconds, then holding it (None: the signal is absent)."""
+    jitter = [0.0, 0.5, 0.0, -0.5]
+    vitals = {}
+    for s, v in NORMAL.items():
+        goal = targets.get(s, v)
+        if s in targets and goal is None:
+            continue
+        vitals[s] = [round(v + (goal - v) * min(1.0, i / ramp_s) + jitter[(i + len(s)) % 4], 2) for i in range(n)]
+    return {"bed": bed, "start": start, "vitals": vitals}
+
+
+@pytest.fixture(scope="module")
+def page(served):
+    if not Path(CHROMIUM).is_file():
+        raise AssertionError(f"no Chromium at {CHROMIUM}: `make browser` installs Debian's chromium "
+                             "(or set CHROMIUM=/path/to/chromium)")
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        pg = browser.new_page(viewport={"width": 1500, "height": 900}, accept_downloads=True)
+        pg.set_default_timeout(30_000)
+        yield pg
+        browser.close()
+
+
+def test_the_board_page_is_open_and_its_data_need_a_clinician(served):
+    port, _, keys = served
+    status, page = Client(port).get_json("/board")
+    assert status == 200 and "<title>BioStream bed board</title>" in page  # no key: no patient data in it
+    for role in ("gateway", "integrator"):
+        status, out = Client(port, keys[role]).get_json("/beds")
+        assert status == 403 and "clinician" in out["error"], out
+    status, out = Client(port, keys["clinician"]).get_json("/beds?size=500")
+    assert status == 400 and "size" in out["error"]
+    status, out = Client(port, keys["clinician"]).get_json("/monitoring")
+    assert status == 200 and "alerts" in out, out
+
+
+def test_a_bed_alarms_on_the_board_is_opened_explained_acknowledged_and_reported(served, page, tmp_path):
+    port, _, keys = served
+    now = int(time.time())
+    bed = f"ward3-bed{now % 100000}"
+    gateway = Client(port, keys["gateway"])
+    status, out = gateway.post("/ingest", {"samples": [item(bed, now - 500, 300)]})  # 5 normal minutes
+    assert status == 200 and out["problems"] == [], out
+    page.goto(f"http://127.0.0.1:{port}/board")
+    page.get_by_test_id("key-input").fill(keys["clinician"])
+    page.get_by_test_id("key-save").click()
+    page.get_by_test_id(f"bed-{bed}").wait_for()
+    # MAP falling to 52 over 2 min and staying (under the bedside limit of 65 for 2 min): the floor's hypotension
+    # rule opens a physiological episode
+    status, out = gateway.post("/ingest", {"samples": [item(bed, now - 200, 200, map=52.0, sbp=78.0, dbp=40.0)]})
+    sent = time.monotonic()
+    assert status == 200, out
+    opened = [e for b in out["beds"] for e in b["opened"]]
+    assert opened and opened[0]["alarm_class"] == "physiological", out
+    alarm = page.get_by_test_id(f"alarm-{bed}")
+    alarm.get_by_text("ALARM").wait_for(timeout=10_000)
+    seen_s = time.monotonic() - sent
+    (SHOTS / "latency.txt").write_text(f"alarm on the board {seen_s:.2f} s after POST /ingest answered\n")
+    assert "map" in alarm.inner_text()
+    assert page.locator("tbody#beds tr").first.get_attribute("data-testid") == f"bed-{bed}"  # open alarms first
+    page.screenshot(path=str(SHOTS / "board.png"))
+    page.get_by_test_id(f"ack-{bed}").click()
+    page.get_by_test_id(f"bed-{bed}").get_by_text("at ").wait_for()  # "<key id> at <time>"
+    status, episodes = Client(port, keys["clinician"]).get_json(f"/beds/{bed}/episodes")
+    key_id = keys["clinician"].split("_")[1]
+    assert episodes["episodes"][-1]["acknowledged_by"] == key_id, episodes
+    page.get_by_role("link", name=bed).click()
+    page.get_by_test_id("bed-title").wait_for()
+    start = episodes["episodes"][-1]["start"]
+    page.get_by_test_id(f"explain-{start}").click()
+    shown = page.get_by_test_id("top-signals").inner_text()
+    status, explained = Client(port, keys["clinician"]).get_json(f"/beds/{bed}/episodes/{start}/explain")
+    assert status == 200 and shown == ", ".join(explained["top_signals"]) and "map" in shown, explained
+    page.screenshot(path=str(SHOTS / "bed.png"), full_page=True)
+    with page.expect_download() as download:
+        page.get_by_test_id("report-pdf").click()
+    pdf = tmp_path / "case.pdf"
+    download.value.save_as(pdf)
+    assert pdf.read_bytes().startswith(b"%PDF")
+    subprocess.run(["pdftoppm", "-r", "30", "-png", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "p")],
+                   check=True, timeout=60)
+    assert list(tmp_path.glob("p-*.png"))
+    client = Client(port, keys["clinician"])
+    client.conn.request("GET", f"/beds/{bed}/report?format=text",
+                        headers={"Authorization": f"Bearer {keys['clinician']}"})
+    resp = client.conn.getresponse()
+    summary = resp.read().decode()
+    assert resp.status == 200 and resp.getheader("content-type").startswith("text/plain")
+    assert "1 physiological" in summary and f"acknowledged by {key_id}" in summary, summary
+
+
+def test_a_silent_signal_raises_a_monitoring_alert_on_the_board_and_metrics(served, page):
+    """SpO2 absent from a bed's 12 minutes: the service's check (every 3 s in the small profile) raises the
+    missingness alert: GET /monitoring, the board's header row and the /metrics gauges say so."""
+    port, _, keys = served
+    now = int(time.time())
+    bed = f"ward3-nospo2-{now % 100000}"
+    status, out = Client(port, keys["gateway"]).post("/ingest", {"samples": [item(bed, now - 720, 720, spo2=None)]})
+    assert status == 200, out
+    clinician = Client(port, keys["clinician"])
+    deadline = time.monotonic() + 60
+    while True:
+        status, state = clinician.get_json("/monitoring")
+        if any(a["check"] == "missing:spo2" for a in state.get("alerts", [])) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert any(a["check"] == "missing:spo2" for a in state["alerts"]), state
+    page.goto(f"http://127.0.0.1:{port}/board")
+    page.get_by_test_id("monitoring-alert").get_by_text("SpO2 missing").wait_for()
+    page.screenshot(path=str(SHOTS / "board-monitoring.png"))
+    status, metrics = Client(port, keys["admin"]).get_json("/metrics")
+    assert status == 200
+    assert 'biostream_monitoring_alert{check="missing:spo2"} 1.0' in metrics, metrics[-3000:]
+    assert 'biostream_drift_psi{signal="hr"}' in metrics and "biostream_live_recall" in metrics
