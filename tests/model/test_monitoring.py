@@ -33,7 +33,8 @@ def reference(model_data):
 
 
 def stream(scorer, tmp_path, model_data, shift: dict[str, float] | None = None, silent: str | None = None) -> Store:
-    """Six evaluation patients' first 1,200 s streamed as six beds; `shift` added to signals, `silent` blanked."""
+    """Six evaluation patients' first 1,200 s streamed as six beds; `shift` added to signals, `silent` blanked after
+    the first minute (a probe off)."""
     signals = list(scorer.spec.signals)
     vitals = model_data.dataset.vitals
     pids = sorted(model_data.evaluation["patient_id"].unique())[:6]
@@ -45,7 +46,7 @@ def stream(scorer, tmp_path, model_data, shift: dict[str, float] | None = None, 
         for s, d in (shift or {}).items():
             x[signals.index(s)] += d
         if silent:
-            x[signals.index(silent)] = np.nan
+            x[signals.index(silent), 60:] = np.nan
         chunks.append((pid, x))
     for a in range(0, PERIOD, 300):
         engine.ingest([Chunk(f"bed-{pid}", START + a, x[:, a:a + 300].copy()) for pid, x in chunks],
@@ -86,13 +87,17 @@ def test_undrifted_patients_raise_no_alert_and_a_drifted_signal_does(alarming, m
     assert not any("HR drifted" in r.getMessage() for r in caplog.records)
 
 
-def test_a_silent_signal_is_a_missingness_alert_not_a_drift(alarming, model_data, reference, tmp_path):
+def test_a_probe_off_is_a_missingness_alert_and_an_unmonitored_signal_is_none(alarming, model_data, reference,
+                                                                               tmp_path):
     scorer = alarming[0]
     state = check(stream(scorer, tmp_path, model_data, silent="spo2"), reference, scorer.spec.signals,
                   limits_of(scorer.bundle), DEFAULT_MONITOR, START + PERIOD, START)
     checks = {a["check"] for a in state["alerts"]}
     assert "missing:spo2" in checks and "drift:spo2" not in checks
-    assert state["signals"]["spo2"]["missing"] == 1.0 and state["signals"]["spo2"]["psi"] is None
+    assert state["signals"]["spo2"]["missing"] > 0.9 and state["signals"]["spo2"]["monitoring_beds"] == 6
+    # a signal the beds do not monitor at all (no capnograph) is no missing data: no alert, however often absent
+    unmonitored = [s for s, v in state["signals"].items() if v["monitoring_beds"] == 0]
+    assert not [c for c in checks if c.split(":")[-1] in unmonitored], (unmonitored, checks)
 
 
 def test_rule_events_are_labels_once_a_minute_has_passed():

@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT
@@ -20,19 +21,27 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("BIOSTREAM_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "board"
-NORMAL = {"hr": 78.0, "spo2": 98.0, "sbp": 118.0, "dbp": 68.0, "map": 85.0, "rr": 14.0, "temp": 36.8}
+NORMAL = {"hr": 78.0, "spo2": 97.0, "sbp": 118.0, "dbp": 68.0, "map": 85.0, "rr": 14.0, "temp": 36.8}
+SPREAD = {"hr": 3.0, "spo2": 0.8, "sbp": 4.0, "dbp": 3.0, "map": 3.0, "rr": 1.5, "temp": 0.1}  # seeded noise
 
 
-def item(bed: str, start: int, n: int, ramp_s: int = 120, **targets: float | None) -> dict:
-    """`n` seconds of a bed from `start`: normal values with a little jitter (a live sensor: no technical signature),
-    those in `targets` moving to their target over `ramp_s` seconds, then holding it (None: the signal is absent)."""
-    jitter = [0.0, 0.5, 0.0, -0.5]
+def item(bed: str, start: int, n: int, ramp_s: int = 120, off_after_s: int | None = None,
+         **targets: float | None) -> dict:
+    """`n` seconds of a bed from `start`: normal values with seeded noise (a live sensor: no technical signature),
+    those in `targets` moving to their target over `ramp_s` seconds, then holding it (None: the signal is read for
+    `off_after_s` seconds, then absent: a probe off)."""
+    rng = np.random.default_rng(start % 1000)
     vitals = {}
     for s, v in NORMAL.items():
         goal = targets.get(s, v)
+        ramp = v + ((v if goal is None else goal) - v) * np.minimum(1.0, np.arange(n) / ramp_s)
+        x = np.round(ramp + rng.normal(0, SPREAD[s], n), 1)
+        if s == "spo2":
+            x = np.minimum(x, 100.0)
+        values = [float(a) for a in x]
         if s in targets and goal is None:
-            continue
-        vitals[s] = [round(v + (goal - v) * min(1.0, i / ramp_s) + jitter[(i + len(s)) % 4], 2) for i in range(n)]
+            values = values[:off_after_s or 0] + [None] * (n - (off_after_s or 0))
+        vitals[s] = values
     return {"bed": bed, "start": start, "vitals": vitals}
 
 
@@ -120,13 +129,14 @@ def test_a_bed_alarms_on_the_board_is_opened_explained_acknowledged_and_reported
     assert "1 physiological" in summary and f"acknowledged by {key_id}" in summary, summary
 
 
-def test_a_silent_signal_raises_a_monitoring_alert_on_the_board_and_metrics(served, page):
-    """SpO2 absent from a bed's 12 minutes: the service's check (every 3 s in the small profile) raises the
-    missingness alert: GET /monitoring, the board's header row and the /metrics gauges say so."""
+def test_a_probe_off_raises_a_monitoring_alert_on_the_board_and_metrics(served, page):
+    """SpO2 read for a minute, then absent for 11 (a probe off): the service's check (every 3 s in the small
+    profile) raises the missingness alert: GET /monitoring, the board's header row and the /metrics gauges say so."""
     port, _, keys = served
     now = int(time.time())
     bed = f"ward3-nospo2-{now % 100000}"
-    status, out = Client(port, keys["gateway"]).post("/ingest", {"samples": [item(bed, now - 720, 720, spo2=None)]})
+    status, out = Client(port, keys["gateway"]).post("/ingest", {"samples": [item(bed, now - 720, 720, off_after_s=60,
+                                                                                  spo2=None)]})
     assert status == 200, out
     clinician = Client(port, keys["clinician"])
     deadline = time.monotonic() + 60
@@ -143,3 +153,53 @@ def test_a_silent_signal_raises_a_monitoring_alert_on_the_board_and_metrics(serv
     assert status == 200
     assert 'biostream_monitoring_alert{check="missing:spo2"} 1.0' in metrics, metrics[-3000:]
     assert 'biostream_drift_psi{signal="hr"}' in metrics and "biostream_live_recall" in metrics
+
+
+def test_report_and_monitor_commands_with_the_served_model_and_mlflow(repo, served):
+    """`biostream report` and `biostream monitor --mlflow` in the project folder, on the store the service writes:
+    the report's files, and a monitoring run in MLflow that the serving model version's tag and card point at."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from tests.pipeline.conftest import env_for
+
+    port, bento, keys = served
+    now = int(time.time())
+    bed = f"ward4-cli-{now % 100000}"
+    status, out = Client(port, keys["gateway"]).post("/ingest", {"samples": [item(bed, now - 700, 700)]})
+    assert status == 200, out
+    env = env_for(repo)
+    env["BENTOML_HOME"] = str(repo / bento["bentoml_home"])
+    env["BIOSTREAM_STREAM_STORE"] = f"sqlite:///{repo / 'stores' / 'streams.db'}"
+    cli = str(Path(shutil.which("biostream", path=env["PATH"]) or "biostream"))
+    made = subprocess.run([cli, "report", "--bed", bed, "--out", "reports"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert {Path(p).name for p in made.stdout.split()} == {f"case-{bed}.html", f"case-{bed}.pdf", f"case-{bed}.txt"}
+    assert "0 physiological, 0 technical" in (repo / "reports" / f"case-{bed}.txt").read_text()
+    real = repo / "data/external/real/mimic3_p000020_numerics_1perMin.csv"  # a real ICU record, scored whole
+    made = subprocess.run([cli, "report", "--recording", str(real), "--start", "2026-01-01T00:00:00Z", "--format",
+                           "pdf,text", "--out", "reports"], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert made.returncode == 0, made.stderr[-3000:]
+    summary = (repo / "reports" / f"case-{real.stem}.txt").read_text()
+    assert f"recording {real.stem}, 2026-01-01 00:00:00 UTC" in summary and "Scored by" in summary, summary
+    bad = subprocess.run([cli, "report", "--bed", "nobody-here", "--out", "reports"], cwd=repo, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "no stored second" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    ran = subprocess.run([cli, "monitor", "--mlflow"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    said = json.loads(ran.stdout)
+    assert said["period"]["seconds"] >= 700 and (repo / "reports/monitoring/monitoring.html").is_file()
+    client = MlflowClient(f"sqlite:///{repo / 'stores/mlflow.db'}")
+    run = client.get_run(said["mlflow"]["run_id"])
+    assert run.data.tags["stage"] == "monitor" and "alerts" in run.data.metrics
+    status, meta = Client(port, keys["integrator"]).post("/metadata", {})
+    assert status == 200, meta
+    name, version = meta["model"]["name"], str(meta["model"]["version"])  # the version the service serves
+    mv = client.get_model_version(name, version)
+    assert run.data.tags["model_version"] == version
+    assert mv.tags["monitoring_report"] == said["mlflow"]["report"] and said["mlflow"]["report"] in mv.description
+    names = {a.path for a in client.list_artifacts(run.info.run_id, "monitoring")}
+    assert names == {"monitoring/monitoring.json", "monitoring/monitoring.html"}

@@ -21,7 +21,7 @@ EPS = 1e-4  # an empty bin's share in the PSI (the usual floor: a bin empty on o
 class SignalReference:
     edges: list[float]  # the inner bin edges (deciles of the observed values, repeated ones merged)
     shares: list[float]  # the share of observed values in each bin (len(edges) + 1)
-    missing: float  # the share of seconds without a value
+    missing: float  # the share of seconds without a value, of the patients monitoring the signal (a value at all)
     seconds: int
     # [beds, PSI]: the largest PSI of `beds` 10-min stretches of training patients drawn at random against all of
     # them (NULL_DRAWS draws): how far that many beds of the training population already stray (few beds stray far)
@@ -72,8 +72,11 @@ class Reference:
                     null.append([float(beds), float(max(draws, default=0.0))])
             else:
                 edges, shares = np.empty(0), np.ones(1)
-            out[s] = SignalReference([float(e) for e in edges], [float(x) for x in shares],
-                                     float(np.isnan(col).mean()) if len(col) else 1.0, int(len(col)), null)
+            monitored = [g for g in groups if (~np.isnan(col[g])).any()] if groups else [np.arange(len(col))]
+            rows = np.concatenate(monitored) if monitored else np.empty(0, dtype=np.int64)
+            missing = float(np.isnan(col[rows]).mean()) if len(rows) else 1.0
+            out[s] = SignalReference([float(e) for e in edges], [float(x) for x in shares], missing, int(len(col)),
+                                     null)
         return cls(out, {k: float(v) for k, v in alarms_per_hour.items()}, made_from)
 
     def to_dict(self) -> dict[str, Any]:

@@ -58,6 +58,9 @@ def check(store: Any, reference: Reference, signals: Sequence[str], limits: Sequ
     if sampled:
         beds = sorted(np.random.default_rng(0).choice(beds, params.max_beds, replace=False).tolist())
     parts, opened, events, detected = [], {"physiological": 0, "technical": 0}, 0, 0
+    # per signal, of the beds that read it at all in the period (a signal a bed does not monitor, an ICU bed's
+    # capnograph, is no missing data): their seconds, those without a value, and how many beds
+    monitored_s, absent_s, monitoring_beds = np.zeros(len(signals)), np.zeros(len(signals)), np.zeros(len(signals))
     for bed in beds:
         rows = store.seconds(bed, since, until, limit=until - since)
         times = np.array([r["second"] for r in rows], dtype=np.int64)
@@ -65,6 +68,11 @@ def check(store: Any, reference: Reference, signals: Sequence[str], limits: Sequ
         if values is None:
             continue
         parts.append(values)
+        gaps = np.isnan(values)
+        reads = ~gaps.all(axis=0)
+        monitored_s += reads * len(values)
+        absent_s += np.where(reads, gaps.sum(axis=0), 0)
+        monitoring_beds += reads
         episodes = store.episodes(bed, since=since, limit=100_000)
         for e in episodes:
             if since <= e["start"] < until:
@@ -82,7 +90,7 @@ def check(store: Any, reference: Reference, signals: Sequence[str], limits: Sequ
         ref = reference.signals.get(s)
         col = values[:, j]
         seen = col[~np.isnan(col)]
-        missing = float(np.isnan(col).mean()) if seconds else None
+        missing = float(absent_s[j] / monitored_s[j]) if monitored_s[j] else None
         index = psi(ref.shares, bin_shares(seen, np.asarray(ref.edges))) if ref is not None and len(seen) else None
         limit = params.psi_alert if ref is None else ref.psi_limit(len(beds), params.psi_alert)
         drifted = bool(enough and index is not None and index > limit)
@@ -90,14 +98,16 @@ def check(store: Any, reference: Reference, signals: Sequence[str], limits: Sequ
                             and missing - ref.missing > params.missing_alert)
         out_signals[s] = {"psi": index, "psi_limit": limit, "missing": missing,
                           "reference_missing": None if ref is None else ref.missing,
-                          "values": int(len(seen)), "drifted": drifted, "missing_alert": more_missing}
+                          "values": int(len(seen)), "monitoring_beds": int(monitoring_beds[j]), "drifted": drifted,
+                          "missing_alert": more_missing}
         name = LABELS.get(s, s)
         if drifted:
             alerts.append({"check": f"drift:{s}", "message": f"{name} drifted from the training patients (PSI "
                                                              f"{index:.2f} > {limit:.2f})"})
         if more_missing:
-            alerts.append({"check": f"missing:{s}", "message": f"{name} missing in {100 * missing:.0f}% of seconds "
-                                                               f"(training: {100 * ref.missing:.0f}%)"})
+            alerts.append({"check": f"missing:{s}", "message": f"{name} missing in {100 * missing:.0f}% of the "
+                                                               f"monitored seconds (training: "
+                                                               f"{100 * ref.missing:.0f}%)"})
     rates = {c: (n / bed_hours if bed_hours else None) for c, n in opened.items()}
     for c, rate in rates.items():
         ref_rate = reference.alarms_per_hour.get(c)

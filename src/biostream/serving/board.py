@@ -111,7 +111,7 @@ def board(store: Any, scorer: Any, query: dict[str, Any], now: float | None = No
     return {"beds": tiles, "total": len(rows), "page": number, "size": size, "pages": max(1, -(-len(rows) // size)),
             "counts": counts, "threshold": scorer.threshold, "model": scorer.model.model_dump(),
             "signals": [{"name": s, "label": LABELS.get(s, s), "unit": scorer.spec.units[s]} for s in signals],
-            "monitoring": monitoring, "now": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")}
+            "monitoring": monitoring, "now": datetime.fromtimestamp(int(now), UTC).isoformat().replace("+00:00", "Z")}
 
 
 def report_query(query: str) -> dict[str, Any]:

@@ -58,6 +58,41 @@ def report(store_url: str, bed: str, since: str | None, until: str | None, out: 
     return written
 
 
+def report_recording(path: Path, start: str, out: Path, formats: list[str]) -> list[Path]:
+    """Write the case report of a recording file (CSV or Parquet, as `ingest_recordings` reads it: params.yaml and
+    configs/signals.yaml where the command runs), scored whole by the served model, its first second at `start`."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from biostream.core.config import load_signals
+    from biostream.core.params import load_params
+    from biostream.reporting.case import case_of_recording, render
+    from biostream.serving.streaming.messages import time_text
+    from biostream.sources.recordings import RecordingError, read_recording
+
+    if not Path("params.yaml").is_file() or not Path("configs/signals.yaml").is_file():
+        raise ConfigError("a recording's report reads it as the pipeline does: run it in the project folder "
+                          "(params.yaml, configs/signals.yaml)")
+    params = load_params("params.yaml")
+    try:
+        frame, _ = read_recording(path, load_signals("configs/signals.yaml"), params.ingest_recordings)
+    except RecordingError as error:
+        raise ValueError(str(error)) from None
+    scorer = served_scorer()
+    values = np.vstack([frame[s].to_numpy(dtype=np.float64) if s in frame else np.full(len(frame), np.nan)
+                        for s in scorer.spec.signals])
+    first = datetime.fromtimestamp(time_text(start, "--start"), UTC)
+    case = case_of_recording(scorer, values, first, path.stem)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        target = out / f"case-{path.stem}.{'txt' if fmt == 'text' else fmt}"
+        target.write_bytes(render(case, fmt))
+        written.append(target)
+    return written
+
+
 def monitor(store_url: str, since: str | None, until: str | None, out: Path, params: Any,
             mlflow_uri: str | None = None) -> dict[str, Any]:
     """Check a period of the store against the served model's reference; write `out/monitoring.json` and

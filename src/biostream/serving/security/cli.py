@@ -8,6 +8,7 @@ URL the service uses (`--store`; default: `BIOSTREAM_STREAM_STORE`, else params.
     biostream db upgrade | grant <role>    # the schema to this version's (the owner) | a service role's privileges
     biostream retention [--now <time>]     # drop and delete what is older than params.yaml stream.retention
     biostream report --bed <bed> [--since <time>] [--until <time>] [--out reports] [--format html,pdf,text]
+    biostream report --recording <file.csv|.parquet> [--start <time>]   # a recording scored whole
     biostream monitor [--since <time>] [--until <time>] [--out reports/monitoring] [--mlflow]
 """
 
@@ -107,7 +108,9 @@ def _served(args: argparse.Namespace) -> None:
         bad = [f for f in formats if f not in FORMATS]
         if bad or not formats:
             raise ValueError(f"--format {args.format!r}: give any of {', '.join(FORMATS)}, comma-separated")
-        for path in commands.report(url, args.bed, args.since, args.until, args.out, formats):
+        made = (commands.report_recording(args.recording, args.start, args.out, formats) if args.recording
+                else commands.report(url, args.bed, args.since, args.until, args.out, formats))
+        for path in made:
             print(path)
         return
     params = _params_file()
@@ -164,7 +167,12 @@ def main(argv: list[str] | None = None) -> None:
                                             "(PostgreSQL: as the owner, e.g. hourly)")
     keep.add_argument("--now", help="the time to count from (default: now): ISO 8601 with a zone, or epoch seconds")
     rep = sub.add_parser("report", help="a bed's case report (HTML, PDF, text) from the store, with the served model")
-    rep.add_argument("--bed", required=True)
+    which = rep.add_mutually_exclusive_group(required=True)
+    which.add_argument("--bed", help="a bed of the store")
+    which.add_argument("--recording", type=Path, help="a recording file (CSV or Parquet, as ingest_recordings reads "
+                                                      "it), scored whole by the served model")
+    rep.add_argument("--start", default="1970-01-01T00:00:00Z", help="--recording: the time of its first second "
+                                                                     "(default: times read from its start)")
     rep.add_argument("--since", help="ISO 8601 with a zone, or epoch seconds (default: 24 h before --until)")
     rep.add_argument("--until", help="ISO 8601 with a zone, or epoch seconds (default: the bed's newest second)")
     rep.add_argument("--out", type=Path, default=Path("reports"))
