@@ -63,7 +63,7 @@ test-fast: setup
 
 ## lint: ruff
 lint: setup
-	ruff check src pipelines tests benchmarks notebooks docs/hooks
+	ruff check src pipelines tests benchmarks notebooks docs/hooks examples
 
 ## bench: benchmarks that print their figures (after `make run`)
 bench: setup

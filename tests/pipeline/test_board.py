@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -178,6 +179,11 @@ def test_report_and_monitor_commands_with_the_served_model_and_mlflow(repo, serv
     assert made.returncode == 0, made.stderr[-3000:]
     assert {Path(p).name for p in made.stdout.split()} == {f"case-{bed}.html", f"case-{bed}.pdf", f"case-{bed}.txt"}
     assert "0 physiological, 0 technical" in (repo / "reports" / f"case-{bed}.txt").read_text()
+    example = subprocess.run([sys.executable, "examples/stream_a_bed.py", "--url", f"http://127.0.0.1:{port}",
+                              "--bed", f"{bed}-example"], cwd=repo, capture_output=True, text=True, timeout=120,
+                             env={**env, "BIOSTREAM_GATEWAY_KEY": keys["gateway"]})  # the docs' example, as is
+    assert example.returncode == 0, example.stderr[-2000:]
+    assert [e["alarm_class"] for e in json.loads(example.stdout)] == ["physiological"], example.stdout
     real = repo / "data/external/real/mimic3_p000020_numerics_1perMin.csv"  # a real ICU record, scored whole
     made = subprocess.run([cli, "report", "--recording", str(real), "--start", "2026-01-01T00:00:00Z", "--format",
                            "pdf,text", "--out", "reports"], cwd=repo, env=env, capture_output=True, text=True,
