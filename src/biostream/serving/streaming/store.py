@@ -216,13 +216,17 @@ class Store:
             return [(b, None if t is None else int(t), a) for b, t, a in conn.execute(q)]
 
     def newest_rows(self, beds: Sequence[tuple[str, int]]) -> dict[str, dict[str, Any]]:
-        """The stored second (values and score) of each (bed, second) given, by bed."""
+        """The stored second (values and score) of each (bed, second) given, by bed: one primary-key lookup each
+        (a row-value IN list is not planned on the key by sqlite: it scanned)."""
+        q = (f"SELECT bed, second, vals, score FROM stream_seconds WHERE bed = {self.mark} AND second = {self.mark}")
         out: dict[str, dict[str, Any]] = {}
         with self.reader.connect() as conn:
-            for i in range(0, len(beds), 500):
-                q = sa.select(SECONDS.c.bed, SECONDS.c.second, SECONDS.c.vals, SECONDS.c.score).where(
-                    sa.tuple_(SECONDS.c.bed, SECONDS.c.second).in_(list(beds[i:i + 500])))
-                out.update((r["bed"], dict(r)) for r in conn.execute(q).mappings())
+            cursor = conn.connection.cursor()
+            for bed, second in beds:
+                cursor.execute(q, (bed, second))
+                row = cursor.fetchone()
+                if row is not None:
+                    out[row[0]] = {"bed": row[0], "second": int(row[1]), "vals": bytes(row[2]), "score": row[3]}
         return out
 
     def beds(self) -> list[BedRow]:
