@@ -323,3 +323,25 @@ def served(repo, reproduced, tmp_path_factory):
             proc.kill()
     text = log.read_text()  # BentoML logs each refused request with a traceback; none may have been a 5xx
     assert "status=5" not in text, text[-5000:]
+
+
+# ---------------------------------------------------------------------------------------------- a browser
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@contextmanager
+def chromium_page(width: int, height: int, timeout_ms: int) -> Iterator[Any]:
+    """A page of headless Chromium (Debian's, through Playwright: its own browser download fails here)."""
+    if not Path(CHROMIUM).is_file():
+        raise AssertionError(f"no Chromium at {CHROMIUM}: `make browser` installs Debian's chromium "
+                             "(or set CHROMIUM=/path/to/chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
+        page.set_default_timeout(timeout_ms)
+        try:
+            yield page
+        finally:
+            browser.close()

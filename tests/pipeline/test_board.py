@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tests.pipeline.conftest import Client
+from tests.pipeline.conftest import Client, chromium_page
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("BIOSTREAM_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "board"
 NORMAL = {"hr": 78.0, "spo2": 97.0, "sbp": 118.0, "dbp": 68.0, "map": 85.0, "rr": 14.0, "temp": 36.8}
 SPREAD = {"hr": 3.0, "spo2": 0.8, "sbp": 4.0, "dbp": 3.0, "map": 3.0, "rr": 1.5, "temp": 0.1}  # seeded noise
@@ -48,18 +47,9 @@ def item(bed: str, start: int, n: int, ramp_s: int = 120, off_after_s: int | Non
 
 @pytest.fixture(scope="module")
 def page(served):
-    if not Path(CHROMIUM).is_file():
-        raise AssertionError(f"no Chromium at {CHROMIUM}: `make browser` installs Debian's chromium "
-                             "(or set CHROMIUM=/path/to/chromium)")
-    from playwright.sync_api import sync_playwright
-
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        pg = browser.new_page(viewport={"width": 1500, "height": 900}, accept_downloads=True)
-        pg.set_default_timeout(30_000)
+    with chromium_page(1500, 900, 30_000) as pg:
         yield pg
-        browser.close()
 
 
 def test_the_board_page_is_open_and_its_data_need_a_clinician(served):

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.pipeline.conftest import env_for, mlflow_server
+from tests.pipeline.conftest import chromium_page, env_for, mlflow_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 MODEL = "vitals-anomaly-detector"
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("BIOSTREAM_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "mlflow-ui"
 
 
@@ -32,18 +30,9 @@ def server(repo, reproduced, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(server):
-    if not Path(CHROMIUM).is_file():
-        raise AssertionError(f"no Chromium at {CHROMIUM}: `make browser` installs Debian's chromium "
-                             "(or set CHROMIUM=/path/to/chromium)")
-    from playwright.sync_api import sync_playwright
-
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        pg = browser.new_page(viewport={"width": 1600, "height": 1000})
-        pg.set_default_timeout(60_000)
+    with chromium_page(1600, 1000, 60_000) as pg:
         yield pg
-        browser.close()
 
 
 def api(server: str, path: str, body: dict | None = None) -> dict:

@@ -35,7 +35,7 @@ def served_scorer() -> Any:
 
 def report(store_url: str, bed: str, since: str | None, until: str | None, out: Path, formats: list[str]) -> list[Path]:
     """Write a bed's case report in each of `formats` under `out`; the files written."""
-    from biostream.reporting.case import case_of_bed, render
+    from biostream.reporting.case import case_of_bed
     from biostream.serving.board import report_period
     from biostream.serving.streaming.messages import time_text
     from biostream.serving.streaming.store import Store
@@ -49,10 +49,17 @@ def report(store_url: str, bed: str, since: str | None, until: str | None, out: 
         case = case_of_bed(store, served_scorer(), bed, *period)
     finally:
         store.dispose()
+    return write_case(case, out, formats)
+
+
+def write_case(case: Any, out: Path, formats: list[str]) -> list[Path]:
+    """A case's documents in `formats`, as `out/case-<subject>.<html|pdf|txt>`; the files written."""
+    from biostream.reporting.case import render
+
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
-        path = out / f"case-{bed}.{'txt' if fmt == 'text' else fmt}"
+        path = out / f"case-{case.subject}.{'txt' if fmt == 'text' else fmt}"
         path.write_bytes(render(case, fmt))
         written.append(path)
     return written
@@ -67,7 +74,7 @@ def report_recording(path: Path, start: str, out: Path, formats: list[str]) -> l
 
     from biostream.core.config import load_signals
     from biostream.core.params import load_params
-    from biostream.reporting.case import case_of_recording, render
+    from biostream.reporting.case import case_of_recording
     from biostream.serving.streaming.messages import time_text
     from biostream.sources.recordings import RecordingError, read_recording
 
@@ -83,14 +90,7 @@ def report_recording(path: Path, start: str, out: Path, formats: list[str]) -> l
     values = np.vstack([frame[s].to_numpy(dtype=np.float64) if s in frame else np.full(len(frame), np.nan)
                         for s in scorer.spec.signals])
     first = datetime.fromtimestamp(time_text(start, "--start"), UTC)
-    case = case_of_recording(scorer, values, first, path.stem)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt in formats:
-        target = out / f"case-{path.stem}.{'txt' if fmt == 'text' else fmt}"
-        target.write_bytes(render(case, fmt))
-        written.append(target)
-    return written
+    return write_case(case_of_recording(scorer, values, first, path.stem), out, formats)
 
 
 def monitor(store_url: str, since: str | None, until: str | None, out: Path, params: Any,
