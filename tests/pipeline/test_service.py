@@ -256,7 +256,9 @@ def test_patient_data_needs_a_key_with_the_right_role_and_leaves_an_audit_entry(
     bare = Client(port)  # no key
     for method, path in (("POST", "/predict"), ("POST", "/score_series"), ("POST", "/explain"), ("POST", "/ingest"),
                          ("POST", "/metadata"), ("GET", "/beds/bed-9/scores"), ("GET", "/beds/bed-9/episodes"),
-                         ("GET", "/alarms"), ("GET", "/metrics"), ("GET", "/audit"),
+                         ("GET", "/alarms"), ("GET", "/metrics"), ("GET", "/audit"), ("GET", "/beds"),
+                         ("GET", "/monitoring"), ("GET", "/beds/bed-9/report"),
+                         ("GET", "/beds/bed-9/episodes/1795000000/explain"),
                          ("POST", "/beds/bed-9/episodes/1795000000/ack")):
         status, out = bare.post(path, {}) if method == "POST" else bare.get_json(path)
         assert status == 401 and "Authorization: Bearer" in out["error"], (path, out)
