@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from biostream.core.params import MonitorParams
@@ -60,14 +61,12 @@ def start_monitor(store: Any, bundle: Any, spec: Any, params: MonitorParams, mod
     monitor = Monitor(store, bundle.reference, spec.signals, limits_of(bundle), params, model, gauges.publish)
 
     def loop() -> None:
-        stop = threading.Event()
         while True:
             try:
                 monitor.run_once()
-            except Exception:
+            except Exception:  # a busy or unreachable store: logged, tried again at the next check
                 _log.exception("the monitoring check failed; tried again in %d s", params.every_s)
-            if stop.wait(params.every_s):
-                return
+            time.sleep(params.every_s)
 
     threading.Thread(target=loop, name="monitoring", daemon=True).start()
     return monitor
