@@ -261,18 +261,17 @@ class Client:
         data = body if isinstance(body, bytes) else (body if isinstance(body, str) else json.dumps(body)).encode()
         self.conn.request("POST", path, body=data, headers={"Content-Type": content_type,
                                                             **self._headers("POST", path)})
-        resp = self.conn.getresponse()
-        raw = resp.read()
-        try:
-            return resp.status, json.loads(raw)
-        except ValueError:
-            return resp.status, raw.decode(errors="replace")
+        return self._answer()
 
     def get(self, path: str) -> int:
         return self.get_json(path)[0]
 
     def get_json(self, path: str):
         self.conn.request("GET", path, headers=self._headers("GET", path))
+        return self._answer()
+
+    def _answer(self):
+        """(status, the body as JSON, or as text when it is not JSON)."""
         resp = self.conn.getresponse()
         raw = resp.read()
         try:
