@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from biostream.core.params import MonitorParams
+from biostream.data.labels import find_runs
 from biostream.models.conditions import LABELS
 from biostream.models.reference import Reference, bin_shares, psi
 
@@ -25,12 +26,6 @@ def _iso(second: float) -> str:
     return datetime.fromtimestamp(int(second), UTC).isoformat().replace("+00:00", "Z")
 
 
-def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
-    padded = np.concatenate([[0], flags.astype(np.int8), [0]])
-    edges = np.flatnonzero(np.diff(padded))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
-
-
 def rule_events(times: np.ndarray, values: np.ndarray, limits: Sequence[Any], signals: Sequence[str],
                 until: int) -> list[tuple[int, int]]:
     """A bed's bedside-rule events in its stored seconds: runs of consecutive seconds beyond a limit lasting its
@@ -38,15 +33,19 @@ def rule_events(times: np.ndarray, values: np.ndarray, limits: Sequence[Any], si
     out = []
     if not len(times):
         return out
-    breaks = np.flatnonzero(np.diff(times) != 1) + 1  # a gap in the stored seconds breaks a run
+    breaks = gaps(times)
     for lim in limits:
-        beyond = lim.beyond(values[:, list(signals).index(lim.signal)])
-        for part in np.split(np.arange(len(times)), breaks):
-            for a, b in _runs(beyond[part]):
-                start, end = int(times[part[a]]), int(times[part[b - 1]]) + 1
-                if end - start >= lim.min_duration_s and end <= until - LABEL_DELAY_S:
-                    out.append((start, end))
+        runs = find_runs(lim.beyond(values[:, list(signals).index(lim.signal)]), breaks)
+        for a, b in zip(runs.start.tolist(), runs.stop.tolist(), strict=True):
+            start, end = int(times[a]), int(times[b - 1]) + 1
+            if end - start >= lim.min_duration_s and end <= until - LABEL_DELAY_S:
+                out.append((start, end))
     return out
+
+
+def gaps(times: np.ndarray) -> np.ndarray:
+    """Per stored second, whether a gap comes before it (a run of seconds breaks there: `find_runs`' breaks)."""
+    return np.concatenate([[False], np.diff(times) != 1])
 
 
 def check(store: Any, reference: Reference, signals: Sequence[str], limits: Sequence[Any], params: MonitorParams,

@@ -8,7 +8,6 @@ shows a clinician an integrator can read too, behind the same roles (docs/board.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +110,7 @@ def board(store: Any, scorer: Any, query: dict[str, Any], now: float | None = No
     return {"beds": tiles, "total": len(rows), "page": number, "size": size, "pages": max(1, -(-len(rows) // size)),
             "counts": counts, "threshold": scorer.threshold, "model": scorer.model.model_dump(),
             "signals": [{"name": s, "label": LABELS.get(s, s), "unit": scorer.spec.units[s]} for s in signals],
-            "monitoring": monitoring, "now": datetime.fromtimestamp(int(now), UTC).isoformat().replace("+00:00", "Z")}
+            "monitoring": monitoring, "now": iso(int(now))}
 
 
 def report_query(query: str) -> dict[str, Any]:
