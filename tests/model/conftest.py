@@ -84,7 +84,8 @@ def rows(model_data) -> pd.DataFrame:
 # The serving layer, as a bento carries it: small limits, so that the tests can reach them
 SERVE = {"serve": {"bentoml_home": "bentoml_home", "max_batch_windows": 8, "max_window_s": 2400,
                    "max_series_s": 5000, "max_missing_fraction": 0.9, "max_latency_ms": 5, "top_signals": 3,
-                   "workers": 1, "max_body_mb": 1}}
+                   "workers": 1, "max_body_mb": 1, "max_concurrency": 64,
+                   "worker_memory_mb": 4096}}
 POLICY = AlarmPolicy(k=3, n=5, refractory_s=120, tolerance_s=30)
 
 

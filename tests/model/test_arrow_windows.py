@@ -1,5 +1,5 @@
 """Windows sent as an Arrow IPC stream (`biostream.serving.arrow`) and the middleware that routes them
-(`biostream.serving.asgi.BodyTypes`), without a server; tests/pipeline/test_service.py sends them over HTTP."""
+(`biostream.serving.asgi.Router`), without a server; tests/pipeline/test_service.py sends them over HTTP."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from pydantic import TypeAdapter
 from biostream.features import windows_at
 from biostream.serving import Schemas
 from biostream.serving.arrow import ARROW_STREAM, windows_from_arrow, windows_to_arrow
-from biostream.serving.asgi import BodyTypes
+from biostream.serving.asgi import Router
+from biostream.serving.routes import Body, Operation, Routes
 from tests.model.conftest import scorer_for, window_payload
 
 
@@ -153,7 +154,14 @@ def _call(app, method: str, path: str, body: bytes, content_type: str) -> tuple[
     return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
 
 
-def test_body_types_routes_arrow_refuses_other_types_and_oversized_bodies():
+def _predict(limit: int = 200_000) -> Routes:
+    """/predict and /explain as the service declares them (JSON for BentoML; Arrow on /predict for our handler)."""
+    return Routes([Operation("POST", "/predict", ("integrator",), bodies=(
+        Body("application/json", limit), Body(ARROW_STREAM, limit, "arrow"))),
+        Operation("POST", "/explain", ("integrator",), bodies=(Body("application/json", limit),))])
+
+
+def test_the_router_routes_arrow_refuses_other_types_and_oversized_bodies():
     seen = []
 
     async def inner(scope, receive, send):  # stands for BentoML: answers JSON
@@ -161,33 +169,38 @@ def test_body_types_routes_arrow_refuses_other_types_and_oversized_bodies():
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b'{"json": true}'})
 
-    async def arrow(body: bytes):
-        return 200, {"bytes": len(body)}
+    async def arrow(call):
+        return 200, {"bytes": len(call.body)}
 
-    app = BodyTypes(inner, handlers={("/predict", ARROW_STREAM): lambda: arrow}, max_body_bytes=200_000)
+    app = Router(inner, routes=_predict(), handler=lambda name: {"arrow": arrow}[name])
     assert _call(app, "POST", "/predict", b"x" * 150_000, ARROW_STREAM) == (200, {"bytes": 150_000})  # 3 chunks
     assert _call(app, "POST", "/predict", b"{}", "application/json") == (200, {"json": True})
     status, answer = _call(app, "POST", "/explain", b"x", ARROW_STREAM)  # Arrow is for /predict only
     assert status == 415 and "send the request body as application/json" in answer["error"]
     status, answer = _call(app, "POST", "/predict", b"x", "multipart/form-data")
     assert status == 415 and f"application/json or {ARROW_STREAM}" in answer["error"]
+    status, answer = _call(app, "POST", "/predict", b"{}", "application/json; charset=utf-16")
+    assert status == 415 and "UTF-8" in answer["error"]
+    assert _call(app, "POST", "/predict", b"{}", "application/json; charset=UTF-8") == (200, {"json": True})
     status, answer = _call(app, "POST", "/predict", b"x" * 200_001, ARROW_STREAM)
     assert status == 413 and "over 200000 bytes" in answer["error"]
-    assert seen == ["/predict"]
+    status, answer = _call(app, "POST", "/predict/", b"{}", "application/json")  # nothing undeclared is run
+    assert status == 404 and "no endpoint" in answer["error"]
+    assert seen == ["/predict", "/predict"]
 
-    async def broken(body: bytes):
+    async def broken(call):
         raise RuntimeError("a bug of ours")
 
-    status, answer = _call(BodyTypes(inner, handlers={("/predict", ARROW_STREAM): lambda: broken}), "POST",
+    status, answer = _call(Router(inner, routes=_predict(), handler=lambda name: broken), "POST",
                            "/predict", b"x", ARROW_STREAM)
     assert status == 500 and "check the server log" in answer["error"]  # JSON, like BentoML's own 500s
 
 
-def test_body_types_stops_quietly_when_the_client_goes_away():
+def test_the_router_stops_quietly_when_the_client_goes_away():
     calls, sent = [], []
 
-    async def arrow(body: bytes):
-        calls.append(body)
+    async def arrow(call):
+        calls.append(call.body)
         return 200, {}
 
     messages = [{"type": "http.request", "body": b"abc", "more_body": True}, {"type": "http.disconnect"}]
@@ -198,7 +211,7 @@ def test_body_types_stops_quietly_when_the_client_goes_away():
     async def send(message):
         sent.append(message)
 
-    app = BodyTypes(None, handlers={("/predict", ARROW_STREAM): lambda: arrow})
+    app = Router(None, routes=_predict(64 << 20), handler=lambda name: arrow)
     asyncio.run(app({"type": "http", "method": "POST", "path": "/predict",
                      "headers": [(b"content-type", ARROW_STREAM.encode())]}, receive, send))
     assert calls == [] and sent == []

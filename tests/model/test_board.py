@@ -57,7 +57,7 @@ def test_the_board_lists_open_alarms_first_with_newest_values(ward):
     assert status == 200 and [b["bed"] for b in page["beds"]] == [f"quiet-0{i}" for i in range(5, 10)]
     status, none = get(endpoints, "/beds", "alarm=none&q=alarming")
     assert status == 200 and none["total"] == 0
-    status, acked = endpoints.acknowledge_now(f"/beds/alarming-bed/episodes/{episodes[0]['start']}/ack", "k_nurse")
+    status, acked = endpoints.acknowledge_now("alarming-bed", str(episodes[0]["start"]), "k_nurse")
     assert status == 200
     status, body = get(endpoints, "/beds", "alarm=open")
     assert body["total"] == 1 and body["beds"][0]["alarm"]["acknowledged_by"] == "k_nurse"

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from biostream.serving.api import operations
 from biostream.serving.security.guard import Guard
 from biostream.serving.security.keys import AUDIT, KEYS, KeyStore
 from biostream.serving.streaming.store import sqlite_url
@@ -33,6 +34,14 @@ def store_url(request, tmp_path, monkeypatch) -> Iterator[str]:
         monkeypatch.setenv("BIOSTREAM_KEY_PEPPER", "a-test-pepper-of-this-session")
         with scratch_database("biostream_keys") as url:
             yield url
+
+
+def routes():
+    """The service's declared operations (`biostream.serving.api`), for a spec of small limits."""
+    from types import SimpleNamespace
+
+    return operations(SimpleNamespace(max_body_bytes=1 << 20, max_batch_windows=8, signals=("hr", "map"),
+                                      max_window_s=600, stream={}))
 
 
 class Inner:
@@ -115,8 +124,8 @@ def test_every_endpoint_needs_a_key_with_its_role_and_the_trail_records_who_did_
     keys = {role: store.create(role, f"test {role}")[1] for role in ("gateway", "clinician", "integrator", "admin")}
     _, expired = store.create("clinician", "expired", expires_days=1, now=time.time() - 2 * 86400)
     inner = Inner()
-    guard = Guard(inner, store_url=store_url, audit_every_s=3600)  # flushed by the test
-    other_worker = Guard(Inner(), store_url=store_url, cache_s=0.5, audit_every_s=3600)
+    guard = Guard(inner, store_url=store_url, routes=routes(), audit_every_s=3600)  # flushed by the test
+    other_worker = Guard(Inner(), store_url=store_url, routes=routes(), cache_s=0.5, audit_every_s=3600)
     # health, readiness and the API's description are open
     for path in ("/healthz", "/readyz", "/livez", "/docs.json"):
         assert call(guard, "GET", path)[0] == 200
@@ -169,9 +178,9 @@ def test_every_endpoint_needs_a_key_with_its_role_and_the_trail_records_who_did_
     # nothing in the trail can be changed through the API
     with store.engine.connect() as conn:
         before = conn.execute(sa.select(sa.func.count()).select_from(AUDIT)).scalar_one()
-    for method in ("POST", "PUT", "DELETE", "PATCH"):
-        status, out, _ = call(guard, method, "/audit", keys["admin"])
-        assert status == 405 and "append-only" in out["error"]
+    for method in ("POST", "PUT", "DELETE", "PATCH"):  # the trail is append-only: only GET is declared
+        status, out, headers = call(guard, method, "/audit", keys["admin"])
+        assert status == 405 and "it takes GET" in out["error"] and headers[b"allow"] == b"GET", (method, out)
     for bad in (b"limit=1000000000", b"limit=" + b"9" * 5000, b"bed=a&bed=b", b"since=-1", b"who=me"):
         status, out, _ = call(guard, "GET", "/audit", keys["admin"], query=bad)
         assert status == 400 and out["error"], (bad, out)
@@ -188,7 +197,7 @@ def test_every_endpoint_needs_a_key_with_its_role_and_the_trail_records_who_did_
 def test_development_mode_asks_no_key_and_answers_loopback_only(tmp_path, monkeypatch):
     monkeypatch.setenv("BIOSTREAM_AUTH", "off")
     inner = Inner()
-    guard = Guard(inner, store_url=sqlite_url(tmp_path / "nothing.db"))
+    guard = Guard(inner, store_url=sqlite_url(tmp_path / "nothing.db"), routes=routes())
     assert call(guard, "GET", "/alarms")[0] == 200
     status, out, _ = call(guard, "GET", "/alarms", client="10.1.2.3")
     assert status == 403 and "loopback" in out["error"]
@@ -199,7 +208,7 @@ def test_a_service_without_a_key_store_says_how_to_make_one_and_sees_it_once_mad
     from biostream.serving.security import guard as guard_module
 
     url = sqlite_url(tmp_path / "s.db")
-    guard = Guard(Inner(), store_url=url)
+    guard = Guard(Inner(), store_url=url, routes=routes())
     status, out, _ = call(guard, "GET", "/alarms", "bsk_x")
     assert status == 503 and "biostream keys create" in out["error"]
     store = KeyStore(url, create=True)  # an admin makes the first key while the service runs
@@ -214,7 +223,7 @@ def test_a_clinician_acknowledges_an_alarm_and_the_trail_and_the_episode_say_who
     """POST /beds/<bed>/episodes/<start>/ack through the guard, the service's body router and the stream endpoints
     over a real store: the clinician's key id and the time are kept on the episode (the first acknowledgement is
     kept; the engine's later writes of the episode leave it) and in the audit trail with the episode named."""
-    from biostream.serving.asgi import BodyTypes
+    from biostream.serving.asgi import Router
     from biostream.serving.streaming.engine import Chunk, StreamEngine
     from biostream.serving.streaming.http import StreamEndpoints
     from biostream.serving.streaming.store import Store
@@ -228,7 +237,9 @@ def test_a_clinician_acknowledges_an_alarm_and_the_trail_and_the_episode_say_who
     start = episodes[0]["start"]
     store = KeyStore(store_url, create=True)
     keys = {role: store.create(role, f"test {role}")[1] for role in ("gateway", "clinician")}
-    app = Guard(BodyTypes(Inner(), posts={"/beds": lambda: endpoints.post}), store_url=store_url, audit_every_s=3600)
+    declared = operations(scorer.spec)
+    app = Guard(Router(Inner(), routes=declared, handler=lambda name: getattr(endpoints, name)), store_url=store_url,
+                routes=declared, audit_every_s=3600)
     path = f"/beds/{pid}/episodes/{start}/ack"
     status, out, _ = call(app, "POST", path, keys["gateway"])
     assert status == 403 and "needs the role clinician" in out["error"]
@@ -240,14 +251,15 @@ def test_a_clinician_acknowledges_an_alarm_and_the_trail_and_the_episode_say_who
     endpoints.engine.ingest([Chunk(pid, START + 900, values[:, 900:960].copy())], now=2.0)
     again = next(e for e in endpoints.engine.store.episodes(pid) if e["start"] == start)
     assert again["acked_by"] == clinician
-    assert call(app, "POST", path, keys["clinician"])[1]["episode"]["acknowledged_at"] == first, "the first is kept"
+    again = call(app, "POST", path, keys["clinician"])[1]
+    assert again["episode"]["acknowledged_at"] == first and not again["changed"], "the first is kept"
     iso_start = out["episode"]["start"]  # the episode's start as GET answers it names it too
     assert call(app, "POST", f"/beds/{pid}/episodes/{iso_start}/ack", keys["clinician"])[0] == 200
     for bad, code, says in ((f"/beds/{pid}/episodes/{start + 1}/ack", 404, "no alarm episode"),
                             (f"/beds/{pid}/episodes/yesterday/ack", 400, "start"),
                             (f"/beds/{pid}/episodes/-99999999999999999999/ack", 400, "1970"),
                             ("/beds/bed\x00nul/episodes/1/ack", 400, "bed"),
-                            (f"/beds/{pid}/episodes/{start}/silence", 404, "POST /beds/<bed>/episodes/<start>/ack")):
+                            (f"/beds/{pid}/episodes/{start}/silence", 404, "no endpoint POST")):
         status, out, _ = call(app, "POST", bad, keys["clinician"])
         assert status == code and says in out["error"], (bad, out)
     app._ready[1].flush()

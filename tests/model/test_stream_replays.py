@@ -203,13 +203,19 @@ def test_the_stream_endpoints_answer_bad_times_queries_and_bed_ids_with_a_400_na
             body = json.dumps({"samples": [{"bed": "bed-9", "start": start, "vitals": {"hr": [72]}}]}).encode()
             status, out = http.ingest_now(body)
             assert status == 400 and [p["field"] for p in out["problems"]] == ["start"], (start, out)
-        assert engine.store.count_seconds() == 0 and engine.store.beds() == [], "nothing stored from a refusal"
+        assert engine.store.count_seconds() == 0, "no second stored from a refusal"
+        # issue #39: a bed whose data are refused is not a calm bed: the condition "no valid data", open
+        assert [(b.bed, b.last_second) for b in engine.store.beds()] == [("bed-9", None)]
+        [condition] = engine.store.episodes("bed-9", open_only=True)
+        assert condition["alarm_class"] == "technical" and condition["reason"].startswith("no valid data from this bed")
         arrow = _arrow_rows(scorer.spec, ["bed-9", "bed\x00", "ok-1"], [START, START, 1e300])
         status, out = http.ingest_now(arrow, "application/vnd.apache.arrow.stream")
         assert status == 200 and [p["field"] for p in out["problems"]] == ["bed", "time"], out
         assert [b["bed"] for b in out["beds"]] == ["bed-9"]
         status, out = http.get_now("/beds/bed-9/scores", "since=0&limit=10")
         assert status == 200 and len(out["seconds"]) == 1
+        assert not engine.store.episodes("bed-9", open_only=True), "its data read again: the condition ended"
+        assert [e["bed"] for e in engine.store.episodes(open_only=True)] == ["ok-1"], "a bad time refuses ok-1's"
 
 
 def _arrow_rows(spec, beds, times) -> bytes:

@@ -19,8 +19,12 @@ START = int(datetime(2026, 11, 21, 8, tzinfo=UTC).timestamp())
 
 
 def params(store: str, **over) -> StreamParams:
-    base = dict(store=store, late_s=60, silent_s=120, max_message_s=3600, max_message_beds=4000, redis_url=None,
-                shards=4, retention=DEFAULT_RETENTION, monitor=DEFAULT_MONITOR)
+    """The stream settings of these tests. Most tests give the engine a wall clock of their own (`now`: small
+    numbers, to drive silence) beside data seconds of 2026, so no second is refused as ahead of that clock
+    (`max_skew_s`) unless a test asks (tests/model/test_hostile.py)."""
+    base = dict(store=store, late_s=60, silent_s=120, max_message_s=3600, max_message_beds=4000,
+                max_message_bed_s=240000, max_skew_s=10 ** 10, state_cache_mb=512, ack_silence_s=120,
+                ack_worsening=1.0, redis_url=None, shards=4, retention=DEFAULT_RETENTION, monitor=DEFAULT_MONITOR)
     return StreamParams(**{**base, **over})
 
 

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from biostream.core.runtime import free_port, quiet_env
-from biostream.serving.security.guard import policy
 from tests.conftest import ROOT
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"  # the server every machine of this project runs (trust auth)
@@ -246,7 +245,7 @@ BENTOML = str(Path(sys.executable).parent / "bentoml")
 
 class Client:
     """A keep-alive JSON client (one connection, as a monitor gateway would hold), holding the keys of `served`: each
-    request carries the key of the role its endpoint needs (`biostream.serving.security.guard.policy`), or `key`."""
+    request carries the key of the role its endpoint needs (as `biostream.serving.api` declares it), or `key`."""
 
     def __init__(self, served: int | tuple, key: str | None = None) -> None:
         port, self.keys = (served, {}) if isinstance(served, int) else (served[0], served[2])
@@ -254,7 +253,10 @@ class Client:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
     def _headers(self, method: str, path: str) -> dict[str, str]:
-        key = self.key or self.keys.get(policy(method, path.split("?")[0])[0][0])
+        key = self.key
+        if key is None and self.keys:
+            match = declared().match(method, path.split("?")[0])
+            key = self.keys.get(match.op.roles[0]) if match is not None and match.op.roles else None
         return {} if key is None else {"Authorization": f"Bearer {key}"}
 
     def post(self, path: str, body: bytes | str | dict, content_type: str = "application/json"):
@@ -278,6 +280,15 @@ class Client:
             return resp.status, json.loads(raw)
         except ValueError:
             return resp.status, raw.decode(errors="replace")
+
+
+def declared() -> Any:
+    """The service's operations and roles (`biostream.serving.api`; the limits here are not the bento's)."""
+    from types import SimpleNamespace
+
+    from biostream.serving.api import operations
+
+    return operations(SimpleNamespace(max_body_bytes=1, max_batch_windows=1, signals=("hr",), max_window_s=1))
 
 
 @pytest.fixture(scope="session")

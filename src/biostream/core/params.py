@@ -362,6 +362,8 @@ class ServeParams:
     top_signals: Positive
     max_body_mb: PositiveFloat
     workers: Positive
+    max_concurrency: Positive  # requests one worker serves at once; more are refused (429, Retry-After, audited)
+    worker_memory_mb: Positive  # memory a worker may take beyond its loaded model: a request needing more fails alone
 
 
 @dataclass(frozen=True)
@@ -427,6 +429,11 @@ class StreamParams:
     silent_s: Positive  # a bed without a message for this long is closed; a gap this long starts a new recording
     max_message_s: Positive  # seconds per bed in one message
     max_message_beds: Positive  # items (bed x stretch of seconds) in one message
+    max_message_bed_s: Positive  # bed-seconds (rows) in one message, all beds together: bounds its memory
+    max_skew_s: Count  # a second later than the server's clock by more than this is refused (a gateway's clock)
+    state_cache_mb: Positive  # beds' histories a process keeps in memory; beyond, the least recent are read again
+    ack_silence_s: Positive  # an acknowledgement silences an open alarm this long; still open after: it alarms again
+    ack_worsening: PositiveFloat  # an acknowledged alarm whose peak score rises by this much alarms again at once
     redis_url: str | None  # the scale path's Redis (biostream.serving.streaming.redis_path); None: in-process only
     shards: Positive  # Redis input streams (a bed's messages go to one, by its id); one consumer owns a shard at a time
     retention: Retention  # how long seconds, episodes and audit entries are kept

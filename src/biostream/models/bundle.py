@@ -85,15 +85,25 @@ class ModelBundle:
         if windows.ndim != 3 or windows.shape[2] < self.window_s:
             raise ValueError(f"windows must have shape (n, {len(self.pipeline.signals)} signals, >= {self.window_s} "
                              f"seconds), got {windows.shape}")
-        if self.adds_alarms or self.combination.rules is None:
-            view, read = self.pipeline.view_and_read(self.detector.input_view, windows)
+        view, read = self._view_and_read(windows)
+        if read is not None:
             learned = np.where(read.any(axis=1), self._learned(view), -np.inf)  # no signal read: the floor alone
         else:  # the model adds no alarm (threshold +inf): its floor decides, and nothing of the model is computed
-            view, learned = np.empty((len(windows), 0)), np.full(len(windows), -np.inf)
+            learned = np.full(len(windows), -np.inf)
         reads = self.combination.reads_s
         history = windows[..., -reads:].astype(np.float64, copy=False) if reads else windows[..., :0]
         out = outputs_of_windows(learned, self.detector.threshold_, self.combination, history, self.pipeline.signals)
         return self._rules_own(out), view, learned
+
+    def view(self, windows: np.ndarray) -> np.ndarray:
+        """The detector's input view of raw windows, as `outputs_and_view` answers it (the service builds it again
+        for the few windows whose signals it names, rather than keep every window's)."""
+        return self._view_and_read(np.asarray(windows))[0]
+
+    def _view_and_read(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.adds_alarms or self.combination.rules is None:
+            return self.pipeline.view_and_read(self.detector.input_view, windows)
+        return np.empty((len(windows), 0)), None
 
     def conditions(self, windows: np.ndarray) -> Conditions:
         """The technical conditions at the last second of raw windows (`biostream.models.conditions`)."""

@@ -159,6 +159,17 @@ def windows_from_arrow(body: bytes, spec: ServingSpec) -> list[ArrowWindow]:
     Every window passes the checks of a JSON window (equal lengths, 1..`max_window_s` values, finite, physiological
     range, missing fraction; batch size). Raises ValueError naming the row, the patient, the column, the value and
     the limit (a 400)."""
+    from biostream.serving.ipc import ipc_size
+
+    try:
+        size = ipc_size(body)
+    except ValueError as error:
+        raise ValueError(f"{error}; write it with an Arrow library's IPC stream writer (pyarrow.ipc.new_stream), "
+                         f"Content-Type {ARROW_STREAM}") from None
+    if size.rows > spec.max_batch_windows or size.decoded_bytes > largest_body(spec):
+        raise ValueError(f"{size.rows} windows, {size.decoded_bytes} bytes decoded; send 1 to "
+                         f"{spec.max_batch_windows} per request (serve.max_batch_windows), each of at most "
+                         f"{spec.max_window_s} s (serve.max_window_s): at most {largest_body(spec)} bytes decoded")
     table = _read(body)
     n = table.num_rows
     if not 1 <= n <= spec.max_batch_windows:

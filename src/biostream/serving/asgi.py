@@ -1,133 +1,166 @@
-"""The service's ASGI middleware: a POST body is routed by its Content-Type before BentoML parses it."""
+"""The service's router (`Router`): it runs the operation the guard matched (`biostream.serving.routes`), reading
+each body against that operation's media types and byte limits before anything parses it."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from biostream.serving.errors import one_error
+from biostream.serving.routes import Match, Routes
 
-class BodyTypes:
-    """ASGI middleware: a POST body is JSON (BentoML's endpoints), or, on the paths and media types given in
-    `handlers`, a body that its own handler answers (an Arrow batch on /predict: `biostream.serving.arrow`; the
-    stream messages of /ingest). Any other Content-Type gets 415 with the fix, before BentoML parses it (its
-    multipart parser answers 500 to a multipart type without a boundary). No Content-Type reads as JSON.
+JSON = "application/json"
 
-    `handlers` maps (path, media type) to a function that returns the handler, an async callable body ->
-    (status, JSON bytes or object); it is looked up per request (the service instance exists once the worker has
-    started). `gets` maps a path prefix to a function returning an async callable (path, query string) ->
-    (status, JSON): the GET endpoints BentoML does not declare; `posts` likewise the POST endpoints under a path
-    prefix whose answer needs no body, an async callable (path, who) -> (status, JSON), `who` being the key id the
-    guard let in (`scope["biostream.key"]`; "development" without keys).
 
-    Every body has a byte limit, checked before anything parses it (413, naming the limit): `max_body_bytes` for
-    the bodies of `handlers`, unless `limits` gives one for that (path, media type); `json_max_bytes` for the JSON
-    bodies BentoML parses (None: not checked). A body declared longer (Content-Length) is refused unread; one sent
-    in chunks is refused once it passes the limit.
+@dataclass
+class Call:
+    """A request as a handler reads it: its path parameters, query string, body (POST) and media type, the key id
+    the guard let in (`who`: "development" without keys) and the bed-id prefixes that key may write (None: any);
+    `audit`: what the handler adds to the request's audit entry (`target`, `detail`)."""
 
-    `openapi`: a function that adds what this middleware serves to the OpenAPI document BentoML answers on
-    `GET /docs.json` (the endpoints of `handlers` and `gets` are not BentoML's, so it does not document them)."""
+    params: dict[str, str]
+    query: str = ""
+    body: bytes = b""
+    media: str = JSON
+    who: str = "development"
+    beds: tuple[str, ...] | None = None
+    audit: dict[str, str] = field(default_factory=dict)
 
-    def __init__(self, app: Any, handlers: Mapping[tuple[str, str], Callable[[], Any]] | None = None,
-                 max_body_bytes: int = 64 << 20, json_max_bytes: int | None = None,
-                 limits: Mapping[tuple[str, str], int] | None = None,
-                 gets: Mapping[str, Callable[[], Any]] | None = None, limit_note: str = "",
-                 openapi: Callable[[dict[str, Any]], Any] | None = None,
-                 posts: Mapping[str, Callable[[], Any]] | None = None) -> None:
+
+class Router:
+    """ASGI middleware: runs the operation the guard matched (`scope["biostream.route"]`; matched here with the same
+    `routes` when no guard runs, as in development). An operation's handler (`Operation.handler`, or a body's
+    `Body.handler`) is looked up per request by `handler(name)` (the service instance exists once the worker has
+    started) and answers `(status, JSON-able, bytes or a Document)`; an operation without one is BentoML's own route.
+    Nothing undeclared is run: 404, or 405 with the methods declared.
+
+    A POST body must be of a media type its operation declares (no Content-Type reads as JSON; a charset other than
+    UTF-8 is refused: 415) and within that body's byte limit, checked before anything parses it (413, naming the
+    limit; a body declared longer is refused unread, one sent in chunks once it passes the limit).
+
+    `openapi`: a function that adds what BentoML does not declare to the document it answers on `GET /docs.json`."""
+
+    def __init__(self, app: Any, routes: Routes | Callable[[], Routes], handler: Callable[[str], Any],
+                 limit_note: str = "", openapi: Callable[[dict[str, Any]], Any] | None = None) -> None:
         self.app = app
-        self.handlers = dict(handlers or {})
-        self.max_body_bytes = max_body_bytes
-        self.json_max_bytes = json_max_bytes
-        self.limits = dict(limits or {})
-        self.gets = dict(gets or {})
-        self.posts = dict(posts or {})
+        self._routes = routes
+        self.handler = handler
         self.limit_note = limit_note
         self.openapi = openapi
 
+    @property
+    def routes(self) -> Routes:
+        if callable(self._routes) and not isinstance(self._routes, Routes):
+            self._routes = self._routes()
+        return self._routes
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if (self.openapi is not None and scope.get("type") == "http" and scope.get("method") == "GET"
-                and scope.get("path") == "/docs.json"):
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope.get("method", "GET"), scope.get("path", "")
+        match: Match | None = scope.get("biostream.route") or self.routes.match(method, path)
+        if match is None:
+            allowed = self.routes.methods(path)
+            await send_json(send, 405 if allowed else 404, {"error": no_operation(method, path, allowed)},
+                            [(b"allow", ", ".join(allowed).encode())] if allowed else [])
+            return
+        op = match.op
+        if self.openapi is not None and method == "GET" and path == "/docs.json":
             await self.app(scope, receive, _amended(send, self.openapi))
             return
-        if scope.get("type") == "http" and scope.get("method") == "GET" and self.gets:
-            path = scope.get("path", "")
-            for prefix, factory in self.gets.items():
-                if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
-                    query = scope.get("query_string", b"").decode("latin-1")
-                    await _send_json(send, *await _guarded(factory, path, query))
-                    return
-        if scope.get("type") == "http" and scope.get("method") == "POST" and self.posts:
-            path = scope.get("path", "")
-            for prefix, factory in self.posts.items():
-                if path.startswith(prefix.rstrip("/") + "/"):
-                    who = scope.get("biostream.key") or "development"
-                    await _send_json(send, *await _guarded(factory, path, who))
-                    return
-        if scope.get("type") == "http" and scope.get("method") == "POST":
+        call = Call(match.params, scope.get("query_string", b"").decode("latin-1"),
+                    who=scope.get("biostream.key") or "development", beds=scope.get("biostream.beds"),
+                    audit=scope.setdefault("biostream.audit", {}))
+        if method == "POST":
             headers = dict(scope.get("headers") or [])
-            media = headers.get(b"content-type", b"application/json").decode("latin-1").split(";")[0].strip().lower()
-            path = scope.get("path", "")
-            handler = self.handlers.get((path, media))
-            if handler is not None:
-                limit = self.limits.get((path, media), self.max_body_bytes)
-                body = await self._body(headers, receive, limit)
-                if body is _GONE:
-                    return
-                if body is None:
-                    await _send_json(send, 413, {"error": self._too_long(path, media, limit)})
-                    return
-                await _send_json(send, *await _guarded(handler, body))
+            media, charset = content_type(headers.get(b"content-type", b"").decode("latin-1"))
+            body_of = op.body(media)
+            if body_of is None or charset not in (None, "utf-8"):
+                accepted = " or ".join(b.media for b in op.bodies)
+                why = (f"charset {charset[:20]!r}: send the body in UTF-8" if body_of is not None else
+                       f"Content-Type '{media[:60]}' is not supported here: send the request body as {accepted}")
+                await send_json(send, 415, {"error": why})
                 return
-            if media not in ("application/json", ""):
-                accepted = ["application/json"] + sorted(m for p, m in self.handlers if p == path)
-                await _send_json(send, 415, {"error": f"Content-Type '{media}' is not supported here: send the "
-                                                      f"request body as {' or '.join(accepted)}"})
+            body = await read_body(headers, receive, body_of.limit)
+            if body is _GONE:
                 return
-            if self.json_max_bytes is not None:
-                body = await self._body(headers, receive, self.json_max_bytes)
-                if body is _GONE:
-                    return
-                if body is None:
-                    await _send_json(send, 413, {"error": self._too_long(path, media, self.json_max_bytes)})
-                    return
-                await self.app(scope, _replay(body, receive), send)
+            if body is None:
+                await send_json(send, 413, {"error": self._too_long(path, media, body_of.limit)})
                 return
-        await self.app(scope, receive, send)
+            if body_of.handler is None:  # BentoML parses it (its refusals answered as ours: one `error`)
+                await self.app(scope, _replay(body, receive), one_error(send))
+                return
+            call.body, call.media = body, media
+            await send_json(send, *await _guarded(self.handler, body_of.handler, call))
+            return
+        if op.handler is None:
+            await self.app(scope, receive, one_error(send))
+            return
+        await send_json(send, *await _guarded(self.handler, op.handler, call))
 
     def _too_long(self, path: str, media: str, limit: int) -> str:
-        if (path, media) in self.handlers and (path, media) not in self.limits:
+        if path == "/predict" and media != JSON:
             return f"the body is over {limit} bytes: send at most serve.max_batch_windows windows per request"
         return (f"the body is over {limit} bytes, the limit for {path} ({self.limit_note or 'the service'}): "
                 f"split it into smaller requests" + (", or send a batch of windows as Arrow"
                                                      if path == "/predict" else ""))
 
-    async def _body(self, headers: Mapping[bytes, bytes], receive: Any, limit: int) -> bytes | object | None:
-        """The whole body; None once it is longer than `limit`; `_GONE` if the client went away."""
-        declared = headers.get(b"content-length", b"").decode("latin-1")
-        if declared.isdigit() and int(declared) > limit:
+
+def no_operation(method: str, path: str, allowed: list[str]) -> str:
+    shown = path[:120] + ("..." if len(path) > 120 else "")
+    if allowed:
+        return f"{method[:10]} is not served on {shown!r}: it takes {', '.join(allowed)}"
+    return (f"no endpoint {method[:10]} {shown!r} (paths are exact: no trailing or doubled slash, lower case); "
+            f"GET /docs.json lists them")
+
+
+def content_type(value: str) -> tuple[str, str | None]:
+    """A Content-Type header's media type (lower case; none: JSON) and its charset (None: not given)."""
+    media, *params = value.split(";")
+    charset = None
+    for param in params:
+        name, _, val = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = val.strip().strip('"').lower()
+    return media.strip().lower() or JSON, charset
+
+
+async def read_body(headers: Mapping[bytes, bytes], receive: Any, limit: int) -> bytes | object | None:
+    """The whole body; None once it is longer than `limit`; `_GONE` if the client went away."""
+    declared = headers.get(b"content-length", b"").decode("latin-1")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return _GONE
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
             return None
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return _GONE
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return b"".join(chunks)
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
 
 
-async def _guarded(factory: Callable[[], Any], *args: Any) -> tuple[int, Any]:
-    """A handler's answer; a fault of ours (not of the request) is logged and answered as BentoML answers it."""
+async def _guarded(handler: Callable[[str], Any], name: str, call: Call) -> tuple[int, Any]:
+    """A handler's answer; a fault of ours (not of the request) is logged and answered as BentoML answers it. A
+    request that needs more memory than the worker's cap allows fails alone (`biostream.serving.memory`)."""
     try:
-        return await factory()(*args)
+        return await handler(name)(call)
+    except MemoryError:
+        _log.warning("handler %s: the request needed more memory than the worker's cap (serve.worker_memory_mb)",
+                     name)
+        return 413, {"error": "this request needs more memory than a worker may use (serve.worker_memory_mb): "
+                              "send it in smaller parts"}
     except Exception:
-        _log.exception("handler %s failed", getattr(factory, "__name__", factory))
+        _log.exception("handler %s failed", name)
         return 500, {"error": "An unexpected error has occurred, please check the server log."}
 
 
@@ -176,7 +209,7 @@ def _replay(body: bytes, receive: Any) -> Any:
     return replay
 
 
-_GONE = object()  # `BodyTypes._body`: the client went away
+_GONE = object()  # `read_body`: the client went away
 _log = logging.getLogger("biostream")
 
 
@@ -187,18 +220,45 @@ class Document:
     body: bytes
     media: str
     filename: str | None = None
+    csp: str | None = None  # its Content-Security-Policy (None: DOCUMENT_CSP)
 
 
-async def _send_json(send: Any, status: int, payload: Any) -> None:
+def strict_json(payload: Any) -> bytes:
+    """JSON every parser reads: a NaN or an infinity (which Python's json writes as the non-JSON `NaN`/`Infinity`)
+    becomes null."""
+    try:
+        return json.dumps(payload, allow_nan=False).encode()
+    except ValueError:
+        return json.dumps(_finite(payload), allow_nan=False).encode()
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
+
+
+# a page or report of patient data: nothing runs in it but its own script, nothing frames it, nothing is fetched
+# from elsewhere (the board's inline script is allowed by its hash: biostream.serving.board.CSP)
+DOCUMENT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data: blob:; frame-ancestors 'none'; "
+                "base-uri 'none'; form-action 'none'")
+
+
+async def send_json(send: Any, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None) -> None:
     """Send a whole JSON answer (bytes are sent as they are; a `Document` with its own media type)."""
-    media, extra = b"application/json", []
+    media, extra = b"application/json", list(extra or [])
     if isinstance(payload, Document):
         media, body = payload.media.encode(), payload.body
         if payload.filename:
             extra.append((b"content-disposition", f'inline; filename="{payload.filename}"'.encode()))
         extra.append((b"cache-control", b"no-store"))  # patient data (a report) is not kept by browsers or proxies
+        extra.append((b"content-security-policy", (payload.csp or DOCUMENT_CSP).encode()))
     else:
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        body = payload if isinstance(payload, bytes) else strict_json(payload)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", media), (b"content-length", str(len(body)).encode()), *extra]})
     await send({"type": "http.response.body", "body": body})

@@ -42,6 +42,22 @@ def page() -> bytes:
     return PAGE.read_bytes()
 
 
+def _csp() -> str:
+    """The page's Content-Security-Policy: its own inline script (by its hash) and nothing else runs; it reads
+    only this service; nothing frames it."""
+    import base64
+    import hashlib
+    import re
+
+    script = re.search(r"<script>(.*?)</script>", PAGE.read_text(encoding="utf-8"), re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    return (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src data: blob:; "
+            f"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+
+CSP = _csp()
+
+
 def board_query(query: str) -> dict[str, Any]:
     """`GET /beds`' query (ValueError naming a bad one)."""
     q = query_params(query, BOARD_QUERY, "GET /beds")
@@ -104,7 +120,8 @@ def board(store: Any, scorer: Any, query: dict[str, Any], now: float | None = No
         if alarm is not None:
             ep = episode_answer(alarm)
             ep["open_for_s"] = max(0, int(now - alarm["opened_at"]))
-            ep["check"] = what_to_check(ep["signals"]) if alarm["alarm_class"] == "technical" else None
+            ep["check"] = (alarm.get("reason") or what_to_check(ep["signals"])
+                           if alarm["alarm_class"] == "technical" else None)
             tile["alarm"] = ep
         tiles.append(tile)
     return {"beds": tiles, "total": len(rows), "page": number, "size": size, "pages": max(1, -(-len(rows) // size)),

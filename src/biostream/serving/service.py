@@ -29,9 +29,12 @@ from pydantic import TypeAdapter  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from biostream.models.bundle import ModelBundle  # noqa: E402
-from biostream.serving.arrow import ARROW_STREAM, largest_body, windows_from_arrow  # noqa: E402
-from biostream.serving.asgi import BodyTypes  # noqa: E402
+from biostream.serving import memory  # noqa: E402
+from biostream.serving.api import operations  # noqa: E402
+from biostream.serving.arrow import windows_from_arrow  # noqa: E402
+from biostream.serving.asgi import Call, Document, Router  # noqa: E402
 from biostream.serving.batching import Batcher  # noqa: E402
+from biostream.serving.errors import quiet_bad_input  # noqa: E402
 from biostream.serving.monitoring import start_monitor  # noqa: E402
 from biostream.serving.schemas import ExplainResult, Metadata, Prediction, Schemas, SeriesResult  # noqa: E402
 from biostream.serving.scorer import Scorer  # noqa: E402
@@ -46,6 +49,7 @@ from biostream.serving.streaming.store import Store  # noqa: E402
 MODEL = bentoml.models.BentoModel(f"{BENTO_MODEL}:latest")
 SPEC = ServingSpec.of_model(MODEL.stored.info.metadata)
 SCHEMAS = Schemas(SPEC)
+ROUTES = operations(SPEC)  # every operation, its roles, bodies and limits: what the guard and the router read
 WindowInput, Series, WindowBatch = SCHEMAS.WindowInput, SCHEMAS.Series, SCHEMAS.WindowBatch
 PREDICTIONS = TypeAdapter(list[Prediction])
 
@@ -55,8 +59,9 @@ def _overloaded(waited_s: float) -> Exception:
                               f"serve.max_latency_ms ({SPEC.max_latency_ms} ms); retry later or send fewer windows")
 
 
-# one worker process per `serve.workers` (params.yaml): each parses, checks and scores its own requests
-@bentoml.service(name="biostream", workers=SPEC.workers, traffic={"timeout": 60, "max_concurrency": 256})
+# one worker process per `serve.workers` (params.yaml): each parses, checks and scores its own requests; how many it
+# serves at once is the guard's (serve.max_concurrency: 429 with Retry-After, audited), not BentoML's (unaudited)
+@bentoml.service(name="biostream", workers=SPEC.workers, traffic={"timeout": 60})
 class VitalsService:
     model = MODEL
 
@@ -64,6 +69,7 @@ class VitalsService:
         # One BLAS/OpenMP thread: a served window's matrix products are tiny, and OpenBLAS's second thread
         # spins between calls, taking the core that answers HTTP (a lower single-window p99)
         threadpool_limits(1)
+        quiet_bad_input()  # BentoML's log of a refused input: one WARNING line, not an ERROR with a traceback
         bundle = ModelBundle.load(bundle_dir(self.model.path_of(MLFLOW_MODEL_DIR)))
         bundle.detector.prepare_for_serving()  # e.g. the LSTM's ONNX Runtime session for small batches
         self.scorer = Scorer(bundle, SPEC)
@@ -89,32 +95,16 @@ class VitalsService:
             if bundle.reference is not None:  # the live patients against the training reference (/metrics, board)
                 self.streams.monitor = start_monitor(self.streams.engine.store, bundle, SPEC, params.monitor,
                                                      self.scorer.model.model_dump())
+        memory.cap(SPEC.worker_memory_mb)  # beyond this, a request fails alone (413), not the worker
 
-    async def ingest(self, body: bytes, media: str) -> tuple[int, Any]:
-        """POST /ingest (JSON or Arrow; routed by `BodyTypes`): `biostream.serving.streaming.http`."""
+    def handler(self, name: str) -> Any:
+        """The method answering a declared operation (`biostream.serving.api`): this service's, else its streams'."""
+        own = getattr(self, name, None)
+        if own is not None and name in ("predict_arrow", "board_page"):
+            return own
         if self.streams is None:
-            return 503, {"error": "this bento was built without params.yaml: stream; re-run the package stage"}
-        return await self.streams.ingest(body, media)
-
-    async def stream_get(self, path: str, query: str) -> tuple[int, Any]:
-        if self.streams is None:
-            return 503, {"error": "this bento was built without params.yaml: stream; re-run the package stage"}
-        return await self.streams.get(path, query)
-
-    async def monitoring_get(self, path: str, query: str) -> tuple[int, Any]:
-        """GET /monitoring: the live patients against the model's reference (`biostream.monitoring`)."""
-        if self.streams is None or self.streams.monitor is None:
-            return 503, {"error": "this bento carries no reference of its training inputs (or no stream store): "
-                                  "re-run train and package (dvc repro)"}
-        if path != "/monitoring" or query:
-            return 404 if path != "/monitoring" else 400, {"error": "GET /monitoring takes no path or query"}
-        return 200, self.streams.monitor.state()
-
-    async def stream_post(self, path: str, who: str) -> tuple[int, Any]:
-        """POST /beds/<bed>/episodes/<start>/ack (routed by `BodyTypes`): `biostream.serving.streaming.http`."""
-        if self.streams is None:
-            return 503, {"error": "this bento was built without params.yaml: stream; re-run the package stage"}
-        return await self.streams.post(path, who)
+            return _no_streams
+        return getattr(self.streams, name)
 
     # the content type is declared: BentoML otherwise derives it from the list's JSON schema on every response
     @bentoml.api
@@ -124,17 +114,24 @@ class VitalsService:
         (adaptive batching: those that arrive while the model is busy share its next call)."""
         return await self.batcher.submit(windows)
 
-    async def predict_arrow(self, body: bytes) -> tuple[int, bytes | dict[str, str]]:
-        """`predict` for a batch sent as an Arrow IPC stream (`biostream.serving.arrow`; routed here by
-        `BodyTypes` on its Content-Type): the same checks, batching and answer."""
+    async def predict_arrow(self, call: Call) -> tuple[int, bytes | dict[str, str]]:
+        """`predict` for a batch sent as an Arrow IPC stream (`biostream.serving.arrow`; routed here by its
+        Content-Type): the same checks, batching and answer."""
         try:
-            windows = windows_from_arrow(body, SPEC)
+            windows = windows_from_arrow(call.body, SPEC)
         except ValueError as error:
             return 400, {"error": str(error)}
         try:
             return 200, PREDICTIONS.dump_json(await self.batcher.submit(windows))
         except ServiceUnavailable as error:
             return 503, {"error": str(error)}
+
+    @staticmethod
+    async def board_page(call: Call) -> tuple[int, Any]:
+        """GET /board: the bed board's page (`biostream.serving.board`); its data come from GET /beds."""
+        from biostream.serving import board
+
+        return 200, Document(board.page(), "text/html; charset=utf-8", csp=board.CSP)
 
     @bentoml.api
     def score_series(self, series: Series) -> SeriesResult:
@@ -152,14 +149,8 @@ class VitalsService:
         return self.scorer.metadata()
 
 
-async def _board_page(path: str, query: str) -> tuple[int, Any]:
-    """GET /board: the bed board's page (`biostream.serving.board`); its data come from GET /beds."""
-    from biostream.serving import board
-    from biostream.serving.asgi import Document
-
-    if path != "/board":
-        return 404, {"error": f"no GET endpoint {path[:200]!r}: the board is GET /board (a bed: /board#bed=<bed>)"}
-    return 200, Document(board.page(), "text/html; charset=utf-8")
+async def _no_streams(call: Call) -> tuple[int, Any]:
+    return 503, {"error": "this bento was built without params.yaml: stream; re-run the package stage"}
 
 
 def _service() -> VitalsService:
@@ -173,21 +164,13 @@ def _key_store() -> str:
     return os.environ.get(STORE_ENV) or "sqlite:///stores/streams.db"
 
 
-# every request but health, readiness and the API's description needs a key with a role allowed on its endpoint
-# (401/403 before anything reads it), and leaves an entry in the audit trail: outermost of our middleware
-VitalsService.add_asgi_middleware(Guard, store_url=_key_store)
+# every request is matched to its declared operation (ROUTES); all but the open ones need a key with a role that
+# operation allows (401/403 before anything reads it; a path matching nothing: 404/405) and leave an entry in the
+# audit trail: outermost of our middleware
+VitalsService.add_asgi_middleware(Guard, store_url=_key_store, routes=ROUTES, max_concurrency=SPEC.max_concurrency)
 
-# POST /predict also takes an Arrow IPC stream; POST /ingest JSON or Arrow; GET /beds/..., /alarms; every body has a
-# byte limit checked before it is parsed (413)
+# then the operation the guard matched is run: a body of a declared type within its limit (415, 413 before it is
+# parsed), read by our handler or replayed to BentoML's endpoint
 VitalsService.add_asgi_middleware(
-    BodyTypes, max_body_bytes=largest_body(SPEC), json_max_bytes=SPEC.max_body_bytes,
-    handlers={("/predict", ARROW_STREAM): lambda: _service().predict_arrow,
-              ("/ingest", "application/json"): lambda: lambda body: _service().ingest(body, "application/json"),
-              ("/ingest", ARROW_STREAM): lambda: lambda body: _service().ingest(body, ARROW_STREAM)},
-    limits={("/ingest", "application/json"): SPEC.max_body_bytes or largest_body(SPEC),
-            ("/ingest", ARROW_STREAM): SPEC.max_body_bytes or largest_body(SPEC)},
-    gets={"/beds": lambda: _service().stream_get, "/alarms": lambda: _service().stream_get,
-          "/board": lambda: _board_page, "/monitoring": lambda: _service().monitoring_get},
-    posts={"/beds": lambda: _service().stream_post},
-    limit_note="serve.max_body_mb",
-    openapi=lambda doc: add_security(add_stream_paths(doc, SPEC) if SPEC.stream else doc))
+    Router, routes=ROUTES, handler=lambda name: _service().handler(name), limit_note="serve.max_body_mb",
+    openapi=lambda doc: add_security(add_stream_paths(doc, SPEC) if SPEC.stream else doc, ROUTES))

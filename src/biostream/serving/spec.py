@@ -48,6 +48,8 @@ class ServingSpec:
     max_latency_ms: int
     top_signals: int
     workers: int
+    max_concurrency: int  # requests one worker serves at once (429 beyond)
+    worker_memory_mb: int  # a worker's memory cap (biostream.serving.memory)
     metrics: dict[str, float] = field(default_factory=dict)
     stream: dict[str, Any] = field(default_factory=dict)  # params.yaml: stream, for POST /ingest
     max_body_bytes: int | None = None  # serve.max_body_mb: JSON bodies longer are refused unread (413)
@@ -66,7 +68,8 @@ class ServingSpec:
         return cls(model_name, str(model_version), model_alias, model_uri, bundle.detector.name, signals,
                    {s: catalog[s].unit for s in signals}, {s: tuple(catalog[s].valid) for s in signals}, window_s,
                    serve.max_window_s, serve.max_batch_windows, serve.max_series_s, serve.max_missing_fraction,
-                   serve.max_latency_ms, serve.top_signals, serve.workers, dict(metrics),
+                   serve.max_latency_ms, serve.top_signals, serve.workers, serve.max_concurrency,
+                   serve.worker_memory_mb, dict(metrics),
                    stream.to_dict() if stream is not None else {},
                    int(serve.max_body_mb * (1 << 20)))
 

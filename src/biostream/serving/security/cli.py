@@ -2,6 +2,7 @@
 URL the service uses (`--store`; default: `BIOSTREAM_STREAM_STORE`, else params.yaml `stream.store`).
 
     biostream keys create --role clinician --name "ward 3 board" [--expires-days 90]   # prints the key once
+    biostream keys create --role gateway --name "ward 3 gateway" --beds icu3-   # a gateway key for some beds
     biostream keys list | revoke <key id>
     biostream keys dev                     # development: one key per role in stores/dev-keys.env (mode 600)
     biostream audit [--since 2026-12-06T08:00:00Z] [--key <id>] [--bed <bed>] [--outcome denied] [--limit N]
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     create.add_argument("--name", required=True, help="who or what holds it, e.g. 'ward 3 gateway'")
     create.add_argument("--expires-days", type=float, default=90.0, help="days until it expires (default 90)")
     create.add_argument("--never-expires", action="store_true")
+    create.add_argument("--beds", help="a gateway key: the bed-id prefixes it may write, comma-separated (e.g. "
+                                       "icu3-,or1-); default: any bed")
     keys.add_parser("list", help="every key: id, role, name, created, expires, revoked (never the secret)")
     revoke = keys.add_parser("revoke", help="revoke a key: every service worker refuses it within seconds")
     revoke.add_argument("key_id")
@@ -205,7 +208,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"biostream {args.command}: {error}") from None
     try:
         if args.command == "keys" and args.action == "create":
-            key, token = store.create(args.role, args.name, None if args.never_expires else args.expires_days)
+            key, token = store.create(args.role, args.name, None if args.never_expires else args.expires_days,
+                                      beds=args.beds)
             print(json.dumps({**key.public(), "key": token}))
             print("the key is shown once: only its digest is kept", file=sys.stderr)
         elif args.command == "keys" and args.action == "list":

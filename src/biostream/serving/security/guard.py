@@ -1,6 +1,7 @@
-"""The ASGI guard in front of every endpoint of the service (`Guard`): a credential with a role allowed on the
-endpoint (`policy`), else 401 or 403, before anything else reads the request; every request that presents itself
-leaves an entry in the audit trail (`AuditBuffer`). Roles, keys and the trail: docs/security.md.
+"""The ASGI guard in front of every endpoint of the service (`Guard`): the request matched to its declared
+operation (`biostream.serving.api`), a credential with a role that operation allows, else 401, 403, 404 or 405,
+before anything else reads the request; every request that presents itself leaves an entry in the audit trail
+(`AuditBuffer`). Roles, keys and the trail: docs/security.md.
 
 Development mode (`BIOSTREAM_AUTH=off`): no credential is asked, and only loopback clients are answered."""
 
@@ -10,47 +11,25 @@ import atexit
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from biostream.serving.security.keys import ROLE_NOTE, ROLES, KeyStore, Verifier
+from biostream.serving.routes import Match, Routes
+from biostream.serving.security.keys import ROLE_NOTE, KeyStore, Verifier
 from biostream.serving.streaming.messages import is_bed, query_params, time_text, whole_number
 
 AUTH_ENV = "BIOSTREAM_AUTH"
-OPEN = frozenset({"/healthz", "/livez", "/readyz", "/", "/docs", "/docs.json", "/schema.json",
-                  "/board"})  # the board's page: no patient data in it; it reads GET /beds with the clinician's key
-OPEN_PREFIXES = ("/static_content/", "/assets/")  # the Swagger UI's files
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 RETRY_S = 5.0  # a key store that could not be opened is tried again after this long (no restart needed)
 MAX_KEPT = 100_000  # audit entries kept in memory while the store refuses them; the oldest go first, logged
+OFFERED = re.compile(r"bsk_([0-9a-f]{12})_")  # the key id a credential names, valid or not (the trail keeps it)
+# on every answer: no type sniffing, never framed, no referrer (a bed id in a URL stays here)
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer")]
 _log = logging.getLogger("biostream")
-
-
-def policy(method: str, path: str) -> tuple[tuple[str, ...], str, str | None]:
-    """The roles allowed on a request, the action as the audit trail names it, and the bed it reads (if any)."""
-    if method == "POST" and path == "/ingest":
-        return ("gateway",), "POST /ingest", None
-    if path.startswith("/beds/"):
-        parts = path.split("/")
-        tail = "/".join(parts[3:]) if len(parts) > 3 else ""
-        bed = parts[2]  # as asked: the trail keeps an id that is not one escaped (no NUL or control character)
-        target = (bed if is_bed(bed) else ascii(bed))[:200] or None
-        if len(parts) == 6 and parts[3] == "episodes" and parts[5] == "ack":  # the episode: in the entry's detail
-            return ("clinician",), "POST /beds/{bed}/episodes/{start}/ack", target
-        return ("clinician",), f"{method} /beds/{{bed}}/{tail}"[:40], target
-    if path in ("/alarms", "/beds"):
-        return ("clinician",), f"{method} {path}", None
-    if path == "/monitoring":
-        return ("clinician", "admin"), f"{method} /monitoring", None
-    if path in ("/predict", "/score_series"):
-        return ("integrator",), f"{method} {path}", None
-    if path == "/explain":
-        return ("integrator", "clinician"), f"{method} /explain", None
-    if path in ("/metrics", "/audit"):
-        return ("admin",), f"{method} {path}", None
-    return ROLES, f"{method} {path[:60]}", None  # any other path (/metadata, a 404): any valid key
 
 
 class AuditBuffer:
@@ -96,23 +75,31 @@ class AuditBuffer:
 
 
 class Guard:
-    """ASGI middleware: a credential (`Authorization: Bearer <key>`) with a role allowed on the endpoint, else 401
-    (none, or not a valid key) or 403 (a role not allowed), each naming what is missing, before anything else reads
-    the request; so no answer tells a caller who may not read a bed whether that bed exists. Every request that
-    presents itself (allowed or denied) leaves an entry in the audit trail, written in the background once a second
-    (`AuditBuffer`); `GET /audit` reads the trail (admin), nothing changes it.
+    """ASGI middleware: the one authorisation path. It matches the request to its declared operation
+    (`biostream.serving.routes`: the match the router then runs, so no path variant reaches an endpoint the guard
+    read as another), and asks a credential (`Authorization: Bearer <key>`) with a role that operation allows, else
+    401 (none, or not a valid key) or 403 (a role not allowed), each naming what is missing, before anything else
+    reads the request; so no answer tells a caller who may not read a bed whether that bed exists. A request
+    matching no operation is denied (404, or 405 naming the methods declared), once its key is valid. At most
+    `max_concurrency` requests are served at once: more get 429 with `Retry-After` (audited; BentoML's own limit
+    ran before any guard, unaudited). Every request that presents itself (allowed or denied) leaves an entry in
+    the audit trail, written in the background once a second (`AuditBuffer`): who (the key id, also a refused
+    key's id when the credential names one), which operation, which bed, the status; a handler adds its own
+    detail (`Call.audit`: the beds of a stream message, an acknowledgement that changed nothing). `GET /audit`
+    reads the trail (admin), nothing changes it. Every answer carries `SECURITY_HEADERS`.
 
-    Open without a credential: `/healthz`, `/livez`, `/readyz` (an orchestrator's probes) and the API's description
-    (`/docs.json`, `/schema.json` and the Swagger UI at `/`: no patient data, and whether a bed exists is not in
-    them; integrators' tools and the UI's own page read the document before any key is entered).
+    Open without a credential: the operations declared open (an orchestrator's probes, the API's description and
+    the board's page: no patient data in them).
 
-    `store_url`: the key store (the stream store's database)."""
+    `store_url`: the key store (the stream store's database); `routes`: the declared operations."""
 
-    def __init__(self, app: Any, store_url: str | Callable[[], str], cache_s: float | None = None,
-                 audit_every_s: float = 1.0) -> None:
+    def __init__(self, app: Any, store_url: str | Callable[[], str], routes: Routes | Callable[[], Routes],
+                 cache_s: float | None = None, audit_every_s: float = 1.0, max_concurrency: int = 256) -> None:
         self.app = app
         self.store_url = store_url
+        self._routes = routes
         self.cache_s, self.audit_every_s = cache_s, audit_every_s
+        self.max_concurrency, self.running = max_concurrency, 0
         self.development = os.environ.get(AUTH_ENV, "").lower() == "off"
         self._ready: tuple[Verifier, AuditBuffer] | None = None
         self._error: str | None = None
@@ -120,6 +107,12 @@ class Guard:
         if self.development:
             _log.warning("%s=off: development mode, no credential is asked; only loopback clients are answered",
                          AUTH_ENV)
+
+    @property
+    def routes(self) -> Routes:
+        if callable(self._routes) and not isinstance(self._routes, Routes):
+            self._routes = self._routes()
+        return self._routes
 
     def _open(self) -> tuple[Verifier, AuditBuffer] | None:
         if self._ready is None and (self._error is None or time.monotonic() - self._error_at > RETRY_S):
@@ -140,11 +133,17 @@ class Guard:
             self._ready[0].store.dispose()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope.get("type") != "http":
+        if scope.get("type") == "lifespan":
             await self.app(scope, receive, send)
             return
+        if scope.get("type") != "http":  # no other protocol is served (a WebSocket is refused before its upgrade)
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        send = _secured(send)
         path, method = scope.get("path", ""), scope.get("method", "GET")
-        if path in OPEN or path.startswith(OPEN_PREFIXES):
+        match = self.routes.match(method, path)
+        scope["biostream.route"] = match
+        if match is not None and match.op.open:
             await self.app(scope, receive, send)
             return
         client = (scope.get("client") or ("", 0))[0]
@@ -153,43 +152,60 @@ class Guard:
                 await _answer(send, 403, {"error": f"development mode ({AUTH_ENV}=off) answers loopback clients "
                                                    f"only; serve with keys (docs/security.md)"})
                 return
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send)  # the router answers a request matching nothing (404, 405)
             return
         ready = self._open()
         if ready is None:
             await _answer(send, 503, {"error": f"the service cannot check credentials: {self._error}"})
             return
         verifier, audit = ready
-        roles, action, target = policy(method, path)
-        entry = {"at": time.time(), "key_id": None, "role": None, "action": action, "target": target,
-                 "client": client[:64], "status": None, "detail": _detail(method, path)}
+        entry = _entry(method, path, match, client)
+        roles = match.op.roles if match is not None else ()
+        needs = f"{entry['action']} needs a key with the role {' or '.join(roles)}" if roles else \
+            "every endpoint but the open ones needs a key"
         token = _bearer(scope)
         if token is None:
-            entry["outcome"] = "denied"
-            audit.add({**entry, "status": 401})
+            audit.add({**entry, "outcome": "denied", "status": 401})
             await _answer(send, 401, {"error": f"no credential: send the header 'Authorization: Bearer <key>'; "
-                                               f"{action} needs a key with the role {' or '.join(roles)}, which an "
-                                               f"admin creates with `biostream keys create --role {roles[0]}`"},
-                          challenge=True)
+                                               f"{needs}, which an admin creates with `biostream keys create --role "
+                                               f"{roles[0] if roles else '<role>'}`"}, challenge=True)
             return
         key, why = verifier.check(token)
         if key is None:
-            entry["outcome"] = "denied"
-            audit.add({**entry, "status": 401})
+            offered = OFFERED.match(token)
+            audit.add({**entry, "key_id": offered.group(1) if offered else None, "outcome": "denied",
+                       "status": 401})
             await _answer(send, 401, {"error": why}, challenge=True)
             return
         entry["key_id"], entry["role"] = key.key_id, key.role
-        scope["biostream.key"] = key.key_id  # who acknowledges an alarm (`BodyTypes` posts)
+        if match is None:  # nothing declared: denied by default, once the caller is known
+            allowed = self.routes.methods(path)
+            status = 405 if allowed else 404
+            audit.add({**entry, "outcome": "denied", "status": status})
+            from biostream.serving.asgi import no_operation
+
+            await _answer(send, status, {"error": no_operation(method, path, allowed)},
+                          extra=[(b"allow", ", ".join(allowed).encode())] if allowed else [])
+            return
         if key.role not in roles:
             audit.add({**entry, "outcome": "denied", "status": 403})
             await _answer(send, 403, {"error": f"key {key.key_id} has the role {key.role} ({ROLE_NOTE[key.role]}); "
-                                               f"{action} needs the role {' or '.join(roles)}"})
+                                               f"{entry['action']} needs the role {' or '.join(roles)}"})
             return
-        if path == "/audit":
-            status, payload = self._audit(method, scope, verifier)
+        if self.running >= self.max_concurrency:
+            audit.add({**entry, "outcome": "denied", "status": 429})
+            await _answer(send, 429, {"error": f"this worker is serving {self.running} requests, its most "
+                                               f"(serve.max_concurrency): retry after 1 s"},
+                          extra=[(b"retry-after", b"1")])
+            return
+        scope["biostream.key"] = key.key_id  # who acknowledges an alarm
+        scope["biostream.beds"] = key.bed_prefixes  # the beds a gateway key may write (None: any)
+        if match.op.handler == "audit":
+            status, payload = self._audit(scope, verifier)
             audit.add({**entry, "outcome": "allowed", "status": status})
             await _answer(send, status, payload)
             return
+        added: dict[str, str] = scope.setdefault("biostream.audit", {})
         status = [0]
 
         async def sent(message: dict[str, Any]) -> None:
@@ -197,29 +213,61 @@ class Guard:
                 status[0] = int(message.get("status", 0))
             await send(message)
 
+        self.running += 1
         try:
             await self.app(scope, receive, sent)
         finally:
-            audit.add({**entry, "outcome": "allowed", "status": status[0] or None})
+            self.running -= 1
+            audit.add({**entry, **{k: v[:200] for k, v in added.items() if k in ("target", "detail")},
+                       "outcome": "allowed", "status": status[0] or None})
 
     @staticmethod
-    def _audit(method: str, scope: dict[str, Any], verifier: Verifier) -> tuple[int, Any]:
-        if method != "GET":
-            return 405, {"error": "the audit trail is append-only: GET /audit reads it; nothing changes it"}
+    def _audit(scope: dict[str, Any], verifier: Verifier) -> tuple[int, Any]:
         try:
             q = query_params(scope.get("query_string", b"").decode("latin-1"),
                              ("since", "key", "bed", "outcome", "limit"), "GET /audit")
             since = None if "since" not in q else time_text(q["since"], "since")
             limit = whole_number(q.get("limit", "1000"), "limit", 1, 10000, "entries")
+            if "outcome" in q and q["outcome"] not in ("allowed", "denied"):
+                raise ValueError(f"outcome is {q['outcome'][:20]!r}: ask for allowed or denied")
         except ValueError as error:  # ItemError is one
             return 400, {"error": str(error)}
         entries = verifier.store.audit(since, q.get("key"), q.get("bed"), q.get("outcome"), limit)
         return 200, {"entries": entries}
 
 
-def add_security(doc: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAPI document with the bearer-key scheme on every guarded operation (with its 401 and 403), and
-    `GET /audit` (in place; returned)."""
+def _entry(method: str, path: str, match: Match | None, client: str) -> dict[str, Any]:
+    """A request's audit entry before its outcome: the operation as declared, the bed it names (a hostile id kept
+    escaped: no NUL or control character reaches the store) and what else it names (an episode)."""
+    params = match.params if match is not None else {}
+    bed = params.get("bed")
+    target = None if bed is None else (bed if is_bed(bed) else ascii(bed))[:200] or None
+    start = params.get("start")
+    detail = None if start is None else (f"episode {start}" if start.isprintable() and start.isascii()
+                                         else f"episode {ascii(start)}")[:200]
+    action = match.op.action if match is not None else f"{method[:10]} {path[:60]}"
+    return {"at": time.time(), "key_id": None, "role": None, "action": action[:40], "target": target,
+            "client": client[:64], "status": None, "detail": detail}
+
+
+def _secured(send: Any) -> Any:
+    """An ASGI send that adds `SECURITY_HEADERS` to the answer (those it has already kept)."""
+
+    async def secured(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            have = {k.lower() for k, _ in message.get("headers", [])}
+            message = {**message, "headers": [*message.get("headers", []),
+                                              *(h for h in SECURITY_HEADERS if h[0] not in have)]}
+        await send(message)
+
+    return secured
+
+
+def add_security(doc: dict[str, Any], routes: Routes) -> dict[str, Any]:
+    """The OpenAPI document with each operation's security read from its declaration (`routes`): the bearer-key
+    scheme and the roles it needs, its 401, 403 and 429 (in place; returned); and `GET /audit`."""
+    from biostream.serving.streaming.openapi import TIME_SCHEMA
+
     schemes = doc.setdefault("components", {}).setdefault("securitySchemes", {})
     schemes["bearerKey"] = {"type": "http", "scheme": "bearer", "bearerFormat": "bsk_<key id>_<secret>",
                             "description": "an API key with a role: " + "; ".join(f"{r}: {n}" for r, n in
@@ -229,8 +277,8 @@ def add_security(doc: dict[str, Any]) -> dict[str, Any]:
     paths["/audit"] = {"get": {
         "tags": ["Security"], "operationId": "audit", "summary": "The audit trail (admin): who read or wrote what",
         "parameters": [
-            {"name": "since", "in": "query", "required": False, "description": "ISO 8601 with a zone, or seconds "
-             "since the epoch", "schema": {"anyOf": [{"type": "string"}, {"type": "number"}]}},
+            {"name": "since", "in": "query", "required": False, "description": "entries at or after this time: "
+             "ISO 8601 with a zone, or seconds since the epoch", "schema": TIME_SCHEMA},
             {"name": "key", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 12}},
             {"name": "bed", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}},
             {"name": "outcome", "in": "query", "required": False, "schema": {"enum": ["allowed", "denied"]}},
@@ -240,32 +288,36 @@ def add_security(doc: dict[str, Any]) -> dict[str, Any]:
             "type": "object", "properties": {"entries": {"type": "array", "items": {"type": "object"}}}}}}},
                       "400": {"description": "a bad query parameter, named",
                               "content": {"application/json": {"schema": error}}}}}}
+    declared = {(op.method.lower(), op.path): op for op in routes}
     for path, operations in paths.items():
-        for method, op in operations.items():
-            if not isinstance(op, dict):
+        for method, doc_op in operations.items():
+            if not isinstance(doc_op, dict):
                 continue
-            if path in OPEN:
-                op["security"] = []
+            op = declared.get((method, path))
+            if op is None:
+                raise ValueError(f"{method.upper()} {path} is in the API document but not declared "
+                                 f"(biostream.serving.api.operations)")
+            if op.open:
+                doc_op["security"] = []
                 continue
-            roles = policy(method.upper(), path.replace("{bed}", "bed-1"))[0]
-            op["security"] = [{"bearerKey": []}]
-            said = op.get("description") or op.get("summary") or ""
-            op["description"] = (said + "\n\n" if said else "") + f"Needs a key with the role {' or '.join(roles)}."
-            responses = op.setdefault("responses", {})
-            responses.setdefault("401", {"description": "no credential, or not a valid key (named)",
-                                         "content": {"application/json": {"schema": error}}})
-            responses.setdefault("403", {"description": f"a key whose role is not {' or '.join(roles)}",
-                                         "content": {"application/json": {"schema": error}}})
+            roles = " or ".join(op.roles)
+            doc_op["security"] = [{"bearerKey": []}]
+            said = doc_op.get("description") or doc_op.get("summary") or ""
+            doc_op["description"] = (said + "\n\n" if said else "") + f"Needs a key with the role {roles}."
+            responses = doc_op.setdefault("responses", {})
+            answer = {"content": {"application/json": {"schema": error}}}
+            responses.setdefault("401", {"description": "no credential, or not a valid key (named)", **answer})
+            responses.setdefault("403", {"description": f"a key whose role is not {roles}", **answer})
+            responses.setdefault("429", {"description": "the worker serves its most requests at once "
+                                                        "(serve.max_concurrency): retry after the seconds named",
+                                         "headers": {"Retry-After": {"schema": {"type": "integer"}}}, **answer})
+            if op.bodies:
+                limits = ", ".join(f"{b.media}: {b.limit} bytes" for b in op.bodies)
+                responses.setdefault("413", {"description": f"the body is over its limit ({limits})", **answer})
+                responses.setdefault("415", {"description": "a Content-Type other than "
+                                                            + " or ".join(b.media for b in op.bodies)
+                                                            + ", or a charset other than UTF-8", **answer})
     return doc
-
-
-def _detail(method: str, path: str) -> str | None:
-    """What the trail keeps beyond the bed: the episode an acknowledgement names (escaped as `policy` does ids)."""
-    parts = path.split("/")
-    if len(parts) == 6 and parts[1] == "beds" and parts[3] == "episodes" and parts[5] == "ack":
-        start = parts[4]
-        return (f"episode {start}" if start.isprintable() and start.isascii() else f"episode {ascii(start)}")[:200]
-    return None
 
 
 def _bearer(scope: dict[str, Any]) -> str | None:
@@ -276,11 +328,11 @@ def _bearer(scope: dict[str, Any]) -> str | None:
     return None
 
 
-async def _answer(send: Any, status: int, payload: Any, challenge: bool = False) -> None:
+async def _answer(send: Any, status: int, payload: Any, challenge: bool = False,
+                  extra: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
     if challenge:
         headers.append((b"www-authenticate", b'Bearer realm="biostream"'))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-

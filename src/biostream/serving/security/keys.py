@@ -27,7 +27,7 @@ from biostream.core.config import ConfigError
 from biostream.serving.database.migrate import ensure
 
 ROLES = ("gateway", "clinician", "integrator", "admin")
-ROLE_NOTE = {"gateway": "POST /ingest (a monitor gateway writing vital signs)",
+ROLE_NOTE = {"gateway": "POST /ingest (a monitor gateway writing vital signs; optionally only beds of given prefixes)",
              "clinician": "GET /beds/<bed>/scores, /beds/<bed>/episodes, /alarms, POST /explain, "
                           "POST /beds/<bed>/episodes/<start>/ack (acknowledge an alarm)",
              "integrator": "POST /predict, /score_series, /explain, /metadata",
@@ -46,6 +46,7 @@ KEYS = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float),  # null: never
     sa.Column("revoked_at", sa.Float),
+    sa.Column("beds", sa.String(200)),  # a gateway key: the bed-id prefixes it may write, comma-separated (null: any)
 )
 AUDIT = sa.Table(  # append-only: the service and the CLI insert and read; nothing updates or deletes but retention
     # (on PostgreSQL the service's role may not: `biostream db grant`)
@@ -73,11 +74,47 @@ class Key:
     created_at: float
     expires_at: float | None
     revoked_at: float | None
+    beds: str | None = None
+
+    @property
+    def bed_prefixes(self) -> tuple[str, ...] | None:
+        """The bed-id prefixes this key may write (None: any bed)."""
+        return None if self.beds is None else tuple(p for p in self.beds.split(",") if p)
 
     def public(self) -> dict[str, Any]:
         """What `keys list` shows (never the digest)."""
         return {"key_id": self.key_id, "role": self.role, "name": self.name, "created_at": _iso(self.created_at),
-                "expires_at": _iso(self.expires_at), "revoked_at": _iso(self.revoked_at)}
+                "expires_at": _iso(self.expires_at), "revoked_at": _iso(self.revoked_at), "beds": self.beds}
+
+
+def bed_scope(text: str | None) -> str | None:
+    """`--beds` as stored: comma-separated bed-id prefixes, each what a bed id starts with (ValueError naming a
+    bad one); None: any bed."""
+    from biostream.serving.streaming.messages import BED_FORM, BED_ID
+
+    if text is None:
+        return None
+    prefixes = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in prefixes if not BED_ID.fullmatch(p)]
+    if not prefixes or bad or len(",".join(prefixes)) > 200:
+        raise ValueError(f"--beds {text[:60]!r}: give bed-id prefixes separated by commas (each the start of a bed "
+                         f"id: {BED_FORM}), e.g. --beds icu3-,or1-; at most 200 characters")
+    return ",".join(prefixes)
+
+
+def operator() -> str:
+    """Who runs a `biostream keys` command, for the audit trail: the OS user and host (BIOSTREAM_OPERATOR wins)."""
+    import getpass
+    import socket
+
+    given = os.environ.get("BIOSTREAM_OPERATOR")
+    if given:
+        return given[:120]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"[:120]
 
 
 def _iso(t: float | None) -> str | None:
@@ -130,22 +167,28 @@ class KeyStore:
         return hmac.new(self.pepper, secret.encode(), sha256).hexdigest()
 
     def create(self, role: str, name: str, expires_days: float | None = 90.0, by: str | None = None,
-               now: float | None = None) -> tuple[Key, str]:
-        """A new key; returns it and its token (shown once: only its digest is kept)."""
+               now: float | None = None, beds: str | None = None) -> tuple[Key, str]:
+        """A new key; returns it and its token (shown once: only its digest is kept). `beds`: a gateway key's
+        bed-id prefixes (`bed_scope`); `by`: the operator, as the audit trail names them."""
         if role not in ROLES:
             raise ValueError(f"role {role!r}: one of {', '.join(ROLES)}")
         if not name or len(name) > 200:
             raise ValueError("name the key's holder (1 to 200 characters), e.g. --name 'ward 3 gateway'")
         if expires_days is not None and not expires_days > 0:
             raise ValueError(f"--expires-days {expires_days}: give a positive number of days, or none")
+        if beds is not None and role != "gateway":
+            raise ValueError(f"--beds ties a gateway key to its beds; a {role} key reads or writes no bed's seconds")
+        beds = bed_scope(beds)
         now = time.time() if now is None else now
         key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
         key = Key(key_id, role, name, self.digest(secret), now,
-                  None if expires_days is None else now + expires_days * 86400, None)
+                  None if expires_days is None else now + expires_days * 86400, None, beds)
+        by = by or operator()
         with self.engine.begin() as conn:
             conn.execute(KEYS.insert().values(**key.__dict__))
-            conn.execute(AUDIT.insert().values(at=now, key_id=by, role="admin" if by else None, action="keys create",
-                                               target=key_id, outcome="allowed", client="cli"))
+            conn.execute(AUDIT.insert().values(at=now, action="keys create", target=key_id, outcome="allowed",
+                                               client="cli", detail=f"by {by}: role {role}"
+                                               + (f", beds {beds}" if beds else "")))
         return key, f"bsk_{key_id}_{secret}"
 
     def list_keys(self) -> list[Key]:
@@ -157,14 +200,14 @@ class KeyStore:
             row = conn.execute(sa.select(KEYS).where(KEYS.c.key_id == key_id)).mappings().first()
         return None if row is None else Key(**row)
 
-    def revoke(self, key_id: str, now: float | None = None) -> Key:
+    def revoke(self, key_id: str, now: float | None = None, by: str | None = None) -> Key:
         now = time.time() if now is None else now
         with self.engine.begin() as conn:
             done = conn.execute(KEYS.update().where(KEYS.c.key_id == key_id, KEYS.c.revoked_at.is_(None))
                                 .values(revoked_at=now)).rowcount
             if done:
                 conn.execute(AUDIT.insert().values(at=now, action="keys revoke", target=key_id, outcome="allowed",
-                                                   client="cli"))
+                                                   client="cli", detail=f"by {by or operator()}"[:200]))
         key = self.get(key_id)
         if key is None:
             raise KeyError(f"no key {key_id!r}: `biostream keys list` shows the key ids")

@@ -5,7 +5,7 @@ service answers it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -37,9 +37,49 @@ class Problem:
     limit: str
     error: str
     kept: str  # what happened to the rest: "nothing of this item", "stored as missing", ...
+    refused: bool = False  # values of the bed were not stored (not merely stored as missing)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+MAX_PROBLEMS = 100  # problems an answer lists one by one; the rest are counted (a bad message's answer stays small)
+
+
+class Problems(list):
+    """What a message refused or changed: the first `MAX_PROBLEMS` listed, every one counted (`total`), and each
+    bed whose values were refused with its first reason (`refused_beds`), however many there were."""
+
+    def __init__(self, problems: Iterable[Problem] = ()) -> None:
+        super().__init__()
+        self.total = 0
+        self.refused_beds: dict[str, str] = {}
+        self.extend(problems)
+
+    def append(self, problem: Problem) -> None:
+        self.total += 1
+        if problem.refused and problem.bed is not None and problem.bed not in self.refused_beds:
+            self.refused_beds[problem.bed] = problem.error
+        if len(self) < MAX_PROBLEMS:
+            super().append(problem)
+
+    def extend(self, problems: Iterable[Problem]) -> None:
+        if isinstance(problems, Problems):  # counted and refused beds carried over, not only those listed
+            for p in problems:
+                self.append(p)
+            self.total += problems.total - len(problems)
+            for bed, why in problems.refused_beds.items():
+                self.refused_beds.setdefault(bed, why)
+            return
+        for p in problems:
+            self.append(p)
+
+    def __iadd__(self, problems: Iterable[Problem]) -> Problems:  # type: ignore[override]
+        self.extend(problems)
+        return self
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [p.to_dict() for p in self]
 
 
 @dataclass
@@ -78,7 +118,7 @@ def episode_record(bed: str, ep: Episode, now: float, model_version: str | None 
     return {"bed": bed, "start": ep.start, "end": ep.end, "last_on": ep.last_on, "alarm_class": ep.alarm_class,
             "peak_second": None if peak is None else peak.second, "peak_score": None if peak is None else peak.score,
             "signals": json.dumps(None if peak is None else peak.signals), "opened_at": now,
-            "closed_at": now if ep.end is not None else None, "model_version": model_version}
+            "closed_at": now if ep.end is not None else None, "model_version": model_version, "reason": None}
 
 
 def episode_answer(rec: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,4 +129,7 @@ def episode_answer(rec: Mapping[str, Any]) -> dict[str, Any]:
             "peak_time": None if rec["peak_second"] is None else iso(rec["peak_second"]),
             "peak_score": rec["peak_score"], "signals": json.loads(rec["signals"] or "null") or [],
             "acknowledged_at": None if rec.get("acked_at") is None else iso(int(rec["acked_at"])),
-            "acknowledged_by": rec.get("acked_by"), "model_version": rec.get("model_version")}
+            "acknowledged_by": rec.get("acked_by"), "model_version": rec.get("model_version"),
+            "reason": rec.get("reason"),
+            "realarmed_at": None if rec.get("realarmed_at") is None else iso(int(rec["realarmed_at"])),
+            "realarm_why": rec.get("realarm_why")}

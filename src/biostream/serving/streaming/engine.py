@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -21,7 +22,16 @@ import sqlalchemy as sa
 from numpy.lib.stride_tricks import sliding_window_view
 
 from biostream.serving.scorer import Scorer
-from biostream.serving.streaming.answers import BedAnswer, Chunk, Outgoing, Problem, episode_answer, episode_record, iso
+from biostream.serving.streaming.answers import (
+    BedAnswer,
+    Chunk,
+    Outgoing,
+    Problem,
+    Problems,
+    episode_answer,
+    episode_record,
+    iso,
+)
 from biostream.serving.streaming.params import StreamParams
 from biostream.serving.streaming.policy import BedAlarms, Episode, Step
 from biostream.serving.streaming.store import SECONDS_COLUMNS, BedRow, Store
@@ -38,6 +48,7 @@ class BedState:
     alarms: BedAlarms
     version: int = 0
     first_second: int | None = None  # the recording's first second
+    refused_since: int | None = None  # the start of its open condition "no valid data" (`refusals`)
 
 
 class StreamEngine:
@@ -68,11 +79,17 @@ class StreamEngine:
         self.window_s = scorer.spec.window_s
         self.model_version = scorer.spec.model_version  # kept with each episode it opens
         self.policy = scorer.bundle.policy
-        self.beds: dict[str, BedState] = {}  # cached states; the store's version says whether one is current
+        # cached states (the store's version says whether one is current), the least recently used dropped beyond
+        # `state_cache_mb`: a process's memory does not grow with every bed it ever saw
+        per_bed = len(self.signals) * self.window_s * 8
+        self.beds = _Cache(max(1, params.state_cache_mb * (1 << 20) // per_bed))
+        self._empty = np.full((len(self.signals), self.window_s), np.nan)  # a new bed's history (never written)
+        self._empty.flags.writeable = False
+        self._acks = (params.ack_silence_s, params.ack_worsening)  # how long an acknowledgement holds (the store)
 
     # ------------------------------------------------------------------------------------------ state
     def _fresh(self) -> BedState:
-        return BedState(np.full((len(self.signals), self.window_s), np.nan), None, BedAlarms(self.policy))
+        return BedState(self._empty, None, BedAlarms(self.policy))
 
     def _state(self, row: BedRow) -> BedState:
         """A bed's state as of its stored `row`: the cached one if it is that version, else loaded from the store."""
@@ -81,7 +98,7 @@ class StreamEngine:
         if cached is not None and cached.version == row.version:
             return cached
         state = self._fresh()
-        state.version = row.version
+        state.version, state.refused_since = row.version, row.refused_since
         stored = row.state
         if stored is not None:  # resume from the store
             state.alarms = BedAlarms.from_dict(self.policy, stored["alarms"])
@@ -100,15 +117,32 @@ class StreamEngine:
         return values, min((second for second, _ in kept), default=None)
 
     # ------------------------------------------------------------------------------------------ ingest
-    def ingest(self, chunks: Sequence[Chunk], now: float | None = None,
-               outgoing: Outgoing | None = None) -> tuple[list[BedAnswer], list[Problem]]:
+    def ingest(self, chunks: Sequence[Chunk], now: float | None = None, outgoing: Outgoing | None = None,
+               problems: Sequence[Problem] = ()) -> tuple[list[BedAnswer], list[Problem]]:
         """Score the new seconds of `chunks` and store them; per bed, what was answered, and what was refused.
         `outgoing`: the batch's result message, rendered from these and kept in the same commit (the outbox).
+        `problems`: what reading the message refused already; a bed whose data this message refused and none
+        stored gets the technical condition "no valid data" (`biostream.serving.streaming.refusals`).
 
-        Optimistic: the beds' states are read and the seconds scored without a lock; the write transaction then
-        checks that no other process wrote these beds meanwhile (their versions) and, if one did, the batch is
-        planned and scored again from the newer states. A cached state is dropped whenever its write fails."""
+        Seconds later than the server's clock by more than `max_skew_s` are refused (they would become the bed's
+        newest second, and every true second after it a late one). Optimistic: the beds' states are read and the
+        seconds scored without a lock; the write transaction then checks that no other process wrote these beds
+        meanwhile (their versions) and, if one did, the batch is planned and scored again from the newer states. A
+        cached state is dropped whenever its write fails."""
+        from biostream.serving.streaming import refusals
+
         now = time.time() if now is None else now
+        chunks, ahead = refusals.within_clock(chunks, now, self.params.max_skew_s)
+        answers, late = self._ingest(chunks, now, outgoing)
+        refused = Problems(ahead + late)
+        every = Problems()
+        every.extend(problems)
+        every.extend(refused)
+        refusals.refuse(self, every, answers, now)
+        return answers, refused
+
+    def _ingest(self, chunks: Sequence[Chunk], now: float,
+                outgoing: Outgoing | None) -> tuple[list[BedAnswer], list[Problem]]:
         by_bed: dict[str, list[Chunk]] = {}
         for c in chunks:
             by_bed.setdefault(c.bed, []).append(c)
@@ -139,12 +173,13 @@ class StreamEngine:
                 first.index, bed, "start", span, "seconds the store does not have",
                 f"bed {bed!r}: the stream store already has some of its seconds {span} that its stored state does not "
                 f"account for ({type(error).__name__}); none of this bed's seconds in this message were stored. Read "
-                f"GET /beds/{bed}/scores for what is stored, and tell the store's administrator", "the other beds")]
+                f"GET /beds/{bed}/scores for what is stored, and tell the store's administrator", "the other beds",
+                refused=True)]
             _log.error("bed %r refused by the store: %s", bed, error)
         else:
             answers, problems = [], []
             for parts in by_bed.values():
-                a, p = self.ingest(parts, now)
+                a, p = self._ingest(parts, now, None)
                 answers += a
                 problems += p
         if outgoing is not None:
@@ -183,7 +218,7 @@ class StreamEngine:
                 for bed in by_bed:
                     self.beds.pop(bed, None)
                 raise _Stale(stale)
-            tx.write(*writes)
+            tx.write(*writes, acks=self._acks)
             if outgoing is not None:
                 outgoing.message, outgoing.id = message, tx.outbox(message, now, outgoing.published)
         for plan in plans:
@@ -253,54 +288,41 @@ class StreamEngine:
                        f"{n} second(s) of bed {bed!r} ({span}) came after later seconds were scored, with values the "
                        f"store does not have, more than stream.late_s = {p.late_s} s before its newest ({iso(last)})"
                        + (f" or before its recording started ({iso(first)})" if first is not None else "")
-                       + ": not stored", "the item's other seconds")
+                       + ": not stored", "the item's other seconds", refused=True)
 
     def _score(self, plans: list[_Plan], now: float) -> tuple[list[BedAnswer], Writes]:
         """Score the plans' new seconds, step their alarm states, and return the answers and what to write."""
-        x = self._windows(plans)
-        out = self._outputs(x)
-        seconds, named = self._step(plans, x, out, now)
+        windows = _Windows(plans, self.window_s)
+        out = self._outputs(windows)
+        seconds, named = self._step(plans, windows, out, now)
         if named:
-            self._name_signals(x, out, named)
-        return [plan.answer for plan in plans], self._writes(plans, x, seconds, now)
+            self._name_signals(windows, out, named)
+        return [plan.answer for plan in plans], self._writes(plans, windows, seconds, now)
 
-    def _windows(self, plans: list[_Plan]) -> np.ndarray:
-        """The window ending at each new second of every plan, in order (n, signals, window_s); each segment's
-        `last_row` set to its newest second's row."""
-        w = self.window_s
-        x = np.empty((sum(len(seg.new) for plan in plans for seg in plan.segments), len(self.signals), w))
-        row = 0
-        for plan in plans:
-            for seg in plan.segments:
-                m = len(seg.new)
-                if m == 1:  # the usual case: the history shifted by one second, and the new one
-                    x[row, :, :w - 1] = seg.hist[:, 1:]
-                    x[row, :, w - 1] = seg.new[0]
-                elif m > 1:  # the windows ending at each new second
-                    ext = np.concatenate([seg.hist, np.stack(seg.new, axis=1)], axis=1)
-                    x[row:row + m] = sliding_window_view(ext, w, axis=1).transpose(1, 0, 2)[1:]
-                seg.last_row = row + m - 1 if m else None
-                row += m
-        return x
-
-    def _outputs(self, x: np.ndarray) -> _Outputs:
-        """The model's outputs for the windows (one model call per SCORE_CHUNK windows)."""
-        if not len(x):
+    def _outputs(self, windows: _Windows) -> _Outputs:
+        """The model's outputs for the windows, SCORE_CHUNK windows at a time: a message's memory is its values
+        and a few numbers a second, never its windows (W seconds of every signal a second: ~115 kB)."""
+        if not windows.n:
             empty = np.empty(0)
-            return _Outputs([], [], [], empty, empty, empty, [])
-        outs = [self.scorer.bundle.outputs_and_view(x[a:a + SCORE_CHUNK]) for a in range(0, len(x), SCORE_CHUNK)]
-        fired = np.concatenate([o[0].rules for o in outs]) > self.scorer.threshold
+            return _Outputs([], [], [], empty, empty, [])
+        parts, conditions = [], []
+        for a in range(0, windows.n, SCORE_CHUNK):
+            x = windows.get(a, min(a + SCORE_CHUNK, windows.n))
+            o, _, learned = self.scorer.bundle.outputs_and_view(x)
+            parts.append((o, learned))
+            conditions += self.scorer.bundle.conditions(x).messages(self.signals)
+        fired = np.concatenate([o.rules for o, _ in parts]) > self.scorer.threshold
         return _Outputs(
-            score=np.concatenate([o[0].score for o in outs]).tolist(),
-            technical=np.concatenate([o[0].technical for o in outs]).tolist(), fired=fired.tolist(),
-            view=np.concatenate([o[1] for o in outs]), learned=np.concatenate([o[2] for o in outs]),
-            rule_driven=np.concatenate([o[0].rule_driven for o in outs]),
-            conditions=self.scorer.bundle.conditions(x).messages(self.signals))
+            score=np.concatenate([o.score for o, _ in parts]).tolist(),
+            technical=np.concatenate([o.technical for o, _ in parts]).tolist(), fired=fired.tolist(),
+            learned=np.concatenate([learned for _, learned in parts]),
+            rule_driven=np.concatenate([o.rule_driven for o, _ in parts]), conditions=conditions)
 
-    def _step(self, plans: list[_Plan], x: np.ndarray, out: _Outputs, now: float) -> tuple[list[list], list[_Named]]:
+    def _step(self, plans: list[_Plan], windows: _Windows, out: _Outputs,
+              now: float) -> tuple[list[list], list[_Named]]:
         """Step each bed's alarm state through its new seconds, in order: the stored seconds (rows in the store's
         column order), the answers' seconds and episodes, and the seconds whose top signals are still to name."""
-        raw, nb = np.ascontiguousarray(x[:, :, -1]).tobytes(), 8 * x.shape[1]  # each row's own second, as stored
+        raw, nb = windows.newest().tobytes(), 8 * len(self.signals)  # each row's own second, as stored
         threshold = self.scorer.threshold
         seconds: list[list] = []
         named: list[_Named] = []
@@ -337,10 +359,14 @@ class StreamEngine:
                     row += 1
         return seconds, named
 
-    def _name_signals(self, x: np.ndarray, out: _Outputs, named: list[_Named]) -> None:
-        """The top signals of alarming seconds and episode peaks, into their answer, stored row and episode."""
-        idx = np.asarray([n.row for n in named])
-        names = self.scorer.top_signals(x[idx], out.view[idx], out.learned[idx], out.rule_driven[idx])
+    def _name_signals(self, windows: _Windows, out: _Outputs, named: list[_Named]) -> None:
+        """The top signals of alarming seconds and episode peaks, into their answer, stored row and episode (their
+        windows and the detector's view of them built again, SCORE_CHUNK at a time)."""
+        names: list[list[str]] = []
+        for a in range(0, len(named), SCORE_CHUNK):
+            idx = np.asarray([n.row for n in named[a:a + SCORE_CHUNK]])
+            x = windows.rows(idx)
+            names += self.scorer.top_signals(x, self.scorer.bundle.view(x), out.learned[idx], out.rule_driven[idx])
         for item, n in zip(named, names, strict=True):
             if item.said is not None:
                 item.said["top_signals"] = n
@@ -350,12 +376,15 @@ class StreamEngine:
                     if peak is not None and peak.second == item.second:
                         peak.signals = n
 
-    def _writes(self, plans: list[_Plan], x: np.ndarray, seconds: list[list], now: float) -> Writes:
+    def _writes(self, plans: list[_Plan], windows: _Windows, seconds: list[list], now: float) -> Writes:
         """What the batch writes: the beds' new states, the seconds, the merged late values and the episodes touched;
         the answers' episodes in their final form."""
-        bed_rows, merged, episodes = [], [], []
+        bed_rows, merged, episodes, ended = [], [], [], []
         for plan in plans:
             st = plan.state
+            if st.refused_since is not None and plan.segments[-1].last_row is not None:  # valid data again
+                ended.append((int(now), now, plan.bed, st.refused_since))
+                st.refused_since = None
             for t, col in plan.merged.items():
                 merged.append({"bed": plan.bed, "second": t, "vals": np.ascontiguousarray(col).tobytes()})
                 plan.answer.merged += 1
@@ -368,11 +397,18 @@ class StreamEngine:
                 plan.answer.closed = [episode_answer(episode_record(plan.bed, e, now, self.model_version))
                                       for e in plan.answer.closed]
             seg = plan.segments[-1]  # the bed's last W seconds: the window of its newest second, or its history
-            st.values = seg.hist if seg.last_row is None else x[seg.last_row].copy()
+            if seg.last_row is None:  # no new second: its history, with any late value merged
+                st.values = seg.hist
+            else:  # the window of its newest second, into the bed's own array (a new bed's is the shared empty one)
+                newest = windows.rows(np.asarray([seg.last_row]))[0]
+                if st.values.flags.writeable:
+                    np.copyto(st.values, newest)
+                else:
+                    st.values = newest
             st.last_second, st.first_second = plan.last_second, plan.first_second
             bed_rows.append({"bed": plan.bed, "last_second": st.last_second, "last_arrival": now,
-                             "state": self._state_dict(st)})
-        return Writes(bed_rows, seconds, merged, episodes)
+                             "state": self._state_dict(st), "refused_since": st.refused_since})
+        return Writes(bed_rows, seconds, merged, episodes, ended)
 
     @staticmethod
     def _state_dict(st: BedState) -> str:
@@ -388,10 +424,15 @@ class StreamEngine:
     # ------------------------------------------------------------------------------------------ silence
     def sweep(self, now: float | None = None, outgoing: Outgoing | None = None) -> list[dict[str, Any]]:
         """Close the beds silent for `silent_s` (wall clock): their open episodes end, their next message starts a
-        new recording. Returns the episodes closed."""
+        new recording; and end the conditions "no valid data" no refusal has renewed for as long. Returns the
+        episodes of the recordings closed."""
+        from biostream.serving.streaming import refusals
+
         now = time.time() if now is None else now
         silent = self.store.silent_beds(now - self.params.silent_s)
-        return self.close(silent, now, only_before=now - self.params.silent_s, outgoing=outgoing)
+        closed = self.close(silent, now, only_before=now - self.params.silent_s, outgoing=outgoing)
+        refusals.end_stale(self, now)
+        return closed
 
     def close(self, beds: Iterable[str], now: float | None = None, only_before: float | None = None,
               outgoing: Outgoing | None = None) -> list[dict[str, Any]]:
@@ -424,16 +465,18 @@ class StreamEngine:
                     rec = episode_record(bed, ep, now, self.model_version)
                     episodes.append(rec)
                     closed.append(episode_answer(rec))
-                st.values[:] = np.nan
+                st.values = self._empty
                 st.last_second = st.first_second = None
                 bed_rows.append({"bed": bed, "last_second": None, "last_arrival": row.last_arrival,
-                                 "state": self._state_dict(st)})
-            tx.write(bed_rows, [], [], episodes)
+                                 "state": self._state_dict(st), "refused_since": st.refused_since})
+            tx.write(bed_rows, [], [], episodes, acks=self._acks)
             if outgoing is not None and closed:
                 outgoing.message = outgoing.render([BedAnswer(c["bed"], closed=[c]) for c in closed], [])
                 outgoing.id = tx.outbox(outgoing.message, now, outgoing.published)
             for b in bed_rows:
-                self.beds[b["bed"]].version += 1
+                cached = self.beds.get(b["bed"])
+                if cached is not None:
+                    cached.version += 1
         return closed
 
 
@@ -453,6 +496,7 @@ class Writes(NamedTuple):
     seconds: list[list]
     merged: list[dict]
     episodes: list[dict]
+    ended: list[tuple] = []  # conditions "no valid data" ended: (end second, wall clock, bed, start)
 
 
 class _Outputs(NamedTuple):
@@ -461,7 +505,6 @@ class _Outputs(NamedTuple):
     score: list[float]
     technical: list[bool]
     fired: list[bool]  # a rule of the floor fires
-    view: np.ndarray
     learned: np.ndarray
     rule_driven: np.ndarray
     conditions: list
@@ -476,6 +519,79 @@ class _Named(NamedTuple):
     said: dict | None
     episode: Episode | None
     second: int
+
+
+class _Cache(OrderedDict):
+    """Beds' states, the least recently used dropped beyond `capacity` (they are read again from the store)."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def get(self, bed: str, default: BedState | None = None) -> BedState | None:
+        state = super().get(bed, default)
+        if state is not None:
+            self.move_to_end(bed)
+        return state
+
+    def __setitem__(self, bed: str, state: BedState) -> None:
+        super().__setitem__(bed, state)
+        self.move_to_end(bed)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+class _Windows:
+    """The window ending at each new second of a batch's plans, in order (row i: (signals, W)), built a few rows at
+    a time from each segment's history and new seconds; each segment's `last_row` is set to its newest row."""
+
+    def __init__(self, plans: list[_Plan], w: int) -> None:
+        self.w = w
+        self.parts: list[tuple[int, np.ndarray, np.ndarray]] = []  # (first row, history (S, W), new (S, m))
+        row = 0
+        for plan in plans:
+            for seg in plan.segments:
+                m = len(seg.new)
+                if m:
+                    self.parts.append((row, seg.hist, np.stack(seg.new, axis=1)))
+                seg.last_row = row + m - 1 if m else None
+                row += m
+        self.n = row
+        self._firsts = np.asarray([p[0] for p in self.parts], dtype=np.int64)
+
+    def get(self, a: int, b: int) -> np.ndarray:
+        """Rows a..b-1 (b - a, S, W)."""
+        return self.rows(np.arange(a, b))
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """The windows of rows `idx` (ascending), as a new array (len(idx), S, W)."""
+        w = self.w
+        out = np.empty((len(idx), self._signals(), w))
+        which = np.searchsorted(self._firsts, idx, side="right") - 1
+        cuts = [0, *(np.flatnonzero(np.diff(which)) + 1).tolist(), len(idx)]
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            first, hist, new = self.parts[which[a]]
+            j = idx[a:b] - first  # the new second each window ends at (0-based in its segment)
+            if b - a == 1:  # one window (a bed's usual second): its history's tail and its new seconds
+                k = int(j[0])
+                h = max(0, w - k - 1)
+                out[a, :, :h] = hist[:, w - h:]
+                out[a, :, h:] = new[:, k + 1 - (w - h):k + 1]
+                continue
+            lo, hi = int(j[0]), int(j[-1])
+            # the stretch these windows read: history from lo + 1, new seconds up to hi
+            span = np.concatenate([hist[:, min(lo + 1, w):], new[:, max(0, lo + 1 - w):hi + 1]], axis=1)
+            out[a:b] = sliding_window_view(span, w, axis=1).transpose(1, 0, 2)[j - lo]
+        return out
+
+    def newest(self) -> np.ndarray:
+        """Each row's own second (n, S), C order (as stored)."""
+        if not self.parts:
+            return np.empty((0, self._signals()))
+        return np.ascontiguousarray(np.concatenate([new for _, _, new in self.parts], axis=1).T)
+
+    def _signals(self) -> int:
+        return self.parts[0][1].shape[0] if self.parts else 0
 
 
 class _Segment:

@@ -1,10 +1,10 @@
-"""The HTTP face of bedside streams, without BentoML (the service routes to it: `biostream.serving.service`):
+"""The HTTP face of bedside streams, without BentoML (the service's router runs them: `biostream.serving.api`):
 `POST /ingest` (JSON or Arrow, `biostream.serving.streaming.messages`), a bed's stored seconds
 (`GET /beds/<bed>/scores?since=&until=&limit=`) and alarm episodes (`GET /beds/<bed>/episodes?since=`), the open
-episodes of every bed (`GET /alarms`), and a clinician's acknowledgement of an episode, who and when kept
-(`POST /beds/<bed>/episodes/<start>/ack`). The stored seconds' `alarm` is after the refractory merge, as
-`score_series` answers it. Times in answers are ISO 8601 UTC; `since`/`until` take ISO 8601 or seconds since the
-epoch (docs/streams.md).
+episodes of every bed (`GET /alarms`), a clinician's acknowledgement of an episode, who and when kept
+(`POST /beds/<bed>/episodes/<start>/ack`), and the board's reads. The stored seconds' `alarm` is after the
+refractory merge, as `score_series` answers it. Times in answers are ISO 8601 UTC; `since`/`until` take ISO 8601 or
+seconds since the epoch (docs/streams.md).
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import numpy as np
 
 from biostream.serving.arrow import ARROW_STREAM
-from biostream.serving.streaming.answers import episode_answer, iso
+from biostream.serving.asgi import Call
+from biostream.serving.streaming.answers import Problem, episode_answer, iso
 from biostream.serving.streaming.engine import StreamEngine
 from biostream.serving.streaming.messages import (
     MessageError,
@@ -38,8 +40,21 @@ MAX_LIMIT = 86400
 _log = logging.getLogger("biostream")
 
 
+def _threaded(method: Callable[[Call], tuple[int, Any]]) -> Callable[[Call], Any]:
+    """An endpoint that reads the store: run off the event loop."""
+
+    async def run(self: StreamEndpoints, call: Call) -> tuple[int, Any]:
+        return await anyio.to_thread.run_sync(method, self, call)
+
+    run.__name__, run.__doc__ = method.__name__, method.__doc__
+    run.__wrapped__ = method  # type: ignore[attr-defined]
+    return run
+
+
 class StreamEndpoints:
-    """One service process's stream endpoints over its engine; ingests run one at a time, off the event loop."""
+    """One service process's stream endpoints over its engine, one method per declared operation
+    (`biostream.serving.api`), each taking the request as a `Call`. A message is read and scored whole under one
+    lock (its memory is bounded by `max_message_bed_s`; two at once would double it), off the event loop."""
 
     def __init__(self, engine: StreamEngine, sweep_every_s: float = 5.0) -> None:
         self.engine = engine
@@ -49,111 +64,170 @@ class StreamEndpoints:
         self.monitor: Any = None  # the live monitoring (biostream.monitoring.live), when the bento carries a reference
 
     # ---------------------------------------------------------------------------------------- POST /ingest
-    async def ingest(self, body: bytes, media: str = "application/json") -> tuple[int, Any]:
+    async def ingest(self, call: Call) -> tuple[int, Any]:
         self._start_sweeper()
-        return await anyio.to_thread.run_sync(self.ingest_now, body, media)
+        return await anyio.to_thread.run_sync(self.ingest_now, call.body, call.media, call.beds, call.audit)
 
-    def ingest_now(self, body: bytes, media: str = "application/json") -> tuple[int, Any]:
+    def ingest_now(self, body: bytes, media: str = "application/json", beds: tuple[str, ...] | None = None,
+                   audit: dict[str, str] | None = None) -> tuple[int, Any]:
+        """A message's answer; `beds`: the bed-id prefixes the sender's key may write (None: any), the others
+        refused (403 if none is left); `audit`: filled with the beds the message named, for the trail."""
         spec, params = self.engine.scorer.spec, self.engine.params
-        try:
-            chunks, problems = (parse_arrow if media == ARROW_STREAM else parse_json)(body, spec, params)
-        except MessageError as error:
-            return 400, {"error": str(error)}
         with self.lock:
-            answers, late = self.engine.ingest(chunks)
+            try:
+                chunks, problems = (parse_arrow if media == ARROW_STREAM else parse_json)(body, spec, params)
+            except MessageError as error:
+                return error.status, {"error": str(error)}
+            if beds is not None:
+                chunks, foreign = _in_scope(chunks, beds)
+                if foreign and not chunks and not problems:
+                    return 403, {"error": f"this key may write only beds starting with {', '.join(beds)}: "
+                                          f"{foreign[0].error}"}
+                problems.extend(foreign)
+            if audit is not None:
+                audit.update(_named(chunks))
+            answers, late = self.engine.ingest(chunks, problems=problems)
         problems += late
-        answer = {"beds": [a.to_dict() for a in answers], "problems": [p.to_dict() for p in problems],
-                  "threshold": self.engine.scorer.threshold, "model": self.engine.scorer.model.model_dump()}
-        # a message none of whose items could be read is refused as a whole; otherwise what was read is kept
-        return (400 if problems and not chunks else 200), answer
+        answer = {"beds": [a.to_dict() for a in answers], "problems": problems.to_list(),
+                  "problems_total": problems.total, "threshold": self.engine.scorer.threshold,
+                  "model": self.engine.scorer.model.model_dump()}
+        # a message of which nothing could be stored (unreadable, too late, dated ahead of the clock) is refused as
+        # a whole, its problems named; otherwise what was read is kept
+        kept = any(a.seconds or a.repeated or a.merged for a in answers)
+        return (400 if problems and not kept else 200), answer
 
     # ---------------------------------------------------------------------------------------- GET
-    async def get(self, path: str, query: str) -> tuple[int, Any]:
-        return await anyio.to_thread.run_sync(self.get_now, path, query)
-
-    def get_now(self, path: str, query: str) -> tuple[int, Any]:
-        parts = path.strip("/").split("/")  # the server has decoded the path once: a bed id is read as it came
-        if parts == ["beds"] or (len(parts) == 3 and parts[0] == "beds" and parts[2] == "report") or (
-                len(parts) == 5 and parts[0] == "beds" and parts[2] == "episodes" and parts[4] == "explain"):
-            return self.board_get(parts, query)
-        if parts != ["alarms"] and not (len(parts) == 3 and parts[0] == "beds" and parts[2] in ("scores", "episodes")):
-            return 404, {"error": f"no GET endpoint {path[:200]!r}: GET /beds, /beds/<bed>/scores, "
-                                  f"/beds/<bed>/episodes, /beds/<bed>/episodes/<start>/explain, /beds/<bed>/report "
-                                  f"or /alarms"}
+    @_threaded
+    def alarms(self, call: Call) -> tuple[int, Any]:
+        """GET /alarms: every bed's open episodes."""
         try:
-            q = query_params(query, QUERY, "GET /beds/<bed>/scores, /beds/<bed>/episodes and /alarms")
-            since = None if "since" not in q else time_text(q["since"], "since")
-            until = None if "until" not in q else time_text(q["until"], "until")
-            limit = whole_number(q.get("limit", "600"), "limit", 1, MAX_LIMIT, "seconds")
-            bed = None if parts == ["alarms"] else check_bed(parts[1], "the bed id in the path")
-        except ValueError as error:  # ItemError is one
+            _query(call)
+        except ValueError as error:
             return 400, {"error": str(error)}
-        store = self.engine.store
-        if bed is None:
-            return 200, {"open": [episode_answer(e) for e in store.episodes(open_only=True)]}
-        if parts[2] == "episodes":
-            return 200, {"bed": bed, "episodes": [episode_answer(e) for e in store.episodes(bed, since=since)]}
-        return 200, self.scores(bed, since, until, limit)
+        return 200, {"open": [episode_answer(e) for e in self.engine.store.episodes(open_only=True)]}
 
-    def board_get(self, parts: list[str], query: str) -> tuple[int, Any]:
-        """The board's reads (`biostream.serving.board`): every bed, an episode's explanation, a bed's report."""
+    @_threaded
+    def episodes(self, call: Call) -> tuple[int, Any]:
+        """GET /beds/<bed>/episodes: a bed's episodes."""
+        try:
+            bed = check_bed(call.params["bed"], "the bed id in the path")
+            since, _, _ = _query(call)
+        except ValueError as error:
+            return 400, {"error": str(error)}
+        return 200, {"bed": bed, "episodes": [episode_answer(e) for e in self.engine.store.episodes(bed, since=since)]}
+
+    @_threaded
+    def scores(self, call: Call) -> tuple[int, Any]:
+        """GET /beds/<bed>/scores: a bed's stored seconds."""
+        try:
+            bed = check_bed(call.params["bed"], "the bed id in the path")
+            since, until, limit = _query(call)
+        except ValueError as error:
+            return 400, {"error": str(error)}
+        return 200, self.stored_seconds(bed, since, until, limit)
+
+    @_threaded
+    def beds(self, call: Call) -> tuple[int, Any]:
+        """GET /beds: the board's page of beds."""
         from biostream.serving import board
 
-        store, scorer = self.engine.store, self.engine.scorer
         try:
-            if parts == ["beds"]:
-                return 200, board.board(store, scorer, board.board_query(query), monitoring=self.monitoring())
-            bed = check_bed(parts[1], "the bed id in the path")
-            if parts[2] == "episodes":
-                query_params(query, (), f"GET /beds/{bed}/episodes/<start>/explain")
-                start = time_text(parts[3], "the episode's start in the path")
-                answer = board.explain_answer(store, scorer, bed, start)
-                if answer is None:
-                    return 404, {"error": f"bed {bed!r} has no alarm episode that started at {iso(start)}: GET "
-                                          f"/beds/{bed}/episodes lists its episodes and their starts"}
-                return 200, answer
-            asked = board.report_query(query)
+            query = board.board_query(call.query)
+        except ValueError as error:
+            return 400, {"error": str(error)}
+        return 200, board.board(self.engine.store, self.engine.scorer, query, monitoring=self.monitoring_state())
+
+    @_threaded
+    def explain_episode(self, call: Call) -> tuple[int, Any]:
+        """GET /beds/<bed>/episodes/<start>/explain: why an episode opened."""
+        from biostream.serving import board
+
+        try:
+            bed = check_bed(call.params["bed"], "the bed id in the path")
+            query_params(call.query, (), f"GET /beds/{bed}/episodes/<start>/explain")
+            start = time_text(call.params["start"], "the episode's start in the path")
+        except ValueError as error:
+            return 400, {"error": str(error)}
+        answer = board.explain_answer(self.engine.store, self.engine.scorer, bed, start)
+        if answer is None:
+            return 404, {"error": f"bed {bed!r} has no alarm episode that started at {iso(start)}: GET "
+                                  f"/beds/{bed}/episodes lists its episodes and their starts"}
+        return 200, answer
+
+    @_threaded
+    def report(self, call: Call) -> tuple[int, Any]:
+        """GET /beds/<bed>/report: a bed's case report."""
+        from biostream.reporting.case import FORMATS, case_of_bed, render
+        from biostream.serving import board
+        from biostream.serving.asgi import Document
+
+        store = self.engine.store
+        try:
+            bed = check_bed(call.params["bed"], "the bed id in the path")
+            asked = board.report_query(call.query)
             period = board.report_period(store, bed, asked["since"], asked["until"])
         except ValueError as error:  # ItemError is one
             return 400, {"error": str(error)}
         if period is None:
             return 404, {"error": f"bed {bed!r} has no stored second: a report needs a recording (or ask for a "
                                   f"period with since and until)"}
-        from biostream.reporting.case import FORMATS, case_of_bed, render
-        from biostream.serving.asgi import Document
-
-        case = case_of_bed(store, scorer, bed, *period)
+        case = case_of_bed(store, self.engine.scorer, bed, *period)
         ext = {"html": "html", "pdf": "pdf", "text": "txt"}[asked["format"]]
         name = f"case-{bed}-{iso(period[0])[:10]}.{ext}".replace(":", "")
         return 200, Document(render(case, asked["format"]), FORMATS[asked["format"]], name)
 
-    def monitoring(self) -> dict[str, Any] | None:
+    async def monitoring(self, call: Call) -> tuple[int, Any]:
+        """GET /monitoring: the live patients against the model's reference (`biostream.monitoring`)."""
+        if self.monitor is None:
+            return 503, {"error": "this bento carries no reference of its training inputs: re-run train and package "
+                                  "(dvc repro)"}
+        if call.query:
+            return 400, {"error": "GET /monitoring takes no query parameter"}
+        return 200, self.monitor.state()
+
+    def monitoring_state(self) -> dict[str, Any] | None:
         """The newest monitoring state (drift and alarm-rate alerts) the service keeps, if any."""
         return None if self.monitor is None else self.monitor.state()
 
     # ---------------------------------------------------------------------------------------- POST .../ack
-    async def post(self, path: str, who: str) -> tuple[int, Any]:
-        return await anyio.to_thread.run_sync(self.acknowledge_now, path, who)
+    @_threaded
+    def acknowledge(self, call: Call) -> tuple[int, Any]:
+        """POST /beds/<bed>/episodes/<start>/ack."""
+        return self.acknowledge_now(call.params["bed"], call.params["start"], call.who, audit=call.audit)
 
-    def acknowledge_now(self, path: str, who: str, now: float | None = None) -> tuple[int, Any]:
-        """`POST /beds/<bed>/episodes/<start>/ack` by the key `who`: the episode, acknowledged (the first
-        acknowledgement is kept)."""
-        parts = path.strip("/").split("/")
-        if not (len(parts) == 5 and parts[0] == "beds" and parts[2] == "episodes" and parts[4] == "ack"):
-            return 404, {"error": f"no POST endpoint {path[:200]!r}: POST /beds/<bed>/episodes/<start>/ack "
-                                  f"acknowledges an alarm episode"}
+    def acknowledge_now(self, bed: str, start: str, who: str, now: float | None = None,
+                        audit: dict[str, str] | None = None) -> tuple[int, Any]:
+        """The episode that started at `start` at `bed`, acknowledged by the key `who` (while an acknowledgement
+        holds, a second one changes nothing, and says so)."""
         try:
-            bed = check_bed(parts[1], "the bed id in the path")
-            start = time_text(parts[3], "the episode's start in the path")
+            bed = check_bed(bed, "the bed id in the path")
+            first = time_text(start, "the episode's start in the path")
         except ValueError as error:
             return 400, {"error": str(error)}
-        episode = self.engine.store.acknowledge(bed, start, who, time.time() if now is None else now)
+        episode, changed = self.engine.store.acknowledge(bed, first, who, time.time() if now is None else now)
         if episode is None:
-            return 404, {"error": f"bed {bed!r} has no alarm episode that started at {iso(start)}: GET "
+            return 404, {"error": f"bed {bed!r} has no alarm episode that started at {iso(first)}: GET "
                                   f"/beds/{bed}/episodes lists its episodes and their starts"}
-        return 200, {"bed": bed, "episode": episode_answer(episode)}
+        if not changed and audit is not None:
+            audit["detail"] = (f"episode {iso(first)}: already acknowledged by {episode['acked_by']} at "
+                               f"{iso(int(episode['acked_at']))}, nothing changed")
+        return 200, {"bed": bed, "episode": episode_answer(episode), "changed": changed}
 
-    def scores(self, bed: str, since: int | None, until: int | None, limit: int) -> dict[str, Any]:
+    # ---------------------------------------------------------------------------------------- reads
+    def get_now(self, path: str, query: str) -> tuple[int, Any]:
+        """A GET of these endpoints by its path (tests, the board's Python client): matched as the service
+        matches it (`biostream.serving.api`), run here."""
+        from biostream.serving.api import operations
+
+        match = operations(self.engine.scorer.spec).match("GET", path)
+        if match is None or match.op.handler is None or not hasattr(self, match.op.handler):
+            return 404, {"error": f"no GET endpoint {path[:200]!r}"}
+        call = Call(match.params, query)
+        handler = getattr(type(self), match.op.handler)
+        inner = getattr(handler, "__wrapped__", None)
+        return inner(self, call) if inner is not None else asyncio.run(handler(self, call))
+
+    def stored_seconds(self, bed: str, since: int | None, until: int | None, limit: int) -> dict[str, Any]:
         rows = self.engine.store.seconds(bed, since, until, limit)
         out = {"bed": bed, "threshold": self.engine.scorer.threshold, "seconds": []}
         if not rows:
@@ -207,3 +281,35 @@ class StreamEndpoints:
         with self.lock:
             return self.engine.sweep(time.time() if now is None else now)
 
+
+
+def _query(call: Call) -> tuple[int | None, int | None, int]:
+    """since, until and limit of a stream read's query (ValueError naming a bad one)."""
+    q = query_params(call.query, QUERY, "GET /beds/<bed>/scores, /beds/<bed>/episodes and /alarms")
+    since = None if "since" not in q else time_text(q["since"], "since")
+    until = None if "until" not in q else time_text(q["until"], "until")
+    return since, until, whole_number(q.get("limit", "600"), "limit", 1, MAX_LIMIT, "seconds")
+
+
+def _in_scope(chunks: list, prefixes: tuple[str, ...]) -> tuple[list, list[Problem]]:
+    """The chunks of beds a key may write (their ids start with one of `prefixes`), and a refusal for each other."""
+    kept, refused = [], []
+    for c in chunks:
+        if c.bed.startswith(prefixes):
+            kept.append(c)
+        else:
+            refused.append(Problem(c.index, c.bed, "bed", c.bed, f"a bed starting with {', '.join(prefixes)}",
+                                   f"bed {c.bed!r} is not one this key may write (beds starting with "
+                                   f"{', '.join(prefixes)}): not stored", "nothing of this item"))
+    return kept, refused
+
+
+def _named(chunks: list) -> dict[str, str]:
+    """What a stream message's audit entry names: its bed (one), or the first beds and how many."""
+    beds = list(dict.fromkeys(c.bed for c in chunks))
+    if len(beds) == 1:
+        return {"target": beds[0]}
+    if not beds:
+        return {}
+    shown = ", ".join(beds[:8])
+    return {"detail": (f"{len(beds)} beds: {shown}" + (", ..." if len(beds) > 8 else ""))[:200]}

@@ -20,7 +20,7 @@ import numpy as np
 
 from biostream.serving.checks import unpack_f32
 from biostream.serving.spec import ServingSpec
-from biostream.serving.streaming.answers import Chunk, Problem
+from biostream.serving.streaming.answers import MAX_PROBLEMS, Chunk, Problem, Problems
 from biostream.serving.streaming.params import StreamParams
 
 ITEM_KEYS = {"bed", "start", "vitals", "vitals_f32"}
@@ -34,7 +34,12 @@ FIRST_SECOND, LAST_SECOND = 0, 253_402_300_799
 
 
 class MessageError(ValueError):
-    """The message as a whole cannot be read (not JSON, no `samples`, too many items)."""
+    """The message as a whole cannot be read (not JSON, no `samples`, too many items); `status` the HTTP status
+    it answers (413: larger than a message may be, refused before it is decoded)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ItemError(ValueError):
@@ -46,7 +51,12 @@ class ItemError(ValueError):
 
 
 def _short(v: Any) -> Any:
-    """A value as a message echoes it (an array or object is named, not echoed)."""
+    """A value as a message echoes it (an array or object is named, not echoed; a number JSON cannot write, NaN or
+    an infinity, as text: every answer is strict JSON)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 1 << 63:
+        return f"{str(v)[:20]}... ({len(str(v))} digits)"
     return v if isinstance(v, str | int | float | bool) or v is None else type(v).__name__
 
 
@@ -116,9 +126,10 @@ def whole_number(text: str, field: str, lo: int, hi: int, what: str) -> int:
     return int(text)
 
 
-def check_ranges(chunks: list[Chunk], spec: ServingSpec, problems: list[Problem]) -> None:
-    """Values outside their signal's physiological range become missing, each named (the rest is kept). One
-    comparison for the whole message; only the chunks with such a value are looked at one by one."""
+def check_ranges(chunks: list[Chunk], spec: ServingSpec, problems: Problems) -> None:
+    """Values outside their signal's physiological range become missing, each named (the rest is kept; past
+    `MAX_PROBLEMS` only counted). One comparison for the whole message; only the chunks with such a value are looked
+    at one by one."""
     if not chunks:
         return
     lo, hi = spec.bounds
@@ -128,6 +139,10 @@ def check_ranges(chunks: list[Chunk], spec: ServingSpec, problems: list[Problem]
     for chunk in chunks:
         bad = (chunk.values < lo) | (chunk.values > hi)
         if not bad.any():
+            continue
+        if len(problems) >= MAX_PROBLEMS:  # the list is full: counted, not named
+            problems.total += int(np.count_nonzero(bad))
+            chunk.values[bad] = np.nan
             continue
         for i, j in zip(*np.nonzero(bad), strict=True):
             s, v = spec.signals[i], float(chunk.values[i, j])
@@ -214,7 +229,7 @@ def bed_of(item: Any) -> str:
     return check_bed(item.get("bed"))
 
 
-def parse_json(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[list[Chunk], list[Problem]]:
+def parse_json(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[list[Chunk], Problems]:
     """`{"samples": [item, ...]}`, an item `{"bed": "bed-4", "start": <time of its first second: ISO 8601 or seconds
     since the epoch>, "vitals": {"hr": [72, 73], "map": [80, null]}}` (or `"vitals_f32"`, as `predict` takes it):
     1 Hz values from `start`, null where missing, a signal left out missing throughout; an item is one bed's
@@ -224,24 +239,37 @@ def parse_json(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[li
     except (ValueError, UnicodeDecodeError) as error:
         raise MessageError(f"the body is not JSON ({error}); send {{\"samples\": [{{\"bed\", \"start\", "
                            f"\"vitals\"}}, ...]}}") from None
+    except RecursionError:
+        raise MessageError("the body is JSON nested too deeply to read; a message is {\"samples\": [{\"bed\", "
+                           "\"start\", \"vitals\": {\"hr\": [...]}}, ...]}, three levels") from None
     if not isinstance(message, Mapping) or not isinstance(message.get("samples"), list) or set(message) != {"samples"}:
         raise MessageError("send {\"samples\": [{\"bed\": ..., \"start\": ..., \"vitals\": {...}}, ...]}")
     items = message["samples"]
     if len(items) > params.max_message_beds:
         raise MessageError(f"{len(items)} items in one message; at most {params.max_message_beds} "
-                           f"(stream.max_message_beds): split it")
+                           f"(stream.max_message_beds): split it", 413)
     return _items(items, spec, params)
 
 
-def _items(items: list[Any], spec: ServingSpec, params: StreamParams) -> tuple[list[Chunk], list[Problem]]:
-    chunks, problems = _usual_items(items, spec, params), []
+def _items(items: list[Any], spec: ServingSpec, params: StreamParams) -> tuple[list[Chunk], Problems]:
+    chunks, problems = _usual_items(items, spec, params), Problems()
     if chunks is None:  # an item out of the usual form: read one by one, each problem named
         chunks = _named_items(items, spec, params, problems)
+    bed_s = sum(c.values.shape[1] for c in chunks)
+    if bed_s > params.max_message_bed_s:
+        raise too_many(bed_s, params)
     check_ranges(chunks, spec, problems)
     return chunks, problems
 
 
-def _named_items(items: list[Any], spec: ServingSpec, params: StreamParams, problems: list[Problem]) -> list[Chunk]:
+def too_many(bed_s: int, params: StreamParams) -> MessageError:
+    """413: a message of more bed-seconds than `max_message_bed_s` (its memory is bounded by it)."""
+    return MessageError(f"{bed_s} bed-seconds in one message; at most {params.max_message_bed_s} "
+                        f"(stream.max_message_bed_s, e.g. {params.max_message_bed_s // 60} beds x 60 s): split it "
+                        f"into messages of fewer beds or seconds (docs/streams.md, Limits)", 413)
+
+
+def _named_items(items: list[Any], spec: ServingSpec, params: StreamParams, problems: Problems) -> list[Chunk]:
     chunks = []
     order = {s: i for i, s in enumerate(spec.signals)}
     for k, item in enumerate(items):
@@ -255,7 +283,7 @@ def _named_items(items: list[Any], spec: ServingSpec, params: StreamParams, prob
             chunk = parse_item(item, k, spec, params, order)
         except ItemError as error:
             problems.append(Problem(k, bed, error.field, error.value, error.limit, f"item {k} (bed {bed!r}): {error}",
-                                    "nothing of this item"))
+                                    "nothing of this item", refused=True))
             continue
         chunks.append(chunk)
     return chunks
@@ -319,39 +347,63 @@ def _usual_items(items: list[Any], spec: ServingSpec, params: StreamParams) -> l
     return chunks
 
 
-def parse_arrow(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[list[Chunk], list[Problem]]:
+def parse_arrow(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[list[Chunk], Problems]:
     """`application/vnd.apache.arrow.stream`: one row per bed and second, columns `bed` (string), `time` (timestamp,
     no zone = UTC, or seconds since the epoch) and one floating-point column per signal sent (null or NaN where
-    missing). Rows of one bed at consecutive seconds form one item."""
+    missing). Rows of one bed at consecutive seconds form one item. Its rows and decoded size are read from its
+    metadata first: a stream of more rows than `max_message_bed_s`, or that decompresses to more than such rows
+    take, is refused (413) before anything is decompressed."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from biostream.serving.ipc import ipc_size
+
+    try:
+        size = ipc_size(body)
+    except ValueError as error:
+        raise MessageError(f"{error}; send one row per bed and second with columns bed, time and one per signal "
+                           f"(pyarrow.ipc.new_stream)") from None
+    if size.rows > params.max_message_bed_s:
+        raise too_many(size.rows, params)
+    most = max_decoded_bytes(params, spec)
+    if size.decoded_bytes > most:
+        raise MessageError(f"the Arrow stream decodes to {size.decoded_bytes} bytes; {size.rows} rows of bed, time "
+                           f"and {len(spec.signals)} signals take at most {most} (a bed id is at most 128 characters)"
+                           f": send fewer rows or columns", 413)
     try:
         table = pa.ipc.open_stream(body).read_all()
-    except (pa.ArrowInvalid, OSError) as error:
+        table.validate(full=True)  # offsets within bounds: a crafted stream must not read past its buffers
+    except (pa.ArrowException, OSError) as error:
         raise MessageError(f"the body is not an Arrow IPC stream ({error}); send one row per bed and second with "
                            f"columns bed, time and one per signal") from None
     names = table.column_names
     missing = [c for c in ("bed", "time") if c not in names]
     unknown = sorted(set(names) - {"bed", "time", *spec.signals})
     if missing or unknown or len(set(names)) != len(names):
-        raise MessageError(f"Arrow columns {names}: need bed, time and signals among {', '.join(spec.signals)}"
-                           + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""))
-    if table.num_rows > params.max_message_beds * params.max_message_s:
-        raise MessageError(f"{table.num_rows} rows in one message; at most {params.max_message_beds} beds x "
-                           f"{params.max_message_s} s: split it")
-    beds = table.column("bed").to_pylist()
+        raise MessageError(f"Arrow columns {[n[:40] for n in names[:20]]}: need bed, time and signals among "
+                           f"{', '.join(spec.signals)}" + (f"; missing {missing}" if missing else "")
+                           + (f"; unknown {[u[:40] for u in unknown[:5]]}" if unknown else ""))
+    bed_col = table.column("bed")
+    if not (pa.types.is_string(bed_col.type) or pa.types.is_large_string(bed_col.type)
+            or (pa.types.is_dictionary(bed_col.type) and pa.types.is_string(bed_col.type.value_type))):
+        raise MessageError(f"Arrow column bed is {bed_col.type}; send the bed ids as strings")
+    beds = bed_col.to_pylist()
+    distinct = len(set(beds))
+    if distinct > params.max_message_beds:
+        raise MessageError(f"{distinct} beds in one message; at most {params.max_message_beds} "
+                           f"(stream.max_message_beds): split it", 413)
     time_col = table.column("time")
     if not (pa.types.is_timestamp(time_col.type) or pa.types.is_floating(time_col.type)
             or pa.types.is_integer(time_col.type)):
         raise MessageError(f"Arrow column time is {time_col.type}; send a timestamp (no zone = UTC) or seconds since "
                            f"the epoch (float64 or int64)")
     if pa.types.is_timestamp(time_col.type):
-        secs = pc.cast(time_col, pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False) / 1e3
+        secs = pc.cast(time_col, pa.timestamp("ms", tz="UTC"), safe=False).cast(pa.int64()).to_numpy(
+            zero_copy_only=False) / 1e3
     else:
         secs = time_col.to_numpy(zero_copy_only=False).astype(np.float64)
     values = np.full((len(spec.signals), table.num_rows), np.nan)
-    problems: list[Problem] = []
+    problems = Problems()
     for i, s in enumerate(spec.signals):
         if s in names:
             col = table.column(s)
@@ -360,23 +412,20 @@ def parse_arrow(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[l
                                    f"where missing)")
             values[i] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
     n = table.num_rows
+    del table
     bad_bed = ~np.fromiter(map(is_bed, beds), dtype=bool, count=n)
     with np.errstate(invalid="ignore"):
         bad_time = ~(np.isfinite(secs) & (secs >= FIRST_SECOND) & (secs <= LAST_SECOND))
     infinite = np.isinf(values).any(axis=0)
-    for r in np.nonzero(bad_bed | bad_time | infinite)[0]:
-        bed = beds[r]
-        if bad_bed[r] or bad_time[r]:
-            field = "bed" if bad_bed[r] else "time"
-            problems.append(Problem(int(r), bed if is_bed(bed) else None, field,
-                                    _short(bed)[:40] if field == "bed" and isinstance(bed, str) else None,
-                                    BED_FORM if field == "bed" else "a time from 1970 to 9999",
-                                    f"row {r}: {field} is missing or not usable"
-                                    + (f": a bed id is {BED_FORM}" if field == "bed" else ""),
-                                    "nothing of this row"))
-        else:
-            problems.append(Problem(int(r), bed, "values", "inf", "finite numbers", f"row {r} (bed {bed!r}): an "
-                                    "infinite value; send NaN or null for a missing one", "nothing of this row"))
+    bad_rows = np.nonzero(bad_bed | bad_time | infinite)[0]
+    for r in bad_rows[:MAX_PROBLEMS].tolist():
+        problems.append(_row_problem(r, beds[r], bool(bad_bed[r]), bool(bad_time[r])))
+    if len(bad_rows) > MAX_PROBLEMS:  # the rest counted; each readable bed among them is refused all the same
+        rest = bad_rows[MAX_PROBLEMS:]
+        problems.total += len(rest)
+        for r in rest[~bad_bed[rest]].tolist():
+            if beds[r] not in problems.refused_beds:
+                problems.refused_beds[beds[r]] = _row_problem(r, beds[r], False, bool(bad_time[r])).error
     good = np.nonzero(~(bad_bed | bad_time | infinite))[0]
     chunks: list[Chunk] = []
     if good.size:
@@ -393,3 +442,22 @@ def parse_arrow(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[l
         chunks.sort(key=lambda c: c.index)  # the message's order
     check_ranges(chunks, spec, problems)
     return chunks, problems
+
+
+def max_decoded_bytes(params: StreamParams, spec: ServingSpec) -> int:
+    """The most bytes an Arrow message's buffers may decode to: its rows at most, each a bed id of at most 128
+    characters (with its offset and validity), a time and every signal as float64 (with validity)."""
+    per_row = (128 + 4 + 1) + 9 + 9 * len(spec.signals)
+    return params.max_message_bed_s * per_row + (1 << 20)
+
+
+def _row_problem(r: int, bed: Any, bad_bed: bool, bad_time: bool) -> Problem:
+    if bad_bed or bad_time:
+        field = "bed" if bad_bed else "time"
+        return Problem(r, None if bad_bed else bed, field,
+                       _short(bed)[:40] if bad_bed and isinstance(bed, str) else None,
+                       BED_FORM if bad_bed else "a time from 1970 to 9999",
+                       f"row {r}: {field} is missing or not usable" + (f": a bed id is {BED_FORM}" if bad_bed else ""),
+                       "nothing of this row", refused=not bad_bed)
+    return Problem(r, bed, "values", "Infinity", "finite numbers", f"row {r} (bed {bed!r}): an infinite value; send "
+                   f"NaN or null for a missing one", "nothing of this row", refused=True)

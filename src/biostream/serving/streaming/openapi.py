@@ -1,14 +1,14 @@
-"""The bedside-stream endpoints in the service's OpenAPI document (`/docs.json`, Swagger at `/docs`): BentoML
-documents the endpoints it declares; `POST /ingest`, `GET /beds/{bed}/scores`, `/beds/{bed}/episodes` and
-`/alarms` are routed by our ASGI middleware (`biostream.serving.asgi.BodyTypes`), which adds these paths and
-their schemas to the document BentoML serves, so that integrators and tools (schemathesis) see the whole API."""
+"""The bedside-stream endpoints in the service's OpenAPI document (`/docs.json`, Swagger at `/`): BentoML documents
+the endpoints it declares; those our router runs (`biostream.serving.api`: `POST /ingest`, the bed and board
+reads, `/alarms`) are added with their schemas to the document BentoML serves, so that integrators and tools
+(schemathesis) see the whole API."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from biostream.serving.schemas import CLASS_NOTE, CONDITIONS_NOTE, AlarmClass, ModelRef
@@ -17,13 +17,24 @@ from biostream.serving.streaming.messages import BED_FORM, BED_ID, LAST_SECOND
 
 TIME_NOTE = "ISO 8601 with a zone (2026-11-21T10:15:00Z) or seconds since the epoch, 1970 to 9999"
 BedId = Field(min_length=1, max_length=128, pattern=f"^{BED_ID.pattern}$", description=f"the bed's id: {BED_FORM}")
+# ISO 8601 with a zone, as the service reads it (datetime.fromisoformat), in years 1971 to 9998 (so that a zone's
+# offset never takes it out of 1970-9999) and days to 28 (every month has them): what the document allows, the
+# service takes
+ISO_TIME = (r"^(197[1-9]|19[89][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+            r"T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+TIME_SCHEMA = {"anyOf": [{"type": "string", "pattern": ISO_TIME},
+                         {"type": "number", "minimum": 0, "maximum": LAST_SECOND}]}
 
 
 class StreamItem(BaseModel):
     """One bed's consecutive seconds at 1 Hz from `start`."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [{"required": ["vitals"]},
+                                                                           {"required": ["vitals_f32"]}]})
+
     bed: str = BedId
-    start: str | int | float = Field(description=f"the time of its first second: {TIME_NOTE}")
+    start: Annotated[str, Field(pattern=ISO_TIME)] | Annotated[float, Field(ge=0, le=LAST_SECOND)] = Field(
+        description=f"the time of its first second: {TIME_NOTE}")
     vitals: dict[str, list[float | None]] | None = Field(
         None, description="per signal, one value a second, null where missing; a signal left out is missing")
     vitals_f32: dict[str, str] | None = Field(None, description="or: per signal, base64 little-endian float32, NaN "
@@ -31,6 +42,8 @@ class StreamItem(BaseModel):
 
 
 class StreamMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     samples: list[StreamItem]
 
 
@@ -44,6 +57,8 @@ class Problem(BaseModel):
     limit: str = Field(description="the form or range expected")
     error: str
     kept: str = Field(description="what happened to the rest: 'stored as missing', 'nothing of this item', ...")
+    refused: bool = Field(description="values of the bed were not stored (not merely stored as missing): a bed "
+                                      "none of whose data a message stored gets the condition 'no valid data'")
 
 
 class StreamSecond(BaseModel):
@@ -68,6 +83,11 @@ class StreamEpisode(BaseModel):
     acknowledged_by: str | None = Field(None, description="the key id that acknowledged it")
     model_version: str | None = Field(None, description="the registered version of the model that opened it (null: "
                                                         "stored before versions were kept)")
+    reason: str | None = Field(None, description="a technical condition not read from the signals, in words: 'no "
+                                                 "valid data from this bed: ...' (the service refuses its data)")
+    realarmed_at: datetime | None = Field(None, description="when an acknowledgement of it stopped holding: it "
+                                                            "lapsed (stream.ack_silence_s) or the patient worsened")
+    realarm_why: Literal["lapsed", "worsened"] | None = None
 
 
 class BedAnswer(BaseModel):
@@ -81,7 +101,8 @@ class BedAnswer(BaseModel):
 
 class IngestAnswer(BaseModel):
     beds: list[BedAnswer]
-    problems: list[Problem]
+    problems: list[Problem] = Field(description="the first 100 problems")
+    problems_total: int = Field(description="every problem, listed or not")
     threshold: float
     model: ModelRef
 
@@ -111,6 +132,7 @@ class BedEpisodes(BaseModel):
 class Acknowledged(BaseModel):
     bed: str
     episode: StreamEpisode
+    changed: bool = Field(description="false: an acknowledgement already held; nothing changed")
 
 
 class OpenAlarms(BaseModel):
@@ -190,14 +212,28 @@ def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
 
 def _time(name: str, what: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "description": f"{what}: {TIME_NOTE}",
-            "schema": {"anyOf": [{"type": "string", "format": "date-time"},
-                                 {"type": "number", "minimum": 0, "maximum": LAST_SECOND}]}}
+            "schema": TIME_SCHEMA}
 
 
 def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
     """Add the stream endpoints and their schemas to BentoML's OpenAPI document `doc` (in place; returned)."""
     _, defs = models_json_schema([(m, "validation") for m in MODELS], ref_template="#/components/schemas/{model}")
-    doc.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+    schemas = defs.get("$defs", {})
+    stream = spec.stream or {}
+    max_s = stream.get("max_message_s")
+    seconds = {"minItems": 1, **({"maxItems": max_s} if max_s else {})}
+    item = schemas["StreamItem"]["properties"]
+    item["vitals"] = {"anyOf": [{"type": "object", "minProperties": 1, "additionalProperties": False,
+                                 "properties": {s: {"type": "array", "items": {"anyOf": [
+                                     {"type": "number"}, {"type": "null"}]}, **seconds} for s in spec.signals},
+                                 "description": item["vitals"].get("description", "")}, {"type": "null"}]}
+    item["vitals_f32"] = {"anyOf": [{"type": "object", "minProperties": 1, "additionalProperties": False,
+                                     "properties": {s: {"type": "string", "contentEncoding": "base64"}
+                                                    for s in spec.signals},
+                                     "description": item["vitals_f32"].get("description", "")}, {"type": "null"}]}
+    if stream.get("max_message_beds"):
+        schemas["StreamMessage"]["properties"]["samples"]["maxItems"] = stream["max_message_beds"]
+    doc.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
     bed = {"name": "bed", "in": "path", "required": True, "description": f"the bed's id: {BED_FORM}",
            "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": f"^{BED_ID.pattern}$"}}
     limit = {"name": "limit", "in": "query", "required": False, "description": "the newest this many seconds",
@@ -207,14 +243,16 @@ def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
     start = {"name": "start", "in": "path", "required": True,
              "description": f"the episode's start (as GET /beds/{{bed}}/episodes answers it): {TIME_NOTE}",
              "schema": {"type": "string", "minLength": 1, "maxLength": 64}}
-    max_s = (spec.stream or {}).get("max_message_s")
+    limits = (f"; at most {stream['max_message_beds']} items of at most {max_s} seconds, and "
+              f"{stream['max_message_bed_s']} bed-seconds in all (413 beyond: docs/streams.md, Limits); seconds more "
+              f"than {stream['max_skew_s']} s ahead of the server's clock are refused (the bed then shows the "
+              f"technical condition 'no valid data')" if stream.get("max_message_bed_s") else "")
     doc.setdefault("paths", {}).update({
         "/ingest": {"post": {
             "tags": tags, "operationId": "ingest", "summary": "Each bed's newest seconds in; scores, alarms out",
             "description": "Scores every new second of every bed in the message as the window ending at it, stores "
                            "it, and answers per bed. A second already stored is a repeat (a replay is safe); a bad "
-                           "item or value is named in `problems` and loses only itself" +
-                           (f"; at most {max_s} seconds per item" if max_s else "") +
+                           "item or value is named in `problems` and loses only itself" + limits +
                            ". Also takes an Arrow IPC stream (application/vnd.apache.arrow.stream): one row per bed "
                            "and second, columns bed, time and one per signal.",
             "requestBody": {"required": True, "content": {
@@ -224,7 +262,10 @@ def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
                           "400": {"description": "nothing in the message could be read: `error`, or `problems` "
                                                  "naming each item", "content": {"application/json": {
                                                      "schema": {"anyOf": [_ref(Refusal), _ref(IngestAnswer)]}}}},
-                          "413": _json(Refusal, "the body is over the service's limit (serve.max_body_mb)"),
+                          "403": _json(Refusal, "a key tied to other beds (every item's bed is not its)"),
+                          "413": _json(Refusal, "the body is over the service's limit (serve.max_body_mb), or the "
+                                                "message carries more bed-seconds than stream.max_message_bed_s "
+                                                "(an Arrow stream: counted before it is decoded)"),
                           "415": _json(Refusal, "a Content-Type other than JSON or Arrow")}}},
         "/beds/{bed}/scores": {"get": {
             "tags": tags, "operationId": "bed_scores", "summary": "A bed's stored seconds",

@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from biostream.serving.streaming.answers import BedAnswer, Outgoing, Problem
+from biostream.serving.streaming.answers import BedAnswer, Outgoing, Problem, Problems
 from biostream.serving.streaming.engine import StreamEngine
 from biostream.serving.streaming.messages import MessageError, parse_json
 
@@ -178,7 +178,7 @@ class Consumer:
         if not entries:
             return 0
         spec, params = self.engine.scorer.spec, self.engine.params
-        chunks, problems, ids = [], [], {}
+        chunks, problems, ids, refusing = [], [], {}, Problems()
         for shard, part in sorted(entries.items()):
             for entry_id, fields in part:
                 ids.setdefault(shard, []).append(entry_id)
@@ -189,12 +189,15 @@ class Consumer:
                     continue
                 chunks += c
                 problems += [dict(x.to_dict(), entry=entry_id.decode()) for x in p]
+                refusing.extend(p)
         out = _outgoing(problems, self.published)
-        if chunks:
-            self.engine.ingest(chunks, outgoing=out)  # the message is kept in the commit, the published ones deleted
+        if chunks:  # the message is kept in the commit, the published ones deleted
+            self.engine.ingest(chunks, outgoing=out, problems=refusing)
             self.published = []
         else:
             out.message = out.render([], [])  # nothing stored: the entries come again if this dies before the ack
+            if refusing.refused_beds:  # a bed whose data was refused is not a calm bed
+                self.engine.ingest([], problems=refusing)
         pipe = self.redis.pipeline(transaction=True)
         for shard, done in ids.items():
             pipe.xack(self.key(shard), GROUP, *done)

@@ -30,6 +30,7 @@ BEDS = sa.Table(
     sa.Column("last_second", sa.BigInteger),  # the newest scored second; null: no recording (new, or went silent)
     sa.Column("last_arrival", sa.Float),  # wall clock of the bed's last message (the silent-bed timeout)
     sa.Column("state", sa.Text),  # the alarm policy's state (BedAlarms.to_dict), JSON
+    sa.Column("refused_since", sa.BigInteger),  # the start of its open condition "no valid data"; null: none
 )
 SECONDS = sa.Table(
     "stream_seconds", META,
@@ -58,9 +59,14 @@ EPISODES = sa.Table(
     sa.Column("acked_at", sa.Float),  # when a clinician acknowledged it (POST /beds/<bed>/episodes/<start>/ack)
     sa.Column("acked_by", sa.String(12)),  # the key id that did
     sa.Column("model_version", sa.String(64)),  # the registered version of the model that opened it
+    sa.Column("reason", sa.String(200)),  # a condition not read from the signals ("no valid data from this bed: ...")
+    sa.Column("acked_peak", sa.Float),  # its peak score when acknowledged: a worsening beyond it alarms again
+    sa.Column("realarmed_at", sa.Float),  # when an acknowledgement stopped holding (it alarmed again)
+    sa.Column("realarm_why", sa.String(16)),  # lapsed (stream.ack_silence_s) or worsened (stream.ack_worsening)
 )
 sa.Index("stream_episodes_open", EPISODES.c.end)
-EPISODE_COLUMNS = [c.name for c in EPISODES.c if not c.name.startswith("acked_")]  # what the engine writes
+ACK_COLUMNS = ("acked_at", "acked_by", "acked_peak", "realarmed_at", "realarm_why")  # the acknowledgement's
+EPISODE_COLUMNS = [c.name for c in EPISODES.c if c.name not in ACK_COLUMNS]  # what the engine writes
 OUTBOX = sa.Table(  # a batch's result message, written in its commit, deleted once published (the Redis path)
     "stream_outbox", META,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
@@ -78,6 +84,7 @@ class BedRow:
     last_second: int | None
     last_arrival: float | None
     state_json: str | None = None  # parsed only when the engine has no current copy of the bed (`state`)
+    refused_since: int | None = None  # its open condition "no valid data" (`StreamEngine.refuse`)
 
     @property
     def state(self) -> dict[str, Any] | None:
@@ -160,15 +167,16 @@ class Store:
             rows = conn.execute(q.order_by(EPISODES.c.start.desc()).limit(limit)).mappings().all()
         return [dict(r) for r in reversed(rows)]
 
-    def acknowledge(self, bed: str, start: int, key_id: str, now: float) -> dict[str, Any] | None:
-        """Record that `key_id` acknowledged the bed's episode that started at `start` (the first acknowledgement is
-        kept; the engine's later writes of the episode leave it); the episode, or None if the bed has none such."""
+    def acknowledge(self, bed: str, start: int, key_id: str, now: float) -> tuple[dict[str, Any] | None, bool]:
+        """Record that `key_id` acknowledged the bed's episode that started at `start`, with its peak score then
+        (the acknowledgement holds until it lapses or the episode worsens: `Transaction.write`; while it holds, a
+        second one changes nothing). The episode (None if the bed has none such), and whether this changed it."""
         which = (EPISODES.c.bed == bed, EPISODES.c.start == start)
         with self.engine.begin() as conn:
-            conn.execute(EPISODES.update().where(*which, EPISODES.c.acked_at.is_(None))
-                         .values(acked_at=now, acked_by=key_id))
+            done = conn.execute(EPISODES.update().where(*which, EPISODES.c.acked_at.is_(None))
+                                .values(acked_at=now, acked_by=key_id, acked_peak=EPISODES.c.peak_score)).rowcount
             row = conn.execute(sa.select(EPISODES).where(*which)).mappings().first()
-        return None if row is None else dict(row)
+        return (None, False) if row is None else (dict(row), bool(done))
 
     def bed_rows(self, beds: Iterable[str]) -> dict[str, BedRow]:
         """The stored rows of these beds (those the store has), read without a lock."""
@@ -202,6 +210,20 @@ class Store:
             SECONDS.c.bed == bed, SECONDS.c.second >= first, SECONDS.c.second <= last)
         with self.reader.connect() as conn:
             return {int(t): np.frombuffer(v, dtype=np.float64) for t, v in conn.execute(q)}
+
+    def stale_conditions(self, before: int) -> list[tuple[str, int]]:
+        """The open conditions "no valid data" last refreshed before second `before`: (bed, start) each."""
+        q = sa.select(EPISODES.c.bed, EPISODES.c.start).where(
+            EPISODES.c.end.is_(None), EPISODES.c.reason.is_not(None), EPISODES.c.last_on < before)
+        with self.reader.connect() as conn:
+            return [(b, int(t)) for b, t in conn.execute(q)]
+
+    def episode_starts(self, beds: Iterable[str], since: int) -> set[tuple[str, int]]:
+        """(bed, start) of these beds' episodes that started at or after `since`."""
+        beds = sorted(set(beds))
+        q = sa.select(EPISODES.c.bed, EPISODES.c.start).where(EPISODES.c.bed.in_(beds), EPISODES.c.start >= since)
+        with self.reader.connect() as conn:
+            return {(b, int(t)) for b, t in conn.execute(q)}
 
     def beds_with_seconds(self, since: int, until: int) -> list[str]:
         """The beds with a stored second in [since, until) (monitoring)."""
@@ -280,7 +302,7 @@ class Transaction:
         # database for a batch of thousands of beds (statements here are plain SQL that sqlite and PostgreSQL share)
         self.cursor = conn.connection.cursor()
         self.rows: dict[str, BedRow] = {}
-        cols = "bed, version, last_second, last_arrival" + (", state" if states else "")
+        cols = "bed, version, last_second, last_arrival, refused_since" + (", state" if states else "")
         if store.sqlite:  # the transaction holds the database's write lock
             parts = [tuple(beds[i:i + 1000]) for i in range(0, len(beds), 1000)]
             queries = [(f"SELECT {cols} FROM stream_beds WHERE bed IN ({self._marks(len(p))})", p) for p in parts]
@@ -290,16 +312,20 @@ class Transaction:
             self.cursor.execute(query, args)
             for r in self.cursor.fetchall():
                 self.rows[r[0]] = BedRow(r[0], int(r[1]), None if r[2] is None else int(r[2]), r[3],
-                                         r[4] if states else None)
+                                         r[5] if states else None, None if r[4] is None else int(r[4]))
 
     def _marks(self, n: int) -> str:
         return ", ".join([self.store.mark] * n)
 
     def write(self, beds: Sequence[dict[str, Any]], seconds: Sequence[Sequence[Any]],
-              merged: Sequence[dict[str, Any]], episodes: Sequence[dict[str, Any]]) -> None:
-        """Bed rows (bed, last_second, last_arrival, state: JSON text; each row's version is incremented), new
-        seconds (sequences in the order of SECONDS' columns), late values merged into stored seconds (bed, second,
-        vals), and episodes (inserted or updated)."""
+              merged: Sequence[dict[str, Any]], episodes: Sequence[dict[str, Any]], ended: Sequence[tuple] = (), *,
+              acks: tuple[float, float]) -> None:
+        """Bed rows (bed, last_second, last_arrival, state: JSON text, refused_since; each row's version is
+        incremented), new seconds (sequences in the order of SECONDS' columns), late values merged into stored
+        seconds (bed, second, vals), and episodes (inserted or updated; an acknowledged one still open stops being
+        acknowledged once `acks[0]` seconds have passed (stream.ack_silence_s), or once its peak rose `acks[1]`
+        above the peak it was acknowledged at (stream.ack_worsening): it alarms again, and says why); `ended`: open
+        conditions "no valid data" that end, (end second, wall clock, bed, start)."""
         q, cur = self.store.mark, self.cursor
         if seconds and not self.store.sqlite:  # PostgreSQL: binary COPY (executemany: 7x slower, arrays: 2.5x)
             with cur.copy(f"COPY stream_seconds ({', '.join(SECONDS_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
@@ -316,24 +342,48 @@ class Transaction:
             cols = EPISODE_COLUMNS
             quoted = ", ".join('"' + c + '"' for c in cols)  # "end" is an SQL keyword
             kept = ("bed", "start", "opened_at", "model_version")  # an update keeps when it opened, and by which model
+            # `opened_at` of an episode written is the batch's clock (an update keeps the stored one)
+            lapsed = f"excluded.opened_at - e.acked_at >= {float(acks[0])!r}"
+            worse = f"excluded.peak_score >= e.acked_peak + {float(acks[1])!r}"
+            again = f'(e.acked_at IS NOT NULL AND excluded."end" IS NULL AND ({lapsed} OR {worse}))'
+            acks = [f"{c} = CASE WHEN {again} THEN NULL ELSE e.{c} END" for c in ("acked_at", "acked_by", "acked_peak")]
+            acks += [f"realarmed_at = CASE WHEN {again} THEN excluded.opened_at ELSE e.realarmed_at END",
+                     f"realarm_why = CASE WHEN {again} THEN (CASE WHEN {lapsed} THEN 'lapsed' ELSE 'worsened' END) "
+                     f"ELSE e.realarm_why END"]
             cur.executemany(
-                f"INSERT INTO stream_episodes ({quoted}) VALUES ({self._marks(len(cols))}) "
-                "ON CONFLICT (bed, start) DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in cols
-                                                                      if c not in kept),
+                f"INSERT INTO stream_episodes AS e ({quoted}) VALUES ({self._marks(len(cols))}) "
+                "ON CONFLICT (bed, start) DO UPDATE SET " + ", ".join(
+                    [f'"{c}" = excluded."{c}"' for c in cols if c not in kept] + acks),
                 [tuple(e[c] for c in cols) for e in episodes])
+        if ended:
+            self.end_conditions(ended)
         if beds and not self.store.sqlite:  # PostgreSQL: the new rows copied in, then one UPDATE (not one per bed)
-            cur.execute("CREATE TEMP TABLE IF NOT EXISTS stream_beds_new (bed text, ls int8, la float8, st text) "
-                        "ON COMMIT DELETE ROWS")
+            cur.execute("CREATE TEMP TABLE IF NOT EXISTS stream_beds_new (bed text, ls int8, la float8, st text, "
+                        "rs int8) ON COMMIT DELETE ROWS")
             with cur.copy("COPY stream_beds_new FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["text", "int8", "float8", "text"])
+                copy.set_types(["text", "int8", "float8", "text", "int8"])
                 for b in beds:
-                    copy.write_row((b["bed"], b["last_second"], b["last_arrival"], b["state"]))
+                    copy.write_row((b["bed"], b["last_second"], b["last_arrival"], b["state"], b["refused_since"]))
             cur.execute("UPDATE stream_beds AS b SET version = b.version + 1, last_second = v.ls, "
-                        "last_arrival = v.la, state = v.st FROM stream_beds_new AS v WHERE b.bed = v.bed")
+                        "last_arrival = v.la, state = v.st, refused_since = v.rs FROM stream_beds_new AS v "
+                        "WHERE b.bed = v.bed")
         elif beds:
             cur.executemany(f"UPDATE stream_beds SET version = version + 1, last_second = {q}, last_arrival = {q}, "
-                            f"state = {q} WHERE bed = {q}",
-                            [(b["last_second"], b["last_arrival"], b["state"], b["bed"]) for b in beds])
+                            f"state = {q}, refused_since = {q} WHERE bed = {q}",
+                            [(b["last_second"], b["last_arrival"], b["state"], b["refused_since"], b["bed"])
+                             for b in beds])
+
+    def end_conditions(self, ended: Sequence[tuple]) -> None:
+        """End open conditions "no valid data": (end second, wall clock, bed, start) each."""
+        q = self.store.mark
+        self.cursor.executemany(f'UPDATE stream_episodes SET "end" = {q}, closed_at = {q} '
+                                f'WHERE bed = {q} AND start = {q} AND "end" IS NULL', list(ended))
+
+    def refused(self, beds: Sequence[tuple]) -> None:
+        """The beds' open condition "no valid data" (its start, or None): (start, bed) each; their versions move."""
+        q = self.store.mark
+        self.cursor.executemany(f"UPDATE stream_beds SET version = version + 1, refused_since = {q} WHERE bed = {q}",
+                                list(beds))
 
     def outbox(self, message: str, now: float, published: Sequence[int] = ()) -> int:
         """Keep a result message with this transaction's writes (`Store.unpublished`), and delete the `published`
@@ -349,7 +399,7 @@ class Transaction:
 
 def _bed_row(r: Any) -> BedRow:
     return BedRow(r["bed"], int(r["version"]), None if r["last_second"] is None else int(r["last_second"]),
-                  r["last_arrival"], r["state"])
+                  r["last_arrival"], r["state"], None if r["refused_since"] is None else int(r["refused_since"]))
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
