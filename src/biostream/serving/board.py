@@ -144,19 +144,19 @@ def report_query(query: str) -> dict[str, Any]:
 MAX_REPORT_S = 7 * 86400
 
 
-def report_period(store: Any, bed: str, since: int | None, until: int | None) -> tuple[int, int] | None:
-    """The period a report covers: as asked, else the bed's last 24 h of recording (None: the bed has none)."""
+def report_period(store: Any, bed: str, since: int | None, until: int | None) -> tuple[int, int] | str:
+    """The period a report covers: as asked (its last 7 days at most), else the bed's last 24 h of recording; or
+    why there is none (a 404: the bed has no recording, or the period asked is empty)."""
     if until is None:
         newest = store.newest_seconds([bed]).get(bed)
         if newest is None:
-            return None
+            return (f"bed {bed!r} has no stored second: a report needs a recording (or ask for a period with since "
+                    f"and until)")
         until = newest + 1
     since = until - 86400 if since is None else since
     if until <= since:
-        raise ValueError(f"until ({iso(until)}) is not after since ({iso(since)}): ask for a period")
-    if until - since > MAX_REPORT_S:
-        raise ValueError(f"the period is {(until - since) / 86400:.1f} days: a report covers at most 7; ask for less")
-    return since, until
+        return f"until ({iso(until)}) is not after since ({iso(since)}): the period is empty; ask for a period"
+    return max(since, until - MAX_REPORT_S), until
 
 
 def explain_answer(store: Any, scorer: Any, bed: str, start: int) -> dict[str, Any] | None:

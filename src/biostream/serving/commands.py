@@ -44,8 +44,8 @@ def report(store_url: str, bed: str, since: str | None, until: str | None, out: 
     try:
         period = report_period(store, bed, None if since is None else time_text(since, "--since"),
                                None if until is None else time_text(until, "--until"))
-        if period is None:
-            raise ValueError(f"bed {bed!r} has no stored second in {store_url}: check the bed id and --store")
+        if isinstance(period, str):
+            raise ValueError(f"{period} (store {store_url}: check the bed id and --store)")
         case = case_of_bed(store, served_scorer(), bed, *period)
     finally:
         store.dispose()

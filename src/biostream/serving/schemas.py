@@ -25,6 +25,8 @@ from biostream.serving.spec import ServingSpec
 
 # a JSON number: no strings, no booleans, and no NaN/Infinity (not JSON, but parsers accept them)
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+# base64 of one or more whole float32 values (4 bytes each: 12 bytes are 16 characters; 4 end in "==", 8 in "=")
+B64_F32 = r"^(?:[A-Za-z0-9+/]{16})*(?:[A-Za-z0-9+/]{6}==|[A-Za-z0-9+/]{11}=)?$"
 PatientId = Annotated[str, Field(min_length=1, max_length=128, description="the monitor's patient or bed id")]
 
 
@@ -140,7 +142,8 @@ class Schemas:
                                                        {"type": "null"}]}}))
         self.Vitals = create_model("Vitals", __config__=ConfigDict(extra="forbid"), **fields)
         longest = 4 * ((4 * max(spec.max_window_s, spec.max_series_s) + 2) // 3)  # base64 characters
-        signal_type = Annotated[str, Field(max_length=longest), AfterValidator(unpack_f32)]
+        signal_type = Annotated[str, Field(max_length=longest, json_schema_extra={"minLength": 8, "pattern": B64_F32}),
+                                AfterValidator(unpack_f32)]
         packed = {s: (signal_type | None, Field(None, description=f"{s} ({spec.units[s]}), 1 Hz, oldest first: base64 "
                                                                   f"of little-endian float32, NaN where missing"))
                   for s in spec.signals}

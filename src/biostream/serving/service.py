@@ -173,4 +173,23 @@ VitalsService.add_asgi_middleware(Guard, store_url=_key_store, routes=ROUTES, ma
 # parsed), read by our handler or replayed to BentoML's endpoint
 VitalsService.add_asgi_middleware(
     Router, routes=ROUTES, handler=lambda name: _service().handler(name), limit_note="serve.max_body_mb",
-    openapi=lambda doc: add_security(add_stream_paths(doc, SPEC) if SPEC.stream else doc, ROUTES))
+    openapi=lambda doc: _document(doc))
+
+
+def _document(doc: dict[str, Any]) -> dict[str, Any]:
+    """BentoML's OpenAPI document with what the router serves and what each operation needs. Its schemas are
+    pydantic's JSON Schema (`"type": "null"` for an optional value), which is OpenAPI 3.1's, not the 3.0.2 BentoML
+    writes on it: a client validating answers against 3.0 would refuse every null."""
+    doc = add_security(add_stream_paths(doc, SPEC) if SPEC.stream else doc, ROUTES)
+    doc["openapi"] = "3.1.0"
+    # BentoML writes an endpoint's answer inline, its optional values flattened to their type (a null answered
+    # would break it), beside the component it made of the same model, whole: the answer refers to that
+    components = doc.get("components", {}).get("schemas", {})
+    for operations in doc.get("paths", {}).values():
+        for op in operations.values():
+            for answer in op.get("responses", {}).values() if isinstance(op, dict) else ():
+                for content in answer.get("content", {}).values():
+                    title = content.get("schema", {}).get("title")
+                    if title in components and "$ref" not in content["schema"]:
+                        content["schema"] = {"$ref": f"#/components/schemas/{title}"}
+    return doc

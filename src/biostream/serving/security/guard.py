@@ -164,6 +164,10 @@ class Guard:
         needs = f"{entry['action']} needs a key with the role {' or '.join(roles)}" if roles else \
             "every endpoint but the open ones needs a key"
         token = _bearer(scope)
+        allowed = self.routes.methods(path) if match is None else []
+        if allowed and token is None:  # a declared path, another method (the public API document says which)
+            await self._not_here(send, audit, entry, method, path, allowed)
+            return
         if token is None:
             audit.add({**entry, "outcome": "denied", "status": 401})
             await _answer(send, 401, {"error": f"no credential: send the header 'Authorization: Bearer <key>'; "
@@ -179,13 +183,7 @@ class Guard:
             return
         entry["key_id"], entry["role"] = key.key_id, key.role
         if match is None:  # nothing declared: denied by default, once the caller is known
-            allowed = self.routes.methods(path)
-            status = 405 if allowed else 404
-            audit.add({**entry, "outcome": "denied", "status": status})
-            from biostream.serving.asgi import no_operation
-
-            await _answer(send, status, {"error": no_operation(method, path, allowed)},
-                          extra=[(b"allow", ", ".join(allowed).encode())] if allowed else [])
+            await self._not_here(send, audit, entry, method, path, allowed)
             return
         if key.role not in roles:
             audit.add({**entry, "outcome": "denied", "status": 403})
@@ -222,6 +220,17 @@ class Guard:
                        "outcome": "allowed", "status": status[0] or None})
 
     @staticmethod
+    async def _not_here(send: Any, audit: AuditBuffer, entry: dict[str, Any], method: str, path: str,
+                        allowed: list[str]) -> None:
+        """No operation: 405 naming the methods declared for the path, else 404; audited."""
+        from biostream.serving.asgi import no_operation
+
+        status = 405 if allowed else 404
+        audit.add({**entry, "outcome": "denied", "status": status})
+        await _answer(send, status, {"error": no_operation(method, path, allowed)},
+                      extra=[(b"allow", ", ".join(allowed).encode())] if allowed else [])
+
+    @staticmethod
     def _audit(scope: dict[str, Any], verifier: Verifier) -> tuple[int, Any]:
         try:
             q = query_params(scope.get("query_string", b"").decode("latin-1"),
@@ -230,6 +239,11 @@ class Guard:
             limit = whole_number(q.get("limit", "1000"), "limit", 1, 10000, "entries")
             if "outcome" in q and q["outcome"] not in ("allowed", "denied"):
                 raise ValueError(f"outcome is {q['outcome'][:20]!r}: ask for allowed or denied")
+            if "key" in q and not re.fullmatch(r"[0-9a-f]{12}", q["key"]):
+                raise ValueError(f"key is {q['key'][:20]!r}: a key id is 12 hexadecimal digits (`biostream keys "
+                                 f"list`)")
+            if len(q.get("bed", "")) > 200:
+                raise ValueError(f"bed is {len(q['bed'])} characters: the trail keeps at most 200")
         except ValueError as error:  # ItemError is one
             return 400, {"error": str(error)}
         entries = verifier.store.audit(since, q.get("key"), q.get("bed"), q.get("outcome"), limit)
@@ -279,7 +293,8 @@ def add_security(doc: dict[str, Any], routes: Routes) -> dict[str, Any]:
         "parameters": [
             {"name": "since", "in": "query", "required": False, "description": "entries at or after this time: "
              "ISO 8601 with a zone, or seconds since the epoch", "schema": TIME_SCHEMA},
-            {"name": "key", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 12}},
+            {"name": "key", "in": "query", "required": False, "description": "a key id",
+             "schema": {"type": "string", "pattern": "^[0-9a-f]{12}$"}},
             {"name": "bed", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}},
             {"name": "outcome", "in": "query", "required": False, "schema": {"enum": ["allowed", "denied"]}},
             {"name": "limit", "in": "query", "required": False,

@@ -168,9 +168,8 @@ class StreamEndpoints:
             period = board.report_period(store, bed, asked["since"], asked["until"])
         except ValueError as error:  # ItemError is one
             return 400, {"error": str(error)}
-        if period is None:
-            return 404, {"error": f"bed {bed!r} has no stored second: a report needs a recording (or ask for a "
-                                  f"period with since and until)"}
+        if isinstance(period, str):
+            return 404, {"error": period}
         case = case_of_bed(store, self.engine.scorer, bed, *period)
         ext = {"html": "html", "pdf": "pdf", "text": "txt"}[asked["format"]]
         name = f"case-{bed}-{iso(period[0])[:10]}.{ext}".replace(":", "")

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from biostream.serving.schemas import CLASS_NOTE, CONDITIONS_NOTE, AlarmClass, ModelRef
+from biostream.serving.schemas import B64_F32, CLASS_NOTE, CONDITIONS_NOTE, AlarmClass, ModelRef
 from biostream.serving.spec import ServingSpec
 from biostream.serving.streaming.messages import BED_FORM, BED_ID, LAST_SECOND
 
@@ -24,13 +24,13 @@ ISO_TIME = (r"^(197[1-9]|19[89][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-
             r"T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
 TIME_SCHEMA = {"anyOf": [{"type": "string", "pattern": ISO_TIME},
                          {"type": "number", "minimum": 0, "maximum": LAST_SECOND}]}
+START_PATH = "^(?:" + ISO_TIME[1:-1] + "|[0-9]{1,11})$"  # an episode's start in a path: as answered, or epoch s
 
 
 class StreamItem(BaseModel):
     """One bed's consecutive seconds at 1 Hz from `start`."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [{"required": ["vitals"]},
-                                                                           {"required": ["vitals_f32"]}]})
+    model_config = ConfigDict(extra="forbid")  # and one of vitals, vitals_f32 (`add_stream_paths`)
 
     bed: str = BedId
     start: Annotated[str, Field(pattern=ISO_TIME)] | Annotated[float, Field(ge=0, le=LAST_SECOND)] = Field(
@@ -223,14 +223,18 @@ def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
     max_s = stream.get("max_message_s")
     seconds = {"minItems": 1, **({"maxItems": max_s} if max_s else {})}
     item = schemas["StreamItem"]["properties"]
-    item["vitals"] = {"anyOf": [{"type": "object", "minProperties": 1, "additionalProperties": False,
-                                 "properties": {s: {"type": "array", "items": {"anyOf": [
-                                     {"type": "number"}, {"type": "null"}]}, **seconds} for s in spec.signals},
-                                 "description": item["vitals"].get("description", "")}, {"type": "null"}]}
-    item["vitals_f32"] = {"anyOf": [{"type": "object", "minProperties": 1, "additionalProperties": False,
-                                     "properties": {s: {"type": "string", "contentEncoding": "base64"}
-                                                    for s in spec.signals},
-                                     "description": item["vitals_f32"].get("description", "")}, {"type": "null"}]}
+    arrays = {"type": "object", "minProperties": 1, "additionalProperties": False,
+              "properties": {s: {"type": "array", "items": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+                                 **seconds} for s in spec.signals}}
+    packed = {"type": "object", "minProperties": 1, "additionalProperties": False,
+              "properties": {s: {"type": "string", "minLength": 8, "pattern": B64_F32} for s in spec.signals}}
+    item["vitals"] = {"anyOf": [arrays, {"type": "null"}], "description": item["vitals"].get("description", "")}
+    item["vitals_f32"] = {"anyOf": [packed, {"type": "null"}],
+                          "description": item["vitals_f32"].get("description", "")}
+    # one of them, the other left out or null
+    schemas["StreamItem"]["oneOf"] = [
+        {"required": ["vitals"], "properties": {"vitals": arrays, "vitals_f32": {"type": "null"}}},
+        {"required": ["vitals_f32"], "properties": {"vitals_f32": packed, "vitals": {"type": "null"}}}]
     if stream.get("max_message_beds"):
         schemas["StreamMessage"]["properties"]["samples"]["maxItems"] = stream["max_message_beds"]
     doc.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
@@ -242,7 +246,7 @@ def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
     tags, board = ["Bedside streams"], ["Bed board"]
     start = {"name": "start", "in": "path", "required": True,
              "description": f"the episode's start (as GET /beds/{{bed}}/episodes answers it): {TIME_NOTE}",
-             "schema": {"type": "string", "minLength": 1, "maxLength": 64}}
+             "schema": {"type": "string", "pattern": START_PATH}}
     limits = (f"; at most {stream['max_message_beds']} items of at most {max_s} seconds, and "
               f"{stream['max_message_bed_s']} bed-seconds in all (413 beyond: docs/streams.md, Limits); seconds more "
               f"than {stream['max_skew_s']} s ahead of the server's clock are refused (the bed then shows the "
@@ -278,12 +282,12 @@ def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
             "responses": {"200": _json(BedEpisodes, "the bed's alarm episodes, by start"), "400": bad}}},
         "/beds/{bed}/episodes/{start}/ack": {"post": {
             "tags": tags, "operationId": "acknowledge", "summary": "Acknowledge an alarm episode (clinician)",
-            "description": "Records who (the key) acknowledged the bed's episode that started at `start`, and when; "
-                           "the first acknowledgement is kept (a repeat answers it). No body is read.",
-            "parameters": [bed, {"name": "start", "in": "path", "required": True,
-                                 "description": f"the episode's start (as GET /beds/{{bed}}/episodes answers it): "
-                                                f"{TIME_NOTE}",
-                                 "schema": {"type": "string", "minLength": 1, "maxLength": 64}}],
+            "description": "Records who (the key) acknowledged the bed's episode that started at `start`, and when. "
+                           "It holds for stream.ack_silence_s (then an episode still open alarms again), or until "
+                           "the episode's peak score rises stream.ack_worsening above the one acknowledged; while it "
+                           "holds, a repeat changes nothing (`changed`: false). No body is read (at most 1 kB is "
+                           "taken).",
+            "parameters": [bed, start],
             "responses": {"200": _json(Acknowledged, "the episode, acknowledged"), "400": bad,
                           "404": _json(Refusal, "the bed has no episode that started then")}}},
         "/alarms": {"get": {
@@ -317,7 +321,8 @@ def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
             "tags": board, "operationId": "case_report", "summary": "A bed's case report (HTML, PDF or text)",
             "description": "The timeline (signals, score, episodes shaded by class), the episodes and their "
                            "explanations, time beyond each bedside limit, the model and its floor, and a summary. "
-                           "Default period: the bed's last 24 h of recording; at most 7 days.",
+                           "Default period: the bed's last 24 h of recording; at most 7 days (a longer period asked: "
+                           "its last 7 days).",
             "parameters": [bed, _time("since", "from this time"), _time("until", "before this time"),
                            {"name": "format", "in": "query", "required": False,
                             "schema": {"enum": ["html", "pdf", "text"], "default": "html"}}],
@@ -325,7 +330,8 @@ def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
                 "text/html": {"schema": {"type": "string"}},
                 "application/pdf": {"schema": {"type": "string", "format": "binary"}},
                 "text/plain": {"schema": {"type": "string"}}}},
-                "400": bad, "404": _json(Refusal, "the bed has no stored second (and no period was asked)")}}},
+                "400": bad, "404": _json(Refusal, "the bed has no stored second (and no period was asked), or the "
+                                                  "period asked is empty (until not after since)")}}},
         "/board": {"get": {
             "tags": board, "operationId": "board_page", "summary": "The bed board (a page for a browser)",
             "description": "A static page with no patient data: it asks for a clinician's key and reads GET /beds "
