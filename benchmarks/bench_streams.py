@@ -15,7 +15,8 @@ ticks started, first half against second half (growing lag = the path does not k
 `--warmup` ticks are not counted (beds created, histories filling).
 
 Beside each figure, its floor on the same machine in the same run: the model's own time to score one tick's
-windows in this process (nothing parsed, stored or sent), and the same path with one bed. Bytes per bed-second
+windows in this process (nothing parsed, stored or sent), and the same path with one bed; and each service worker's
+(or consumer's) resident memory, idle and at its peak during the run. Bytes per bed-second
 on the wire: this message, JSON and Arrow, against today's re-send of the whole window to `POST /predict`.
 """
 
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._data import BenchData
+from benchmarks._memory import Watch, children
 from benchmarks.bench_service import Connection, Server
 from biostream.core.io import write_json
 from biostream.core.runtime import configure
@@ -449,9 +451,11 @@ def main(argv: list[str] | None = None) -> None:
                                                args.warmup, 1, "one", auth=auth)
             log.info("http, 1 bed: %s", results["http_one_bed"])
             for form in args.formats.split(","):
-                results[f"http_{form}"] = run_http(server.port, values, meta_signals, args.seconds, args.warmup,
-                                                   args.connections, form, arrow=form == "arrow",
-                                                   workers=scorer.spec.workers, auth=auth)
+                with Watch(children(server.proc.pid)) as watch:
+                    results[f"http_{form}"] = run_http(server.port, values, meta_signals, args.seconds, args.warmup,
+                                                       args.connections, form, arrow=form == "arrow",
+                                                       workers=scorer.spec.workers, auth=auth)
+                results[f"http_{form}"]["memory"] = watch.summary()
                 log.info("http, %d beds, %s: %s", args.beds, form, results[f"http_{form}"])
             if args.board:
                 results["http_json_board_open"], results["board_reads"] = board_open_run(
@@ -497,8 +501,10 @@ def main(argv: list[str] | None = None) -> None:
             log.info("redis, 1 bed: %s", results["redis_one_bed"])
             if args.sweep_hours > 0:  # the past days the sweep drops, there for every run (as in a ward's store)
                 filled = fill_past(f"{PG}/{name}", args.beds, args.sweep_hours)
-            results["redis_json"] = run_redis(prefix, values, meta_signals, args.seconds, args.warmup, shards,
-                                              "json")
+            with Watch([proc.pid for proc in procs]) as watch:
+                results["redis_json"] = run_redis(prefix, values, meta_signals, args.seconds, args.warmup, shards,
+                                                  "json")
+            results["redis_json"]["memory"] = watch.summary()
             log.info("redis, %d beds: %s", args.beds, results["redis_json"])
             if args.sweep_hours > 0:
                 results.update(sweep_run(f"{PG}/{name}", prefix, values, meta_signals, args, shards, log, filled))
@@ -518,6 +524,13 @@ def main(argv: list[str] | None = None) -> None:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
     write_json(results, args.out)
     print(json.dumps(results, indent=1))
+    for path in ("http_json", "http_arrow", "redis_json"):
+        if path in results and "memory" in results[path]:
+            r, m = results[path], results[path]["memory"]
+            print(f"{path} ({args.beds} beds): p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms; model alone "
+                  f"{results['model_floor_ms_per_tick']:.0f} ms a tick; peak memory per worker: " + ", ".join(
+                      f"{w['idle_mb']} -> {w['peak_mb']} MB" for w in m["workers"].values())
+                  + ("" if m["workers_alive"] else " (a worker died)"))
     if "redis_json_sweep" in results:
         a, b, c, w = (results["redis_json_sweep"], results["redis_json"], results["redis_json_after"],
                       results["sweep"])

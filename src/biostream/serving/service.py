@@ -185,8 +185,8 @@ def _document(doc: dict[str, Any]) -> dict[str, Any]:
     # BentoML writes an endpoint's answer inline, its optional values flattened to their type (a null answered
     # would break it), beside the component it made of the same model, whole: the answer refers to that
     components = doc.get("components", {}).get("schemas", {})
-    for operations in doc.get("paths", {}).values():
-        for op in operations.values():
+    for methods in doc.get("paths", {}).values():
+        for op in methods.values():
             for answer in op.get("responses", {}).values() if isinstance(op, dict) else ():
                 for content in answer.get("content", {}).values():
                     title = content.get("schema", {}).get("title")
