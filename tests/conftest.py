@@ -59,7 +59,8 @@ def small_dataset(small_params, configs, physiology) -> Dataset:
 # is free, the largest groups first. (pytest-xdist's own `xdist_group` marks rename node ids, which pytest 9 no longer
 # lets a plugin do, hence a scheduler.) A new test file on the `repo` fixture belongs in SESSION_REPO.
 SESSION_REPO = {f"tests/pipeline/{name}.py" for name in (
-    "test_dvc_pipeline", "test_mlflow_ui", "test_real_recordings", "test_service", "test_tune_workers", "test_board")}
+    "test_dvc_pipeline", "test_mlflow_ui", "test_real_recordings", "test_service", "test_tune_workers", "test_board",
+    "test_hostile")}
 ALONE = {"tests/pipeline/test_dvc_pipeline.py::test_a_pipeline_that_learns_from_local_recordings_only"}  # no repo
 SHARED_SERVER = "tests/pipeline/test_shared_tracking.py"
 

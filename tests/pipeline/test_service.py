@@ -462,7 +462,7 @@ def test_ingest_names_what_it_refuses_and_keeps_the_rest(served, meta):
     assert status == 400 and "not JSON" in out["error"]
     status, out = client.get_json("/beds/nobody/scores?since=yesterday")
     assert status == 400 and "since" in out["error"]
-    assert client.get_json("/beds/x/elsewhere")[0] == 404
+    assert Client(served, served[2]["clinician"]).get_json("/beds/x/elsewhere")[0] == 404  # no such endpoint
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_parsed(served, meta):

@@ -59,6 +59,7 @@ class CaseEpisode:
     acknowledged_at: float | None = None
     model_version: str | None = None
     explanation: dict[str, Any] | None = None  # `/explain` of the window that opened it: method, top signals, ...
+    reason: str | None = None  # a technical condition not read from the signals ("no valid data from this bed: ...")
 
     @property
     def duration_s(self) -> int:
@@ -121,7 +122,8 @@ class Case:
         lines.append(f"Alarm episodes: {counts[PHYSIOLOGICAL]} physiological, {counts[TECHNICAL]} technical"
                      + (f" ({sum(counts.values()) / hours:.1f} per hour)." if hours > 0 else "."))
         for e in self.episodes:
-            lines.append(f"- {e.alarm_class} alarm from {when(e.start)} for {e.duration_s} s"
+            lines.append(f"- {e.alarm_class} {'condition' if e.reason else 'alarm'} from {when(e.start)} for "
+                         f"{e.duration_s} s" + (f": {e.reason}" if e.reason else "")
                          + (f", driven by {', '.join(e.signals)}" if e.signals else "")
                          + (f"; acknowledged by {e.acknowledged_by}" if e.acknowledged_by else "; not acknowledged")
                          + ".")
@@ -173,10 +175,12 @@ def case_of_bed(store: Any, scorer: Any, bed: str, since: int, until: int, expla
     for e in store.episodes(bed, since=since, limit=10_000):
         if e["start"] >= until:
             continue
-        explanation = explain_episode(store, scorer, bed, e["start"]) if explain else None
+        # a condition not read from the signals (the bed's data refused) has no window to explain
+        explanation = explain_episode(store, scorer, bed, e["start"]) if explain and not e.get("reason") else None
         episodes.append(CaseEpisode(
             e["start"], e["end"], e["last_on"], e["alarm_class"], e["peak_second"], e["peak_score"],
-            _signals(e["signals"]), e.get("acked_by"), e.get("acked_at"), e.get("model_version"), explanation))
+            _signals(e["signals"]), e.get("acked_by"), e.get("acked_at"), e.get("model_version"), explanation,
+            e.get("reason")))
     return _case(bed, "bed", since, until, scorer, times, values, scores, episodes)
 
 
@@ -267,7 +271,7 @@ def episode_rows(case: Case) -> list[list[str]]:
         ex = e.explanation or {}
         rows.append([when(e.start), f"{e.duration_s} s" + ("" if e.end is not None else " (open)"), e.alarm_class,
                      ", ".join(e.signals) or "-", "-" if e.peak_score is None else f"{e.peak_score:.3g}",
-                     (f"{ex.get('driver')}: " + ", ".join(ex.get("top_signals") or [])) if ex else "-",
+                     e.reason or ((f"{ex.get('driver')}: " + ", ".join(ex.get("top_signals") or [])) if ex else "-"),
                      e.acknowledged_by or "-", e.model_version or "not recorded"])
     return rows
 

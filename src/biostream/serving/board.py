@@ -145,8 +145,8 @@ MAX_REPORT_S = 7 * 86400
 
 
 def report_period(store: Any, bed: str, since: int | None, until: int | None) -> tuple[int, int] | str:
-    """The period a report covers: as asked (its last 7 days at most), else the bed's last 24 h of recording; or
-    why there is none (a 404: the bed has no recording, or the period asked is empty)."""
+    """The period a report covers: as asked, else the bed's last 24 h of recording; or why there is none (a 404:
+    the bed has no recording). ValueError for a period that is empty or longer than 7 days (a 400)."""
     if until is None:
         newest = store.newest_seconds([bed]).get(bed)
         if newest is None:
@@ -155,15 +155,20 @@ def report_period(store: Any, bed: str, since: int | None, until: int | None) ->
         until = newest + 1
     since = until - 86400 if since is None else since
     if until <= since:
-        return f"until ({iso(until)}) is not after since ({iso(since)}): the period is empty; ask for a period"
-    return max(since, until - MAX_REPORT_S), until
+        raise ValueError(f"until ({iso(until)}) is not after since ({iso(since)}): ask for a period")
+    if until - since > MAX_REPORT_S:
+        raise ValueError(f"the period is {(until - since) / 86400:.1f} days: a report covers at most 7; ask for less")
+    return since, until
 
 
-def explain_answer(store: Any, scorer: Any, bed: str, start: int) -> dict[str, Any] | None:
-    """The explanation of the window that opened the bed's episode at `start` (None: no such episode)."""
+def explain_answer(store: Any, scorer: Any, bed: str, start: int) -> dict[str, Any] | str | None:
+    """The explanation of the window that opened the bed's episode at `start` (None: no such episode; a text: why
+    there is nothing to explain)."""
     from biostream.reporting.explain import explain_episode
 
     episode = next((e for e in store.episodes(bed, since=start - 1, limit=10 ** 6) if e["start"] == start), None)
     if episode is None:
         return None
+    if episode.get("reason"):  # a condition not read from the signals (its data refused): no window to explain
+        return f"bed {bed!r}'s episode at {iso(start)} is the condition '{episode['reason']}', not read from its signals"
     return {"bed": bed, "episode": episode_answer(episode), **explain_episode(store, scorer, bed, start)}

@@ -152,6 +152,8 @@ class StreamEndpoints:
         if answer is None:
             return 404, {"error": f"bed {bed!r} has no alarm episode that started at {iso(start)}: GET "
                                   f"/beds/{bed}/episodes lists its episodes and their starts"}
+        if isinstance(answer, str):
+            return 404, {"error": f"{answer}: nothing to explain"}
         return 200, answer
 
     @_threaded

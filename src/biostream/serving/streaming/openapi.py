@@ -316,13 +316,14 @@ def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
                            "model's window before it, as stored).",
             "parameters": [bed, start],
             "responses": {"200": _json(EpisodeExplanation, "the explanation"), "400": bad,
-                          "404": _json(Refusal, "the bed has no episode that started then")}}},
+                          "404": _json(Refusal, "the bed has no episode that started then, or it is a condition not "
+                                                "read from the signals ('no valid data')")}}},
         "/beds/{bed}/report": {"get": {
             "tags": board, "operationId": "case_report", "summary": "A bed's case report (HTML, PDF or text)",
             "description": "The timeline (signals, score, episodes shaded by class), the episodes and their "
                            "explanations, time beyond each bedside limit, the model and its floor, and a summary. "
-                           "Default period: the bed's last 24 h of recording; at most 7 days (a longer period asked: "
-                           "its last 7 days).",
+                           "Default period: the bed's last 24 h of recording; since before until, at most 7 days "
+                           "apart (400 otherwise).",
             "parameters": [bed, _time("since", "from this time"), _time("until", "before this time"),
                            {"name": "format", "in": "query", "required": False,
                             "schema": {"enum": ["html", "pdf", "text"], "default": "html"}}],
@@ -330,8 +331,7 @@ def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
                 "text/html": {"schema": {"type": "string"}},
                 "application/pdf": {"schema": {"type": "string", "format": "binary"}},
                 "text/plain": {"schema": {"type": "string"}}}},
-                "400": bad, "404": _json(Refusal, "the bed has no stored second (and no period was asked), or the "
-                                                  "period asked is empty (until not after since)")}}},
+                "400": bad, "404": _json(Refusal, "the bed has no stored second (and no period was asked)")}}},
         "/board": {"get": {
             "tags": board, "operationId": "board_page", "summary": "The bed board (a page for a browser)",
             "description": "A static page with no patient data: it asks for a clinician's key and reads GET /beds "
