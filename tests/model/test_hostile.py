@@ -121,7 +121,8 @@ def test_a_bed_whose_data_are_all_refused_shows_no_valid_data_until_they_come_ag
     assert [a["bed"] for a in endpoints.get_now("/alarms", "")[1]["open"]] == ["icu-2"]
     # the case report names the condition; there is no window of the signals to explain
     [ended] = engine.store.episodes("icu-1")
-    status, report = endpoints.get_now("/beds/icu-1/report", f"format=text&since={int(now) - 600}&until={int(now) + 60}")
+    period = f"format=text&since={int(now) - 600}&until={int(now) + 60}"
+    status, report = endpoints.get_now("/beds/icu-1/report", period)
     assert status == 200 and b"technical condition" in report.body and b"no valid data from this bed" in report.body
     status, out = endpoints.get_now(f"/beds/icu-1/episodes/{ended['start']}/explain", "")
     assert status == 404 and "nothing to explain" in out["error"]

@@ -8,6 +8,7 @@ from biostream.serving.arrow import ARROW_STREAM, largest_body
 from biostream.serving.routes import OPEN, Body, Operation, Routes
 from biostream.serving.security.keys import ROLES
 from biostream.serving.spec import ServingSpec
+from biostream.serving.streaming.messages import max_decoded_bytes
 
 JSON = "application/json"
 ACK_BODY = 1024  # an acknowledgement reads no body: an empty one, or `{}`, is ignored; more is refused (413)
@@ -16,7 +17,10 @@ ACK_BODY = 1024  # an acknowledgement reads no body: an empty one, or `{}`, is i
 def operations(spec: ServingSpec) -> Routes:
     """Every operation of the service for `spec` (its body limits)."""
     json_limit = spec.max_body_bytes or largest_body(spec)
-    stream = json_limit  # a stream message (JSON or Arrow): its bed-seconds are bounded apart (max_message_bed_s)
+    # a stream message: JSON within the JSON limit (parsed into Python objects); Arrow as long as its most rows take
+    # uncompressed (what bounds its memory is its rows and decoded size, read from its metadata before decoding)
+    arrow_stream = (max_decoded_bytes(spec.stream["max_message_bed_s"], len(spec.signals)) if spec.stream
+                    else json_limit)
     return Routes([
         # open: an orchestrator's probes and the API's description (no patient data in them)
         *(Operation(m, p, OPEN) for p in ("/healthz", "/livez", "/readyz") for m in ("GET", "HEAD")),
@@ -31,8 +35,8 @@ def operations(spec: ServingSpec) -> Routes:
         Operation("POST", "/metadata", ROLES, bodies=(Body(JSON, json_limit),)),
         Operation("GET", "/metrics", ("admin",)),
         # bedside streams (biostream.serving.streaming.http)
-        Operation("POST", "/ingest", ("gateway",), bodies=(Body(JSON, stream, "ingest"),
-                                                           Body(ARROW_STREAM, stream, "ingest"))),
+        Operation("POST", "/ingest", ("gateway",), bodies=(Body(JSON, json_limit, "ingest"),
+                                                           Body(ARROW_STREAM, arrow_stream, "ingest"))),
         Operation("GET", "/alarms", ("clinician",), handler="alarms"),
         Operation("GET", "/beds", ("clinician",), handler="beds"),
         Operation("GET", "/beds/{bed}/scores", ("clinician",), handler="scores"),

@@ -170,5 +170,6 @@ def explain_answer(store: Any, scorer: Any, bed: str, start: int) -> dict[str, A
     if episode is None:
         return None
     if episode.get("reason"):  # a condition not read from the signals (its data refused): no window to explain
-        return f"bed {bed!r}'s episode at {iso(start)} is the condition '{episode['reason']}', not read from its signals"
+        return (f"bed {bed!r}'s episode at {iso(start)} is the condition '{episode['reason']}', not read from its "
+                f"signals")
     return {"bed": bed, "episode": episode_answer(episode), **explain_episode(store, scorer, bed, start)}

@@ -307,7 +307,11 @@ class StreamEngine:
             return _Outputs([], [], [], empty, empty, [])
         parts, conditions = [], []
         for a in range(0, windows.n, SCORE_CHUNK):
-            x = windows.get(a, min(a + SCORE_CHUNK, windows.n))
+            b = min(a + SCORE_CHUNK, windows.n)
+            x = windows.get(a, b)
+            lo, hi = np.searchsorted(windows.last_rows, [a, b])
+            for r in windows.last_rows[lo:hi].tolist():  # a bed's new history: the window of its newest second
+                windows.newest_windows[r] = x[r - a].copy()
             o, _, learned = self.scorer.bundle.outputs_and_view(x)
             parts.append((o, learned))
             conditions += self.scorer.bundle.conditions(x).messages(self.signals)
@@ -396,15 +400,8 @@ class StreamEngine:
             if plan.answer.closed:
                 plan.answer.closed = [episode_answer(episode_record(plan.bed, e, now, self.model_version))
                                       for e in plan.answer.closed]
-            seg = plan.segments[-1]  # the bed's last W seconds: the window of its newest second, or its history
-            if seg.last_row is None:  # no new second: its history, with any late value merged
-                st.values = seg.hist
-            else:  # the window of its newest second, into the bed's own array (a new bed's is the shared empty one)
-                newest = windows.rows(np.asarray([seg.last_row]))[0]
-                if st.values.flags.writeable:
-                    np.copyto(st.values, newest)
-                else:
-                    st.values = newest
+            seg = plan.segments[-1]  # its last W seconds: its newest second's window, or (none new) its history
+            st.values = seg.hist if seg.last_row is None else windows.newest_windows.pop(seg.last_row)
             st.last_second, st.first_second = plan.last_second, plan.first_second
             bed_rows.append({"bed": plan.bed, "last_second": st.last_second, "last_arrival": now,
                              "state": self._state_dict(st), "refused_since": st.refused_since})
@@ -553,11 +550,14 @@ class _Windows:
             for seg in plan.segments:
                 m = len(seg.new)
                 if m:
-                    self.parts.append((row, seg.hist, np.stack(seg.new, axis=1)))
+                    seg.stacked = seg.new[0][:, None] if m == 1 else np.stack(seg.new, axis=1)
+                    self.parts.append((row, seg.hist, seg.stacked))
                 seg.last_row = row + m - 1 if m else None
                 row += m
         self.n = row
         self._firsts = np.asarray([p[0] for p in self.parts], dtype=np.int64)
+        self.last_rows = np.asarray([p[0] + p[2].shape[1] - 1 for p in self.parts], dtype=np.int64)
+        self.newest_windows: dict[int, np.ndarray] = {}  # each segment's last window, kept as `_outputs` builds it
 
     def get(self, a: int, b: int) -> np.ndarray:
         """Rows a..b-1 (b - a, S, W)."""
@@ -601,6 +601,7 @@ class _Segment:
         self.first, self.hist, self.reset = first, hist, reset
         self.owned = owned  # False: `hist` is the bed's cached state, copied before a late value is merged in
         self.new: list[np.ndarray] = []  # (S,) per second
+        self.stacked: np.ndarray | None = None  # `new` as one (S, m) array (`_Windows`)
         self.last_row: int | None = None  # the row of its newest second's window in the batch
 
 

@@ -365,7 +365,7 @@ def parse_arrow(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[l
                            f"(pyarrow.ipc.new_stream)") from None
     if size.rows > params.max_message_bed_s:
         raise too_many(size.rows, params)
-    most = max_decoded_bytes(params, spec)
+    most = max_decoded_bytes(params.max_message_bed_s, len(spec.signals))
     if size.decoded_bytes > most:
         raise MessageError(f"the Arrow stream decodes to {size.decoded_bytes} bytes; {size.rows} rows of bed, time "
                            f"and {len(spec.signals)} signals take at most {most} (a bed id is at most 128 characters)"
@@ -444,11 +444,11 @@ def parse_arrow(body: bytes, spec: ServingSpec, params: StreamParams) -> tuple[l
     return chunks, problems
 
 
-def max_decoded_bytes(params: StreamParams, spec: ServingSpec) -> int:
-    """The most bytes an Arrow message's buffers may decode to: its rows at most, each a bed id of at most 128
-    characters (with its offset and validity), a time and every signal as float64 (with validity)."""
-    per_row = (128 + 4 + 1) + 9 + 9 * len(spec.signals)
-    return params.max_message_bed_s * per_row + (1 << 20)
+def max_decoded_bytes(bed_s: int, signals: int) -> int:
+    """The most bytes an Arrow message's buffers may decode to (and its body's limit): its rows at most (`bed_s`:
+    `stream.max_message_bed_s`), each a bed id of at most 128 characters (with its offset and validity), a time and
+    `signals` signals as float64 (with validity)."""
+    return int(bed_s) * ((128 + 4 + 1) + 9 + 9 * signals) + (1 << 20)
 
 
 def _row_problem(r: int, bed: Any, bad_bed: bool, bad_time: bool) -> Problem:
