@@ -16,9 +16,10 @@ import pyarrow as pa
 import pytest
 
 from biostream.serving.streaming.answers import MAX_PROBLEMS, Chunk
+from biostream.serving.streaming.arrow_rows import parse_arrow
 from biostream.serving.streaming.engine import StreamEngine
 from biostream.serving.streaming.http import StreamEndpoints
-from biostream.serving.streaming.messages import MessageError, parse_arrow, parse_json
+from biostream.serving.streaming.messages import MessageError, parse_json
 from biostream.serving.streaming.store import Store, sqlite_url
 from tests.model.conftest import scorer_for
 from tests.model.test_streams import params

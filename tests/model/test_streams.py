@@ -258,7 +258,8 @@ def test_the_usual_message_is_read_at_once_with_what_item_by_item_reading_gives(
 def test_arrow_messages_carry_the_same_seconds(alarming):
     import pyarrow as pa
 
-    from biostream.serving.streaming.messages import parse_arrow, parse_json
+    from biostream.serving.streaming.arrow_rows import parse_arrow
+    from biostream.serving.streaming.messages import parse_json
 
     scorer, _, values = alarming
     spec, p = scorer.spec, params("sqlite://")
@@ -320,7 +321,7 @@ def _arrow(beds, times, values, spec) -> bytes:
 def test_arrow_rows_in_any_order_are_the_stream_of_the_ordered_rows(alarming, tmp_path):
     """A gateway's rows shuffled, one sent twice, with a row of no bed and one of an infinite value: the same
     seconds stored as from the rows in order, and the two bad rows named (nothing else refused)."""
-    from biostream.serving.streaming.messages import parse_arrow
+    from biostream.serving.streaming.arrow_rows import parse_arrow
 
     scorer, _, values = alarming
     spec, n = scorer.spec, 40

@@ -8,7 +8,7 @@ from biostream.serving.arrow import ARROW_STREAM, largest_body
 from biostream.serving.routes import OPEN, Body, Operation, Routes
 from biostream.serving.security.keys import ROLES
 from biostream.serving.spec import ServingSpec
-from biostream.serving.streaming.messages import max_decoded_bytes
+from biostream.serving.streaming.arrow_rows import max_decoded_bytes
 
 JSON = "application/json"
 ACK_BODY = 1024  # an acknowledgement reads no body: an empty one, or `{}`, is ignored; more is refused (413)

@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 import sqlalchemy as sa
-from numpy.lib.stride_tricks import sliding_window_view
 
 from biostream.serving.scorer import Scorer
 from biostream.serving.streaming.answers import (
@@ -32,6 +30,7 @@ from biostream.serving.streaming.answers import (
     episode_record,
     iso,
 )
+from biostream.serving.streaming.batch import Plan, StateCache, Windows
 from biostream.serving.streaming.params import StreamParams
 from biostream.serving.streaming.policy import BedAlarms, Episode, Step
 from biostream.serving.streaming.store import SECONDS_COLUMNS, BedRow, Store
@@ -82,7 +81,7 @@ class StreamEngine:
         # cached states (the store's version says whether one is current), the least recently used dropped beyond
         # `state_cache_mb`: a process's memory does not grow with every bed it ever saw
         per_bed = len(self.signals) * self.window_s * 8
-        self.beds = _Cache(max(1, params.state_cache_mb * (1 << 20) // per_bed))
+        self.beds = StateCache(max(1, params.state_cache_mb * (1 << 20) // per_bed))
         self._empty = np.full((len(self.signals), self.window_s), np.nan)  # a new bed's history (never written)
         self._empty.flags.writeable = False
         self._acks = (params.ack_silence_s, params.ack_worsening)  # how long an acknowledgement holds (the store)
@@ -230,7 +229,7 @@ class StreamEngine:
         state.values, state.first_second = self._history(bed, newest)
         state.last_second = newest
 
-    def _stored_or_refused(self, plan: _Plan) -> None:
+    def _stored_or_refused(self, plan: Plan) -> None:
         """Seconds older than the history kept: a repeat if the store has them with every value they carry, else
         refused (too late to be merged, or before the recording)."""
         ts = [t for _, t, _ in plan.beyond]
@@ -242,11 +241,11 @@ class StreamEngine:
             else:
                 plan.refused.setdefault(id(c), (c, []))[1].append(t)
 
-    def _plan(self, bed: str, state: BedState, parts: list[Chunk]) -> _Plan:
+    def _plan(self, bed: str, state: BedState, parts: list[Chunk]) -> Plan:
         """Merge a bed's chunks into its history: segments of new seconds to score (a new recording starts a new
         segment), repeats, and late values merged into seconds already scored."""
         p, w = self.params, self.window_s
-        plan = _Plan(bed, state)
+        plan = Plan(bed, state)
         seg = plan.segments[-1]
         last, first = state.last_second, state.first_second
         for c in parts:
@@ -290,16 +289,16 @@ class StreamEngine:
                        + (f" or before its recording started ({iso(first)})" if first is not None else "")
                        + ": not stored", "the item's other seconds", refused=True)
 
-    def _score(self, plans: list[_Plan], now: float) -> tuple[list[BedAnswer], Writes]:
+    def _score(self, plans: list[Plan], now: float) -> tuple[list[BedAnswer], Writes]:
         """Score the plans' new seconds, step their alarm states, and return the answers and what to write."""
-        windows = _Windows(plans, self.window_s)
+        windows = Windows(plans, self.window_s)
         out = self._outputs(windows)
         seconds, named = self._step(plans, windows, out, now)
         if named:
             self._name_signals(windows, out, named)
         return [plan.answer for plan in plans], self._writes(plans, windows, seconds, now)
 
-    def _outputs(self, windows: _Windows) -> _Outputs:
+    def _outputs(self, windows: Windows) -> _Outputs:
         """The model's outputs for the windows, SCORE_CHUNK windows at a time: a message's memory is its values
         and a few numbers a second, never its windows (W seconds of every signal a second: ~115 kB)."""
         if not windows.n:
@@ -322,7 +321,7 @@ class StreamEngine:
             learned=np.concatenate([learned for _, learned in parts]),
             rule_driven=np.concatenate([o.rule_driven for o, _ in parts]), conditions=conditions)
 
-    def _step(self, plans: list[_Plan], windows: _Windows, out: _Outputs,
+    def _step(self, plans: list[Plan], windows: Windows, out: _Outputs,
               now: float) -> tuple[list[list], list[_Named]]:
         """Step each bed's alarm state through its new seconds, in order: the stored seconds (rows in the store's
         column order), the answers' seconds and episodes, and the seconds whose top signals are still to name."""
@@ -363,7 +362,7 @@ class StreamEngine:
                     row += 1
         return seconds, named
 
-    def _name_signals(self, windows: _Windows, out: _Outputs, named: list[_Named]) -> None:
+    def _name_signals(self, windows: Windows, out: _Outputs, named: list[_Named]) -> None:
         """The top signals of alarming seconds and episode peaks, into their answer, stored row and episode (their
         windows and the detector's view of them built again, SCORE_CHUNK at a time)."""
         names: list[list[str]] = []
@@ -380,7 +379,7 @@ class StreamEngine:
                     if peak is not None and peak.second == item.second:
                         peak.signals = n
 
-    def _writes(self, plans: list[_Plan], windows: _Windows, seconds: list[list], now: float) -> Writes:
+    def _writes(self, plans: list[Plan], windows: Windows, seconds: list[list], now: float) -> Writes:
         """What the batch writes: the beds' new states, the seconds, the merged late values and the episodes touched;
         the answers' episodes in their final form."""
         bed_rows, merged, episodes, ended = [], [], [], []
@@ -516,119 +515,3 @@ class _Named(NamedTuple):
     said: dict | None
     episode: Episode | None
     second: int
-
-
-class _Cache(OrderedDict):
-    """Beds' states, the least recently used dropped beyond `capacity` (they are read again from the store)."""
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__()
-        self.capacity = capacity
-
-    def get(self, bed: str, default: BedState | None = None) -> BedState | None:
-        state = super().get(bed, default)
-        if state is not None:
-            self.move_to_end(bed)
-        return state
-
-    def __setitem__(self, bed: str, state: BedState) -> None:
-        super().__setitem__(bed, state)
-        self.move_to_end(bed)
-        while len(self) > self.capacity:
-            self.popitem(last=False)
-
-
-class _Windows:
-    """The window ending at each new second of a batch's plans, in order (row i: (signals, W)), built a few rows at
-    a time from each segment's history and new seconds; each segment's `last_row` is set to its newest row."""
-
-    def __init__(self, plans: list[_Plan], w: int) -> None:
-        self.w = w
-        self.parts: list[tuple[int, np.ndarray, np.ndarray]] = []  # (first row, history (S, W), new (S, m))
-        row = 0
-        for plan in plans:
-            for seg in plan.segments:
-                m = len(seg.new)
-                if m:
-                    seg.stacked = seg.new[0][:, None] if m == 1 else np.stack(seg.new, axis=1)
-                    self.parts.append((row, seg.hist, seg.stacked))
-                seg.last_row = row + m - 1 if m else None
-                row += m
-        self.n = row
-        self._firsts = np.asarray([p[0] for p in self.parts], dtype=np.int64)
-        self.last_rows = np.asarray([p[0] + p[2].shape[1] - 1 for p in self.parts], dtype=np.int64)
-        self.newest_windows: dict[int, np.ndarray] = {}  # each segment's last window, kept as `_outputs` builds it
-
-    def get(self, a: int, b: int) -> np.ndarray:
-        """Rows a..b-1 (b - a, S, W)."""
-        return self.rows(np.arange(a, b))
-
-    def rows(self, idx: np.ndarray) -> np.ndarray:
-        """The windows of rows `idx` (ascending), as a new array (len(idx), S, W)."""
-        w = self.w
-        out = np.empty((len(idx), self._signals(), w))
-        which = np.searchsorted(self._firsts, idx, side="right") - 1
-        cuts = [0, *(np.flatnonzero(np.diff(which)) + 1).tolist(), len(idx)]
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-            first, hist, new = self.parts[which[a]]
-            j = idx[a:b] - first  # the new second each window ends at (0-based in its segment)
-            if b - a == 1:  # one window (a bed's usual second): its history's tail and its new seconds
-                k = int(j[0])
-                h = max(0, w - k - 1)
-                out[a, :, :h] = hist[:, w - h:]
-                out[a, :, h:] = new[:, k + 1 - (w - h):k + 1]
-                continue
-            lo, hi = int(j[0]), int(j[-1])
-            # the stretch these windows read: history from lo + 1, new seconds up to hi
-            span = np.concatenate([hist[:, min(lo + 1, w):], new[:, max(0, lo + 1 - w):hi + 1]], axis=1)
-            out[a:b] = sliding_window_view(span, w, axis=1).transpose(1, 0, 2)[j - lo]
-        return out
-
-    def newest(self) -> np.ndarray:
-        """Each row's own second (n, S), C order (as stored)."""
-        if not self.parts:
-            return np.empty((0, self._signals()))
-        return np.ascontiguousarray(np.concatenate([new for _, _, new in self.parts], axis=1).T)
-
-    def _signals(self) -> int:
-        return self.parts[0][1].shape[0] if self.parts else 0
-
-
-class _Segment:
-    """New seconds of one recording: from second `first`, after the (S, W) history `hist`."""
-
-    def __init__(self, first: int, hist: np.ndarray, reset: bool, owned: bool = True) -> None:
-        self.first, self.hist, self.reset = first, hist, reset
-        self.owned = owned  # False: `hist` is the bed's cached state, copied before a late value is merged in
-        self.new: list[np.ndarray] = []  # (S,) per second
-        self.stacked: np.ndarray | None = None  # `new` as one (S, m) array (`_Windows`)
-        self.last_row: int | None = None  # the row of its newest second's window in the batch
-
-
-class _Plan:
-    """One bed's part of a batch: its segments of new seconds, late merges, episodes touched."""
-
-    def __init__(self, bed: str, state: BedState) -> None:
-        self.bed, self.state = bed, state
-        self.answer = BedAnswer(bed)
-        self.segments = [_Segment((state.last_second or 0) + 1, state.values, False, owned=False)]
-        self.last_second, self.first_second = state.last_second, state.first_second
-        self.merged: dict[int, np.ndarray] = {}
-        self.beyond: list[tuple[Chunk, int, np.ndarray]] = []  # seconds older than the history: asked of the store
-        self.refused: dict[int, tuple[Chunk, list[int]]] = {}  # per chunk (its id): its seconds not stored
-        self.touched: dict[int, Episode] = {}
-
-    def new_segment(self, first: int, reset: bool) -> _Segment:
-        seg = _Segment(first, np.full_like(self.segments[0].hist, np.nan), reset)
-        self.segments.append(seg)
-        return seg
-
-    def column(self, last: int, t: int) -> np.ndarray:
-        """Second t's values (t <= last, in the current recording), as a view to merge a late value into."""
-        seg = self.segments[-1]
-        back = last - t
-        if back < len(seg.new):
-            return seg.new[len(seg.new) - 1 - back]
-        if not seg.owned:
-            seg.hist, seg.owned = seg.hist.copy(), True
-        return seg.hist[:, seg.hist.shape[1] - 1 - (back - len(seg.new))]

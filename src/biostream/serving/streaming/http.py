@@ -23,11 +23,11 @@ import numpy as np
 from biostream.serving.arrow import ARROW_STREAM
 from biostream.serving.asgi import Call
 from biostream.serving.streaming.answers import Problem, episode_answer, iso
+from biostream.serving.streaming.arrow_rows import parse_arrow
 from biostream.serving.streaming.engine import StreamEngine
 from biostream.serving.streaming.messages import (
     MessageError,
     check_bed,
-    parse_arrow,
     parse_json,
     query_params,
     time_text,
