@@ -14,8 +14,8 @@ from biostream.serving.streaming.messages import (
     FIRST_SECOND,
     LAST_SECOND,
     MessageError,
-    echoed,
     check_ranges,
+    echoed,
     is_bed,
     too_many,
 )
