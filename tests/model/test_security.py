@@ -116,6 +116,13 @@ def test_keys_are_created_listed_and_revoked_by_the_cli_and_never_stored_in_clea
     assert revoked.returncode == 0 and json.loads(revoked.stdout)["revoked_at"]
     trail = [(e["action"], e["target"]) for e in store.audit()]
     assert trail == [("keys create", key["key_id"]), ("keys revoke", key["key_id"])]
+    assert all(e["detail"].startswith("by ") and "@" in e["detail"] for e in store.audit()), "the operator is named"
+    scoped = cli(store_url, "keys", "create", "--role", "gateway", "--name", "ward 3 gateway", "--beds", "icu3-,or1-")
+    assert scoped.returncode == 0 and json.loads(scoped.stdout)["beds"] == "icu3-,or1-", scoped.stderr
+    wrong = cli(store_url, "keys", "create", "--role", "clinician", "--name", "x", "--beds", "icu3-")
+    assert wrong.returncode != 0 and "gateway" in wrong.stderr
+    wrong = cli(store_url, "keys", "create", "--role", "gateway", "--name", "x", "--beds", "icu 3/")
+    assert wrong.returncode != 0 and "--beds" in wrong.stderr
     store.dispose()
 
 

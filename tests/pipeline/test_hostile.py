@@ -115,7 +115,7 @@ def test_a_corpus_of_hostile_requests_gets_4xx_strict_json_and_kills_no_worker(s
     assert status == 200 and len(out["beds"][0]["seconds"]) == 20
 
 
-def test_the_issues_cases_over_http(served):
+def test_the_issues_cases_over_http(served, repo):
     """The issue's numbered findings against `make serve` of main 4ffb783, each as the service answers it now."""
     port, _, keys = served
     gateway, clinician, admin = (Client(port, keys[r]) for r in ("gateway", "clinician", "admin"))
@@ -154,6 +154,17 @@ def test_the_issues_cases_over_http(served):
     opened = {bed: [(e["start"], e["alarm_class"]) for e in clinician.get_json(f"/beds/{bed}/episodes")[1][
         "episodes"] if not e["reason"]] for bed in ("ahead-1", "control-1")}
     assert opened["ahead-1"] == opened["control-1"] and opened["control-1"], opened
+    # a gateway key tied to its ward's beds writes nothing else, however it names them
+    from biostream.serving.security.keys import KeyStore
+
+    store = KeyStore(f"sqlite:///{repo / 'stores' / 'streams.db'}")
+    ward3 = Client(port, store.create("gateway", "ward 3 gateway", beds="icu3-")[1])
+    store.dispose()
+    status, out = ward3.post("/ingest", {"samples": [{"bed": b, "start": now - 5, "vitals": {"hr": [72.0]}}
+                                                     for b in ("icu3-1", "control-1")]})
+    assert status == 200 and [b["bed"] for b in out["beds"]] == ["icu3-1"] and out["problems"][0]["bed"] == "control-1"
+    assert ward3.post("/ingest", {"samples": [{"bed": "control-1", "start": now - 4, "vitals": {"hr": [72.0]}}]}
+                      )[0] == 403
     # 7. audit: a refused key names its id; the message names its bed; an acknowledgement that changes nothing
     # says so
     offered = keys["clinician"][:-4] + "AAAA"
