@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from biostream.serving.errors import one_error
+from biostream.serving.errors import message
 from biostream.serving.routes import Match, Routes
 
 JSON = "application/json"
@@ -165,34 +165,59 @@ async def _guarded(handler: Callable[[str], Any], name: str, call: Call) -> tupl
 
 
 def _amended(send: Any, amend: Callable[[dict[str, Any]], Any]) -> Any:
-    """An ASGI send that holds a JSON answer until its last chunk, lets `amend` change the document, then sends it
-    whole (a new Content-Length). An answer that is not a 200 JSON document passes unchanged."""
+    """An ASGI send whose 200 JSON document `amend` changes (an answer that is not one passes unchanged)."""
+
+    def change(body: bytes) -> bytes:
+        try:
+            doc = json.loads(body)
+            amend(doc)
+            return json.dumps(doc).encode()
+        except ValueError:
+            _log.exception("the OpenAPI document could not be amended; served as BentoML made it")
+            return body
+
+    return _rewritten(send, lambda status: status == 200, change)
+
+
+def one_error(send: Any) -> Any:
+    """An ASGI send that answers BentoML's refusals (status >= 400) as ours: `{"error": "..."}`
+    (`biostream.serving.errors.message`); any other answer passes as it comes."""
+
+    def change(body: bytes) -> bytes:
+        try:
+            said = message(json.loads(body))
+        except ValueError:
+            said = None
+        return body if said is None else json.dumps({"error": said}).encode()
+
+    return _rewritten(send, lambda status: status >= 400, change)
+
+
+def _rewritten(send: Any, holds: Callable[[int], bool], change: Callable[[bytes], bytes]) -> Any:
+    """An ASGI send that holds an answer whose status `holds` until its last chunk, then sends `change(body)` whole
+    with its new Content-Length; any other answer passes as it comes."""
     start: dict[str, Any] = {}
     chunks: list[bytes] = []
 
-    async def amended(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            start.update(message)
+    async def rewritten(msg: dict[str, Any]) -> None:
+        if msg["type"] == "http.response.start":
+            if not holds(int(msg.get("status", 200))):
+                await send(msg)
+                return
+            start.update(msg)
             return
-        if message["type"] != "http.response.body" or not start:
-            await send(message)
+        if not start or msg["type"] != "http.response.body":
+            await send(msg)
             return
-        chunks.append(message.get("body", b""))
-        if message.get("more_body", False):
+        chunks.append(msg.get("body", b""))
+        if msg.get("more_body", False):
             return
-        body = b"".join(chunks)
-        if start.get("status") == 200:
-            try:
-                doc = json.loads(body)
-                amend(doc)
-                body = json.dumps(doc).encode()
-            except ValueError:
-                _log.exception("the OpenAPI document could not be amended; served as BentoML made it")
+        body = change(b"".join(chunks))
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
         await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-    return amended
+    return rewritten
 
 
 def _replay(body: bytes, receive: Any) -> Any:

@@ -1,11 +1,11 @@
 """Bad input answered as every other 4xx of the service, and logged as what it is. BentoML answers a request its
 endpoint's input model refuses with `{"error", "detail": [...]}` (pydantic's list) or `[{"error"}]` (a list), and
-logs each at ERROR with a traceback: a log flood on bad input. `one_error` rewrites such an answer to
-`{"error": "<what is wrong, where>"}` (strict JSON); `quiet_bad_input` logs it at WARNING, one line, no traceback."""
+logs each at ERROR with a traceback: a log flood on bad input. `message` reads such an answer's error, which the
+router sends as `{"error": "<what is wrong, where>"}` (`biostream.serving.asgi.one_error`); `quiet_bad_input` logs
+it at WARNING, one line, no traceback."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -29,40 +29,6 @@ def message(payload: Any) -> str | None:
                 parts.append(f"{where}: {d.get('msg', '')}" if where else str(d.get("msg", "")))
         said += ": " + "; ".join(parts) + (f"; and {len(detail) - 10} more" if len(detail) > 10 else "")
     return said[:MAX_ERROR]
-
-
-def one_error(send: Any) -> Any:
-    """An ASGI send that holds an error answer (status >= 400, JSON) until its end and sends it as
-    `{"error": "..."}`; any other answer passes as it comes."""
-    start: dict[str, Any] = {}
-    chunks: list[bytes] = []
-
-    async def sent(msg: dict[str, Any]) -> None:
-        if msg["type"] == "http.response.start":
-            if int(msg.get("status", 200)) < 400:
-                await send(msg)
-                return
-            start.update(msg)
-            return
-        if not start or msg["type"] != "http.response.body":
-            await send(msg)
-            return
-        chunks.append(msg.get("body", b""))
-        if msg.get("more_body", False):
-            return
-        body = b"".join(chunks)
-        try:
-            said = message(json.loads(body))
-        except ValueError:
-            said = None
-        if said is not None:
-            body = json.dumps({"error": said}).encode()
-        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
-        await send({**start, "headers": [*headers, (b"content-type", b"application/json"),
-                                         (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-    return sent
 
 
 class _BadInput(logging.Filter):
