@@ -75,12 +75,29 @@ class Routes:
             if op.method == "POST" and not op.bodies:
                 raise ValueError(f"POST {op.path} declares no body and limit")
 
+        # by method and number of segments: a request's path is split once and compared with a few templates
+        self._exact = {(op.method, op.path): op for op in self.operations if not op.files and "{" not in op.path}
+        self._index: dict[tuple[str, int], list[Operation]] = {}
+        for op in self.operations:
+            if not op.files and "{" in op.path:
+                self._index.setdefault((op.method, len(op.segments)), []).append(op)
+        self._files = [op for op in self.operations if op.files]
+
     def __iter__(self) -> Iterator[Operation]:
         return iter(self.operations)
 
     def match(self, method: str, path: str) -> Match | None:
         """The operation `method path` runs, with its path parameters; None if none is declared."""
-        for op in self.operations:
+        exact = self._exact.get((method, path))
+        if exact is not None:
+            return Match(exact, {})
+        parts = path.split("/")
+        if parts[0] == "":
+            for op in self._index.get((method, len(parts) - 1), ()):
+                params = _segments(op, parts)
+                if params is not None:
+                    return Match(op, params)
+        for op in self._files:
             if op.method == method:
                 params = _match(op, path)
                 if params is not None:
@@ -100,6 +117,11 @@ def _match(op: Operation, path: str) -> dict[str, str] | None:
     parts = path.split("/")
     if parts[0] != "" or len(parts) - 1 != len(op.segments):
         return None
+    return _segments(op, parts)
+
+
+def _segments(op: Operation, parts: list[str]) -> dict[str, str] | None:
+    """The path parameters of a split path (as many segments as `op`'s) that `op`'s template matches, or None."""
     params = {}
     for want, got in zip(op.segments, parts[1:], strict=True):
         if want.startswith("{"):  # as sent, even empty: its handler names what is wrong with it (400)
