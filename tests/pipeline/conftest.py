@@ -288,7 +288,8 @@ def declared() -> Any:
 
     from biostream.serving.api import operations
 
-    return operations(SimpleNamespace(max_body_bytes=1, max_batch_windows=1, signals=("hr",), max_window_s=1, stream={}))
+    return operations(SimpleNamespace(max_body_bytes=1, max_batch_windows=1, signals=("hr",), max_window_s=1,
+                                      stream={}))
 
 
 @pytest.fixture(scope="session")
