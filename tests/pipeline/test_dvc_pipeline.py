@@ -252,7 +252,13 @@ def test_train_takes_the_studies_fitted_models_and_a_refit_gives_the_same_bundle
 
 def test_evaluate_metrics_and_plots(repo, reproduced):
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert set(metrics) == {"clinical", "iforest", "ocsvm", "lstm_ae", "monitor", "map_alone"}
+    assert set(metrics) == {"clinical", "iforest", "ocsvm", "lstm_ae", "monitor", "map_alone", "advisory"}
+    advisory = metrics.pop("advisory")  # every baseline advisory judged forward on every source (test_advisory.py)
+    assert set(advisory) == set(metrics["clinical"])  # the same sources as the detectors
+    for source, m in advisory.items():
+        assert m["reference"] in m["candidates"], source
+        assert m["candidates"]["map_below_73"]["all"]["events"] == m["candidates"]["current"]["all"]["events"]
+    assert "map_below_73 |" in (repo / "plots/advisory.txt").read_text()
     for name, per in metrics.items():
         m = per["synthetic"]
         for key in ("event_recall", "event_precision", "event_f1", "false_alarms_per_hour", "median_delay_s",
@@ -300,6 +306,8 @@ def test_vitaldb_cases_are_featurized_and_evaluated(repo, reproduced, tmp_path):
     metrics = json.loads((tmp_path / "evaluate.json").read_text())
     for name, per in metrics.items():
         assert "vitaldb" in per, name
+        if name == "advisory":
+            continue
         for cls in ("physiological", "technical"):  # the IntelliVue demo recordings hold no event
             assert per["vitaldb"][cls]["events"] == 0 and per["vitaldb"][cls]["false_alarms_per_hour"] is not None
 

@@ -3,9 +3,11 @@
 Metrics per detector (DVC metrics, and an MLflow run `evaluate-<detector>`), physiological and technical apart
 (`biostream.models.metrics`; the list: docs/pipeline.md), beside two reference rows: `monitor`, the bedside monitor
 without alarm delay (the rules of configs/alarms.yaml on each second's value), and `map_alone`, the current MAP
-alone. Plots are DVC plots and MLflow artifacts (`biostream.reporting.evaluate`). The first source's test patients'
-per-second scores and alarms go to `scores`, one parquet file per detector: what the serving parity test compares
-the BentoML service with.
+alone; and the advisory table (`advisory`): every candidate of configs/advisories.yaml judged forward on every
+second of every source's patients (`biostream.reporting.advisory`), printed and in plots/advisory.txt. Plots are
+DVC plots and MLflow artifacts (`biostream.reporting.evaluate`). The first source's test patients' per-second scores
+and alarms go to `scores`, one parquet file per detector: what the serving parity test compares the BentoML service
+with.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from biostream.core.mlflow_store import setup_tracking
 from biostream.core.params import Params
 from biostream.features import windows_at
 from biostream.features.table import FeatureSet
+from biostream.models.advisory import Advisories
 from biostream.models.bundle import ModelBundle
 from biostream.models.metrics import second_labels
 from biostream.models.objective import Objective
+from biostream.reporting.advisory import advisory_metrics, judge_candidates, table
 from biostream.reporting.evaluate import (
     MAP_ALONE,
     MONITOR,
@@ -57,6 +61,7 @@ class Paths(Datasets):
     scores: Path = field(metadata=help_of("folder for per-second test scores, one parquet per detector"))
     signals: Path = Path("configs/signals.yaml")
     alarms: Path = Path("configs/alarms.yaml")
+    advisories: Path = Path("configs/advisories.yaml")
 
 
 def run(params: Params, paths: Paths) -> dict[str, dict]:
@@ -65,6 +70,7 @@ def run(params: Params, paths: Paths) -> dict[str, dict]:
     scores; return the metrics."""
     matplotlib.use("Agg")  # figures are files, on any machine
     configs = Configs.load(paths.signals, paths.alarms)
+    advisory_config = Advisories.load(paths.advisories, configs.rules)
     objective = Objective.of(params.objective, configs.rules)
     setup_tracking(params.tracking)
     plots = paths.plots
@@ -151,6 +157,7 @@ def run(params: Params, paths: Paths) -> dict[str, dict]:
         if dname != figures_of:
             log.info("on %s (%.1f patient-hours): %s", dname, parts[dname].hours, "; ".join(
                 real_summary(name, per[dname]) for name, per in results.items() if dname in per))
+    results["advisory"] = advise(advisory_config, configs, parts, plots)
     if "clinical" in results and figures_of in results["clinical"]:
         write_json(realism(results, figures_of), paths.realism)
     # metrics files hold what is reproducible; timings go to plots/timing.json and MLflow
@@ -160,3 +167,23 @@ def run(params: Params, paths: Paths) -> dict[str, dict]:
                plots / "timing.json")
     log.info("wrote %s and %s", paths.metrics, plots)
     return results
+
+
+def advise(config: Advisories, configs: Configs, parts: dict, plots: Path) -> dict[str, dict]:
+    """The advisory table of every source (every second of its patients' recordings), printed, in plots/advisory.txt
+    and in an MLflow run `evaluate-advisory`."""
+    out, text = {}, []
+    gz = config.evaluation.grey_zone
+    for dname, part in parts.items():
+        start = time.perf_counter()
+        vitals = part.vitals[part.vitals["patient_id"].isin(part.rows["patient_id"].unique())]
+        out[dname] = advisory_metrics(config, judge_candidates(config, configs.rules, vitals, part.rule_events))
+        text.append(table(dname, out[dname], gz.kind, gz.horizon_s))
+        log.info("%s\n(judged in %.1f s)", text[-1], time.perf_counter() - start)
+    (plots / "advisory.txt").write_text("\n\n".join(text) + "\n", encoding="utf-8")
+    with mlflow.start_run(run_name="evaluate-advisory", tags={"stage": "evaluate"}):
+        mlflow.log_metrics({f"{dname}.{name}.{k}": v for dname, m in out.items()
+                            for name, c in m["candidates"].items() for k, v in c["all"].items()
+                            if isinstance(v, int | float)})
+        mlflow.log_artifact(str(plots / "advisory.txt"))
+    return out

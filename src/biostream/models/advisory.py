@@ -1,0 +1,284 @@
+"""Advisories: a warning that a bedside rule's event is likely soon, beside the alarms (never instead of them).
+
+Every candidate (`configs/advisories.yaml`) is a scorer with one contract: on a recording's seconds (rows sorted by
+patient and time, `breaks` where a patient or a jump in time starts a new stretch) it gives, per rule kind it covers,
+a score per second that is > 0 where the advisory is on, computed from that second and the seconds before it only
+(causal: what a bed's window holds). The baselines:
+
+- `current`: each rule's own limit on the current value, without its duration (the current MAP alone, generalised).
+- `raised`: a raised limit per rule kind ("MAP < 73").
+- `extrapolated`: a least-squares line over the last `fit_s` seconds, crossing the rule's limit `ahead_s` ahead.
+- `personalised`: the patient's own median -/+ k IQR over the last `history_s`, once `min_seen_s` are seen.
+
+`advisories` turns scores into advisory seconds and episodes with the alarm policy (k of n seconds, refractory
+merge): an advisory episode is made as an alarm episode is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, TypeAdapter, ValidationError
+
+from biostream.core.config import AlarmRule, load_yaml
+from biostream.core.params import STRICT, AlarmPolicy, ConfigError, Count, Fraction, Positive, PositiveFloat
+from biostream.data.labels import segment_starts
+from biostream.models.alarms import alarm_episodes, apply_policy
+
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class GreyZone:
+    __pydantic_config__ = STRICT
+
+    kind: str
+    low: float
+    high: float
+    horizon_s: Positive
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """`evaluation`: the forward evaluation's definitions (`biostream.models.forward`)."""
+
+    __pydantic_config__ = STRICT
+
+    lead_s: Count
+    false_after_s: Count
+    new_onset_s: Count
+    horizons_s: tuple[Positive, ...]
+    grey_zone: GreyZone
+    bootstrap_resamples: Count
+    seed: int
+    false_per_hour: PositiveFloat
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """`episodes`: the alarm policy advisories are made with (k of n seconds > 0, refractory merge)."""
+
+    __pydantic_config__ = STRICT
+
+    k: Positive
+    n: Positive
+    refractory_s: Count
+
+    @property
+    def policy(self) -> AlarmPolicy:
+        return AlarmPolicy(self.k, self.n, self.refractory_s, tolerance_s=0)
+
+
+@dataclass(frozen=True)
+class Current:
+    __pydantic_config__ = STRICT
+
+    name: str
+    type: Literal["current"]
+    source: str
+    kinds: Literal["all"] | tuple[str, ...] = ALL
+
+
+@dataclass(frozen=True)
+class Raised:
+    __pydantic_config__ = STRICT
+
+    name: str
+    type: Literal["raised"]
+    source: str
+    limits: dict[str, float]
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self.limits)
+
+
+@dataclass(frozen=True)
+class Extrapolated:
+    __pydantic_config__ = STRICT
+
+    name: str
+    type: Literal["extrapolated"]
+    source: str
+    fit_s: Positive
+    ahead_s: Positive
+    min_fraction: Fraction
+    kinds: Literal["all"] | tuple[str, ...] = ALL
+
+
+@dataclass(frozen=True)
+class Personalised:
+    __pydantic_config__ = STRICT
+
+    name: str
+    type: Literal["personalised"]
+    source: str
+    k: PositiveFloat
+    history_s: Positive
+    min_seen_s: Positive
+    kinds: Literal["all"] | tuple[str, ...] = ALL
+
+
+Candidate = Annotated[Current | Raised | Extrapolated | Personalised, Field(discriminator="type")]
+
+
+@dataclass(frozen=True)
+class Advisories:
+    """`configs/advisories.yaml`, checked against the alarm rules (every kind a candidate names is a rule's)."""
+
+    __pydantic_config__ = STRICT
+
+    episodes: Episodes
+    evaluation: Evaluation
+    candidates: tuple[Candidate, ...]
+
+    @classmethod
+    def load(cls, path: str | Path, rules: tuple[AlarmRule, ...]) -> Advisories:
+        try:
+            out = TypeAdapter(cls).validate_python(load_yaml(path))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"{path}: {problems}") from None
+        known = {r.kind for r in rules}
+        names = [c.name for c in out.candidates]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{path}: candidate names repeat: {names}")
+        for c in out.candidates:
+            unknown = sorted(set(kinds_of(c, rules)) - known) if c.kinds != ALL else []
+            if unknown:
+                raise ConfigError(f"{path}: candidate '{c.name}' names {unknown}, which are no rule kind of "
+                                  f"configs/alarms.yaml ({sorted(known)})")
+        if out.evaluation.grey_zone.kind not in known:
+            raise ConfigError(f"{path}: evaluation.grey_zone.kind '{out.evaluation.grey_zone.kind}' is no rule kind")
+        return out
+
+    def candidate(self, name: str) -> Candidate:
+        for c in self.candidates:
+            if c.name == name:
+                return c
+        names = [c.name for c in self.candidates]
+        raise KeyError(f"no advisory candidate '{name}'; configs/advisories.yaml has {names}")
+
+
+def kinds_of(candidate: Candidate, rules: tuple[AlarmRule, ...]) -> tuple[str, ...]:
+    kinds = candidate.kinds
+    return tuple(r.kind for r in rules) if kinds == ALL else tuple(kinds)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scores: per second and rule kind, > 0 where the advisory is on
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def margin(value: np.ndarray, limit: np.ndarray | float, rule: AlarmRule) -> np.ndarray:
+    """How far `value` is beyond `limit` in the rule's direction, in the rule's units (> 0: beyond; NaN: no value)."""
+    beyond = value - limit if rule.above else limit - value
+    return beyond / rule.unit
+
+
+def rolling_sum(values: np.ndarray, breaks: np.ndarray, n: int) -> np.ndarray:
+    """Sum of the last n rows (this one included), not crossing a stretch's start."""
+    c = np.concatenate([[0.0], np.cumsum(values, dtype=np.float64)])
+    idx = np.arange(len(values))
+    start = np.maximum.accumulate(np.where(breaks, idx, 0))
+    return c[idx + 1] - c[np.maximum(idx - n + 1, start)]
+
+
+def extrapolated(values: np.ndarray, breaks: np.ndarray, fit_s: int, ahead_s: int, min_fraction: float) -> np.ndarray:
+    """The least-squares line through the last `fit_s` seconds' values, read `ahead_s` ahead (NaN where fewer than
+    `min_fraction` of them have a value, or they are all one second)."""
+    idx = np.arange(len(values))
+    x = (idx - np.maximum.accumulate(np.where(breaks, idx, 0))).astype(np.float64)  # seconds into the stretch
+    ok = np.isfinite(values)
+    y = np.where(ok, values, 0.0)
+    w = ok.astype(np.float64)
+    n, sx, sy = (rolling_sum(v, breaks, fit_s) for v in (w, x * w, y))
+    sxx, sxy = rolling_sum(x * x * w, breaks, fit_s), rolling_sum(x * y, breaks, fit_s)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, my = sx / n, sy / n
+        var = sxx / n - mx * mx
+        slope = (sxy / n - mx * my) / var
+        out = my + slope * (x + ahead_s - mx)
+    enough = (n >= max(2.0, min_fraction * fit_s)) & (var > 1e-9)
+    return np.where(enough, out, np.nan)
+
+
+def _rolling(values: np.ndarray, breaks: np.ndarray, history_s: int, min_periods: int) -> pd.core.window.Rolling:
+    stretch = np.cumsum(breaks)
+    return pd.Series(values).groupby(stretch).rolling(history_s, min_periods=min_periods)
+
+
+def personal_limit(values: np.ndarray, breaks: np.ndarray, rule: AlarmRule, c: Personalised) -> np.ndarray:
+    """The patient's own median -/+ k IQR (towards the rule's limit) over the last `history_s`, where `min_seen_s`
+    seconds of the stretch are seen and half the history has values; NaN before. The IQR counts at least one rule
+    unit: a signal held between measurements has none, and its limit would be its median."""
+    roll = _rolling(values, breaks, c.history_s, max(1, c.history_s // 2))
+    q1, med, q3 = (roll.quantile(q).to_numpy() for q in (0.25, 0.5, 0.75))
+    idx = np.arange(len(values))
+    seen = idx - np.maximum.accumulate(np.where(breaks, idx, 0)) + 1
+    spread = c.k * np.maximum(q3 - q1, rule.unit)
+    limit = med + spread if rule.above else med - spread
+    return np.where(seen >= c.min_seen_s, limit, np.nan)
+
+
+def candidate_scores(candidate: Candidate, rules: tuple[AlarmRule, ...], frame: pd.DataFrame,
+                     breaks: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per rule kind the candidate covers, its score per row of `frame` (patient_id, time_s and the signals, sorted
+    by patient and time); > 0 where the advisory is on, NaN where the candidate has nothing to say (no value)."""
+    if breaks is None:
+        breaks = segment_starts(frame["patient_id"].to_numpy(), frame["time_s"].to_numpy())
+    by_kind = {r.kind: r for r in rules}
+    out: dict[str, np.ndarray] = {}
+    for kind in kinds_of(candidate, rules):
+        rule = by_kind[kind]
+        if rule.signal not in frame:
+            out[kind] = np.full(len(frame), np.nan)
+            continue
+        values = frame[rule.signal].to_numpy(np.float64)
+        if isinstance(candidate, Current):
+            out[kind] = margin(values, rule.threshold, rule)
+        elif isinstance(candidate, Raised):
+            out[kind] = margin(values, candidate.limits[kind], rule)
+        elif isinstance(candidate, Extrapolated):
+            ahead = extrapolated(values, breaks, candidate.fit_s, candidate.ahead_s, candidate.min_fraction)
+            out[kind] = margin(ahead, rule.threshold, rule)
+        else:
+            out[kind] = margin(values, personal_limit(values, breaks, rule, candidate), rule)
+    return out
+
+
+@dataclass(frozen=True)
+class Advised:
+    """A candidate's advisories on some rows: per kind, the score and whether an advisory is on (after the alarm
+    policy), and the episodes (patient_id, start_s, end_s, kind)."""
+
+    scores: dict[str, np.ndarray]
+    on: dict[str, np.ndarray]
+    episodes: pd.DataFrame
+
+    def any_on(self, n: int) -> np.ndarray:
+        out = np.zeros(n, dtype=bool)
+        for flags in self.on.values():
+            out |= flags
+        return out
+
+
+def advisories(scores: dict[str, np.ndarray], frame: pd.DataFrame, policy: AlarmPolicy,
+               breaks: np.ndarray | None = None) -> Advised:
+    """Advisory seconds and episodes from per-kind scores, made as alarms are (`apply_policy`: k of the last n
+    seconds > 0, episodes within the refractory period merged)."""
+    pid, t = frame["patient_id"].to_numpy(), frame["time_s"].to_numpy()
+    if breaks is None:
+        breaks = segment_starts(pid, t)
+    on, parts = {}, []
+    for kind, score in scores.items():
+        flags = apply_policy(pid, t, np.nan_to_num(score, nan=-1.0), 0.0, policy, breaks).astype(bool)
+        on[kind] = flags
+        parts.append(alarm_episodes(pid, t, flags, breaks).assign(kind=kind))
+    episodes = (pd.concat(parts, ignore_index=True) if parts else
+                pd.DataFrame({"patient_id": [], "start_s": [], "end_s": [], "kind": []}))
+    return Advised(scores, on, episodes)

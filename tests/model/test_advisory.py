@@ -1,0 +1,133 @@
+"""Advisories (`biostream.models.advisory`) and their forward evaluation (`biostream.models.forward`): the
+definitions on a recording built by hand, each baseline against a direct computation, causality (what a bed's
+stream will need), and the table on the project's real recordings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biostream.data.dataset import read_dataset
+from biostream.models.advisory import Advisories, Raised, advisories, candidate_scores, extrapolated, personal_limit
+from biostream.models.forward import judge, onsets
+from biostream.reporting.advisory import advisory_metrics, judge_candidates, table
+from pipelines import ingest_recordings as stage
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def config(configs) -> Advisories:
+    return Advisories.load(ROOT / "configs/advisories.yaml", configs.rules)
+
+
+def one_patient(map_values: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"patient_id": "p", "time_s": np.arange(len(map_values)), "map": map_values})
+
+
+def test_warned_lead_new_onset_false_and_time_on_a_recording_built_by_hand(configs, config):
+    """MAP 80, 70 from 1,000 s, two hypotensions (60 at 1,300-1,400 and 1,500-1,600: the second is no new onset, and
+    its advisory merges with the first's across 100 s), then a dip to 71 at 3,000-3,100 that no event follows."""
+    m = np.full(4000, 80.0)
+    m[1000:1300] = 70
+    m[1300:1400] = 60
+    m[1500:1600] = 60
+    m[3000:3100] = 71
+    frame = one_patient(m)
+    events = pd.DataFrame({"patient_id": "p", "kind": "hypotension", "start_s": [1300, 1500], "end_s": [1400, 1600]})
+    cand = Raised(name="map_below_73", type="raised", source="test", limits={"hypotension": 73.0})
+    advised = advisories(candidate_scores(cand, configs.rules, frame), frame, config.episodes.policy)
+    assert advised.episodes[["start_s", "end_s"]].values.tolist() == [[1000, 1600], [3000, 3100]]
+    j = judge(advised, frame, events, configs.rules, config.evaluation)
+    s = j.summary("hypotension")
+    assert (s["events"], s["warned"], s["new_onset"], s["new_onset_warned"]) == (2, 2, 1, 1)
+    assert j.leads["lead_s"].tolist() == [300.0, 500.0] and s["median_lead_s"] == 400.0
+    hours = 4000 / 3600
+    assert s["advisory_episodes_per_hour"] == pytest.approx(2 / hours)
+    assert s["false_per_hour"] == pytest.approx(1 / hours) and s["ppv"] == 0.5
+    assert s["time_under_advisory"] == pytest.approx(700 / 4000)
+    # a warning that starts less than lead_s before the onset does not count
+    late = m.copy()
+    late[1000:1250] = 80
+    advised = advisories(candidate_scores(cand, configs.rules, one_patient(late)), one_patient(late),
+                         config.episodes.policy)
+    assert judge(advised, one_patient(late), events, configs.rules, config.evaluation).summary()["warned"] == 1
+    # the early-warning AUROC: 70 mmHg before the onset ranks above 80 elsewhere
+    assert j.auroc["hypotension@300s"] > 0.5
+
+
+def test_new_onset_counts_the_gap_since_the_previous_event_of_the_kind():
+    ev = pd.DataFrame({"patient_id": ["a", "a", "a", "b"], "kind": ["hypotension", "hypotension", "desaturation",
+                                                                     "hypotension"],
+                       "start_s": [0, 1000, 1100, 5000], "end_s": [100, 1100, 1200, 5060]})
+    o = onsets(ev, 1800).set_index(["patient_id", "kind", "onset_s"])["new_onset"]
+    assert o.loc[("a", "hypotension", 0)] and not o.loc[("a", "hypotension", 1000)]
+    assert o.loc[("a", "desaturation", 1100)] and o.loc[("b", "hypotension", 5000)]
+
+
+def test_extrapolation_is_the_least_squares_line_over_the_last_values():
+    rng = np.random.default_rng(0)
+    y = 80 - 0.02 * np.arange(3000) + rng.normal(0, 2, 3000)
+    y[rng.random(3000) < 0.2] = np.nan
+    breaks = np.zeros(3000, dtype=bool)
+    breaks[[0, 1700]] = True  # a second stretch: the line never reaches back across it
+    got = extrapolated(y, breaks, 600, 300, 0.5)
+    for t in (650, 1699, 2400, 2999):
+        lo = max(t - 599, 1700 if t >= 1700 else 0)
+        x = np.arange(lo, t + 1)
+        ok = np.isfinite(y[lo:t + 1])
+        slope, icpt = np.polyfit(x[ok], y[lo:t + 1][ok], 1)
+        assert got[t] == pytest.approx(slope * (t + 300) + icpt, rel=1e-9)
+    assert np.isnan(got[1700 + 250])  # fewer than half of 600 s seen in the new stretch
+
+
+def test_personal_limit_is_the_median_minus_k_iqr_once_seen(configs, config):
+    rule = next(r for r in configs.rules if r.kind == "hypotension")
+    cand = config.candidate("personalised")
+    rng = np.random.default_rng(1)
+    y = 75 + rng.normal(0, 6, 5000)
+    got = personal_limit(y, np.r_[True, np.zeros(4999, dtype=bool)], rule, cand)
+    assert np.isnan(got[: cand.min_seen_s - 1]).all()
+    for t in (cand.min_seen_s - 1, 4000):
+        w = y[t - cand.history_s + 1: t + 1]
+        q1, med, q3 = np.quantile(w, [0.25, 0.5, 0.75])
+        assert got[t] == pytest.approx(med - cand.k * max(q3 - q1, rule.unit))
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    out = tmp_path_factory.mktemp("real") / "real"
+    folder = out.parent
+    assert stage.main(["--dataset", "real", "--out", str(out), "--metrics", str(folder / "real.json")]) == 0
+    return read_dataset(out)
+
+
+def test_every_candidate_is_causal_what_a_bed_stream_can_compute(configs, config, real):
+    """A second's score depends on it and the seconds before only: cutting the recording there changes nothing."""
+    frame = real.vitals[real.vitals["patient_id"] == "real-mimic3_p000020_numerics_1perMin"].reset_index(drop=True)
+    cut = 40_000
+    for c in config.candidates:
+        whole, head = (candidate_scores(c, configs.rules, f) for f in (frame, frame.iloc[:cut]))
+        for kind in whole:
+            np.testing.assert_array_equal(whole[kind][:cut], head[kind], err_msg=f"{c.name} {kind}")
+
+
+def test_the_advisory_table_on_the_real_recordings(configs, config, real):
+    """Every baseline judged forward on the 29 real recordings (58.8 h): the figures docs/advisories.md reports."""
+    judged = judge_candidates(config, configs.rules, real.vitals, real.alarm_events)
+    m = advisory_metrics(config, judged)
+    assert m["patients"] == 29 and m["hours"] == pytest.approx(58.8, abs=0.05)
+    hyp = {n: c["by_kind"]["hypotension"] for n, c in m["candidates"].items()}
+    n_hyp = int((real.alarm_events["kind"] == "hypotension").sum())
+    assert {h["events"] for h in hyp.values()} == {n_hyp} == {42}
+    assert {c["all"]["events"] for c in m["candidates"].values()} == {len(real.alarm_events)}
+    # MAP < 73 warns whatever the current MAP's own limit warns, and more
+    assert hyp["map_below_73"]["warned"] >= hyp["current"]["warned"]
+    figures = {n: (h["warned"], h["new_onset_warned"], h["new_onset"]) for n, h in hyp.items()}
+    assert figures["map_below_73"] == (26, 6, 10) and figures["map_extrapolated"] == (14, 4, 10)
+    assert m["reference"] == "map_extrapolated"  # the one within 0.3 false advisory episodes an hour
+    assert m["candidates"]["map_below_73"]["all"]["false_per_hour"] > 0.3
+    lo, mid, hi = m["candidates"]["map_below_73"]["vs_reference_hypotension"]["warned_share"]
+    assert lo <= mid <= hi and mid > 0
+    text = table("real", m, "hypotension", 300)
+    assert "map_below_73 | 26/71 | 6/20 | 26/42 | 6/10" in text
