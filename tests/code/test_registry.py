@@ -138,7 +138,7 @@ def test_register_params_are_checked():
     good = {"model_name": "m", "source": "synthetic", "candidates": ["iforest"], "min_improvement": 0.0,
             "lock_timeout_s": 10, "lock_url": None,
             "safety": {"baseline": "clinical", "margin": 0.0, "real_sources": ["real"],
-                                             "max_own_alarms_per_hour": 0.2}}
+                                             "max_own_alarms_per_hour": 0.2}, "advisory_source": "real"}
     rp = section(RegisterParams, good, "params.yaml: register")
     assert rp.candidates == ("iforest",) and rp.lock_url is None
     assert (rp.baseline, rp.margin, rp.source) == ("clinical", 0.0, "synthetic")
@@ -151,6 +151,8 @@ def test_register_params_are_checked():
         section(RegisterParams, {**good, "min_improvement": -1})
     with pytest.raises(ConfigError, match="safety.margin"):
         section(RegisterParams, {**good, "safety": {**good["safety"], "margin": 1.5}})
+    with pytest.raises(ConfigError, match="advisory_source"):
+        section(RegisterParams, {**good, "advisory_source": "ward"})
 
 
 def _real(own: float, recall: float = 1.0, alarms: float = 3.0) -> dict:
@@ -165,7 +167,7 @@ def test_a_candidate_that_alarms_on_real_recordings_is_never_champion_and_the_fl
     params = {"register": {"model_name": "m", "source": "synthetic", "candidates": ["lstm_ae", "iforest", "clinical"],
                            "min_improvement": 0.0, "lock_timeout_s": 10, "lock_url": None,
                            "safety": {"baseline": "clinical", "margin": 0.0, "real_sources": ["real", "vitaldb"],
-                                      "max_own_alarms_per_hour": 0.2}},
+                                      "max_own_alarms_per_hour": 0.2}, "advisory_source": "real"},
               "objective": {"metric": "physiological.weighted_f1", "other_weight": 0.5}}
     rp = section(RegisterParams, params["register"])
     good = _classed({"hypotension": 1.0, "tachycardia": 1.0, "desaturation": 0.5}, 0.1, 0.99)
@@ -190,3 +192,16 @@ def test_a_candidate_that_alarms_on_real_recordings_is_never_champion_and_the_fl
     assert "## Real recordings (against clinical, the floor alone)" in card
     assert "| real | 1.000 (1.000) | 3.00 (3.00) | 3.00 | 7.20 (0.20) | 0.600 | no |" in card
     assert real_check(_real(0.2), _real(0.0), 0.2)["ok"], "at the budget passes"
+
+
+def test_the_model_card_says_which_candidate_advises_and_why():
+    from biostream.tracking.registry import advisory_card
+
+    a = {"new_onset_warned": 4, "new_onset": 10, "warned": 14, "events": 71, "median_lead_s": 326.0,
+         "false_per_hour": 0.19, "time_under_advisory": 0.081}
+    metrics = {"patients": 29, "hours": 58.8, "candidates": {"map_extrapolated": {"all": a}}}
+    choice = {"source": "map_extrapolated", "type": "extrapolated", "decided_on": "real",
+              "why": "no learned model beats the best baseline on real, so the baseline advises"}
+    lines = "\n".join(advisory_card(choice, metrics))
+    assert "Advises: **map_extrapolated** (extrapolated). no learned model beats the best baseline" in lines
+    assert "| map_extrapolated | 4/10 | 14/71 | 326 s | 0.19 | 8.1% |" in lines

@@ -131,3 +131,30 @@ def test_the_advisory_table_on_the_real_recordings(configs, config, real):
     assert lo <= mid <= hi and mid > 0
     text = table("real", m, "hypotension", 300)
     assert "map_below_73 | 26/71 | 6/20 | 26/42 | 6/10" in text
+
+
+def _cand(kind: str, new: int, false_h: float, ci: list[float] | None = None) -> dict:
+    return {"type": kind, "all": {"new_onset_warned": new, "new_onset": 10, "warned": new, "events": 40,
+                                  "false_per_hour": false_h, "time_under_advisory": 0.05},
+            "vs_reference": None if ci is None else {"new_onset_warned_share": ci}}
+
+
+def test_a_learned_advisory_serves_only_where_it_beats_the_best_baseline_beyond_chance():
+    from biostream.models.forward import choose_advisory
+
+    metrics = {"reference": "map_extrapolated", "candidates": {
+        "map_extrapolated": _cand("extrapolated", 4, 0.19),
+        "map_below_73": _cand("raised", 6, 0.32, [0.0, 0.1, 0.2]),
+        "iforest": _cand("learned", 7, 0.25, [-0.1, 0.3, 0.5]),  # more, but the interval includes 0
+        "ocsvm": _cand("learned", 9, 0.45, [0.1, 0.5, 0.7]),  # over the budget
+        "lstm_ae": _cand("learned", 3, 0.1, [-0.3, -0.1, 0.0]),  # fewer
+    }}
+    chosen = choose_advisory("real", metrics, 0.3)
+    assert chosen["source"] == "map_extrapolated" and chosen["type"] == "extrapolated"
+    why = chosen["why"]
+    assert why.startswith("no learned model beats the best baseline on real")
+    for part in ("iforest's bootstrap interval", "ocsvm is over the budget", "lstm_ae warns no more new-onset"):
+        assert part in why, part
+    metrics["candidates"]["iforest"] = _cand("learned", 8, 0.2, [0.05, 0.4, 0.6])
+    chosen = choose_advisory("real", metrics, 0.3)
+    assert chosen["source"] == "iforest" and chosen["type"] == "learned" and "+0.05 to +0.60" in chosen["why"]

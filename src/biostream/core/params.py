@@ -326,6 +326,7 @@ class RegisterParams:
     lock_timeout_s: PositiveFloat
     lock_url: str | None  # a PostgreSQL URL for the registry lock (a shared server); None: from tracking.uri
     safety: RegisterSafety
+    advisory_source: Source  # the dataset whose recordings choose the champion's advisory
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lock_url", self.lock_url or None)  # (frozen) an empty value is no URL

@@ -29,7 +29,8 @@ from biostream.core.params import STRICT, AlarmPolicy, ConfigError, Count, Fract
 from biostream.data.labels import segment_starts
 from biostream.models.alarms import alarm_episodes, apply_policy
 
-ALL = "all"
+ALL = "all"  # a candidate's `kinds`: every rule kind
+ANY = "any"  # the kind of an advisory that names no rule (a learned score): it warns of an event of any kind
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from biostream.core.config import AlarmRule
-from biostream.models.advisory import Advised, Evaluation
+from biostream.models.advisory import ANY, Advised, Evaluation
 
 COUNTS = ("events", "warned", "new_onset", "new_onset_warned", "episodes", "false", "on_s", "seconds")
 
@@ -73,40 +73,46 @@ def onsets(rule_events: pd.DataFrame, new_onset_s: int) -> pd.DataFrame:
 
 def judge(advised: Advised, frame: pd.DataFrame, rule_events: pd.DataFrame, rules: tuple[AlarmRule, ...],
           ev: Evaluation) -> Judged:
-    """One candidate's advisories (`advised`, on `frame`'s rows) against the rule events of every rule kind (a
-    candidate that has no advisory of a kind warns none of its events)."""
+    """One candidate's advisories (`advised`, on `frame`'s rows) against the rule events of every rule kind. An
+    advisory of a kind warns that kind's events and is false without one; an advisory of `ANY` kind (a learned score
+    that names no rule) warns every kind and is false when no event of any kind follows. A candidate that has no
+    advisory of a kind warns none of its events."""
     kinds = tuple(r.kind for r in rules)
     pid = frame["patient_id"].to_numpy()
     patients = pd.unique(pid)
     ons = onsets(rule_events[rule_events["patient_id"].isin(patients) & rule_events["kind"].isin(kinds)],
                  ev.new_onset_s)
     eps = advised.episodes
+    on_s = {k: pd.Series(flags).groupby(pid).sum() for k, flags in advised.on.items()}
     rows, leads = [], []
-    seconds = pd.Series(pid).value_counts()
-    any_on = advised.any_on(len(frame))
-    on_any = pd.Series(any_on).groupby(pid).sum()
-    for kind in kinds:
-        k_on = advised.on.get(kind)
-        on_s = pd.Series(k_on).groupby(pid).sum() if k_on is not None else None
-        k_eps = eps[eps["kind"] == kind]
+    for kind in kinds:  # the events: warned by an advisory of their kind (or of any)
+        warners = eps[eps["kind"].isin((kind, ANY))]
         k_ons = ons[ons["kind"] == kind]
         for p in patients:
             o = k_ons[k_ons["patient_id"] == p]
-            e = k_eps[k_eps["patient_id"] == p]
+            e = warners[warners["patient_id"] == p]
             o_s, e_start, e_end = o["onset_s"].to_numpy(), e["start_s"].to_numpy(), e["end_s"].to_numpy()
             at = o_s - ev.lead_s
-            # an episode open at onset - lead, started by then: starts <= at < end
-            open_at = (e_start[None, :] <= at[:, None]) & (at[:, None] < e_end[None, :])
+            open_at = (e_start[None, :] <= at[:, None]) & (at[:, None] < e_end[None, :])  # open at onset - lead
             warned = open_at.any(axis=1)
-            first = np.argmax(open_at, axis=1) if len(e_start) else np.full(len(o_s), -1)
             for i in np.flatnonzero(warned):
-                leads.append((p, kind, bool(o["new_onset"].iloc[i]), float(o_s[i] - e_start[first[i]])))
-            # false: no onset in [start, end + false_after)
-            hit = (o_s[None, :] >= e_start[:, None]) & (o_s[None, :] < e_end[:, None] + ev.false_after_s)
+                first = int(np.argmax(open_at[i]))
+                leads.append((p, kind, bool(o["new_onset"].iloc[i]), float(o_s[i] - e_start[first])))
             new = o["new_onset"].to_numpy(bool)
-            rows.append((p, kind, len(o_s), int(warned.sum()), int(new.sum()), int((warned & new).sum()),
-                         len(e_start), int((~hit.any(axis=1)).sum()) if len(e_start) else 0,
-                         int(on_s.get(p, 0)) if on_s is not None else 0, 0))
+            rows.append((p, kind, len(o_s), int(warned.sum()), int(new.sum()), int((warned & new).sum()), 0, 0,
+                         int(on_s[kind].get(p, 0)) if kind in on_s else 0, 0))
+    for kind in advised.on:  # the episodes: false without an onset of their kind (any kind for ANY) in or after
+        targets = ons if kind == ANY else ons[ons["kind"] == kind]
+        k_eps = eps[eps["kind"] == kind]
+        for p in patients:
+            o_s = targets.loc[targets["patient_id"] == p, "onset_s"].to_numpy()
+            e = k_eps[k_eps["patient_id"] == p]
+            e_start, e_end = e["start_s"].to_numpy(), e["end_s"].to_numpy()
+            hit = (o_s[None, :] >= e_start[:, None]) & (o_s[None, :] < e_end[:, None] + ev.false_after_s)
+            rows.append((p, kind, 0, 0, 0, 0, len(e_start), int((~hit.any(axis=1)).sum()),
+                         int(on_s[kind].get(p, 0)) if kind == ANY else 0, 0))
+    seconds = pd.Series(pid).value_counts()
+    on_any = pd.Series(advised.any_on(len(frame))).groupby(pid).sum()
     for p in patients:
         rows.append((p, "*", 0, 0, 0, 0, 0, 0, int(on_any.get(p, 0)), int(seconds.get(p, 0))))
     counts = pd.DataFrame(rows, columns=["patient_id", "kind", *COUNTS])
@@ -124,7 +130,7 @@ def early_warning_auroc(advised: Advised, frame: pd.DataFrame, ons: pd.DataFrame
     gz = ev.grey_zone
     for rule in rules:
         kind = rule.kind
-        score = advised.scores.get(kind)
+        score = advised.scores.get(kind, advised.scores.get(ANY))
         if score is None:
             continue
         inside, soon = _event_clock(pid, t, ons[ons["kind"] == kind])
@@ -212,3 +218,50 @@ def choose_reference(summaries: Mapping[str, Mapping[str, Any]], budget: float) 
         return max(within, key=lambda n: (within[n]["new_onset_warned"], within[n]["warned"],
                                           -(within[n]["false_per_hour"] or 0.0)))
     return min(summaries, key=lambda n: summaries[n]["false_per_hour"] or 0.0)
+
+
+def choose_advisory(source: str, metrics: Mapping[str, Any], budget: float) -> dict[str, Any]:
+    """The champion's advisory source on one source's advisory metrics (`biostream.reporting.advisory`): the
+    reference baseline (the one warning the most new-onset events within the false-advisory budget), unless a learned
+    candidate is within the budget, warns more new-onset events and its patient-bootstrap interval of the difference
+    in new-onset events warned excludes 0. The reason says which and why, with the figures."""
+    ref_name = metrics["reference"]
+    cands = metrics["candidates"]
+    ref = cands[ref_name]["all"]
+
+    def figures(name: str) -> str:
+        a = cands[name]["all"]
+        return (f"{name}: {a['new_onset_warned']}/{a['new_onset']} new-onset and {a['warned']}/{a['events']} events "
+                f"warned, {_fmt(a['false_per_hour'])} false advisory episodes/h, "
+                f"{_fmt(a['time_under_advisory'], '.1%')} of the time under advisory")
+
+    wins, verdicts = [], []
+    for name, c in cands.items():
+        if c["type"] != "learned":
+            continue
+        a, ci = c["all"], (c.get("vs_reference") or {}).get("new_onset_warned_share")
+        if a["false_per_hour"] is None or a["false_per_hour"] > budget:
+            verdicts.append(f"{name} is over the budget of {budget:g} false advisory episodes/h "
+                            f"({_fmt(a['false_per_hour'])})")
+        elif a["new_onset_warned"] <= ref["new_onset_warned"]:
+            verdicts.append(f"{name} warns no more new-onset events ({a['new_onset_warned']} vs "
+                            f"{ref['new_onset_warned']})")
+        elif ci is None or ci[0] <= 0:
+            verdicts.append(f"{name}'s bootstrap interval of the difference in new-onset events warned includes 0 "
+                            f"({'none' if ci is None else f'{ci[0]:+.2f} to {ci[2]:+.2f}'})")
+        else:
+            wins.append(name)
+    if wins:
+        best = max(wins, key=lambda n: (cands[n]["all"]["new_onset_warned"], -cands[n]["all"]["false_per_hour"]))
+        ci = cands[best]["vs_reference"]["new_onset_warned_share"]
+        why = (f"the learned {best} beats the best baseline on {source}: {figures(best)}; against {figures(ref_name)}; "
+               f"difference in new-onset events warned {ci[0]:+.2f} to {ci[2]:+.2f} (95% patient bootstrap)")
+        return {"source": best, "type": "learned", "decided_on": source, "why": why, "baseline": ref_name}
+    why = (f"no learned model beats the best baseline on {source}, so the baseline advises: {figures(ref_name)}. "
+           + ("; ".join(verdicts) + "." if verdicts else "No learned candidate was evaluated."))
+    return {"source": ref_name, "type": cands[ref_name]["type"], "decided_on": source, "why": why,
+            "baseline": ref_name}
+
+
+def _fmt(v: float | None, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)

@@ -4,6 +4,10 @@ table as text (what `dvc repro` prints and docs/results.md shows)."""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,15 +15,27 @@ import pandas as pd
 
 from biostream.core.config import AlarmRule
 from biostream.data.labels import segment_starts
-from biostream.models.advisory import Advisories, advisories, candidate_scores
+from biostream.features.table import Part
+from biostream.models.advisory import ANY, Advisories, advisories, candidate_scores
+from biostream.models.bundle import ModelBundle
+from biostream.models.detectors import score_rows
 from biostream.models.forward import Judged, bootstrap, choose_reference, judge
+
+log = logging.getLogger("biostream")
+
+CALIBRATION_QUANTILES = np.linspace(0.5, 0.9999, 48)  # the learned thresholds tried on validation
+
+
+def frame_of(vitals: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Seconds sorted by patient and time, and where a stretch starts."""
+    frame = vitals.sort_values(["patient_id", "time_s"], kind="stable").reset_index(drop=True)
+    return frame, segment_starts(frame["patient_id"].to_numpy(), frame["time_s"].to_numpy())
 
 
 def judge_candidates(config: Advisories, rules: tuple[AlarmRule, ...], vitals: pd.DataFrame,
                      rule_events: pd.DataFrame) -> dict[str, Judged]:
-    """Every candidate on the seconds of `vitals` (a source's patients, every second of their recordings)."""
-    frame = vitals.sort_values(["patient_id", "time_s"], kind="stable").reset_index(drop=True)
-    breaks = segment_starts(frame["patient_id"].to_numpy(), frame["time_s"].to_numpy())
+    """Every candidate of the config on the seconds of `vitals` (a source's patients, every second)."""
+    frame, breaks = frame_of(vitals)
     out = {}
     for c in config.candidates:
         advised = advisories(candidate_scores(c, rules, frame, breaks), frame, config.episodes.policy, breaks)
@@ -27,28 +43,121 @@ def judge_candidates(config: Advisories, rules: tuple[AlarmRule, ...], vitals: p
     return out
 
 
-def advisory_metrics(config: Advisories, judged: dict[str, Judged]) -> dict[str, Any]:
-    """The source's figures: per candidate over every kind and per kind, its AUROCs, and its bootstrap difference to
-    the reference baseline (over every kind, and for the grey zone's kind)."""
+# ---------------------------------------------------------------------------------------------------------------
+# Learned candidates: a detector's own score, above a threshold calibrated to the advisory budget
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Learned:
+    """A learned detector's score as an advisory of any kind: on above `threshold`, the lowest of
+    `CALIBRATION_QUANTILES` of its validation scores whose false advisory episodes per hour on the validation
+    patients are within the budget (+inf when none is)."""
+
+    name: str
+    threshold: float
+    validation: dict[str, Any]
+
+    @property
+    def source(self) -> str:
+        v = self.validation
+        return (f"the {self.name} detector's score > {self.threshold:.4g}, calibrated on {v['patients']} "
+                f"validation patients to <= {v['budget']} false advisory episodes/h (there: {v['false_per_hour']})")
+
+
+def learned_frame(bundle: ModelBundle, part: Part) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """A part's seconds (sorted, stretches) and the detector's own score of each (NaN where it reads nothing)."""
+    frame, breaks = frame_of(part.vitals[part.vitals["patient_id"].isin(part.rows["patient_id"].unique())])
+    learned = score_rows(bundle.detector, bundle.pipeline, part.rows, part.vitals)
+    keyed = pd.Series(np.where(np.isfinite(learned), learned, np.nan),
+                      index=pd.MultiIndex.from_frame(part.rows[["patient_id", "time_s"]]))
+    at = pd.MultiIndex.from_frame(frame[["patient_id", "time_s"]])
+    return frame, breaks, keyed.reindex(at).to_numpy(np.float64)
+
+
+def judge_learned(config: Advisories, rules: tuple[AlarmRule, ...], frame: pd.DataFrame, breaks: np.ndarray,
+                  scores: np.ndarray, threshold: float, rule_events: pd.DataFrame) -> Judged:
+    advised = advisories({ANY: scores - threshold}, frame, config.episodes.policy, breaks)
+    return judge(advised, frame, rule_events, rules, config.evaluation)
+
+
+def calibrate(name: str, config: Advisories, rules: tuple[AlarmRule, ...], bundle: ModelBundle,
+              validation: Part) -> Learned:
+    """The advisory threshold of a learned detector on the training source's validation patients."""
+    frame, breaks, scores = learned_frame(bundle, validation)
+    budget = config.evaluation.false_per_hour
+    finite = scores[np.isfinite(scores)]
+    info = {"patients": int(frame["patient_id"].nunique()), "budget": budget, "false_per_hour": None}
+    if not len(finite):
+        return Learned(name, float("inf"), info)
+    tried = np.unique(np.quantile(finite, CALIBRATION_QUANTILES))
+    lo, hi = 0, len(tried)  # false advisories fall as the threshold rises: the first index within the budget
+    found: dict[int, float] = {}
+    while lo < hi:
+        mid = (lo + hi) // 2
+        s = judge_learned(config, rules, frame, breaks, scores, tried[mid], validation.rule_events).summary()
+        found[mid] = s["false_per_hour"] or 0.0
+        if found[mid] <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo == len(tried):
+        return Learned(name, float("inf"), info)
+    return Learned(name, float(tried[lo]), {**info, "false_per_hour": round(found[lo], 4)})
+
+
+def advisory_metrics(config: Advisories, judged: dict[str, Judged],
+                     learned: dict[str, Learned] | None = None) -> dict[str, Any]:
+    """The source's figures: per candidate (the config's baselines, then `learned`, whose judged entries are in
+    `judged` too) over every kind and per kind, its AUROCs, and its bootstrap difference to the reference baseline
+    (over every kind, and for the grey zone's kind)."""
     ev = config.evaluation
+    learned = learned or {}
     summaries = {n: j.summary() for n, j in judged.items()}
-    reference = choose_reference(summaries, ev.false_per_hour)
+    reference = choose_reference({c.name: summaries[c.name] for c in config.candidates}, ev.false_per_hour)
     focus = ev.grey_zone.kind
     vs_all = bootstrap(judged, reference, ev.bootstrap_resamples, ev.seed)
     vs_focus = bootstrap(judged, reference, ev.bootstrap_resamples, ev.seed, focus)
     any_j = next(iter(judged.values()))
     star = any_j.counts[any_j.counts["kind"] == "*"]
     out: dict[str, Any] = {"patients": int(len(star)), "hours": float(star["seconds"].sum() / 3600.0),
-                           "reference": reference, "candidates": {}}
-    for c in config.candidates:
-        j = judged[c.name]
+                           "reference": reference, "false_per_hour_budget": ev.false_per_hour, "candidates": {}}
+    described = [(c.name, c.type, c.source, None) for c in config.candidates]
+    described += [(n, "learned", cand.source, cand.threshold) for n, cand in learned.items()]
+    for name, kind, source, threshold in described:
+        j = judged[name]
         seen = j.counts[(j.counts["kind"] != "*") & ((j.counts["events"] > 0) | (j.counts["episodes"] > 0))]
-        out["candidates"][c.name] = {
-            "type": c.type, "source": c.source, "all": summaries[c.name],
+        out["candidates"][name] = {
+            "type": kind, "source": source, "all": summaries[name],
             "by_kind": {k: j.summary(k) for k in sorted(pd.unique(seen["kind"]))},
             "auroc": j.auroc,
-            "vs_reference": vs_all.get(c.name), f"vs_reference_{focus}": vs_focus.get(c.name)}
+            "vs_reference": vs_all.get(name), f"vs_reference_{focus}": vs_focus.get(name)}
+        if threshold is not None:
+            out["candidates"][name]["threshold"] = threshold if np.isfinite(threshold) else None
     return out
+
+
+def evaluate_advisories(config: Advisories, rules: tuple[AlarmRule, ...], parts: Mapping[str, Part],
+                        learned: Mapping[str, ModelBundle], validation: Part | None) -> tuple[dict[str, Any], str]:
+    """Every candidate on every source: the config's baselines, and each learned detector's score with its threshold
+    calibrated on `validation` (the training source's validation patients). The metrics per source, and the tables."""
+    cands = ({name: calibrate(name, config, rules, b, validation) for name, b in learned.items()}
+             if validation is not None else {})
+    for cand in cands.values():
+        log.info("advisory of %s: %s", cand.name, cand.source)
+    gz = config.evaluation.grey_zone
+    out, text = {}, []
+    for dname, part in parts.items():
+        start = time.perf_counter()
+        vitals = part.vitals[part.vitals["patient_id"].isin(part.rows["patient_id"].unique())]
+        judged = judge_candidates(config, rules, vitals, part.rule_events)
+        for name, cand in cands.items():
+            frame, breaks, scores = learned_frame(learned[name], part)
+            judged[name] = judge_learned(config, rules, frame, breaks, scores, cand.threshold, part.rule_events)
+        out[dname] = advisory_metrics(config, judged, cands)
+        text.append(table(dname, out[dname], gz.kind, gz.horizon_s))
+        log.info("%s\n(judged in %.1f s)", text[-1], time.perf_counter() - start)
+    return out, "\n\n".join(text) + "\n"
 
 
 def _n(v: float | None, fmt: str) -> str:

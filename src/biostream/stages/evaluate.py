@@ -26,15 +26,17 @@ from biostream.core.io import atomic_dir, write_json
 from biostream.core.mlflow_store import setup_tracking
 from biostream.core.params import Params
 from biostream.features import windows_at
-from biostream.features.table import FeatureSet
+from biostream.features.table import FeatureSet, Part
 from biostream.models.advisory import Advisories
 from biostream.models.bundle import ModelBundle
+from biostream.models.detectors.clinical import ClinicalThresholdDetector
 from biostream.models.metrics import second_labels
 from biostream.models.objective import Objective
-from biostream.reporting.advisory import advisory_metrics, judge_candidates, table
+from biostream.reporting.advisory import evaluate_advisories
 from biostream.reporting.evaluate import (
     MAP_ALONE,
     MONITOR,
+    REFERENCES,
     comparison,
     curves,
     flat,
@@ -157,33 +159,33 @@ def run(params: Params, paths: Paths) -> dict[str, dict]:
         if dname != figures_of:
             log.info("on %s (%.1f patient-hours): %s", dname, parts[dname].hours, "; ".join(
                 real_summary(name, per[dname]) for name, per in results.items() if dname in per))
-    results["advisory"] = advise(advisory_config, configs, parts, plots)
+    advisory = advise(advisory_config, configs, parts, bundles, features, params, plots)
     if "clinical" in results and figures_of in results["clinical"]:
         write_json(realism(results, figures_of), paths.realism)
     # metrics files hold what is reproducible; timings go to plots/timing.json and MLflow
-    write_json({det: {ds: {k: v for k, v in m.items() if k != "score_ms_per_window"} for ds, m in per.items()}
-                for det, per in results.items()}, paths.metrics)
+    write_json({**{det: {ds: {k: v for k, v in m.items() if k != "score_ms_per_window"} for ds, m in per.items()}
+                   for det, per in results.items()}, "advisory": advisory}, paths.metrics)
     write_json({k: {"score_ms_per_window": v[figures_of].get("score_ms_per_window")} for k, v in results.items()},
                plots / "timing.json")
     log.info("wrote %s and %s", paths.metrics, plots)
-    return results
+    return {**results, "advisory": advisory}
 
 
-def advise(config: Advisories, configs: Configs, parts: dict, plots: Path) -> dict[str, dict]:
-    """The advisory table of every source (every second of its patients' recordings), printed, in plots/advisory.txt
-    and in an MLflow run `evaluate-advisory`."""
-    out, text = {}, []
-    gz = config.evaluation.grey_zone
-    for dname, part in parts.items():
-        start = time.perf_counter()
-        vitals = part.vitals[part.vitals["patient_id"].isin(part.rows["patient_id"].unique())]
-        out[dname] = advisory_metrics(config, judge_candidates(config, configs.rules, vitals, part.rule_events))
-        text.append(table(dname, out[dname], gz.kind, gz.horizon_s))
-        log.info("%s\n(judged in %.1f s)", text[-1], time.perf_counter() - start)
-    (plots / "advisory.txt").write_text("\n\n".join(text) + "\n", encoding="utf-8")
+def advise(config: Advisories, configs: Configs, parts: dict[str, Part], bundles: dict[str, ModelBundle],
+           features: FeatureSet, params: Params, plots: Path) -> dict[str, dict]:
+    """The advisory table of every source: the baselines and every learned detector's own score (its threshold
+    calibrated on the first training source's validation patients); printed, in plots/advisory.txt and an MLflow
+    run `evaluate-advisory`."""
+    learned = {n: b for n, b in bundles.items()
+               if n not in REFERENCES and not isinstance(b.detector, ClinicalThresholdDetector)}
+    train = params.sources.train[0]
+    validation = features.part(train, "val") if features.has_rows(train) else None
+    advisory, text = evaluate_advisories(config, configs.rules, parts, learned, validation)
+    (plots / "advisory.txt").write_text(text, encoding="utf-8")
     with mlflow.start_run(run_name="evaluate-advisory", tags={"stage": "evaluate"}):
-        mlflow.log_metrics({f"{dname}.{name}.{k}": v for dname, m in out.items()
+        mlflow.log_metrics({f"{dname}.{name}.{k}": v for dname, m in advisory.items()
                             for name, c in m["candidates"].items() for k, v in c["all"].items()
                             if isinstance(v, int | float)})
         mlflow.log_artifact(str(plots / "advisory.txt"))
-    return out
+    return advisory
+

@@ -26,6 +26,7 @@ from biostream.features import windows_at
 from biostream.features.table import FeatureSet
 from biostream.models.bundle import ModelBundle
 from biostream.models.floor import Outputs
+from biostream.models.forward import choose_advisory
 from biostream.models.metrics import evaluate_scores
 from biostream.models.objective import Objective
 from biostream.tracking.lock import registry_lock
@@ -190,6 +191,8 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
     metric = test.objective.metric  # params.yaml: objective.metric
     detector, value = choose(evaluation, rp.candidates, metric, rp.source,
                              safe={c: check.passed for c, check in checks.items()})
+    advisory = advisory_choice(evaluation, rp.advisory_source)
+    log.info("advisory: %s (%s)", advisory["source"], advisory["why"])
     fp = fingerprint(models / detector, detector, evaluation[detector])
     log.info("candidate: %s (%s %.4f on the test patients; safety floor %s)", detector, metric, value,
              "passed" if checks[detector].passed else "FAILED: " + "; ".join(checks[detector].failures()))
@@ -205,7 +208,8 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
                                f"reported {value}: the registry does not hold the evaluated model")
         safety = safety_check(rescored, baseline, clinical_kinds, rp.margin, rp.baseline, figures[detector])
         client.update_model_version(rp.model_name, version, description=model_card(
-            detector, rescored, params["alarms"], test.describe(evaluation[detector]), LIMITS, safety))
+            detector, rescored, params["alarms"], test.describe(evaluation[detector]), LIMITS, safety,
+            (advisory, evaluation.get("advisory", {}).get(rp.advisory_source, {}))))
         promote, reason, champion_before, champion_value = _against_champion(
             client, rp, version, challenger_value, safety, test, evaluation, real or {})
         if promote:
@@ -213,12 +217,22 @@ def register(rp: RegisterParams, tracking: TrackingParams, params: Mapping[str, 
         decision = Decision(rp.model_name, detector, version, created, champion_before,
                             version if promote else str(champion_before), promote, reason, metric,
                             challenger_value, champion_value, fp, safety.to_dict(),
-                            {c: check.passed for c, check in checks.items()}, notes, figures)
+                            {c: check.passed for c, check in checks.items()}, notes, figures, advisory)
         for key, val in {"decision": "promoted" if promote else "kept champion", "decision_reason": reason,
                          "decision_champion_before": str(champion_before),
-                         "decision_champion_value": str(champion_value), **safety_tags(safety)}.items():
+                         "decision_champion_value": str(champion_value), **safety_tags(safety),
+                         "advisory_source": str(advisory["source"]), "advisory_why": advisory["why"][:4000]}.items():
             client.set_model_version_tag(rp.model_name, version, key, val)
     return decision
+
+
+def advisory_choice(evaluation: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """`choose_advisory` on `source`'s advisory metrics of the evaluation (none evaluated there: no advisory)."""
+    metrics = evaluation.get("advisory", {}).get(source)
+    if not metrics:
+        return {"source": None, "type": None, "decided_on": source, "baseline": None,
+                "why": f"no advisory was evaluated on {source} (metrics/evaluate.json: advisory); none is served"}
+    return choose_advisory(source, metrics, metrics["false_per_hour_budget"])
 
 
 def _challenger(client: Any, rp: RegisterParams, params: Mapping[str, Any], models: Path, metrics: Mapping[str, Any],

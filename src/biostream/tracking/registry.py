@@ -175,7 +175,8 @@ def fingerprint(bundle_dir: Path, detector: str, metrics: Mapping[str, Any]) -> 
 
 
 def model_card(detector: str, metrics: Mapping[str, Any], policy: Mapping[str, Any], data: Mapping[str, Any],
-               limits: Sequence[str], safety: Safety | None = None) -> str:
+               limits: Sequence[str], safety: Safety | None = None,
+               advisory: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None) -> str:
     """The registered version's description: what it is, on what data, how good per class, how safe, and what it
     misses."""
     ph, te, pt, bed = metrics["physiological"], metrics["technical"], metrics["point"], metrics.get("rule_events", {})
@@ -236,6 +237,8 @@ def model_card(detector: str, metrics: Mapping[str, Any], policy: Mapping[str, A
               for src, r in safety.real.items()],
             "",
         ]
+    if advisory is not None:
+        lines += advisory_card(*advisory)
     lines += [
         f"Score 0 is the threshold; alarm after {policy['k']} of {policy['n']} s above it, per class, refractory "
         f"{policy['refractory_s']} s, event tolerance {policy['tolerance_s']} s.",
@@ -245,6 +248,25 @@ def model_card(detector: str, metrics: Mapping[str, Any], policy: Mapping[str, A
         *[f"- {x}" for x in limits],
     ]
     return "\n".join(lines)
+
+
+def advisory_card(choice: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[str]:
+    """The model card's advisory section: which candidate advises and why, and every candidate's figures on the
+    source that decided (`biostream.models.forward.choose_advisory`)."""
+    lines = ["## Advisory (a warning before a bedside limit is crossed; never instead of an alarm)",
+             f"Advises: **{choice['source']}** ({choice.get('type', '?')}). {choice['why']}", ""]
+    if metrics.get("candidates"):
+        lines += [f"Every candidate on {choice['decided_on']} ({metrics['patients']} patients, "
+                  f"{metrics['hours']:.1f} h; forward, every second; docs/advisories.md):", "",
+                  "| candidate | new-onset warned | events warned | median lead | false advisory episodes / h | "
+                  "time under advisory |", "|---|---|---|---|---|---|"]
+        for name, c in metrics["candidates"].items():
+            a = c["all"]
+            lines.append(f"| {name} | {a['new_onset_warned']}/{a['new_onset']} | {a['warned']}/{a['events']} | "
+                         f"{fmt(a['median_lead_s'], '.0f', ' s')} | {fmt(a['false_per_hour'], '.2f')} | "
+                         f"{fmt(a['time_under_advisory'], '.1%')} |")
+        lines.append("")
+    return lines
 
 
 @dataclass
@@ -267,6 +289,7 @@ class Decision:
     candidates_safety: dict[str, bool] = field(default_factory=dict)  # every candidate: passes the floor?
     notes: list[str] = field(default_factory=list)
     real: dict[str, Any] = field(default_factory=dict)  # every candidate's `real_check` per real source
+    advisory: dict[str, Any] = field(default_factory=dict)  # `choose_advisory`: the champion's advisory source, why
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
