@@ -149,12 +149,12 @@ def test_a_learned_advisory_serves_only_where_it_beats_the_best_baseline_beyond_
         "ocsvm": _cand("learned", 9, 0.45, [0.1, 0.5, 0.7]),  # over the budget
         "lstm_ae": _cand("learned", 3, 0.1, [-0.3, -0.1, 0.0]),  # fewer
     }}
-    chosen = choose_advisory("real", metrics, 0.3)
+    chosen = choose_advisory("real", metrics, {"false_per_hour": 0.3, "time_under_advisory": 0.1})
     assert chosen["source"] == "map_extrapolated" and chosen["type"] == "extrapolated"
     why = chosen["why"]
     assert why.startswith("no learned model beats the best baseline on real")
     for part in ("iforest's bootstrap interval", "ocsvm is over the budget", "lstm_ae warns no more new-onset"):
         assert part in why, part
     metrics["candidates"]["iforest"] = _cand("learned", 8, 0.2, [0.05, 0.4, 0.6])
-    chosen = choose_advisory("real", metrics, 0.3)
+    chosen = choose_advisory("real", metrics, {"false_per_hour": 0.3, "time_under_advisory": 0.1})
     assert chosen["source"] == "iforest" and chosen["type"] == "learned" and "+0.05 to +0.60" in chosen["why"]

@@ -57,6 +57,12 @@ class Evaluation:
     bootstrap_resamples: Count
     seed: int
     false_per_hour: PositiveFloat
+    time_under_advisory: Fraction
+
+    def within(self, summary: dict) -> bool:
+        """Whether a candidate's figures (`Judged.summary`) are within the advisory budget."""
+        return ((summary["false_per_hour"] or 0.0) <= self.false_per_hour
+                and (summary["time_under_advisory"] or 0.0) <= self.time_under_advisory)
 
 
 @dataclass(frozen=True)

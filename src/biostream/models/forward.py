@@ -210,21 +210,22 @@ def bootstrap(judged: Mapping[str, Judged], reference: str, resamples: int, seed
     return out
 
 
-def choose_reference(summaries: Mapping[str, Mapping[str, Any]], budget: float) -> str:
-    """The baseline that warns the most new-onset events within the false-advisory budget (then the most events,
-    then the fewest false); the one with the fewest false advisory episodes when none is within it."""
-    within = {n: s for n, s in summaries.items() if (s["false_per_hour"] or 0.0) <= budget}
+def choose_reference(summaries: Mapping[str, Mapping[str, Any]], ev: Evaluation) -> str:
+    """The baseline that warns the most new-onset events within the advisory budget (then the most events, then the
+    fewest false); the one with the fewest false advisory episodes when none is within it."""
+    within = {n: s for n, s in summaries.items() if ev.within(s)}
     if within:
         return max(within, key=lambda n: (within[n]["new_onset_warned"], within[n]["warned"],
                                           -(within[n]["false_per_hour"] or 0.0)))
     return min(summaries, key=lambda n: summaries[n]["false_per_hour"] or 0.0)
 
 
-def choose_advisory(source: str, metrics: Mapping[str, Any], budget: float) -> dict[str, Any]:
+def choose_advisory(source: str, metrics: Mapping[str, Any], budget: Mapping[str, float]) -> dict[str, Any]:
     """The champion's advisory source on one source's advisory metrics (`biostream.reporting.advisory`): the
-    reference baseline (the one warning the most new-onset events within the false-advisory budget), unless a learned
-    candidate is within the budget, warns more new-onset events and its patient-bootstrap interval of the difference
-    in new-onset events warned excludes 0. The reason says which and why, with the figures."""
+    reference baseline (the one warning the most new-onset events within the advisory budget), unless a learned
+    candidate is within the budget (false advisory episodes per hour, time under advisory), warns more new-onset
+    events and its patient-bootstrap interval of the difference in new-onset events warned excludes 0. The reason
+    says which and why, with the figures."""
     ref_name = metrics["reference"]
     cands = metrics["candidates"]
     ref = cands[ref_name]["all"]
@@ -240,9 +241,12 @@ def choose_advisory(source: str, metrics: Mapping[str, Any], budget: float) -> d
         if c["type"] != "learned":
             continue
         a, ci = c["all"], (c.get("vs_reference") or {}).get("new_onset_warned_share")
-        if a["false_per_hour"] is None or a["false_per_hour"] > budget:
-            verdicts.append(f"{name} is over the budget of {budget:g} false advisory episodes/h "
+        if (a["false_per_hour"] or 0.0) > budget["false_per_hour"]:
+            verdicts.append(f"{name} is over the budget of {budget['false_per_hour']:g} false advisory episodes/h "
                             f"({_fmt(a['false_per_hour'])})")
+        elif (a["time_under_advisory"] or 0.0) > budget["time_under_advisory"]:
+            verdicts.append(f"{name} is over the budget of {budget['time_under_advisory']:.0%} of the time under "
+                            f"advisory ({_fmt(a['time_under_advisory'], '.1%')})")
         elif a["new_onset_warned"] <= ref["new_onset_warned"]:
             verdicts.append(f"{name} warns no more new-onset events ({a['new_onset_warned']} vs "
                             f"{ref['new_onset_warned']})")

@@ -51,8 +51,8 @@ def judge_candidates(config: Advisories, rules: tuple[AlarmRule, ...], vitals: p
 @dataclass(frozen=True)
 class Learned:
     """A learned detector's score as an advisory of any kind: on above `threshold`, the lowest of
-    `CALIBRATION_QUANTILES` of its validation scores whose false advisory episodes per hour on the validation
-    patients are within the budget (+inf when none is)."""
+    `CALIBRATION_QUANTILES` of its validation scores from which on every higher one is within the advisory budget
+    (false advisory episodes per hour and time under advisory) on the validation patients (+inf when none is)."""
 
     name: str
     threshold: float
@@ -61,8 +61,10 @@ class Learned:
     @property
     def source(self) -> str:
         v = self.validation
-        return (f"the {self.name} detector's score > {self.threshold:.4g}, calibrated on {v['patients']} "
-                f"validation patients to <= {v['budget']} false advisory episodes/h (there: {v['false_per_hour']})")
+        return (f"the {self.name} detector's score > {self.threshold:.4g}, calibrated on {v['patients']} validation "
+                f"patients to <= {v['budget']['false_per_hour']} false advisory episodes/h and "
+                f"{v['budget']['time_under_advisory']:.0%} of the time (there: {v['false_per_hour']}/h, "
+                f"{v['time_under_advisory']})")
 
 
 def learned_frame(bundle: ModelBundle, part: Part) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -85,25 +87,22 @@ def calibrate(name: str, config: Advisories, rules: tuple[AlarmRule, ...], bundl
               validation: Part) -> Learned:
     """The advisory threshold of a learned detector on the training source's validation patients."""
     frame, breaks, scores = learned_frame(bundle, validation)
-    budget = config.evaluation.false_per_hour
+    ev = config.evaluation
     finite = scores[np.isfinite(scores)]
-    info = {"patients": int(frame["patient_id"].nunique()), "budget": budget, "false_per_hour": None}
+    budget = {"false_per_hour": ev.false_per_hour, "time_under_advisory": ev.time_under_advisory}
+    info: dict[str, Any] = {"patients": int(frame["patient_id"].nunique()), "false_per_hour": None,
+                            "time_under_advisory": None, "budget": budget}
     if not len(finite):
         return Learned(name, float("inf"), info)
-    tried = np.unique(np.quantile(finite, CALIBRATION_QUANTILES))
-    lo, hi = 0, len(tried)  # false advisories fall as the threshold rises: the first index within the budget
-    found: dict[int, float] = {}
-    while lo < hi:
-        mid = (lo + hi) // 2
-        s = judge_learned(config, rules, frame, breaks, scores, tried[mid], validation.rule_events).summary()
-        found[mid] = s["false_per_hour"] or 0.0
-        if found[mid] <= budget:
-            hi = mid
-        else:
-            lo = mid + 1
-    if lo == len(tried):
-        return Learned(name, float("inf"), info)
-    return Learned(name, float(tried[lo]), {**info, "false_per_hour": round(found[lo], 4)})
+    threshold = float("inf")
+    for t in np.unique(np.quantile(finite, CALIBRATION_QUANTILES))[::-1]:  # from the highest down, while within
+        s = judge_learned(config, rules, frame, breaks, scores, t, validation.rule_events).summary()
+        if not ev.within(s):
+            break
+        threshold = float(t)
+        info.update(false_per_hour=round(s["false_per_hour"] or 0.0, 4),
+                    time_under_advisory=round(s["time_under_advisory"] or 0.0, 4))
+    return Learned(name, threshold, info)
 
 
 def advisory_metrics(config: Advisories, judged: dict[str, Judged],
@@ -114,14 +113,16 @@ def advisory_metrics(config: Advisories, judged: dict[str, Judged],
     ev = config.evaluation
     learned = learned or {}
     summaries = {n: j.summary() for n, j in judged.items()}
-    reference = choose_reference({c.name: summaries[c.name] for c in config.candidates}, ev.false_per_hour)
+    reference = choose_reference({c.name: summaries[c.name] for c in config.candidates}, ev)
     focus = ev.grey_zone.kind
     vs_all = bootstrap(judged, reference, ev.bootstrap_resamples, ev.seed)
     vs_focus = bootstrap(judged, reference, ev.bootstrap_resamples, ev.seed, focus)
     any_j = next(iter(judged.values()))
     star = any_j.counts[any_j.counts["kind"] == "*"]
     out: dict[str, Any] = {"patients": int(len(star)), "hours": float(star["seconds"].sum() / 3600.0),
-                           "reference": reference, "false_per_hour_budget": ev.false_per_hour, "candidates": {}}
+                           "reference": reference,
+                           "budget": {"false_per_hour": ev.false_per_hour,
+                                      "time_under_advisory": ev.time_under_advisory}, "candidates": {}}
     described = [(c.name, c.type, c.source, None) for c in config.candidates]
     described += [(n, "learned", cand.source, cand.threshold) for n, cand in learned.items()]
     for name, kind, source, threshold in described:

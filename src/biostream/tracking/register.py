@@ -232,7 +232,7 @@ def advisory_choice(evaluation: Mapping[str, Any], source: str) -> dict[str, Any
     if not metrics:
         return {"source": None, "type": None, "decided_on": source, "baseline": None,
                 "why": f"no advisory was evaluated on {source} (metrics/evaluate.json: advisory); none is served"}
-    return choose_advisory(source, metrics, metrics["false_per_hour_budget"])
+    return choose_advisory(source, metrics, metrics["budget"])
 
 
 def _challenger(client: Any, rp: RegisterParams, params: Mapping[str, Any], models: Path, metrics: Mapping[str, Any],
