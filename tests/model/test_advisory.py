@@ -158,3 +158,19 @@ def test_a_learned_advisory_serves_only_where_it_beats_the_best_baseline_beyond_
     metrics["candidates"]["iforest"] = _cand("learned", 8, 0.2, [0.05, 0.4, 0.6])
     chosen = choose_advisory("real", metrics, {"false_per_hour": 0.3, "time_under_advisory": 0.1})
     assert chosen["source"] == "iforest" and chosen["type"] == "learned" and "+0.05 to +0.60" in chosen["why"]
+
+
+def test_what_comes_before_a_real_hypotension_is_measured_for_the_synthetic_world_to_match(configs, config, real):
+    from biostream.models.forward import precursors
+
+    rule = next(r for r in configs.rules if r.kind == "hypotension")
+    p = precursors(real.vitals, real.alarm_events, rule, config.evaluation)
+    assert (p["onsets"], p["new_onset"]) == (42, 10)
+    # by hand: the MAP 5 min before each onset, and how many were still >= 75 then
+    values = real.vitals.set_index(["patient_id", "time_s"])["map"]
+    hyp = real.alarm_events[real.alarm_events["kind"] == "hypotension"]
+    at = values.reindex(pd.MultiIndex.from_arrays([hyp["patient_id"], hyp["start_s"] - 300])).to_numpy()
+    seen = np.isfinite(at)
+    assert p["without_warning"] == pytest.approx((at[seen] > 75).sum() / seen.sum())
+    assert p["median_before"]["-300s"] == pytest.approx(np.median(at[seen]))
+    assert 0 < p["new_onset_without_warning"] < 1

@@ -219,6 +219,11 @@ def _rolling(values: np.ndarray, breaks: np.ndarray, history_s: int, min_periods
     return pd.Series(values).groupby(stretch).rolling(history_s, min_periods=min_periods)
 
 
+def rolling_stat(values: np.ndarray, breaks: np.ndarray, n: int, min_periods: int, stat: str) -> np.ndarray:
+    """A pandas rolling statistic (`median`, `min`, `std`, ...) of the last n rows, within each stretch."""
+    return getattr(_rolling(values, breaks, n, min_periods), stat)().to_numpy()
+
+
 def personal_limit(values: np.ndarray, breaks: np.ndarray, rule: AlarmRule, c: Personalised) -> np.ndarray:
     """The patient's own median -/+ k IQR (towards the rule's limit) over the last `history_s`, where `min_seen_s`
     seconds of the stretch are seen and half the history has values; NaN before. The IQR counts at least one rule

@@ -146,6 +146,41 @@ def early_warning_auroc(advised: Advised, frame: pd.DataFrame, ons: pd.DataFrame
     return out
 
 
+PRECURSOR_S = (600, 300, 120, 60)  # seconds before an onset at which its signal is read
+
+
+def precursors(frame: pd.DataFrame, rule_events: pd.DataFrame, rule: AlarmRule, ev: Evaluation) -> dict[str, Any]:
+    """What comes before a rule kind's events (the synthetic world's precursors are compared with the real ones in
+    metrics/realism.json): the signal's median at 10, 5, 2 and 1 min before each onset, the median change over the
+    last 10 min, and the share of onsets that come without warning (the signal still outside the grey zone's band,
+    e.g. MAP >= 75, `grey_zone.horizon_s` before), of all onsets and of new-onset ones."""
+    ons = onsets(rule_events[rule_events["kind"] == rule.kind], ev.new_onset_s)
+    ons = ons[ons["patient_id"].isin(pd.unique(frame["patient_id"]))]
+    out: dict[str, Any] = {"kind": rule.kind, "signal": rule.signal, "onsets": int(len(ons)),
+                           "new_onset": int(ons["new_onset"].sum())}
+    if rule.signal not in frame or not len(ons):
+        return out
+    values = frame.set_index(["patient_id", "time_s"])[rule.signal]
+    before = {s: values.reindex(pd.MultiIndex.from_arrays([ons["patient_id"], ons["onset_s"] - s])).to_numpy(float)
+              for s in sorted(set(PRECURSOR_S) | {ev.grey_zone.horizon_s})}
+    new = ons["new_onset"].to_numpy(bool)
+    out["median_before"] = {f"-{s}s": _median(before[s]) for s in PRECURSOR_S}
+    out["new_onset_median_before"] = {f"-{s}s": _median(before[s][new]) for s in PRECURSOR_S}
+    out["median_change_10_to_1_min"] = _median(before[60] - before[600])
+    gz = ev.grey_zone
+    at = before[gz.horizon_s]
+    outside = (at > gz.high) if not rule.above else (at < gz.low)
+    seen = np.isfinite(at)
+    out["without_warning"] = _ratio(int((outside & seen).sum()), int(seen.sum()))
+    out["new_onset_without_warning"] = _ratio(int((outside & seen & new).sum()), int((seen & new).sum()))
+    return out
+
+
+def _median(v: np.ndarray) -> float | None:
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if len(v) else None
+
+
 def _event_clock(pid: np.ndarray, t: np.ndarray, ons: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Per row: inside an event of these onsets; seconds until the next onset (inf when none)."""
     inside = np.zeros(len(t), dtype=bool)

@@ -19,7 +19,7 @@ from biostream.features.table import Part
 from biostream.models.advisory import ANY, Advisories, advisories, candidate_scores
 from biostream.models.bundle import ModelBundle
 from biostream.models.detectors import score_rows
-from biostream.models.forward import Judged, bootstrap, choose_reference, judge
+from biostream.models.forward import Judged, bootstrap, choose_reference, judge, precursors
 
 log = logging.getLogger("biostream")
 
@@ -138,6 +138,13 @@ def advisory_metrics(config: Advisories, judged: dict[str, Judged],
     return out
 
 
+def source_precursors(config: Advisories, rules: tuple[AlarmRule, ...], part: Part) -> dict[str, Any]:
+    """`precursors` of the grey zone's rule kind on a part's patients."""
+    rule = next(r for r in rules if r.kind == config.evaluation.grey_zone.kind)
+    frame, _ = frame_of(part.vitals[part.vitals["patient_id"].isin(part.rows["patient_id"].unique())])
+    return precursors(frame, part.rule_events, rule, config.evaluation)
+
+
 def evaluate_advisories(config: Advisories, rules: tuple[AlarmRule, ...], parts: Mapping[str, Part],
                         learned: Mapping[str, ModelBundle], validation: Part | None) -> tuple[dict[str, Any], str]:
     """Every candidate on every source: the config's baselines, and each learned detector's score with its threshold
@@ -156,6 +163,7 @@ def evaluate_advisories(config: Advisories, rules: tuple[AlarmRule, ...], parts:
             frame, breaks, scores = learned_frame(learned[name], part)
             judged[name] = judge_learned(config, rules, frame, breaks, scores, cand.threshold, part.rule_events)
         out[dname] = advisory_metrics(config, judged, cands)
+        out[dname]["precursors"] = source_precursors(config, rules, part)
         text.append(table(dname, out[dname], gz.kind, gz.horizon_s))
         log.info("%s\n(judged in %.1f s)", text[-1], time.perf_counter() - start)
     return out, "\n\n".join(text) + "\n"

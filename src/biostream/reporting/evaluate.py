@@ -261,10 +261,12 @@ def real_summary(name: str, m: Mapping[str, Any]) -> str:
             f"{'n/a' if ew is None else f'{ew:.3f}'}")
 
 
-def realism(results: Mapping[str, Mapping[str, Any]], synthetic: str) -> dict[str, Any]:
-    """The figure that keeps the synthetic world honest: the bedside rules' alarm episodes per patient-hour (the
+def realism(results: Mapping[str, Mapping[str, Any]], synthetic: str,
+            advisory: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The figures that keep the synthetic world honest: the bedside rules' alarm episodes per patient-hour (the
     `clinical` bundle's, and the monitor's without delay) on the synthetic patients scored and on each real source,
-    with their ratio (aim: within 2x)."""
+    with their ratio (aim: within 2x); and what comes before a hypotension on each (`advisory`: the advisory
+    metrics' `precursors`: the MAP in the 10 min before an onset, the share of onsets without warning)."""
     out: dict[str, Any] = {}
     for name in ("clinical", MONITOR):
         per = results.get(name, {})
@@ -278,4 +280,8 @@ def realism(results: Mapping[str, Mapping[str, Any]], synthetic: str) -> dict[st
                 row[src] = real
                 row[f"{src}_over_{synthetic}"] = real / syn if syn > 0 else None
         out[name] = row
-    return {"rule_alarm_episodes_per_patient_hour": out}
+    found = {"rule_alarm_episodes_per_patient_hour": out}
+    if advisory:
+        found["precursors"] = {src: m["precursors"] for src, m in advisory.items()
+                               if src == synthetic or src in REAL_SOURCES}
+    return found

@@ -161,7 +161,7 @@ def run(params: Params, paths: Paths) -> dict[str, dict]:
                 real_summary(name, per[dname]) for name, per in results.items() if dname in per))
     advisory = advise(advisory_config, configs, parts, bundles, features, params, plots)
     if "clinical" in results and figures_of in results["clinical"]:
-        write_json(realism(results, figures_of), paths.realism)
+        write_json(realism(results, figures_of, advisory), paths.realism)
     # metrics files hold what is reproducible; timings go to plots/timing.json and MLflow
     write_json({**{det: {ds: {k: v for k, v in m.items() if k != "score_ms_per_window"} for ds, m in per.items()}
                    for det, per in results.items()}, "advisory": advisory}, paths.metrics)
