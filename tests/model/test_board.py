@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from biostream.serving.asgi import Document
+from biostream.serving.board import report_period
 from biostream.serving.streaming.engine import Chunk, StreamEngine
 from biostream.serving.streaming.http import StreamEndpoints
 from biostream.serving.streaming.store import Store, sqlite_url
@@ -77,6 +78,11 @@ def test_an_episode_is_explained_and_reported_as_the_store_has_it(ward):
     assert doc.body.startswith(b"%PDF") and doc.filename.endswith(".pdf")
     status, doc = get(endpoints, "/beds/alarming-bed/report", "format=text")
     assert status == 200 and b"physiological" in doc.body
+    # by default the report covers the bed's own recording (issue #40: not 24 h with the recording at its right edge)
+    first, newest = store.first_second("alarming-bed", 0), store.newest_seconds(["alarming-bed"])["alarming-bed"]
+    assert report_period(store, "alarming-bed", None, None) == (first, newest + 1)
+    assert f"({(newest + 1 - first) / 3600:.1f} h;".encode() in doc.body
+    assert report_period(store, "alarming-bed", None, newest - 10) == (first, newest - 10)
 
 
 @pytest.mark.parametrize(("path", "query", "status", "names"), [
@@ -96,3 +102,26 @@ def test_an_episode_is_explained_and_reported_as_the_store_has_it(ward):
 def test_bad_board_requests_get_a_4xx_naming_the_problem(ward, path, query, status, names):
     got, body = get(ward[0], path, query)
     assert got == status and names in body["error"], body
+
+
+def test_stopped_beds_are_filtered_and_each_signal_carries_its_bedside_limits(ward):
+    """Issue #40: the board hides beds that stopped long ago (closed for silence) unless asked, never one with an
+    open alarm; and draws each signal's bedside limits."""
+    endpoints, scorer = ward
+    store = endpoints.engine.store
+    endpoints.engine.sweep(now=float(START + 1000 + 3600))  # an hour later: every bed silent, closed
+    rows = {bed: last for bed, last, _ in store.board_rows()}
+    stopped = {b for b, last in rows.items() if last is None}
+    open_alarm = {e["bed"] for e in store.episodes(open_only=True)}
+    assert stopped, "the sweep closes silent beds"
+    every = {b["bed"] for b in get(endpoints, "/beds", "size=200")[1]["beds"]}
+    recording = {b["bed"] for b in get(endpoints, "/beds", "size=200&state=recording")[1]["beds"]}
+    shown_stopped = {b["bed"] for b in get(endpoints, "/beds", "size=200&state=stopped")[1]["beds"]}
+    assert every == set(rows)
+    assert recording == (set(rows) - stopped) | open_alarm
+    assert shown_stopped == stopped | open_alarm
+    status, body = get(endpoints, "/beds", "state=asleep")
+    assert status == 400 and "state" in body["error"] and "recording" in body["error"]
+    limits = {s["name"]: s["limits"] for s in get(endpoints, "/beds", "size=1")[1]["signals"]}
+    assert {"kind": "hypotension", "op": "<", "threshold": 65.0} in limits["map"]
+    assert {(x["kind"], x["threshold"]) for x in limits["hr"]} == {("tachycardia", 120.0), ("bradycardia", 40.0)}

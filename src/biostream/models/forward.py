@@ -221,7 +221,8 @@ def per_patient(j: Judged, patients: np.ndarray, kind: str | None = None) -> np.
 def bootstrap(judged: Mapping[str, Judged], reference: str, resamples: int, seed: int,
               kind: str | None = None) -> dict[str, dict[str, list[float] | None]]:
     """Each candidate's difference to `reference` (warned share, new-onset warned share, false advisory episodes per
-    hour), paired over patient-level resamples: [2.5%, 50%, 97.5%] percentiles (None where no resample has events)."""
+    hour), paired over patient-level resamples: [2.5%, 50%, 97.5%] percentiles (None where no resample has events).
+    For one `kind`, the warned shares only: an advisory of any kind (a learned one) has no false episodes of a kind."""
     patients = pd.unique(judged[reference].counts["patient_id"])
     rng = np.random.default_rng(seed)
     weights = np.stack([np.bincount(rng.integers(0, len(patients), len(patients)), minlength=len(patients))
@@ -238,7 +239,7 @@ def bootstrap(judged: Mapping[str, Judged], reference: str, resamples: int, seed
         if name == reference:
             continue
         diff = figures(j) - base
-        out[name] = {stat: (None if not np.isfinite(diff[:, i]).any() else
+        out[name] = {stat: (None if not np.isfinite(diff[:, i]).any() or (kind is not None and i == 2) else
                             [float(v) for v in np.nanpercentile(np.where(np.isfinite(diff[:, i]), diff[:, i], np.nan),
                                                                 [2.5, 50, 97.5])])
                      for i, stat in enumerate(("warned_share", "new_onset_warned_share", "false_per_hour"))}

@@ -18,8 +18,9 @@ from biostream.serving.streaming.answers import episode_answer, iso
 from biostream.serving.streaming.messages import query_params, time_text, whole_number
 
 PAGE = Path(__file__).parent / "board.html"
-BOARD_QUERY = {"q", "alarm", "sort", "page", "size"}
+BOARD_QUERY = {"q", "alarm", "state", "sort", "page", "size"}
 ALARM_FILTERS = ("any", "open", "physiological", "technical", "none")
+STATES = ("any", "recording", "stopped")  # recording: a bed sending data; stopped: closed for silence
 SORTS = ("alarm", "bed", "recent")
 MAX_PAGE_SIZE = 200
 # what a technical alarm driven by a signal asks the nurse to check (a central station's "INOP" message)
@@ -61,24 +62,27 @@ CSP = _csp()
 def board_query(query: str) -> dict[str, Any]:
     """`GET /beds`' query (ValueError naming a bad one)."""
     q = query_params(query, BOARD_QUERY, "GET /beds")
-    alarm, sort = q.get("alarm", "any"), q.get("sort", "alarm")
+    alarm, sort, state = q.get("alarm", "any"), q.get("sort", "alarm"), q.get("state", "any")
     if alarm not in ALARM_FILTERS:
         raise ValueError(f"alarm is {alarm[:40]!r}: ask for one of {', '.join(ALARM_FILTERS)}")
+    if state not in STATES:
+        raise ValueError(f"state is {state[:40]!r}: ask for one of {', '.join(STATES)}")
     if sort not in SORTS:
         raise ValueError(f"sort is {sort[:40]!r}: ask for one of {', '.join(SORTS)}")
     text = q.get("q", "")
     if len(text) > 128:
         raise ValueError(f"q is {len(text)} characters: a bed id (or part of one) is at most 128")
-    return {"q": text, "alarm": alarm, "sort": sort,
+    return {"q": text, "alarm": alarm, "state": state, "sort": sort,
             "page": whole_number(q.get("page", "1"), "page", 1, 10 ** 6, "pages"),
             "size": whole_number(q.get("size", "50"), "size", 1, MAX_PAGE_SIZE, "beds per page")}
 
 
 def board(store: Any, scorer: Any, query: dict[str, Any], now: float | None = None,
           monitoring: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every bed (filtered by `q`, a part of its id, and `alarm`), sorted (`alarm`: open physiological alarms not
-    yet acknowledged first, then acknowledged ones, then technical, each longest-open first; `bed`; `recent`), one
-    page of them with its newest values."""
+    """Every bed (filtered by `q`, a part of its id, `alarm`, and `state`: recording, or stopped (closed for
+    silence; one with an open alarm is always shown)), sorted (`alarm`: open physiological alarms not yet
+    acknowledged first, then acknowledged ones, then technical, each longest-open first; `bed`; `recent`), one page
+    of them with its newest values; each signal with the bedside limits of the floor's rules on it."""
     now = time.time() if now is None else now
     beds = store.board_rows()
     alarms: dict[str, dict[str, Any]] = {}
@@ -91,10 +95,11 @@ def board(store: Any, scorer: Any, query: dict[str, Any], now: float | None = No
     for e in alarms.values():
         counts[e["alarm_class"]] += 1
         counts["unacknowledged"] += e["acked_at"] is None
-    text, which = query["q"].lower(), query["alarm"]
+    text, which, state = query["q"].lower(), query["alarm"], query.get("state", "any")
     rows = [b for b in beds if text in b[0].lower()
             and (which == "any" or (which == "open" and b[0] in alarms) or (which == "none" and b[0] not in alarms)
-                 or (b[0] in alarms and alarms[b[0]]["alarm_class"] == which))]
+                 or (b[0] in alarms and alarms[b[0]]["alarm_class"] == which))
+            and (state == "any" or b[0] in alarms or (b[1] is not None) == (state == "recording"))]
     if query["sort"] == "bed":
         rows.sort(key=lambda b: b[0])
     elif query["sort"] == "recent":
@@ -106,6 +111,7 @@ def board(store: Any, scorer: Any, query: dict[str, Any], now: float | None = No
     shown = rows[(number - 1) * size: number * size]
     newest = store.newest_rows([(b[0], b[1]) for b in shown if b[1] is not None])
     signals = scorer.spec.signals
+    limits = bedside_limits(scorer)
     tiles = []
     for bed, last_second, _arrival in shown:
         row = newest.get(bed)
@@ -126,8 +132,18 @@ def board(store: Any, scorer: Any, query: dict[str, Any], now: float | None = No
         tiles.append(tile)
     return {"beds": tiles, "total": len(rows), "page": number, "size": size, "pages": max(1, -(-len(rows) // size)),
             "counts": counts, "threshold": scorer.threshold, "model": scorer.model.model_dump(),
-            "signals": [{"name": s, "label": LABELS.get(s, s), "unit": scorer.spec.units[s]} for s in signals],
+            "signals": [{"name": s, "label": LABELS.get(s, s), "unit": scorer.spec.units[s],
+                         "limits": limits.get(s, [])} for s in signals],
             "monitoring": monitoring, "now": iso(int(now))}
+
+
+def bedside_limits(scorer: Any) -> dict[str, list[dict[str, Any]]]:
+    """Per signal, the limits of the floor's bedside rules on it (what the board draws on its charts)."""
+    rules = scorer.bundle.combination.rules
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in [] if rules is None else rules.rules:
+        out.setdefault(r["signal"], []).append({"kind": r["kind"], "op": r["op"], "threshold": float(r["threshold"])})
+    return out
 
 
 def report_query(query: str) -> dict[str, Any]:
@@ -145,15 +161,19 @@ MAX_REPORT_S = 7 * 86400
 
 
 def report_period(store: Any, bed: str, since: int | None, until: int | None) -> tuple[int, int] | str:
-    """The period a report covers: as asked, else the bed's last 24 h of recording; or why there is none (a 404:
-    the bed has no recording). ValueError for a period that is empty or longer than 7 days (a 400)."""
+    """The period a report covers: as asked, else the bed's own recording within the last 24 h before `until` (its
+    newest stored second by default): from its oldest stored second there, so that an 8-min recording gets an 8-min
+    report; or why there is none (a 404: the bed has no recording). ValueError for a period that is empty or longer
+    than 7 days (a 400)."""
     if until is None:
         newest = store.newest_seconds([bed]).get(bed)
         if newest is None:
             return (f"bed {bed!r} has no stored second: a report needs a recording (or ask for a period with since "
                     f"and until)")
         until = newest + 1
-    since = until - 86400 if since is None else since
+    if since is None:
+        first = store.first_second(bed, until - 86400)
+        since = until - 86400 if first is None or first >= until else first
     if until <= since:
         raise ValueError(f"until ({iso(until)}) is not after since ({iso(since)}): ask for a period")
     if until - since > MAX_REPORT_S:

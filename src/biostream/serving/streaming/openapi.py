@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
+from biostream.serving.board import ALARM_FILTERS, SORTS, STATES
 from biostream.serving.schemas import B64_F32, CLASS_NOTE, CONDITIONS_NOTE, AlarmClass, ModelRef
 from biostream.serving.spec import ServingSpec
 from biostream.serving.streaming.messages import BED_FORM, BED_ID, LAST_SECOND
@@ -160,10 +161,17 @@ class BoardCounts(BaseModel):
     unacknowledged: int
 
 
+class Limit(BaseModel):
+    kind: str = Field(description="the bedside rule's kind")
+    op: str
+    threshold: float
+
+
 class SignalName(BaseModel):
     name: str
     label: str
     unit: str
+    limits: list[Limit] = Field(default_factory=list, description="the floor's bedside limits on the signal")
 
 
 class Board(BaseModel):
@@ -296,15 +304,18 @@ def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
         "/beds": {"get": {
             "tags": board, "operationId": "board", "summary": "Every bed: newest values and open alarm (the board)",
             "description": "Open alarms first (physiological not yet acknowledged, acknowledged, technical; each "
-                           "longest-open first), or by bed or newest data; filtered by a part of the bed id and by "
-                           "alarm; one page.",
+                           "longest-open first), or by bed or newest data; filtered by a part of the bed id, by "
+                           "alarm and by state (a bed recording, or stopped: closed for silence; a bed with an open "
+                           "alarm is always shown); one page.",
             "parameters": [
                 {"name": "q", "in": "query", "required": False, "description": "a part of the bed id (any case)",
                  "schema": {"type": "string", "maxLength": 128}},
                 {"name": "alarm", "in": "query", "required": False,
-                 "schema": {"enum": ["any", "open", "physiological", "technical", "none"], "default": "any"}},
+                 "schema": {"enum": list(ALARM_FILTERS), "default": "any"}},
+                {"name": "state", "in": "query", "required": False,
+                 "schema": {"enum": list(STATES), "default": "any"}},
                 {"name": "sort", "in": "query", "required": False,
-                 "schema": {"enum": ["alarm", "bed", "recent"], "default": "alarm"}},
+                 "schema": {"enum": list(SORTS), "default": "alarm"}},
                 {"name": "page", "in": "query", "required": False,
                  "schema": {"type": "integer", "minimum": 1, "maximum": 1000000, "default": 1}},
                 {"name": "size", "in": "query", "required": False,

@@ -204,6 +204,13 @@ class Store:
                 out.update((b, int(t)) for b, t in conn.execute(q))
         return out
 
+    def first_second(self, bed: str, since: int) -> int | None:
+        """The oldest stored second of a bed at or after `since` (None: none)."""
+        q = sa.select(sa.func.min(SECONDS.c.second)).where(SECONDS.c.bed == bed, SECONDS.c.second >= since)
+        with self.reader.connect() as conn:
+            first = conn.execute(q).scalar()
+        return None if first is None else int(first)
+
     def stored_values(self, bed: str, first: int, last: int) -> dict[int, np.ndarray]:
         """The stored values of a bed's seconds in [first, last] (those stored), by second."""
         q = sa.select(SECONDS.c.second, SECONDS.c.vals).where(
