@@ -74,7 +74,7 @@ def test_a_bed_alarms_on_the_board_is_opened_explained_acknowledged_and_reported
     assert status == 200 and out["problems"] == [], out
     page.goto(f"http://127.0.0.1:{port}/board")
     page.get_by_test_id("key-input").fill(keys["clinician"])
-    page.get_by_test_id("key-save").click()
+    page.get_by_test_id("key-input").press("Enter")  # Enter uses the key, as the button does
     page.get_by_test_id(f"bed-{bed}").wait_for()
     # MAP falling to 52 over 2 min and staying (under the bedside limit of 65 for 2 min): the floor's hypotension
     # rule opens a physiological episode
@@ -102,6 +102,8 @@ def test_a_bed_alarms_on_the_board_is_opened_explained_acknowledged_and_reported
     shown = page.get_by_test_id("top-signals").inner_text()
     status, explained = Client(port, keys["clinician"]).get_json(f"/beds/{bed}/episodes/{start}/explain")
     assert status == 200 and shown == ", ".join(explained["top_signals"]) and "map" in shown, explained
+    assert page.locator("line[data-limit='hypotension']").count() == 1  # the bedside limit on the MAP chart
+    assert page.locator("#charts svg text").count() >= 5  # a time axis
     page.screenshot(path=str(SHOTS / "bed.png"), full_page=True)
     with page.expect_download() as download:
         page.get_by_test_id("report-pdf").click()
