@@ -174,3 +174,21 @@ def test_what_comes_before_a_real_hypotension_is_measured_for_the_synthetic_worl
     assert p["without_warning"] == pytest.approx((at[seen] > 75).sum() / seen.sum())
     assert p["median_before"]["-300s"] == pytest.approx(np.median(at[seen]))
     assert 0 < p["new_onset_without_warning"] < 1
+
+
+def test_a_wrong_advisory_config_is_named(configs, tmp_path):
+    import yaml
+
+    from biostream.core.config import ConfigError
+
+    good = yaml.safe_load((ROOT / "configs/advisories.yaml").read_text())
+    for change, named in ((lambda d: d["candidates"][1].update(limitz=1), "limitz"),
+                          (lambda d: d["candidates"][1]["limits"].update(hypotensoin=70), "hypotensoin"),
+                          (lambda d: d["candidates"].append(dict(d["candidates"][0])), "repeat"),
+                          (lambda d: d["evaluation"].update(time_under_advisory=2), "time_under_advisory")):
+        bad = yaml.safe_load(yaml.safe_dump(good))
+        change(bad)
+        path = tmp_path / "advisories.yaml"
+        path.write_text(yaml.safe_dump(bad))
+        with pytest.raises(ConfigError, match=named):
+            Advisories.load(path, configs.rules)

@@ -81,22 +81,24 @@ class Episodes:
 
 
 @dataclass(frozen=True)
-class Current:
+class Named:
+    """What every candidate has: its name in the tables and the registry, and where it comes from."""
+
     __pydantic_config__ = STRICT
 
     name: str
-    type: Literal["current"]
     source: str
+
+
+@dataclass(frozen=True)
+class Current(Named):
+    type: Literal["current"]
     kinds: Literal["all"] | tuple[str, ...] = ALL
 
 
 @dataclass(frozen=True)
-class Raised:
-    __pydantic_config__ = STRICT
-
-    name: str
+class Raised(Named):
     type: Literal["raised"]
-    source: str
     limits: dict[str, float]
 
     @property
@@ -105,12 +107,8 @@ class Raised:
 
 
 @dataclass(frozen=True)
-class Extrapolated:
-    __pydantic_config__ = STRICT
-
-    name: str
+class Extrapolated(Named):
     type: Literal["extrapolated"]
-    source: str
     fit_s: Positive
     ahead_s: Positive
     min_fraction: Fraction
@@ -118,12 +116,8 @@ class Extrapolated:
 
 
 @dataclass(frozen=True)
-class Personalised:
-    __pydantic_config__ = STRICT
-
-    name: str
+class Personalised(Named):
     type: Literal["personalised"]
-    source: str
     k: PositiveFloat
     history_s: Positive
     min_seen_s: Positive
