@@ -29,8 +29,8 @@ from biostream.core.config import Configs
 from biostream.features.table import FeatureSet
 from biostream.models.advisory import Advisories, advisories, extrapolated, margin, rolling_stat, rolling_sum
 from biostream.models.bundle import ModelBundle
-from biostream.models.forward import _event_clock, judge, onsets
-from biostream.reporting.advisory import learned_frame
+from biostream.models.forward import event_clock, judge, onsets
+from biostream.reporting.advisory import frame_of, learned_frame, threshold_within
 
 SOURCES = {"synthetic": "data/synthetic", "vitaldb": "data/vitaldb", "recordings": "data/recordings",
            "real": "data/real"}
@@ -55,18 +55,8 @@ def level_features(bundle: ModelBundle, part, rule) -> tuple:
     X = np.column_stack([np.nan_to_num(margin(m, rule.threshold, rule), nan=-10.0),
                          np.nan_to_num(margin(ex, rule.threshold, rule), nan=-10.0), np.nan_to_num(learned, nan=low)])
     ons = onsets(part.rule_events[part.rule_events["kind"] == KIND], 1800)
-    inside, soon = _event_clock(frame["patient_id"].to_numpy(), frame["time_s"].to_numpy(), ons)
+    inside, soon = event_clock(frame["patient_id"].to_numpy(), frame["time_s"].to_numpy(), ons)
     return frame, breaks, X, (soon <= 600) & ~inside, ~inside & np.isfinite(m)
-
-
-def calibrate(score: np.ndarray, ok: np.ndarray, frame, breaks, events, config: Advisories, rules) -> float:
-    threshold = np.inf
-    for t in np.quantile(score[ok], np.linspace(0.5, 0.9999, 48))[::-1]:
-        advised = advisories({KIND: np.where(ok, score - t, -1.0)}, frame, config.episodes.policy, breaks)
-        if not config.evaluation.within(judge(advised, frame, events, rules, config.evaluation).summary()):
-            break
-        threshold = t
-    return threshold
 
 
 def trend_features(m: np.ndarray, breaks: np.ndarray) -> np.ndarray:
@@ -96,18 +86,17 @@ def main() -> None:
                 continue  # the same model for every detector
             model = LogisticRegression(max_iter=1000).fit(Xv[okv][:, cols], yv[okv])
             sv, sr = model.decision_function(Xv[:, cols]), model.decision_function(Xr[:, cols])
-            t = calibrate(sv, np.isfinite(fv["map"].to_numpy()), fv, bv, val.rule_events, config, rules)
+            t, _ = threshold_within(config, rules, fv, bv, np.where(np.isfinite(fv["map"].to_numpy()), sv, np.nan),
+                                    val.rule_events, KIND)
             print(line(f"   {name}", fr, br, np.where(np.isfinite(fr["map"].to_numpy()), sr - t, -1.0),
                        real.rule_events, config, rules, roc_auc_score(yr[okr], sr[okr])))
 
     print("2. trend forecaster, leave-one-patient-out on the real records with a pressure:")
-    frame = real.vitals.sort_values(["patient_id", "time_s"]).reset_index(drop=True)
+    frame, breaks = frame_of(real.vitals)
     pid, t = frame["patient_id"].to_numpy(), frame["time_s"].to_numpy()
-    from biostream.data.labels import segment_starts
-    breaks = segment_starts(pid, t)
     m = frame["map"].to_numpy(np.float64)
     X = trend_features(m, breaks)
-    inside, soon = _event_clock(pid, t, onsets(real.rule_events[real.rule_events["kind"] == KIND], 1800))
+    inside, soon = event_clock(pid, t, onsets(real.rule_events[real.rule_events["kind"] == KIND], 1800))
     y, ok = (soon <= 600) & ~inside, ~inside & np.isfinite(m)
     patients = [p for p in pd.unique(pid) if np.isfinite(m[pid == p]).any()]
     score = np.full(len(frame), np.nan)

@@ -59,10 +59,14 @@ class Evaluation:
     false_per_hour: PositiveFloat
     time_under_advisory: Fraction
 
+    @property
+    def budget(self) -> dict[str, float]:
+        """The advisory budget: false advisory episodes per patient-hour and time under advisory, at most."""
+        return {"false_per_hour": self.false_per_hour, "time_under_advisory": self.time_under_advisory}
+
     def within(self, summary: dict) -> bool:
         """Whether a candidate's figures (`Judged.summary`) are within the advisory budget."""
-        return ((summary["false_per_hour"] or 0.0) <= self.false_per_hour
-                and (summary["time_under_advisory"] or 0.0) <= self.time_under_advisory)
+        return all((summary[k] or 0.0) <= limit for k, limit in self.budget.items())
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,7 @@ def early_warning_auroc(advised: Advised, frame: pd.DataFrame, ons: pd.DataFrame
         score = advised.scores.get(kind, advised.scores.get(ANY))
         if score is None:
             continue
-        inside, soon = _event_clock(pid, t, ons[ons["kind"] == kind])
+        inside, soon = event_clock(pid, t, ons[ons["kind"] == kind])
         valid = np.isfinite(score)
         lowest = np.nanmin(score) - 1.0 if valid.any() else 0.0
         s = np.where(valid, score, lowest)
@@ -181,7 +181,7 @@ def _median(v: np.ndarray) -> float | None:
     return float(np.median(v)) if len(v) else None
 
 
-def _event_clock(pid: np.ndarray, t: np.ndarray, ons: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def event_clock(pid: np.ndarray, t: np.ndarray, ons: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Per row: inside an event of these onsets; seconds until the next onset (inf when none)."""
     inside = np.zeros(len(t), dtype=bool)
     soon = np.full(len(t), np.inf)
@@ -269,8 +269,8 @@ def choose_advisory(source: str, metrics: Mapping[str, Any], budget: Mapping[str
     def figures(name: str) -> str:
         a = cands[name]["all"]
         return (f"{name}: {a['new_onset_warned']}/{a['new_onset']} new-onset and {a['warned']}/{a['events']} events "
-                f"warned, {_fmt(a['false_per_hour'])} false advisory episodes/h, "
-                f"{_fmt(a['time_under_advisory'], '.1%')} of the time under advisory")
+                f"warned, {figure(a['false_per_hour'])} false advisory episodes/h, "
+                f"{figure(a['time_under_advisory'], '.1%')} of the time under advisory")
 
     wins, verdicts = [], []
     for name, c in cands.items():
@@ -279,10 +279,10 @@ def choose_advisory(source: str, metrics: Mapping[str, Any], budget: Mapping[str
         a, ci = c["all"], (c.get("vs_reference") or {}).get("new_onset_warned_share")
         if (a["false_per_hour"] or 0.0) > budget["false_per_hour"]:
             verdicts.append(f"{name} is over the budget of {budget['false_per_hour']:g} false advisory episodes/h "
-                            f"({_fmt(a['false_per_hour'])})")
+                            f"({figure(a['false_per_hour'])})")
         elif (a["time_under_advisory"] or 0.0) > budget["time_under_advisory"]:
             verdicts.append(f"{name} is over the budget of {budget['time_under_advisory']:.0%} of the time under "
-                            f"advisory ({_fmt(a['time_under_advisory'], '.1%')})")
+                            f"advisory ({figure(a['time_under_advisory'], '.1%')})")
         elif a["new_onset_warned"] <= ref["new_onset_warned"]:
             verdicts.append(f"{name} warns no more new-onset events ({a['new_onset_warned']} vs "
                             f"{ref['new_onset_warned']})")
@@ -303,5 +303,6 @@ def choose_advisory(source: str, metrics: Mapping[str, Any], budget: Mapping[str
             "baseline": ref_name}
 
 
-def _fmt(v: float | None, spec: str = ".2f") -> str:
-    return "-" if v is None else format(v, spec)
+def figure(v: float | None, spec: str = ".2f") -> str:
+    """A figure as text: "-" where there is none (no denominator, nothing finite)."""
+    return "-" if v is None or not np.isfinite(v) else format(v, spec)

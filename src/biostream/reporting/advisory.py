@@ -19,7 +19,7 @@ from biostream.features.table import Part
 from biostream.models.advisory import ANY, Advisories, advisories, candidate_scores
 from biostream.models.bundle import ModelBundle
 from biostream.models.detectors import score_rows
-from biostream.models.forward import Judged, bootstrap, choose_reference, judge, precursors
+from biostream.models.forward import Judged, bootstrap, choose_reference, figure, judge, precursors
 
 log = logging.getLogger("biostream")
 
@@ -78,30 +78,37 @@ def learned_frame(bundle: ModelBundle, part: Part) -> tuple[pd.DataFrame, np.nda
 
 
 def judge_learned(config: Advisories, rules: tuple[AlarmRule, ...], frame: pd.DataFrame, breaks: np.ndarray,
-                  scores: np.ndarray, threshold: float, rule_events: pd.DataFrame) -> Judged:
-    advised = advisories({ANY: scores - threshold}, frame, config.episodes.policy, breaks)
+                  scores: np.ndarray, threshold: float, rule_events: pd.DataFrame, kind: str = ANY) -> Judged:
+    advised = advisories({kind: scores - threshold}, frame, config.episodes.policy, breaks)
     return judge(advised, frame, rule_events, rules, config.evaluation)
+
+
+def threshold_within(config: Advisories, rules: tuple[AlarmRule, ...], frame: pd.DataFrame, breaks: np.ndarray,
+                     scores: np.ndarray, rule_events: pd.DataFrame, kind: str = ANY) -> tuple[float, dict | None]:
+    """The lowest of `CALIBRATION_QUANTILES` of the scores from which on every higher one keeps the advisory (of
+    `kind`) within the budget on these seconds, and its figures (+inf and None when none does)."""
+    finite = scores[np.isfinite(scores)]
+    threshold, found = float("inf"), None
+    if not len(finite):
+        return threshold, found
+    for t in np.unique(np.quantile(finite, CALIBRATION_QUANTILES))[::-1]:  # from the highest down, while within
+        s = judge_learned(config, rules, frame, breaks, scores, t, rule_events, kind).summary()
+        if not config.evaluation.within(s):
+            break
+        threshold, found = float(t), s
+    return threshold, found
 
 
 def calibrate(name: str, config: Advisories, rules: tuple[AlarmRule, ...], bundle: ModelBundle,
               validation: Part) -> Learned:
     """The advisory threshold of a learned detector on the training source's validation patients."""
     frame, breaks, scores = learned_frame(bundle, validation)
-    ev = config.evaluation
-    finite = scores[np.isfinite(scores)]
-    budget = {"false_per_hour": ev.false_per_hour, "time_under_advisory": ev.time_under_advisory}
-    info: dict[str, Any] = {"patients": int(frame["patient_id"].nunique()), "false_per_hour": None,
-                            "time_under_advisory": None, "budget": budget}
-    if not len(finite):
-        return Learned(name, float("inf"), info)
-    threshold = float("inf")
-    for t in np.unique(np.quantile(finite, CALIBRATION_QUANTILES))[::-1]:  # from the highest down, while within
-        s = judge_learned(config, rules, frame, breaks, scores, t, validation.rule_events).summary()
-        if not ev.within(s):
-            break
-        threshold = float(t)
-        info.update(false_per_hour=round(s["false_per_hour"] or 0.0, 4),
-                    time_under_advisory=round(s["time_under_advisory"] or 0.0, 4))
+    threshold, found = threshold_within(config, rules, frame, breaks, scores, validation.rule_events)
+    info: dict[str, Any] = {"patients": int(frame["patient_id"].nunique()), "budget": config.evaluation.budget,
+                            "false_per_hour": None, "time_under_advisory": None}
+    if found is not None:
+        info.update(false_per_hour=round(found["false_per_hour"] or 0.0, 4),
+                    time_under_advisory=round(found["time_under_advisory"] or 0.0, 4))
     return Learned(name, threshold, info)
 
 
@@ -120,9 +127,7 @@ def advisory_metrics(config: Advisories, judged: dict[str, Judged],
     any_j = next(iter(judged.values()))
     star = any_j.counts[any_j.counts["kind"] == "*"]
     out: dict[str, Any] = {"patients": int(len(star)), "hours": float(star["seconds"].sum() / 3600.0),
-                           "reference": reference,
-                           "budget": {"false_per_hour": ev.false_per_hour,
-                                      "time_under_advisory": ev.time_under_advisory}, "candidates": {}}
+                           "reference": reference, "budget": ev.budget, "candidates": {}}
     described = [(c.name, c.type, c.source, None) for c in config.candidates]
     described += [(n, "learned", cand.source, cand.threshold) for n, cand in learned.items()]
     for name, kind, source, threshold in described:
@@ -169,10 +174,6 @@ def evaluate_advisories(config: Advisories, rules: tuple[AlarmRule, ...], parts:
     return out, "\n\n".join(text) + "\n"
 
 
-def _n(v: float | None, fmt: str) -> str:
-    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, fmt)
-
-
 def table(source: str, metrics: dict[str, Any], focus: str, horizon_s: int) -> str:
     """The advisory table of one source, as text."""
     head = (f"advisories on {source} ({metrics['patients']} patients, {metrics['hours']:.1f} h); reference baseline: "
@@ -185,7 +186,7 @@ def table(source: str, metrics: dict[str, Any], focus: str, horizon_s: int) -> s
         lines.append(" | ".join((
             name, f"{a['warned']}/{a['events']}", f"{a['new_onset_warned']}/{a['new_onset']}",
             f"{k['warned']}/{k['events']}" if k else "-", f"{k['new_onset_warned']}/{k['new_onset']}" if k else "-",
-            _n(a["median_lead_s"], ".0f"), _n(a["advisory_episodes_per_hour"], ".2f"),
-            _n(a["false_per_hour"], ".2f"), _n(a["ppv"], ".2f"), _n(a["time_under_advisory"], ".1%"),
-            _n(m["auroc"].get(f"{focus}@{horizon_s}s"), ".3f"))))
+            figure(a["median_lead_s"], ".0f"), figure(a["advisory_episodes_per_hour"], ".2f"),
+            figure(a["false_per_hour"], ".2f"), figure(a["ppv"], ".2f"), figure(a["time_under_advisory"], ".1%"),
+            figure(m["auroc"].get(f"{focus}@{horizon_s}s"), ".3f"))))
     return "\n".join(lines)
