@@ -12,7 +12,7 @@ import pytest
 
 from biostream.core.config import Configs, merge_profile
 from biostream.core.params import section, validate
-from biostream.data.dataset import Dataset
+from biostream.data.dataset import Dataset, read_dataset
 from biostream.features import (
     InputPipeline,
     featurize,
@@ -26,6 +26,7 @@ from biostream.models.floor import SafetyParams
 from biostream.models.technical import TechnicalChecks
 from biostream.models.training import combination_for, floor_template
 from biostream.serving import Scorer, ServeParams, ServingSpec
+from pipelines import ingest_recordings
 from tests.conftest import ROOT, make_dataset
 
 CLINICAL = ("hypotension", "tachycardia", "bradycardia", "desaturation", "hypercapnia", "fever")
@@ -126,3 +127,13 @@ def alarming(fitted, model_data, configs):
     rec = vitals[vitals["patient_id"] == pid]
     values = rec[list(scorer.spec.signals)].to_numpy()[:length].T.astype(np.float64)
     return scorer, str(pid), values
+
+
+@pytest.fixture(scope="session")
+def real(tmp_path_factory) -> Dataset:
+    """The real recordings of ../shared/fixtures/real (29 patients, 58.8 h), as the ingest_recordings stage makes
+    them."""
+    out = tmp_path_factory.mktemp("real") / "real"
+    assert ingest_recordings.main(["--dataset", "real", "--out", str(out), "--metrics",
+                                   str(out.parent / "real.json")]) == 0
+    return read_dataset(out)

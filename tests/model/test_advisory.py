@@ -8,11 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biostream.data.dataset import read_dataset
 from biostream.models.advisory import Advisories, Raised, advisories, candidate_scores, extrapolated, personal_limit
 from biostream.models.forward import judge, onsets
 from biostream.reporting.advisory import advisory_metrics, judge_candidates, table
-from pipelines import ingest_recordings as stage
 from tests.conftest import ROOT
 
 
@@ -92,14 +90,6 @@ def test_personal_limit_is_the_median_minus_k_iqr_once_seen(configs, config):
         w = y[t - cand.history_s + 1: t + 1]
         q1, med, q3 = np.quantile(w, [0.25, 0.5, 0.75])
         assert got[t] == pytest.approx(med - cand.k * max(q3 - q1, rule.unit))
-
-
-@pytest.fixture(scope="module")
-def real(tmp_path_factory):
-    out = tmp_path_factory.mktemp("real") / "real"
-    folder = out.parent
-    assert stage.main(["--dataset", "real", "--out", str(out), "--metrics", str(folder / "real.json")]) == 0
-    return read_dataset(out)
 
 
 def test_every_candidate_is_causal_what_a_bed_stream_can_compute(configs, config, real):

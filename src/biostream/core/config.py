@@ -61,6 +61,7 @@ class TrackAlias:
 class SignalSpec:
     key: str
     name: str
+    label: str  # the short name on screens and in an advisory's reason (MAP, SpO2)
     unit: str
     valid: tuple[float, float]
     decimals: int
@@ -100,6 +101,7 @@ def load_signals(path: str | Path) -> SignalCatalog:
             SignalSpec(
                 key=key,
                 name=str(require(body, "name", where)),
+                label=str(require(body, "label", where)),
                 unit=str(require(body, "unit", where)),
                 valid=as_range(require(body, "valid", where), f"{where}.valid"),
                 decimals=int(require(body, "decimals", where)),

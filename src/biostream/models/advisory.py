@@ -16,6 +16,7 @@ merge): an advisory episode is made as an alarm episode is.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -201,15 +202,33 @@ def extrapolated(values: np.ndarray, breaks: np.ndarray, fit_s: int, ahead_s: in
     ok = np.isfinite(values)
     y = np.where(ok, values, 0.0)
     w = ok.astype(np.float64)
-    n, sx, sy = (rolling_sum(v, breaks, fit_s) for v in (w, x * w, y))
-    sxx, sxy = rolling_sum(x * x * w, breaks, fit_s), rolling_sum(x * y, breaks, fit_s)
+    sums = [rolling_sum(v, breaks, fit_s) for v in (w, x * w, y, x * x * w, x * y)]
+    return _line_ahead(*sums, x + ahead_s, max(2.0, min_fraction * fit_s))
+
+
+def extrapolated_last(values: np.ndarray, fit_s: int, ahead_s: int, min_fraction: float) -> np.ndarray:
+    """`extrapolated` at the last second of each row of `values` (m, T), from its last `fit_s` columns only (NaN:
+    missing, as before a recording starts): what a bed's window gives for its newest second, without the rolling
+    sums of every second before it (the stream's and /predict's fast path; equal to `extrapolated` to rounding)."""
+    v = values[:, -fit_s:]
+    ok = np.isfinite(v)
+    y = np.where(ok, v, 0.0)
+    w = ok.astype(np.float64)
+    x = np.arange(v.shape[1], dtype=np.float64)
+    sums = [a.sum(axis=1) for a in (w, x * w, y, x * x * w, x * y)]
+    return _line_ahead(*sums, x[-1] + ahead_s, max(2.0, min_fraction * fit_s))
+
+
+def _line_ahead(n: np.ndarray, sx: np.ndarray, sy: np.ndarray, sxx: np.ndarray, sxy: np.ndarray,
+                at: np.ndarray | float, min_count: float) -> np.ndarray:
+    """The least-squares line of the weighted sums (count, x, y, x^2, xy) read at `at`; NaN with fewer than
+    `min_count` values or no spread in x."""
     with np.errstate(invalid="ignore", divide="ignore"):
         mx, my = sx / n, sy / n
         var = sxx / n - mx * mx
         slope = (sxy / n - mx * my) / var
-        out = my + slope * (x + ahead_s - mx)
-    enough = (n >= max(2.0, min_fraction * fit_s)) & (var > 1e-9)
-    return np.where(enough, out, np.nan)
+        out = my + slope * (at - mx)
+    return np.where((n >= min_count) & (var > 1e-9), out, np.nan)
 
 
 def _rolling(values: np.ndarray, breaks: np.ndarray, history_s: int, min_periods: int) -> pd.core.window.Rolling:
@@ -261,6 +280,35 @@ def candidate_scores(candidate: Candidate, rules: tuple[AlarmRule, ...], frame: 
     return out
 
 
+def window_scores(candidate: Candidate, rules: tuple[AlarmRule, ...], values: Mapping[str, np.ndarray]
+                  ) -> dict[str, np.ndarray]:
+    """`candidate_scores` at the last second of each window: `values` per signal (m, T), each row a window (its
+    seconds before the recording NaN); the rows' own history only. The baselines that read the current value or a
+    line over the last seconds are computed on those columns alone; a personal limit (a rolling quantile) on the
+    windows' seconds as `candidate_scores` does."""
+    by_kind = {r.kind: r for r in rules}
+    out: dict[str, np.ndarray] = {}
+    for kind in kinds_of(candidate, rules):
+        rule = by_kind[kind]
+        v = values.get(rule.signal)
+        if v is None:
+            continue
+        if isinstance(candidate, Current):
+            out[kind] = margin(v[:, -1], rule.threshold, rule)
+        elif isinstance(candidate, Raised):
+            out[kind] = margin(v[:, -1], candidate.limits[kind], rule)
+        elif isinstance(candidate, Extrapolated):
+            ahead = extrapolated_last(v, candidate.fit_s, candidate.ahead_s, candidate.min_fraction)
+            out[kind] = margin(ahead, rule.threshold, rule)
+        else:
+            m, t = v.shape
+            breaks = np.zeros(m * t, dtype=bool)
+            breaks[::t] = True
+            flat = v.reshape(-1)
+            out[kind] = margin(flat, personal_limit(flat, breaks, rule, candidate), rule)[t - 1::t]
+    return out
+
+
 @dataclass(frozen=True)
 class Advised:
     """A candidate's advisories on some rows: per kind, the score and whether an advisory is on (after the alarm
@@ -278,9 +326,10 @@ class Advised:
 
 
 def advisories(scores: dict[str, np.ndarray], frame: pd.DataFrame, policy: AlarmPolicy,
-               breaks: np.ndarray | None = None) -> Advised:
+               breaks: np.ndarray | None = None, episodes: bool = True) -> Advised:
     """Advisory seconds and episodes from per-kind scores, made as alarms are (`apply_policy`: k of the last n
-    seconds > 0, episodes within the refractory period merged)."""
+    seconds > 0, episodes within the refractory period merged). `episodes=False`: the seconds only (empty
+    episodes; what a window's answer needs)."""
     pid, t = frame["patient_id"].to_numpy(), frame["time_s"].to_numpy()
     if breaks is None:
         breaks = segment_starts(pid, t)
@@ -288,7 +337,8 @@ def advisories(scores: dict[str, np.ndarray], frame: pd.DataFrame, policy: Alarm
     for kind, score in scores.items():
         flags = apply_policy(pid, t, np.nan_to_num(score, nan=-1.0), 0.0, policy, breaks).astype(bool)
         on[kind] = flags
-        parts.append(alarm_episodes(pid, t, flags, breaks).assign(kind=kind))
+        if episodes:
+            parts.append(alarm_episodes(pid, t, flags, breaks).assign(kind=kind))
     episodes = (pd.concat(parts, ignore_index=True) if parts else
                 pd.DataFrame({"patient_id": [], "start_s": [], "end_s": [], "kind": []}))
     return Advised(scores, on, episodes)

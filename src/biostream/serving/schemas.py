@@ -47,6 +47,11 @@ CONDITIONS_NOTE = ("technical conditions of the measurement, never a patient ala
                    "probe or line)")
 
 
+ADVISORY_NOTE = ("a warning that a bedside rule's event is likely soon (a yellow advisory, below the alarms: it never "
+                 "delays, replaces or silences one); null where it cannot judge (the window holds too little of the "
+                 "signal it reads: metadata.advisory.reads_s) or the model serves none")
+
+
 class Prediction(BaseModel):
     patient_id: str
     time: datetime = Field(description="the time of the window's last sample, as sent")
@@ -59,6 +64,10 @@ class Prediction(BaseModel):
     top_signals: list[str] = Field(description="for an alarm, the signals contributing most, strongest first "
                                                "(empty when the window does not alarm: ask `explain` for any window)")
     conditions: list[str] = Field(default_factory=list, description=CONDITIONS_NOTE)
+    advisory: bool | None = Field(default=None, description=ADVISORY_NOTE)
+    advisory_reason: str | None = Field(default=None, description="why the advisory is on, in words (\"MAP "
+                                        "falling: 71 mmHg, -9 mmHg in 10 min; below 65 within 5 min at this rate\"), "
+                                        "or why it cannot judge; null when it is off")
     model: ModelRef
 
 
@@ -69,6 +78,15 @@ class Episode(BaseModel):
     peak_time: datetime
     peak_score: float
     signals: list[str] = Field(description="the signals contributing most at the peak")
+
+
+class AdvisoryEpisode(BaseModel):
+    start: datetime
+    end: datetime = Field(description="exclusive")
+    kind: str = Field(description="the bedside rule's event it warns of (configs/alarms.yaml: hypotension, ...)")
+    reason: str = Field(description="what turned it on, in words, at its first second")
+    source: str = Field(description="the advisory's source: the candidate the registry chose (metadata: advisory)")
+    signals: list[str] = Field(description="the signals it reads")
 
 
 class ConditionEpisode(BaseModel):
@@ -91,6 +109,10 @@ class SeriesResult(BaseModel):
     episodes: list[Episode] = Field(description="alarm episodes of both classes, by start")
     conditions: list[ConditionEpisode] = Field(default_factory=list, description="stretches of each technical "
                                                "condition, by start (" + CONDITIONS_NOTE + ")")
+    advisory: list[bool] = Field(default_factory=list, description="per second, whether an advisory is on (" +
+                                 ADVISORY_NOTE + "); empty when the model serves none")
+    advisories: list[AdvisoryEpisode] = Field(default_factory=list, description="advisory episodes, by start: "
+                                              "made as alarm episodes are (the refractory period merges them)")
     alarm_policy: dict[str, int]
     model: ModelRef
 
@@ -125,6 +147,9 @@ class Metadata(BaseModel):
     safety: dict[str, Any] = Field(description="the floor (the bedside rules that alarm through the model) and whether "
                                                "alarms are classed technical by the technical checks")
     top_signals_method: str = Field(description="how `predict` and `score_series` rank an alarm's signals")
+    advisory: dict[str, Any] | None = Field(default=None, description="the advisory served (its source, the rule "
+                                            "kinds it covers, the seconds a window must carry, why the registry "
+                                            "chose it); null when none is")
 
 
 class Schemas:

@@ -25,6 +25,7 @@ from biostream.models.bundle import Explanation, ModelBundle, top_signals
 from biostream.models.conditions import LEARNING, NO_SIGNAL, Conditions, series_conditions
 from biostream.models.floor import Outputs
 from biostream.serving.schemas import (
+    AdvisoryEpisode,
     ConditionEpisode,
     Episode,
     ExplainResult,
@@ -117,10 +118,19 @@ class Scorer:
         # validated already (the windows, the model's finite scores): constructed without validating again,
         # which took ~8 % of a busy service's time holding the GIL
         threshold = self.threshold
+        advisory, reasons = self.advisories(x)
         return [Prediction.model_construct(patient_id=w.patient_id, time=w.time, score=float(s), alarm=bool(a),
                                            alarm_class=c, threshold=threshold, top_signals=t, conditions=k,
-                                           model=self.model)
-                for w, s, a, c, t, k in zip(windows, out.score, alarm, classes, top, conditions, strict=True)]
+                                           advisory=v, advisory_reason=r, model=self.model)
+                for w, s, a, c, t, k, v, r in zip(windows, out.score, alarm, classes, top, conditions, advisory,
+                                                  reasons, strict=True)]
+
+    def advisories(self, x: np.ndarray) -> tuple[list[bool | None], list[str | None]]:
+        """The served advisory of each window's last second (n, S, T), with its reason (None: none served)."""
+        advisor = self.spec.advisor
+        if advisor is None:
+            return [None] * len(x), [None] * len(x)
+        return advisor.windows(x, self.spec.signals)
 
     def top_signals(self, windows: np.ndarray, view: np.ndarray, learned: np.ndarray,
                     rule_driven: np.ndarray) -> list[list[str]]:
@@ -176,11 +186,26 @@ class Scorer:
         conditions = self.condition_episodes(values, series.start)
         phys, tech = alarms[PHYSIOLOGICAL].astype(bool), alarms[TECHNICAL].astype(bool)
         alarm_class = np.where(phys, PHYSIOLOGICAL, np.where(tech, TECHNICAL, None))
+        advisory, advisories = self.series_advisories(values, series.start)
         return SeriesResult(patient_id=series.patient_id, start=series.start, seconds=len(scores),
                             threshold=self.threshold, scores=scores.tolist(),
                             above_threshold=(scores > self.threshold).tolist(), alarm=(phys | tech).tolist(),
                             alarm_class=alarm_class.tolist(), episodes=episodes, conditions=conditions,
-                            alarm_policy=self.bundle.policy.to_dict(), model=self.model)
+                            advisory=advisory, advisories=advisories, alarm_policy=self.bundle.policy.to_dict(),
+                            model=self.model)
+
+    def series_advisories(self, values: np.ndarray, start: datetime) -> tuple[list[bool], list[AdvisoryEpisode]]:
+        """The served advisory of every second of a recording (S, T), and its episodes ([], [] when none is
+        served)."""
+        advisor = self.spec.advisor
+        if advisor is None:
+            return [], []
+        advice = advisor.series(values, self.spec.signals)
+        at = [(start + timedelta(seconds=int(e.start_s)), start + timedelta(seconds=int(e.end_s)))
+              for e in advice.episodes.itertuples()]
+        return advice.on.tolist(), [AdvisoryEpisode(start=a, end=b, kind=e.kind, reason=e.reason, source=advisor.name,
+                                                    signals=e.signals)
+                                    for (a, b), e in zip(at, advice.episodes.itertuples(), strict=True)]
 
     def condition_episodes(self, values: np.ndarray, start: datetime) -> list[ConditionEpisode]:
         """The stretches of each technical condition in a recording (S, T), by start: the same conditions as
@@ -236,4 +261,5 @@ class Scorer:
             metrics=spec.metrics, explain_method=self.bundle.detector.describe_explanation(),
             safety=safety_of(self.bundle),
             top_signals_method=TOP_SIGNALS_METHODS[self.bundle.detector.top_signals_method],
+            advisory=None if spec.advisor is None else spec.advisor.describe(),
         )

@@ -20,6 +20,7 @@ import yaml
 
 from biostream.core.config import ConfigError, SignalCatalog
 from biostream.core.params import ServeParams  # noqa: F401 (params.yaml: its section)
+from biostream.models.advisor import Advisor
 from biostream.models.bundle import ModelBundle
 from biostream.serving.streaming.params import StreamParams
 
@@ -53,13 +54,15 @@ class ServingSpec:
     metrics: dict[str, float] = field(default_factory=dict)
     stream: dict[str, Any] = field(default_factory=dict)  # params.yaml: stream, for POST /ingest
     max_body_bytes: int | None = None  # serve.max_body_mb: JSON bodies longer are refused unread (413)
+    advisory: dict[str, Any] = field(default_factory=dict)  # `Advisor.to_dict()` of the served advisory; {}: none
 
     @classmethod
     def build(cls, bundle: ModelBundle, catalog: SignalCatalog, serve: ServeParams, *, model_name: str,
               model_version: str, model_alias: str, model_uri: str, metrics: Mapping[str, float],
-              stream: StreamParams | None) -> ServingSpec:
+              stream: StreamParams | None, advisor: Advisor | None = None) -> ServingSpec:
         """The spec of a bundle served with `serve`; `stream`: params.yaml's stream settings (None: a service
-        without POST /ingest settings, for tests of the scoring endpoints)."""
+        without POST /ingest settings, for tests of the scoring endpoints); `advisor`: the advisory served (None:
+        none)."""
         signals = tuple(bundle.pipeline.signals)
         window_s = bundle.window_s
         if serve.max_window_s < window_s:
@@ -71,7 +74,11 @@ class ServingSpec:
                    serve.max_latency_ms, serve.top_signals, serve.workers, serve.max_concurrency,
                    serve.worker_memory_mb, dict(metrics),
                    stream.to_dict() if stream is not None else {},
-                   int(serve.max_body_mb * (1 << 20)))
+                   int(serve.max_body_mb * (1 << 20)), advisor.to_dict() if advisor is not None else {})
+
+    @cached_property
+    def advisor(self) -> Advisor | None:
+        return Advisor.from_dict(self.advisory) if self.advisory else None
 
     @cached_property
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:

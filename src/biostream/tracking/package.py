@@ -13,13 +13,16 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from biostream.core.config import SignalCatalog, load_yaml
+from biostream.core.config import AlarmRule, SignalCatalog, load_yaml
 from biostream.core.runtime import quiet_env
+from biostream.models.advisor import Advisor
+from biostream.models.advisory import Advisories
 from biostream.models.bundle import ModelBundle
 from biostream.serving.spec import BENTO_MODEL, MLFLOW_MODEL_DIR, SPEC_KEY, ServeParams, ServingSpec, bundle_dir
 from biostream.serving.streaming.params import StreamParams
@@ -45,9 +48,27 @@ def bento_options(bentofile: Path, labels: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def served_advisor(advisory: Mapping[str, Any], config: Advisories, rules: tuple[AlarmRule, ...],
+                   catalog: SignalCatalog, signals: tuple[str, ...]) -> Advisor | None:
+    """The advisory the service answers: the register stage's choice (`Decision.advisory`). A learned source is
+    served by its baseline, said so in `why`: the service scores one model, and the learned advisory's threshold
+    lives in the evaluation (no learned candidate has won on the real recordings yet). None: no advisory chosen."""
+    source, why = advisory.get("source"), str(advisory.get("why", ""))
+    if source is None:
+        return None
+    if advisory.get("type") == "learned":
+        log.warning("the registry chose the learned advisory %s; the service serves its baseline %s", source,
+                    advisory["baseline"])
+        why = (f"the registry chose the learned {source}, which this service cannot serve beside the champion's "
+               f"detector; its baseline {advisory['baseline']} advises instead. The registry's reason: {why}")
+        source = advisory["baseline"]
+    return Advisor.build(config, str(source), rules, catalog, signals, why, str(advisory.get("decided_on", "")))
+
+
 def package(model_name: str, serve: ServeParams, stream: StreamParams, catalog: SignalCatalog, bentofile: Path,
-            build_ctx: Path) -> dict[str, Any]:
-    """Import the champion and build its bento; returns what the stage writes (tags, how to serve)."""
+            build_ctx: Path, advisor: Callable[[tuple[str, ...]], Advisor | None] | None = None) -> dict[str, Any]:
+    """Import the champion and build its bento; returns what the stage writes (tags, how to serve). `advisor`:
+    the served advisory of a model reading the signals given (`served_advisor`)."""
     import bentoml
     from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
@@ -66,7 +87,8 @@ def package(model_name: str, serve: ServeParams, stream: StreamParams, catalog: 
         local = Path(download_artifacts(artifact_uri=uri, dst_path=tmp))
         bundle = ModelBundle.load(bundle_dir(local))
         spec = ServingSpec.build(bundle, catalog, serve, model_name=model_name, model_version=str(mv.version),
-                                 model_alias=CHAMPION, model_uri=uri, metrics=metrics, stream=stream)
+                                 model_alias=CHAMPION, model_uri=uri, metrics=metrics, stream=stream,
+                                 advisor=None if advisor is None else advisor(tuple(bundle.pipeline.signals)))
     spec_json = json.dumps(spec.to_dict(), sort_keys=True)
     version_labels = {"registered_model": model_name, "registered_version": str(mv.version), "detector": spec.detector}
     labels = {**version_labels, "spec": hashlib.sha256(spec_json.encode()).hexdigest()[:16]}
@@ -96,6 +118,7 @@ def package(model_name: str, serve: ServeParams, stream: StreamParams, catalog: 
         "bento": str(bento.tag), "bento_model": str(model.tag), "registered_model": model_name,
         "registered_version": str(mv.version), "alias": CHAMPION, "detector": spec.detector,
         "threshold": bundle.threshold, "window_s": spec.window_s, "bentoml_home": serve.bentoml_home,
+        "advisory": None if spec.advisor is None else spec.advisor.name,
         "serve": f"BENTOML_HOME={home_for_shell(serve.bentoml_home)} bentoml serve {bento.tag}",
     }
 

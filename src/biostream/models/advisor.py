@@ -1,0 +1,269 @@
+"""The served advisory: the candidate the registry chose (`biostream.models.forward.choose_advisory`) as the
+service answers it, with its reason in words ("MAP falling: 71 mmHg, -9 mmHg in 10 min; below 65 within 5 min
+at this rate").
+
+An `Advisor` is one baseline candidate of `configs/advisories.yaml`, the bedside rules of the kinds it covers, the
+policy its episodes are made with and the signals' labels and units: everything the service needs, JSON-able (the
+serving spec carries it; `to_dict`/`from_dict`). It scores seconds with the same functions the evaluate stage
+judged (`candidate_scores`, `advisories`): a recording's advisory is the one in the advisory table. A window's
+advisory is that of its last second, read from the window alone: None ("cannot judge") where the window holds too
+little of the signal the candidate reads (`reads_s`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import TypeAdapter
+
+from biostream.core.config import AlarmRule, SignalCatalog
+from biostream.core.params import AlarmPolicy
+from biostream.data.labels import segment_starts
+from biostream.models.advisory import (
+    Advisories,
+    Candidate,
+    Current,
+    Extrapolated,
+    Personalised,
+    Raised,
+    advisories,
+    candidate_scores,
+    extrapolated,
+    kinds_of,
+    personal_limit,
+    window_scores,
+)
+
+_CANDIDATE: TypeAdapter[Candidate] = TypeAdapter(Candidate)
+
+
+@dataclass(frozen=True)
+class Label:
+    label: str
+    unit: str
+    decimals: int
+
+    def value(self, v: float) -> str:
+        return f"{v:.{self.decimals}f} {self.unit}"
+
+
+@dataclass(frozen=True)
+class Advice:
+    """An advisor's answer on seconds: per second whether an advisory is on (any kind) and, on a second that
+    cannot be judged, nothing (`judged` False); its episodes (start_s, end_s, kind, reason, signals)."""
+
+    on: np.ndarray
+    judged: np.ndarray
+    episodes: pd.DataFrame
+    reasons: list[str | None]  # per row asked for (`at`): the reason of an advisory on, or why it cannot judge
+
+
+@dataclass(frozen=True)
+class Advisor:
+    candidate: Candidate
+    rules: tuple[AlarmRule, ...]  # the rules of the kinds it covers and the model reads
+    policy: AlarmPolicy
+    labels: dict[str, Label]  # per signal a rule reads
+    why: str  # the registry's reason for this source
+    decided_on: str  # the source the registry decided on (real recordings)
+
+    @classmethod
+    def build(cls, config: Advisories, name: str, rules: tuple[AlarmRule, ...], catalog: SignalCatalog,
+              signals: tuple[str, ...], why: str, decided_on: str) -> Advisor:
+        """The advisor of candidate `name` for a model reading `signals` (kinds whose signal it does not read are
+        left out: `metadata` names them)."""
+        candidate = config.candidate(name)
+        kinds = set(kinds_of(candidate, rules))
+        covered = tuple(r for r in rules if r.kind in kinds and r.signal in signals)
+        labels = {r.signal: Label(catalog[r.signal].label, catalog[r.signal].unit, catalog[r.signal].decimals)
+                  for r in covered}
+        return cls(candidate, covered, config.episodes.policy, labels, why, decided_on)
+
+    @property
+    def name(self) -> str:
+        return self.candidate.name
+
+    @property
+    def reads_s(self) -> int:
+        """Seconds of history a window must carry for the advisory to judge its last second."""
+        c = self.candidate
+        if isinstance(c, Extrapolated):
+            return c.fit_s
+        if isinstance(c, Personalised):
+            return max(c.history_s, c.min_seen_s)
+        return self.policy.n
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"candidate": _CANDIDATE.dump_python(self.candidate, mode="json"),
+                "rules": [asdict(r) for r in self.rules], "policy": asdict(self.policy),
+                "labels": {k: asdict(v) for k, v in self.labels.items()}, "why": self.why,
+                "decided_on": self.decided_on}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Advisor:
+        return cls(_CANDIDATE.validate_json(json.dumps(d["candidate"])), tuple(AlarmRule(**r) for r in d["rules"]),
+                   AlarmPolicy(**d["policy"]), {k: Label(**v) for k, v in d["labels"].items()}, d["why"],
+                   d["decided_on"])
+
+    def describe(self) -> dict[str, Any]:
+        """What `metadata` says of it."""
+        return {"source": self.name, "type": self.candidate.type, "reference": self.candidate.source,
+                "kinds": [r.kind for r in self.rules], "signals": sorted({r.signal for r in self.rules}),
+                "reads_s": self.reads_s, "why": self.why, "decided_on": self.decided_on,
+                "note": "an advisory warns that a bedside rule's event is likely soon; it never delays, replaces "
+                        "or silences an alarm"}
+
+    # -------------------------------------------------------------------------------------------------------
+    # Answers
+    # -------------------------------------------------------------------------------------------------------
+
+    def advise(self, frame: pd.DataFrame, at: np.ndarray, breaks: np.ndarray | None = None,
+               episodes: bool = True) -> Advice:
+        """The advisory on the rows of `frame` (patient_id, time_s and the signals, sorted by patient and time),
+        with the reasons at rows `at`."""
+        if breaks is None:
+            breaks = segment_starts(frame["patient_id"].to_numpy(), frame["time_s"].to_numpy())
+        scores = candidate_scores(self.candidate, self.rules, frame, breaks)
+        advised = advisories(scores, frame, self.policy, breaks, episodes)
+        n = len(frame)
+        on = advised.any_on(n)
+        judged = np.zeros(n, dtype=bool)
+        for s in scores.values():
+            judged |= np.isfinite(s)
+        judged |= on
+        detail = _Detail(self, frame, breaks)
+        reasons: list[str | None] = []
+        for i in np.asarray(at, dtype=np.int64).tolist():
+            if on[i]:
+                reasons.append("; ".join(detail.reason(kind, i) for kind, flags in advised.on.items() if flags[i]))
+            else:
+                reasons.append(None if judged[i] else self.cannot_judge())
+        eps = advised.episodes
+        if episodes and len(eps):
+            first = np.searchsorted(frame["time_s"].to_numpy(), eps["start_s"].to_numpy())  # one patient's rows
+            by_kind = {r.kind: r for r in self.rules}
+            eps = eps.assign(reason=[detail.reason(k, int(i)) for k, i in zip(eps["kind"], first, strict=True)],
+                             signals=[[by_kind[k].signal] for k in eps["kind"]]).sort_values("start_s",
+                                                                                         kind="stable")
+        return Advice(on, judged, eps, reasons)
+
+    def last(self, x: np.ndarray, signals: tuple[str, ...], back: int = 0) -> dict[str, np.ndarray]:
+        """Per kind, the score of each window's last second (`back` seconds before it), (n, S, T) in `signals`
+        order: from the window alone (`window_scores`), what a bed's stream steps its advisory state with."""
+        t = x.shape[2] - back
+        r = min(t, self.reads_s)
+        values = {s: x[:, signals.index(s), t - r: t] for s in {rule.signal for rule in self.rules}}
+        return window_scores(self.candidate, self.rules, values)
+
+    def windows(self, x: np.ndarray, signals: tuple[str, ...]) -> tuple[list[bool | None], list[str | None]]:
+        """The advisory of each window's last second, (n, S, T) in `signals` order, from the window alone: on (k of
+        its last n seconds score > 0 for a kind), off, or None (cannot judge: no kind has a score); with the
+        reason."""
+        n = len(x)
+        if not self.rules or n == 0:
+            return [None] * n, [None] * n
+        k, m = self.policy.k, min(self.policy.n, x.shape[2])
+        last = self.last(x, signals)
+        counts = {kind: np.zeros(n, dtype=np.int64) for kind in last}
+        for back in range(m):
+            for kind, score in (last if back == 0 else self.last(x, signals, back)).items():
+                counts[kind] += score > 0
+        on = {kind: c >= k for kind, c in counts.items()}
+        judged = np.zeros(n, dtype=bool)
+        for kind, score in last.items():
+            judged |= np.isfinite(score) | on[kind]
+        out: list[bool | None] = []
+        reasons: list[str | None] = []
+        for i in range(n):
+            kinds = [kind for kind, flags in on.items() if flags[i]]
+            out.append(bool(kinds) if judged[i] else None)
+            reasons.append(self.reason_of_window(x[i], signals, kinds) if kinds else
+                           None if judged[i] else self.cannot_judge())
+        return out, reasons
+
+    def reason_of_window(self, window: np.ndarray, signals: tuple[str, ...], kinds: list[str]) -> str:
+        """The reason of an advisory on at a window's last second (S, T), for the kinds on."""
+        r = min(window.shape[1], max(self.reads_s, self.policy.n))
+        frame = pd.DataFrame({"patient_id": np.zeros(r, dtype=np.int64), "time_s": np.arange(r),
+                              **{s: window[signals.index(s), -r:] for s in {rule.signal for rule in self.rules}}})
+        breaks = np.zeros(r, dtype=bool)
+        breaks[:1] = True
+        detail = _Detail(self, frame, breaks)
+        return "; ".join(detail.reason(kind, r - 1) for kind in kinds)
+
+    def series(self, values: np.ndarray, signals: tuple[str, ...]) -> Advice:
+        """The advisory of every second of one recording (S, T) in `signals` order, with its episodes."""
+        t = values.shape[1]
+        frame = pd.DataFrame({"patient_id": np.zeros(t, dtype=np.int64), "time_s": np.arange(t),
+                              **{s: values[signals.index(s)] for s in {r.signal for r in self.rules}}})
+        breaks = np.zeros(t, dtype=bool)
+        breaks[:1] = True
+        return self.advise(frame, np.zeros(0, dtype=np.int64), breaks)
+
+    def cannot_judge(self) -> str:
+        c, names = self.candidate, ", ".join(sorted({self.labels[r.signal].label for r in self.rules}))
+        if isinstance(c, Extrapolated):
+            return (f"cannot judge: fewer than {max(2, int(c.min_fraction * c.fit_s))} of the last {c.fit_s} s of "
+                    f"{names} have a value (the advisory extrapolates {c.fit_s} s; send windows of that length)")
+        if isinstance(c, Personalised):
+            return (f"cannot judge: fewer than {c.min_seen_s} s of {names} seen (the advisory reads the patient's "
+                    f"own last {c.history_s} s)")
+        return f"cannot judge: no value of {names}"
+
+
+class _Detail:
+    """What a reason says, computed once per call for the kinds that need more than the value (a line's level and
+    slope, a personal limit)."""
+
+    def __init__(self, advisor: Advisor, frame: pd.DataFrame, breaks: np.ndarray) -> None:
+        self.advisor, self.frame, self.breaks = advisor, frame, breaks
+        self.stretch = np.cumsum(breaks)
+        self._cache: dict[tuple[str, str], np.ndarray] = {}
+
+    def _held(self, signal: str) -> np.ndarray:
+        key = (signal, "held")
+        if key not in self._cache:
+            self._cache[key] = pd.Series(self.frame[signal].to_numpy(np.float64)).groupby(self.stretch).ffill() \
+                .to_numpy()
+        return self._cache[key]
+
+    def _line(self, rule: AlarmRule, c: Extrapolated) -> tuple[np.ndarray, np.ndarray]:
+        key = (rule.signal, "line")
+        if key not in self._cache:
+            v = self.frame[rule.signal].to_numpy(np.float64)
+            now = extrapolated(v, self.breaks, c.fit_s, 0, c.min_fraction)
+            ahead = extrapolated(v, self.breaks, c.fit_s, c.ahead_s, c.min_fraction)
+            self._cache[key] = np.stack([now, ahead])
+        now, ahead = self._cache[key]
+        return now, ahead
+
+    def reason(self, kind: str, i: int) -> str:
+        a = self.advisor
+        rule = next(r for r in a.rules if r.kind == kind)
+        c, lab = a.candidate, a.labels[rule.signal]
+        side = "above" if rule.above else "below"
+        value = self._held(rule.signal)[i]
+        if isinstance(c, Extrapolated):
+            now, ahead = (float(v[i]) for v in self._line(rule, c))
+            change = (ahead - now) * c.fit_s / c.ahead_s
+            beyond = (value - rule.threshold) * (1 if rule.above else -1) > 0
+            when = "already" if beyond else f"within {c.ahead_s // 60} min at this rate"
+            return (f"{lab.label} {'rising' if change > 0 else 'falling'}: {lab.value(value)}, "
+                    f"{change:+.{lab.decimals}f} {lab.unit} in {c.fit_s // 60} min; {side} {rule.threshold:g} {when}")
+        if isinstance(c, Personalised):
+            key = (rule.signal, "personal")
+            if key not in self._cache:
+                self._cache[key] = personal_limit(self.frame[rule.signal].to_numpy(np.float64), self.breaks, rule, c)
+            limit = self._cache[key][i]
+            return (f"{lab.label} {lab.value(value)}, {side} this patient's own limit "
+                    f"{limit:.{lab.decimals}f} (median {'+' if rule.above else '-'} {c.k:g} IQR of the last "
+                    f"{c.history_s // 60} min); the alarm is at {rule.threshold:g}")
+        if isinstance(c, Raised):
+            return (f"{lab.label} {lab.value(value)}, {side} {c.limits[kind]:g} (the raised limit); the alarm is at "
+                    f"{rule.threshold:g}")
+        assert isinstance(c, Current)
+        return f"{lab.label} {lab.value(value)}, {side} {rule.threshold:g} (the alarm's limit, not yet held)"

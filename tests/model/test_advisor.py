@@ -1,0 +1,151 @@
+"""The served advisory (`biostream.models.advisor`): on a real MIMIC record the service's advisory is the one the
+evaluate stage judged (same seconds, same episodes), a window's advisory is its last second's, each candidate's
+reason says in words what turned it on, and the serving spec carries it through JSON (the bento's metadata)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from biostream.models.advisor import Advisor
+from biostream.models.advisory import Advisories, advisories, candidate_scores
+from biostream.serving import Scorer, ServingSpec
+from biostream.serving.schemas import Schemas
+from tests.conftest import ROOT
+
+RECORD = "real-mimic3_p000020_numerics_1perMin"  # 21.9 h, 33 hypotensions
+
+
+@pytest.fixture(scope="module")
+def config(configs) -> Advisories:
+    return Advisories.load(ROOT / "configs/advisories.yaml", configs.rules)
+
+
+@pytest.fixture(scope="module")
+def record(real, configs):
+    """The record's rows (one patient, every second) and its values (S, T) in the catalog's signal order."""
+    frame = real.vitals[real.vitals["patient_id"] == RECORD].sort_values("time_s").reset_index(drop=True)
+    t = frame["time_s"].to_numpy()
+    assert np.array_equal(t, np.arange(t[0], t[0] + len(t)))  # every second: a recording as a bed streams it
+    return frame, frame[list(configs.signals.keys)].to_numpy(np.float64).T
+
+
+def advisor(config, configs, name: str = "map_extrapolated") -> Advisor:
+    return Advisor.build(config, name, configs.rules, configs.signals, configs.signals.keys, "a test", "real")
+
+
+@pytest.mark.parametrize("name", ["map_extrapolated", "map_below_73", "personalised", "current", "raised_limits"])
+def test_a_recording_gets_the_advisory_the_evaluation_judged(config, configs, record, name):
+    frame, values = record
+    adv = advisor(config, configs, name)
+    advice = adv.series(values, configs.signals.keys)
+    judged = advisories(candidate_scores(config.candidate(name), adv.rules, frame), frame, config.episodes.policy)
+    np.testing.assert_array_equal(advice.on, judged.any_on(len(frame)))
+    t0 = int(frame["time_s"].iloc[0])
+    got = advice.episodes[["start_s", "end_s", "kind"]].assign(start_s=lambda e: e.start_s + t0,
+                                                             end_s=lambda e: e.end_s + t0)
+    want = judged.episodes.sort_values("start_s", kind="stable")[["start_s", "end_s", "kind"]]
+    assert got.values.tolist() == want.values.tolist() and len(got) > 0
+    rules = {r.kind: r for r in adv.rules}
+    for e in advice.episodes.itertuples():
+        rule = rules[e.kind]
+        label = configs.signals[rule.signal].label
+        assert e.reason.startswith(label) and f"{rule.threshold:g}" in e.reason, e.reason
+        held = frame[rule.signal].iloc[: e.start_s + 1].dropna().iloc[-1]  # the value a monitor shows then
+        assert f"{label}" in e.reason and f"{held:.{configs.signals[rule.signal].decimals}f}" in e.reason, e.reason
+        assert e.signals == [rule.signal]
+
+
+def test_the_extrapolation_reason_gives_the_level_and_the_fitted_change(config, configs, record):
+    frame, values = record
+    adv = advisor(config, configs)
+    first = adv.series(values, configs.signals.keys).episodes.iloc[0]
+    m = re.fullmatch(r"MAP falling: (\d+) mmHg, ([-+]\d+) mmHg in 10 min; below 65 (within 5 min at this rate|"
+                     r"already)", first.reason)
+    assert m, first.reason
+    i = int(first.start_s)
+    window = frame["map"].to_numpy()[i - 599: i + 1]
+    x = np.arange(600)[np.isfinite(window)]
+    slope = np.polyfit(x, window[np.isfinite(window)], 1)[0]
+    assert int(m.group(2)) == round(slope * 600)  # the least-squares line's change over its 10 min
+
+
+def test_a_window_is_advised_as_its_last_second_and_too_short_a_window_cannot_be_judged(config, configs, record):
+    frame, values = record
+    adv = advisor(config, configs)
+    score = candidate_scores(adv.candidate, adv.rules, frame)["hypotension"]  # k = n = 1: the second's own score
+    starts = adv.series(values, configs.signals.keys).episodes["start_s"].to_numpy()
+    ends = np.r_[starts - 1, starts, starts + 30, np.arange(2000, values.shape[1], 1777)]
+    ends = ends[(ends >= 1799) & (ends < values.shape[1])]
+    x = np.stack([values[:, e - 1799: e + 1] for e in ends])  # windows of 1,800 s, as the service gets them
+    got, reasons = adv.windows(x, configs.signals.keys)
+    assert got == [None if np.isnan(score[e]) else bool(score[e] > 0) for e in ends]  # None: too little MAP
+    assert got.count(True) >= 3 and got.count(False) >= 3 and None in got
+    for g, r in zip(got, reasons, strict=True):
+        if g is None:
+            assert r is not None and r.startswith("cannot judge: fewer than 300 of the last 600 s of MAP"), r
+        else:
+            assert (r is not None and r.startswith("MAP ")) if g else r is None, r
+    short, why = adv.windows(values[None, :, 5000:5200], configs.signals.keys)
+    assert short == [None]
+    assert why == ["cannot judge: fewer than 300 of the last 600 s of MAP have a value (the advisory extrapolates "
+                   "600 s; send windows of that length)"]
+
+
+def test_the_spec_carries_the_advisor_through_json(config, configs, fitted, model_data, record):
+    """What the package stage stores in the bento model's metadata; the scorer answers it on /predict and
+    /score_series, and /metadata says which advisory and why."""
+    from tests.model.conftest import scorer_for
+
+    base = scorer_for(fitted["iforest"], model_data, configs)
+    adv = advisor(config, configs)
+    spec = dataclasses.replace(base.spec, advisory=adv.to_dict())
+    spec = ServingSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert spec.advisor == adv
+    scorer = Scorer(base.bundle, spec)
+    frame, values = record
+    starts = adv.series(values, configs.signals.keys).episodes["start_s"]
+    start = int(starts[starts >= 1799].iloc[0])
+    schemas = Schemas(spec)
+    sig = spec.signals
+    order = [configs.signals.keys.index(s) for s in sig]
+    window = values[order, start - 1799: start + 1]
+    body = {"patient_id": "bed-1", "time": "2026-12-08T10:00:00Z",
+            "vitals": {s: [None if np.isnan(v) else float(v) for v in window[i]] for i, s in enumerate(sig)}}
+    pred = scorer.predict([schemas.Window.model_validate(body)])[0]
+    assert pred.advisory is True and pred.advisory_reason.startswith("MAP falling: ")
+    assert scorer.metadata().advisory["source"] == "map_extrapolated"
+    assert scorer.metadata().advisory["reads_s"] == 600
+    series = {"patient_id": "bed-1", "start": datetime(2026, 12, 8, tzinfo=UTC).isoformat(),
+              "vitals": {s: [None if np.isnan(v) else float(v) for v in values[order[i], :4000]]
+                         for i, s in enumerate(sig)}}
+    res = scorer.score_series(schemas.Series.model_validate(series))
+    assert len(res.advisory) == 4000 and sum(res.advisory) > 0
+    assert res.advisories and all(a.source == "map_extrapolated" and a.kind == "hypotension" and a.signals == ["map"]
+                                  for a in res.advisories)
+    assert [a.start for a in res.advisories] == sorted(a.start for a in res.advisories)
+    # a spec without an advisory (a bento packaged before advisories): none answered, none invented
+    assert base.predict([schemas.Window.model_validate(body)])[0].advisory is None
+    assert base.metadata().advisory is None
+
+
+
+@pytest.mark.parametrize("name", ["map_extrapolated", "map_below_73", "personalised", "current", "raised_limits"])
+def test_a_windows_last_second_scores_as_the_whole_recordings_second(config, configs, record, name):
+    """The fast path (`window_scores`: the window's own columns) equals the rolling computation of the evaluation
+    (`candidate_scores`) at each window's last second, once a window's worth of the recording is seen."""
+    frame, values = record
+    adv = advisor(config, configs, name)
+    whole = candidate_scores(config.candidate(name), adv.rules, frame)
+    ends = np.arange(1799, values.shape[1], 997)
+    x = np.stack([values[:, e - 1799: e + 1] for e in ends])
+    last = adv.last(x, configs.signals.keys)
+    assert set(last) == set(whole)
+    for kind, score in last.items():
+        np.testing.assert_allclose(score, whole[kind][ends], rtol=1e-7, atol=1e-7, err_msg=kind)  # cumsum rounding
+    assert np.isfinite(last["hypotension"]).any()
