@@ -10,6 +10,7 @@ import re
 from datetime import UTC, datetime
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from biostream.models.advisor import Advisor
@@ -97,17 +98,23 @@ def test_a_window_is_advised_as_its_last_second_and_too_short_a_window_cannot_be
                    "600 s; send windows of that length)"]
 
 
-def test_the_spec_carries_the_advisor_through_json(config, configs, fitted, model_data, record):
-    """What the package stage stores in the bento model's metadata; the scorer answers it on /predict and
-    /score_series, and /metadata says which advisory and why."""
+@pytest.fixture(scope="module")
+def advised(config, configs, fitted, model_data) -> tuple[Scorer, Scorer]:
+    """The iforest's scorer without an advisory, and with the served map_extrapolated, its spec through JSON (what
+    the package stage stores in the bento model's metadata)."""
     from tests.model.conftest import scorer_for
 
     base = scorer_for(fitted["iforest"], model_data, configs)
-    adv = advisor(config, configs)
-    spec = dataclasses.replace(base.spec, advisory=adv.to_dict())
-    spec = ServingSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
-    assert spec.advisor == adv
-    scorer = Scorer(base.bundle, spec)
+    spec = dataclasses.replace(base.spec, advisory=advisor(config, configs).to_dict())
+    return base, Scorer(base.bundle, ServingSpec.from_dict(json.loads(json.dumps(spec.to_dict()))))
+
+
+def test_the_scorer_answers_the_advisory_on_predict_score_series_and_metadata(config, configs, advised, record):
+    """/predict gives each window's advisory and reason, /score_series every second's and the episodes, /metadata
+    which advisory and why; a bento packaged before advisories answers none."""
+    base, scorer = advised
+    adv, spec = scorer.spec.advisor, scorer.spec
+    assert adv == advisor(config, configs)
     frame, values = record
     starts = adv.series(values, configs.signals.keys).episodes["start_s"]
     start = int(starts[starts >= 1799].iloc[0])
@@ -149,3 +156,86 @@ def test_a_windows_last_second_scores_as_the_whole_recordings_second(config, con
     for kind, score in last.items():
         np.testing.assert_allclose(score, whole[kind][ends], rtol=1e-7, atol=1e-7, err_msg=kind)  # cumsum rounding
     assert np.isfinite(last["hypotension"]).any()
+
+
+def test_a_recordings_case_report_shows_the_advisories_apart_from_the_alarms(configs, advised, record):
+    from biostream.reporting.case import CLASS_COLOURS, case_of_recording, episode_rows
+
+    _, scorer = advised
+    frame, values = record
+    order = [configs.signals.keys.index(s) for s in scorer.spec.signals]
+    case = case_of_recording(scorer, values[order, :4000], datetime(2026, 12, 8, tzinfo=UTC), RECORD)
+    served = scorer.series_advisories(values[order, :4000], datetime(2026, 12, 8, tzinfo=UTC))[1]
+    yellow = [e for e in case.episodes if e.alarm_class == "advisory"]
+    assert len(yellow) == len(served) > 0 and CLASS_COLOURS["advisory"] == "#e6b800"
+    assert [e.start for e in yellow] == [int(a.start.timestamp()) for a in served]
+    assert all(e.reason.startswith("MAP falling: ") and e.reason.endswith("(map_extrapolated)") for e in yellow)
+    summary = case.summary()
+    assert f"Advisory episodes (a warning that an event is likely soon, never an alarm): {len(yellow)}" in summary
+    assert summary.count("- yellow advisory from") == len(yellow)
+    assert case.counts()["advisory"] == len(yellow)
+    assert any(row[2] == "advisory" and row[5].startswith("MAP falling") for row in episode_rows(case))
+
+
+def test_a_streamed_bed_gets_its_recordings_advisories_beside_the_same_alarms(configs, advised, record, tmp_path):
+    """A real record streamed in stretches of 1-90 s, with a 30-s hole and a second process taking over halfway:
+    the store's advisory episodes are those `score_series` gives the recording whole (start, end, kind, reason), each
+    answered second says whether one is on, and the alarms are exactly those of the same stream without an advisory
+    (the floor as it is). An advisory is acknowledged like an alarm, by its kind."""
+    from biostream.serving.streaming.engine import Chunk, StreamEngine
+    from biostream.serving.streaming.http import StreamEndpoints
+    from biostream.serving.streaming.store import Store, sqlite_url
+    from tests.model.test_streams import START, params
+
+    base, scorer = advised
+    frame, values = record
+    order = [configs.signals.keys.index(s) for s in scorer.spec.signals]
+    x = values[order, :7000].copy()
+    x[:, 5000:5030] = np.nan  # a hole: nothing arrives for 30 s (scored as missing, as score_series scores NaN)
+    want = scorer.series_advisories(x, datetime.fromtimestamp(START, UTC))
+    assert len(want[1]) >= 2, "the stretch must advise for this test to compare episodes"
+    stores = {}
+    answered: dict[int, bool] = {}
+    for name, sc in (("plain", base), ("advised", scorer)):
+        url = sqlite_url(tmp_path / f"{name}.db")
+        engines = [StreamEngine(sc, Store(url), params(url)) for _ in range(2)]
+        rng = np.random.default_rng(1)
+        a = 0
+        while a < x.shape[1]:
+            if 5000 <= a < 5030:  # the hole: the gateway sends nothing; the next message's first second follows it
+                a = 5030
+                continue
+            m = int(rng.integers(1, 91)) if a >= 5000 else min(int(rng.integers(1, 91)), 5000 - a)
+            answers, _ = engines[a >= 3500].ingest([Chunk("bed-a", START + a, x[:, a:a + m].copy())], now=float(a))
+            if name == "advised":
+                answered.update({int(pd.Timestamp(s["time"]).timestamp()) - START: s["advisory"]
+                                 for s in answers[0].seconds})
+            a += m
+        engines[1].close(["bed-a"])
+        stores[name] = engines[1].store
+    plain, advised_store = (stores[n].episodes("bed-a", limit=10 ** 6) for n in ("plain", "advised"))
+    alarms = [e for e in advised_store if e["alarm_class"] != "advisory"]
+    strip = ("opened_at", "closed_at")
+    assert [{k: v for k, v in e.items() if k not in strip} for e in alarms] == [
+        {k: v for k, v in e.items() if k not in strip} for e in plain]
+    got = [(e["start"] - START, e["end"] - START, e["kind"], e["reason"], json.loads(e["signals"]))
+           for e in advised_store if e["alarm_class"] == "advisory"]
+    expect = [(int(a.start.timestamp()) - START, int(a.end.timestamp()) - START, a.kind, a.reason, a.signals)
+              for a in want[1]]
+    assert got == expect
+    on = np.asarray(want[0])
+    said = np.asarray([answered[t] for t in range(x.shape[1])])  # every second answered once, the hole's too
+    # a second is answered on where the k-of-n rule is; the refractory merge joins episodes later, as for alarms
+    assert said.sum() > 0 and (said <= on).all() and said.sum() >= 0.9 * on.sum()
+
+    endpoints = StreamEndpoints(StreamEngine(scorer, stores["advised"], params(stores["advised"].url)))
+    first = got[0][0] + START
+    from biostream.serving.streaming.answers import iso
+
+    status, body = endpoints.acknowledge_now("bed-a", iso(first), "key-1", now=1.0, query="advisory=hypotension")
+    assert status == 200 and body["changed"] and body["episode"]["alarm_class"] == "advisory"
+    assert body["episode"]["kind"] == "hypotension" and body["episode"]["acknowledged_by"] == "key-1"
+    status, body = endpoints.acknowledge_now("bed-a", iso(first), "key-1", now=2.0, query="advisory=tachycardia")
+    assert status == 400 and "the served advisory warns of ['hypotension']" in body["error"]
+    status, body = endpoints.acknowledge_now("bed-a", iso(first), "key-1", now=2.0)  # the alarm of that second
+    assert status == 404 and "no alarm episode that started at" in body["error"]

@@ -67,6 +67,51 @@ def test_the_bento_serves_the_registry_champion(repo, served, meta):
         assert client.get(path) == 200, path
 
 
+def test_the_bento_serves_the_registrys_advisory_on_predict_and_score_series(repo, served, meta):
+    """The register stage's advisory choice is what /metadata names and what /predict and /score_series answer: on
+    a recording whose MAP falls from 85 to 55 mmHg over 40 min (the small profile's real recordings carry no
+    pressure), the served advisory opens with its reason in words, as the advisor of the same candidate gives it in
+    process (tests/model/test_advisor.py holds it on the real MIMIC records)."""
+    from biostream.core.config import Configs
+    from biostream.models.advisor import Advisor
+    from biostream.models.advisory import Advisories
+
+    chosen = json.loads((repo / "results" / "register.json").read_text())["advisory"]
+    adv = meta["advisory"]
+    assert chosen["source"] is not None and adv["source"] == chosen["source"] and adv["why"] == chosen["why"]
+    assert adv["reads_s"] > 0 and adv["kinds"] and "never delays, replaces or silences an alarm" in adv["note"]
+    configs = Configs.load(repo / "configs/signals.yaml", repo / "configs/alarms.yaml")
+    signals = [s["name"] for s in meta["signals"]]
+    advisor = Advisor.build(Advisories.load(repo / "configs/advisories.yaml", configs.rules), adv["source"],
+                            configs.rules, configs.signals, tuple(signals), "", "")
+    rng = np.random.default_rng(7)
+    mean = np.r_[np.full(1800, 85.0), np.linspace(85, 55, 2400), np.full(600, 55.0)] + rng.normal(0, 1.5, 4800)
+    steady = {"hr": 75, "spo2": 98, "sbp": 40, "dbp": -15, "rr": 14, "temp": 37.0, "etco2": 38}
+    values = np.stack([np.round(mean, 0) if s == "map" else
+                       np.round(mean + steady[s], 0) if s in ("sbp", "dbp") else
+                       np.round(np.full(4800, float(steady[s])) + rng.normal(0, 0.3, 4800), 1) for s in signals])
+    expected = advisor.series(values, tuple(signals))
+    assert len(expected.episodes), f"a fall of 30 mmHg in 40 min raises {adv['source']}'s advisory"
+    body = {"patient_id": "adv-1", "start": "2026-12-08T00:00:00Z",
+            "vitals": {s: [None if math.isnan(v) else v for v in values[i].tolist()] for i, s in enumerate(signals)}}
+    status, res = Client(served).post("/score_series", body)
+    assert status == 200, res
+    assert res["advisory"] == expected.on.tolist()
+    t0 = pd.Timestamp("2026-12-08T00:00:00Z")
+    assert [(a["start"], a["end"], a["kind"], a["reason"], a["source"], a["signals"]) for a in res["advisories"]] == [
+        ((t0 + pd.Timedelta(seconds=int(e.start_s))).isoformat().replace("+00:00", "Z"),
+         (t0 + pd.Timedelta(seconds=int(e.end_s))).isoformat().replace("+00:00", "Z"), e.kind, e.reason,
+         adv["source"], e.signals) for e in expected.episodes.itertuples()]
+    # /predict: the window ending at the first advisory's start second says so, with the same words
+    first = int(expected.episodes["start_s"].iloc[0])
+    w = max(meta["window_s"], advisor.reads_s)
+    window = values[:, max(0, first - w + 1): first + 1]
+    status, preds = Client(served).post("/predict", {"windows": [_body(window, signals, "adv-1",
+                                                                       "2026-12-08T01:00:00Z")]})
+    assert status == 200, preds
+    assert preds[0]["advisory"] is True and preds[0]["advisory_reason"] == expected.episodes["reason"].iloc[0]
+
+
 def test_predict_matches_the_evaluate_stage_to_1e6(served, meta, test_data):
     scores, vitals = test_data
     signals = [s["name"] for s in meta["signals"]]

@@ -20,6 +20,7 @@ NO_KIND = "none"
 SPLITS = ("train", "val", "test")
 PHYSIOLOGICAL, TECHNICAL = "physiological", "technical"  # the two classes of events and alarms
 EVENT_CLASSES = (PHYSIOLOGICAL, TECHNICAL)
+ADVISORY = "advisory"  # a warning that an event is likely soon (IEC 60601-1-8's lower priority): never an alarm
 
 
 def alarm_column(kind: str) -> str:

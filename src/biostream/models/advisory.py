@@ -215,7 +215,7 @@ def extrapolated_last(values: np.ndarray, fit_s: int, ahead_s: int, min_fraction
     y = np.where(ok, v, 0.0)
     w = ok.astype(np.float64)
     x = np.arange(v.shape[1], dtype=np.float64)
-    sums = [a.sum(axis=1) for a in (w, x * w, y, x * x * w, x * y)]
+    sums = [w.sum(axis=1), w @ x, y.sum(axis=1), w @ (x * x), y @ x]  # matrix-vector products: one pass each
     return _line_ahead(*sums, x[-1] + ahead_s, max(2.0, min_fraction * fit_s))
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from biostream.core.params import MonitorParams
 from biostream.data.labels import find_runs
+from biostream.data.schema import ADVISORY
 from biostream.models.conditions import LABELS
 from biostream.models.reference import Reference, bin_shares, psi
 
@@ -76,7 +77,8 @@ def check(store: Any, reference: Reference, signals: Sequence[str], limits: Sequ
         for e in episodes:
             if since <= e["start"] < until:
                 opened[e["alarm_class"]] = opened.get(e["alarm_class"], 0) + 1
-        alarmed = [(e["start"], e["end"] if e["end"] is not None else e["last_on"] + 1) for e in episodes]
+        alarmed = [(e["start"], e["end"] if e["end"] is not None else e["last_on"] + 1) for e in episodes
+                   if e["alarm_class"] != ADVISORY]  # an advisory warns; it catches no event
         for a, b in rule_events(times, values, limits, signals, until):
             events += 1
             detected += any(s < b and a < z for s, z in alarmed)  # technical too: the monitor's limit was heard

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from biostream.data.schema import PHYSIOLOGICAL, TECHNICAL
+from biostream.data.schema import ADVISORY, PHYSIOLOGICAL, TECHNICAL
 from biostream.models.conditions import LABELS
 
-CLASS_COLOURS = {PHYSIOLOGICAL: "#d62728", TECHNICAL: "#17becf"}  # a central station's red; cyan for "INOP"
+# a central station's red; cyan for "INOP"; yellow for an advisory (IEC 60601-1-8's lower priority)
+CLASS_COLOURS = {PHYSIOLOGICAL: "#d62728", TECHNICAL: "#17becf", ADVISORY: "#e6b800"}
 FORMATS = {"html": "text/html; charset=utf-8", "pdf": "application/pdf", "text": "text/plain; charset=utf-8"}
 
 
@@ -59,7 +60,8 @@ class CaseEpisode:
     acknowledged_at: float | None = None
     model_version: str | None = None
     explanation: dict[str, Any] | None = None  # `/explain` of the window that opened it: method, top signals, ...
-    reason: str | None = None  # a technical condition not read from the signals ("no valid data from this bed: ...")
+    reason: str | None = None  # a technical condition not read from the signals ("no valid data from this bed: ..."),
+    # or what turned an advisory on ("MAP falling: ...")
 
     @property
     def duration_s(self) -> int:
@@ -110,7 +112,7 @@ class Case:
         return {s: round(float(np.isnan(self.values[:, j]).mean()), 3) for j, s in enumerate(self.signals)}
 
     def counts(self) -> dict[str, int]:
-        return {c: sum(e.alarm_class == c for e in self.episodes) for c in (PHYSIOLOGICAL, TECHNICAL)}
+        return {c: sum(e.alarm_class == c for e in self.episodes) for c in (PHYSIOLOGICAL, TECHNICAL, ADVISORY)}
 
     def summary(self) -> str:
         """The plain-text summary, from a template: each number is one the report computed."""
@@ -119,10 +121,15 @@ class Case:
         what = "bed" if self.kind == "bed" else "recording"
         lines = [f"Case report: {what} {self.subject}, {when(self.since)} to {when(self.until)} ({hours:.1f} h; "
                  f"{self.recorded_s} seconds recorded)."]
+        alarms = counts[PHYSIOLOGICAL] + counts[TECHNICAL]
         lines.append(f"Alarm episodes: {counts[PHYSIOLOGICAL]} physiological, {counts[TECHNICAL]} technical"
-                     + (f" ({sum(counts.values()) / hours:.1f} per hour)." if hours > 0 else "."))
+                     + (f" ({alarms / hours:.1f} per hour)." if hours > 0 else "."))
+        if counts[ADVISORY]:
+            lines.append(f"Advisory episodes (a warning that an event is likely soon, never an alarm): "
+                         f"{counts[ADVISORY]}" + (f" ({counts[ADVISORY] / hours:.1f} per hour)." if hours > 0 else "."))
         for e in self.episodes:
-            lines.append(f"- {e.alarm_class} {'condition' if e.reason else 'alarm'} from {when(e.start)} for "
+            noun = "advisory" if e.alarm_class == ADVISORY else "condition" if e.reason else "alarm"
+            lines.append(f"- {e.alarm_class if noun != 'advisory' else 'yellow'} {noun} from {when(e.start)} for "
                          f"{e.duration_s} s" + (f": {e.reason}" if e.reason else "")
                          + (f", driven by {', '.join(e.signals)}" if e.signals else "")
                          + (f"; acknowledged by {e.acknowledged_by}" if e.acknowledged_by else "; not acknowledged")
@@ -200,6 +207,11 @@ def case_of_recording(scorer: Any, values: np.ndarray, start: datetime, name: st
         episodes.append(CaseEpisode(a, int(e.end.timestamp()), int(e.end.timestamp()) - 1, e.alarm_class,
                                     int(e.peak_time.timestamp()), e.peak_score, list(e.signals),
                                     model_version=scorer.spec.model_version, explanation=_explanation(answer)))
+    for a in result.advisories:  # the served advisory's episodes, with what turned each on
+        start_s, end_s = int(a.start.timestamp()), int(a.end.timestamp())
+        episodes.append(CaseEpisode(start_s, end_s, end_s - 1, ADVISORY, None, None, list(a.signals),
+                                    model_version=scorer.spec.model_version, reason=f"{a.reason} ({a.source})"))
+    episodes.sort(key=lambda e: e.start)
     times = t0 + np.arange(values.shape[1], dtype=np.int64)
     recorded = ~np.isnan(values).all(axis=0)
     return _case(name, "recording", t0, t0 + values.shape[1], scorer, times[recorded], values.T[recorded],
@@ -257,7 +269,8 @@ def timeline(case: Case) -> bytes:
             ax.axvspan((e.start - case.since) / 60, (end - case.since) / 60, color=CLASS_COLOURS[e.alarm_class],
                        alpha=0.25, lw=0)
     axes[0].set_xlim(0, (case.until - case.since) / 60)
-    axes[-1].set_xlabel(f"minutes from {when(case.since)} (red: physiological alarm, cyan: technical)", fontsize=8)
+    axes[-1].set_xlabel(f"minutes from {when(case.since)} (red: physiological alarm, cyan: technical, yellow: "
+                        "advisory)", fontsize=8)
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=110)

@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from biostream.data.schema import ADVISORY
 from biostream.models.conditions import LABELS
 from biostream.serving.streaming.answers import episode_answer, iso
 from biostream.serving.streaming.messages import query_params, time_text, whole_number
 
 PAGE = Path(__file__).parent / "board.html"
 BOARD_QUERY = {"q", "alarm", "state", "sort", "page", "size"}
-ALARM_FILTERS = ("any", "open", "physiological", "technical", "none")
+ALARM_FILTERS = ("any", "open", "physiological", "technical", "advisory", "none")  # advisory: an open advisory
 STATES = ("any", "recording", "stopped")  # recording: a bed sending data; stopped: closed for silence
 SORTS = ("alarm", "bed", "recent")
 MAX_PAGE_SIZE = 200
@@ -81,23 +82,30 @@ def board(store: Any, scorer: Any, query: dict[str, Any], now: float | None = No
           monitoring: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every bed (filtered by `q`, a part of its id, `alarm`, and `state`: recording, or stopped (closed for
     silence; one with an open alarm is always shown)), sorted (`alarm`: open physiological alarms not yet
-    acknowledged first, then acknowledged ones, then technical, each longest-open first; `bed`; `recent`), one page
-    of them with its newest values; each signal with the bedside limits of the floor's rules on it."""
+    acknowledged first, then acknowledged ones, then technical, each longest-open first, then the beds with an open
+    advisory only; `bed`; `recent`), one page of them with its newest values and its open alarm and advisory (each
+    counted apart); each signal with the bedside limits of the floor's rules on it."""
     now = time.time() if now is None else now
     beds = store.board_rows()
     alarms: dict[str, dict[str, Any]] = {}
+    advisories: dict[str, dict[str, Any]] = {}  # a bed's oldest open advisory: yellow, never an alarm
     for e in store.episodes(open_only=True, limit=10 ** 6):  # one per bed: its physiological one if it has both
+        if e["alarm_class"] == ADVISORY:
+            advisories.setdefault(e["bed"], e)
+            continue
         have = alarms.get(e["bed"])
         if have is None or _RANK[(e["alarm_class"], e["acked_at"] is not None)] < _RANK[
                 (have["alarm_class"], have["acked_at"] is not None)]:
             alarms[e["bed"]] = e
-    counts = {"beds": len(beds), "physiological": 0, "technical": 0, "unacknowledged": 0}
+    counts = {"beds": len(beds), "physiological": 0, "technical": 0, "unacknowledged": 0,
+              "advisory": len(advisories)}
     for e in alarms.values():
         counts[e["alarm_class"]] += 1
         counts["unacknowledged"] += e["acked_at"] is None
     text, which, state = query["q"].lower(), query["alarm"], query.get("state", "any")
     rows = [b for b in beds if text in b[0].lower()
             and (which == "any" or (which == "open" and b[0] in alarms) or (which == "none" and b[0] not in alarms)
+                 or (which == ADVISORY and b[0] in advisories)
                  or (b[0] in alarms and alarms[b[0]]["alarm_class"] == which))
             and (state == "any" or b[0] in alarms or (b[1] is not None) == (state == "recording"))]
     if query["sort"] == "bed":
@@ -106,7 +114,8 @@ def board(store: Any, scorer: Any, query: dict[str, Any], now: float | None = No
         rows.sort(key=lambda b: (-(b[1] or 0), b[0]))
     else:
         rows.sort(key=lambda b: (_RANK[(alarms[b[0]]["alarm_class"], alarms[b[0]]["acked_at"] is not None)],
-                                 alarms[b[0]]["start"], b[0]) if b[0] in alarms else (9, 0, b[0]))
+                                 alarms[b[0]]["start"], b[0]) if b[0] in alarms else
+                  (8, advisories[b[0]]["start"], b[0]) if b[0] in advisories else (9, 0, b[0]))
     size, number = query["size"], query["page"]
     shown = rows[(number - 1) * size: number * size]
     newest = store.newest_rows([(b[0], b[1]) for b in shown if b[1] is not None])
@@ -122,13 +131,16 @@ def board(store: Any, scorer: Any, query: dict[str, Any], now: float | None = No
             "last_time": None if last_second is None else iso(last_second),
             "vitals": {s: (None if vals is None or np.isnan(v) else float(v))
                        for s, v in zip(signals, vals if vals is not None else [np.nan] * len(signals), strict=True)},
-            "score": None if row is None else float(row["score"]), "alarm": None}
+            "score": None if row is None else float(row["score"]), "alarm": None, "advisory": None}
         if alarm is not None:
             ep = episode_answer(alarm)
             ep["open_for_s"] = max(0, int(now - alarm["opened_at"]))
             ep["check"] = (alarm.get("reason") or what_to_check(ep["signals"])
                            if alarm["alarm_class"] == "technical" else None)
             tile["alarm"] = ep
+        if bed in advisories:
+            tile["advisory"] = {**episode_answer(advisories[bed]),
+                                "open_for_s": max(0, int(now - advisories[bed]["opened_at"]))}
         tiles.append(tile)
     return {"beds": tiles, "total": len(rows), "page": number, "size": size, "pages": max(1, -(-len(rows) // size)),
             "counts": counts, "threshold": scorer.threshold, "model": scorer.model.model_dump(),
@@ -186,7 +198,8 @@ def explain_answer(store: Any, scorer: Any, bed: str, start: int) -> dict[str, A
     there is nothing to explain)."""
     from biostream.reporting.explain import explain_episode
 
-    episode = next((e for e in store.episodes(bed, since=start - 1, limit=10 ** 6) if e["start"] == start), None)
+    episode = next((e for e in store.episodes(bed, since=start - 1, limit=10 ** 6)
+                    if e["start"] == start and not e.get("kind")), None)  # an alarm's (an advisory says its reason)
     if episode is None:
         return None
     if episode.get("reason"):  # a condition not read from the signals (its data refused): no window to explain

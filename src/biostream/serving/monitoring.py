@@ -31,7 +31,8 @@ class Gauges:
                                                 "reference (rolling period)", ["signal"])
         self.missing = gauge("biostream_missing_fraction", "share of the period's seconds without a value",
                              ["signal"])
-        self.rate = gauge("biostream_alarm_episodes_per_bed_hour", "alarm episodes opened per bed-hour",
+        self.rate = gauge("biostream_alarm_episodes_per_bed_hour", "alarm episodes opened per bed-hour (class "
+                                                                   "advisory: advisory episodes, never alarms)",
                           ["alarm_class"])
         self.recall = gauge("biostream_live_recall", "share of the bedside rules' events an alarm caught", [])
         self.alert = gauge("biostream_monitoring_alert", "1 while the check raises an alert", ["check"])

@@ -68,6 +68,10 @@ class ServingSpec:
         if serve.max_window_s < window_s:
             raise ConfigError(f"params.yaml: serve.max_window_s ({serve.max_window_s}) is shorter than the "
                               f"{window_s} s the {bundle.detector.name} model reads; raise it to at least {window_s}")
+        if advisor is not None and advisor.reads_s > window_s:
+            raise ConfigError(f"configs/advisories.yaml: the served advisory {advisor.name} reads {advisor.reads_s} s "
+                              f"of history, more than the {window_s} s a bed's stream keeps (the model's window); "
+                              "shorten it, or choose another advisory")
         return cls(model_name, str(model_version), model_alias, model_uri, bundle.detector.name, signals,
                    {s: catalog[s].unit for s in signals}, {s: tuple(catalog[s].valid) for s in signals}, window_s,
                    serve.max_window_s, serve.max_batch_windows, serve.max_series_s, serve.max_missing_fraction,

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from biostream.core.config import ConfigError
 
-HEAD = "0004"
+HEAD = "0005"
 MIGRATIONS = Path(__file__).parent / "migrations"
 TABLES = ("stream_beds", "stream_seconds", "stream_episodes", "stream_outbox", "api_keys", "audit_log")
 LOCK_ID = 0x62696F73  # PostgreSQL advisory lock held while a process migrates ("bios")

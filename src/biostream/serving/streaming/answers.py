@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from biostream.serving.streaming.policy import Episode
+from biostream.serving.streaming.policy import Episode, Peak
 
 
 @dataclass
@@ -112,20 +112,30 @@ def iso(second: int) -> str:
     return datetime.fromtimestamp(second, UTC).isoformat().replace("+00:00", "Z")
 
 
-def episode_record(bed: str, ep: Episode, now: float, model_version: str | None = None) -> dict[str, Any]:
-    """An episode as the store keeps it; `model_version`: the registered version of the model scoring it."""
-    peak = ep.peak
-    return {"bed": bed, "start": ep.start, "end": ep.end, "last_on": ep.last_on, "alarm_class": ep.alarm_class,
+def episode_row(bed: str, start: int, end: int | None, last_on: int, alarm_class: str, now: float,
+                model_version: str | None, *, peak: Peak | None = None, signals: list[str] | None = None,
+                reason: str | None = None, kind: str = "") -> dict[str, Any]:
+    """An episode as the store keeps it (every writer's one form): an alarm, a technical condition (`reason`: its
+    words), or an advisory (`kind`: the rule kind it warns of; `reason`: what turned it on)."""
+    return {"bed": bed, "start": start, "kind": kind, "end": end, "last_on": last_on, "alarm_class": alarm_class,
             "peak_second": None if peak is None else peak.second, "peak_score": None if peak is None else peak.score,
-            "signals": json.dumps(None if peak is None else peak.signals), "opened_at": now,
-            "closed_at": now if ep.end is not None else None, "model_version": model_version, "reason": None}
+            "signals": json.dumps(signals), "opened_at": now, "closed_at": now if end is not None else None,
+            "model_version": model_version, "reason": reason}
+
+
+def episode_record(bed: str, ep: Episode, now: float, model_version: str | None = None) -> dict[str, Any]:
+    """A stream's episode as the store keeps it; `model_version`: the registered version of the model scoring it."""
+    peak = ep.peak
+    signals = ep.signals if ep.kind else None if peak is None else peak.signals
+    return episode_row(bed, ep.start, ep.end, ep.last_on, ep.alarm_class, now, model_version, peak=peak,
+                       signals=signals, reason=ep.reason, kind=ep.kind or "")
 
 
 def episode_answer(rec: Mapping[str, Any]) -> dict[str, Any]:
     """A stored episode as the service answers it."""
     end = rec["end"]
     return {"bed": rec["bed"], "start": iso(rec["start"]), "end": None if end is None else iso(end),
-            "open": end is None, "alarm_class": rec["alarm_class"],
+            "open": end is None, "alarm_class": rec["alarm_class"], "kind": rec.get("kind") or None,
             "peak_time": None if rec["peak_second"] is None else iso(rec["peak_second"]),
             "peak_score": rec["peak_score"], "signals": json.loads(rec["signals"] or "null") or [],
             "acknowledged_at": None if rec.get("acked_at") is None else iso(int(rec["acked_at"])),

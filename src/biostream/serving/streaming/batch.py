@@ -114,7 +114,7 @@ class Plan:
         self.merged: dict[int, np.ndarray] = {}
         self.beyond: list[tuple[Chunk, int, np.ndarray]] = []  # seconds older than the history: asked of the store
         self.refused: dict[int, tuple[Chunk, list[int]]] = {}  # per chunk (its id): its seconds not stored
-        self.touched: dict[int, Episode] = {}
+        self.touched: dict[tuple[int, str], Episode] = {}  # by start and advisory kind ('' for an alarm)
 
     def new_segment(self, first: int, reset: bool) -> Segment:
         seg = Segment(first, np.full_like(self.segments[0].hist, np.nan), reset)

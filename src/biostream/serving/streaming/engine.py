@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -48,6 +48,7 @@ class BedState:
     version: int = 0
     first_second: int | None = None  # the recording's first second
     refused_since: int | None = None  # the start of its open condition "no valid data" (`refusals`)
+    advisories: dict[str, BedAlarms] = field(default_factory=dict)  # the served advisory's state, per rule kind
 
 
 class StreamEngine:
@@ -78,6 +79,9 @@ class StreamEngine:
         self.window_s = scorer.spec.window_s
         self.model_version = scorer.spec.model_version  # kept with each episode it opens
         self.policy = scorer.bundle.policy
+        # the served advisory (none: a bento packaged without one): stepped per rule kind as alarms are, beside them
+        self.advisor = scorer.spec.advisor
+        self.advisory_signals = {} if self.advisor is None else {r.kind: [r.signal] for r in self.advisor.rules}
         # cached states (the store's version says whether one is current), the least recently used dropped beyond
         # `state_cache_mb`: a process's memory does not grow with every bed it ever saw
         per_bed = len(self.signals) * self.window_s * 8
@@ -88,7 +92,15 @@ class StreamEngine:
 
     # ------------------------------------------------------------------------------------------ state
     def _fresh(self) -> BedState:
-        return BedState(self._empty, None, BedAlarms(self.policy))
+        return BedState(self._empty, None, BedAlarms(self.policy), advisories=self._advisories({}))
+
+    def _advisories(self, stored: Mapping[str, Any]) -> dict[str, BedAlarms]:
+        """A bed's advisory states, from its stored ones where it has them (a kind new to it starts afresh)."""
+        if self.advisor is None:
+            return {}
+        policy = self.advisor.policy
+        return {k: BedAlarms.from_dict(policy, stored[k]) if k in stored else BedAlarms(policy)
+                for k in self.advisory_signals}
 
     def _state(self, row: BedRow) -> BedState:
         """A bed's state as of its stored `row`: the cached one if it is that version, else loaded from the store."""
@@ -101,6 +113,7 @@ class StreamEngine:
         stored = row.state
         if stored is not None:  # resume from the store
             state.alarms = BedAlarms.from_dict(self.policy, stored["alarms"])
+            state.advisories = self._advisories(stored.get("advisories") or {})
         if row.last_second is not None and stored is not None:
             state.last_second, state.first_second = row.last_second, stored["first_second"]
             state.values = self._history(bed, row.last_second)[0]
@@ -303,8 +316,8 @@ class StreamEngine:
         and a few numbers a second, never its windows (W seconds of every signal a second: ~115 kB)."""
         if not windows.n:
             empty = np.empty(0)
-            return _Outputs([], [], [], empty, empty, [])
-        parts, conditions = [], []
+            return _Outputs([], [], [], empty, empty, [], {})
+        parts, conditions, advised = [], [], []
         for a in range(0, windows.n, SCORE_CHUNK):
             b = min(a + SCORE_CHUNK, windows.n)
             x = windows.get(a, b)
@@ -314,12 +327,16 @@ class StreamEngine:
             o, _, learned = self.scorer.bundle.outputs_and_view(x)
             parts.append((o, learned))
             conditions += self.scorer.bundle.conditions(x).messages(self.signals)
+            if self.advisor is not None:  # the advisory of each window's last second, from the window alone
+                advised.append(self.advisor.last(x, self.signals))
         fired = np.concatenate([o.rules for o, _ in parts]) > self.scorer.threshold
         return _Outputs(
             score=np.concatenate([o.score for o, _ in parts]).tolist(),
             technical=np.concatenate([o.technical for o, _ in parts]).tolist(), fired=fired.tolist(),
             learned=np.concatenate([learned for _, learned in parts]),
-            rule_driven=np.concatenate([o.rule_driven for o, _ in parts]), conditions=conditions)
+            rule_driven=np.concatenate([o.rule_driven for o, _ in parts]), conditions=conditions,
+            advisory={k: np.nan_to_num(np.concatenate([p[k] for p in advised]), nan=-np.inf).tolist()
+                      for k in self.advisory_signals})
 
     def _step(self, plans: list[Plan], windows: Windows, out: _Outputs,
               now: float) -> tuple[list[list], list[_Named]]:
@@ -329,37 +346,56 @@ class StreamEngine:
         threshold = self.scorer.threshold
         seconds: list[list] = []
         named: list[_Named] = []
+        advised: list[tuple[int, Episode]] = []  # advisory episodes opened: their reason is read from the window
         row = 0
         for plan in plans:
-            alarms, answer = plan.state.alarms, plan.answer
+            alarms, answer, advisories = plan.state.alarms, plan.answer, plan.state.advisories
             for seg in plan.segments:
                 if seg.reset:
-                    ep = alarms.reset()
-                    if ep is not None:
-                        plan.touched[ep.start] = ep
-                        answer.closed.append(ep)
+                    for ep in (alarms.reset(), *(a.reset() for a in advisories.values())):
+                        if ep is not None:
+                            plan.touched[ep.start, ep.kind or ""] = ep
+                            answer.closed.append(ep)
                 for t in range(seg.first, seg.first + len(seg.new)):
                     s, tech = out.score[row], out.technical[row]
                     above = s > threshold
                     step: Step = alarms.step(t, s, above, tech, out.fired[row])
                     if step.closed is not None:
-                        plan.touched[step.closed.start] = step.closed
+                        plan.touched[step.closed.start, ""] = step.closed
                         answer.closed.append(step.closed)
                     ep = alarms.episode
                     if ep is not None:
-                        plan.touched[ep.start] = ep
+                        plan.touched[ep.start, ""] = ep
                     if step.opened is not None:
                         answer.opened.append(step.opened)
+                    advisory = False
+                    for kind, adv in advisories.items():  # beside the alarm, never instead of it
+                        a = out.advisory[kind][row]
+                        astep = adv.step(t, a, a > 0, False)
+                        if astep.closed is not None:
+                            plan.touched[astep.closed.start, kind] = astep.closed
+                            answer.closed.append(astep.closed)
+                        if adv.episode is not None:
+                            plan.touched[adv.episode.start, kind] = adv.episode
+                        if astep.opened is not None:
+                            astep.opened.kind, astep.opened.signals = kind, self.advisory_signals[kind]
+                            answer.opened.append(astep.opened)
+                            advised.append((row, astep.opened))
+                        advisory |= astep.on
                     # a stored second, in the order of the store's columns (biostream.serving.streaming.store)
                     rec = [plan.bed, t, raw[row * nb:(row + 1) * nb], s, above, tech, step.on, None, now]
                     seconds.append(rec)
                     said = {"time": iso(t), "score": s, "alarm": step.on,
                             "alarm_class": ep.alarm_class if step.on and ep is not None else None, "top_signals": [],
-                            "conditions": out.conditions[row]}
+                            "conditions": out.conditions[row], "advisory": advisory}
                     answer.seconds.append(said)
                     if step.on or step.peak:
                         named.append(_Named(row, rec, said if step.on else None, ep if step.peak else None, t))
                     row += 1
+        if advised:
+            x = windows.rows(np.asarray([r for r, _ in advised]))
+            for w, (_, ep) in zip(x, advised, strict=True):
+                ep.reason = self.advisor.reason_of_window(w, self.signals, [ep.kind])
         return seconds, named
 
     def _name_signals(self, windows: Windows, out: _Outputs, named: list[_Named]) -> None:
@@ -410,12 +446,15 @@ class StreamEngine:
     def _state_dict(st: BedState) -> str:
         """The bed's state as the store keeps it (JSON); written for every bed of every batch, so the usual
         case, no open episode, is formatted by hand (json.dumps: ~6 us a bed)."""
-        alarms = st.alarms
-        if alarms.episode is None:
+        alarms, advisories = st.alarms, st.advisories
+        if alarms.episode is None and all(a.episode is None for a in advisories.values()):
             first = "null" if st.first_second is None else str(int(st.first_second))
+            quiet = ", ".join(f'"{k}": {{"recent": [{", ".join(map(str, a.recent))}], "episode": null}}'
+                              for k, a in advisories.items())
             return (f'{{"first_second": {first}, "alarms": {{"recent": [{", ".join(map(str, alarms.recent))}], '
-                    f'"episode": null}}}}')
-        return json.dumps({"first_second": st.first_second, "alarms": alarms.to_dict()})
+                    f'"episode": null}}, "advisories": {{{quiet}}}}}')
+        return json.dumps({"first_second": st.first_second, "alarms": alarms.to_dict(),
+                           "advisories": {k: a.to_dict() for k, a in advisories.items()}})
 
     # ------------------------------------------------------------------------------------------ silence
     def sweep(self, now: float | None = None, outgoing: Outgoing | None = None) -> list[dict[str, Any]]:
@@ -456,11 +495,11 @@ class StreamEngine:
                 if row.last_second is None or (only_before is not None and (row.last_arrival or 0) >= only_before):
                     continue  # no recording, or a message came in meanwhile
                 st = self._state(row)
-                ep = st.alarms.reset()
-                if ep is not None:
-                    rec = episode_record(bed, ep, now, self.model_version)
-                    episodes.append(rec)
-                    closed.append(episode_answer(rec))
+                for ep in (st.alarms.reset(), *(a.reset() for a in st.advisories.values())):
+                    if ep is not None:
+                        rec = episode_record(bed, ep, now, self.model_version)
+                        episodes.append(rec)
+                        closed.append(episode_answer(rec))
                 st.values = self._empty
                 st.last_second = st.first_second = None
                 bed_rows.append({"bed": bed, "last_second": None, "last_arrival": row.last_arrival,
@@ -504,6 +543,7 @@ class _Outputs(NamedTuple):
     learned: np.ndarray
     rule_driven: np.ndarray
     conditions: list
+    advisory: dict[str, list[float]]  # per rule kind the served advisory's score (-inf: cannot judge)
 
 
 class _Named(NamedTuple):

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 import anyio
 import numpy as np
@@ -193,24 +194,34 @@ class StreamEndpoints:
     # ---------------------------------------------------------------------------------------- POST .../ack
     @_threaded
     def acknowledge(self, call: Call) -> tuple[int, Any]:
-        """POST /beds/<bed>/episodes/<start>/ack."""
-        return self.acknowledge_now(call.params["bed"], call.params["start"], call.who, audit=call.audit)
+        """POST /beds/<bed>/episodes/<start>/ack[?advisory=<kind>]."""
+        return self.acknowledge_now(call.params["bed"], call.params["start"], call.who, audit=call.audit,
+                                    query=call.query)
 
     def acknowledge_now(self, bed: str, start: str, who: str, now: float | None = None,
-                        audit: dict[str, str] | None = None) -> tuple[int, Any]:
-        """The episode that started at `start` at `bed`, acknowledged by the key `who` (while an acknowledgement
-        holds, a second one changes nothing, and says so)."""
+                        audit: dict[str, str] | None = None, query: str = "") -> tuple[int, Any]:
+        """The episode that started at `start` at `bed` (an alarm or condition; `?advisory=<kind>`: the advisory of
+        that rule kind), acknowledged by the key `who` (while an acknowledgement holds, a second one changes nothing,
+        and says so)."""
         try:
             bed = check_bed(bed, "the bed id in the path")
             first = time_text(start, "the episode's start in the path")
+            kind = query_params(query, ("advisory",), "POST /beds/<bed>/episodes/<start>/ack").get("advisory", "")
+            kinds = sorted(self.engine.advisory_signals)
+            if "advisory" in parse_qs(query, keep_blank_values=True) and kind not in kinds:
+                raise ValueError(f"advisory is {kind[:40]!r}: the served advisory warns of {kinds or 'nothing'} "
+                                 "(POST /metadata: advisory.kinds)")
         except ValueError as error:
             return 400, {"error": str(error)}
-        episode, changed = self.engine.store.acknowledge(bed, first, who, time.time() if now is None else now)
+        episode, changed = self.engine.store.acknowledge(bed, first, who, time.time() if now is None else now, kind)
+        what = f"{kind} advisory" if kind else "alarm"
         if episode is None:
-            return 404, {"error": f"bed {bed!r} has no alarm episode that started at {iso(first)}: GET "
-                                  f"/beds/{bed}/episodes lists its episodes and their starts"}
+            return 404, {"error": f"bed {bed!r} has no {what} episode that started at {iso(first)}: GET "
+                                  f"/beds/{bed}/episodes lists its episodes, their starts and kinds"}
+        if audit is not None and kind:
+            audit["detail"] = f"{kind} advisory of {iso(first)}"
         if not changed and audit is not None:
-            audit["detail"] = (f"episode {iso(first)}: already acknowledged by {episode['acked_by']} at "
+            audit["detail"] = (f"{what} episode {iso(first)}: already acknowledged by {episode['acked_by']} at "
                                f"{iso(int(episode['acked_at']))}, nothing changed")
         return 200, {"bed": bed, "episode": episode_answer(episode), "changed": changed}
 

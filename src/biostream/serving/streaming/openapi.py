@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from biostream.serving.board import ALARM_FILTERS, SORTS, STATES
-from biostream.serving.schemas import B64_F32, CLASS_NOTE, CONDITIONS_NOTE, AlarmClass, ModelRef
+from biostream.serving.schemas import ADVISORY_NOTE, B64_F32, CLASS_NOTE, CONDITIONS_NOTE, AlarmClass, ModelRef
 from biostream.serving.spec import ServingSpec
 from biostream.serving.streaming.messages import BED_FORM, BED_ID, LAST_SECOND
 
@@ -69,6 +69,11 @@ class StreamSecond(BaseModel):
     alarm_class: AlarmClass | None = Field(description=CLASS_NOTE)
     top_signals: list[str]
     conditions: list[str] = Field(description=CONDITIONS_NOTE)
+    advisory: bool = Field(False, description="the served advisory is on at this second (" + ADVISORY_NOTE + ")")
+
+
+EPISODE_CLASS_NOTE = CLASS_NOTE.replace("; null when not above the threshold", "") + (
+    "; advisory: a warning that the rule event of `kind` is likely soon (yellow, never an alarm)")
 
 
 class StreamEpisode(BaseModel):
@@ -76,7 +81,9 @@ class StreamEpisode(BaseModel):
     start: datetime
     end: datetime | None = Field(description="exclusive; null while open")
     open: bool
-    alarm_class: AlarmClass = Field(description=CLASS_NOTE)
+    alarm_class: Literal["physiological", "technical", "advisory"] = Field(description=EPISODE_CLASS_NOTE)
+    kind: str | None = Field(None, description="an advisory's rule kind (hypotension, ...); null for an alarm or "
+                                               "a technical condition")
     peak_time: datetime | None
     peak_score: float | None
     signals: list[str]
@@ -85,7 +92,8 @@ class StreamEpisode(BaseModel):
     model_version: str | None = Field(None, description="the registered version of the model that opened it (null: "
                                                         "stored before versions were kept)")
     reason: str | None = Field(None, description="a technical condition not read from the signals, in words: 'no "
-                                                 "valid data from this bed: ...' (the service refuses its data)")
+                                                 "valid data from this bed: ...' (the service refuses its data); an "
+                                                 "advisory's: what turned it on ('MAP falling: 71 mmHg, ...')")
     realarmed_at: datetime | None = Field(None, description="when an acknowledgement of it stopped holding: it "
                                                             "lapsed (stream.ack_silence_s) or the patient worsened")
     realarm_why: Literal["lapsed", "worsened"] | None = None
@@ -145,6 +153,10 @@ class BoardAlarm(StreamEpisode):
     check: str | None = Field(description="a technical alarm: what to check (the probe, the line, ...)")
 
 
+class BoardAdvisory(StreamEpisode):
+    open_for_s: int = Field(description="seconds since the service opened it")
+
+
 class BedTile(BaseModel):
     bed: str
     recording: bool = Field(description="false: no recording (new, or went silent and was closed)")
@@ -152,6 +164,8 @@ class BedTile(BaseModel):
     vitals: dict[str, float | None] = Field(description="the values of its newest second, null where missing")
     score: float | None
     alarm: BoardAlarm | None = Field(description="its open episode (physiological before technical), if any")
+    advisory: BoardAdvisory | None = Field(None, description="its oldest open advisory (yellow: an event is likely "
+                                                             "soon; never an alarm), if any")
 
 
 class BoardCounts(BaseModel):
@@ -159,6 +173,7 @@ class BoardCounts(BaseModel):
     physiological: int = Field(description="beds with an open physiological alarm")
     technical: int = Field(description="beds with an open technical alarm only")
     unacknowledged: int
+    advisory: int = Field(0, description="beds with an open advisory (counted apart from the alarms)")
 
 
 class Limit(BaseModel):
@@ -293,9 +308,13 @@ def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
             "description": "Records who (the key) acknowledged the bed's episode that started at `start`, and when. "
                            "It holds for stream.ack_silence_s (then an episode still open alarms again), or until "
                            "the episode's peak score rises stream.ack_worsening above the one acknowledged; while it "
-                           "holds, a repeat changes nothing (`changed`: false). No body is read (at most 1 kB is "
-                           "taken).",
-            "parameters": [bed, start],
+                           "holds, a repeat changes nothing (`changed`: false). `?advisory=<kind>` acknowledges "
+                           "the advisory of that rule kind that started then instead. No body is read (at most 1 kB "
+                           "is taken).",
+            "parameters": [bed, start, {"name": "advisory", "in": "query", "required": False,
+                                        "description": "the rule kind of the advisory episode to acknowledge "
+                                                       "(POST /metadata: advisory.kinds); absent: the alarm",
+                                        "schema": {"type": "string", "minLength": 1, "maxLength": 32}}],
             "responses": {"200": _json(Acknowledged, "the episode, acknowledged"), "400": bad,
                           "404": _json(Refusal, "the bed has no episode that started then")}}},
         "/alarms": {"get": {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from biostream.data.schema import PHYSIOLOGICAL, TECHNICAL
+from biostream.data.schema import ADVISORY, PHYSIOLOGICAL, TECHNICAL
 from biostream.models.alarms import AlarmPolicy
 
 
@@ -35,9 +35,15 @@ class Episode:
     gap_above: int = 0
     gap_technical: int = 0
     gap_peak: Peak | None = None
+    # an advisory's: the rule kind it warns of, what turned it on, the signals it reads (None for an alarm)
+    kind: str | None = None
+    reason: str | None = None
+    signals: list[str] | None = None
 
     @property
     def alarm_class(self) -> str:
+        if self.kind is not None:
+            return ADVISORY
         return TECHNICAL if self.technical > self.above / 2 else PHYSIOLOGICAL
 
     def to_dict(self) -> dict[str, Any]:  # by hand: dataclasses.asdict deep-copies (stored every second)

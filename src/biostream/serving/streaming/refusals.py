@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from biostream.data.schema import TECHNICAL
-from biostream.serving.streaming.answers import BedAnswer, Chunk, Problem, Problems, iso
+from biostream.serving.streaming.answers import BedAnswer, Chunk, Problem, Problems, episode_row, iso
 
 if TYPE_CHECKING:
     from biostream.serving.streaming.engine import StreamEngine
@@ -75,9 +75,8 @@ def _refuse(engine: StreamEngine, beds: dict[str, str], now: float) -> None:
             start = second
             while (bed, start) in taken:  # an episode of the signals started this second: the one before
                 start -= 1
-            opened.append({"bed": bed, "start": start, "end": None, "last_on": second, "alarm_class": TECHNICAL,
-                           "peak_second": None, "peak_score": None, "signals": "[]", "opened_at": now,
-                           "closed_at": None, "model_version": engine.model_version, "reason": reason})
+            opened.append(episode_row(bed, start, None, second, TECHNICAL, now, engine.model_version, signals=[],
+                                      reason=reason))
             marks.append((start, bed))
         if opened:
             tx.write([], [], [], opened, acks=engine._acks)
@@ -85,7 +84,7 @@ def _refuse(engine: StreamEngine, beds: dict[str, str], now: float) -> None:
         if refreshed:
             q = engine.store.mark
             tx.cursor.executemany(f'UPDATE stream_episodes SET last_on = {q}, reason = {q} '
-                                  f'WHERE bed = {q} AND start = {q} AND "end" IS NULL', refreshed)
+                                  f"WHERE bed = {q} AND start = {q} AND kind = '' AND \"end\" IS NULL", refreshed)
     for bed in beds:
         engine.beds.pop(bed, None)  # its version moved: read again when it next sends
 

@@ -48,6 +48,8 @@ EPISODES = sa.Table(
     "stream_episodes", META,
     sa.Column("bed", sa.String(128), primary_key=True),
     sa.Column("start", sa.BigInteger, primary_key=True),
+    # the rule kind an advisory warns of; '' for an alarm or a technical condition (migration 0005)
+    sa.Column("kind", sa.String(32), primary_key=True, server_default=""),
     sa.Column("end", sa.BigInteger),  # exclusive; null while open
     sa.Column("last_on", sa.BigInteger, nullable=False),
     sa.Column("alarm_class", sa.String(16), nullable=False),
@@ -167,11 +169,13 @@ class Store:
             rows = conn.execute(q.order_by(EPISODES.c.start.desc()).limit(limit)).mappings().all()
         return [dict(r) for r in reversed(rows)]
 
-    def acknowledge(self, bed: str, start: int, key_id: str, now: float) -> tuple[dict[str, Any] | None, bool]:
-        """Record that `key_id` acknowledged the bed's episode that started at `start`, with its peak score then
-        (the acknowledgement holds until it lapses or the episode worsens: `Transaction.write`; while it holds, a
-        second one changes nothing). The episode (None if the bed has none such), and whether this changed it."""
-        which = (EPISODES.c.bed == bed, EPISODES.c.start == start)
+    def acknowledge(self, bed: str, start: int, key_id: str, now: float,
+                    kind: str = "") -> tuple[dict[str, Any] | None, bool]:
+        """Record that `key_id` acknowledged the bed's episode that started at `start` (an alarm; `kind`: the
+        advisory of that rule kind), with its peak score then (the acknowledgement holds until it lapses or the
+        episode worsens: `Transaction.write`; while it holds, a second one changes nothing). The episode (None if the
+        bed has none such), and whether this changed it."""
+        which = (EPISODES.c.bed == bed, EPISODES.c.start == start, EPISODES.c.kind == kind)
         with self.engine.begin() as conn:
             done = conn.execute(EPISODES.update().where(*which, EPISODES.c.acked_at.is_(None))
                                 .values(acked_at=now, acked_by=key_id, acked_peak=EPISODES.c.peak_score)).rowcount
@@ -221,14 +225,16 @@ class Store:
     def stale_conditions(self, before: int) -> list[tuple[str, int]]:
         """The open conditions "no valid data" last refreshed before second `before`: (bed, start) each."""
         q = sa.select(EPISODES.c.bed, EPISODES.c.start).where(
-            EPISODES.c.end.is_(None), EPISODES.c.reason.is_not(None), EPISODES.c.last_on < before)
+            EPISODES.c.end.is_(None), EPISODES.c.reason.is_not(None), EPISODES.c.kind == "",
+            EPISODES.c.last_on < before)
         with self.reader.connect() as conn:
             return [(b, int(t)) for b, t in conn.execute(q)]
 
     def episode_starts(self, beds: Iterable[str], since: int) -> set[tuple[str, int]]:
-        """(bed, start) of these beds' episodes that started at or after `since`."""
+        """(bed, start) of these beds' alarms and conditions (not advisories) that started at or after `since`."""
         beds = sorted(set(beds))
-        q = sa.select(EPISODES.c.bed, EPISODES.c.start).where(EPISODES.c.bed.in_(beds), EPISODES.c.start >= since)
+        q = sa.select(EPISODES.c.bed, EPISODES.c.start).where(EPISODES.c.bed.in_(beds), EPISODES.c.start >= since,
+                                                              EPISODES.c.kind == "")
         with self.reader.connect() as conn:
             return {(b, int(t)) for b, t in conn.execute(q)}
 
@@ -348,7 +354,7 @@ class Transaction:
         if episodes:
             cols = EPISODE_COLUMNS
             quoted = ", ".join('"' + c + '"' for c in cols)  # "end" is an SQL keyword
-            kept = ("bed", "start", "opened_at", "model_version")  # an update keeps when it opened, and by which model
+            kept = ("bed", "start", "kind", "opened_at", "model_version")  # kept by an update: when, by which model
             # `opened_at` of an episode written is the batch's clock (an update keeps the stored one)
             lapsed = f"excluded.opened_at - e.acked_at >= {float(acks[0])!r}"
             worse = f"excluded.peak_score >= e.acked_peak + {float(acks[1])!r}"
@@ -359,7 +365,7 @@ class Transaction:
                      f"ELSE e.realarm_why END"]
             cur.executemany(
                 f"INSERT INTO stream_episodes AS e ({quoted}) VALUES ({self._marks(len(cols))}) "
-                "ON CONFLICT (bed, start) DO UPDATE SET " + ", ".join(
+                "ON CONFLICT (bed, start, kind) DO UPDATE SET " + ", ".join(
                     [f'"{c}" = excluded."{c}"' for c in cols if c not in kept] + acks),
                 [tuple(e[c] for c in cols) for e in episodes])
         if ended:
@@ -384,7 +390,7 @@ class Transaction:
         """End open conditions "no valid data": (end second, wall clock, bed, start) each."""
         q = self.store.mark
         self.cursor.executemany(f'UPDATE stream_episodes SET "end" = {q}, closed_at = {q} '
-                                f'WHERE bed = {q} AND start = {q} AND "end" IS NULL', list(ended))
+                                f"WHERE bed = {q} AND start = {q} AND kind = '' AND \"end\" IS NULL", list(ended))
 
     def refused(self, beds: Sequence[tuple]) -> None:
         """The beds' open condition "no valid data" (its start, or None): (start, bed) each; their versions move."""
