@@ -33,6 +33,7 @@ from biostream.models.advisory import (
     advisories,
     candidate_scores,
     extrapolated,
+    extrapolated_last,
     kinds_of,
     personal_limit,
     window_scores,
@@ -176,24 +177,60 @@ class Advisor:
         judged = np.zeros(n, dtype=bool)
         for kind, score in last.items():
             judged |= np.isfinite(score) | on[kind]
-        out: list[bool | None] = []
-        reasons: list[str | None] = []
-        for i in range(n):
-            kinds = [kind for kind, flags in on.items() if flags[i]]
-            out.append(bool(kinds) if judged[i] else None)
-            reasons.append(self.reason_of_window(x[i], signals, kinds) if kinds else
-                           None if judged[i] else self.cannot_judge())
+        any_on = np.zeros(n, dtype=bool)
+        for flags in on.values():
+            any_on |= flags
+        unjudged = self.cannot_judge()
+        out: list[bool | None] = [a if j else None for a, j in zip(any_on.tolist(), judged.tolist(), strict=True)]
+        reasons: list[str | None] = [None if j else unjudged for j in judged.tolist()]
+        for i in np.flatnonzero(any_on).tolist():
+            reasons[i] = self.reason_of_window(x[i], signals, [kind for kind, flags in on.items() if flags[i]])
         return out, reasons
 
     def reason_of_window(self, window: np.ndarray, signals: tuple[str, ...], kinds: list[str]) -> str:
-        """The reason of an advisory on at a window's last second (S, T), for the kinds on."""
-        r = min(window.shape[1], max(self.reads_s, self.policy.n))
-        frame = pd.DataFrame({"patient_id": np.zeros(r, dtype=np.int64), "time_s": np.arange(r),
-                              **{s: window[signals.index(s), -r:] for s in {rule.signal for rule in self.rules}}})
-        breaks = np.zeros(r, dtype=bool)
-        breaks[:1] = True
-        detail = _Detail(self, frame, breaks)
-        return "; ".join(detail.reason(kind, r - 1) for kind in kinds)
+        """The reason of an advisory on at a window's last second (S, T), for the kinds on: from the window's own
+        columns, as `window_scores` judged it (no frame built: /predict and a stream give one per advisory)."""
+        c = self.candidate
+        words = []
+        for kind in kinds:
+            rule = self._rule(kind)
+            v = window[signals.index(rule.signal)]
+            seen = v[np.isfinite(v)]
+            value = float(seen[-1]) if len(seen) else float("nan")
+            now = ahead = limit = None
+            if isinstance(c, Extrapolated):
+                now, ahead = (float(extrapolated_last(v[None], c.fit_s, a, c.min_fraction)[0]) for a in (0, c.ahead_s))
+            elif isinstance(c, Personalised):
+                breaks = np.zeros(len(v), dtype=bool)
+                breaks[:1] = True
+                limit = float(personal_limit(v.astype(np.float64), breaks, rule, c)[-1])
+            words.append(self.words(rule, value, now, ahead, limit))
+        return "; ".join(words)
+
+    def _rule(self, kind: str) -> AlarmRule:
+        return next(r for r in self.rules if r.kind == kind)
+
+    def words(self, rule: AlarmRule, value: float, now: float | None = None, ahead: float | None = None,
+              limit: float | None = None) -> str:
+        """An advisory's reason: the value a monitor shows (`value`), and for an extrapolation the line's level now
+        and `ahead_s` ahead, for a personal limit the limit."""
+        c, lab = self.candidate, self.labels[rule.signal]
+        side = "above" if rule.above else "below"
+        if isinstance(c, Extrapolated):
+            change = (ahead - now) * c.fit_s / c.ahead_s
+            beyond = (value - rule.threshold) * (1 if rule.above else -1) > 0
+            when = "already" if beyond else f"within {c.ahead_s // 60} min at this rate"
+            return (f"{lab.label} {'rising' if change > 0 else 'falling'}: {lab.value(value)}, "
+                    f"{change:+.{lab.decimals}f} {lab.unit} in {c.fit_s // 60} min; {side} {rule.threshold:g} {when}")
+        if isinstance(c, Personalised):
+            return (f"{lab.label} {lab.value(value)}, {side} this patient's own limit "
+                    f"{limit:.{lab.decimals}f} (median {'+' if rule.above else '-'} {c.k:g} IQR of the last "
+                    f"{c.history_s // 60} min); the alarm is at {rule.threshold:g}")
+        if isinstance(c, Raised):
+            return (f"{lab.label} {lab.value(value)}, {side} {c.limits[rule.kind]:g} (the raised limit); the alarm "
+                    f"is at {rule.threshold:g}")
+        assert isinstance(c, Current)
+        return f"{lab.label} {lab.value(value)}, {side} {rule.threshold:g} (the alarm's limit, not yet held)"
 
     def series(self, values: np.ndarray, signals: tuple[str, ...]) -> Advice:
         """The advisory of every second of one recording (S, T) in `signals` order, with its episodes."""
@@ -243,27 +280,14 @@ class _Detail:
 
     def reason(self, kind: str, i: int) -> str:
         a = self.advisor
-        rule = next(r for r in a.rules if r.kind == kind)
-        c, lab = a.candidate, a.labels[rule.signal]
-        side = "above" if rule.above else "below"
-        value = self._held(rule.signal)[i]
+        rule = a._rule(kind)
+        c = a.candidate
+        now = ahead = limit = None
         if isinstance(c, Extrapolated):
             now, ahead = (float(v[i]) for v in self._line(rule, c))
-            change = (ahead - now) * c.fit_s / c.ahead_s
-            beyond = (value - rule.threshold) * (1 if rule.above else -1) > 0
-            when = "already" if beyond else f"within {c.ahead_s // 60} min at this rate"
-            return (f"{lab.label} {'rising' if change > 0 else 'falling'}: {lab.value(value)}, "
-                    f"{change:+.{lab.decimals}f} {lab.unit} in {c.fit_s // 60} min; {side} {rule.threshold:g} {when}")
-        if isinstance(c, Personalised):
+        elif isinstance(c, Personalised):
             key = (rule.signal, "personal")
             if key not in self._cache:
                 self._cache[key] = personal_limit(self.frame[rule.signal].to_numpy(np.float64), self.breaks, rule, c)
-            limit = self._cache[key][i]
-            return (f"{lab.label} {lab.value(value)}, {side} this patient's own limit "
-                    f"{limit:.{lab.decimals}f} (median {'+' if rule.above else '-'} {c.k:g} IQR of the last "
-                    f"{c.history_s // 60} min); the alarm is at {rule.threshold:g}")
-        if isinstance(c, Raised):
-            return (f"{lab.label} {lab.value(value)}, {side} {c.limits[kind]:g} (the raised limit); the alarm is at "
-                    f"{rule.threshold:g}")
-        assert isinstance(c, Current)
-        return f"{lab.label} {lab.value(value)}, {side} {rule.threshold:g} (the alarm's limit, not yet held)"
+            limit = float(self._cache[key][i])
+        return a.words(rule, float(self._held(rule.signal)[i]), now, ahead, limit)
