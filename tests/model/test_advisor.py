@@ -58,7 +58,8 @@ def test_a_recording_gets_the_advisory_the_evaluation_judged(config, configs, re
         label = configs.signals[rule.signal].label
         assert e.reason.startswith(label) and f"{rule.threshold:g}" in e.reason, e.reason
         held = frame[rule.signal].iloc[: e.start_s + 1].dropna().iloc[-1]  # the value a monitor shows then
-        assert f"{label}" in e.reason and f"{held:.{configs.signals[rule.signal].decimals}f}" in e.reason, e.reason
+        d = configs.signals[rule.signal].decimals  # one more where the value would round onto the limit
+        assert any(f"{label} {held:.{k}f} " in e.reason or f": {held:.{k}f} " in e.reason for k in (d, d + 1)), e.reason
         assert e.signals == [rule.signal]
 
 
@@ -94,6 +95,8 @@ def test_a_window_is_advised_as_its_last_second_and_too_short_a_window_cannot_be
             assert (r is not None and r.startswith("MAP ")) if g else r is None, r
     short, why = adv.windows(values[None, :, 5000:5200], configs.signals.keys)
     assert short == [None]
+    lab = adv.labels["map"]  # a value that rounds onto the limit shows one more decimal
+    assert (lab.value(72.6, 73.0), lab.value(71.6, 73.0), lab.value(73.0, 73.0)) == ("72.6 mmHg", "72 mmHg", "73 mmHg")
     assert why == ["cannot judge: fewer than 300 of the last 600 s of MAP have a value (the advisory extrapolates "
                    "600 s; send windows of that length)"]
 
@@ -177,11 +180,13 @@ def test_a_recordings_case_report_shows_the_advisories_apart_from_the_alarms(con
     assert any(row[2] == "advisory" and row[5].startswith("MAP falling") for row in episode_rows(case))
 
 
-def test_a_streamed_bed_gets_its_recordings_advisories_beside_the_same_alarms(configs, advised, record, tmp_path):
+def test_a_streamed_bed_gets_its_recordings_advisories_beside_the_same_alarms(configs, advised, record, model_data,
+                                                                              tmp_path):
     """A real record streamed in stretches of 1-90 s, with a 30-s hole and a second process taking over halfway:
     the store's advisory episodes are those `score_series` gives the recording whole (start, end, kind, reason), each
     answered second says whether one is on, and the alarms are exactly those of the same stream without an advisory
-    (the floor as it is). An advisory is acknowledged like an alarm, by its kind."""
+    (the floor as it is); the monitoring counts them apart, its recall the alarms'. An advisory is acknowledged like an
+    alarm, by its kind."""
     from biostream.serving.streaming.engine import Chunk, StreamEngine
     from biostream.serving.streaming.http import StreamEndpoints
     from biostream.serving.streaming.store import Store, sqlite_url
@@ -227,6 +232,24 @@ def test_a_streamed_bed_gets_its_recordings_advisories_beside_the_same_alarms(co
     said = np.asarray([answered[t] for t in range(x.shape[1])])  # every second answered once, the hole's too
     # a second is answered on where the k-of-n rule is; the refractory merge joins episodes later, as for alarms
     assert said.sum() > 0 and (said <= on).all() and said.sum() >= 0.9 * on.sum()
+
+    # the monitoring counts advisory episodes per bed-hour apart; its live recall is the alarms' alone
+    from types import SimpleNamespace
+
+    from biostream.core.params import DEFAULT_MONITOR
+    from biostream.monitoring.live import check
+    from biostream.reporting.case import limits_of
+    from biostream.stages.train import training_reference
+
+    reference = training_reference(SimpleNamespace(rows=model_data.train, vitals=model_data.dataset.vitals),
+                                   model_data.pipeline.signals, ["synthetic"])
+    live = {n: check(stores[n], reference, scorer.spec.signals, limits_of(scorer.bundle), DEFAULT_MONITOR,
+                     until=START + x.shape[1], since=START) for n in stores}
+    assert live["advised"]["episodes_opened"]["advisory"] == len(got) and "advisory" not in live["plain"][
+        "episodes_opened"]
+    hours = live["advised"]["period"]["bed_hours"]
+    assert live["advised"]["alarms_per_bed_hour"]["advisory"] == pytest.approx(len(got) / hours, rel=1e-3)
+    assert live["advised"]["recall"] == live["plain"]["recall"] and live["plain"]["recall"]["events"] > 0
 
     endpoints = StreamEndpoints(StreamEngine(scorer, stores["advised"], params(stores["advised"].url)))
     first = got[0][0] + START

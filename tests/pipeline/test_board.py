@@ -122,6 +122,55 @@ def test_a_bed_alarms_on_the_board_is_opened_explained_acknowledged_and_reported
     assert "1 physiological" in summary and f"acknowledged by {key_id}" in summary, summary
 
 
+def test_an_advisory_shows_yellow_before_any_alarm_and_is_acknowledged(served, page):
+    """A bed whose MAP drifts down from 85 over 15 min, still above the bedside limit of 65 (no alarm): the served
+    advisory opens, with its reason, in the /ingest answer, on the board (yellow, counted apart) and on the bed's
+    page, where a clinician acknowledges it (`?advisory=<kind>`, audited as such)."""
+    port, _, keys = served
+    client = Client(port, keys["clinician"])
+    status, meta = client.post("/metadata", {})
+    assert status == 200 and meta["advisory"] is not None, meta
+    now = int(time.time())
+    bed = f"ward5-bed{now % 100000}"
+    gateway = Client(port, keys["gateway"])
+    status, out = gateway.post("/ingest", {"samples": [item(bed, now - 2100, 1200)]})  # 20 calm minutes
+    assert status == 200 and not [e for b in out["beds"] for e in b["opened"]], out
+    # then 15 min of MAP falling 1.5 mmHg a minute (85 -> 62.5 over 25 min, sent up to 67.5: no bedside limit crossed)
+    status, out = gateway.post("/ingest", {"samples": [item(bed, now - 900, 700, ramp_s=1500, map=62.5, sbp=95.5,
+                                                            dbp=45.5)]})
+    assert status == 200, out
+    opened = [e for b in out["beds"] for e in b["opened"]]
+    assert [e["alarm_class"] for e in opened] == ["advisory"], (meta["advisory"]["source"], opened)
+    advisory = opened[0]
+    assert advisory["kind"] == "hypotension" and advisory["reason"].startswith("MAP "), advisory
+    assert any(s["advisory"] for b in out["beds"] for s in b["seconds"])
+    page.goto(f"http://127.0.0.1:{port}/board")
+    page.get_by_test_id("key-input").fill(keys["clinician"])
+    page.get_by_test_id("key-input").press("Enter")
+    shown = page.get_by_test_id(f"advisory-{bed}")
+    shown.wait_for(timeout=10_000)
+    assert shown.inner_text() == f"ADVISORY {advisory['reason']}"
+    assert "adv" in page.get_by_test_id(f"bed-{bed}").get_attribute("class")
+    assert page.get_by_test_id("count-adv").inner_text().endswith(("advisory", "advisories"))
+    status, board = client.get_json(f"/beds?q={bed}")
+    assert board["beds"][0]["alarm"] is None and board["beds"][0]["advisory"]["reason"] == advisory["reason"]
+    assert board["counts"]["advisory"] >= 1
+    page.screenshot(path=str(SHOTS / "board-advisory.png"))
+    page.get_by_role("link", name=bed).click()
+    page.get_by_test_id("bed-title").wait_for()
+    page.locator("#episodes tr.adv button[data-ack]").click()
+    page.locator("#episodes tr.adv.acked").wait_for(timeout=10_000)
+    key_id = keys["clinician"].split("_")[1]
+    status, episodes = client.get_json(f"/beds/{bed}/episodes")
+    acked = [e for e in episodes["episodes"] if e["alarm_class"] == "advisory"]
+    assert acked and acked[0]["acknowledged_by"] == key_id, episodes
+    page.screenshot(path=str(SHOTS / "bed-advisory.png"), full_page=True)
+    time.sleep(2.5)  # each worker writes its audit entries once a second
+    status, audit = Client(port, keys["admin"]).get_json(f"/audit?bed={bed}")
+    assert any(e["action"] == "POST /beds/{bed}/episodes/{start}/ack" and e["status"] == 200
+               and (e["detail"] or "").startswith("hypotension advisory of ") for e in audit["entries"]), audit
+
+
 def test_a_probe_off_raises_a_monitoring_alert_on_the_board_and_metrics(served, page):
     """SpO2 read for a minute, then absent for 11 (a probe off): the service's check (every 3 s in the small
     profile) raises the missingness alert: GET /monitoring, the board's header row and the /metrics gauges say so."""

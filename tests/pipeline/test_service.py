@@ -94,7 +94,7 @@ def test_the_bento_serves_the_registrys_advisory_on_predict_and_score_series(rep
     assert len(expected.episodes), f"a fall of 30 mmHg in 40 min raises {adv['source']}'s advisory"
     body = {"patient_id": "adv-1", "start": "2026-12-08T00:00:00Z",
             "vitals": {s: [None if math.isnan(v) else v for v in values[i].tolist()] for i, s in enumerate(signals)}}
-    status, res = Client(served).post("/score_series", body)
+    status, res = Client(served).post("/score_series", {"series": body})
     assert status == 200, res
     assert res["advisory"] == expected.on.tolist()
     t0 = pd.Timestamp("2026-12-08T00:00:00Z")

@@ -48,8 +48,13 @@ class Label:
     unit: str
     decimals: int
 
-    def value(self, v: float) -> str:
-        return f"{v:.{self.decimals}f} {self.unit}"
+    def value(self, v: float, limit: float | None = None) -> str:
+        """The value as a monitor shows it; with one more decimal where it would round onto `limit` (72.6 against a
+        limit of 73 reads "72.6", not "73 mmHg, below 73")."""
+        d = self.decimals
+        if limit is not None and v != limit and f"{v:.{d}f}" == f"{limit:.{d}f}":
+            d += 1
+        return f"{v:.{d}f} {self.unit}"
 
 
 @dataclass(frozen=True)
@@ -220,17 +225,19 @@ class Advisor:
             change = (ahead - now) * c.fit_s / c.ahead_s
             beyond = (value - rule.threshold) * (1 if rule.above else -1) > 0
             when = "already" if beyond else f"within {c.ahead_s // 60} min at this rate"
-            return (f"{lab.label} {'rising' if change > 0 else 'falling'}: {lab.value(value)}, "
+            return (f"{lab.label} {'rising' if change > 0 else 'falling'}: {lab.value(value, rule.threshold)}, "
                     f"{change:+.{lab.decimals}f} {lab.unit} in {c.fit_s // 60} min; {side} {rule.threshold:g} {when}")
         if isinstance(c, Personalised):
-            return (f"{lab.label} {lab.value(value)}, {side} this patient's own limit "
+            return (f"{lab.label} {lab.value(value, limit)}, {side} this patient's own limit "
                     f"{limit:.{lab.decimals}f} (median {'+' if rule.above else '-'} {c.k:g} IQR of the last "
                     f"{c.history_s // 60} min); the alarm is at {rule.threshold:g}")
         if isinstance(c, Raised):
-            return (f"{lab.label} {lab.value(value)}, {side} {c.limits[rule.kind]:g} (the raised limit); the alarm "
-                    f"is at {rule.threshold:g}")
+            raised = c.limits[rule.kind]
+            return (f"{lab.label} {lab.value(value, raised)}, {side} {raised:g} (the raised limit); the alarm is at "
+                    f"{rule.threshold:g}")
         assert isinstance(c, Current)
-        return f"{lab.label} {lab.value(value)}, {side} {rule.threshold:g} (the alarm's limit, not yet held)"
+        return (f"{lab.label} {lab.value(value, rule.threshold)}, {side} {rule.threshold:g} (the alarm's limit, "
+                "not yet held)")
 
     def series(self, values: np.ndarray, signals: tuple[str, ...]) -> Advice:
         """The advisory of every second of one recording (S, T) in `signals` order, with its episodes."""
