@@ -59,13 +59,11 @@ class Label:
 
 @dataclass(frozen=True)
 class Advice:
-    """An advisor's answer on seconds: per second whether an advisory is on (any kind) and, on a second that
-    cannot be judged, nothing (`judged` False); its episodes (start_s, end_s, kind, reason, signals)."""
+    """An advisor's answer on a recording's seconds: per second whether an advisory is on (any kind), and its
+    episodes (start_s, end_s, kind, reason, signals)."""
 
     on: np.ndarray
-    judged: np.ndarray
     episodes: pd.DataFrame
-    reasons: list[str | None]  # per row asked for (`at`): the reason of an advisory on, or why it cannot judge
 
 
 @dataclass(frozen=True)
@@ -127,35 +125,21 @@ class Advisor:
     # Answers
     # -------------------------------------------------------------------------------------------------------
 
-    def advise(self, frame: pd.DataFrame, at: np.ndarray, breaks: np.ndarray | None = None,
-               episodes: bool = True) -> Advice:
-        """The advisory on the rows of `frame` (patient_id, time_s and the signals, sorted by patient and time),
-        with the reasons at rows `at`."""
+    def advise(self, frame: pd.DataFrame, breaks: np.ndarray | None = None) -> Advice:
+        """The advisory on the rows of `frame` (one patient's seconds: patient_id, time_s and the signals, sorted by
+        time), with its episodes and the reason of each at its first second."""
         if breaks is None:
             breaks = segment_starts(frame["patient_id"].to_numpy(), frame["time_s"].to_numpy())
-        scores = candidate_scores(self.candidate, self.rules, frame, breaks)
-        advised = advisories(scores, frame, self.policy, breaks, episodes)
-        n = len(frame)
-        on = advised.any_on(n)
-        judged = np.zeros(n, dtype=bool)
-        for s in scores.values():
-            judged |= np.isfinite(s)
-        judged |= on
-        detail = _Detail(self, frame, breaks)
-        reasons: list[str | None] = []
-        for i in np.asarray(at, dtype=np.int64).tolist():
-            if on[i]:
-                reasons.append("; ".join(detail.reason(kind, i) for kind, flags in advised.on.items() if flags[i]))
-            else:
-                reasons.append(None if judged[i] else self.cannot_judge())
+        advised = advisories(candidate_scores(self.candidate, self.rules, frame, breaks), frame, self.policy, breaks)
         eps = advised.episodes
-        if episodes and len(eps):
-            first = np.searchsorted(frame["time_s"].to_numpy(), eps["start_s"].to_numpy())  # one patient's rows
+        if len(eps):
+            detail = _Detail(self, frame, breaks)
+            first = np.searchsorted(frame["time_s"].to_numpy(), eps["start_s"].to_numpy())
             by_kind = {r.kind: r for r in self.rules}
             eps = eps.assign(reason=[detail.reason(k, int(i)) for k, i in zip(eps["kind"], first, strict=True)],
                              signals=[[by_kind[k].signal] for k in eps["kind"]]).sort_values("start_s",
                                                                                          kind="stable")
-        return Advice(on, judged, eps, reasons)
+        return Advice(advised.any_on(len(frame)), eps)
 
     def last(self, x: np.ndarray, signals: tuple[str, ...], back: int = 0) -> dict[str, np.ndarray]:
         """Per kind, the score of each window's last second (`back` seconds before it), (n, S, T) in `signals`
@@ -246,7 +230,7 @@ class Advisor:
                               **{s: values[signals.index(s)] for s in {r.signal for r in self.rules}}})
         breaks = np.zeros(t, dtype=bool)
         breaks[:1] = True
-        return self.advise(frame, np.zeros(0, dtype=np.int64), breaks)
+        return self.advise(frame, breaks)
 
     def cannot_judge(self) -> str:
         c, names = self.candidate, ", ".join(sorted({self.labels[r.signal].label for r in self.rules}))
