@@ -81,8 +81,8 @@ def test_a_bed_alarms_on_the_board_is_opened_explained_acknowledged_and_reported
     status, out = gateway.post("/ingest", {"samples": [item(bed, now - 200, 200, map=52.0, sbp=78.0, dbp=40.0)]})
     sent = time.monotonic()
     assert status == 200, out
-    opened = [e for b in out["beds"] for e in b["opened"]]
-    assert opened and opened[0]["alarm_class"] == "physiological", out
+    opened = [e for b in out["beds"] for e in b["opened"] if e["alarm_class"] != "advisory"]  # an advisory may come
+    assert opened and opened[0]["alarm_class"] == "physiological", out                     # too, yellow, beside it
     alarm = page.get_by_test_id(f"alarm-{bed}")
     alarm.get_by_text("ALARM").wait_for(timeout=10_000)
     seen_s = time.monotonic() - sent
@@ -130,13 +130,15 @@ def test_an_advisory_shows_yellow_before_any_alarm_and_is_acknowledged(served, p
     client = Client(port, keys["clinician"])
     status, meta = client.post("/metadata", {})
     assert status == 200 and meta["advisory"] is not None, meta
-    now = int(time.time())
-    bed = f"ward5-bed{now % 100000}"
+    # dated more than the monitoring period (1 h) back, so the other tests' monitoring reads none of its seconds (a
+    # probe off is judged by its share of all beds' seconds); a gateway replaying its buffer sends such seconds
+    t0 = int(time.time()) - 7200
+    bed = f"ward5-bed{t0 % 100000}"
     gateway = Client(port, keys["gateway"])
-    status, out = gateway.post("/ingest", {"samples": [item(bed, now - 2100, 1200)]})  # 20 calm minutes
+    status, out = gateway.post("/ingest", {"samples": [item(bed, t0, 1200)]})  # 20 calm minutes
     assert status == 200 and not [e for b in out["beds"] for e in b["opened"]], out
     # then 15 min of MAP falling 1.5 mmHg a minute (85 -> 62.5 over 25 min, sent up to 67.5: no bedside limit crossed)
-    status, out = gateway.post("/ingest", {"samples": [item(bed, now - 900, 700, ramp_s=1500, map=62.5, sbp=95.5,
+    status, out = gateway.post("/ingest", {"samples": [item(bed, t0 + 1200, 700, ramp_s=1500, map=62.5, sbp=95.5,
                                                             dbp=45.5)]})
     assert status == 200, out
     opened = [e for b in out["beds"] for e in b["opened"]]
@@ -145,8 +147,9 @@ def test_an_advisory_shows_yellow_before_any_alarm_and_is_acknowledged(served, p
     assert advisory["kind"] == "hypotension" and advisory["reason"].startswith("MAP "), advisory
     assert any(s["advisory"] for b in out["beds"] for s in b["seconds"])
     page.goto(f"http://127.0.0.1:{port}/board")
-    page.get_by_test_id("key-input").fill(keys["clinician"])
-    page.get_by_test_id("key-input").press("Enter")
+    if page.evaluate("sessionStorage.getItem('biostream.key')") is None:  # the tab keeps the key of a test before
+        page.get_by_test_id("key-input").fill(keys["clinician"])
+        page.get_by_test_id("key-input").press("Enter")
     shown = page.get_by_test_id(f"advisory-{bed}")
     shown.wait_for(timeout=10_000)
     assert shown.inner_text() == f"ADVISORY {advisory['reason']}"
@@ -224,7 +227,8 @@ def test_report_and_monitor_commands_with_the_served_model_and_mlflow(repo, serv
                               "--bed", f"{bed}-example"], cwd=repo, capture_output=True, text=True, timeout=120,
                              env={**env, "BIOSTREAM_GATEWAY_KEY": keys["gateway"]})  # the docs' example, as is
     assert example.returncode == 0, example.stderr[-2000:]
-    assert [e["alarm_class"] for e in json.loads(example.stdout)] == ["physiological"], example.stdout
+    opened = json.loads(example.stdout)  # the alarm, and the served advisory that warned of it (before or with it)
+    assert [e["alarm_class"] for e in opened if e["alarm_class"] != "advisory"] == ["physiological"], example.stdout
     real = repo / "data/external/real/mimic3_p000020_numerics_1perMin.csv"  # a real ICU record, scored whole
     made = subprocess.run([cli, "report", "--recording", str(real), "--start", "2026-01-01T00:00:00Z", "--format",
                            "pdf,text", "--out", "reports"], cwd=repo, env=env, capture_output=True, text=True,

@@ -459,8 +459,16 @@ def test_a_bed_streamed_through_ingest_gets_what_score_series_gives(served, meta
     # last alarm second, as score_series ends it there
     assert [x["alarm"] for x in stored["seconds"]] == whole["alarm"]
     assert [x["alarm_class"] for x in stored["seconds"]] == whole["alarm_class"]
-    status, eps = client.get_json(f"/beds/{bed}/episodes")
-    assert status == 200 and opened == len(eps["episodes"]) == len(whole["episodes"])
+    # the advisory beside them, seconds and episodes, as score_series gives it (its merge applied in the store too)
+    assert [x["advisory"] for x in stored["seconds"]] == whole["advisory"]
+    status, both = client.get_json(f"/beds/{bed}/episodes")
+    advisories = [e for e in both["episodes"] if e["alarm_class"] == "advisory"]
+    assert [(e["start"], e["kind"], e["reason"]) for e in advisories] == [
+        (w["start"], w["kind"], w["reason"]) for w in whole["advisories"]]
+    assert all(e["end"] == w["end"] or (e["open"] and e["end"] is None)
+               for e, w in zip(advisories, whole["advisories"], strict=True))
+    eps = {"episodes": [e for e in both["episodes"] if e["alarm_class"] != "advisory"]}
+    assert status == 200 and opened == len(both["episodes"]) and len(eps["episodes"]) == len(whole["episodes"])
     for e, w in zip(eps["episodes"], whole["episodes"], strict=True):
         assert (e["start"], e["alarm_class"], e["peak_time"]) == (w["start"], w["alarm_class"], w["peak_time"])
         assert e["end"] == w["end"] or (e["open"] and e["end"] is None)

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 import anyio
 import numpy as np
 
+from biostream.data.schema import ADVISORY
 from biostream.serving.arrow import ARROW_STREAM
 from biostream.serving.asgi import Call
 from biostream.serving.streaming.answers import Problem, episode_answer, iso
@@ -244,15 +245,18 @@ class StreamEndpoints:
         out = {"bed": bed, "threshold": self.engine.scorer.threshold, "seconds": []}
         if not rows:
             return out
-        episodes = self.engine.store.episodes(bed, since=rows[0]["second"])
+        spans = [(e["start"], e["end"] if e["end"] is not None else e["last_on"] + 1, e["alarm_class"])
+                 for e in self.engine.store.episodes(bed, since=rows[0]["second"])]
+        alarms = [e for e in spans if e[2] != ADVISORY]  # an advisory is no alarm: its seconds say `advisory`
+        advisories = [e for e in spans if e[2] == ADVISORY]
         for r in rows:
             t = r["second"]
-            cls = next((e["alarm_class"] for e in episodes
-                        if e["start"] <= t < (e["end"] if e["end"] is not None else e["last_on"] + 1)), None)
+            cls = next((c for a, b, c in alarms if a <= t < b), None)
             vals = np.frombuffer(r["vals"], dtype=np.float64)
             out["seconds"].append({
                 "time": iso(t), "score": r["score"], "above_threshold": r["above"], "alarm": cls is not None,
-                "alarm_class": cls, "top_signals": json.loads(r["top_signals"] or "[]"),
+                "alarm_class": cls, "advisory": any(a <= t < b for a, b, _ in advisories),
+                "top_signals": json.loads(r["top_signals"] or "[]"),
                 "vitals": {s: (None if np.isnan(v) else float(v)) for s, v in zip(self.engine.signals, vals,
                                                                                     strict=True)},
                 "scored_at": iso(int(r["scored_at"]))})

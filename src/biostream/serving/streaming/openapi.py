@@ -122,6 +122,8 @@ class StoredSecond(BaseModel):
     above_threshold: bool
     alarm: bool = Field(description="inside an alarm episode (after the refractory merge)")
     alarm_class: AlarmClass | None = Field(description=CLASS_NOTE)
+    advisory: bool = Field(False, description="inside an advisory episode (after its refractory merge; never an "
+                                              "alarm)")
     top_signals: list[str]
     vitals: dict[str, float | None]
     scored_at: datetime
@@ -243,6 +245,7 @@ def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
     _, defs = models_json_schema([(m, "validation") for m in MODELS], ref_template="#/components/schemas/{model}")
     schemas = defs.get("$defs", {})
     stream = spec.stream or {}
+    kinds = [] if spec.advisor is None else [r.kind for r in spec.advisor.rules]  # the served advisory's, if any
     max_s = stream.get("max_message_s")
     seconds = {"minItems": 1, **({"maxItems": max_s} if max_s else {})}
     item = schemas["StreamItem"]["properties"]
@@ -311,10 +314,10 @@ def add_stream_paths(doc: dict[str, Any], spec: ServingSpec) -> dict[str, Any]:
                            "holds, a repeat changes nothing (`changed`: false). `?advisory=<kind>` acknowledges "
                            "the advisory of that rule kind that started then instead. No body is read (at most 1 kB "
                            "is taken).",
-            "parameters": [bed, start, {"name": "advisory", "in": "query", "required": False,
-                                        "description": "the rule kind of the advisory episode to acknowledge "
-                                                       "(POST /metadata: advisory.kinds); absent: the alarm",
-                                        "schema": {"type": "string", "minLength": 1, "maxLength": 32}}],
+            "parameters": [bed, start, *([{"name": "advisory", "in": "query", "required": False,
+                                           "description": "the rule kind of the advisory episode to acknowledge "
+                                                          "(POST /metadata: advisory.kinds); absent: the alarm",
+                                           "schema": {"type": "string", "enum": kinds}}] if kinds else [])],
             "responses": {"200": _json(Acknowledged, "the episode, acknowledged"), "400": bad,
                           "404": _json(Refusal, "the bed has no episode that started then")}}},
         "/alarms": {"get": {
