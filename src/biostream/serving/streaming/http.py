@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 import anyio
 import numpy as np
@@ -207,9 +206,9 @@ class StreamEndpoints:
         try:
             bed = check_bed(bed, "the bed id in the path")
             first = time_text(start, "the episode's start in the path")
-            kind = query_params(query, ("advisory",), "POST /beds/<bed>/episodes/<start>/ack").get("advisory", "")
-            kinds = sorted(self.engine.advisory_signals)
-            if "advisory" in parse_qs(query, keep_blank_values=True) and kind not in kinds:
+            asked = query_params(query, ("advisory",), "POST /beds/<bed>/episodes/<start>/ack")
+            kind, kinds = asked.get("advisory", ""), sorted(self.engine.advisory_signals)
+            if "advisory" in asked and kind not in kinds:  # blank or another kind: named
                 raise ValueError(f"advisory is {kind[:40]!r}: the served advisory warns of {kinds or 'nothing'} "
                                  "(POST /metadata: advisory.kinds)")
         except ValueError as error:
