@@ -156,15 +156,16 @@ class Advisor:
         values = {s: x[:, signals.index(s), t - r: t] for s in {rule.signal for rule in self.rules}}
         return window_scores(self.candidate, self.rules, values)
 
-    def windows(self, x: np.ndarray, signals: tuple[str, ...]) -> tuple[list[bool | None], list[str | None]]:
+    def windows(self, x: np.ndarray, signals: tuple[str, ...], last: dict[str, np.ndarray] | None = None
+                ) -> tuple[list[bool | None], list[str | None]]:
         """The advisory of each window's last second, (n, S, T) in `signals` order, from the window alone: on (k of
         its last n seconds score > 0 for a kind), off, or None (cannot judge: no kind has a score); with the
-        reason."""
+        reason. `last`: the scores of the last seconds, where the caller has them (`self.last(x, signals)`)."""
         n = len(x)
         if not self.rules or n == 0:
             return [None] * n, [None] * n
         k, m = self.policy.k, min(self.policy.n, x.shape[2])
-        last = self.last(x, signals)
+        last = self.last(x, signals) if last is None else last
         counts = {kind: np.zeros(n, dtype=np.int64) for kind in last}
         for back in range(m):
             for kind, score in (last if back == 0 else self.last(x, signals, back)).items():
