@@ -27,8 +27,9 @@ from sklearn.metrics import roc_auc_score
 
 from biostream.core.config import Configs
 from biostream.features.table import FeatureSet
-from biostream.models.advisory import Advisories, advisories, extrapolated, margin, rolling_stat, rolling_sum
+from biostream.models.advisory import advisories, extrapolated, margin, rolling_stat, rolling_sum
 from biostream.models.bundle import ModelBundle
+from biostream.models.candidates import Advisories
 from biostream.models.forward import event_clock, judge, onsets
 from biostream.reporting.advisory import frame_of, learned_frame, threshold_within
 

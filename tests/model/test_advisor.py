@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from biostream.models.advisor import Advisor
-from biostream.models.advisory import Advisories, advisories, candidate_scores
+from biostream.models.advisory import advisories, candidate_scores
+from biostream.models.candidates import Advisories
 from biostream.serving import Scorer, ServingSpec
 from biostream.serving.schemas import Schemas
 from tests.conftest import ROOT
@@ -40,7 +41,8 @@ def advisor(config, configs, name: str = "map_extrapolated") -> Advisor:
     return Advisor.build(config, name, configs.rules, configs.signals, configs.signals.keys, "a test", "real")
 
 
-@pytest.mark.parametrize("name", ["map_extrapolated", "map_below_73", "personalised", "current", "raised_limits"])
+@pytest.mark.parametrize("name", ["map_extrapolated", "map_below_73", "personalised", "current", "raised_limits",
+                                  "map_falling_below_73"])
 def test_a_recording_gets_the_advisory_the_evaluation_judged(config, configs, record, name):
     frame, values = record
     adv = advisor(config, configs, name)
@@ -58,8 +60,9 @@ def test_a_recording_gets_the_advisory_the_evaluation_judged(config, configs, re
         label = configs.signals[rule.signal].label
         assert e.reason.startswith(label) and f"{rule.threshold:g}" in e.reason, e.reason
         held = frame[rule.signal].iloc[: e.start_s + 1].dropna().iloc[-1]  # the value a monitor shows then
-        d = configs.signals[rule.signal].decimals  # one more where the value would round onto the limit
-        assert any(f"{label} {held:.{k}f} " in e.reason or f": {held:.{k}f} " in e.reason for k in (d, d + 1)), e.reason
+        d = configs.signals[rule.signal].decimals  # more where the value would round onto the limit
+        shown = [f"{held:.{k}f} " for k in range(d, d + 4)]
+        assert any(f"{label} {v}" in e.reason or f": {v}" in e.reason for v in shown), e.reason
         assert e.signals == [rule.signal]
 
 
@@ -96,7 +99,8 @@ def test_a_window_is_advised_as_its_last_second_and_too_short_a_window_cannot_be
     short, why = adv.windows(values[None, :, 5000:5200], configs.signals.keys)
     assert short == [None]
     lab = adv.labels["map"]  # a value that rounds onto the limit shows one more decimal
-    assert (lab.value(72.6, 73.0), lab.value(71.6, 73.0), lab.value(73.0, 73.0)) == ("72.6 mmHg", "72 mmHg", "73 mmHg")
+    assert (lab.value(72.6, 73.0), lab.value(71.6, 73.0), lab.value(73.0, 73.0), lab.value(72.98, 73.0)) == (
+        "72.6 mmHg", "72 mmHg", "73 mmHg", "72.98 mmHg")
     assert why == ["cannot judge: fewer than 300 of the last 600 s of MAP have a value (the advisory extrapolates "
                    "600 s; send windows of that length)"]
 
@@ -145,7 +149,8 @@ def test_the_scorer_answers_the_advisory_on_predict_score_series_and_metadata(co
 
 
 
-@pytest.mark.parametrize("name", ["map_extrapolated", "map_below_73", "personalised", "current", "raised_limits"])
+@pytest.mark.parametrize("name", ["map_extrapolated", "map_below_73", "personalised", "current", "raised_limits",
+                                  "map_falling_below_73"])
 def test_a_windows_last_second_scores_as_the_whole_recordings_second(config, configs, record, name):
     """The fast path (`window_scores`: the window's own columns) equals the rolling computation of the evaluation
     (`candidate_scores`) at each window's last second, once a window's worth of the recording is seen."""
@@ -262,3 +267,32 @@ def test_a_streamed_bed_gets_its_recordings_advisories_beside_the_same_alarms(co
     assert status == 400 and "the served advisory warns of ['hypotension']" in body["error"]
     status, body = endpoints.acknowledge_now("bed-a", iso(first), "key-1", now=2.0)  # the alarm of that second
     assert status == 404 and "no alarm episode that started at" in body["error"]
+
+
+def test_the_gated_limits_reason_says_which_gate_opened_it(config, configs):
+    """map_falling_below_73 says the value, the raised limit, and what opened it: the 10-min line's fall, a
+    hypotension within the last 30 min, or both; the alarm's limit beside."""
+    adv = advisor(config, configs, "map_falling_below_73")
+    keys = configs.signals.keys
+    m = np.full(6000, 76.0)
+    m[1000:1600] = np.linspace(76, 68, 600)  # falling 8 mmHg in 10 min, below 73 from ~1,225
+    m[1600:1900] = 60  # a hypotension (its advisory off while the rule holds: more than the refractory 120 s)
+    m[1900:] = 70  # flat at 70 after it
+    values = np.full((len(keys), len(m)), np.nan)
+    values[keys.index("map")] = m
+    eps = adv.series(values, keys).episodes
+    assert len(eps) == 2, eps
+    first, second = eps.itertuples()
+    assert re.fullmatch(r"MAP 72\.\d+ mmHg, below 73 \(the raised limit\), falling -\d mmHg in 10 min; the alarm is "
+                        r"at 65", first.reason), first.reason
+    # after the hypotension: the recurrence gate (and the 10-min line, which still reaches back into it)
+    assert second.reason.startswith("MAP 70 mmHg, below 73 (the raised limit), ") and second.reason.endswith(
+        "below 65 within the last 30 min; the alarm is at 65"), second.reason
+    later = adv.reason_of_window(values[:, 2600 - 1799:2601], keys, ["hypotension"])  # the line flat by then
+    assert later == "MAP 70 mmHg, below 73 (the raised limit), below 65 within the last 30 min; the alarm is at 65"
+    assert second.start_s == 1900 and second.end_s == 1899 + 1800  # until 30 min after the last second below 65
+    # a window ending where the first episode starts gives the same reason, from its own seconds
+    end = int(first.start_s)
+    x = np.concatenate([np.full((len(keys), 1799 - end), np.nan), values[:, :end + 1]], axis=1)[None]  # NaN before
+    on, reasons = adv.windows(x, keys)
+    assert on == [True] and reasons == [first.reason]

@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from biostream.reporting.case import case_of_bed, case_of_recording, render, when
+from biostream.reporting.case import case_of_recording, render, when
 from biostream.reporting.explain import explain_episode, stored_window
+from biostream.serving.streaming.cases import case_of_bed
 from biostream.serving.streaming.engine import Chunk, StreamEngine
 from biostream.serving.streaming.store import Store, sqlite_url
 from tests.conftest import ROOT

@@ -14,11 +14,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from biostream.features import feature_signal_weights, windows_at
 from biostream.models.alarms import apply_policy
+from biostream.models.answer import occlusion_contributions
 from biostream.models.detectors import NAMES, make_detector
 from biostream.models.detectors.base import load_detector
 from biostream.models.detectors.lstm_ae import ORT_MAX_ROWS
 from biostream.models.detectors.ocsvm import CHUNK_ROWS
-from biostream.serving import Schemas, occlusion_contributions, pack_f32
+from biostream.serving import Schemas, pack_f32
 from tests.model.conftest import POLICY, scorer_for, window_payload
 
 

@@ -74,7 +74,7 @@ def test_the_bento_serves_the_registrys_advisory_on_predict_and_score_series(rep
     process (tests/model/test_advisor.py holds it on the real MIMIC records)."""
     from biostream.core.config import Configs
     from biostream.models.advisor import Advisor
-    from biostream.models.advisory import Advisories
+    from biostream.models.candidates import Advisories
 
     chosen = json.loads((repo / "results" / "register.json").read_text())["advisory"]
     adv = meta["advisory"]

@@ -24,19 +24,24 @@ from biostream.core.config import AlarmRule, SignalCatalog
 from biostream.core.params import AlarmPolicy
 from biostream.data.labels import segment_starts
 from biostream.models.advisory import (
+    advisories,
+    beyond,
+    candidate_scores,
+    extrapolated,
+    extrapolated_last,
+    gates,
+    personal_limit,
+    window_scores,
+)
+from biostream.models.candidates import (
     Advisories,
     Candidate,
     Current,
     Extrapolated,
+    Gated,
     Personalised,
     Raised,
-    advisories,
-    candidate_scores,
-    extrapolated,
-    extrapolated_last,
     kinds_of,
-    personal_limit,
-    window_scores,
 )
 
 _CANDIDATE: TypeAdapter[Candidate] = TypeAdapter(Candidate)
@@ -49,10 +54,10 @@ class Label:
     decimals: int
 
     def value(self, v: float, limit: float | None = None) -> str:
-        """The value as a monitor shows it; with one more decimal where it would round onto `limit` (72.6 against a
-        limit of 73 reads "72.6", not "73 mmHg, below 73")."""
+        """The value as a monitor shows it; with more decimals (up to 3 more) where it would round onto `limit` (72.6
+        against a limit of 73 reads "72.6", not "73 mmHg, below 73"; 72.98 reads "72.98", not "73.0")."""
         d = self.decimals
-        if limit is not None and v != limit and f"{v:.{d}f}" == f"{limit:.{d}f}":
+        while limit is not None and v != limit and f"{v:.{d}f}" == f"{limit:.{d}f}" and d < self.decimals + 3:
             d += 1
         return f"{v:.{d}f} {self.unit}"
 
@@ -99,6 +104,8 @@ class Advisor:
             return c.fit_s
         if isinstance(c, Personalised):
             return max(c.history_s, c.min_seen_s)
+        if isinstance(c, Gated):
+            return max(c.fit_s, c.recent_s)
         return self.policy.n
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,15 +156,16 @@ class Advisor:
         values = {s: x[:, signals.index(s), t - r: t] for s in {rule.signal for rule in self.rules}}
         return window_scores(self.candidate, self.rules, values)
 
-    def windows(self, x: np.ndarray, signals: tuple[str, ...]) -> tuple[list[bool | None], list[str | None]]:
+    def windows(self, x: np.ndarray, signals: tuple[str, ...], last: dict[str, np.ndarray] | None = None
+                ) -> tuple[list[bool | None], list[str | None]]:
         """The advisory of each window's last second, (n, S, T) in `signals` order, from the window alone: on (k of
         its last n seconds score > 0 for a kind), off, or None (cannot judge: no kind has a score); with the
-        reason."""
+        reason. `last`: the scores of the last seconds, where the caller has them (`self.last(x, signals)`)."""
         n = len(x)
         if not self.rules or n == 0:
             return [None] * n, [None] * n
         k, m = self.policy.k, min(self.policy.n, x.shape[2])
-        last = self.last(x, signals)
+        last = self.last(x, signals) if last is None else last
         counts = {kind: np.zeros(n, dtype=np.int64) for kind in last}
         for back in range(m):
             for kind, score in (last if back == 0 else self.last(x, signals, back)).items():
@@ -186,23 +194,27 @@ class Advisor:
             v = window[signals.index(rule.signal)]
             seen = v[np.isfinite(v)]
             value = float(seen[-1]) if len(seen) else float("nan")
-            now = ahead = limit = None
-            if isinstance(c, Extrapolated):
-                now, ahead = (float(extrapolated_last(v[None], c.fit_s, a, c.min_fraction)[0]) for a in (0, c.ahead_s))
+            now = ahead = limit = recent = None
+            if isinstance(c, Extrapolated | Gated):
+                span = c.ahead_s if isinstance(c, Extrapolated) else c.fit_s
+                now, ahead = (float(extrapolated_last(v[None], c.fit_s, a, c.min_fraction)[0]) for a in (0, span))
+            if isinstance(c, Gated):
+                recent = bool(beyond(v[-c.recent_s:], rule).any())
             elif isinstance(c, Personalised):
                 breaks = np.zeros(len(v), dtype=bool)
                 breaks[:1] = True
                 limit = float(personal_limit(v.astype(np.float64), breaks, rule, c)[-1])
-            words.append(self.words(rule, value, now, ahead, limit))
+            words.append(self.words(rule, value, now, ahead, limit, recent))
         return "; ".join(words)
 
     def _rule(self, kind: str) -> AlarmRule:
         return next(r for r in self.rules if r.kind == kind)
 
     def words(self, rule: AlarmRule, value: float, now: float | None = None, ahead: float | None = None,
-              limit: float | None = None) -> str:
+              limit: float | None = None, recent: bool | None = None) -> str:
         """An advisory's reason: the value a monitor shows (`value`), and for an extrapolation the line's level now
-        and `ahead_s` ahead, for a personal limit the limit."""
+        and `ahead_s` ahead (a gated limit: `fit_s` ahead, and whether the rule's limit was crossed within
+        `recent_s`), for a personal limit the limit."""
         c, lab = self.candidate, self.labels[rule.signal]
         side = "above" if rule.above else "below"
         if isinstance(c, Extrapolated):
@@ -211,6 +223,16 @@ class Advisor:
             when = "already" if beyond else f"within {c.ahead_s // 60} min at this rate"
             return (f"{lab.label} {'rising' if change > 0 else 'falling'}: {lab.value(value, rule.threshold)}, "
                     f"{change:+.{lab.decimals}f} {lab.unit} in {c.fit_s // 60} min; {side} {rule.threshold:g} {when}")
+        if isinstance(c, Gated):
+            raised, said = c.limits[rule.kind], []
+            if now is not None and ahead is not None and np.isfinite(ahead - now) \
+                    and (ahead - now) * (1 if rule.above else -1) >= c.towards[rule.kind]:
+                said.append(f"{'rising' if ahead > now else 'falling'} {ahead - now:+.{lab.decimals}f} {lab.unit} in "
+                            f"{c.fit_s // 60} min")
+            if recent:
+                said.append(f"{side} {rule.threshold:g} within the last {c.recent_s // 60} min")
+            return (f"{lab.label} {lab.value(value, raised)}, {side} {raised:g} (the raised limit)"
+                    + (f", {' and '.join(said)}" if said else "") + f"; the alarm is at {rule.threshold:g}")
         if isinstance(c, Personalised):
             return (f"{lab.label} {lab.value(value, limit)}, {side} this patient's own limit "
                     f"{limit:.{lab.decimals}f} (median {'+' if rule.above else '-'} {c.k:g} IQR of the last "
@@ -259,26 +281,35 @@ class _Detail:
                 .to_numpy()
         return self._cache[key]
 
-    def _line(self, rule: AlarmRule, c: Extrapolated) -> tuple[np.ndarray, np.ndarray]:
+    def _line(self, rule: AlarmRule, c: Extrapolated | Gated) -> tuple[np.ndarray, np.ndarray]:
         key = (rule.signal, "line")
         if key not in self._cache:
             v = self.frame[rule.signal].to_numpy(np.float64)
+            span = c.ahead_s if isinstance(c, Extrapolated) else c.fit_s
             now = extrapolated(v, self.breaks, c.fit_s, 0, c.min_fraction)
-            ahead = extrapolated(v, self.breaks, c.fit_s, c.ahead_s, c.min_fraction)
+            ahead = extrapolated(v, self.breaks, c.fit_s, span, c.min_fraction)
             self._cache[key] = np.stack([now, ahead])
         now, ahead = self._cache[key]
         return now, ahead
+
+    def _recent(self, rule: AlarmRule, c: Gated) -> np.ndarray:
+        key = (rule.kind, "recent")
+        if key not in self._cache:
+            self._cache[key] = gates(self.frame[rule.signal].to_numpy(np.float64), self.breaks, rule, c)[1]
+        return self._cache[key]
 
     def reason(self, kind: str, i: int) -> str:
         a = self.advisor
         rule = a._rule(kind)
         c = a.candidate
-        now = ahead = limit = None
-        if isinstance(c, Extrapolated):
+        now = ahead = limit = recent = None
+        if isinstance(c, Extrapolated | Gated):
             now, ahead = (float(v[i]) for v in self._line(rule, c))
+        if isinstance(c, Gated):
+            recent = bool(self._recent(rule, c)[i])
         elif isinstance(c, Personalised):
             key = (rule.signal, "personal")
             if key not in self._cache:
                 self._cache[key] = personal_limit(self.frame[rule.signal].to_numpy(np.float64), self.breaks, rule, c)
             limit = float(self._cache[key][i])
-        return a.words(rule, float(self._held(rule.signal)[i]), now, ahead, limit)
+        return a.words(rule, float(self._held(rule.signal)[i]), now, ahead, limit, recent)

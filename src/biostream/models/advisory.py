@@ -9,6 +9,9 @@ a score per second that is > 0 where the advisory is on, computed from that seco
 - `raised`: a raised limit per rule kind ("MAP < 73").
 - `extrapolated`: a least-squares line over the last `fit_s` seconds, crossing the rule's limit `ahead_s` ahead.
 - `personalised`: the patient's own median -/+ k IQR over the last `history_s`, once `min_seen_s` are seen.
+- `gated`: a raised limit that warns only while the value moves towards the rule's limit (the least-squares line
+  over `fit_s` by at least `towards`) or crossed the rule's limit within `recent_s` (a recurrence is likely),
+  and not while the rule itself holds (beyond its limit for its duration: the alarm's own time, not "soon").
 
 `advisories` turns scores into advisory seconds and episodes with the alarm policy (k of n seconds, refractory
 merge): an advisory episode is made as an alarm episode is.
@@ -18,162 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, TypeAdapter, ValidationError
 
-from biostream.core.config import AlarmRule, load_yaml
-from biostream.core.params import STRICT, AlarmPolicy, ConfigError, Count, Fraction, Positive, PositiveFloat
+from biostream.core.config import AlarmRule
+from biostream.core.params import AlarmPolicy
 from biostream.data.labels import segment_starts
 from biostream.models.alarms import alarm_episodes, apply_policy
-
-ALL = "all"  # a candidate's `kinds`: every rule kind
-ANY = "any"  # the kind of an advisory that names no rule (a learned score): it warns of an event of any kind
-
-
-@dataclass(frozen=True)
-class GreyZone:
-    __pydantic_config__ = STRICT
-
-    kind: str
-    low: float
-    high: float
-    horizon_s: Positive
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """`evaluation`: the forward evaluation's definitions (`biostream.models.forward`)."""
-
-    __pydantic_config__ = STRICT
-
-    lead_s: Count
-    false_after_s: Count
-    new_onset_s: Count
-    horizons_s: tuple[Positive, ...]
-    grey_zone: GreyZone
-    bootstrap_resamples: Count
-    seed: int
-    false_per_hour: PositiveFloat
-    time_under_advisory: Fraction
-
-    @property
-    def budget(self) -> dict[str, float]:
-        """The advisory budget: false advisory episodes per patient-hour and time under advisory, at most."""
-        return {"false_per_hour": self.false_per_hour, "time_under_advisory": self.time_under_advisory}
-
-    def within(self, summary: dict) -> bool:
-        """Whether a candidate's figures (`Judged.summary`) are within the advisory budget."""
-        return all((summary[k] or 0.0) <= limit for k, limit in self.budget.items())
-
-
-@dataclass(frozen=True)
-class Episodes:
-    """`episodes`: the alarm policy advisories are made with (k of n seconds > 0, refractory merge)."""
-
-    __pydantic_config__ = STRICT
-
-    k: Positive
-    n: Positive
-    refractory_s: Count
-
-    @property
-    def policy(self) -> AlarmPolicy:
-        return AlarmPolicy(self.k, self.n, self.refractory_s, tolerance_s=0)
-
-
-@dataclass(frozen=True)
-class Named:
-    """What every candidate has: its name in the tables and the registry, and where it comes from."""
-
-    __pydantic_config__ = STRICT
-
-    name: str
-    source: str
-
-
-@dataclass(frozen=True)
-class Current(Named):
-    type: Literal["current"]
-    kinds: Literal["all"] | tuple[str, ...] = ALL
-
-
-@dataclass(frozen=True)
-class Raised(Named):
-    type: Literal["raised"]
-    limits: dict[str, float]
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        return tuple(self.limits)
-
-
-@dataclass(frozen=True)
-class Extrapolated(Named):
-    type: Literal["extrapolated"]
-    fit_s: Positive
-    ahead_s: Positive
-    min_fraction: Fraction
-    kinds: Literal["all"] | tuple[str, ...] = ALL
-
-
-@dataclass(frozen=True)
-class Personalised(Named):
-    type: Literal["personalised"]
-    k: PositiveFloat
-    history_s: Positive
-    min_seen_s: Positive
-    kinds: Literal["all"] | tuple[str, ...] = ALL
-
-
-Candidate = Annotated[Current | Raised | Extrapolated | Personalised, Field(discriminator="type")]
-
-
-@dataclass(frozen=True)
-class Advisories:
-    """`configs/advisories.yaml`, checked against the alarm rules (every kind a candidate names is a rule's)."""
-
-    __pydantic_config__ = STRICT
-
-    episodes: Episodes
-    evaluation: Evaluation
-    candidates: tuple[Candidate, ...]
-
-    @classmethod
-    def load(cls, path: str | Path, rules: tuple[AlarmRule, ...]) -> Advisories:
-        try:
-            out = TypeAdapter(cls).validate_python(load_yaml(path))
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"{path}: {problems}") from None
-        known = {r.kind for r in rules}
-        names = [c.name for c in out.candidates]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"{path}: candidate names repeat: {names}")
-        for c in out.candidates:
-            unknown = sorted(set(kinds_of(c, rules)) - known) if c.kinds != ALL else []
-            if unknown:
-                raise ConfigError(f"{path}: candidate '{c.name}' names {unknown}, which are no rule kind of "
-                                  f"configs/alarms.yaml ({sorted(known)})")
-        if out.evaluation.grey_zone.kind not in known:
-            raise ConfigError(f"{path}: evaluation.grey_zone.kind '{out.evaluation.grey_zone.kind}' is no rule kind")
-        return out
-
-    def candidate(self, name: str) -> Candidate:
-        for c in self.candidates:
-            if c.name == name:
-                return c
-        names = [c.name for c in self.candidates]
-        raise KeyError(f"no advisory candidate '{name}'; configs/advisories.yaml has {names}")
-
-
-def kinds_of(candidate: Candidate, rules: tuple[AlarmRule, ...]) -> tuple[str, ...]:
-    kinds = candidate.kinds
-    return tuple(r.kind for r in rules) if kinds == ALL else tuple(kinds)
-
+from biostream.models.candidates import Candidate, Current, Extrapolated, Gated, Personalised, Raised, kinds_of
 
 # ---------------------------------------------------------------------------------------------------------------
 # Scores: per second and rule kind, > 0 where the advisory is on
@@ -275,9 +131,51 @@ def candidate_scores(candidate: Candidate, rules: tuple[AlarmRule, ...], frame: 
         elif isinstance(candidate, Extrapolated):
             ahead = extrapolated(values, breaks, candidate.fit_s, candidate.ahead_s, candidate.min_fraction)
             out[kind] = margin(ahead, rule.threshold, rule)
+        elif isinstance(candidate, Gated):
+            out[kind] = gated_score(values, rule, candidate, *gates(values, breaks, rule, candidate))
         else:
             out[kind] = margin(values, personal_limit(values, breaks, rule, candidate), rule)
     return out
+
+
+def beyond(values: np.ndarray, rule: AlarmRule) -> np.ndarray:
+    """1.0 where a value is beyond the rule's own limit, 0.0 elsewhere (no value included)."""
+    with np.errstate(invalid="ignore"):
+        return ((values > rule.threshold) if rule.above else (values < rule.threshold)).astype(np.float64)
+
+
+def moving_towards(now: np.ndarray, ahead: np.ndarray, rule: AlarmRule) -> np.ndarray:
+    """The line's change over `fit_s` towards the rule's limit, in the signal's unit (from its level now and `fit_s`
+    ahead; NaN: no line)."""
+    return ahead - now if rule.above else now - ahead
+
+
+def gates(values: np.ndarray, breaks: np.ndarray, rule: AlarmRule, c: Gated) -> tuple[np.ndarray, ...]:
+    """Per row of a recording: the line's change towards the limit, whether the rule's limit was crossed within
+    `recent_s`, and whether the rule holds (beyond its limit for its whole duration)."""
+    now, ahead = (extrapolated(values, breaks, c.fit_s, a, c.min_fraction) for a in (0, c.fit_s))
+    out = beyond(values, rule)
+    return (moving_towards(now, ahead, rule), rolling_sum(out, breaks, c.recent_s) > 0,
+            rolling_sum(out, breaks, max(1, rule.min_duration_s)) >= max(1, rule.min_duration_s))
+
+
+def gates_last(v: np.ndarray, rule: AlarmRule, c: Gated) -> tuple[np.ndarray, ...]:
+    """`gates` at the last second of each row of `v` (m, T), from its own columns (as `extrapolated_last`)."""
+    now, ahead = (extrapolated_last(v, c.fit_s, a, c.min_fraction) for a in (0, c.fit_s))
+    out = beyond(v, rule)
+    held = max(1, rule.min_duration_s)
+    return (moving_towards(now, ahead, rule), out[:, -c.recent_s:].sum(axis=1) > 0,
+            (out[:, -held:].sum(axis=1) >= held) if v.shape[1] >= held else np.zeros(len(v), dtype=bool))
+
+
+def gated_score(values: np.ndarray, rule: AlarmRule, c: Gated, moving: np.ndarray, recent: np.ndarray,
+                holds: np.ndarray) -> np.ndarray:
+    """The raised limit's margin where a gate is open (moving towards the limit, or crossed recently) and the rule
+    does not hold; elsewhere below 0 (still ordered by the margin, for the AUROC)."""
+    m = margin(values, c.limits[rule.kind], rule)
+    with np.errstate(invalid="ignore"):
+        open_ = ((moving >= c.towards[rule.kind]) | recent) & ~holds
+    return np.where(open_, m, np.minimum(m, 0.0) - 1.0)
 
 
 def window_scores(candidate: Candidate, rules: tuple[AlarmRule, ...], values: Mapping[str, np.ndarray]
@@ -300,6 +198,8 @@ def window_scores(candidate: Candidate, rules: tuple[AlarmRule, ...], values: Ma
         elif isinstance(candidate, Extrapolated):
             ahead = extrapolated_last(v, candidate.fit_s, candidate.ahead_s, candidate.min_fraction)
             out[kind] = margin(ahead, rule.threshold, rule)
+        elif isinstance(candidate, Gated):
+            out[kind] = gated_score(v[:, -1], rule, candidate, *gates_last(v, rule, candidate))
         else:
             m, t = v.shape
             breaks = np.zeros(m * t, dtype=bool)

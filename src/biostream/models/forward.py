@@ -25,7 +25,8 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from biostream.core.config import AlarmRule
-from biostream.models.advisory import ANY, Advised, Evaluation
+from biostream.models.advisory import Advised
+from biostream.models.candidates import ANY, Evaluation
 
 COUNTS = ("events", "warned", "new_onset", "new_onset_warned", "episodes", "false", "on_s", "seconds")
 

@@ -16,8 +16,9 @@ import pandas as pd
 from biostream.core.config import AlarmRule
 from biostream.data.labels import segment_starts
 from biostream.features.table import Part
-from biostream.models.advisory import ANY, Advisories, advisories, candidate_scores
+from biostream.models.advisory import advisories, candidate_scores
 from biostream.models.bundle import ModelBundle
+from biostream.models.candidates import ANY, Advisories
 from biostream.models.detectors import score_rows
 from biostream.models.forward import Judged, bootstrap, choose_reference, figure, judge, precursors
 

@@ -47,8 +47,15 @@ class Limit:
             return values < self.threshold if self.op == "<" else values > self.threshold
 
 
+def _second(t: datetime | None) -> int | None:
+    return None if t is None else int(t.timestamp())
+
+
 @dataclass(frozen=True)
 class CaseEpisode:
+    """An episode as the report draws and lists it, in seconds: made only from the service's one episode form
+    (`biostream.serving.schemas.Episode`, a stream's `StreamEpisode`) by `of`."""
+
     start: int
     end: int | None  # exclusive; None while open
     last_on: int
@@ -66,6 +73,18 @@ class CaseEpisode:
     @property
     def duration_s(self) -> int:
         return (self.end if self.end is not None else self.last_on + 1) - self.start
+
+    @classmethod
+    def of(cls, e: Any, last_on: int | None = None, explanation: dict[str, Any] | None = None,
+           model_version: str | None = None) -> CaseEpisode:
+        """The report's form of an API episode `e` (an Episode or StreamEpisode); `last_on`: an open episode's last
+        second on (the store's), `model_version`: where `e` does not carry one (a recording's)."""
+        end = _second(e.end)
+        reason = e.reason if e.source is None or e.reason is None else f"{e.reason} ({e.source})"
+        return cls(_second(e.start), end, end - 1 if last_on is None else last_on, e.alarm_class,
+                   _second(e.peak_time), e.peak_score, list(e.signals), getattr(e, "acknowledged_by", None),
+                   _second(getattr(e, "acknowledged_at", None)), getattr(e, "model_version", None) or model_version,
+                   explanation, reason)
 
 
 @dataclass
@@ -167,30 +186,6 @@ def limits_of(bundle: Any) -> list[Limit]:
                                            int(r["min_duration_s"])) for r in rules.rules]
 
 
-def case_of_bed(store: Any, scorer: Any, bed: str, since: int, until: int, explain: bool = True) -> Case:
-    """A bed's case from the stream store, [since, until): its stored seconds and the episodes that overlap the
-    period (each explained as `GET /beds/<bed>/episodes/<start>/explain` does)."""
-    from biostream.reporting.explain import explain_episode
-
-    rows = store.seconds(bed, since, until, limit=until - since)
-    signals = tuple(scorer.spec.signals)
-    times = np.array([r["second"] for r in rows], dtype=np.int64)
-    values = (np.vstack([np.frombuffer(r["vals"], dtype=np.float64) for r in rows]) if rows
-              else np.empty((0, len(signals))))
-    scores = np.array([r["score"] for r in rows], dtype=np.float64)
-    episodes = []
-    for e in store.episodes(bed, since=since, limit=10_000):
-        if e["start"] >= until:
-            continue
-        # a condition not read from the signals (the bed's data refused) has no window to explain
-        explanation = explain_episode(store, scorer, bed, e["start"]) if explain and not e.get("reason") else None
-        episodes.append(CaseEpisode(
-            e["start"], e["end"], e["last_on"], e["alarm_class"], e["peak_second"], e["peak_score"],
-            _signals(e["signals"]), e.get("acked_by"), e.get("acked_at"), e.get("model_version"), explanation,
-            e.get("reason")))
-    return _case(bed, "bed", since, until, scorer, times, values, scores, episodes)
-
-
 def case_of_recording(scorer: Any, values: np.ndarray, start: datetime, name: str) -> Case:
     """A recording's case: (S, T) values from `start`, scored as `score_series` scores it."""
     from types import SimpleNamespace
@@ -201,24 +196,19 @@ def case_of_recording(scorer: Any, values: np.ndarray, start: datetime, name: st
     t0 = int(start.timestamp())
     episodes = []
     for e in result.episodes:
-        a = int(e.start.timestamp())
-        window = recording_windows(values.T, scorer.spec.window_s, np.array([a - t0]))[0]
+        window = recording_windows(values.T, scorer.spec.window_s, np.array([_second(e.start) - t0]))[0]
         answer = scorer.explain(SimpleNamespace(array=window, patient_id=name, time=e.start))
-        episodes.append(CaseEpisode(a, int(e.end.timestamp()), int(e.end.timestamp()) - 1, e.alarm_class,
-                                    int(e.peak_time.timestamp()), e.peak_score, list(e.signals),
-                                    model_version=scorer.spec.model_version, explanation=_explanation(answer)))
-    for a in result.advisories:  # the served advisory's episodes, with what turned each on
-        start_s, end_s = int(a.start.timestamp()), int(a.end.timestamp())
-        episodes.append(CaseEpisode(start_s, end_s, end_s - 1, ADVISORY, None, None, list(a.signals),
-                                    model_version=scorer.spec.model_version, reason=f"{a.reason} ({a.source})"))
+        episodes.append(CaseEpisode.of(e, model_version=scorer.spec.model_version, explanation=_explanation(answer)))
+    # the served advisory's episodes, with what turned each on
+    episodes += [CaseEpisode.of(a, model_version=scorer.spec.model_version) for a in result.advisories]
     episodes.sort(key=lambda e: e.start)
     times = t0 + np.arange(values.shape[1], dtype=np.int64)
     recorded = ~np.isnan(values).all(axis=0)
-    return _case(name, "recording", t0, t0 + values.shape[1], scorer, times[recorded], values.T[recorded],
+    return make_case(name, "recording", t0, t0 + values.shape[1], scorer, times[recorded], values.T[recorded],
                  np.asarray(result.scores)[recorded], episodes)
 
 
-def _case(subject: str, kind: str, since: int, until: int, scorer: Any, times: np.ndarray, values: np.ndarray,
+def make_case(subject: str, kind: str, since: int, until: int, scorer: Any, times: np.ndarray, values: np.ndarray,
           scores: np.ndarray, episodes: list[CaseEpisode]) -> Case:
     spec = scorer.spec
     meta = scorer.metadata()
@@ -226,12 +216,6 @@ def _case(subject: str, kind: str, since: int, until: int, scorer: Any, times: n
              "uri": spec.model_uri, "detector": spec.detector}
     return Case(subject, kind, int(since), int(until), tuple(spec.signals), dict(spec.units), times, values, scores,
                 float(scorer.threshold), episodes, limits_of(scorer.bundle), model, dict(meta.safety))
-
-
-def _signals(text: str | None) -> list[str]:
-    import json
-
-    return list(json.loads(text or "null") or [])
 
 
 def _explanation(answer: Any) -> dict[str, Any]:

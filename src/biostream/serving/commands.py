@@ -35,8 +35,8 @@ def served_scorer() -> Any:
 
 def report(store_url: str, bed: str, since: str | None, until: str | None, out: Path, formats: list[str]) -> list[Path]:
     """Write a bed's case report in each of `formats` under `out`; the files written."""
-    from biostream.reporting.case import case_of_bed
     from biostream.serving.board import report_period
+    from biostream.serving.streaming.cases import case_of_bed
     from biostream.serving.streaming.messages import time_text
     from biostream.serving.streaming.store import Store
 

@@ -71,22 +71,29 @@ class Prediction(BaseModel):
     model: ModelRef
 
 
+EPISODE_CLASS_NOTE = CLASS_NOTE.replace("; null when not above the threshold", "") + (
+    "; advisory: a warning that the rule event of `kind` is likely soon (yellow, never an alarm)")
+
+
 class Episode(BaseModel):
-    start: datetime
-    end: datetime = Field(description="exclusive")
-    alarm_class: AlarmClass = Field(description=CLASS_NOTE)
-    peak_time: datetime
-    peak_score: float
-    signals: list[str] = Field(description="the signals contributing most at the peak")
+    """An episode, the one form every path answers: an alarm (physiological or technical), a technical condition
+    not read from the signals, or an advisory; a stream's adds its bed and acknowledgement (`StreamEpisode`)."""
 
-
-class AdvisoryEpisode(BaseModel):
     start: datetime
-    end: datetime = Field(description="exclusive")
-    kind: str = Field(description="the bedside rule's event it warns of (configs/alarms.yaml: hypotension, ...)")
-    reason: str = Field(description="what turned it on, in words, at its first second")
-    source: str = Field(description="the advisory's source: the candidate the registry chose (metadata: advisory)")
-    signals: list[str] = Field(description="the signals it reads")
+    end: datetime | None = Field(description="exclusive; null while open (a stream's)")
+    alarm_class: Literal["physiological", "technical", "advisory"] = Field(description=EPISODE_CLASS_NOTE)
+    kind: str | None = Field(None, description="an advisory's rule kind: the bedside rule's event it warns of "
+                                               "(configs/alarms.yaml: hypotension, ...); null for an alarm")
+    peak_time: datetime | None = Field(None, description="an alarm's highest score (null for an advisory)")
+    peak_score: float | None = None
+    signals: list[str] = Field(description="an alarm's: the signals contributing most at the peak; an advisory's: "
+                                           "the signals it reads")
+    reason: str | None = Field(None, description="a technical condition not read from the signals, in words: 'no "
+                                                 "valid data from this bed: ...' (the service refuses its data); an "
+                                                 "advisory's: what turned it on, at its first second ('MAP falling: "
+                                                 "71 mmHg, ...')")
+    source: str | None = Field(None, description="an advisory's source: the candidate the registry chose "
+                                                 "(metadata: advisory)")
 
 
 class ConditionEpisode(BaseModel):
@@ -111,8 +118,8 @@ class SeriesResult(BaseModel):
                                                "condition, by start (" + CONDITIONS_NOTE + ")")
     advisory: list[bool] = Field(default_factory=list, description="per second, whether an advisory is on (" +
                                  ADVISORY_NOTE + "); empty when the model serves none")
-    advisories: list[AdvisoryEpisode] = Field(default_factory=list, description="advisory episodes, by start: "
-                                              "made as alarm episodes are (the refractory period merges them)")
+    advisories: list[Episode] = Field(default_factory=list, description="advisory episodes (class advisory), by "
+                                      "start: made as alarm episodes are (the refractory period merges them)")
     alarm_policy: dict[str, int]
     model: ModelRef
 

@@ -1,10 +1,8 @@
 """What the service answers, without BentoML: `Scorer` answers `predict`, `score_series`, `explain` and
 `metadata` from a `ModelBundle` and its `ServingSpec`. Plain Python, tested without a server.
 
-Every answer carries the class of an alarm (physiological or technical) and what drives the score: where a
-bedside rule of the bundle's floor drives it, the alarm names the rule's signals; otherwise the detector's own
-explanation, unless the detector says it is too slow to serve (`top_signals_method = "occlusion"`): then
-`occlusion_contributions` (~1 ms a window).
+Every answer is `biostream.models.answer`'s (the score, the class of an alarm, what drives it, the technical
+conditions, the served advisory): the scorer puts it into the API's shapes.
 """
 
 from __future__ import annotations
@@ -17,15 +15,14 @@ import numpy as np
 import pandas as pd
 
 from biostream.data.labels import find_runs
-from biostream.data.schema import PHYSIOLOGICAL, TECHNICAL
-from biostream.features.compute import feature_signal_weights
+from biostream.data.schema import ADVISORY, PHYSIOLOGICAL, TECHNICAL
 from biostream.features.windows import recording_windows
 from biostream.models.alarms import alarm_episodes, class_alarms
-from biostream.models.bundle import Explanation, ModelBundle, top_signals
+from biostream.models.answer import Answerer
+from biostream.models.bundle import Explanation, ModelBundle
 from biostream.models.conditions import LEARNING, NO_SIGNAL, Conditions, series_conditions
 from biostream.models.floor import Outputs
 from biostream.serving.schemas import (
-    AdvisoryEpisode,
     ConditionEpisode,
     Episode,
     ExplainResult,
@@ -35,11 +32,6 @@ from biostream.serving.schemas import (
     SeriesResult,
 )
 from biostream.serving.spec import ServingSpec
-
-
-def alarm_classes(above: np.ndarray, technical: np.ndarray) -> list[str | None]:
-    """Per row, the class of an above-threshold second, None otherwise."""
-    return [(TECHNICAL if t else PHYSIOLOGICAL) if a else None for a, t in zip(above, technical, strict=True)]
 
 
 def safety_of(bundle: ModelBundle) -> dict[str, Any]:
@@ -71,20 +63,6 @@ TOP_SIGNALS_METHODS = {  # BaseDetector.top_signals_method -> what `metadata` sa
 # --------------------------------------------------------------------------------------------------
 
 
-def occlusion_contributions(bundle: ModelBundle, view: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """(n, S) per-signal contributions of a feature-reading model by occlusion: each window's score minus its
-    score with one signal's features at their training median (0 after robust scaling; what the model sees
-    when that signal is missing). One batched model call of n x S rows: ~1 ms for one window of the
-    One-Class SVM, against ~60 ms for its kernel SHAP."""
-    signals = list(bundle.pipeline.signals)
-    uses = feature_signal_weights(signals) > 0  # (F, S): the features computed from each signal
-    occluded = np.repeat(view[:, None, :], len(signals), axis=1)  # (n, S, F)
-    for j in range(len(signals)):
-        occluded[:, j, uses[:, j]] = 0.0
-    rescored = bundle.detector.decision_function(occluded.reshape(-1, view.shape[1])).reshape(len(view), -1)
-    return scores[:, None] - rescored
-
-
 class Scorer:
     """A loaded bundle with its spec: the service's whole behaviour."""
 
@@ -95,6 +73,7 @@ class Scorer:
         self.bundle = bundle
         self.spec = spec
         self.model = ModelRef(name=spec.model_name, version=spec.model_version, alias=spec.model_alias)
+        self.answerer = Answerer(bundle, spec.signals, spec.top_signals, spec.advisor)
 
     @property
     def threshold(self) -> float:
@@ -105,52 +84,22 @@ class Scorer:
         if not windows:
             return []
         x = np.stack([w.array for w in windows])
-        out, view, learned = self.bundle.outputs_and_view(x)  # the view built once: score and name the signals
-        alarm = out.score > self.threshold
+        answer = self.answerer(x)  # the view built once: score and name the signals
+        alarm = answer.alarm
         top: list[list[str]] = [[] for _ in windows]
         if alarm.any():
             idx = np.flatnonzero(alarm)
-            for i, names in zip(idx, self.top_signals(x[idx], view[idx], learned[idx], out.rule_driven[idx]),
-                                strict=True):
+            for i, names in zip(idx, self.answerer.drivers(x[idx], answer, idx), strict=True):
                 top[i] = names
-        classes = alarm_classes(alarm, out.technical)
-        conditions = self.bundle.conditions(x).messages(self.spec.signals)
+        advisory, reasons = self.answerer.advice(x, answer)
         # validated already (the windows, the model's finite scores): constructed without validating again,
         # which took ~8 % of a busy service's time holding the GIL
         threshold = self.threshold
-        advisory, reasons = self.advisories(x)
         return [Prediction.model_construct(patient_id=w.patient_id, time=w.time, score=float(s), alarm=bool(a),
                                            alarm_class=c, threshold=threshold, top_signals=t, conditions=k,
                                            advisory=v, advisory_reason=r, model=self.model)
-                for w, s, a, c, t, k, v, r in zip(windows, out.score, alarm, classes, top, conditions, advisory,
-                                                  reasons, strict=True)]
-
-    def advisories(self, x: np.ndarray) -> tuple[list[bool | None], list[str | None]]:
-        """The served advisory of each window's last second (n, S, T), with its reason (None: none served)."""
-        advisor = self.spec.advisor
-        if advisor is None:
-            return [None] * len(x), [None] * len(x)
-        return advisor.windows(x, self.spec.signals)
-
-    def top_signals(self, windows: np.ndarray, view: np.ndarray, learned: np.ndarray,
-                    rule_driven: np.ndarray) -> list[list[str]]:
-        """The signals behind each row's score: a bedside rule's signals where the rules drive it, else those the
-        detector says contribute most (`top_signals_method`)."""
-        out: list[list[str]] = [[] for _ in range(len(view))]
-        by_rules = np.flatnonzero(rule_driven)
-        for i, names in zip(by_rules, self.bundle.rule_signals(windows[by_rules]), strict=True):
-            out[i] = names[: self.spec.top_signals]
-        by_model = np.flatnonzero(~rule_driven)
-        if len(by_model):
-            v, s = view[by_model], learned[by_model]
-            if self.bundle.detector.top_signals_method == "occlusion":
-                names = top_signals(occlusion_contributions(self.bundle, v, s), self.spec.signals,
-                                    self.spec.top_signals)
-            else:
-                names = self.bundle.explain_view(v).top_signals(self.spec.top_signals)
-            for i, n in zip(by_model, names, strict=True):
-                out[i] = n
-        return out
+                for w, s, a, c, t, k, v, r in zip(windows, answer.score, alarm, answer.classes, top,
+                                                  answer.conditions, advisory, reasons, strict=True)]
 
     def series_outputs(self, values: np.ndarray, chunk: int = 512) -> Outputs:
         """Outputs of the windows ending at every second of a recording (S, T), NaN before it starts (as the
@@ -176,8 +125,7 @@ class Scorer:
                 a, b = int(ep.start_s), int(ep.end_s)
                 peak = a + int(np.argmax(scores[a:b]))
                 window = recording_windows(values.T, self.spec.window_s, np.array([peak]))
-                o, view, learned = self.bundle.outputs_and_view(window)
-                names = self.top_signals(window, view, learned, o.rule_driven)[0]
+                names = self.answerer.drivers(window, self.answerer(window))[0]
                 episodes.append(Episode(start=series.start + timedelta(seconds=a),
                                         end=series.start + timedelta(seconds=b), alarm_class=cls,
                                         peak_time=series.start + timedelta(seconds=peak),
@@ -194,7 +142,7 @@ class Scorer:
                             advisory=advisory, advisories=advisories, alarm_policy=self.bundle.policy.to_dict(),
                             model=self.model)
 
-    def series_advisories(self, values: np.ndarray, start: datetime) -> tuple[list[bool], list[AdvisoryEpisode]]:
+    def series_advisories(self, values: np.ndarray, start: datetime) -> tuple[list[bool], list[Episode]]:
         """The served advisory of every second of a recording (S, T), and its episodes ([], [] when none is
         served)."""
         advisor = self.spec.advisor
@@ -203,8 +151,8 @@ class Scorer:
         advice = advisor.series(values, self.spec.signals)
         at = [(start + timedelta(seconds=int(e.start_s)), start + timedelta(seconds=int(e.end_s)))
               for e in advice.episodes.itertuples()]
-        return advice.on.tolist(), [AdvisoryEpisode(start=a, end=b, kind=e.kind, reason=e.reason, source=advisor.name,
-                                                    signals=e.signals)
+        return advice.on.tolist(), [Episode(start=a, end=b, alarm_class=ADVISORY, kind=e.kind, reason=e.reason,
+                                            source=advisor.name, signals=e.signals)
                                     for (a, b), e in zip(at, advice.episodes.itertuples(), strict=True)]
 
     def condition_episodes(self, values: np.ndarray, start: datetime) -> list[ConditionEpisode]:
@@ -229,21 +177,20 @@ class Scorer:
         """What drives a window's score: where a bedside rule of the floor sets it, the rules' score per signal;
         otherwise the detector's own explanation (`explain_method`)."""
         x = window.array[None]
-        out, view, _ = self.bundle.outputs_and_view(x)
-        score = float(out.score[0])
-        above = score > self.threshold
-        rules = self.bundle.combination.rules if out.rule_driven[0] else None
+        answer = self.answerer(x)
+        score, above = float(answer.score[0]), bool(answer.alarm[0])
+        rules = self.bundle.combination.rules if answer.rule_driven[0] else None
         if rules is not None:
             exp = Explanation(pd.DataFrame(rules.explain(x[..., -rules.reads_last_s:]), columns=list(rules.signals)),
                               None)
             method, top = f"the bedside rules of the floor set this score: {rules.describe_explanation()}", \
                 self.bundle.rule_signals(x)[0][: self.spec.top_signals]
         else:
-            exp = self.bundle.explain_view(view)
+            exp = self.bundle.explain_view(answer.view)
             method, top = self.bundle.detector.describe_explanation(), exp.top_signals(self.spec.top_signals)[0]
         features = None if exp.features is None else {k: float(v) for k, v in exp.features.iloc[0].items()}
         return ExplainResult(patient_id=window.patient_id, time=window.time, score=score, threshold=self.threshold,
-                             alarm=above, alarm_class=alarm_classes(np.array([above]), out.technical)[0],
+                             alarm=above, alarm_class=answer.classes[0],
                              driver="model" if rules is None else "rules", method=method,
                              signals={k: float(v) for k, v in exp.signals.iloc[0].items()}, features=features,
                              top_signals=top, model=self.model)

@@ -27,8 +27,8 @@ from biostream.core.mlflow_store import setup_tracking
 from biostream.core.params import Params
 from biostream.features import windows_at
 from biostream.features.table import FeatureSet, Part
-from biostream.models.advisory import Advisories
 from biostream.models.bundle import ModelBundle
+from biostream.models.candidates import Advisories
 from biostream.models.detectors.clinical import ClinicalThresholdDetector
 from biostream.models.metrics import second_labels
 from biostream.models.objective import Objective

@@ -18,7 +18,7 @@ from biostream.core.config import load_alarm_rules, load_signals
 from biostream.core.io import write_json
 from biostream.core.mlflow_store import setup_tracking
 from biostream.core.params import Params
-from biostream.models.advisory import Advisories
+from biostream.models.candidates import Advisories
 from biostream.stages import StageError, help_of
 
 log = logging.getLogger("biostream")

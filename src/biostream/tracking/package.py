@@ -22,8 +22,8 @@ import yaml
 from biostream.core.config import AlarmRule, SignalCatalog, load_yaml
 from biostream.core.runtime import quiet_env
 from biostream.models.advisor import Advisor
-from biostream.models.advisory import Advisories
 from biostream.models.bundle import ModelBundle
+from biostream.models.candidates import Advisories
 from biostream.serving.spec import BENTO_MODEL, MLFLOW_MODEL_DIR, SPEC_KEY, ServeParams, ServingSpec, bundle_dir
 from biostream.serving.streaming.params import StreamParams
 from biostream.tracking.registry import CHAMPION

@@ -100,7 +100,7 @@ class BaseDetector(BaseEstimator):
     # what `explain` returns, in words (the service's metadata and explain answers)
     explain_method: ClassVar[str] = ""
     # how a served alarm names its signals when not by `explain` (None: by `explain`; "occlusion": by
-    # `biostream.serving.scorer.occlusion_contributions`, for a model whose own explanation is too slow to serve)
+    # `biostream.models.answer.occlusion_contributions`, for a model whose own explanation is too slow to serve)
     top_signals_method: ClassVar[str | None] = None
     # True: hyperparameters come from its Optuna study (`tune@<name>`); False: from the configs
     tunable: ClassVar[bool] = True

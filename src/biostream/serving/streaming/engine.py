@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import sqlalchemy as sa
 
+from biostream.models.answer import Answer
 from biostream.serving.scorer import Scorer
 from biostream.serving.streaming.answers import (
     BedAnswer,
@@ -312,31 +313,23 @@ class StreamEngine:
         return [plan.answer for plan in plans], self._writes(plans, windows, seconds, now)
 
     def _outputs(self, windows: Windows) -> _Outputs:
-        """The model's outputs for the windows, SCORE_CHUNK windows at a time: a message's memory is its values
-        and a few numbers a second, never its windows (W seconds of every signal a second: ~115 kB)."""
-        if not windows.n:
-            empty = np.empty(0)
-            return _Outputs([], [], [], empty, empty, [], {})
-        parts, conditions, advised = [], [], []
+        """The answers of the windows (`biostream.models.answer`), SCORE_CHUNK windows at a time: a message's memory
+        is its values and a few numbers a second, never its windows (W seconds of every signal a second: ~115 kB)."""
+        parts = []
         for a in range(0, windows.n, SCORE_CHUNK):
             b = min(a + SCORE_CHUNK, windows.n)
             x = windows.get(a, b)
             lo, hi = np.searchsorted(windows.last_rows, [a, b])
             for r in windows.last_rows[lo:hi].tolist():  # a bed's new history: the window of its newest second
                 windows.newest_windows[r] = x[r - a].copy()
-            o, _, learned = self.scorer.bundle.outputs_and_view(x)
-            parts.append((o, learned))
-            conditions += self.scorer.bundle.conditions(x).messages(self.signals)
-            if self.advisor is not None:  # the advisory of each window's last second, from the window alone
-                advised.append(self.advisor.last(x, self.signals))
-        fired = np.concatenate([o.rules for o, _ in parts]) > self.scorer.threshold
-        return _Outputs(
-            score=np.concatenate([o.score for o, _ in parts]).tolist(),
-            technical=np.concatenate([o.technical for o, _ in parts]).tolist(), fired=fired.tolist(),
-            learned=np.concatenate([learned for _, learned in parts]),
-            rule_driven=np.concatenate([o.rule_driven for o, _ in parts]), conditions=conditions,
-            advisory={k: np.nan_to_num(np.concatenate([p[k] for p in advised]), nan=-np.inf).tolist()
-                      for k in self.advisory_signals})
+            parts.append(self.scorer.answerer(x, keep_view=False))
+        answer = Answer.concat(parts) if parts else None
+        if answer is None:
+            return _Outputs([], [], [], [], {k: [] for k in self.advisory_signals}, None)
+        return _Outputs(score=answer.score.tolist(), technical=answer.technical.tolist(), fired=answer.fired.tolist(),
+                        conditions=answer.conditions,
+                        advisory={k: np.nan_to_num(answer.advisory[k], nan=-np.inf).tolist()
+                                  for k in self.advisory_signals}, answer=answer)
 
     def _step(self, plans: list[Plan], windows: Windows, out: _Outputs,
               now: float) -> tuple[list[list], list[_Named]]:
@@ -405,7 +398,7 @@ class StreamEngine:
         for a in range(0, len(named), SCORE_CHUNK):
             idx = np.asarray([n.row for n in named[a:a + SCORE_CHUNK]])
             x = windows.rows(idx)
-            names += self.scorer.top_signals(x, self.scorer.bundle.view(x), out.learned[idx], out.rule_driven[idx])
+            names += self.scorer.answerer.drivers(x, out.answer, idx)
         for item, n in zip(named, names, strict=True):
             if item.said is not None:
                 item.said["top_signals"] = n
@@ -535,15 +528,14 @@ class Writes(NamedTuple):
 
 
 class _Outputs(NamedTuple):
-    """The model's outputs for a batch's windows, row by row."""
+    """The answers of a batch's windows, row by row as lists (what the per-second loop reads)."""
 
     score: list[float]
     technical: list[bool]
     fired: list[bool]  # a rule of the floor fires
-    learned: np.ndarray
-    rule_driven: np.ndarray
     conditions: list
     advisory: dict[str, list[float]]  # per rule kind the served advisory's score (-inf: cannot judge)
+    answer: Answer | None  # the same, as arrays (None: no window)
 
 
 class _Named(NamedTuple):

@@ -160,9 +160,10 @@ class StreamEndpoints:
     @_threaded
     def report(self, call: Call) -> tuple[int, Any]:
         """GET /beds/<bed>/report: a bed's case report."""
-        from biostream.reporting.case import FORMATS, case_of_bed, render
+        from biostream.reporting.case import FORMATS, render
         from biostream.serving import board
         from biostream.serving.asgi import Document
+        from biostream.serving.streaming.cases import case_of_bed
 
         store = self.engine.store
         try:

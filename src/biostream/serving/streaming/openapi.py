@@ -12,7 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from biostream.serving.board import ALARM_FILTERS, SORTS, STATES
-from biostream.serving.schemas import ADVISORY_NOTE, B64_F32, CLASS_NOTE, CONDITIONS_NOTE, AlarmClass, ModelRef
+from biostream.serving.schemas import (
+    ADVISORY_NOTE,
+    B64_F32,
+    CLASS_NOTE,
+    CONDITIONS_NOTE,
+    AlarmClass,
+    Episode,
+    ModelRef,
+)
 from biostream.serving.spec import ServingSpec
 from biostream.serving.streaming.messages import BED_FORM, BED_ID, LAST_SECOND
 
@@ -72,28 +80,15 @@ class StreamSecond(BaseModel):
     advisory: bool = Field(False, description="the served advisory is on at this second (" + ADVISORY_NOTE + ")")
 
 
-EPISODE_CLASS_NOTE = CLASS_NOTE.replace("; null when not above the threshold", "") + (
-    "; advisory: a warning that the rule event of `kind` is likely soon (yellow, never an alarm)")
+class StreamEpisode(Episode):
+    """A bed's episode as the stream store keeps it (`answers.episode_answer`, the one reader of its rows)."""
 
-
-class StreamEpisode(BaseModel):
     bed: str
-    start: datetime
-    end: datetime | None = Field(description="exclusive; null while open")
     open: bool
-    alarm_class: Literal["physiological", "technical", "advisory"] = Field(description=EPISODE_CLASS_NOTE)
-    kind: str | None = Field(None, description="an advisory's rule kind (hypotension, ...); null for an alarm or "
-                                               "a technical condition")
-    peak_time: datetime | None
-    peak_score: float | None
-    signals: list[str]
     acknowledged_at: datetime | None = Field(None, description="when a clinician acknowledged it (null: not yet)")
     acknowledged_by: str | None = Field(None, description="the key id that acknowledged it")
     model_version: str | None = Field(None, description="the registered version of the model that opened it (null: "
                                                         "stored before versions were kept)")
-    reason: str | None = Field(None, description="a technical condition not read from the signals, in words: 'no "
-                                                 "valid data from this bed: ...' (the service refuses its data); an "
-                                                 "advisory's: what turned it on ('MAP falling: 71 mmHg, ...')")
     realarmed_at: datetime | None = Field(None, description="when an acknowledgement of it stopped holding: it "
                                                             "lapsed (stream.ack_silence_s) or the patient worsened")
     realarm_why: Literal["lapsed", "worsened"] | None = None
