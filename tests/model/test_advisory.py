@@ -172,6 +172,9 @@ def test_a_learned_advisory_serves_only_where_it_beats_the_best_baseline_beyond_
     }}
     chosen = choose_advisory("real", metrics, {"false_per_hour": 0.3, "time_under_advisory": 0.1})
     assert chosen["source"] == "map_extrapolated" and chosen["type"] == "extrapolated"
+    # the rates the service's monitoring compares the live advisory with: the chosen source's
+    assert chosen["rates"] == {"advisory_episodes_per_hour": None, "false_per_hour": 0.19,
+                               "time_under_advisory": 0.05} == chosen["baseline_rates"]
     why = chosen["why"]
     assert why.startswith("no learned model beats the best baseline on real")
     for part in ("iforest's bootstrap interval", "ocsvm is over the budget", "lstm_ae warns no more new-onset"):
@@ -179,6 +182,18 @@ def test_a_learned_advisory_serves_only_where_it_beats_the_best_baseline_beyond_
     metrics["candidates"]["iforest"] = _cand("learned", 8, 0.2, [0.05, 0.4, 0.6])
     chosen = choose_advisory("real", metrics, {"false_per_hour": 0.3, "time_under_advisory": 0.1})
     assert chosen["source"] == "iforest" and chosen["type"] == "learned" and "+0.05 to +0.60" in chosen["why"]
+    assert chosen["rates"]["false_per_hour"] == 0.2 and chosen["baseline_rates"]["false_per_hour"] == 0.19
+    # the service serves a learned choice by its baseline, with the baseline's rate (tracking.package)
+    from biostream.core.config import Configs
+    from biostream.models.candidates import Advisories
+    from biostream.tracking.package import served_advisor
+
+    configs = Configs.load(ROOT / "configs/signals.yaml", ROOT / "configs/alarms.yaml")
+    config = Advisories.load(ROOT / "configs/advisories.yaml", configs.rules)
+    chosen["baseline_rates"]["advisory_episodes_per_hour"] = 0.61
+    served = served_advisor(chosen, config, configs.rules, configs.signals, configs.signals.keys)
+    assert served.name == "map_extrapolated" and served.episodes_per_hour == 0.61
+    assert served.describe()["episodes_per_hour"] == 0.61 and "its baseline map_extrapolated" in served.why
 
 
 def test_what_comes_before_a_real_hypotension_is_measured_for_the_synthetic_world_to_match(configs, config, real):

@@ -130,3 +130,45 @@ def test_a_bundle_keeps_its_reference(alarming, reference, tmp_path):
     bundle.save(tmp_path / "bundle")
     assert ModelBundle.load(tmp_path / "bundle").reference == reference
     assert Reference.from_dict(reference.to_dict()) == reference
+
+
+def test_the_advisory_rate_is_judged_against_the_real_recordings_rate_where_the_registry_chose_it(
+        alarming, configs, reference, tmp_path):
+    """A bed whose MAP dips to 70 for a minute every 5 min opens an advisory (MAP < 73) each time: 12 an hour. Against
+    the served advisory's rate on the real recordings (0.9 an hour, 3 x is 2.7) that is an alert naming it; with a
+    rate of 5 an hour, or no rate known (a bento packaged before it was kept), none."""
+    import dataclasses
+
+    from biostream.models.advisor import Advisor
+    from biostream.models.candidates import Advisories
+    from biostream.serving import Scorer
+    from tests.conftest import ROOT
+
+    base, _, values = alarming
+    config = Advisories.load(ROOT / "configs/advisories.yaml", configs.rules)
+    adv = Advisor.build(config, "map_below_73", configs.rules, configs.signals, base.spec.signals, "a test", "real",
+                        episodes_per_hour=0.9)
+    scorer = Scorer(base.bundle, dataclasses.replace(base.spec, advisory=adv.to_dict()))
+    assert scorer.spec.advisor.episodes_per_hour == 0.9
+    n = 1200
+    x = np.tile(values[:, :1], (1, n))  # one calm second held: no alarm
+    j = list(scorer.spec.signals).index("map")
+    x[j] = 80.0
+    for a in range(0, n, 300):
+        x[j, a + 200:a + 260] = 70.0
+    store = Store(sqlite_url(tmp_path / "streams.db"))
+    engine = StreamEngine(scorer, store, params(store.url))
+    for a in range(0, n, 100):
+        engine.ingest([Chunk("bed-adv", START + a, x[:, a:a + 100].copy())], now=float(START + a))
+    limits = limits_of(scorer.bundle)
+    state = check(store, reference, scorer.spec.signals, limits, DEFAULT_MONITOR, START + n, START,
+                  advisory_per_hour=0.9)
+    assert state["episodes_opened"]["advisory"] == 4 and state["alarms_per_bed_hour"]["advisory"] == 12.0
+    assert state["reference_alarms_per_bed_hour"]["advisory"] == 0.9
+    alert = [a for a in state["alerts"] if a["check"] == "alarm_rate:advisory"]
+    assert alert and alert[0]["message"].startswith("12.0 advisory episodes per bed-hour, over 3 x the real "
+                                                    "recordings' (where the registry chose it) 0.90"), state["alerts"]
+    for expected in (5.0, None):
+        state = check(store, reference, scorer.spec.signals, limits, DEFAULT_MONITOR, START + n, START,
+                      advisory_per_hour=expected)
+        assert not [a for a in state["alerts"] if a["check"] == "alarm_rate:advisory"], state["alerts"]

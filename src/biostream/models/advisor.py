@@ -79,10 +79,11 @@ class Advisor:
     labels: dict[str, Label]  # per signal a rule reads
     why: str  # the registry's reason for this source
     decided_on: str  # the source the registry decided on (real recordings)
+    episodes_per_hour: float | None = None  # its advisory episodes per patient-hour there (monitoring's reference)
 
     @classmethod
     def build(cls, config: Advisories, name: str, rules: tuple[AlarmRule, ...], catalog: SignalCatalog,
-              signals: tuple[str, ...], why: str, decided_on: str) -> Advisor:
+              signals: tuple[str, ...], why: str, decided_on: str, episodes_per_hour: float | None = None) -> Advisor:
         """The advisor of candidate `name` for a model reading `signals` (kinds whose signal it does not read are
         left out: `metadata` names them)."""
         candidate = config.candidate(name)
@@ -90,7 +91,7 @@ class Advisor:
         covered = tuple(r for r in rules if r.kind in kinds and r.signal in signals)
         labels = {r.signal: Label(catalog[r.signal].label, catalog[r.signal].unit, catalog[r.signal].decimals)
                   for r in covered}
-        return cls(candidate, covered, config.episodes.policy, labels, why, decided_on)
+        return cls(candidate, covered, config.episodes.policy, labels, why, decided_on, episodes_per_hour)
 
     @property
     def name(self) -> str:
@@ -112,19 +113,20 @@ class Advisor:
         return {"candidate": _CANDIDATE.dump_python(self.candidate, mode="json"),
                 "rules": [asdict(r) for r in self.rules], "policy": asdict(self.policy),
                 "labels": {k: asdict(v) for k, v in self.labels.items()}, "why": self.why,
-                "decided_on": self.decided_on}
+                "decided_on": self.decided_on, "episodes_per_hour": self.episodes_per_hour}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Advisor:
         return cls(_CANDIDATE.validate_json(json.dumps(d["candidate"])), tuple(AlarmRule(**r) for r in d["rules"]),
                    AlarmPolicy(**d["policy"]), {k: Label(**v) for k, v in d["labels"].items()}, d["why"],
-                   d["decided_on"])
+                   d["decided_on"], d.get("episodes_per_hour"))  # none in a bento packaged before it was kept
 
     def describe(self) -> dict[str, Any]:
         """What `metadata` says of it."""
         return {"source": self.name, "type": self.candidate.type, "reference": self.candidate.source,
                 "kinds": [r.kind for r in self.rules], "signals": sorted({r.signal for r in self.rules}),
                 "reads_s": self.reads_s, "why": self.why, "decided_on": self.decided_on,
+                "episodes_per_hour": self.episodes_per_hour,
                 "note": "an advisory warns that a bedside rule's event is likely soon; it never delays, replaces "
                         "or silences an alarm"}
 

@@ -247,6 +247,9 @@ def bootstrap(judged: Mapping[str, Judged], reference: str, resamples: int, seed
     return out
 
 
+RATES = ("advisory_episodes_per_hour", "false_per_hour", "time_under_advisory")  # a chosen source's, kept with it
+
+
 def choose_reference(summaries: Mapping[str, Mapping[str, Any]], ev: Evaluation) -> str:
     """The baseline that warns the most new-onset events within the advisory budget (then the most events, then the
     fewest false); the one with the fewest false advisory episodes when none is within it."""
@@ -262,7 +265,8 @@ def choose_advisory(source: str, metrics: Mapping[str, Any], budget: Mapping[str
     reference baseline (the one warning the most new-onset events within the advisory budget), unless a learned
     candidate is within the budget (false advisory episodes per hour, time under advisory), warns more new-onset
     events and its patient-bootstrap interval of the difference in new-onset events warned excludes 0. The reason
-    says which and why, with the figures."""
+    says which and why, with the figures; `rates` (and `baseline_rates`): its advisory episodes and false ones per
+    patient-hour and its time under advisory there, what the service's monitoring compares the live rate with."""
     ref_name = metrics["reference"]
     cands = metrics["candidates"]
     ref = cands[ref_name]["all"]
@@ -292,16 +296,20 @@ def choose_advisory(source: str, metrics: Mapping[str, Any], budget: Mapping[str
                             f"({'none' if ci is None else f'{ci[0]:+.2f} to {ci[2]:+.2f}'})")
         else:
             wins.append(name)
+    def rates(name: str) -> dict[str, float | None]:  # what the service's monitoring compares the live rate with
+        return {k: cands[name]["all"].get(k) for k in RATES}
+
     if wins:
         best = max(wins, key=lambda n: (cands[n]["all"]["new_onset_warned"], -cands[n]["all"]["false_per_hour"]))
         ci = cands[best]["vs_reference"]["new_onset_warned_share"]
         why = (f"the learned {best} beats the best baseline on {source}: {figures(best)}; against {figures(ref_name)}; "
                f"difference in new-onset events warned {ci[0]:+.2f} to {ci[2]:+.2f} (95% patient bootstrap)")
-        return {"source": best, "type": "learned", "decided_on": source, "why": why, "baseline": ref_name}
+        return {"source": best, "type": "learned", "decided_on": source, "why": why, "baseline": ref_name,
+                "rates": rates(best), "baseline_rates": rates(ref_name)}
     why = (f"no learned model beats the best baseline on {source}, so the baseline advises: {figures(ref_name)}. "
            + ("; ".join(verdicts) + "." if verdicts else "No learned candidate was evaluated."))
     return {"source": ref_name, "type": cands[ref_name]["type"], "decided_on": source, "why": why,
-            "baseline": ref_name}
+            "baseline": ref_name, "rates": rates(ref_name), "baseline_rates": rates(ref_name)}
 
 
 def figure(v: float | None, spec: str = ".2f") -> str:

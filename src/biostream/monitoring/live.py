@@ -50,8 +50,11 @@ def gaps(times: np.ndarray) -> np.ndarray:
 
 
 def check(store: Any, reference: Reference, signals: Sequence[str], limits: Sequence[Any], params: MonitorParams,
-          until: int, since: int | None = None, model: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The period [since, until) (default: the last `params.period_s`) of the store against `reference`."""
+          until: int, since: int | None = None, model: dict[str, Any] | None = None,
+          advisory_per_hour: float | None = None) -> dict[str, Any]:
+    """The period [since, until) (default: the last `params.period_s`) of the store against `reference`, and the
+    served advisory's episodes per bed-hour against its rate where the registry chose it (`advisory_per_hour`: the
+    real recordings' advisory episodes per patient-hour; None: no advisory served, or none known)."""
     since = until - params.period_s if since is None else since
     beds = sorted(store.beds_with_seconds(since, until))
     sampled = len(beds) > params.max_beds
@@ -110,21 +113,26 @@ def check(store: Any, reference: Reference, signals: Sequence[str], limits: Sequ
                                                                f"monitored seconds (training: "
                                                                f"{100 * ref.missing:.0f}%)"})
     rates = {c: (n / bed_hours if bed_hours else None) for c, n in opened.items()}
+    expected = dict(reference.alarms_per_hour)
+    if advisory_per_hour is not None:
+        expected[ADVISORY] = advisory_per_hour
     for c, rate in rates.items():
-        ref_rate = reference.alarms_per_hour.get(c)
+        ref_rate = expected.get(c)
         if (enough and rate is not None and ref_rate is not None and rate >= 1.0
                 and rate > params.alarm_rate_factor * ref_rate):
-            alerts.append({"check": f"alarm_rate:{c}", "message": f"{rate:.1f} {c} alarm episodes per bed-hour, over "
-                                                                  f"{params.alarm_rate_factor:g} x validation's "
-                                                                  f"{ref_rate:.2f}"})
+            what, where = ((f"{c} alarm", "validation's") if c != ADVISORY else
+                           ("advisory", "the real recordings' (where the registry chose it)"))
+            alerts.append({"check": f"alarm_rate:{c}", "message": f"{rate:.1f} {what} episodes per bed-hour, over "
+                                                                 f"{params.alarm_rate_factor:g} x {where} "
+                                                                 f"{ref_rate:.2f}"})
     recall = detected / events if events else None
     if recall is not None and recall < params.recall_alert:
         alerts.append({"check": "recall", "message": f"the alarms caught {detected} of {events} bedside-rule "
                                                      f"events (recall {recall:.2f} < {params.recall_alert:g})"})
     return {"period": {"since": _iso(since), "until": _iso(until), "seconds": seconds, "beds": len(beds),
                        "sampled": sampled, "bed_hours": round(bed_hours, 3), "enough_data": enough},
-            "signals": out_signals, "alarms_per_bed_hour": rates, "reference_alarms_per_bed_hour":
-                reference.alarms_per_hour, "episodes_opened": opened,
+            "signals": out_signals, "alarms_per_bed_hour": rates, "reference_alarms_per_bed_hour": expected,
+            "episodes_opened": opened,
             "recall": {"events": events, "detected": detected, "recall": recall},
             "alerts": alerts, "model": model or {}, "reference": reference.made_from, "checked_at": _iso(time.time())}
 
@@ -135,9 +143,11 @@ class Monitor:
 
     def __init__(self, store: Any, reference: Reference, signals: Sequence[str], limits: Sequence[Any],
                  params: MonitorParams, model: dict[str, Any],
-                 publish: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 publish: Callable[[dict[str, Any]], None] | None = None, advisory_per_hour: float | None = None
+                 ) -> None:
         self.store, self.reference, self.signals, self.limits = store, reference, list(signals), list(limits)
         self.params, self.model, self.publish = params, model, publish
+        self.advisory_per_hour = advisory_per_hour
         self._state: dict[str, Any] | None = None
         self._alerting: set[str] = set()
 
@@ -146,7 +156,8 @@ class Monitor:
 
     def run_once(self, now: float | None = None) -> dict[str, Any]:
         until = int(time.time() if now is None else now) + 1
-        state = check(self.store, self.reference, self.signals, self.limits, self.params, until, model=self.model)
+        state = check(self.store, self.reference, self.signals, self.limits, self.params, until, model=self.model,
+                      advisory_per_hour=self.advisory_per_hour)
         for alert in state["alerts"]:
             if alert["check"] not in self._alerting:
                 _log.warning("monitoring alert: %s (%s to %s)", alert["message"], state["period"]["since"],

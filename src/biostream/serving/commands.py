@@ -113,8 +113,10 @@ def monitor(store_url: str, since: str | None, until: str | None, out: Path, par
     start = None if since is None else time_text(since, "--since")
     store = Store(store_url)
     try:
+        advisor = scorer.spec.advisor
         state = check(store, reference, scorer.spec.signals, limits_of(scorer.bundle), params, end, start,
-                      model=scorer.model.model_dump())
+                      model=scorer.model.model_dump(), advisory_per_hour=None if advisor is None else
+                      advisor.episodes_per_hour)
     finally:
         store.dispose()
     out.mkdir(parents=True, exist_ok=True)

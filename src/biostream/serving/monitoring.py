@@ -59,7 +59,9 @@ def start_monitor(store: Any, bundle: Any, spec: Any, params: MonitorParams, mod
     """A Monitor over the service's store, checked every `params.every_s` in a daemon thread (a failed check is
     logged and tried again)."""
     gauges = Gauges()
-    monitor = Monitor(store, bundle.reference, spec.signals, limits_of(bundle), params, model, gauges.publish)
+    expected = None if spec.advisor is None else spec.advisor.episodes_per_hour
+    monitor = Monitor(store, bundle.reference, spec.signals, limits_of(bundle), params, model, gauges.publish,
+                      advisory_per_hour=expected)
 
     def loop() -> None:
         while True:

@@ -62,7 +62,9 @@ def served_advisor(advisory: Mapping[str, Any], config: Advisories, rules: tuple
         why = (f"the registry chose the learned {source}, which this service cannot serve beside the champion's "
                f"detector; its baseline {advisory['baseline']} advises instead. The registry's reason: {why}")
         source = advisory["baseline"]
-    return Advisor.build(config, str(source), rules, catalog, signals, why, str(advisory.get("decided_on", "")))
+    rates = advisory.get("baseline_rates" if advisory.get("type") == "learned" else "rates") or {}
+    return Advisor.build(config, str(source), rules, catalog, signals, why, str(advisory.get("decided_on", "")),
+                         rates.get("advisory_episodes_per_hour"))
 
 
 def package(model_name: str, serve: ServeParams, stream: StreamParams, catalog: SignalCatalog, bentofile: Path,
