@@ -256,7 +256,7 @@ def _second(text: str) -> int:
 def model_floor(scorer, values: np.ndarray) -> float:
     """ms for the champion alone to score one tick's windows (every bed's window ending now), in process, in
     the engine's batches; the best of 3."""
-    from biostream.serving.streaming.engine import SCORE_CHUNK
+    from biostream.serving.streaming.stepping import SCORE_CHUNK
 
     w = scorer.spec.window_s
     x = np.repeat(values[:, :, :1], w, axis=2)

@@ -218,3 +218,16 @@ def test_packages_import_only_the_layers_below_them():
                     if parts[0] == "biostream" and len(parts) > 1 and parts[1] in LAYERS:
                         assert LAYERS.index(parts[1]) <= rank, f"{path.relative_to(PACKAGE_DIR)} imports {name}"
     assert sorted(p.name for p in PACKAGE_DIR.iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(LAYERS)
+
+
+STILL_OVER_400 = {"core/params.py", "sources/synthetic/patient.py"}  # to split (#42; docs/architecture.md)
+
+
+def test_no_module_is_over_400_lines_but_those_still_to_split():
+    """docs/architecture.md: a module over 400 lines is split by what it does; the two still over are named there
+    and here, and this list only shrinks."""
+    from biostream.core.closure import PACKAGE_DIR
+
+    over = {p.relative_to(PACKAGE_DIR).as_posix() for p in PACKAGE_DIR.rglob("*.py")
+            if len(p.read_text().splitlines()) > 400}
+    assert over == STILL_OVER_400, f"over 400 lines: {sorted(over)}"

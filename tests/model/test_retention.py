@@ -21,7 +21,8 @@ from biostream.serving.database.retention import DAY, Retention, partition_name,
 from biostream.serving.security import cli
 from biostream.serving.security.keys import KeyStore, Verifier
 from biostream.serving.streaming.engine import Chunk
-from biostream.serving.streaming.store import EPISODES, Store, sqlite_url
+from biostream.serving.streaming.store import Store, sqlite_url
+from biostream.serving.streaming.tables import EPISODES
 from tests.model.test_stream_replays import engines, stored_seconds
 from tests.model.test_streams import START
 from tests.pipeline.conftest import PG, scratch_database

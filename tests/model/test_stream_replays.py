@@ -13,7 +13,8 @@ import pytest
 
 from biostream.serving.streaming.engine import Chunk, StreamEngine
 from biostream.serving.streaming.redis_path import Consumer, publish
-from biostream.serving.streaming.store import SECONDS, Store, sqlite_url
+from biostream.serving.streaming.store import Store, sqlite_url
+from biostream.serving.streaming.tables import SECONDS
 from tests.model.test_stream_redis import redis_prefix  # noqa: F401 (a fixture)
 from tests.model.test_streams import START, params
 from tests.pipeline.conftest import scratch_database

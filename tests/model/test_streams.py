@@ -156,6 +156,36 @@ def test_a_silent_bed_is_closed_and_its_episode_ends(alarming, tmp_path):
     assert len(answers[0].seconds) == 1
 
 
+def test_a_ward_falling_silent_together_is_closed_a_step_at_a_time_longest_silent_first(alarming, tmp_path):
+    """Five beds fall silent (their last messages 1,000-1,004 s); a sweep of step 2 closes the two silent longest,
+    says more wait, and the next sweeps close the rest: never every bed in one transaction. The HTTP sweeper takes
+    every step in one call, letting its lock go between them."""
+    from biostream.serving.streaming.http import StreamEndpoints
+
+    scorer, _, values = alarming
+    url = sqlite_url(tmp_path / "streams.db")
+    engine = StreamEngine(scorer, Store(url), params(url))
+    for i in range(5):
+        engine.ingest([Chunk(f"bed-{i}", START, values[:, :30].copy())], now=1000.0 + i)
+    recording = lambda: sorted(b.bed for b in engine.store.beds() if b.last_second is not None)  # noqa: E731
+    engine.sweep(now=1500.0, step=2)
+    assert recording() == ["bed-2", "bed-3", "bed-4"] and engine.more_silent
+    engine.sweep(now=1500.0, step=2)
+    assert recording() == ["bed-4"] and engine.more_silent
+    engine.sweep(now=1500.0, step=2)
+    assert recording() == [] and not engine.more_silent
+    for i in range(5):  # a new recording each (more than silent_s later)
+        engine.ingest([Chunk(f"bed-{i}", START + 1000, values[:, :30].copy())], now=2000.0)
+    import biostream.serving.streaming.engine as engine_module
+
+    step, engine_module.CLOSE_STEP = engine_module.CLOSE_STEP, 2
+    try:
+        StreamEndpoints(engine).sweep_now(now=2500.0)
+    finally:
+        engine_module.CLOSE_STEP = step
+    assert recording() == [] and not engine.more_silent
+
+
 def test_a_batch_result_is_kept_in_its_commit_until_it_is_published(alarming, tmp_path):
     """The store's outbox (the Redis path publishes from it): a batch's message is written with its seconds, and
     handed out again until a publisher says it is out."""

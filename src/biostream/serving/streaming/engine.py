@@ -9,17 +9,15 @@ message does to a bed (new seconds, gaps, repeats, late values, silence): `Strea
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
-from biostream.models.answer import Answer
 from biostream.serving.scorer import Scorer
 from biostream.serving.streaming.answers import (
     BedAnswer,
@@ -33,12 +31,13 @@ from biostream.serving.streaming.answers import (
 )
 from biostream.serving.streaming.batch import Plan, StateCache, Windows
 from biostream.serving.streaming.params import StreamParams
-from biostream.serving.streaming.policy import BedAlarms, Episode, Step
-from biostream.serving.streaming.store import SECONDS_COLUMNS, BedRow, Store
+from biostream.serving.streaming.policy import BedAlarms
+from biostream.serving.streaming.stepping import SCORE_CHUNK, Stepper  # noqa: F401 (SCORE_CHUNK: the benchmark's)
+from biostream.serving.streaming.store import BedRow, Store
+from biostream.serving.streaming.writes import Writes, batch_writes, state_json
 
 _log = logging.getLogger("biostream")
-TOP_SIGNALS = SECONDS_COLUMNS.index("top_signals")  # its place in a stored second's row
-SCORE_CHUNK = 256  # windows per model call: the detectors' small-batch fast path (the LSTM's ONNX Runtime session)
+CLOSE_STEP = 250  # silent beds closed in one transaction (a sweep); more wait for the next sweep, between batches
 
 
 @dataclass
@@ -80,9 +79,8 @@ class StreamEngine:
         self.window_s = scorer.spec.window_s
         self.model_version = scorer.spec.model_version  # kept with each episode it opens
         self.policy = scorer.bundle.policy
-        # the served advisory (none: a bento packaged without one): stepped per rule kind as alarms are, beside them
-        self.advisor = scorer.spec.advisor
-        self.advisory_signals = {} if self.advisor is None else {r.kind: [r.signal] for r in self.advisor.rules}
+        self.stepper = Stepper(scorer)  # scores new seconds and steps the beds' alarm and advisory states
+        self.advisor, self.advisory_signals = self.stepper.advisor, self.stepper.advisory_signals
         # cached states (the store's version says whether one is current), the least recently used dropped beyond
         # `state_cache_mb`: a process's memory does not grow with every bed it ever saw
         per_bed = len(self.signals) * self.window_s * 8
@@ -90,6 +88,7 @@ class StreamEngine:
         self._empty = np.full((len(self.signals), self.window_s), np.nan)  # a new bed's history (never written)
         self._empty.flags.writeable = False
         self._acks = (params.ack_silence_s, params.ack_worsening)  # how long an acknowledgement holds (the store)
+        self.more_silent = False  # the last sweep left silent beds for the next one (`sweep`'s step)
 
     # ------------------------------------------------------------------------------------------ state
     def _fresh(self) -> BedState:
@@ -306,159 +305,24 @@ class StreamEngine:
     def _score(self, plans: list[Plan], now: float) -> tuple[list[BedAnswer], Writes]:
         """Score the plans' new seconds, step their alarm states, and return the answers and what to write."""
         windows = Windows(plans, self.window_s)
-        out = self._outputs(windows)
-        seconds, named = self._step(plans, windows, out, now)
-        if named:
-            self._name_signals(windows, out, named)
-        return [plan.answer for plan in plans], self._writes(plans, windows, seconds, now)
-
-    def _outputs(self, windows: Windows) -> _Outputs:
-        """The answers of the windows (`biostream.models.answer`), SCORE_CHUNK windows at a time: a message's memory
-        is its values and a few numbers a second, never its windows (W seconds of every signal a second: ~115 kB)."""
-        parts = []
-        for a in range(0, windows.n, SCORE_CHUNK):
-            b = min(a + SCORE_CHUNK, windows.n)
-            x = windows.get(a, b)
-            lo, hi = np.searchsorted(windows.last_rows, [a, b])
-            for r in windows.last_rows[lo:hi].tolist():  # a bed's new history: the window of its newest second
-                windows.newest_windows[r] = x[r - a].copy()
-            parts.append(self.scorer.answerer(x, keep_view=False))
-        answer = Answer.concat(parts) if parts else None
-        if answer is None:
-            return _Outputs([], [], [], [], {k: [] for k in self.advisory_signals}, None)
-        return _Outputs(score=answer.score.tolist(), technical=answer.technical.tolist(), fired=answer.fired.tolist(),
-                        conditions=answer.conditions,
-                        advisory={k: np.nan_to_num(answer.advisory[k], nan=-np.inf).tolist()
-                                  for k in self.advisory_signals}, answer=answer)
-
-    def _step(self, plans: list[Plan], windows: Windows, out: _Outputs,
-              now: float) -> tuple[list[list], list[_Named]]:
-        """Step each bed's alarm state through its new seconds, in order: the stored seconds (rows in the store's
-        column order), the answers' seconds and episodes, and the seconds whose top signals are still to name."""
-        raw, nb = windows.newest().tobytes(), 8 * len(self.signals)  # each row's own second, as stored
-        threshold = self.scorer.threshold
-        seconds: list[list] = []
-        named: list[_Named] = []
-        advised: list[tuple[int, Episode]] = []  # advisory episodes opened: their reason is read from the window
-        row = 0
-        for plan in plans:
-            alarms, answer, advisories = plan.state.alarms, plan.answer, plan.state.advisories
-            for seg in plan.segments:
-                if seg.reset:
-                    for ep in (alarms.reset(), *(a.reset() for a in advisories.values())):
-                        if ep is not None:
-                            plan.touched[ep.start, ep.kind or ""] = ep
-                            answer.closed.append(ep)
-                for t in range(seg.first, seg.first + len(seg.new)):
-                    s, tech = out.score[row], out.technical[row]
-                    above = s > threshold
-                    step: Step = alarms.step(t, s, above, tech, out.fired[row])
-                    if step.closed is not None:
-                        plan.touched[step.closed.start, ""] = step.closed
-                        answer.closed.append(step.closed)
-                    ep = alarms.episode
-                    if ep is not None:
-                        plan.touched[ep.start, ""] = ep
-                    if step.opened is not None:
-                        answer.opened.append(step.opened)
-                    advisory = False
-                    for kind, adv in advisories.items():  # beside the alarm, never instead of it
-                        a = out.advisory[kind][row]
-                        astep = adv.step(t, a, a > 0, False)
-                        if astep.closed is not None:
-                            plan.touched[astep.closed.start, kind] = astep.closed
-                            answer.closed.append(astep.closed)
-                        if adv.episode is not None:
-                            plan.touched[adv.episode.start, kind] = adv.episode
-                        if astep.opened is not None:
-                            astep.opened.kind, astep.opened.signals = kind, self.advisory_signals[kind]
-                            answer.opened.append(astep.opened)
-                            advised.append((row, astep.opened))
-                        advisory |= astep.on
-                    # a stored second, in the order of the store's columns (biostream.serving.streaming.store)
-                    rec = [plan.bed, t, raw[row * nb:(row + 1) * nb], s, above, tech, step.on, None, now]
-                    seconds.append(rec)
-                    said = {"time": iso(t), "score": s, "alarm": step.on,
-                            "alarm_class": ep.alarm_class if step.on and ep is not None else None, "top_signals": [],
-                            "conditions": out.conditions[row], "advisory": advisory}
-                    answer.seconds.append(said)
-                    if step.on or step.peak:
-                        named.append(_Named(row, rec, said if step.on else None, ep if step.peak else None, t))
-                    row += 1
-        if advised:
-            x = windows.rows(np.asarray([r for r, _ in advised]))
-            for w, (_, ep) in zip(x, advised, strict=True):
-                ep.reason = self.advisor.reason_of_window(w, self.signals, [ep.kind])
-        return seconds, named
-
-    def _name_signals(self, windows: Windows, out: _Outputs, named: list[_Named]) -> None:
-        """The top signals of alarming seconds and episode peaks, into their answer, stored row and episode (their
-        windows and the detector's view of them built again, SCORE_CHUNK at a time)."""
-        names: list[list[str]] = []
-        for a in range(0, len(named), SCORE_CHUNK):
-            idx = np.asarray([n.row for n in named[a:a + SCORE_CHUNK]])
-            x = windows.rows(idx)
-            names += self.scorer.answerer.drivers(x, out.answer, idx)
-        for item, n in zip(named, names, strict=True):
-            if item.said is not None:
-                item.said["top_signals"] = n
-                item.rec[TOP_SIGNALS] = json.dumps(n)
-            if item.episode is not None:
-                for peak in (item.episode.peak, item.episode.gap_peak):
-                    if peak is not None and peak.second == item.second:
-                        peak.signals = n
-
-    def _writes(self, plans: list[Plan], windows: Windows, seconds: list[list], now: float) -> Writes:
-        """What the batch writes: the beds' new states, the seconds, the merged late values and the episodes touched;
-        the answers' episodes in their final form."""
-        bed_rows, merged, episodes, ended = [], [], [], []
-        for plan in plans:
-            st = plan.state
-            if st.refused_since is not None and plan.segments[-1].last_row is not None:  # valid data again
-                ended.append((int(now), now, plan.bed, st.refused_since))
-                st.refused_since = None
-            for t, col in plan.merged.items():
-                merged.append({"bed": plan.bed, "second": t, "vals": np.ascontiguousarray(col).tobytes()})
-                plan.answer.merged += 1
-            if plan.touched:
-                episodes.extend(episode_record(plan.bed, ep, now, self.model_version) for ep in plan.touched.values())
-            if plan.answer.opened:
-                plan.answer.opened = [episode_answer(episode_record(plan.bed, e, now, self.model_version))
-                                      for e in plan.answer.opened]
-            if plan.answer.closed:
-                plan.answer.closed = [episode_answer(episode_record(plan.bed, e, now, self.model_version))
-                                      for e in plan.answer.closed]
-            seg = plan.segments[-1]  # its last W seconds: its newest second's window, or (none new) its history
-            st.values = seg.hist if seg.last_row is None else windows.newest_windows.pop(seg.last_row)
-            st.last_second, st.first_second = plan.last_second, plan.first_second
-            bed_rows.append({"bed": plan.bed, "last_second": st.last_second, "last_arrival": now,
-                             "state": self._state_dict(st), "refused_since": st.refused_since})
-        return Writes(bed_rows, seconds, merged, episodes, ended)
-
-    @staticmethod
-    def _state_dict(st: BedState) -> str:
-        """The bed's state as the store keeps it (JSON); written for every bed of every batch, so the usual
-        case, no open episode, is formatted by hand (json.dumps: ~6 us a bed)."""
-        alarms, advisories = st.alarms, st.advisories
-        if alarms.episode is None and all(a.episode is None for a in advisories.values()):
-            first = "null" if st.first_second is None else str(int(st.first_second))
-            quiet = ", ".join(f'"{k}": {{"recent": [{", ".join(map(str, a.recent))}], "episode": null}}'
-                              for k, a in advisories.items())
-            return (f'{{"first_second": {first}, "alarms": {{"recent": [{", ".join(map(str, alarms.recent))}], '
-                    f'"episode": null}}, "advisories": {{{quiet}}}}}')
-        return json.dumps({"first_second": st.first_second, "alarms": alarms.to_dict(),
-                           "advisories": {k: a.to_dict() for k, a in advisories.items()}})
+        seconds = self.stepper.step(plans, windows, now)
+        return [plan.answer for plan in plans], batch_writes(plans, windows, seconds, now, self.model_version)
 
     # ------------------------------------------------------------------------------------------ silence
-    def sweep(self, now: float | None = None, outgoing: Outgoing | None = None) -> list[dict[str, Any]]:
-        """Close the beds silent for `silent_s` (wall clock): their open episodes end, their next message starts a
-        new recording; and end the conditions "no valid data" no refusal has renewed for as long. Returns the
-        episodes of the recordings closed."""
+    def sweep(self, now: float | None = None, outgoing: Outgoing | None = None,
+              step: int | None = None) -> list[dict[str, Any]]:
+        """Close the beds silent for `silent_s` (wall clock), at most `step` of them (CLOSE_STEP; the longest silent first;
+        `more_silent` says whether others wait for the next sweep): their open episodes end, their next message
+        starts a new recording; and end the conditions "no valid data" no refusal has renewed for as long. Returns
+        the episodes of the recordings closed. A ward that falls silent together (a gateway down) is closed a step
+        at a time between batches, never in one transaction that holds every other bed's ingest."""
         from biostream.serving.streaming import refusals
 
         now = time.time() if now is None else now
-        silent = self.store.silent_beds(now - self.params.silent_s)
-        closed = self.close(silent, now, only_before=now - self.params.silent_s, outgoing=outgoing)
+        step = CLOSE_STEP if step is None else step
+        silent = self.store.silent_beds(now - self.params.silent_s, limit=step + 1)
+        self.more_silent = len(silent) > step
+        closed = self.close(silent[:step], now, only_before=now - self.params.silent_s, outgoing=outgoing)
         refusals.end_stale(self, now)
         return closed
 
@@ -496,7 +360,7 @@ class StreamEngine:
                 st.values = self._empty
                 st.last_second = st.first_second = None
                 bed_rows.append({"bed": bed, "last_second": None, "last_arrival": row.last_arrival,
-                                 "state": self._state_dict(st), "refused_since": st.refused_since})
+                                 "state": state_json(st), "refused_since": st.refused_since})
             tx.write(bed_rows, [], [], episodes, acks=self._acks)
             if outgoing is not None and closed:
                 outgoing.message = outgoing.render([BedAnswer(c["bed"], closed=[c]) for c in closed], [])
@@ -515,35 +379,3 @@ def _conflict(error: BaseException) -> bool:
 
 class _Stale(Exception):
     """Another process wrote some of a batch's beds while this one scored them."""
-
-
-class Writes(NamedTuple):
-    """What one batch writes, in one transaction (the store transaction's `write`, in this order)."""
-
-    beds: list[dict]
-    seconds: list[list]
-    merged: list[dict]
-    episodes: list[dict]
-    ended: list[tuple] = []  # conditions "no valid data" ended: (end second, wall clock, bed, start)
-
-
-class _Outputs(NamedTuple):
-    """The answers of a batch's windows, row by row as lists (what the per-second loop reads)."""
-
-    score: list[float]
-    technical: list[bool]
-    fired: list[bool]  # a rule of the floor fires
-    conditions: list
-    advisory: dict[str, list[float]]  # per rule kind the served advisory's score (-inf: cannot judge)
-    answer: Answer | None  # the same, as arrays (None: no window)
-
-
-class _Named(NamedTuple):
-    """A second whose top signals are to be named: its row, stored record, answer (when alarming) and episode
-    (when at its peak)."""
-
-    row: int
-    rec: list
-    said: dict | None
-    episode: Episode | None
-    second: int

@@ -294,8 +294,13 @@ class StreamEndpoints:
         return run(self.engine.store.url, self.engine.params.retention, now)
 
     def sweep_now(self, now: float | None = None) -> list[dict[str, Any]]:
-        with self.lock:
-            return self.engine.sweep(time.time() if now is None else now)
+        """Close every silent bed, a step at a time: the lock is let go between steps, so ingests go on."""
+        closed: list[dict[str, Any]] = []
+        while True:
+            with self.lock:
+                closed += self.engine.sweep(time.time() if now is None else now)
+                if not self.engine.more_silent:
+                    return closed
 
 
 

@@ -254,7 +254,7 @@ class Consumer:
                 self.forget_published()
                 if not self.owned:
                     time.sleep(self.lease_ms / 5000)
-            if time.monotonic() - swept > sweep_every_s:
+            if time.monotonic() - swept > sweep_every_s or self.engine.more_silent:  # the next step, between batches
                 self.sweep()
                 self.engine.store.checkpoint()
                 self.republish()
