@@ -174,8 +174,12 @@ def test_a_ward_falling_silent_together_is_closed_a_step_at_a_time_longest_silen
     assert recording() == ["bed-4"] and engine.more_silent
     engine.sweep(now=1500.0, step=2)
     assert recording() == [] and not engine.more_silent
-    for i in range(5):  # a new recording each (more than silent_s later)
+    reads = []  # the beds whose history is read back from the store
+    recent_values = engine.store.recent_values
+    engine.store.recent_values = lambda bed, *a: reads.append(bed) or recent_values(bed, *a)
+    for i in range(5):  # a new recording each (more than silent_s later): nothing before it is read
         engine.ingest([Chunk(f"bed-{i}", START + 1000, values[:, :30].copy())], now=2000.0)
+    assert reads == []
     import biostream.serving.streaming.engine as engine_module
 
     step, engine_module.CLOSE_STEP = engine_module.CLOSE_STEP, 2
@@ -184,6 +188,10 @@ def test_a_ward_falling_silent_together_is_closed_a_step_at_a_time_longest_silen
     finally:
         engine_module.CLOSE_STEP = step
     assert recording() == [] and not engine.more_silent
+    # a bed back within silent_s of its newest stored second continues its recording: its history is read, once
+    engine.ingest([Chunk("bed-0", START + 1030 + 60, values[:, :10].copy())], now=2600.0)
+    assert reads == ["bed-0"] and recording() == ["bed-0"]
+    assert len(engine.store.seconds("bed-0", since=START + 1000)) == 30 + 60 + 10  # the 60 s gap scored as missing
 
 
 def test_a_batch_result_is_kept_in_its_commit_until_it_is_published(alarming, tmp_path):

@@ -102,8 +102,9 @@ class StreamEngine:
         return {k: BedAlarms.from_dict(policy, stored[k]) if k in stored else BedAlarms(policy)
                 for k in self.advisory_signals}
 
-    def _state(self, row: BedRow) -> BedState:
-        """A bed's state as of its stored `row`: the cached one if it is that version, else loaded from the store."""
+    def _state(self, row: BedRow, history: bool = True) -> BedState:
+        """A bed's state as of its stored `row`: the cached one if it is that version, else loaded from the store
+        (without its values' history where the caller needs none: closing a recording; not cached then)."""
         bed = row.bed
         cached = self.beds.get(bed)
         if cached is not None and cached.version == row.version:
@@ -116,6 +117,8 @@ class StreamEngine:
             state.advisories = self._advisories(stored.get("advisories") or {})
         if row.last_second is not None and stored is not None:
             state.last_second, state.first_second = row.last_second, stored["first_second"]
+            if not history:
+                return state
             state.values = self._history(bed, row.last_second)[0]
         self.beds[bed] = state
         return state
@@ -214,7 +217,7 @@ class StreamEngine:
         idle = [bed for bed, st in states.items() if st.last_second is None and bed in known]
         if idle:
             for bed, newest in self.store.newest_seconds(idle).items():
-                self._reopen(bed, states[bed], newest)
+                self._reopen(bed, states[bed], newest, min(c.start for c in by_bed[bed]))
         problems: list[Problem] = []
         plans = [self._plan(bed, states[bed], sorted(parts, key=lambda c: c.start)) for bed, parts in by_bed.items()]
         for plan in plans:
@@ -237,9 +240,15 @@ class StreamEngine:
             plan.state.version += 1
         return answers, problems
 
-    def _reopen(self, bed: str, state: BedState, newest: int) -> None:
-        """A closed bed's state as of its newest stored second: its history, and its recording from there on."""
-        state.values, state.first_second = self._history(bed, newest)
+    def _reopen(self, bed: str, state: BedState, newest: int, first_sent: int) -> None:
+        """A closed bed's state as of its newest stored second, its recording from there on, and its history where
+        the message may continue or repeat it (its first second within `silent_s` after the newest stored one);
+        else the message starts a new recording, which reads nothing before it: no history is read (a ward back
+        after a silence costs no read of each bed's 30 min)."""
+        if first_sent - newest - 1 < self.params.silent_s:
+            state.values, state.first_second = self._history(bed, newest)
+        else:
+            state.values, state.first_second = self._empty, newest
         state.last_second = newest
 
     def _stored_or_refused(self, plan: Plan) -> None:
@@ -311,11 +320,11 @@ class StreamEngine:
     # ------------------------------------------------------------------------------------------ silence
     def sweep(self, now: float | None = None, outgoing: Outgoing | None = None,
               step: int | None = None) -> list[dict[str, Any]]:
-        """Close the beds silent for `silent_s` (wall clock), at most `step` of them (CLOSE_STEP; the longest silent first;
-        `more_silent` says whether others wait for the next sweep): their open episodes end, their next message
-        starts a new recording; and end the conditions "no valid data" no refusal has renewed for as long. Returns
-        the episodes of the recordings closed. A ward that falls silent together (a gateway down) is closed a step
-        at a time between batches, never in one transaction that holds every other bed's ingest."""
+        """Close the beds silent for `silent_s` (wall clock), at most `step` of them (default CLOSE_STEP; the longest
+        silent first; `more_silent` says whether others wait for the next sweep): their open episodes end, their next
+        message starts a new recording; and end the conditions "no valid data" no refusal has renewed for as long.
+        Returns the episodes of the recordings closed. A ward that falls silent together (a gateway down) is closed a
+        step at a time between batches, never in one transaction that holds every other bed's ingest."""
         from biostream.serving.streaming import refusals
 
         now = time.time() if now is None else now
@@ -351,7 +360,7 @@ class StreamEngine:
                 row = tx.rows[bed]
                 if row.last_second is None or (only_before is not None and (row.last_arrival or 0) >= only_before):
                     continue  # no recording, or a message came in meanwhile
-                st = self._state(row)
+                st = self._state(row, history=False)  # closing reads no history
                 for ep in (st.alarms.reset(), *(a.reset() for a in st.advisories.values())):
                     if ep is not None:
                         rec = episode_record(bed, ep, now, self.model_version)
