@@ -25,6 +25,7 @@ import numpy as np
 
 from benchmarks.bench_advisory_cost import IDS, START, _params
 from benchmarks.bench_streams import PG
+from biostream.core.io import write_json
 
 
 def ticks(engine, values: np.ndarray, first: int, n: int, now: float) -> list[float]:
@@ -114,8 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
            "slowest_step_vs_slowest_tick": round(max(steps) * 1e3 / slowest, 2),
            "one_sweep_ms": round(at_once * 1e3, 1), "one_sweep_vs_slowest_tick": round(at_once * 1e3 / slowest, 2)}
     print(json.dumps(out, indent=1))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    write_json(out, args.out)
     return out
 
 
