@@ -199,7 +199,7 @@ class Advisor:
             now = ahead = limit = recent = None
             if isinstance(c, Extrapolated | Gated):
                 span = c.ahead_s if isinstance(c, Extrapolated) else c.fit_s
-                now, ahead = (float(extrapolated_last(v[None], c.fit_s, a, c.min_fraction)[0]) for a in (0, span))
+                now, ahead = (float(a[0]) for a in extrapolated_last(v[None], c.fit_s, (0, span), c.min_fraction))
             if isinstance(c, Gated):
                 recent = bool(beyond(v[-c.recent_s:], rule).any())
             elif isinstance(c, Personalised):
@@ -288,8 +288,7 @@ class _Detail:
         if key not in self._cache:
             v = self.frame[rule.signal].to_numpy(np.float64)
             span = c.ahead_s if isinstance(c, Extrapolated) else c.fit_s
-            now = extrapolated(v, self.breaks, c.fit_s, 0, c.min_fraction)
-            ahead = extrapolated(v, self.breaks, c.fit_s, span, c.min_fraction)
+            now, ahead = extrapolated(v, self.breaks, c.fit_s, (0, span), c.min_fraction)
             self._cache[key] = np.stack([now, ahead])
         now, ahead = self._cache[key]
         return now, ahead

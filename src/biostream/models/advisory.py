@@ -50,19 +50,22 @@ def rolling_sum(values: np.ndarray, breaks: np.ndarray, n: int) -> np.ndarray:
     return c[idx + 1] - c[np.maximum(idx - n + 1, start)]
 
 
-def extrapolated(values: np.ndarray, breaks: np.ndarray, fit_s: int, ahead_s: int, min_fraction: float) -> np.ndarray:
+def extrapolated(values: np.ndarray, breaks: np.ndarray, fit_s: int, ahead_s: int | tuple[int, ...],
+                 min_fraction: float) -> np.ndarray | tuple[np.ndarray, ...]:
     """The least-squares line through the last `fit_s` seconds' values, read `ahead_s` ahead (NaN where fewer than
-    `min_fraction` of them have a value, or they are all one second)."""
+    `min_fraction` of them have a value, or they are all one second); for a tuple of `ahead_s`, one array each, from
+    one line (its sums computed once)."""
     idx = np.arange(len(values))
     x = (idx - np.maximum.accumulate(np.where(breaks, idx, 0))).astype(np.float64)  # seconds into the stretch
     ok = np.isfinite(values)
     y = np.where(ok, values, 0.0)
     w = ok.astype(np.float64)
     sums = [rolling_sum(v, breaks, fit_s) for v in (w, x * w, y, x * x * w, x * y)]
-    return _line_ahead(*sums, x + ahead_s, max(2.0, min_fraction * fit_s))
+    return _line_ahead(sums, x, ahead_s, max(2.0, min_fraction * fit_s))
 
 
-def extrapolated_last(values: np.ndarray, fit_s: int, ahead_s: int, min_fraction: float) -> np.ndarray:
+def extrapolated_last(values: np.ndarray, fit_s: int, ahead_s: int | tuple[int, ...],
+                      min_fraction: float) -> np.ndarray | tuple[np.ndarray, ...]:
     """`extrapolated` at the last second of each row of `values` (m, T), from its last `fit_s` columns only (NaN:
     missing, as before a recording starts): what a bed's window gives for its newest second, without the rolling
     sums of every second before it (the stream's and /predict's fast path; equal to `extrapolated` to rounding)."""
@@ -72,19 +75,22 @@ def extrapolated_last(values: np.ndarray, fit_s: int, ahead_s: int, min_fraction
     w = ok.astype(np.float64)
     x = np.arange(v.shape[1], dtype=np.float64)
     sums = [w.sum(axis=1), w @ x, y.sum(axis=1), w @ (x * x), y @ x]  # matrix-vector products: one pass each
-    return _line_ahead(*sums, x[-1] + ahead_s, max(2.0, min_fraction * fit_s))
+    return _line_ahead(sums, x[-1], ahead_s, max(2.0, min_fraction * fit_s))
 
 
-def _line_ahead(n: np.ndarray, sx: np.ndarray, sy: np.ndarray, sxx: np.ndarray, sxy: np.ndarray,
-                at: np.ndarray | float, min_count: float) -> np.ndarray:
-    """The least-squares line of the weighted sums (count, x, y, x^2, xy) read at `at`; NaN with fewer than
-    `min_count` values or no spread in x."""
+def _line_ahead(sums: list[np.ndarray], x: np.ndarray | float, ahead_s: int | tuple[int, ...],
+                min_count: float) -> np.ndarray | tuple[np.ndarray, ...]:
+    """The least-squares line of the weighted sums (count, x, y, x^2, xy) read `ahead_s` after `x` (each of a
+    tuple); NaN with fewer than `min_count` values or no spread in x."""
+    n, sx, sy, sxx, sxy = sums
     with np.errstate(invalid="ignore", divide="ignore"):
         mx, my = sx / n, sy / n
         var = sxx / n - mx * mx
         slope = (sxy / n - mx * my) / var
-        out = my + slope * (at - mx)
-    return np.where((n >= min_count) & (var > 1e-9), out, np.nan)
+        fitted = (n >= min_count) & (var > 1e-9)
+        out = tuple(np.where(fitted, my + slope * (x + a - mx), np.nan)
+                    for a in (ahead_s if isinstance(ahead_s, tuple) else (ahead_s,)))
+    return out if isinstance(ahead_s, tuple) else out[0]
 
 
 def _rolling(values: np.ndarray, breaks: np.ndarray, history_s: int, min_periods: int) -> pd.core.window.Rolling:
@@ -153,7 +159,7 @@ def moving_towards(now: np.ndarray, ahead: np.ndarray, rule: AlarmRule) -> np.nd
 def gates(values: np.ndarray, breaks: np.ndarray, rule: AlarmRule, c: Gated) -> tuple[np.ndarray, ...]:
     """Per row of a recording: the line's change towards the limit, whether the rule's limit was crossed within
     `recent_s`, and whether the rule holds (beyond its limit for its whole duration)."""
-    now, ahead = (extrapolated(values, breaks, c.fit_s, a, c.min_fraction) for a in (0, c.fit_s))
+    now, ahead = extrapolated(values, breaks, c.fit_s, (0, c.fit_s), c.min_fraction)
     out = beyond(values, rule)
     return (moving_towards(now, ahead, rule), rolling_sum(out, breaks, c.recent_s) > 0,
             rolling_sum(out, breaks, max(1, rule.min_duration_s)) >= max(1, rule.min_duration_s))
@@ -161,7 +167,7 @@ def gates(values: np.ndarray, breaks: np.ndarray, rule: AlarmRule, c: Gated) -> 
 
 def gates_last(v: np.ndarray, rule: AlarmRule, c: Gated) -> tuple[np.ndarray, ...]:
     """`gates` at the last second of each row of `v` (m, T), from its own columns (as `extrapolated_last`)."""
-    now, ahead = (extrapolated_last(v, c.fit_s, a, c.min_fraction) for a in (0, c.fit_s))
+    now, ahead = extrapolated_last(v, c.fit_s, (0, c.fit_s), c.min_fraction)
     out = beyond(v, rule)
     held = max(1, rule.min_duration_s)
     return (moving_towards(now, ahead, rule), out[:, -c.recent_s:].sum(axis=1) > 0,

@@ -71,10 +71,10 @@ class Answer:
 
     @classmethod
     def concat(cls, parts: Sequence[Answer]) -> Answer:
-        """The answers of consecutive chunks of windows as one (without their views)."""
+        """The answers of consecutive chunks of windows (at least one) as one (without their views)."""
         cat = np.concatenate
-        kinds = parts[0].advisory.keys() if parts else ()
-        return cls(score=cat([p.score for p in parts]), threshold=parts[0].threshold if parts else 0.0,
+        kinds = parts[0].advisory.keys()
+        return cls(score=cat([p.score for p in parts]), threshold=parts[0].threshold,
                    technical=cat([p.technical for p in parts]), fired=cat([p.fired for p in parts]),
                    rule_driven=cat([p.rule_driven for p in parts]), learned=cat([p.learned for p in parts]),
                    conditions=[c for p in parts for c in p.conditions],
