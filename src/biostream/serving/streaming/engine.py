@@ -32,7 +32,7 @@ from biostream.serving.streaming.answers import (
 from biostream.serving.streaming.batch import Plan, StateCache, Windows
 from biostream.serving.streaming.params import StreamParams
 from biostream.serving.streaming.policy import BedAlarms
-from biostream.serving.streaming.stepping import SCORE_CHUNK, Stepper  # noqa: F401 (SCORE_CHUNK: the benchmark's)
+from biostream.serving.streaming.stepping import Stepper
 from biostream.serving.streaming.store import BedRow, Store
 from biostream.serving.streaming.writes import Writes, batch_writes, state_json
 
