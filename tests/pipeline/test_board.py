@@ -148,8 +148,12 @@ def test_an_advisory_shows_yellow_before_any_alarm_and_is_acknowledged(served, p
                                                             dbp=45.5)]})
     assert status == 200, out
     opened = [e for b in out["beds"] for e in b["opened"]]
-    assert [e["alarm_class"] for e in opened] == ["advisory"], (meta["advisory"]["source"], opened)
-    advisory = opened[0]
+    # advisories only, no alarm; the noise may flicker MAP across the advisory's limit first (a short advisory that
+    # closes more than its refractory period before the next), so the one the board shows is the one still open
+    assert opened and {e["alarm_class"] for e in opened} == {"advisory"}, (meta["advisory"]["source"], opened)
+    still = [e for e in opened if e["open"]]
+    assert len(still) == 1, opened
+    advisory = still[0]
     assert advisory["kind"] == "hypotension" and advisory["reason"].startswith("MAP "), advisory
     assert any(s["advisory"] for b in out["beds"] for s in b["seconds"])
     page.goto(f"http://127.0.0.1:{port}/board")
@@ -167,12 +171,12 @@ def test_an_advisory_shows_yellow_before_any_alarm_and_is_acknowledged(served, p
     page.screenshot(path=str(SHOTS / "board-advisory.png"))
     page.get_by_role("link", name=bed).click()
     page.get_by_test_id("bed-title").wait_for()
-    page.locator("#episodes tr.adv button[data-ack]").click()
+    page.locator("#episodes tr.adv button[data-ack]").first.click()  # the newest (a flicker before: another row)
     page.locator("#episodes tr.adv.acked").wait_for(timeout=10_000)
     key_id = keys["clinician"].split("_")[1]
     status, episodes = client.get_json(f"/beds/{bed}/episodes")
     acked = [e for e in episodes["episodes"] if e["alarm_class"] == "advisory"]
-    assert acked and acked[0]["acknowledged_by"] == key_id, episodes
+    assert acked and any(e["acknowledged_by"] == key_id for e in acked), episodes
     page.screenshot(path=str(SHOTS / "bed-advisory.png"), full_page=True)
     time.sleep(2.5)  # each worker writes its audit entries once a second
     status, audit = Client(port, keys["admin"]).get_json(f"/audit?bed={bed}")
